@@ -1,0 +1,128 @@
+//! mTLS: the identity named by a verified client certificate.
+//!
+//! Evaluated once per connection, at the end of the handshake; requests on the connection only
+//! read the stored result.
+
+use std::sync::Arc;
+
+use openssl::nid::Nid;
+use openssl::x509::X509Ref;
+use regex::Regex;
+
+use crate::config::{CertField, MtlsConfig};
+use crate::identity::{Identity, ProvenBy};
+use crate::originator::validate_originator;
+
+/// What the handshake established about the client certificate, kept for the connection's life.
+#[derive(Debug)]
+pub struct CertIdentity {
+    pub result: Result<Arc<Identity>, &'static str>,
+}
+
+pub struct MtlsAuthenticator {
+    fields: Vec<CertField>,
+    originator: Regex,
+}
+
+pub fn compile_originator_regex(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| format!("expected a regular expression: {e}"))
+}
+
+impl MtlsAuthenticator {
+    pub fn from_config(config: &MtlsConfig) -> Result<Self, String> {
+        Ok(MtlsAuthenticator {
+            fields: config.identity.clone(),
+            originator: compile_originator_regex(&config.originator)?,
+        })
+    }
+
+    /// Identity of an already verified certificate.
+    pub fn identify(&self, cert: &X509Ref) -> CertIdentity {
+        CertIdentity {
+            result: self.identify_inner(cert).map(Arc::new),
+        }
+    }
+
+    fn identify_inner(&self, cert: &X509Ref) -> Result<Identity, &'static str> {
+        let value = self
+            .fields
+            .iter()
+            .find_map(|field| field_value(cert, *field))
+            .ok_or("client certificate has none of the configured identity fields")?;
+        let originator = self
+            .derive_originator(&value)
+            .ok_or("certificate identity does not match the originator pattern")?;
+        validate_originator(&originator)
+            .map_err(|_| "certificate identity is not usable as an originator")?;
+        Ok(Identity {
+            // validated: visible ASCII only, so safe to log
+            name: value,
+            proven_by: ProvenBy::Mtls,
+            originator,
+            also_allowed: Vec::new(),
+        })
+    }
+
+    /// The named group `originator` of the configured regex, or the whole match.
+    pub fn derive_originator(&self, value: &str) -> Option<String> {
+        let caps = self.originator.captures(value)?;
+        let m = caps.name("originator").or_else(|| caps.get(0))?;
+        Some(m.as_str().to_owned())
+    }
+}
+
+/// The first value of `field` in the certificate. SAN URIs are kept as raw strings: oneM2M
+/// originators like `//openmtc.org/mn-cse-1/CTestIPE` are not URLs.
+fn field_value(cert: &X509Ref, field: CertField) -> Option<String> {
+    if field == CertField::Cn {
+        return cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .next()
+            .and_then(|e| std::str::from_utf8(e.data().as_slice()).ok())
+            .map(str::to_owned);
+    }
+    let sans = cert.subject_alt_names()?;
+    sans.iter().find_map(|name| {
+        match field {
+            CertField::Uri => name.uri(),
+            CertField::Dns => name.dnsname(),
+            CertField::Email => name.email(),
+            CertField::Cn => None,
+        }
+        .map(str::to_owned)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(pattern: &str) -> MtlsAuthenticator {
+        MtlsAuthenticator::from_config(&MtlsConfig {
+            identity: vec![CertField::Uri],
+            originator: pattern.into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn originator_from_named_group_or_whole_match() {
+        assert_eq!(
+            auth("^(?P<originator>.+)$").derive_originator("//openmtc.org/mn-cse-1/CTestIPE"),
+            Some("//openmtc.org/mn-cse-1/CTestIPE".into())
+        );
+        assert_eq!(
+            auth("^urn:m2m:(?P<originator>C[^/]+)$").derive_originator("urn:m2m:Cae-sensor1"),
+            Some("Cae-sensor1".into())
+        );
+        assert_eq!(
+            auth("C[a-z]+").derive_originator("xCabc1"),
+            Some("Cabc".into())
+        );
+        assert_eq!(
+            auth("^urn:(?P<originator>.+)$").derive_originator("Cae1"),
+            None
+        );
+    }
+}

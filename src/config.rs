@@ -1,0 +1,549 @@
+//! The YAML configuration: types, defaults and validation.
+//!
+//! Key names are a contract with users' files, tests and deploy manifests. Unknown keys are
+//! errors so that a typo never silently disables a security setting.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        file: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Public listener, e.g. "0.0.0.0:8443".
+    pub listen: String,
+    /// Worker threads; default: number of CPUs.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Omitted: plain HTTP (only behind something that already terminates TLS).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+    /// Admin listener for /healthz and /readyz; never on the public listener.
+    #[serde(default = "default_admin")]
+    pub admin: String,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub originator: OriginatorConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Default: `required` when `client_ca` is set, `off` otherwise.
+    #[serde(default)]
+    pub client_cert: Option<ClientCertMode>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    Off,
+    Optional,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+impl TlsConfig {
+    pub fn client_cert_mode(&self) -> ClientCertMode {
+        match (self.client_cert, &self.client_ca) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => ClientCertMode::Required,
+            (None, None) => ClientCertMode::Off,
+        }
+    }
+}
+
+/// `upstream: "http://host:port"` or the long form with timeouts.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: String,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamLong {
+    url: String,
+    #[serde(default, with = "opt_duration")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    timeout: Option<Duration>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UpstreamForms {
+    Short(String),
+    Long(UpstreamLong),
+}
+
+impl<'de> Deserialize<'de> for UpstreamConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let form = UpstreamForms::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a URL string like \"http://127.0.0.1:8080\" or a map with keys url, connect_timeout, timeout",
+            )
+        })?;
+        Ok(match form {
+            UpstreamForms::Short(url) => UpstreamConfig {
+                url,
+                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+                timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            },
+            UpstreamForms::Long(l) => UpstreamConfig {
+                url: l.url,
+                connect_timeout: l.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+                timeout: l.timeout.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT),
+            },
+        })
+    }
+}
+
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Mtls,
+    Basic,
+    Bearer,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Mtls => "mtls",
+            Method::Basic => "basic",
+            Method::Bearer => "bearer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default = "default_methods")]
+    pub methods: Vec<Method>,
+    #[serde(default)]
+    pub mtls: MtlsConfig,
+    #[serde(default)]
+    pub anonymous: Anonymous,
+    /// Forward the client's `Authorization` header to the upstream (off: it is removed).
+    #[serde(default)]
+    pub forward_authorization: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            methods: default_methods(),
+            mtls: MtlsConfig::default(),
+            anonymous: Anonymous::Deny,
+            forward_authorization: false,
+        }
+    }
+}
+
+fn default_methods() -> Vec<Method> {
+    vec![Method::Mtls]
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertField {
+    Uri,
+    Dns,
+    Email,
+    Cn,
+}
+
+impl CertField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertField::Uri => "uri",
+            CertField::Dns => "dns",
+            CertField::Email => "email",
+            CertField::Cn => "cn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsConfig {
+    /// Certificate fields that may name the client; the first present wins.
+    #[serde(default = "default_identity_fields")]
+    pub identity: Vec<CertField>,
+    /// Regex on that value; the named group `originator` (or the whole match) is the originator.
+    #[serde(default = "default_originator_regex")]
+    pub originator: String,
+}
+
+impl Default for MtlsConfig {
+    fn default() -> Self {
+        MtlsConfig {
+            identity: default_identity_fields(),
+            originator: default_originator_regex(),
+        }
+    }
+}
+
+fn default_identity_fields() -> Vec<CertField> {
+    vec![
+        CertField::Uri,
+        CertField::Dns,
+        CertField::Email,
+        CertField::Cn,
+    ]
+}
+
+fn default_originator_regex() -> String {
+    "^(?P<originator>.+)$".to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    #[default]
+    Deny,
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OriginatorMode {
+    #[default]
+    Overwrite,
+    Verify,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginatorConfig {
+    #[serde(default)]
+    pub mode: OriginatorMode,
+    /// verify mode: an identity whose originator is a CSE-ID (`/id-mn`) may send originators
+    /// inside its own namespace (`/id-mn/...`), as a CSE forwarding for its AEs does.
+    #[serde(default)]
+    pub cse_namespace: bool,
+    /// verify mode: further originator patterns (`*` = any run of characters) an identity may
+    /// use, keyed by its authenticated originator.
+    #[serde(default)]
+    pub allow: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may run after SIGTERM before the process exits.
+    #[serde(default = "default_grace", with = "duration")]
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace_period: default_grace(),
+        }
+    }
+}
+
+fn default_grace() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_admin() -> String {
+    "127.0.0.1:9091".to_string()
+}
+
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "expected a duration like \"10s\" or \"500ms\", got {s:?} ({e})"
+            ))
+        })
+    }
+}
+
+mod opt_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}
+
+/// Validated, resolved values derived from the raw config.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub upstream: SocketAddr,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<(Config, Resolved), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Config::parse(path, &text)?;
+        config.make_paths_relative_to(path);
+        let resolved = config.validate(path)?;
+        Ok((config, resolved))
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Relative file names in the config are relative to the config file's directory, so a
+    /// config works whatever the working directory of the process.
+    fn make_paths_relative_to(&mut self, config_path: &Path) {
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(tls) = self.tls.as_mut() {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            if let Some(ca) = tls.client_ca.as_mut() {
+                fix(ca);
+            }
+        }
+    }
+
+    pub fn validate(&self, file: &Path) -> Result<Resolved, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            key,
+            message,
+        };
+        let listen = parse_addr(&self.listen)
+            .map_err(|m| invalid("listen", format!("expected host:port, {m}")))?;
+        let admin = parse_addr(&self.admin)
+            .map_err(|m| invalid("admin", format!("expected host:port, {m}")))?;
+        if admin == listen {
+            return Err(invalid(
+                "admin",
+                "must differ from `listen`: health endpoints never share the public listener"
+                    .into(),
+            ));
+        }
+        if self.threads == Some(0) {
+            return Err(invalid("threads", "expected a number >= 1".into()));
+        }
+        let upstream =
+            parse_upstream_url(&self.upstream.url).map_err(|m| invalid("upstream", m))?;
+        if self.auth.methods.is_empty() && self.auth.anonymous == Anonymous::Deny {
+            return Err(invalid(
+                "auth.methods",
+                "expected at least one of mtls, basic, bearer (or auth.anonymous: allow)".into(),
+            ));
+        }
+        let mut seen = Vec::new();
+        for m in &self.auth.methods {
+            if seen.contains(m) {
+                return Err(invalid(
+                    "auth.methods",
+                    format!("`{}` is listed twice", m.as_str()),
+                ));
+            }
+            seen.push(*m);
+        }
+        for m in &self.auth.methods {
+            if *m != Method::Mtls {
+                return Err(invalid(
+                    "auth.methods",
+                    format!(
+                        "`{}` is not available in this build; expected mtls",
+                        m.as_str()
+                    ),
+                ));
+            }
+        }
+        let mtls_on = self.auth.methods.contains(&Method::Mtls);
+        match &self.tls {
+            None if mtls_on => {
+                return Err(invalid(
+                    "tls",
+                    "auth method `mtls` needs a `tls` section with `client_ca`".into(),
+                ))
+            }
+            Some(tls) => {
+                let mode = tls.client_cert_mode();
+                if mode != ClientCertMode::Off && tls.client_ca.is_none() {
+                    return Err(invalid(
+                        "tls.client_ca",
+                        format!(
+                            "expected a CA bundle file: tls.client_cert is {mode:?}, which verifies client certificates"
+                        ),
+                    ));
+                }
+                if mtls_on && mode == ClientCertMode::Off {
+                    return Err(invalid(
+                        "tls.client_cert",
+                        "auth method `mtls` needs client_cert `optional` or `required`".into(),
+                    ));
+                }
+            }
+            None => {}
+        }
+        if self.auth.mtls.identity.is_empty() {
+            return Err(invalid(
+                "auth.mtls.identity",
+                "expected a list of certificate fields: uri, dns, email, cn".into(),
+            ));
+        }
+        crate::auth::mtls::compile_originator_regex(&self.auth.mtls.originator)
+            .map_err(|m| invalid("auth.mtls.originator", m))?;
+        for (who, patterns) in &self.originator.allow {
+            for p in patterns {
+                crate::originator::validate_originator(p).map_err(|m| {
+                    invalid(
+                        "originator.allow",
+                        format!("pattern {p:?} for {who:?}: {m}"),
+                    )
+                })?;
+            }
+        }
+        Ok(Resolved {
+            listen,
+            admin,
+            upstream,
+        })
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("got {s:?} ({e})"))?
+        .next()
+        .ok_or_else(|| format!("got {s:?}, which resolves to no address"))
+}
+
+/// Accepts only `http://host:port[/]`: the upstream is a plain-HTTP CSE next to the proxy.
+fn parse_upstream_url(url: &str) -> Result<SocketAddr, String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| {
+        format!("expected a URL like \"http://127.0.0.1:8080\" (plain HTTP), got {url:?}")
+    })?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains('/') || authority.contains('@') {
+        return Err(format!(
+            "expected http://host:port without a path or user info, got {url:?}"
+        ));
+    }
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    parse_addr(&with_port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.yaml"), text)
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let err = parse("listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\nauth:\n  mtls:\n    identiy: [uri]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test.yaml"), "{err}");
+        assert!(err.contains("identiy"), "{err}");
+    }
+
+    #[test]
+    fn upstream_short_and_long_forms() {
+        let c = parse("listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\n").unwrap();
+        assert_eq!(c.upstream.timeout, DEFAULT_UPSTREAM_TIMEOUT);
+        let c = parse(
+            "listen: \"127.0.0.1:1\"\nupstream:\n  url: \"http://127.0.0.1:2\"\n  timeout: 2s\n",
+        )
+        .unwrap();
+        assert_eq!(c.upstream.timeout, Duration::from_secs(2));
+        assert!(parse("listen: \"127.0.0.1:1\"\nupstream:\n  url: x\n  timout: 2s\n").is_err());
+    }
+
+    #[test]
+    fn upstream_url_must_be_plain_http() {
+        assert!(parse_upstream_url("https://127.0.0.1:1").is_err());
+        assert!(parse_upstream_url("http://127.0.0.1:1/path").is_err());
+        assert_eq!(
+            parse_upstream_url("http://127.0.0.1:8080/").unwrap(),
+            "127.0.0.1:8080".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn client_cert_default_follows_client_ca() {
+        let c = parse("listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\ntls:\n  cert: a\n  key: b\n  client_ca: c\n").unwrap();
+        assert_eq!(c.tls.unwrap().client_cert_mode(), ClientCertMode::Required);
+    }
+
+    #[test]
+    fn mtls_without_client_ca_is_refused() {
+        let c = parse("listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\ntls:\n  cert: a\n  key: b\n  client_cert: optional\n").unwrap();
+        let err = c.validate(Path::new("t.yaml")).unwrap_err().to_string();
+        assert!(err.contains("tls.client_ca"), "{err}");
+    }
+}

@@ -1,0 +1,123 @@
+//! What the upstream is allowed to see: client-supplied identity headers are removed and
+//! replaced by the proxy's own.
+
+use std::net::IpAddr;
+
+use pingora::http::RequestHeader;
+use pingora::Result;
+
+pub const ORIGIN: &str = "X-M2M-Origin";
+
+/// Headers a client could use to claim an identity or a network origin the upstream might trust.
+/// Always removed before forwarding (names are matched case-insensitively).
+const SPOOFABLE: &[&str] = &[
+    ORIGIN,
+    "Forwarded",
+    "X-Forwarded-For",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Forwarded-Port",
+    "X-Real-IP",
+    "X-Client-Cert",
+    "X-Client-Verify",
+    "X-Client-DN",
+    "X-SSL-Client-Cert",
+    "X-SSL-Client-DN",
+    "X-SSL-Client-Verify",
+    "X-Forwarded-Client-Cert",
+    "SSL-Client-Cert",
+    "Proxy-Authorization",
+];
+
+/// Stand-in for a header value that is not valid text: never equal to a real originator.
+const UNREADABLE: &str = "\u{fffd}";
+
+/// The client's `X-M2M-Origin` values, all of them, whatever the letter case of the name.
+pub fn client_originators(req: &RequestHeader) -> Vec<&str> {
+    req.headers
+        .get_all(ORIGIN)
+        .iter()
+        .map(|v| v.to_str().unwrap_or(UNREADABLE))
+        .collect()
+}
+
+pub struct Forwarding<'a> {
+    /// `None`: forward no originator at all (anonymous access).
+    pub originator: Option<&'a str>,
+    pub client_ip: Option<IpAddr>,
+    pub proto: &'static str,
+    pub forward_authorization: bool,
+}
+
+/// Rewrite the request the upstream will receive.
+pub fn rewrite_upstream(req: &mut RequestHeader, fwd: &Forwarding<'_>) -> Result<()> {
+    for name in SPOOFABLE {
+        req.remove_header(*name);
+    }
+    if !fwd.forward_authorization {
+        req.remove_header("Authorization");
+    }
+    if let Some(originator) = fwd.originator {
+        req.insert_header(ORIGIN, originator)?;
+    }
+    if let Some(ip) = fwd.client_ip {
+        req.insert_header("X-Forwarded-For", ip.to_string())?;
+    }
+    req.insert_header("X-Forwarded-Proto", fwd.proto)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/cse", None).unwrap();
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn spoofed_origins_in_any_case_are_replaced_by_one() {
+        let mut req = request(&[
+            ("x-m2m-origin", "CAdmin"),
+            ("X-M2M-ORIGIN", "Cother"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("Authorization", "Basic eDp5"),
+        ]);
+        assert_eq!(client_originators(&req), vec!["CAdmin", "Cother"]);
+        rewrite_upstream(
+            &mut req,
+            &Forwarding {
+                originator: Some("Cae1"),
+                client_ip: Some("127.0.0.1".parse().unwrap()),
+                proto: "https",
+                forward_authorization: false,
+            },
+        )
+        .unwrap();
+        let origins: Vec<_> = req.headers.get_all(ORIGIN).iter().collect();
+        assert_eq!(origins, vec!["Cae1"]);
+        assert_eq!(req.headers["X-Forwarded-For"], "127.0.0.1");
+        assert_eq!(req.headers["X-Forwarded-Proto"], "https");
+        assert!(req.headers.get("Authorization").is_none());
+    }
+
+    #[test]
+    fn anonymous_forwards_no_origin() {
+        let mut req = request(&[("X-M2M-Origin", "CAdmin")]);
+        rewrite_upstream(
+            &mut req,
+            &Forwarding {
+                originator: None,
+                client_ip: None,
+                proto: "http",
+                forward_authorization: true,
+            },
+        )
+        .unwrap();
+        assert!(req.headers.get(ORIGIN).is_none());
+    }
+}

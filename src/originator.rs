@@ -1,0 +1,237 @@
+//! Originator policy: which `X-M2M-Origin` the upstream receives for an authenticated identity.
+//! One piece of code, blind to how the identity was proven.
+
+use std::collections::HashMap;
+
+use crate::config::{OriginatorConfig, OriginatorMode};
+use crate::identity::Identity;
+
+/// Longest originator we forward; oneM2M IDs are short, this only bounds hostile input.
+pub const MAX_ORIGINATOR_LEN: usize = 1024;
+
+/// An originator that may be used, with `*` matching any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginatorPattern {
+    parts: Vec<String>,
+}
+
+impl OriginatorPattern {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        validate_originator(pattern)?;
+        Ok(OriginatorPattern {
+            parts: pattern.split('*').map(str::to_owned).collect(),
+        })
+    }
+
+    pub fn matches(&self, candidate: &str) -> bool {
+        let (first, rest) = match self.parts.split_first() {
+            Some(split) => split,
+            None => return false,
+        };
+        let Some(mut remaining) = candidate.strip_prefix(first.as_str()) else {
+            return false;
+        };
+        let Some((last, middle)) = rest.split_last() else {
+            // no `*`: exact match
+            return remaining.is_empty();
+        };
+        for part in middle {
+            match remaining.find(part.as_str()) {
+                Some(i) => remaining = &remaining[i + part.len()..],
+                None => return false,
+            }
+        }
+        remaining.len() >= last.len() && remaining.ends_with(last.as_str())
+    }
+}
+
+/// An originator must be usable as one HTTP header value: visible ASCII only, bounded length.
+pub fn validate_originator(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("expected a non-empty originator".into());
+    }
+    if value.len() > MAX_ORIGINATOR_LEN {
+        return Err(format!(
+            "expected at most {MAX_ORIGINATOR_LEN} bytes, got {}",
+            value.len()
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "expected visible ASCII characters only, found {:?}",
+            c.escape_default().to_string()
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client claimed an originator this identity may not use.
+    NotAllowed,
+    /// Several different originators in one request.
+    Ambiguous,
+}
+
+impl Refusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "originator not allowed for the authenticated identity",
+            Refusal::Ambiguous => "several different X-M2M-Origin values",
+        }
+    }
+}
+
+pub struct OriginatorPolicy {
+    mode: OriginatorMode,
+    cse_namespace: bool,
+    allow: HashMap<String, Vec<OriginatorPattern>>,
+}
+
+impl OriginatorPolicy {
+    pub fn from_config(config: &OriginatorConfig) -> Result<Self, String> {
+        let mut allow = HashMap::new();
+        for (who, patterns) in &config.allow {
+            let parsed = patterns
+                .iter()
+                .map(|p| OriginatorPattern::parse(p))
+                .collect::<Result<Vec<_>, _>>()?;
+            allow.insert(who.clone(), parsed);
+        }
+        Ok(OriginatorPolicy {
+            mode: config.mode,
+            cse_namespace: config.cse_namespace,
+            allow,
+        })
+    }
+
+    /// The originator to forward. `claimed` are the client's `X-M2M-Origin` values (any case,
+    /// empty ones already dropped by the caller or here).
+    pub fn decide<'a>(
+        &self,
+        identity: &'a Identity,
+        claimed: &[&'a str],
+    ) -> Result<&'a str, Refusal> {
+        if self.mode == OriginatorMode::Overwrite {
+            return Ok(&identity.originator);
+        }
+        let mut chosen: Option<&str> = None;
+        for value in claimed.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
+            match chosen {
+                Some(c) if c != value => return Err(Refusal::Ambiguous),
+                _ => chosen = Some(value),
+            }
+        }
+        let Some(claim) = chosen else {
+            return Ok(&identity.originator);
+        };
+        if self.may_use(identity, claim) {
+            Ok(claim)
+        } else {
+            Err(Refusal::NotAllowed)
+        }
+    }
+
+    fn may_use(&self, identity: &Identity, claim: &str) -> bool {
+        if claim == identity.originator {
+            return true;
+        }
+        if validate_originator(claim).is_err() {
+            return false;
+        }
+        if self.cse_namespace && in_cse_namespace(&identity.originator, claim) {
+            return true;
+        }
+        identity.also_allowed.iter().any(|p| p.matches(claim))
+            || self
+                .allow
+                .get(&identity.originator)
+                .is_some_and(|ps| ps.iter().any(|p| p.matches(claim)))
+    }
+}
+
+/// `/id-mn` may act for `/id-mn/Cae1`, never for `/id-mnx` or `/id-mn` itself elsewhere.
+fn in_cse_namespace(cse: &str, claim: &str) -> bool {
+    cse.starts_with('/')
+        && claim
+            .strip_prefix(cse)
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::ProvenBy;
+
+    fn id(originator: &str, also: &[&str]) -> Identity {
+        Identity {
+            name: originator.into(),
+            proven_by: ProvenBy::Mtls,
+            originator: originator.into(),
+            also_allowed: also
+                .iter()
+                .map(|p| OriginatorPattern::parse(p).unwrap())
+                .collect(),
+        }
+    }
+
+    fn policy(mode: OriginatorMode, cse_namespace: bool) -> OriginatorPolicy {
+        OriginatorPolicy::from_config(&OriginatorConfig {
+            mode,
+            cse_namespace,
+            allow: [("Cgw".to_string(), vec!["Cgw-*".to_string()])].into(),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn overwrite_ignores_claims() {
+        let p = policy(OriginatorMode::Overwrite, false);
+        assert_eq!(p.decide(&id("Cae1", &[]), &["CAdmin", "x"]), Ok("Cae1"));
+    }
+
+    #[test]
+    fn verify_mode() {
+        let p = policy(OriginatorMode::Verify, true);
+        let me = id("Cae1", &["Cae1-*"]);
+        assert_eq!(p.decide(&me, &[]), Ok("Cae1"));
+        assert_eq!(p.decide(&me, &["", " "]), Ok("Cae1"));
+        assert_eq!(p.decide(&me, &["Cae1"]), Ok("Cae1"));
+        assert_eq!(p.decide(&me, &["Cae1-temp"]), Ok("Cae1-temp"));
+        assert_eq!(p.decide(&me, &["CAdmin"]), Err(Refusal::NotAllowed));
+        assert_eq!(p.decide(&me, &["Cae1", "CAdmin"]), Err(Refusal::Ambiguous));
+        let gw = id("Cgw", &[]);
+        assert_eq!(p.decide(&gw, &["Cgw-7"]), Ok("Cgw-7"));
+        let mn = id("/id-mn", &[]);
+        assert_eq!(p.decide(&mn, &["/id-mn/Cae9"]), Ok("/id-mn/Cae9"));
+        assert_eq!(p.decide(&mn, &["/id-mnx/Cae9"]), Err(Refusal::NotAllowed));
+        assert_eq!(p.decide(&mn, &["/id-mn/"]), Err(Refusal::NotAllowed));
+        let strict = policy(OriginatorMode::Verify, false);
+        assert_eq!(
+            strict.decide(&mn, &["/id-mn/Cae9"]),
+            Err(Refusal::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn patterns() {
+        let p = OriginatorPattern::parse("Cgw-*-x").unwrap();
+        assert!(p.matches("Cgw-1-x"));
+        assert!(p.matches("Cgw--x"));
+        assert!(!p.matches("Cgw-x"));
+        assert!(!p.matches("Cgw-1-xy"));
+        assert!(OriginatorPattern::parse("a*").unwrap().matches("a"));
+        assert!(OriginatorPattern::parse("*").unwrap().matches("anything"));
+        assert!(!OriginatorPattern::parse("abc").unwrap().matches("abcd"));
+        assert!(OriginatorPattern::parse("bad value").is_err());
+    }
+
+    #[test]
+    fn originator_must_be_one_header_value() {
+        assert!(validate_originator("Cae\r\nX: y").is_err());
+        assert!(validate_originator("a\0b").is_err());
+        assert!(validate_originator("caf\u{e9}").is_err());
+        assert!(validate_originator(&"a".repeat(MAX_ORIGINATOR_LEN + 1)).is_err());
+        assert!(validate_originator("//openmtc.org/mn-cse-1/CTestIPE").is_ok());
+    }
+}

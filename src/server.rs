@@ -1,0 +1,136 @@
+//! Assembles the Pingora server from a validated config: public proxy service (TLS or plain),
+//! admin service, background tasks.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use pingora::prelude::HttpPeer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::{AdminApp, Readiness, ReadinessProbe};
+use crate::auth::mtls::MtlsAuthenticator;
+use crate::auth::Authenticator;
+use crate::config::{Config, Method, Resolved};
+use crate::originator::OriginatorPolicy;
+use crate::proxy::AuthProxy;
+use crate::tls::{self, TlsMaterial};
+
+/// Realm of the `WWW-Authenticate` challenges.
+const REALM: &str = "oneM2M";
+
+/// Everything loaded from the config and the files it names, ready to serve.
+pub struct Prepared {
+    pub config: Config,
+    pub resolved: Resolved,
+    pub tls_material: Option<Arc<ArcSwap<TlsMaterial>>>,
+    pub mtls: Option<Arc<MtlsAuthenticator>>,
+    pub policy: OriginatorPolicy,
+}
+
+/// Load and check every file the config names; nothing is started.
+pub fn prepare(config: Config, resolved: Resolved) -> Result<Prepared> {
+    let tls_material = match &config.tls {
+        Some(tls) => Some(Arc::new(ArcSwap::from_pointee(TlsMaterial::load(tls)?))),
+        None => None,
+    };
+    let mtls = if config.auth.methods.contains(&Method::Mtls) {
+        let auth = MtlsAuthenticator::from_config(&config.auth.mtls)
+            .map_err(anyhow::Error::msg)
+            .context("auth.mtls")?;
+        Some(Arc::new(auth))
+    } else {
+        None
+    };
+    let policy = OriginatorPolicy::from_config(&config.originator)
+        .map_err(anyhow::Error::msg)
+        .context("originator")?;
+    Ok(Prepared {
+        config,
+        resolved,
+        tls_material,
+        mtls,
+        policy,
+    })
+}
+
+fn upstream_peer(p: &Prepared) -> HttpPeer {
+    let mut peer = HttpPeer::new(p.resolved.upstream, false, String::new());
+    peer.options.connection_timeout = Some(p.config.upstream.connect_timeout);
+    peer.options.total_connection_timeout = Some(p.config.upstream.connect_timeout);
+    peer.options.read_timeout = Some(p.config.upstream.timeout);
+    peer.options.write_timeout = Some(p.config.upstream.timeout);
+    peer
+}
+
+/// Run until a shutdown signal; returns when the server has stopped.
+pub fn run(p: Prepared) -> Result<()> {
+    let threads = p.config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(p.config.shutdown.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let proxy = AuthProxy {
+        auth: Authenticator::from_config(&p.config.auth),
+        challenges: AuthProxy::challenges_for(&p.config.auth.methods, REALM),
+        anonymous: p.config.auth.anonymous,
+        forward_authorization: p.config.auth.forward_authorization,
+        upstream: upstream_peer(&p),
+        tls: p.config.tls.is_some(),
+        policy: p.policy,
+    };
+    let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    let listen = p.resolved.listen.to_string();
+    match (&p.config.tls, &p.tls_material) {
+        (Some(tls_config), Some(material)) => {
+            let settings = tls::listener_settings(tls_config, material.clone(), p.mtls.clone())?;
+            proxy_service.add_tls_with_settings(&listen, None, settings);
+        }
+        _ => proxy_service.add_tcp(&listen),
+    }
+
+    let readiness = Readiness::default();
+    let mut admin = Service::new(
+        "admin".to_string(),
+        AdminApp {
+            readiness: readiness.clone(),
+        },
+    );
+    admin.add_tcp(&p.resolved.admin.to_string());
+    let probe = background_service(
+        "readiness",
+        ReadinessProbe {
+            readiness,
+            listen: p.resolved.listen,
+        },
+    );
+
+    server.add_service(proxy_service);
+    server.add_service(admin);
+    server.add_service(probe);
+    log::info!(
+        "m2m-auth-proxy listening on {} ({}), upstream {}, admin {}",
+        p.resolved.listen,
+        if p.config.tls.is_some() {
+            "TLS"
+        } else {
+            "plain HTTP"
+        },
+        p.config.upstream.url,
+        p.resolved.admin
+    );
+    server.run(RunArgs::default());
+    Ok(())
+}
