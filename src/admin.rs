@@ -1,5 +1,5 @@
-//! The admin listener: `/healthz` (the process serves) and `/readyz` (config loaded, public
-//! listener accepting). An unreachable upstream does not make the proxy unready: the proxy still
+//! The admin listener: `/metrics` (Prometheus), `/healthz` (the process serves) and `/readyz`
+//! (config loaded, public listener accepting). An unreachable upstream does not make the proxy unready: the proxy still
 //! answers with a oneM2M error the clients understand, and taking the pod out of the Service
 //! would only turn that answer into a connection failure.
 
@@ -47,6 +47,15 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/healthz" => text(200, "ok"),
+            "/metrics" => {
+                let body = crate::metrics::render();
+                Response::builder()
+                    .status(200)
+                    .header("Content-Type", "text/plain; version=0.0.4")
+                    .header("Content-Length", body.len())
+                    .body(body)
+                    .unwrap_or_default()
+            }
             "/readyz" if self.readiness.is_ready() => text(200, "ready"),
             "/readyz" => text(503, "not ready"),
             _ => text(404, "not found"),

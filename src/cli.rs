@@ -73,9 +73,9 @@ pub fn summary(p: &Prepared) -> String {
         out.push_str(&s);
         out.push('\n');
     };
-    match (&c.tls, &p.tls_material) {
-        (Some(tls), Some(material)) => {
-            let m = material.load();
+    match (&c.tls, &p.tls) {
+        (Some(tls), Some(state)) => {
+            let server = state.server.load();
             line(format!(
                 "listen: {} (TLS {}+, server certificate {} valid until {})",
                 p.resolved.listen,
@@ -84,13 +84,17 @@ pub fn summary(p: &Prepared) -> String {
                     crate::config::TlsVersion::V1_3 => "1.3",
                 },
                 tls.cert.display(),
-                m.server.leaf.not_after()
+                server.leaf.not_after()
             ));
-            let ca = match &m.client_ca {
-                Some(ca) => format!(
-                    ", CA bundle {} ({} certificate(s))",
+            let ca = match &state.trust {
+                Some(trust) => format!(
+                    ", CA bundle {} ({} certificate(s)){}",
                     tls.client_ca.as_deref().unwrap_or(Path::new("?")).display(),
-                    ca.certs.len()
+                    trust.ca_count(),
+                    match &tls.crl {
+                        Some(crl) => format!(", CRL {}", crl.display()),
+                        None => String::new(),
+                    }
                 ),
                 None => String::new(),
             };

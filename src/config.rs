@@ -48,6 +48,48 @@ pub struct Config {
     pub originator: OriginatorConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// One JSON line per request on stdout.
+    #[serde(default = "default_true")]
+    pub access: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { access: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Periodic content check, for file systems without change events.
+    #[serde(default = "default_poll", with = "duration")]
+    pub poll_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            poll_interval: default_poll(),
+        }
+    }
+}
+
+fn default_poll() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -62,6 +104,9 @@ pub struct TlsConfig {
     pub client_cert: Option<ClientCertMode>,
     #[serde(default)]
     pub min_version: TlsVersion,
+    /// CRLs (PEM) for client certificates, checked at the handshake and reloaded at run time.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -167,6 +212,12 @@ pub struct AuthConfig {
     #[serde(default)]
     pub mtls: MtlsConfig,
     #[serde(default)]
+    pub basic: Option<BasicConfig>,
+    #[serde(default)]
+    pub bearer: Option<BearerConfig>,
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    #[serde(default)]
     pub anonymous: Anonymous,
     /// Forward the client's `Authorization` header to the upstream (off: it is removed).
     #[serde(default)]
@@ -178,10 +229,99 @@ impl Default for AuthConfig {
         AuthConfig {
             methods: default_methods(),
             mtls: MtlsConfig::default(),
+            basic: None,
+            bearer: None,
+            rate_limit: RateLimitConfig::default(),
             anonymous: Anonymous::Deny,
             forward_authorization: false,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicConfig {
+    /// htpasswd file as Apache's `htpasswd` tool writes it.
+    pub htpasswd: PathBuf,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Accept plain-text and DES-crypt entries (warned about at start).
+    #[serde(default)]
+    pub allow_insecure_hashes: bool,
+    /// Originator of a user when it is not the user name itself.
+    #[serde(default)]
+    pub originators: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+pub fn default_realm() -> String {
+    "oneM2M".to_string()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Successful verifications remembered (0 disables the cache).
+    #[serde(default = "default_cache_entries")]
+    pub max_entries: usize,
+    #[serde(default = "default_cache_ttl", with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: default_cache_entries(),
+            ttl: default_cache_ttl(),
+        }
+    }
+}
+
+fn default_cache_entries() -> usize {
+    10_000
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerConfig {
+    /// YAML file of tokens stored as SHA-256 hashes.
+    pub tokens: PathBuf,
+    /// Accept Arrowhead's `Bearer SYSTEM//<name>`, a claim without any proof. Never in production.
+    #[serde(default)]
+    pub allow_declared: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Failed attempts allowed per minute, per client address and per user name.
+    #[serde(default = "default_failures_per_minute")]
+    pub failures_per_minute: u32,
+    /// Failures allowed in a burst before the rate applies.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            failures_per_minute: default_failures_per_minute(),
+            burst: default_burst(),
+        }
+    }
+}
+
+fn default_failures_per_minute() -> u32 {
+    10
+}
+
+fn default_burst() -> u32 {
+    10
 }
 
 fn default_methods() -> Vec<Method> {
@@ -361,6 +501,15 @@ impl Config {
             if let Some(ca) = tls.client_ca.as_mut() {
                 fix(ca);
             }
+            if let Some(crl) = tls.crl.as_mut() {
+                fix(crl);
+            }
+        }
+        if let Some(basic) = self.auth.basic.as_mut() {
+            fix(&mut basic.htpasswd);
+        }
+        if let Some(bearer) = self.auth.bearer.as_mut() {
+            fix(&mut bearer.tokens);
         }
     }
 
@@ -402,16 +551,43 @@ impl Config {
             }
             seen.push(*m);
         }
-        for m in &self.auth.methods {
-            if *m != Method::Mtls {
+        if self.auth.methods.contains(&Method::Basic) && self.auth.basic.is_none() {
+            return Err(invalid(
+                "auth.basic",
+                "auth method `basic` needs `auth.basic.htpasswd: PATH`".into(),
+            ));
+        }
+        if self.auth.methods.contains(&Method::Bearer) && self.auth.bearer.is_none() {
+            return Err(invalid(
+                "auth.bearer",
+                "auth method `bearer` needs `auth.bearer.tokens: PATH`".into(),
+            ));
+        }
+        if let Some(basic) = &self.auth.basic {
+            if basic.realm.is_empty()
+                || basic.realm.contains(['"', '\\'])
+                || basic.realm.chars().any(char::is_control)
+            {
                 return Err(invalid(
-                    "auth.methods",
-                    format!(
-                        "`{}` is not available in this build; expected mtls",
-                        m.as_str()
-                    ),
+                    "auth.basic.realm",
+                    "expected a non-empty realm without quotes, backslashes or control characters"
+                        .into(),
                 ));
             }
+            for (user, originator) in &basic.originators {
+                crate::originator::validate_originator(originator).map_err(|m| {
+                    invalid(
+                        "auth.basic.originators",
+                        format!("originator of {user:?}: {m}"),
+                    )
+                })?;
+            }
+        }
+        if self.auth.rate_limit.failures_per_minute == 0 || self.auth.rate_limit.burst == 0 {
+            return Err(invalid(
+                "auth.rate_limit",
+                "expected failures_per_minute and burst >= 1".into(),
+            ));
         }
         let mtls_on = self.auth.methods.contains(&Method::Mtls);
         match &self.tls {

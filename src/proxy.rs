@@ -1,22 +1,25 @@
 //! The request's story, phase by phase: capture the connection's identity, authenticate, apply
-//! the originator policy, rewrite headers, forward, answer failures in oneM2M form.
+//! the originator policy, rewrite headers, forward, answer failures in oneM2M form, log.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::auth::mtls::CertIdentity;
-use crate::auth::{AuthError, Authenticator, ConnectionCredentials};
+use crate::access_log::{self, AccessRecord};
+use crate::auth::{AuthError, Authenticator, ConnectionCredentials, Failure};
 use crate::config::{Anonymous, Method};
 use crate::headers::{self, Forwarding};
 use crate::identity::Identity;
+use crate::metrics;
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
+use crate::tls::ConnectionInfo;
 
 /// How long an upgraded (WebSocket) connection may stay silent. Pingora's default downstream
 /// read timeout (60 s) would otherwise close idle WebSockets.
@@ -29,34 +32,53 @@ pub struct AuthProxy {
     pub forward_authorization: bool,
     pub upstream: HttpPeer,
     pub tls: bool,
+    pub access_log: bool,
     /// `WWW-Authenticate` values for a 401, one per enabled method.
     pub challenges: Vec<String>,
 }
 
-#[derive(Default)]
 pub struct RequestCtx {
+    started: Instant,
     request_id: Option<String>,
     identity: Option<Arc<Identity>>,
     /// What the upstream receives as `X-M2M-Origin`; `None` for anonymous requests.
     originator: Option<String>,
+    /// Set when the proxy refused the request itself.
+    refusal: Option<(AuthOrPolicy, u16)>,
+    upstream_sent: Option<Instant>,
+    upstream_status: Option<u16>,
+}
+
+/// What a refusal is counted as.
+#[derive(Clone, Copy)]
+enum AuthOrPolicy {
+    Auth(&'static str, Failure),
+    Other,
 }
 
 impl AuthProxy {
-    pub fn challenges_for(methods: &[Method], realm: &str) -> Vec<String> {
+    pub fn challenges_for(methods: &[Method], realm: &str, basic_realm: &str) -> Vec<String> {
         methods
             .iter()
             .map(|m| match m {
                 // No standard scheme exists for client certificates; this one names what is
                 // missing for clients and humans reading the response.
                 Method::Mtls => format!("ClientCertificate realm=\"{realm}\""),
-                Method::Basic => format!("Basic realm=\"{realm}\", charset=\"UTF-8\""),
+                Method::Basic => format!("Basic realm=\"{basic_realm}\", charset=\"UTF-8\""),
                 Method::Bearer => format!("Bearer realm=\"{realm}\""),
             })
             .collect()
     }
 
     /// Answer the request ourselves; `Ok(true)` tells Pingora the request is done.
-    async fn refuse(&self, session: &mut Session, ctx: &RequestCtx, err: M2mError) -> Result<bool> {
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        kind: AuthOrPolicy,
+        err: M2mError,
+    ) -> Result<bool> {
+        ctx.refusal = Some((kind, err.rsc as u16));
         self.respond(session, ctx.request_id.as_deref(), &err)
             .await?;
         Ok(true)
@@ -72,21 +94,29 @@ impl AuthProxy {
         Ok(())
     }
 
-    fn authenticate(&self, session: &Session) -> Result<Option<Arc<Identity>>, M2mError> {
+    fn authenticate(&self, session: &Session) -> Result<Option<Arc<Identity>>, AuthError> {
         let client_cert = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|tls| tls.extension.get::<CertIdentity>());
-        let conn = ConnectionCredentials { client_cert };
-        match self.auth.authenticate(&conn) {
+            .and_then(|tls| tls.extension.get::<ConnectionInfo>())
+            .and_then(|conn| conn.client_cert.as_ref());
+        match self
+            .auth
+            .authenticate(&ConnectionCredentials { client_cert })
+        {
             Ok(identity) => Ok(Some(identity)),
-            Err(AuthError::NoCredentials) if self.anonymous == Anonymous::Allow => Ok(None),
-            Err(AuthError::NoCredentials) => {
-                Err(M2mError::unauthenticated("authentication required"))
+            Err(e) if e.failure == Failure::NoCredentials && self.anonymous == Anonymous::Allow => {
+                Ok(None)
             }
-            Err(AuthError::Refused(reason)) => Err(M2mError::unauthenticated(reason)),
-            Err(AuthError::NotAllowed(reason)) => Err(M2mError::forbidden(reason)),
+            Err(e) => Err(e),
         }
+    }
+}
+
+fn auth_error_response(e: &AuthError) -> M2mError {
+    match e.failure {
+        Failure::OriginatorNotAllowed => M2mError::forbidden(e.reason),
+        _ => M2mError::unauthenticated(e.reason),
     }
 }
 
@@ -95,7 +125,15 @@ impl ProxyHttp for AuthProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            started: Instant::now(),
+            request_id: None,
+            identity: None,
+            originator: None,
+            refusal: None,
+            upstream_sent: None,
+            upstream_status: None,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -103,7 +141,12 @@ impl ProxyHttp for AuthProxy {
 
         let identity = match self.authenticate(session) {
             Ok(identity) => identity,
-            Err(err) => return self.refuse(session, ctx, err).await,
+            Err(e) => {
+                let kind = AuthOrPolicy::Auth(e.method, e.failure);
+                return self
+                    .refuse(session, ctx, kind, auth_error_response(&e))
+                    .await;
+            }
         };
 
         if let Some(identity) = &identity {
@@ -111,9 +154,13 @@ impl ProxyHttp for AuthProxy {
             match self.policy.decide(identity, &claimed) {
                 Ok(originator) => ctx.originator = Some(originator.to_owned()),
                 Err(refusal) => {
+                    let kind = AuthOrPolicy::Auth(
+                        identity.proven_by.as_str(),
+                        Failure::OriginatorNotAllowed,
+                    );
                     return self
-                        .refuse(session, ctx, M2mError::forbidden(refusal.reason()))
-                        .await
+                        .refuse(session, ctx, kind, M2mError::forbidden(refusal.reason()))
+                        .await;
                 }
             }
         }
@@ -136,13 +183,14 @@ impl ProxyHttp for AuthProxy {
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
-        upstream_request: &mut pingora::http::RequestHeader,
+        upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let client_ip = match session.client_addr() {
             Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
             _ => None,
         };
+        ctx.upstream_sent = Some(Instant::now());
         headers::rewrite_upstream(
             upstream_request,
             &Forwarding {
@@ -154,19 +202,35 @@ impl ProxyHttp for AuthProxy {
         )
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if let Some(sent) = ctx.upstream_sent {
+            metrics::upstream_duration(sent.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let err = error_response(e);
-        let code = match err {
+        if e.esource() == &ErrorSource::Upstream {
+            metrics::upstream_error(upstream_error_kind(e));
+        }
+        let code = match error_response(e) {
             Some(err) if session.response_written().is_none() => {
                 if let Err(write_err) = self.respond(session, ctx.request_id.as_deref(), &err).await
                 {
                     log::debug!("cannot send error response: {write_err}");
                 }
+                ctx.refusal = Some((AuthOrPolicy::Other, err.rsc as u16));
                 err.status
             }
             _ => 0,
@@ -175,6 +239,73 @@ impl ProxyHttp for AuthProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let (method_label, outcome, failure) = match (ctx.refusal, &ctx.identity) {
+            (Some((AuthOrPolicy::Auth(method, failure), _)), _) => {
+                (method, "refused", Some(failure))
+            }
+            (Some((AuthOrPolicy::Other, _)), identity) => (
+                identity.as_ref().map_or("none", |i| i.proven_by.as_str()),
+                "error",
+                None,
+            ),
+            (None, Some(identity)) => (identity.proven_by.as_str(), "forwarded", None),
+            (None, None) => ("anonymous", "forwarded", None),
+        };
+        metrics::request(method_label, outcome, elapsed);
+        if let Some(failure) = failure {
+            metrics::auth_failure(method_label, failure.label());
+        }
+        if !self.access_log {
+            return;
+        }
+        let rsc_own = ctx.refusal.map(|(_, rsc)| rsc.to_string());
+        let rsc = rsc_own.as_deref().or_else(|| {
+            session
+                .response_written()
+                .and_then(|r| r.headers.get("X-M2M-RSC"))
+                .and_then(|v| v.to_str().ok())
+        });
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|t| t.version.to_string());
+        let req = session.req_header();
+        access_log::write(&AccessRecord {
+            time: access_log::now_rfc3339(),
+            client: session.client_addr().map(|a| a.to_string()),
+            tls: tls.as_deref(),
+            auth_method: method_label,
+            identity: ctx.identity.as_deref().map(|i| i.name.as_str()),
+            originator: ctx.originator.as_deref(),
+            request_id: ctx.request_id.as_deref(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            rsc,
+            upstream_status: ctx.upstream_status,
+            auth_failure: failure.map(Failure::label),
+            duration_ms: elapsed * 1000.0,
+            bytes_sent: session.body_bytes_sent(),
+        });
+    }
+}
+
+fn upstream_error_kind(e: &Error) -> &'static str {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectRefused | ConnectNoRoute => "refused",
+        ConnectTimedout | ReadTimedout | WriteTimedout => "timeout",
+        InvalidHTTPHeader | H1Error => "invalid_response",
+        ConnectionClosed | ReadError | WriteError => "closed",
+        _ => "other",
     }
 }
 

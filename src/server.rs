@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use arc_swap::ArcSwap;
 use pingora::prelude::HttpPeer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -17,7 +16,8 @@ use crate::auth::Authenticator;
 use crate::config::{Config, Method, Resolved};
 use crate::originator::OriginatorPolicy;
 use crate::proxy::AuthProxy;
-use crate::tls::{self, TlsMaterial};
+use crate::reload::{ReloadService, Reloadable, Reloader};
+use crate::tls::{self, ClientCaReload, CrlReload, ServerCertReload, TlsState};
 
 /// Realm of the `WWW-Authenticate` challenges.
 const REALM: &str = "oneM2M";
@@ -26,15 +26,15 @@ const REALM: &str = "oneM2M";
 pub struct Prepared {
     pub config: Config,
     pub resolved: Resolved,
-    pub tls_material: Option<Arc<ArcSwap<TlsMaterial>>>,
+    pub tls: Option<Arc<TlsState>>,
     pub mtls: Option<Arc<MtlsAuthenticator>>,
     pub policy: OriginatorPolicy,
 }
 
 /// Load and check every file the config names; nothing is started.
 pub fn prepare(config: Config, resolved: Resolved) -> Result<Prepared> {
-    let tls_material = match &config.tls {
-        Some(tls) => Some(Arc::new(ArcSwap::from_pointee(TlsMaterial::load(tls)?))),
+    let tls = match &config.tls {
+        Some(tls) => Some(Arc::new(TlsState::load(tls)?)),
         None => None,
     };
     let mtls = if config.auth.methods.contains(&Method::Mtls) {
@@ -51,7 +51,7 @@ pub fn prepare(config: Config, resolved: Resolved) -> Result<Prepared> {
     Ok(Prepared {
         config,
         resolved,
-        tls_material,
+        tls,
         mtls,
         policy,
     })
@@ -64,6 +64,33 @@ fn upstream_peer(p: &Prepared) -> HttpPeer {
     peer.options.read_timeout = Some(p.config.upstream.timeout);
     peer.options.write_timeout = Some(p.config.upstream.timeout);
     peer
+}
+
+/// Every file that can be reloaded at run time, each on its own.
+fn reloadables(p: &Prepared) -> Vec<Box<dyn Reloadable>> {
+    let mut items: Vec<Box<dyn Reloadable>> = Vec::new();
+    if let (Some(config), Some(state)) = (&p.config.tls, &p.tls) {
+        items.push(Box::new(ServerCertReload {
+            state: state.clone(),
+            cert: config.cert.clone(),
+            key: config.key.clone(),
+        }));
+        if state.trust.is_some() {
+            if let Some(ca) = &config.client_ca {
+                items.push(Box::new(ClientCaReload {
+                    state: state.clone(),
+                    path: ca.clone(),
+                }));
+            }
+            if let Some(crl) = &config.crl {
+                items.push(Box::new(CrlReload {
+                    state: state.clone(),
+                    path: crl.clone(),
+                }));
+            }
+        }
+    }
+    items
 }
 
 /// Run until a shutdown signal; returns when the server has stopped.
@@ -82,9 +109,19 @@ pub fn run(p: Prepared) -> Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let reloader = Arc::new(Reloader::new(reloadables(&p)));
     let proxy = AuthProxy {
-        auth: Authenticator::from_config(&p.config.auth),
-        challenges: AuthProxy::challenges_for(&p.config.auth.methods, REALM),
+        auth: Authenticator::from_config(&p.config.auth, p.tls.clone()),
+        challenges: AuthProxy::challenges_for(
+            &p.config.auth.methods,
+            REALM,
+            p.config
+                .auth
+                .basic
+                .as_ref()
+                .map_or(REALM, |b| b.realm.as_str()),
+        ),
+        access_log: p.config.log.access,
         anonymous: p.config.auth.anonymous,
         forward_authorization: p.config.auth.forward_authorization,
         upstream: upstream_peer(&p),
@@ -93,9 +130,9 @@ pub fn run(p: Prepared) -> Result<()> {
     };
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     let listen = p.resolved.listen.to_string();
-    match (&p.config.tls, &p.tls_material) {
-        (Some(tls_config), Some(material)) => {
-            let settings = tls::listener_settings(tls_config, material.clone(), p.mtls.clone())?;
+    match (&p.config.tls, &p.tls) {
+        (Some(tls_config), Some(state)) => {
+            let settings = tls::listener_settings(tls_config, state.clone(), p.mtls.clone())?;
             proxy_service.add_tls_with_settings(&listen, None, settings);
         }
         _ => proxy_service.add_tcp(&listen),
@@ -117,7 +154,16 @@ pub fn run(p: Prepared) -> Result<()> {
         },
     );
 
+    let reload = background_service(
+        "reload",
+        ReloadService {
+            reloader,
+            poll_interval: p.config.reload.poll_interval,
+        },
+    );
+
     server.add_service(proxy_service);
+    server.add_service(reload);
     server.add_service(admin);
     server.add_service(probe);
     log::info!(

@@ -1,19 +1,25 @@
 //! TLS termination: server certificate, client-certificate verification, and the identity of
 //! the client certificate captured once per connection.
 //!
-//! The certificate, key and client CA store are installed per handshake from an `ArcSwap`
-//! snapshot, so a reload can replace them without rebuilding the listener.
+//! The server certificate and the client trust store are installed per handshake from `ArcSwap`
+//! snapshots, so a reload replaces them for every new handshake without touching the listener.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
+use foreign_types::ForeignType;
+use openssl::asn1::Asn1Time;
+use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslOptions, SslSessionCacheMode, SslVerifyMode, SslVersion};
+use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{X509Name, X509VerifyResult, X509};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509Crl, X509Name, X509Ref, X509StoreContext, X509VerifyResult, X509};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
@@ -21,14 +27,16 @@ use pingora::tls::ext;
 
 use crate::auth::mtls::{CertIdentity, MtlsAuthenticator};
 use crate::config::{ClientCertMode, TlsConfig, TlsVersion};
+use crate::metrics;
+use crate::reload::Reloadable;
 
 /// TLS 1.2 suites: ECDHE with AEAD only. TLS 1.3 suites are OpenSSL's defaults (all AEAD).
 const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
 ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
 ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
-/// Resumption needs a session id context whenever clients are verified, or every resumption
-/// fails ("session id context uninitialized").
+/// Needed whenever clients are verified, or every resumption fails ("session id context
+/// uninitialized").
 const SESSION_ID_CONTEXT: &[u8] = b"m2m-auth-proxy";
 
 #[derive(Debug, thiserror::Error)]
@@ -50,19 +58,6 @@ pub enum TlsError {
     Setup(String),
 }
 
-/// The server's certificate chain and key.
-pub struct ServerCert {
-    pub leaf: X509,
-    pub chain: Vec<X509>,
-    pub key: PKey<Private>,
-}
-
-/// Trusted issuers of client certificates.
-pub struct ClientCa {
-    pub store: X509Store,
-    pub certs: Vec<X509>,
-}
-
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         file: path.to_path_buf(),
@@ -78,17 +73,57 @@ fn pem_error(file: &Path, expected: &'static str, detail: impl ToString) -> TlsE
     }
 }
 
+fn setup(e: openssl::error::ErrorStack) -> TlsError {
+    TlsError::Setup(e.to_string())
+}
+
+/// Subject CN (or the whole subject) for logs and the expiry metric.
+pub fn subject_label(cert: &X509Ref) -> String {
+    cert.subject_name()
+        .entries_by_nid(Nid::COMMONNAME)
+        .next()
+        .and_then(|e| {
+            std::str::from_utf8(e.data().as_slice())
+                .ok()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("{:?}", cert.subject_name()))
+}
+
+/// notAfter as a Unix timestamp.
+pub fn not_after_unix(cert: &X509Ref) -> f64 {
+    Asn1Time::from_unix(0)
+        .ok()
+        .and_then(|epoch| epoch.diff(cert.not_after()).ok())
+        .map(|d| d.days as f64 * 86_400.0 + d.secs as f64)
+        .unwrap_or(0.0)
+}
+
+/// The server's certificate chain and key.
+pub struct ServerCert {
+    pub leaf: X509,
+    pub chain: Vec<X509>,
+    pub key: PKey<Private>,
+}
+
 impl ServerCert {
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
-        let pem = read(cert_path)?;
-        let mut certs = X509::stack_from_pem(&pem)
+        Self::parse(cert_path, &read(cert_path)?, key_path, &read(key_path)?)
+    }
+
+    pub fn parse(
+        cert_path: &Path,
+        cert_pem: &[u8],
+        key_path: &Path,
+        key_pem: &[u8],
+    ) -> Result<Self, TlsError> {
+        let mut certs = X509::stack_from_pem(cert_pem)
             .map_err(|e| pem_error(cert_path, "PEM certificates", e))?
             .into_iter();
         let leaf = certs
             .next()
             .ok_or_else(|| pem_error(cert_path, "PEM certificates", "no certificate found"))?;
-        let key_pem = read(key_path)?;
-        let key = PKey::private_key_from_pem(&key_pem)
+        let key = PKey::private_key_from_pem(key_pem)
             .map_err(|e| pem_error(key_path, "a PEM private key", e))?;
         let public = leaf
             .public_key()
@@ -105,78 +140,213 @@ impl ServerCert {
             key,
         })
     }
+
+    fn publish_expiry(&self) {
+        metrics::certificates(
+            "server",
+            &[(subject_label(&self.leaf), not_after_unix(&self.leaf))],
+        );
+    }
 }
 
-impl ClientCa {
-    pub fn load(path: &Path) -> Result<Self, TlsError> {
-        let pem = read(path)?;
-        let certs =
-            X509::stack_from_pem(&pem).map_err(|e| pem_error(path, "PEM CA certificates", e))?;
-        if certs.is_empty() {
-            return Err(pem_error(
-                path,
-                "PEM CA certificates",
-                "no certificate found",
-            ));
+/// CA certificates trusted to sign client certificates.
+pub fn parse_ca_bundle(path: &Path, pem: &[u8]) -> Result<Vec<X509>, TlsError> {
+    let certs = X509::stack_from_pem(pem).map_err(|e| pem_error(path, "PEM CA certificates", e))?;
+    if certs.is_empty() {
+        return Err(pem_error(
+            path,
+            "PEM CA certificates",
+            "no certificate found",
+        ));
+    }
+    Ok(certs)
+}
+
+/// Certificate revocation lists, one or more PEM blocks.
+pub fn parse_crls(path: &Path, pem: &[u8]) -> Result<Vec<X509Crl>, TlsError> {
+    let text = std::str::from_utf8(pem).map_err(|_| pem_error(path, "PEM CRLs", "not text"))?;
+    const END: &str = "-----END X509 CRL-----";
+    let crls = text
+        .split_inclusive(END)
+        .filter(|block| block.contains("-----BEGIN X509 CRL-----"))
+        .map(|block| {
+            X509Crl::from_pem(block.as_bytes()).map_err(|e| pem_error(path, "PEM CRLs", e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if crls.is_empty() {
+        return Err(pem_error(path, "PEM CRLs", "no CRL found"));
+    }
+    Ok(crls)
+}
+
+/// Client-certificate trust: CA bundle, optional CRLs, and the verification store built from
+/// both. Every change bumps `generation`, so connections admitted under an older one are
+/// re-verified on their next request.
+pub struct ClientTrust {
+    ca: ArcSwap<Vec<X509>>,
+    crls: ArcSwapOption<Vec<X509Crl>>,
+    store: ArcSwap<X509Store>,
+    generation: AtomicU64,
+}
+
+impl ClientTrust {
+    pub fn new(ca: Vec<X509>, crls: Option<Vec<X509Crl>>) -> Result<Self, TlsError> {
+        let store = build_store(&ca, crls.as_deref())?;
+        let trust = ClientTrust {
+            ca: ArcSwap::from_pointee(ca),
+            crls: ArcSwapOption::from(crls.map(Arc::new)),
+            store: ArcSwap::from_pointee(store),
+            generation: AtomicU64::new(1),
+        };
+        trust.publish_expiry();
+        Ok(trust)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn ca_count(&self) -> usize {
+        self.ca.load().len()
+    }
+
+    pub fn replace_ca(&self, ca: Vec<X509>) -> Result<(), TlsError> {
+        let store = build_store(&ca, self.crls.load().as_deref().map(|v| v.as_slice()))?;
+        self.ca.store(Arc::new(ca));
+        self.install(store);
+        self.publish_expiry();
+        Ok(())
+    }
+
+    pub fn replace_crls(&self, crls: Vec<X509Crl>) -> Result<(), TlsError> {
+        let store = build_store(&self.ca.load(), Some(&crls))?;
+        self.crls.store(Some(Arc::new(crls)));
+        self.install(store);
+        Ok(())
+    }
+
+    fn install(&self, store: X509Store) {
+        self.store.store(Arc::new(store));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Verify a certificate (and the intermediates the client sent) against the current store.
+    pub fn verify(&self, cert: &X509Ref, intermediates: &[X509]) -> bool {
+        let store = self.store.load();
+        let check = || -> Result<bool, openssl::error::ErrorStack> {
+            let mut chain = Stack::new()?;
+            for c in intermediates {
+                chain.push(c.clone())?;
+            }
+            let mut ctx = X509StoreContext::new()?;
+            ctx.init(&store, cert, &chain, |c| c.verify_cert())
+        };
+        check().unwrap_or(false)
+    }
+
+    fn publish_expiry(&self) {
+        let ca = self.ca.load();
+        let series: Vec<_> = ca
+            .iter()
+            .map(|c| (subject_label(c), not_after_unix(c)))
+            .collect();
+        metrics::certificates("client_ca", &series);
+    }
+}
+
+extern "C" {
+    // Part of libcrypto's public API, not declared by openssl-sys 0.9.
+    fn X509_STORE_add_crl(
+        store: *mut openssl_sys::X509_STORE,
+        crl: *mut openssl_sys::X509_CRL,
+    ) -> std::ffi::c_int;
+}
+
+fn build_store(ca: &[X509], crls: Option<&[X509Crl]>) -> Result<X509Store, TlsError> {
+    let mut builder = X509StoreBuilder::new().map_err(setup)?;
+    for cert in ca {
+        builder.add_cert(cert.clone()).map_err(setup)?;
+    }
+    if let Some(crls) = crls {
+        for crl in crls {
+            // SAFETY: both pointers are valid for the call; X509_STORE_add_crl takes its own
+            // reference to the CRL, so `crl` may be dropped afterwards.
+            let added = unsafe { X509_STORE_add_crl(builder.as_ptr(), crl.as_ptr()) };
+            if added != 1 {
+                return Err(TlsError::Setup(
+                    "cannot add a CRL to the trust store".into(),
+                ));
+            }
         }
-        let mut builder = X509StoreBuilder::new().map_err(|e| TlsError::Setup(e.to_string()))?;
-        for cert in &certs {
-            builder
-                .add_cert(cert.clone())
-                .map_err(|e| pem_error(path, "distinct CA certificates", e))?;
-        }
-        Ok(ClientCa {
-            store: builder.build(),
-            certs,
+        builder
+            .set_flags(X509VerifyFlags::CRL_CHECK)
+            .map_err(setup)?;
+    }
+    Ok(builder.build())
+}
+
+/// Everything a handshake needs, each part replaceable on its own.
+pub struct TlsState {
+    pub server: ArcSwap<ServerCert>,
+    pub trust: Option<ClientTrust>,
+}
+
+impl TlsState {
+    pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
+        let server = ServerCert::load(&config.cert, &config.key)?;
+        server.publish_expiry();
+        metrics::loaded("server_cert");
+        let trust = match (&config.client_ca, config.client_cert_mode()) {
+            (Some(ca_path), mode) if mode != ClientCertMode::Off => {
+                let ca = parse_ca_bundle(ca_path, &read(ca_path)?)?;
+                metrics::loaded("client_ca");
+                let crls = match &config.crl {
+                    Some(crl_path) => {
+                        let crls = parse_crls(crl_path, &read(crl_path)?)?;
+                        metrics::loaded("crl");
+                        Some(crls)
+                    }
+                    None => None,
+                };
+                Some(ClientTrust::new(ca, crls)?)
+            }
+            _ => None,
+        };
+        Ok(TlsState {
+            server: ArcSwap::from_pointee(server),
+            trust,
         })
     }
 }
 
-/// Everything a handshake needs, replaced whole by a reload.
-pub struct TlsMaterial {
-    pub server: ServerCert,
-    pub client_ca: Option<ClientCa>,
-}
-
-impl TlsMaterial {
-    pub fn load(config: &TlsConfig) -> Result<Self, TlsError> {
-        let server = ServerCert::load(&config.cert, &config.key)?;
-        let client_ca = match (&config.client_ca, config.client_cert_mode()) {
-            (Some(path), mode) if mode != ClientCertMode::Off => Some(ClientCa::load(path)?),
-            _ => None,
-        };
-        Ok(TlsMaterial { server, client_ca })
-    }
+/// What the handshake leaves on a connection: its open-connection count, and the client
+/// certificate's identity when one was presented.
+pub struct ConnectionInfo {
+    pub client_cert: Option<CertIdentity>,
+    _open: metrics::ConnectionGuard,
 }
 
 /// Pingora's TLS hooks: install the current material on each handshake, and capture the
 /// client certificate's identity once it is verified.
 pub struct TlsHandler {
-    material: Arc<ArcSwap<TlsMaterial>>,
+    state: Arc<TlsState>,
     mtls: Option<Arc<MtlsAuthenticator>>,
-}
-
-impl TlsHandler {
-    pub fn new(material: Arc<ArcSwap<TlsMaterial>>, mtls: Option<Arc<MtlsAuthenticator>>) -> Self {
-        TlsHandler { material, mtls }
-    }
 }
 
 #[async_trait]
 impl TlsAccept for TlsHandler {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
-        let material = self.material.load();
-        let installed = ext::ssl_use_certificate(ssl, &material.server.leaf)
-            .and_then(|_| ext::ssl_use_private_key(ssl, &material.server.key))
+        let server = self.state.server.load();
+        let installed = ext::ssl_use_certificate(ssl, &server.leaf)
+            .and_then(|_| ext::ssl_use_private_key(ssl, &server.key))
             .and_then(|_| {
-                material
-                    .server
+                server
                     .chain
                     .iter()
                     .try_for_each(|c| ext::ssl_add_chain_cert(ssl, c))
             })
-            .and_then(|_| match &material.client_ca {
-                Some(ca) => ext::ssl_set_verify_cert_store(ssl, &ca.store),
+            .and_then(|_| match &self.state.trust {
+                Some(trust) => ext::ssl_set_verify_cert_store(ssl, &trust.store.load()),
                 None => Ok(()),
             });
         // The hook cannot fail the handshake itself; without a certificate it fails anyway.
@@ -189,31 +359,57 @@ impl TlsAccept for TlsHandler {
         &self,
         ssl: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let mtls = self.mtls.as_ref()?;
-        let cert = ssl.peer_certificate()?;
-        // OpenSSL already refused the handshake if verification failed; checked again so that
-        // an unverified certificate can never name anyone.
-        let identity = if ssl.verify_result() == X509VerifyResult::OK {
-            mtls.identify(&cert)
-        } else {
-            CertIdentity {
-                result: Err("client certificate not verified"),
+        let peer = ssl.peer_certificate();
+        metrics::handshake(peer.is_some());
+        let client_cert = match (peer, &self.mtls, &self.state.trust) {
+            (Some(cert), Some(mtls), Some(trust)) => {
+                let intermediates: Vec<X509> = ssl
+                    .peer_cert_chain()
+                    .map(|chain| chain.iter().skip(1).map(|c| c.to_owned()).collect())
+                    .unwrap_or_default();
+                // OpenSSL already refused the handshake if verification failed; checked again
+                // so that an unverified certificate can never name anyone.
+                let verified = ssl.verify_result() == X509VerifyResult::OK;
+                Some(mtls.identify(cert, intermediates, trust.generation(), verified))
             }
+            _ => None,
         };
-        Some(Arc::new(identity))
+        Some(Arc::new(ConnectionInfo {
+            client_cert,
+            _open: metrics::ConnectionGuard::open(),
+        }))
     }
+}
+
+/// Count why a client certificate was refused, then keep OpenSSL's verdict.
+fn count_verify_failure(preverify_ok: bool, ctx: &mut openssl::x509::X509StoreContextRef) -> bool {
+    if !preverify_ok {
+        use openssl_sys as e;
+        let reason = match ctx.error().as_raw() {
+            e::X509_V_ERR_CERT_HAS_EXPIRED => "expired",
+            e::X509_V_ERR_CERT_NOT_YET_VALID => "not_yet_valid",
+            e::X509_V_ERR_CERT_REVOKED => "revoked",
+            e::X509_V_ERR_INVALID_PURPOSE => "bad_purpose",
+            e::X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+            | e::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
+            | e::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN => "unknown_ca",
+            e::X509_V_ERR_CERT_SIGNATURE_FAILURE => "bad_signature",
+            _ => "other",
+        };
+        metrics::handshake_failure(reason);
+    }
+    preverify_ok
 }
 
 /// Listener TLS settings: TLS 1.2+ (or 1.3 only), AEAD suites, client verification per mode,
 /// no session resumption (a resumed session would skip certificate re-verification).
 pub fn listener_settings(
     config: &TlsConfig,
-    material: Arc<ArcSwap<TlsMaterial>>,
+    state: Arc<TlsState>,
     mtls: Option<Arc<MtlsAuthenticator>>,
 ) -> Result<TlsSettings, TlsError> {
-    let setup = |e: openssl::error::ErrorStack| TlsError::Setup(e.to_string());
-    let current = material.load_full();
-    let mut settings = TlsSettings::with_callbacks(Box::new(TlsHandler::new(material, mtls)))
+    let ca_names = state.trust.as_ref().map(|t| t.ca.load_full());
+    let mut settings = TlsSettings::with_callbacks(Box::new(TlsHandler { state, mtls }))
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     let min = match config.min_version {
         TlsVersion::V1_2 => SslVersion::TLS1_2,
@@ -235,11 +431,11 @@ pub fn listener_settings(
         ClientCertMode::Optional => SslVerifyMode::PEER,
         ClientCertMode::Required => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
     };
-    settings.set_verify(verify);
-    if let Some(ca) = &current.client_ca {
+    settings.set_verify_callback(verify, count_verify_failure);
+    if let Some(ca) = ca_names {
         // Tell clients which issuers are accepted, so they pick the right certificate.
-        let mut names = openssl::stack::Stack::<X509Name>::new().map_err(setup)?;
-        for cert in &ca.certs {
+        let mut names = Stack::<X509Name>::new().map_err(setup)?;
+        for cert in ca.iter() {
             names
                 .push(cert.subject_name().to_owned().map_err(setup)?)
                 .map_err(setup)?;
@@ -247,4 +443,94 @@ pub fn listener_settings(
         settings.set_client_ca_list(names);
     }
     Ok(settings)
+}
+
+/// Reload of the server certificate and key (one unit: they must match).
+pub struct ServerCertReload {
+    pub state: Arc<TlsState>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Reloadable for ServerCertReload {
+    fn kind(&self) -> &'static str {
+        "server_cert"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.cert.clone(), self.key.clone()]
+    }
+    fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
+        let server = ServerCert::parse(&self.cert, &contents[0], &self.key, &contents[1])
+            .map_err(|e| e.to_string())?;
+        let summary = format!(
+            "subject {}, valid until {}",
+            subject_label(&server.leaf),
+            server.leaf.not_after()
+        );
+        server.publish_expiry();
+        self.state.server.store(Arc::new(server));
+        Ok(summary)
+    }
+}
+
+/// Reload of the client CA bundle.
+pub struct ClientCaReload {
+    pub state: Arc<TlsState>,
+    pub path: PathBuf,
+}
+
+impl Reloadable for ClientCaReload {
+    fn kind(&self) -> &'static str {
+        "client_ca"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+    fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
+        let trust = self
+            .state
+            .trust
+            .as_ref()
+            .ok_or("client certificates are off")?;
+        let ca = parse_ca_bundle(&self.path, &contents[0]).map_err(|e| e.to_string())?;
+        let count = ca.len();
+        trust.replace_ca(ca).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{count} CA certificate(s), trust generation {}",
+            trust.generation()
+        ))
+    }
+}
+
+/// Reload of the client-certificate CRLs.
+pub struct CrlReload {
+    pub state: Arc<TlsState>,
+    pub path: PathBuf,
+}
+
+impl Reloadable for CrlReload {
+    fn kind(&self) -> &'static str {
+        "crl"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+    fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
+        let trust = self
+            .state
+            .trust
+            .as_ref()
+            .ok_or("client certificates are off")?;
+        let crls = parse_crls(&self.path, &contents[0]).map_err(|e| e.to_string())?;
+        let revoked: usize = crls
+            .iter()
+            .map(|c| c.get_revoked().map(|r| r.len()).unwrap_or(0))
+            .sum();
+        let count = crls.len();
+        trust.replace_crls(crls).map_err(|e| e.to_string())?;
+        Ok(format!(
+            "{count} CRL(s), {revoked} revoked certificate(s), trust generation {}",
+            trust.generation()
+        ))
+    }
 }

@@ -1,40 +1,87 @@
 //! Authentication: each enabled method turns the credentials a request carries into one
 //! `Identity`, or a reason to refuse. The first method in `auth.methods` whose credentials are
-//! present decides; present but wrong credentials never fall through to another method.
+//! present decides; present but wrong credentials never fall through to another method, nor to
+//! anonymous access.
 
+pub mod authorization;
 pub mod mtls;
+pub mod ratelimit;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::{AuthConfig, Method};
 use crate::identity::Identity;
+use crate::tls::TlsState;
 use mtls::CertIdentity;
 
-/// Why a request was not authenticated. The text is safe to send to the client and to log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthError {
-    /// No enabled method found credentials.
+/// Why authentication failed; also the `reason` label of the failure metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
     NoCredentials,
-    /// Credentials present but refused (bad or malformed): 401.
-    Refused(&'static str),
-    /// Identity proven, but it cannot act as any originator (e.g. certificate fields that do
-    /// not match the originator pattern): 403.
-    NotAllowed(&'static str),
+    BadCredentials,
+    Malformed,
+    Expired,
+    Revoked,
+    OriginatorNotAllowed,
+    RateLimited,
 }
 
-pub struct Authenticator {
-    methods: Vec<Method>,
+impl Failure {
+    pub fn label(self) -> &'static str {
+        match self {
+            Failure::NoCredentials => "no_credentials",
+            Failure::BadCredentials => "bad_credentials",
+            Failure::Malformed => "malformed",
+            Failure::Expired => "expired",
+            Failure::Revoked => "revoked",
+            Failure::OriginatorNotAllowed => "originator_not_allowed",
+            Failure::RateLimited => "rate_limited",
+        }
+    }
 }
+
+/// A refused authentication. `reason` is safe to send to the client and to log: it never
+/// contains a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError {
+    pub failure: Failure,
+    /// Method whose credentials were refused ("none" when there were none).
+    pub method: &'static str,
+    pub reason: &'static str,
+    /// For `RateLimited`: when to try again.
+    pub retry_after: Option<Duration>,
+}
+
+impl AuthError {
+    pub fn new(failure: Failure, method: &'static str, reason: &'static str) -> Self {
+        AuthError {
+            failure,
+            method,
+            reason,
+            retry_after: None,
+        }
+    }
+}
+
+/// Reason given when a connection's certificate was revoked or its CA removed by a reload.
+pub const REVOKED: &str = "client certificate no longer trusted";
 
 /// What the connection contributes to a request's authentication.
 pub struct ConnectionCredentials<'a> {
     pub client_cert: Option<&'a CertIdentity>,
 }
 
+pub struct Authenticator {
+    methods: Vec<Method>,
+    tls: Option<Arc<TlsState>>,
+}
+
 impl Authenticator {
-    pub fn from_config(config: &AuthConfig) -> Self {
+    pub fn from_config(config: &AuthConfig, tls: Option<Arc<TlsState>>) -> Self {
         Authenticator {
             methods: config.methods.clone(),
+            tls,
         }
     }
 
@@ -46,15 +93,31 @@ impl Authenticator {
             match method {
                 Method::Mtls => {
                     if let Some(cert) = conn.client_cert {
-                        return match &cert.result {
-                            Ok(identity) => Ok(Arc::clone(identity)),
-                            Err(reason) => Err(AuthError::NotAllowed(reason)),
-                        };
+                        return self.mtls(cert);
                     }
                 }
                 Method::Basic | Method::Bearer => {}
             }
         }
-        Err(AuthError::NoCredentials)
+        Err(AuthError::new(
+            Failure::NoCredentials,
+            "none",
+            "authentication required",
+        ))
+    }
+
+    fn mtls(&self, cert: &CertIdentity) -> Result<Arc<Identity>, AuthError> {
+        let trust = self.tls.as_ref().and_then(|t| t.trust.as_ref());
+        if !trust.is_some_and(|t| cert.still_trusted(t)) {
+            return Err(AuthError::new(Failure::Revoked, "mtls", REVOKED));
+        }
+        match &cert.result {
+            Ok(identity) => Ok(Arc::clone(identity)),
+            Err(reason) => Err(AuthError::new(
+                Failure::OriginatorNotAllowed,
+                "mtls",
+                reason,
+            )),
+        }
     }
 }

@@ -3,20 +3,47 @@
 //! Evaluated once per connection, at the end of the handshake; requests on the connection only
 //! read the stored result.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openssl::nid::Nid;
-use openssl::x509::X509Ref;
+use openssl::x509::{X509Ref, X509};
 use regex::Regex;
 
 use crate::config::{CertField, MtlsConfig};
 use crate::identity::{Identity, ProvenBy};
 use crate::originator::validate_originator;
+use crate::tls::ClientTrust;
 
 /// What the handshake established about the client certificate, kept for the connection's life.
-#[derive(Debug)]
 pub struct CertIdentity {
     pub result: Result<Arc<Identity>, &'static str>,
+    cert: X509,
+    intermediates: Vec<X509>,
+    /// Trust generation the certificate was verified under.
+    generation: u64,
+    /// Re-verification after a trust change: (generation, still trusted).
+    recheck: Mutex<Option<(u64, bool)>>,
+}
+
+impl CertIdentity {
+    /// Whether the certificate is still trusted. Only when the CA bundle or CRL changed since
+    /// the handshake is it verified again (once per connection and trust generation), so that a
+    /// keep-alive connection cannot outlive its revocation.
+    pub fn still_trusted(&self, trust: &ClientTrust) -> bool {
+        let current = trust.generation();
+        if current == self.generation {
+            return true;
+        }
+        let mut memo = self.recheck.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((generation, trusted)) = *memo {
+            if generation == current {
+                return trusted;
+            }
+        }
+        let trusted = trust.verify(&self.cert, &self.intermediates);
+        *memo = Some((current, trusted));
+        trusted
+    }
 }
 
 pub struct MtlsAuthenticator {
@@ -36,10 +63,25 @@ impl MtlsAuthenticator {
         })
     }
 
-    /// Identity of an already verified certificate.
-    pub fn identify(&self, cert: &X509Ref) -> CertIdentity {
+    /// Identity of a certificate the handshake verified (`verified`) under trust `generation`.
+    pub fn identify(
+        &self,
+        cert: X509,
+        intermediates: Vec<X509>,
+        generation: u64,
+        verified: bool,
+    ) -> CertIdentity {
+        let result = if verified {
+            self.identify_inner(&cert).map(Arc::new)
+        } else {
+            Err("client certificate not verified")
+        };
         CertIdentity {
-            result: self.identify_inner(cert).map(Arc::new),
+            result,
+            cert,
+            intermediates,
+            generation,
+            recheck: Mutex::new(None),
         }
     }
 

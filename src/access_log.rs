@@ -1,0 +1,39 @@
+//! One JSON line per request on stdout. Never a credential: identity names are certificate
+//! fields, user names or token names; the path is logged without its query string.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct AccessRecord<'a> {
+    pub time: String,
+    pub client: Option<String>,
+    pub tls: Option<&'a str>,
+    pub auth_method: &'a str,
+    pub identity: Option<&'a str>,
+    pub originator: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub rsc: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    pub auth_failure: Option<&'a str>,
+    pub duration_ms: f64,
+    pub bytes_sent: usize,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+pub fn write(record: &AccessRecord<'_>) {
+    let Ok(mut line) = serde_json::to_vec(record) else {
+        return;
+    };
+    line.push(b'\n');
+    // One write per line keeps lines whole when several threads log at once.
+    let _ = std::io::stdout().lock().write_all(&line);
+}

@@ -1,0 +1,192 @@
+//! Prometheus metrics, names prefixed `m2m_auth_proxy_`. Every label value comes from a small
+//! fixed set (or the operator's own config): never a user name, originator, path or token.
+
+use std::sync::LazyLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    register_gauge_vec, register_histogram, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Encoder, GaugeVec, Histogram, IntCounterVec, IntGauge, IntGaugeVec,
+    TextEncoder,
+};
+
+macro_rules! metric {
+    ($name:ident: $ty:ty = $init:expr) => {
+        static $name: LazyLock<$ty> = LazyLock::new(|| {
+            $init.expect(concat!("metric ", stringify!($name), " registers once"))
+        });
+    };
+}
+
+metric!(REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_requests_total",
+    "Requests by authentication method and outcome (forwarded, refused, error).",
+    &["method", "outcome"]
+));
+metric!(AUTH_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_auth_failures_total",
+    "Refused authentications by method and reason.",
+    &["method", "reason"]
+));
+metric!(REQUEST_DURATION: Histogram = register_histogram!(
+    "m2m_auth_proxy_request_duration_seconds",
+    "Whole request duration as seen by the proxy.",
+    vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+));
+metric!(UPSTREAM_DURATION: Histogram = register_histogram!(
+    "m2m_auth_proxy_upstream_duration_seconds",
+    "Time from sending the request upstream to the end of the upstream response.",
+    vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+));
+metric!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_upstream_errors_total",
+    "Upstream failures by kind (refused, timeout, invalid_response, closed, other).",
+    &["kind"]
+));
+metric!(OPEN_CONNECTIONS: IntGauge = register_int_gauge!(
+    "m2m_auth_proxy_open_connections",
+    "Client TLS connections currently open (after a completed handshake)."
+));
+metric!(HANDSHAKES: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_tls_handshakes_total",
+    "Completed TLS handshakes by whether a client certificate was presented.",
+    &["client_cert"]
+));
+metric!(HANDSHAKE_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_tls_handshake_failures_total",
+    "Client certificates refused during the TLS handshake, by reason.",
+    &["reason"]
+));
+metric!(RELOADS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_reloads_total",
+    "Reload attempts by file kind and result (success, failure).",
+    &["file", "result"]
+));
+metric!(LAST_RELOAD: IntGaugeVec = register_int_gauge_vec!(
+    "m2m_auth_proxy_last_reload_success_timestamp_seconds",
+    "Unix time of the last successful load per file kind.",
+    &["file"]
+));
+metric!(CERT_NOT_AFTER: GaugeVec = register_gauge_vec!(
+    "m2m_auth_proxy_certificate_not_after_timestamp_seconds",
+    "notAfter of each loaded certificate as a Unix timestamp (server, client CAs).",
+    &["kind", "subject"]
+));
+metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
+    "m2m_auth_proxy_build_info",
+    "Build information; always 1.",
+    &["version"]
+));
+
+/// Register everything at start so that every metric is exported before its first event.
+pub fn init() {
+    BUILD_INFO
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&AUTH_FAILURES);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&UPSTREAM_DURATION);
+    LazyLock::force(&UPSTREAM_ERRORS);
+    LazyLock::force(&OPEN_CONNECTIONS);
+    LazyLock::force(&HANDSHAKES);
+    LazyLock::force(&HANDSHAKE_FAILURES);
+    LazyLock::force(&RELOADS);
+    LazyLock::force(&LAST_RELOAD);
+    LazyLock::force(&CERT_NOT_AFTER);
+}
+
+pub fn render() -> Vec<u8> {
+    let mut out = Vec::new();
+    let families = prometheus::gather();
+    if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+        log::error!("cannot encode metrics: {e}");
+    }
+    out
+}
+
+pub fn request(method: &str, outcome: &str, seconds: f64) {
+    REQUESTS.with_label_values(&[method, outcome]).inc();
+    REQUEST_DURATION.observe(seconds);
+}
+
+pub fn auth_failure(method: &str, reason: &str) {
+    AUTH_FAILURES.with_label_values(&[method, reason]).inc();
+}
+
+pub fn upstream_duration(seconds: f64) {
+    UPSTREAM_DURATION.observe(seconds);
+}
+
+pub fn upstream_error(kind: &str) {
+    UPSTREAM_ERRORS.with_label_values(&[kind]).inc();
+}
+
+pub fn handshake(with_client_cert: bool) {
+    HANDSHAKES
+        .with_label_values(&[if with_client_cert { "yes" } else { "no" }])
+        .inc();
+}
+
+pub fn handshake_failure(reason: &str) {
+    HANDSHAKE_FAILURES.with_label_values(&[reason]).inc();
+}
+
+pub fn reload(file: &str, success: bool) {
+    RELOADS
+        .with_label_values(&[file, if success { "success" } else { "failure" }])
+        .inc();
+    if success {
+        loaded(file);
+    }
+}
+
+/// A file kind was loaded successfully (at start or by a reload).
+pub fn loaded(file: &str) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    LAST_RELOAD.with_label_values(&[file]).set(now);
+}
+
+/// Replace the certificate expiry series of one kind.
+pub fn certificates(kind: &str, certs: &[(String, f64)]) {
+    // Drop series of certificates no longer loaded (e.g. a CA removed by a reload).
+    for family in prometheus::gather() {
+        if family.name() != "m2m_auth_proxy_certificate_not_after_timestamp_seconds" {
+            continue;
+        }
+        for m in family.get_metric() {
+            let labels = m.get_label();
+            let is_kind = labels
+                .iter()
+                .any(|l| l.name() == "kind" && l.value() == kind);
+            if let (true, Some(subject)) = (is_kind, labels.iter().find(|l| l.name() == "subject"))
+            {
+                let _ = CERT_NOT_AFTER.remove_label_values(&[kind, subject.value()]);
+            }
+        }
+    }
+    for (subject, not_after) in certs {
+        CERT_NOT_AFTER
+            .with_label_values(&[kind, subject.as_str()])
+            .set(*not_after);
+    }
+}
+
+/// Counts an open client connection for as long as it lives.
+pub struct ConnectionGuard(());
+
+impl ConnectionGuard {
+    pub fn open() -> Self {
+        OPEN_CONNECTIONS.inc();
+        ConnectionGuard(())
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.dec();
+    }
+}

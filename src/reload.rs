@@ -1,0 +1,276 @@
+//! Hot reload of credential and certificate files.
+//!
+//! Contract of every [`Reloadable`]: `apply` parses and validates the new content completely and
+//! swaps it in atomically; if anything fails, the old value stays in force. The watcher here knows
+//! nothing about formats: it reads files, compares content hashes and calls `apply` only when the
+//! content really changed.
+//!
+//! Triggers: file-system events on each file's directory (so the Kubernetes `..data` symlink
+//! swap is seen), SIGHUP, and a periodic content check for file systems without events.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use notify::{RecursiveMode, Watcher};
+use openssl::sha::Sha256;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+
+use crate::metrics;
+
+/// Events arriving within this window are handled as one reload.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+pub trait Reloadable: Send + Sync {
+    /// What this is, for logs and metrics labels: "server_cert", "client_ca", "htpasswd", …
+    fn kind(&self) -> &'static str;
+    fn files(&self) -> Vec<PathBuf>;
+    /// Parse `contents` (one per file, in `files()` order) completely, then swap it in.
+    /// Returns a short summary for the log ("12 users"). On error nothing changes.
+    fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String>;
+}
+
+struct Entry {
+    item: Box<dyn Reloadable>,
+    /// Hash of the content in force.
+    current: Option<[u8; 32]>,
+    /// Hash of the last content that failed, so a broken file is reported once, not every poll.
+    failed: Option<[u8; 32]>,
+}
+
+pub struct Reloader {
+    entries: Mutex<Vec<Entry>>,
+}
+
+fn content_hash(contents: &[Vec<u8>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for c in contents {
+        h.update(&(c.len() as u64).to_le_bytes());
+        h.update(c);
+    }
+    h.finish()
+}
+
+fn short(hash: Option<[u8; 32]>) -> String {
+    match hash {
+        Some(h) => h[..4].iter().map(|b| format!("{b:02x}")).collect(),
+        None => "none".into(),
+    }
+}
+
+impl Reloader {
+    /// `items` are already loaded at start; their current content is recorded without applying.
+    pub fn new(items: Vec<Box<dyn Reloadable>>) -> Self {
+        let entries = items
+            .into_iter()
+            .map(|item| {
+                let current = read_all(&item.files()).ok().map(|c| content_hash(&c));
+                Entry {
+                    item,
+                    current,
+                    failed: None,
+                }
+            })
+            .collect();
+        Reloader {
+            entries: Mutex::new(entries),
+        }
+    }
+
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.iter().flat_map(|e| e.item.files()).collect()
+    }
+
+    /// Check every file; reload those whose content changed. Returns how many were reloaded.
+    pub fn check(&self, trigger: &str) -> usize {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut reloaded = 0;
+        for entry in entries.iter_mut() {
+            let kind = entry.item.kind();
+            let files = entry.item.files();
+            let names = files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let contents = match read_all(&files) {
+                Ok(c) => c,
+                Err(e) => {
+                    // A missing or unreadable file never replaces the good one.
+                    if entry.failed != Some([0; 32]) {
+                        log::error!("reload {kind} ({trigger}): {e}; keeping the loaded version");
+                        metrics::reload(kind, false);
+                        entry.failed = Some([0; 32]);
+                    }
+                    continue;
+                }
+            };
+            let hash = content_hash(&contents);
+            if Some(hash) == entry.current || Some(hash) == entry.failed {
+                continue;
+            }
+            match entry.item.apply(&contents) {
+                Ok(summary) => {
+                    log::info!(
+                        "reloaded {kind} ({trigger}): {names}: content {} -> {}, {summary}",
+                        short(entry.current),
+                        short(Some(hash))
+                    );
+                    metrics::reload(kind, true);
+                    entry.current = Some(hash);
+                    entry.failed = None;
+                    reloaded += 1;
+                }
+                Err(e) => {
+                    log::error!(
+                        "reload {kind} ({trigger}) refused, content {}: {e}; keeping the loaded version (content {})",
+                        short(Some(hash)),
+                        short(entry.current)
+                    );
+                    metrics::reload(kind, false);
+                    entry.failed = Some(hash);
+                }
+            }
+        }
+        reloaded
+    }
+}
+
+fn read_all(files: &[PathBuf]) -> Result<Vec<Vec<u8>>, String> {
+    files
+        .iter()
+        .map(|f| std::fs::read(f).map_err(|e| format!("{}: cannot read: {e}", f.display())))
+        .collect()
+}
+
+/// The background task that triggers reloads.
+pub struct ReloadService {
+    pub reloader: Arc<Reloader>,
+    pub poll_interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        let _watcher = watch_directories(&self.reloader.watched_files(), tx);
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("cannot install the SIGHUP handler: {e}");
+                None
+            }
+        };
+        let mut poll = tokio::time::interval(self.poll_interval);
+        poll.tick().await;
+        loop {
+            let trigger = tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = poll.tick() => "poll",
+                Some(()) = rx.recv() => {
+                    // Debounce: editors and Kubernetes write in several steps.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while rx.try_recv().is_ok() {}
+                    "file event"
+                }
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            };
+            let reloader = self.reloader.clone();
+            // Parsing a large file must not stall request handling on this runtime.
+            let _ = tokio::task::spawn_blocking(move || reloader.check(trigger)).await;
+        }
+    }
+}
+
+/// Watch the directory of each file (not the file: a symlink swap replaces the directory entry).
+fn watch_directories(
+    files: &[PathBuf],
+    tx: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let mut watcher =
+        match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        }) {
+            Ok(w) => w,
+            Err(e) => {
+                log::warn!("file events unavailable ({e}); relying on polling and SIGHUP");
+                return None;
+            }
+        };
+    let mut dirs: Vec<&Path> = files.iter().filter_map(|f| f.parent()).collect();
+    dirs.sort();
+    dirs.dedup();
+    for dir in dirs {
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            log::warn!(
+                "cannot watch {} ({e}); relying on polling and SIGHUP",
+                dir.display()
+            );
+        }
+    }
+    Some(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Counting {
+        file: PathBuf,
+        applied: Arc<AtomicUsize>,
+    }
+
+    impl Reloadable for Counting {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn files(&self) -> Vec<PathBuf> {
+            vec![self.file.clone()]
+        }
+        fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
+            if contents[0].starts_with(b"bad") {
+                return Err("bad content".into());
+            }
+            self.applied.fetch_add(1, Ordering::SeqCst);
+            Ok("ok".into())
+        }
+    }
+
+    #[test]
+    fn reloads_only_on_real_change_and_reports_failures_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "one").unwrap();
+        let applied = Arc::new(AtomicUsize::new(0));
+        let r = Reloader::new(vec![Box::new(Counting {
+            file: file.clone(),
+            applied: applied.clone(),
+        })]);
+        assert_eq!(r.check("test"), 0, "unchanged content is not reloaded");
+        std::fs::write(&file, "two").unwrap();
+        assert_eq!(r.check("test"), 1);
+        assert_eq!(r.check("test"), 0);
+        std::fs::write(&file, "bad").unwrap();
+        assert_eq!(r.check("test"), 0);
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(r.check("test"), 0);
+        std::fs::write(&file, "two").unwrap();
+        assert_eq!(r.check("test"), 0, "back to the content in force");
+        std::fs::write(&file, "three").unwrap();
+        assert_eq!(r.check("test"), 1);
+        assert_eq!(applied.load(Ordering::SeqCst), 2);
+    }
+}
