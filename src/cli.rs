@@ -35,6 +35,17 @@ enum Command {
         #[arg(long, short, default_value = "proxy.yaml.example")]
         config: PathBuf,
     },
+    /// Read a password from stdin (or prompt) and print a bcrypt htpasswd line for USER.
+    Passwd { user: String },
+    /// Make a random 256-bit token: print it once, and the YAML entry with its hash.
+    Token {
+        name: String,
+        #[arg(long)]
+        originator: String,
+        /// RFC 3339 expiry, e.g. 2027-06-30T00:00:00Z.
+        #[arg(long)]
+        expires: Option<String>,
+    },
 }
 
 pub fn main() -> Result<()> {
@@ -42,6 +53,15 @@ pub fn main() -> Result<()> {
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Demo { config }), _) => crate::demo::run(&config),
+        (Some(Command::Passwd { user }), _) => crate::operator::passwd(&user),
+        (
+            Some(Command::Token {
+                name,
+                originator,
+                expires,
+            }),
+            _,
+        ) => crate::operator::token(&name, &originator, expires.as_deref()),
         (None, Some(config)) => run(&config),
         (None, None) => bail!("expected --config FILE (or a subcommand: check, demo); see --help"),
     }
@@ -126,6 +146,33 @@ pub fn summary(p: &Prepared) -> String {
             "removed"
         }
     ));
+    if let (Some(basic), Some(cfg)) = (&p.basic, &c.auth.basic) {
+        line(format!(
+            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}{}",
+            cfg.htpasswd.display(),
+            basic.user_count(),
+            cfg.realm,
+            cfg.cache.max_entries,
+            cfg.cache.ttl,
+            if cfg.allow_insecure_hashes {
+                ", INSECURE hashes allowed"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let (Some(bearer), Some(cfg)) = (&p.bearer, &c.auth.bearer) {
+        line(format!(
+            "bearer: {} ({} tokens){}",
+            cfg.tokens.display(),
+            bearer.token_count(),
+            if cfg.allow_declared {
+                "; WARNING: allow_declared is ON: 'Bearer SYSTEM//<name>' is accepted without any proof"
+            } else {
+                ""
+            }
+        ));
+    }
     if p.mtls.is_some() {
         let fields: Vec<_> = c.auth.mtls.identity.iter().map(|f| f.as_str()).collect();
         line(format!(

@@ -27,6 +27,8 @@ pub struct M2mError {
     pub reason: Cow<'static, str>,
     /// Add the `WWW-Authenticate` challenges (401 only).
     pub challenge: bool,
+    /// Seconds for `Retry-After` (429 only).
+    pub retry_after: Option<u64>,
 }
 
 impl M2mError {
@@ -36,6 +38,17 @@ impl M2mError {
             rsc: Rsc::SecurityAssociationRequired,
             reason: reason.into(),
             challenge: true,
+            retry_after: None,
+        }
+    }
+
+    pub fn too_many_attempts(retry_after: u64) -> Self {
+        M2mError {
+            status: 429,
+            rsc: Rsc::SecurityAssociationRequired,
+            reason: "too many failed authentication attempts".into(),
+            challenge: false,
+            retry_after: Some(retry_after.max(1)),
         }
     }
 
@@ -45,6 +58,7 @@ impl M2mError {
             rsc: Rsc::OriginatorHasNoPrivilege,
             reason: reason.into(),
             challenge: false,
+            retry_after: None,
         }
     }
 
@@ -54,6 +68,7 @@ impl M2mError {
             rsc: Rsc::TargetNotReachable,
             reason: reason.into(),
             challenge: false,
+            retry_after: None,
         }
     }
 
@@ -68,6 +83,7 @@ impl M2mError {
             rsc,
             reason: reason.into(),
             challenge: false,
+            retry_after: None,
         }
     }
 
@@ -90,6 +106,9 @@ impl M2mError {
         resp.insert_header("X-M2M-RSC", (self.rsc as u16).to_string())?;
         if let Some(ri) = request_id {
             resp.insert_header("X-M2M-RI", ri)?;
+        }
+        if let Some(seconds) = self.retry_after {
+            resp.insert_header("Retry-After", seconds.to_string())?;
         }
         if self.challenge {
             for c in challenges {

@@ -12,7 +12,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{self, AccessRecord};
-use crate::auth::{AuthError, Authenticator, ConnectionCredentials, Failure};
+use crate::auth::{AuthError, Authenticator, Failure, Presented};
 use crate::config::{Anonymous, Method};
 use crate::headers::{self, Forwarding};
 use crate::identity::Identity;
@@ -94,16 +94,23 @@ impl AuthProxy {
         Ok(())
     }
 
-    fn authenticate(&self, session: &Session) -> Result<Option<Arc<Identity>>, AuthError> {
+    async fn authenticate(&self, session: &Session) -> Result<Option<Arc<Identity>>, AuthError> {
         let client_cert = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .and_then(|tls| tls.extension.get::<ConnectionInfo>())
             .and_then(|conn| conn.client_cert.as_ref());
-        match self
-            .auth
-            .authenticate(&ConnectionCredentials { client_cert })
-        {
+        let presented = Presented {
+            client_cert,
+            authorization: session
+                .req_header()
+                .headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .collect(),
+            client_ip: client_ip(session),
+        };
+        match self.auth.authenticate(&presented).await {
             Ok(identity) => Ok(Some(identity)),
             Err(e) if e.failure == Failure::NoCredentials && self.anonymous == Anonymous::Allow => {
                 Ok(None)
@@ -113,9 +120,19 @@ impl AuthProxy {
     }
 }
 
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    match session.client_addr() {
+        Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
+        _ => None,
+    }
+}
+
 fn auth_error_response(e: &AuthError) -> M2mError {
     match e.failure {
         Failure::OriginatorNotAllowed => M2mError::forbidden(e.reason),
+        Failure::RateLimited => {
+            M2mError::too_many_attempts(e.retry_after.map_or(1, |d| d.as_secs().max(1)))
+        }
         _ => M2mError::unauthenticated(e.reason),
     }
 }
@@ -139,7 +156,7 @@ impl ProxyHttp for AuthProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = onem2m::request_id(session.req_header());
 
-        let identity = match self.authenticate(session) {
+        let identity = match self.authenticate(session).await {
             Ok(identity) => identity,
             Err(e) => {
                 let kind = AuthOrPolicy::Auth(e.method, e.failure);
@@ -186,10 +203,7 @@ impl ProxyHttp for AuthProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let client_ip = match session.client_addr() {
-            Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
-            _ => None,
-        };
+        let client_ip = client_ip(session);
         ctx.upstream_sent = Some(Instant::now());
         headers::rewrite_upstream(
             upstream_request,

@@ -11,6 +11,8 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Readiness, ReadinessProbe};
+use crate::auth::basic::{BasicAuth, HtpasswdReload};
+use crate::auth::bearer::{BearerAuth, TokensReload};
 use crate::auth::mtls::MtlsAuthenticator;
 use crate::auth::Authenticator;
 use crate::config::{Config, Method, Resolved};
@@ -28,6 +30,8 @@ pub struct Prepared {
     pub resolved: Resolved,
     pub tls: Option<Arc<TlsState>>,
     pub mtls: Option<Arc<MtlsAuthenticator>>,
+    pub basic: Option<Arc<BasicAuth>>,
+    pub bearer: Option<Arc<BearerAuth>>,
     pub policy: OriginatorPolicy,
 }
 
@@ -45,6 +49,16 @@ pub fn prepare(config: Config, resolved: Resolved) -> Result<Prepared> {
     } else {
         None
     };
+    // Credential files are loaded when configured, even for a method not (yet) enabled, so that
+    // `check` validates every file the config names.
+    let basic = match &config.auth.basic {
+        Some(b) => Some(Arc::new(BasicAuth::load(b)?)),
+        None => None,
+    };
+    let bearer = match &config.auth.bearer {
+        Some(b) => Some(Arc::new(BearerAuth::load(b)?)),
+        None => None,
+    };
     let policy = OriginatorPolicy::from_config(&config.originator)
         .map_err(anyhow::Error::msg)
         .context("originator")?;
@@ -53,6 +67,8 @@ pub fn prepare(config: Config, resolved: Resolved) -> Result<Prepared> {
         resolved,
         tls,
         mtls,
+        basic,
+        bearer,
         policy,
     })
 }
@@ -90,6 +106,12 @@ fn reloadables(p: &Prepared) -> Vec<Box<dyn Reloadable>> {
             }
         }
     }
+    if let Some(basic) = &p.basic {
+        items.push(Box::new(HtpasswdReload(basic.clone())));
+    }
+    if let Some(bearer) = &p.bearer {
+        items.push(Box::new(TokensReload(bearer.clone())));
+    }
     items
 }
 
@@ -111,7 +133,12 @@ pub fn run(p: Prepared) -> Result<()> {
 
     let reloader = Arc::new(Reloader::new(reloadables(&p)));
     let proxy = AuthProxy {
-        auth: Authenticator::from_config(&p.config.auth, p.tls.clone()),
+        auth: Authenticator::new(
+            &p.config.auth,
+            p.tls.clone(),
+            p.basic.clone(),
+            p.bearer.clone(),
+        ),
         challenges: AuthProxy::challenges_for(
             &p.config.auth.methods,
             REALM,

@@ -1,0 +1,106 @@
+//! Basic authentication against an htpasswd file, each user bound to its originator.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::config::BasicConfig;
+use crate::credentials::cache::VerifyCache;
+use crate::credentials::htpasswd::HtpasswdFile;
+use crate::credentials::CredentialError;
+use crate::identity::{Identity, ProvenBy};
+use crate::originator::validate_originator;
+use crate::reload::Reloadable;
+
+pub struct BasicAuth {
+    file: ArcSwap<HtpasswdFile>,
+    cache: VerifyCache,
+    /// Originator per user when it is not the user name.
+    originators: HashMap<String, String>,
+    path: PathBuf,
+    allow_insecure: bool,
+}
+
+pub enum BasicOutcome {
+    Valid(Identity),
+    /// Wrong password or unknown user (indistinguishable by design).
+    Invalid,
+    /// Right password, but the user name cannot serve as an originator and none is mapped.
+    NoOriginator,
+}
+
+impl BasicAuth {
+    pub fn load(config: &BasicConfig) -> Result<Self, CredentialError> {
+        let file = HtpasswdFile::load(&config.htpasswd, config.allow_insecure_hashes)?;
+        if file.insecure_entries() > 0 {
+            log::warn!(
+                "{}: {} entries use plain-text or DES-crypt hashes (auth.basic.allow_insecure_hashes: true); re-hash them with bcrypt",
+                config.htpasswd.display(),
+                file.insecure_entries()
+            );
+        }
+        Ok(BasicAuth {
+            file: ArcSwap::from_pointee(file),
+            cache: VerifyCache::new(config.cache.max_entries, config.cache.ttl),
+            originators: config.originators.clone().into_iter().collect(),
+            path: config.htpasswd.clone(),
+            allow_insecure: config.allow_insecure_hashes,
+        })
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.file.load().len()
+    }
+
+    /// Verify a user's password (possibly slow: bcrypt on a cache miss).
+    pub fn verify(&self, user: &str, password: &[u8]) -> BasicOutcome {
+        let file = self.file.load();
+        if !self.cache.check(&file, user, password) {
+            return BasicOutcome::Invalid;
+        }
+        let originator = self
+            .originators
+            .get(user)
+            .cloned()
+            .unwrap_or_else(|| user.to_owned());
+        if validate_originator(&originator).is_err() {
+            return BasicOutcome::NoOriginator;
+        }
+        BasicOutcome::Valid(Identity {
+            name: user.to_owned(),
+            proven_by: ProvenBy::Basic,
+            originator,
+            also_allowed: Vec::new(),
+        })
+    }
+
+    /// Whether a verification for this user would be answered from the cache (no bcrypt).
+    pub fn is_cached(&self, user: &str, password: &[u8]) -> bool {
+        self.cache.contains(&self.file.load(), user, password)
+    }
+}
+
+/// Reload of the htpasswd file: a new file empties the verification cache.
+pub struct HtpasswdReload(pub Arc<BasicAuth>);
+
+impl Reloadable for HtpasswdReload {
+    fn kind(&self) -> &'static str {
+        "htpasswd"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.0.path.clone()]
+    }
+    fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
+        let auth = &self.0;
+        let text = std::str::from_utf8(&contents[0])
+            .map_err(|_| format!("{}: expected UTF-8 text", auth.path.display()))?;
+        let file = HtpasswdFile::parse(&auth.path, text, auth.allow_insecure)
+            .map_err(|e| e.to_string())?;
+        let summary = format!("{} users", file.len());
+        auth.file.store(Arc::new(file));
+        auth.cache.clear();
+        Ok(summary)
+    }
+}

@@ -1,0 +1,102 @@
+//! Bearer tokens from a file of SHA-256 hashes, each token bound to its originator(s).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::config::BearerConfig;
+use crate::credentials::tokens::{TokenFile, TokenLookup};
+use crate::credentials::CredentialError;
+use crate::identity::{Identity, ProvenBy};
+use crate::originator::{validate_originator, OriginatorPattern};
+use crate::reload::Reloadable;
+
+pub struct BearerAuth {
+    tokens: ArcSwap<TokenFile>,
+    path: PathBuf,
+    allow_declared: bool,
+}
+
+pub enum BearerOutcome {
+    Valid(Identity),
+    Expired,
+    Invalid,
+    /// `SYSTEM//<name>` while declared identities are not allowed, or a name unusable as an
+    /// originator.
+    DeclaredRefused,
+}
+
+impl BearerAuth {
+    pub fn load(config: &BearerConfig) -> Result<Self, CredentialError> {
+        let tokens = TokenFile::load(&config.tokens)?;
+        if config.allow_declared {
+            log::warn!(
+                "auth.bearer.allow_declared is ON: any client can claim any identity with 'Bearer SYSTEM//<name>' (no proof at all). Never use this in production."
+            );
+        }
+        Ok(BearerAuth {
+            tokens: ArcSwap::from_pointee(tokens),
+            path: config.tokens.clone(),
+            allow_declared: config.allow_declared,
+        })
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.tokens.load().len()
+    }
+
+    pub fn verify(&self, token: &str) -> BearerOutcome {
+        let tokens = self.tokens.load();
+        match tokens.lookup(token.as_bytes(), SystemTime::now()) {
+            TokenLookup::Valid(entry) => BearerOutcome::Valid(Identity {
+                name: entry.name.clone(),
+                proven_by: ProvenBy::Bearer,
+                originator: entry.originator.clone(),
+                // validated when the file was loaded
+                also_allowed: entry
+                    .extra_originators
+                    .iter()
+                    .filter_map(|p| OriginatorPattern::parse(p).ok())
+                    .collect(),
+            }),
+            TokenLookup::Expired(_) => BearerOutcome::Expired,
+            TokenLookup::Unknown => BearerOutcome::Invalid,
+        }
+    }
+
+    /// Arrowhead's declared identity: accepted only when explicitly allowed.
+    pub fn declared(&self, name: &str) -> BearerOutcome {
+        if !self.allow_declared || validate_originator(name).is_err() {
+            return BearerOutcome::DeclaredRefused;
+        }
+        BearerOutcome::Valid(Identity {
+            name: format!("declared:{name}"),
+            proven_by: ProvenBy::Bearer,
+            originator: name.to_owned(),
+            also_allowed: Vec::new(),
+        })
+    }
+}
+
+/// Reload of the tokens file.
+pub struct TokensReload(pub Arc<BearerAuth>);
+
+impl Reloadable for TokensReload {
+    fn kind(&self) -> &'static str {
+        "tokens"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.0.path.clone()]
+    }
+    fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
+        let auth = &self.0;
+        let text = std::str::from_utf8(&contents[0])
+            .map_err(|_| format!("{}: expected UTF-8 text", auth.path.display()))?;
+        let tokens = TokenFile::parse(&auth.path, text).map_err(|e| e.to_string())?;
+        let summary = format!("{} tokens", tokens.len());
+        auth.tokens.store(Arc::new(tokens));
+        Ok(summary)
+    }
+}

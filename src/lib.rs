@@ -1,0 +1,23 @@
+//! m2m-auth-proxy: an authenticating TLS reverse proxy for oneM2M CSEs.
+//!
+//! The binary (`src/main.rs`) is a thin wrapper around [`cli::main`]; the modules are public so
+//! that fuzz targets and benchmarks can reach the parsers and the per-request path.
+
+pub mod access_log;
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod echo;
+pub mod headers;
+pub mod identity;
+pub mod metrics;
+pub mod onem2m;
+pub mod operator;
+pub mod originator;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+pub mod tls;
