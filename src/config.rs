@@ -78,12 +78,16 @@ pub struct ReloadConfig {
     /// Periodic content check, for file systems without change events.
     #[serde(default = "default_poll", with = "duration")]
     pub poll_interval: Duration,
+    /// React to file-system events in the files' directories (off: SIGHUP and polling only).
+    #[serde(default = "default_true")]
+    pub watch: bool,
 }
 
 impl Default for ReloadConfig {
     fn default() -> Self {
         ReloadConfig {
             poll_interval: default_poll(),
+            watch: true,
         }
     }
 }

@@ -151,13 +151,18 @@ fn read_all(files: &[PathBuf]) -> Result<Vec<Vec<u8>>, String> {
 pub struct ReloadService {
     pub reloader: Arc<Reloader>,
     pub poll_interval: Duration,
+    pub watch: bool,
 }
 
 #[async_trait]
 impl BackgroundService for ReloadService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
-        let _watcher = watch_directories(&self.reloader.watched_files(), tx);
+        let _watcher = if self.watch {
+            watch_directories(&self.reloader.watched_files(), tx)
+        } else {
+            None
+        };
         let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         {
             Ok(s) => Some(s),

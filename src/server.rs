@@ -186,6 +186,7 @@ pub fn run(p: Prepared) -> Result<()> {
         ReloadService {
             reloader,
             poll_interval: p.config.reload.poll_interval,
+            watch: p.config.reload.watch,
         },
     );
 

@@ -34,6 +34,12 @@ pub enum BasicOutcome {
 impl BasicAuth {
     pub fn load(config: &BasicConfig) -> Result<Self, CredentialError> {
         let file = HtpasswdFile::load(&config.htpasswd, config.allow_insecure_hashes)?;
+        if file.is_empty() {
+            return Err(CredentialError::InvalidInput {
+                what: "auth.basic.htpasswd",
+                message: format!("{}: expected at least one user", config.htpasswd.display()),
+            });
+        }
         if file.insecure_entries() > 0 {
             log::warn!(
                 "{}: {} entries use plain-text or DES-crypt hashes (auth.basic.allow_insecure_hashes: true); re-hash them with bcrypt",
@@ -98,6 +104,10 @@ impl Reloadable for HtpasswdReload {
             .map_err(|_| format!("{}: expected UTF-8 text", auth.path.display()))?;
         let file = HtpasswdFile::parse(&auth.path, text, auth.allow_insecure)
             .map_err(|e| e.to_string())?;
+        if file.is_empty() {
+            // An empty file is far more often half-written than meant to lock everyone out.
+            return Err(format!("{}: expected at least one user", auth.path.display()));
+        }
         let summary = format!("{} users", file.len());
         auth.file.store(Arc::new(file));
         auth.cache.clear();

@@ -31,6 +31,12 @@ pub enum BearerOutcome {
 impl BearerAuth {
     pub fn load(config: &BearerConfig) -> Result<Self, CredentialError> {
         let tokens = TokenFile::load(&config.tokens)?;
+        if tokens.is_empty() {
+            return Err(CredentialError::InvalidInput {
+                what: "auth.bearer.tokens",
+                message: format!("{}: expected at least one token", config.tokens.display()),
+            });
+        }
         if config.allow_declared {
             log::warn!(
                 "auth.bearer.allow_declared is ON: any client can claim any identity with 'Bearer SYSTEM//<name>' (no proof at all). Never use this in production."
@@ -95,6 +101,10 @@ impl Reloadable for TokensReload {
         let text = std::str::from_utf8(&contents[0])
             .map_err(|_| format!("{}: expected UTF-8 text", auth.path.display()))?;
         let tokens = TokenFile::parse(&auth.path, text).map_err(|e| e.to_string())?;
+        if tokens.is_empty() {
+            // An empty list is far more often half-written than meant to lock everyone out.
+            return Err(format!("{}: expected at least one token", auth.path.display()));
+        }
         let summary = format!("{} tokens", tokens.len());
         auth.tokens.store(Arc::new(tokens));
         Ok(summary)

@@ -71,13 +71,18 @@ pub struct ScenarioFiles {
 
 impl ScenarioFiles {
     pub fn config_yaml(&self) -> String {
+        self.config_yaml_with(&self.opts)
+    }
+
+    /// The config these files and addresses make with other options.
+    pub fn config_yaml_with(&self, opts: &ScenarioOpts) -> String {
         render(
             self.addr,
             self.admin,
             &self.upstream,
             &self.ca,
             &self.server,
-            &self.opts,
+            opts,
         )
     }
 
@@ -160,8 +165,19 @@ impl Scenario {
 
     /// Like `start`, with a chance to write files the config names before the proxy starts.
     pub fn start_with(opts: ScenarioOpts, prepare: impl FnOnce(&ScenarioFiles)) -> Scenario {
-        let files = Self::files_only(opts);
-        prepare(&files);
+        Self::start_with_opts(opts, |f| {
+            prepare(f);
+            f.opts.clone()
+        })
+    }
+
+    /// Like `start_with`; `prepare` writes files and returns the final options.
+    pub fn start_with_opts(
+        opts: ScenarioOpts,
+        prepare: impl FnOnce(&ScenarioFiles) -> ScenarioOpts,
+    ) -> Scenario {
+        let mut files = Self::files_only(opts);
+        files.opts = prepare(&files);
         let proxy = ProxyProcess::start(&bin(), &files.config_yaml());
         Scenario {
             pki: files.pki,
