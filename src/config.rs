@@ -249,7 +249,7 @@ pub struct BasicConfig {
     pub htpasswd: PathBuf,
     #[serde(default = "default_realm")]
     pub realm: String,
-    /// Accept plain-text and DES-crypt entries (warned about at start).
+    /// Accept plain-text entries (warned about at start). DES crypt is refused even then.
     #[serde(default)]
     pub allow_insecure_hashes: bool,
     /// Originator of a user when it is not the user name itself.

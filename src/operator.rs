@@ -32,9 +32,9 @@ pub fn passwd(user: &str) -> Result<()> {
 pub fn token(name: &str, originator: &str, expires: Option<&str>) -> Result<()> {
     validate_originator(originator).map_err(|m| anyhow::anyhow!("--originator: {m}"))?;
     if let Some(e) = expires {
-        humantime::parse_rfc3339_weak(e).with_context(|| {
-            format!("--expires: expected an RFC 3339 time like 2027-06-30T00:00:00Z, got {e:?}")
-        })?;
+        if credentials::tokens::parse_expires(e).is_none() {
+            bail!("--expires: expected an RFC 3339 time like 2027-06-30T00:00:00Z, got {e:?}");
+        }
     }
     let (token, sha256) = credentials::tokens::generate_token();
     eprintln!("token for {name} (shown once, store it now; the proxy keeps only its hash):");

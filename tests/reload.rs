@@ -29,7 +29,10 @@ fn sha256_hex(token: &str) -> String {
 fn htpasswd_line(user: &str, password: &str) -> String {
     // SHA-1 entries are instant to verify: reload tests are about swapping, not hashing.
     let digest = openssl::sha::sha1(password.as_bytes());
-    format!("{user}:{{SHA}}{}", base64::engine::general_purpose::STANDARD.encode(digest))
+    format!(
+        "{user}:{{SHA}}{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
 }
 
 fn tokens_yaml(tokens: &[(&str, &str, &str)]) -> String {
@@ -81,8 +84,14 @@ fn start(extra: &str) -> (Scenario, Files) {
             ..Default::default()
         },
         |f| {
-            let htpasswd = f.pki.write("htpasswd", format!("{}\n", htpasswd_line("Cuser1", "pw1")).as_bytes());
-            let tokens = f.pki.write("tokens.yaml", tokens_yaml(&[("t1", "token-one", "Ctok1")]).as_bytes());
+            let htpasswd = f.pki.write(
+                "htpasswd",
+                format!("{}\n", htpasswd_line("Cuser1", "pw1")).as_bytes(),
+            );
+            let tokens = f.pki.write(
+                "tokens.yaml",
+                tokens_yaml(&[("t1", "token-one", "Ctok1")]).as_bytes(),
+            );
             let opts = ScenarioOpts {
                 // reload tests probe revoked credentials on purpose: no brute-force limit here
                 extra_auth: format!(
@@ -114,11 +123,34 @@ fn htpasswd_and_tokens_changes_apply_to_open_connections() {
 
     // user 1's password changes, user 2 appears, token one is replaced by token two
     let before = reloads(&s, "htpasswd", "success");
-    write_atomic(&f.htpasswd, format!("{}\n{}\n", htpasswd_line("Cuser1", "new"), htpasswd_line("Cuser2", "pw2")).as_bytes());
-    assert!(wait_reload(&s, "htpasswd", "success", before, Duration::from_secs(5)));
+    write_atomic(
+        &f.htpasswd,
+        format!(
+            "{}\n{}\n",
+            htpasswd_line("Cuser1", "new"),
+            htpasswd_line("Cuser2", "pw2")
+        )
+        .as_bytes(),
+    );
+    assert!(wait_reload(
+        &s,
+        "htpasswd",
+        "success",
+        before,
+        Duration::from_secs(5)
+    ));
     let before = reloads(&s, "tokens", "success");
-    write_atomic(&f.tokens, tokens_yaml(&[("t2", "token-two", "Ctok2")]).as_bytes());
-    assert!(wait_reload(&s, "tokens", "success", before, Duration::from_secs(5)));
+    write_atomic(
+        &f.tokens,
+        tokens_yaml(&[("t2", "token-two", "Ctok2")]).as_bytes(),
+    );
+    assert!(wait_reload(
+        &s,
+        "tokens",
+        "success",
+        before,
+        Duration::from_secs(5)
+    ));
 
     // same keep-alive connection: the old password and the removed token are refused at once
     assert_eq!(get(&mut conn, &basic("Cuser1", "pw1")).status, 401);
@@ -126,10 +158,16 @@ fn htpasswd_and_tokens_changes_apply_to_open_connections() {
     assert_eq!(get(&mut conn, &basic("Cuser2", "pw2")).status, 200);
     assert_eq!(get(&mut conn, "Bearer token-one").status, 401);
     assert_eq!(get(&mut conn, "Bearer token-two").status, 200);
-    assert_eq!(s.upstream.last().unwrap().header_values("X-M2M-Origin"), vec!["Ctok2"]);
+    assert_eq!(
+        s.upstream.last().unwrap().header_values("X-M2M-Origin"),
+        vec!["Ctok2"]
+    );
     // the log line names the file and the counts, never a secret
     let log = s.proxy.stderr_text();
-    assert!(log.contains("reloaded htpasswd") && log.contains("2 users"), "{log}");
+    assert!(
+        log.contains("reloaded htpasswd") && log.contains("2 users"),
+        "{log}"
+    );
     assert!(!log.contains("token-two"));
 }
 
@@ -137,28 +175,63 @@ fn htpasswd_and_tokens_changes_apply_to_open_connections() {
 fn broken_files_never_replace_good_ones_and_fixes_are_picked_up() {
     let (s, f) = start("");
     let mut conn = s.tls(None).connect(s.addr).unwrap();
-    let broken: &[&[u8]] = &[b"no colon on this line\n", b"", b"Cuser1:$9$unknown-scheme\n"];
+    let broken: &[&[u8]] = &[
+        b"no colon on this line\n",
+        b"",
+        b"Cuser1:$9$unknown-scheme\n",
+    ];
     for content in broken {
         let failures = reloads(&s, "htpasswd", "failure");
         write_atomic(&f.htpasswd, content);
-        assert!(wait_reload(&s, "htpasswd", "failure", failures, Duration::from_secs(5)), "{content:?}");
-        assert_eq!(get(&mut conn, &basic("Cuser1", "pw1")).status, 200, "old set still in force");
+        assert!(
+            wait_reload(&s, "htpasswd", "failure", failures, Duration::from_secs(5)),
+            "{content:?}"
+        );
+        assert_eq!(
+            get(&mut conn, &basic("Cuser1", "pw1")).status,
+            200,
+            "old set still in force"
+        );
     }
     // deleted, then recreated with a new user
     let failures = reloads(&s, "htpasswd", "failure");
     std::fs::remove_file(&f.htpasswd).unwrap();
-    assert!(wait_reload(&s, "htpasswd", "failure", failures, Duration::from_secs(5)));
+    assert!(wait_reload(
+        &s,
+        "htpasswd",
+        "failure",
+        failures,
+        Duration::from_secs(5)
+    ));
     assert_eq!(get(&mut conn, &basic("Cuser1", "pw1")).status, 200);
     let ok = reloads(&s, "htpasswd", "success");
-    write_atomic(&f.htpasswd, format!("{}\n", htpasswd_line("Cfixed", "pw")).as_bytes());
-    assert!(wait_reload(&s, "htpasswd", "success", ok, Duration::from_secs(5)));
+    write_atomic(
+        &f.htpasswd,
+        format!("{}\n", htpasswd_line("Cfixed", "pw")).as_bytes(),
+    );
+    assert!(wait_reload(
+        &s,
+        "htpasswd",
+        "success",
+        ok,
+        Duration::from_secs(5)
+    ));
     assert_eq!(get(&mut conn, &basic("Cfixed", "pw")).status, 200);
     assert_eq!(get(&mut conn, &basic("Cuser1", "pw1")).status, 401);
 
     // tokens: invalid YAML keeps the old set
     let failures = reloads(&s, "tokens", "failure");
-    write_atomic(&f.tokens, b"tokens:\n  - name: x\n    sha256: nothex\n    originator: C\n");
-    assert!(wait_reload(&s, "tokens", "failure", failures, Duration::from_secs(5)));
+    write_atomic(
+        &f.tokens,
+        b"tokens:\n  - name: x\n    sha256: nothex\n    originator: C\n",
+    );
+    assert!(wait_reload(
+        &s,
+        "tokens",
+        "failure",
+        failures,
+        Duration::from_secs(5)
+    ));
     assert_eq!(get(&mut conn, "Bearer token-one").status, 200);
     let log = s.proxy.stderr_text();
     assert!(log.contains("keeping the loaded version"), "{log}");
@@ -176,16 +249,34 @@ fn server_certificate_rotation_serves_new_handshakes_and_keeps_old_connections()
     let failures = reloads(&s, "server_cert", "failure");
     let other = s.pki.server(&s.ca, "localhost", &["127.0.0.1"]);
     write_atomic(&s.server.key, &other.key_pem());
-    assert!(wait_reload(&s, "server_cert", "failure", failures, Duration::from_secs(5)));
+    assert!(wait_reload(
+        &s,
+        "server_cert",
+        "failure",
+        failures,
+        Duration::from_secs(5)
+    ));
     let conn = s.tls(Some(&client)).connect(s.addr).unwrap();
-    assert_eq!(conn.peer_cert().unwrap().serial_number().to_bn().unwrap(), first_serial);
+    assert_eq!(
+        conn.peer_cert().unwrap().serial_number().to_bn().unwrap(),
+        first_serial
+    );
 
     // the matching certificate arrives: new handshakes get it, the old connection lives on
     let ok = reloads(&s, "server_cert", "success");
     write_atomic(&s.server.chain, &std::fs::read(&other.chain).unwrap());
-    assert!(wait_reload(&s, "server_cert", "success", ok, Duration::from_secs(5)));
+    assert!(wait_reload(
+        &s,
+        "server_cert",
+        "success",
+        ok,
+        Duration::from_secs(5)
+    ));
     let new = s.tls(Some(&client)).connect(s.addr).unwrap();
-    assert_ne!(new.peer_cert().unwrap().serial_number().to_bn().unwrap(), first_serial);
+    assert_ne!(
+        new.peer_cert().unwrap().serial_number().to_bn().unwrap(),
+        first_serial
+    );
     assert_eq!(old.request(&Request::get("/x")).unwrap().status, 200);
 }
 
@@ -205,20 +296,35 @@ fn ca_removal_and_crl_revocation_refuse_existing_connections() {
     let kept = s.client(ClientOpts::uri("Ckept").file("kept"));
     let mut conn_revoked = s.tls(Some(&revoked)).connect(s.addr).unwrap();
     let mut conn_kept = s.tls(Some(&kept)).connect(s.addr).unwrap();
-    assert_eq!(conn_revoked.request(&Request::get("/x")).unwrap().status, 200);
+    assert_eq!(
+        conn_revoked.request(&Request::get("/x")).unwrap().status,
+        200
+    );
     assert_eq!(conn_kept.request(&Request::get("/x")).unwrap().status, 200);
 
     let before = reloads(&s, "crl", "success");
     let new_crl = s.pki.crl(&s.ca, &[&revoked]);
     write_atomic(&crl, &std::fs::read(&new_crl).unwrap());
-    assert!(wait_reload(&s, "crl", "success", before, Duration::from_secs(5)));
+    assert!(wait_reload(
+        &s,
+        "crl",
+        "success",
+        before,
+        Duration::from_secs(5)
+    ));
     let resp = conn_revoked
         .request(&Request::get("/x").header("X-M2M-RI", "rv"))
         .unwrap();
-    assert_eq!(resp.status, 401, "revoked certificate on an open connection");
+    assert_eq!(
+        resp.status, 401,
+        "revoked certificate on an open connection"
+    );
     assert_eq!(resp.header("X-M2M-RSC"), Some("4107"));
     assert_eq!(conn_kept.request(&Request::get("/x")).unwrap().status, 200);
-    assert!(s.tls(Some(&revoked)).connect_and_request(s.addr, &Request::get("/x")).is_err());
+    assert!(s
+        .tls(Some(&revoked))
+        .connect_and_request(s.addr, &Request::get("/x"))
+        .is_err());
 
     // the CA itself is replaced: every connection it admitted is refused on its next request
     let before = reloads(&s, "client_ca", "success");
@@ -227,7 +333,13 @@ fn ca_removal_and_crl_revocation_refuse_existing_connections() {
     // (the CRL must cover the new CA too, or OpenSSL refuses its certificates)
     let other_crl = s.pki.crl(&other_ca, &[]);
     write_atomic(&crl, &std::fs::read(&other_crl).unwrap());
-    assert!(wait_reload(&s, "client_ca", "success", before, Duration::from_secs(5)));
+    assert!(wait_reload(
+        &s,
+        "client_ca",
+        "success",
+        before,
+        Duration::from_secs(5)
+    ));
     assert_eq!(conn_kept.request(&Request::get("/x")).unwrap().status, 401);
     let metrics = s.proxy.admin_get("/metrics").unwrap().1;
     assert!(metrics.contains("reason=\"revoked\""), "{metrics}");
@@ -249,7 +361,11 @@ fn kubernetes_symlink_swap_is_picked_up_within_two_seconds() {
         |f| {
             let dir = f.pki.dir().join("secret");
             std::fs::create_dir_all(dir.join("..v1")).unwrap();
-            std::fs::write(dir.join("..v1/htpasswd"), format!("{}\n", htpasswd_line("Cold", "pw"))).unwrap();
+            std::fs::write(
+                dir.join("..v1/htpasswd"),
+                format!("{}\n", htpasswd_line("Cold", "pw")),
+            )
+            .unwrap();
             symlink("..v1", dir.join("..data")).unwrap();
             symlink("..data/htpasswd", dir.join("htpasswd")).unwrap();
             let opts = ScenarioOpts {
@@ -265,7 +381,11 @@ fn kubernetes_symlink_swap_is_picked_up_within_two_seconds() {
     assert_eq!(get(&mut conn, &basic("Cold", "pw")).status, 200);
 
     std::fs::create_dir_all(dir.join("..v2")).unwrap();
-    std::fs::write(dir.join("..v2/htpasswd"), format!("{}\n", htpasswd_line("Cnew", "pw"))).unwrap();
+    std::fs::write(
+        dir.join("..v2/htpasswd"),
+        format!("{}\n", htpasswd_line("Cnew", "pw")),
+    )
+    .unwrap();
     symlink("..v2", dir.join("..data_tmp")).unwrap();
     let swapped = Instant::now();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
@@ -279,7 +399,10 @@ fn kubernetes_symlink_swap_is_picked_up_within_two_seconds() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(status, 200, "new file not picked up within 2 s (poll is 1 h: only the event can do it)");
+    assert_eq!(
+        status, 200,
+        "new file not picked up within 2 s (poll is 1 h: only the event can do it)"
+    );
     assert_eq!(get(&mut conn, &basic("Cold", "pw")).status, 401);
 }
 
@@ -287,12 +410,25 @@ fn kubernetes_symlink_swap_is_picked_up_within_two_seconds() {
 fn sighup_reloads_immediately() {
     let (mut s, f) = start("reload:\n  poll_interval: 1h\n  watch: false");
     let mut conn = s.tls(None).connect(s.addr).unwrap();
-    write_atomic(&f.htpasswd, format!("{}\n", htpasswd_line("Chup", "pw")).as_bytes());
+    write_atomic(
+        &f.htpasswd,
+        format!("{}\n", htpasswd_line("Chup", "pw")).as_bytes(),
+    );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(get(&mut conn, &basic("Chup", "pw")).status, 401, "no watch, no poll: not yet");
+    assert_eq!(
+        get(&mut conn, &basic("Chup", "pw")).status,
+        401,
+        "no watch, no poll: not yet"
+    );
     let before = reloads(&s, "htpasswd", "success");
     assert!(s.proxy.signal("HUP"));
-    assert!(wait_reload(&s, "htpasswd", "success", before, Duration::from_secs(2)));
+    assert!(wait_reload(
+        &s,
+        "htpasswd",
+        "success",
+        before,
+        Duration::from_secs(2)
+    ));
     assert_eq!(get(&mut conn, &basic("Chup", "pw")).status, 200);
     assert!(s.proxy.is_running(), "SIGHUP must not stop the proxy");
 }
@@ -308,10 +444,23 @@ fn reloads_under_load_lose_nothing_and_admit_nothing_revoked() {
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
-    for (auth, with_cert) in [(None, true), (Some(basic("Cuser1", "pw1")), false), (Some("Bearer token-one".to_string()), false)] {
-        let (s, stop, served, cert) = (s.clone(), stop.clone(), served.clone(), (cert.chain.clone(), cert.key.clone()));
+    for (auth, with_cert) in [
+        (None, true),
+        (Some(basic("Cuser1", "pw1")), false),
+        (Some("Bearer token-one".to_string()), false),
+    ] {
+        let (s, stop, served, cert) = (
+            s.clone(),
+            stop.clone(),
+            served.clone(),
+            (cert.chain.clone(), cert.key.clone()),
+        );
         workers.push(std::thread::spawn(move || -> Result<(), String> {
-            let tls = if with_cert { s.tls(None).cert_files(&cert.0, &cert.1) } else { s.tls(None) };
+            let tls = if with_cert {
+                s.tls(None).cert_files(&cert.0, &cert.1)
+            } else {
+                s.tls(None)
+            };
             let mut conn = tls.connect(s.addr)?;
             let deadline = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -321,7 +470,11 @@ fn reloads_under_load_lose_nothing_and_admit_nothing_revoked() {
                 }
                 let resp = conn.request(&req)?;
                 if resp.status != 200 {
-                    return Err(format!("valid credentials refused: {} {}", resp.status, resp.text()));
+                    return Err(format!(
+                        "valid credentials refused: {} {}",
+                        resp.status,
+                        resp.text()
+                    ));
                 }
                 served.fetch_add(1, Ordering::Relaxed);
             }
@@ -341,34 +494,81 @@ fn reloads_under_load_lose_nothing_and_admit_nothing_revoked() {
                 users.push(htpasswd_line(&extra_user, "pw"));
                 tokens.push(("tmp", extra_token.as_str(), "Ctmp"));
             }
-            let (h, t) = (reloads(&s, "htpasswd", "success"), reloads(&s, "tokens", "success"));
+            let (h, t) = (
+                reloads(&s, "htpasswd", "success"),
+                reloads(&s, "tokens", "success"),
+            );
             write_atomic(&f.htpasswd, (users.join("\n") + "\n").as_bytes());
             write_atomic(&f.tokens, tokens_yaml(&tokens).as_bytes());
             // server certificate and CA rewritten with new bytes each time (same keys)
             touch_pem(&s.server.chain);
             touch_pem(&s.ca.cert);
-            let (sc, ca) = (reloads(&s, "server_cert", "success"), reloads(&s, "client_ca", "success"));
+            let (sc, ca) = (
+                reloads(&s, "server_cert", "success"),
+                reloads(&s, "client_ca", "success"),
+            );
             signal_hup(&s);
-            assert!(wait_reload(&s, "htpasswd", "success", h, Duration::from_secs(5)));
-            assert!(wait_reload(&s, "tokens", "success", t, Duration::from_secs(5)));
-            assert!(wait_reload(&s, "server_cert", "success", sc, Duration::from_secs(5)));
-            assert!(wait_reload(&s, "client_ca", "success", ca, Duration::from_secs(5)));
-            assert_eq!(get(&mut probe, &basic(&extra_user, "pw")).status, status, "round {round}");
-            assert_eq!(get(&mut probe, &format!("Bearer {extra_token}")).status, status, "round {round}");
+            assert!(wait_reload(
+                &s,
+                "htpasswd",
+                "success",
+                h,
+                Duration::from_secs(5)
+            ));
+            assert!(wait_reload(
+                &s,
+                "tokens",
+                "success",
+                t,
+                Duration::from_secs(5)
+            ));
+            assert!(wait_reload(
+                &s,
+                "server_cert",
+                "success",
+                sc,
+                Duration::from_secs(5)
+            ));
+            assert!(wait_reload(
+                &s,
+                "client_ca",
+                "success",
+                ca,
+                Duration::from_secs(5)
+            ));
+            assert_eq!(
+                get(&mut probe, &basic(&extra_user, "pw")).status,
+                status,
+                "round {round}"
+            );
+            assert_eq!(
+                get(&mut probe, &format!("Bearer {extra_token}")).status,
+                status,
+                "round {round}"
+            );
         }
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap().unwrap();
     }
-    assert!(served.load(Ordering::Relaxed) > 100, "load too small: {}", served.load(Ordering::Relaxed));
+    assert!(
+        served.load(Ordering::Relaxed) > 100,
+        "load too small: {}",
+        served.load(Ordering::Relaxed)
+    );
 }
 
 /// Rewrite a PEM file with different bytes but the same certificates (a trailing comment line
 /// changes the content hash, so the reload really happens).
 fn touch_pem(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
-    let base = text.split("# touched").next().unwrap().trim_end().to_string();
+    let base = text
+        .split("# touched")
+        .next()
+        .unwrap()
+        .trim_end()
+        .to_string();
     let stamp = Instant::now().elapsed().as_nanos() + rand_suffix();
     write_atomic(path, format!("{base}\n# touched {stamp}\n").as_bytes());
 }

@@ -12,8 +12,9 @@ fuzz_target!(|data: &[u8]| {
     };
     for insecure in [false, true] {
         if let Ok(file) = HtpasswdFile::parse(Path::new("fuzz"), text, insecure) {
-            // cheap formats only: bcrypt at real costs would make the target crawl
-            if !text.contains("$2") {
+            // cheap formats only: bcrypt (also the dummy hash of an empty file) and huge
+            // rounds= values would make the target crawl
+            if !file.is_empty() && !text.contains("$2") && !text.contains("rounds=") {
                 let _ = file.verify("user", b"password");
             }
         }

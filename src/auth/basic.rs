@@ -42,7 +42,7 @@ impl BasicAuth {
         }
         if file.insecure_entries() > 0 {
             log::warn!(
-                "{}: {} entries use plain-text or DES-crypt hashes (auth.basic.allow_insecure_hashes: true); re-hash them with bcrypt",
+                "{}: {} entries are plain text (auth.basic.allow_insecure_hashes: true); re-hash them with bcrypt",
                 config.htpasswd.display(),
                 file.insecure_entries()
             );
@@ -106,7 +106,10 @@ impl Reloadable for HtpasswdReload {
             .map_err(|e| e.to_string())?;
         if file.is_empty() {
             // An empty file is far more often half-written than meant to lock everyone out.
-            return Err(format!("{}: expected at least one user", auth.path.display()));
+            return Err(format!(
+                "{}: expected at least one user",
+                auth.path.display()
+            ));
         }
         let summary = format!("{} users", file.len());
         auth.file.store(Arc::new(file));

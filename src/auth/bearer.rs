@@ -103,7 +103,10 @@ impl Reloadable for TokensReload {
         let tokens = TokenFile::parse(&auth.path, text).map_err(|e| e.to_string())?;
         if tokens.is_empty() {
             // An empty list is far more often half-written than meant to lock everyone out.
-            return Err(format!("{}: expected at least one token", auth.path.display()));
+            return Err(format!(
+                "{}: expected at least one token",
+                auth.path.display()
+            ));
         }
         let summary = format!("{} tokens", tokens.len());
         auth.tokens.store(Arc::new(tokens));
