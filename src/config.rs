@@ -52,6 +52,60 @@ pub struct Config {
     pub reload: ReloadConfig,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Request line plus headers, in bytes; larger -> 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Request body, in bytes; larger -> 413 (WebSocket traffic after the upgrade is not a body).
+    #[serde(default = "default_max_body")]
+    pub max_body: u64,
+    /// Open client connections (TLS listener); more are closed at accept.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// From accept to the first complete request head, TLS handshake included (TLS listener).
+    #[serde(default = "default_header_timeout", with = "duration")]
+    pub header_timeout: Duration,
+    /// Idle keep-alive connections are closed after this long without a new request.
+    #[serde(default = "default_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_header_bytes: default_max_header_bytes(),
+            max_body: default_max_body(),
+            max_connections: default_max_connections(),
+            header_timeout: default_header_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+
+fn default_max_body() -> u64 {
+    10 * 1024 * 1024
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -586,6 +640,17 @@ impl Config {
                     )
                 })?;
             }
+        }
+        let l = &self.limits;
+        if l.max_header_bytes < 1024
+            || l.max_connections == 0
+            || l.header_timeout.is_zero()
+            || l.idle_timeout.as_secs() == 0
+        {
+            return Err(invalid(
+                "limits",
+                "expected max_header_bytes >= 1024, max_connections >= 1, header_timeout > 0 and idle_timeout >= 1s".into(),
+            ));
         }
         if self.auth.rate_limit.failures_per_minute == 0 || self.auth.rate_limit.burst == 0 {
             return Err(invalid(

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod echo;
 pub mod headers;
 pub mod identity;
+pub mod limits;
 pub mod metrics;
 pub mod onem2m;
 pub mod operator;

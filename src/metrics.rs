@@ -47,6 +47,11 @@ metric!(OPEN_CONNECTIONS: IntGauge = register_int_gauge!(
     "m2m_auth_proxy_open_connections",
     "Client TLS connections currently open (after a completed handshake)."
 ));
+metric!(CONNECTIONS_REFUSED: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_connections_closed_by_limit_total",
+    "Connections refused or closed by a limit (max_connections, header_timeout).",
+    &["limit"]
+));
 metric!(HANDSHAKES: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_tls_handshakes_total",
     "Completed TLS handshakes by whether a client certificate was presented.",
@@ -90,6 +95,7 @@ pub fn init() {
     LazyLock::force(&UPSTREAM_ERRORS);
     LazyLock::force(&OPEN_CONNECTIONS);
     LazyLock::force(&HANDSHAKES);
+    LazyLock::force(&CONNECTIONS_REFUSED);
     LazyLock::force(&HANDSHAKE_FAILURES);
     LazyLock::force(&RELOADS);
     LazyLock::force(&LAST_RELOAD);
@@ -173,6 +179,14 @@ pub fn certificates(kind: &str, certs: &[(String, f64)]) {
             .with_label_values(&[kind, subject.as_str()])
             .set(*not_after);
     }
+}
+
+pub fn connection_refused(limit: &str) {
+    CONNECTIONS_REFUSED.with_label_values(&[limit]).inc();
+}
+
+pub fn open_connections() -> usize {
+    usize::try_from(OPEN_CONNECTIONS.get()).unwrap_or(0)
 }
 
 /// Counts an open client connection for as long as it lives.

@@ -16,6 +16,7 @@ use crate::auth::{AuthError, Authenticator, Failure, Presented};
 use crate::config::{Anonymous, Method};
 use crate::headers::{self, Forwarding};
 use crate::identity::Identity;
+use crate::limits::ConnectionLimits;
 use crate::metrics;
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
@@ -35,6 +36,15 @@ pub struct AuthProxy {
     pub access_log: bool,
     /// `WWW-Authenticate` values for a 401, one per enabled method.
     pub challenges: Vec<String>,
+    pub limits: RequestLimits,
+    pub connections: Arc<ConnectionLimits>,
+}
+
+/// Per-request size limits and the keep-alive idle timeout.
+pub struct RequestLimits {
+    pub max_header_bytes: usize,
+    pub max_body: u64,
+    pub idle_timeout_secs: u64,
 }
 
 pub struct RequestCtx {
@@ -47,6 +57,8 @@ pub struct RequestCtx {
     refusal: Option<(AuthOrPolicy, u16)>,
     upstream_sent: Option<Instant>,
     upstream_status: Option<u16>,
+    body_bytes: u64,
+    upgraded: bool,
 }
 
 /// What a refusal is counted as.
@@ -92,6 +104,30 @@ impl AuthProxy {
             .await?;
         session.write_response_body(Some(body), true).await?;
         Ok(())
+    }
+
+    /// 431 for an oversized request head, 413 for a declared body over the limit.
+    fn size_error(&self, req: &RequestHeader) -> Option<M2mError> {
+        let head: usize = req.uri.to_string().len()
+            + req
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if head > self.limits.max_header_bytes {
+            return Some(M2mError::other(431, "request header too large"));
+        }
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match declared {
+            Some(len) if len > self.limits.max_body => {
+                Some(M2mError::other(413, "request body too large"))
+            }
+            _ => None,
+        }
     }
 
     async fn authenticate(&self, session: &Session) -> Result<Option<Arc<Identity>>, AuthError> {
@@ -150,11 +186,23 @@ impl ProxyHttp for AuthProxy {
             refusal: None,
             upstream_sent: None,
             upstream_status: None,
+            body_bytes: 0,
+            upgraded: false,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.request_id = onem2m::request_id(session.req_header());
+        self.connections.request_started(session.client_addr());
+        // Pingora keeps idle HTTP/1.1 connections open forever by default.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.limits.idle_timeout_secs));
+        }
+        if let Some(err) = self.size_error(session.req_header()) {
+            // the body of an oversized request is not read: close instead of draining it
+            session.set_keepalive(None);
+            return self.refuse(session, ctx, AuthOrPolicy::Other, err).await;
+        }
 
         let identity = match self.authenticate(session).await {
             Ok(identity) => identity,
@@ -184,9 +232,27 @@ impl ProxyHttp for AuthProxy {
         ctx.identity = identity;
 
         if session.is_upgrade_req() {
+            ctx.upgraded = true;
             session.set_read_timeout(Some(WEBSOCKET_IDLE_TIMEOUT));
         }
         Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            // chunked bodies have no Content-Length to check up front
+            if ctx.body_bytes > self.limits.max_body && !ctx.upgraded {
+                return Error::e_explain(ErrorType::HTTPStatus(413), "limits.max_body exceeded");
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -327,7 +393,11 @@ fn upstream_error_kind(e: &Error) -> &'static str {
 fn error_response(e: &Error) -> Option<M2mError> {
     use ErrorType::*;
     if let HTTPStatus(code) = e.etype() {
-        return Some(M2mError::other(*code, "request refused"));
+        let reason = match code {
+            413 => "request body too large",
+            _ => "request refused",
+        };
+        return Some(M2mError::other(*code, reason));
     }
     match e.esource() {
         ErrorSource::Upstream => Some(match e.etype() {

@@ -16,8 +16,9 @@ use crate::auth::bearer::{BearerAuth, TokensReload};
 use crate::auth::mtls::MtlsAuthenticator;
 use crate::auth::Authenticator;
 use crate::config::{Config, Method, Resolved};
+use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::originator::OriginatorPolicy;
-use crate::proxy::AuthProxy;
+use crate::proxy::{AuthProxy, RequestLimits};
 use crate::reload::{ReloadService, Reloadable, Reloader};
 use crate::tls::{self, ClientCaReload, CrlReload, ServerCertReload, TlsState};
 
@@ -132,6 +133,10 @@ pub fn run(p: Prepared) -> Result<()> {
     server.bootstrap();
 
     let reloader = Arc::new(Reloader::new(reloadables(&p)));
+    let connections = Arc::new(ConnectionLimits::new(
+        p.config.limits.max_connections,
+        p.config.limits.header_timeout,
+    ));
     let proxy = AuthProxy {
         auth: Authenticator::new(
             &p.config.auth,
@@ -149,6 +154,12 @@ pub fn run(p: Prepared) -> Result<()> {
                 .map_or(REALM, |b| b.realm.as_str()),
         ),
         access_log: p.config.log.access,
+        limits: RequestLimits {
+            max_header_bytes: p.config.limits.max_header_bytes,
+            max_body: p.config.limits.max_body,
+            idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
+        },
+        connections: connections.clone(),
         anonymous: p.config.auth.anonymous,
         forward_authorization: p.config.auth.forward_authorization,
         upstream: upstream_peer(&p),
@@ -160,6 +171,9 @@ pub fn run(p: Prepared) -> Result<()> {
     match (&p.config.tls, &p.tls) {
         (Some(tls_config), Some(state)) => {
             let settings = tls::listener_settings(tls_config, state.clone(), p.mtls.clone())?;
+            proxy_service
+                .endpoints()
+                .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
             proxy_service.add_tls_with_settings(&listen, None, settings);
         }
         _ => proxy_service.add_tcp(&listen),

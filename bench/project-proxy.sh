@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Starts m2m-auth-proxy for one benchmark row. Adapted from ../shared/bench/project-proxy.sh:
+# renders a proxy.yaml from the environment that the shared run.sh (or bench/extras.sh) sets and
+# execs the binary. Differences from the shared script:
+#   * `log: {access: false}`: the anchors write no access log either (ours writes one JSON line
+#     per request to stdout when on);
+#   * `shutdown: {grace_period: 1s}`: the harness stops every row with SIGTERM and waits 5 s;
+#   * `admin` on ADMIN_PORT (default LISTEN_PORT+1), checked free before starting;
+#   * an extra mode `bearer` (TOKENS = tokens file), and BASIC_CACHE_ENTRIES for the Basic cache.
+# Environment: BENCH_MODE (mtls | basic-plain | basic-sha1 | basic-bcrypt5 | basic-bcrypt10 | bearer),
+# LISTEN_ADDR, UPSTREAM_ADDR, TLS_CERT, TLS_KEY, CLIENT_CA, HTPASSWD, TOKENS, WORKERS, M2M_BIN.
+set -eu
+BIN=${M2M_BIN:-target/release/m2m-auth-proxy}
+cfg=$(mktemp "${TMPDIR:-/tmp}/m2m-bench.XXXXXX.yaml")
+admin_port=${ADMIN_PORT:-$(( ${LISTEN_PORT:-38443} + 1 ))}
+if (exec 3<>"/dev/tcp/127.0.0.1/$admin_port") 2>/dev/null; then
+  echo "project-proxy.sh: admin port $admin_port is busy; set ADMIN_PORT" >&2
+  exit 3
+fi
+
+common() { # $1 = client_cert mode
+  cat <<YAML
+listen: "$LISTEN_ADDR"
+threads: ${WORKERS:-1}
+tls:
+  cert: $TLS_CERT
+  key: $TLS_KEY
+YAML
+  if [ "$1" != off ]; then
+    echo "  client_ca: $CLIENT_CA"
+  fi
+  cat <<YAML
+  client_cert: $1
+upstream: "http://$UPSTREAM_ADDR"
+admin: "127.0.0.1:$admin_port"
+log:
+  access: false
+shutdown:
+  grace_period: 1s
+originator:
+  mode: overwrite
+YAML
+}
+
+case "$BENCH_MODE" in
+  mtls)
+    { common required
+      cat <<YAML
+auth:
+  methods: [mtls]
+  mtls:
+    identity: [uri]
+  anonymous: deny
+YAML
+    } > "$cfg"
+    ;;
+  basic-*)
+    insecure=false; [ "$BENCH_MODE" = basic-plain ] && insecure=true
+    { common off
+      cat <<YAML
+auth:
+  methods: [basic]
+  basic:
+    htpasswd: $HTPASSWD
+    allow_insecure_hashes: $insecure
+    cache:
+      max_entries: ${BASIC_CACHE_ENTRIES:-10000}
+      ttl: 5m
+  anonymous: deny
+YAML
+    } > "$cfg"
+    ;;
+  bearer)
+    { common off
+      cat <<YAML
+auth:
+  methods: [bearer]
+  bearer:
+    tokens: $TOKENS
+  anonymous: deny
+YAML
+    } > "$cfg"
+    ;;
+  *) echo "unknown BENCH_MODE $BENCH_MODE" >&2; exit 2 ;;
+esac
+exec "$BIN" --config "$cfg"

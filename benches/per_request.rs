@@ -1,0 +1,537 @@
+//! Micro-benchmarks of the per-request path (issue 7) and of how its cost grows with the size of
+//! the credential files.
+//!
+//!   cargo bench --bench per_request                 # everything, ~2-3 min on 2 cores
+//!   cargo bench --bench per_request -- scaling      # one group (criterion filter)
+//!
+//! Groups:
+//! * `parse`        Authorization header -> credentials (Basic, Bearer)
+//! * `mtls`         originator regex on a certificate field; identity of a certificate (done once
+//!                  per connection, at the end of the handshake); the per-request identity check
+//! * `policy`       originator policy (overwrite, verify)
+//! * `headers`      X-M2M-Origin collection + upstream header rewrite on a spoofed request
+//! * `authenticate` the whole `Authenticator::authenticate` call per request: mTLS, Basic with
+//!                  the verification cache warm (bcrypt cost 10 entry), Bearer
+//! * `basic`        VerifyCache hit (bcrypt-10 entry, warm) and miss (a real bcrypt-10 verify)
+//! * `scaling`      cache hit / token lookup with 1, 1 000 and 100 000 entries (cheap {SHA} users
+//!                  around the bcrypt one, random token hashes), and the parse ("reload") time of
+//!                  100 000-entry htpasswd and tokens files, which runs off the request path
+//! * `metrics`      the per-request Prometheus counter + histogram update
+//!
+//! Everything is built in memory; nothing touches the network or the file system except
+//! criterion's own output under target/criterion.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::Path;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, SamplingMode};
+use http::HeaderValue;
+use openssl::asn1::Asn1Time;
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
+use openssl::x509::{X509Builder, X509NameBuilder, X509};
+use pingora::http::RequestHeader;
+use sha2::{Digest, Sha256};
+
+use m2m_auth_proxy::auth::authorization;
+use m2m_auth_proxy::auth::basic::BasicAuth;
+use m2m_auth_proxy::auth::bearer::BearerAuth;
+use m2m_auth_proxy::auth::mtls::MtlsAuthenticator;
+use m2m_auth_proxy::auth::{Authenticator, Presented};
+use m2m_auth_proxy::config::{
+    AuthConfig, BasicConfig, BearerConfig, CacheConfig, CertField, Method, MtlsConfig,
+    OriginatorConfig, OriginatorMode,
+};
+use m2m_auth_proxy::credentials::cache::VerifyCache;
+use m2m_auth_proxy::credentials::htpasswd::HtpasswdFile;
+use m2m_auth_proxy::credentials::htpasswd_line;
+use m2m_auth_proxy::credentials::tokens::TokenFile;
+use m2m_auth_proxy::headers::{client_originators, rewrite_upstream, Forwarding};
+use m2m_auth_proxy::identity::{Identity, ProvenBy};
+use m2m_auth_proxy::metrics;
+use m2m_auth_proxy::originator::{OriginatorPattern, OriginatorPolicy};
+use m2m_auth_proxy::tls::{ClientTrust, ServerCert, TlsState};
+
+const USER: &str = "Cae-basic1";
+const PASSWORD: &[u8] = b"s3cret-pw";
+const CLIENT_URI: &str = "urn:m2m:Cae-sensor1";
+const SIZES: [usize; 3] = [1, 1_000, 100_000];
+
+// ------------------------------------------------------------------ fixtures
+
+fn src() -> &'static Path {
+    Path::new("bench-in-memory")
+}
+
+/// Run a future that never waits (every path benchmarked here completes on its first poll).
+fn now_or_never<F: std::future::Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(out) => out,
+        Poll::Pending => panic!("benchmarked future did not complete synchronously"),
+    }
+}
+
+fn ec_key() -> PKey<Private> {
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+}
+
+/// A CA and a client certificate like the harness's (`CN=Cae-sensor1`, `URI:urn:m2m:Cae-sensor1`).
+fn pki() -> (X509, X509, PKey<Private>) {
+    let ca_key = ec_key();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(Nid::COMMONNAME, "Bench CA")
+        .unwrap();
+    let ca_name = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&ca_name).unwrap();
+    b.set_issuer_name(&ca_name).unwrap();
+    b.set_pubkey(&ca_key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(365).unwrap())
+        .unwrap();
+    b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let ca = b.build();
+
+    let key = ec_key();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_nid(Nid::COMMONNAME, "Cae-sensor1")
+        .unwrap();
+    let subject = name.build();
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_serial_number(&BigNum::from_u32(2).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(ca.subject_name()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(365).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .uri(CLIENT_URI)
+        .build(&b.x509v3_context(Some(&ca), None))
+        .unwrap();
+    b.append_extension(san).unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    (ca, b.build(), key)
+}
+
+fn basic_header(user: &str, password: &[u8]) -> HeaderValue {
+    let mut raw = user.as_bytes().to_vec();
+    raw.push(b':');
+    raw.extend_from_slice(password);
+    let enc = base64::engine::general_purpose::STANDARD.encode(raw);
+    HeaderValue::from_str(&format!("Basic {enc}")).unwrap()
+}
+
+/// `{SHA}` line (htpasswd -s) for user u{i} with password p{i}: cheap to verify.
+fn sha_line(i: usize) -> String {
+    let digest = sha1::Sha1::digest(format!("p{i}").as_bytes());
+    format!(
+        "u{i}:{{SHA}}{}\n",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// htpasswd with `n` users: the benchmark user with a bcrypt-10 hash plus n-1 `{SHA}` users.
+fn htpasswd_content(n: usize, bcrypt_line: &str) -> String {
+    let mut s = String::with_capacity(n * 48);
+    s.push_str(bcrypt_line);
+    s.push('\n');
+    for i in 1..n {
+        s.push_str(&sha_line(i));
+    }
+    s
+}
+
+/// Token i: "token-{i}" (the benchmark presents token-0); stored hashes are SHA-256 of the
+/// token, i.e. uniformly random-looking 32-byte keys.
+fn token(i: usize) -> String {
+    format!("tok-{i:08}-bench-bearer-token-value-xxxxxxxxx")
+}
+
+fn tokens_content(n: usize) -> String {
+    let mut s = String::with_capacity(n * 140 + 8);
+    s.push_str("tokens:\n");
+    for i in 0..n {
+        let digest = hex::encode(Sha256::digest(token(i).as_bytes()));
+        s.push_str(&format!(
+            "  - name: gw-{i}\n    sha256: \"{digest}\"\n    originator: Cgw{i}\n"
+        ));
+    }
+    s
+}
+
+fn request_with_spoofed_headers() -> RequestHeader {
+    let mut req = RequestHeader::build("GET", b"/m2m/cse-bench/cnt-1/la", None).unwrap();
+    for (k, v) in [
+        ("Host", "localhost:38443"),
+        ("User-Agent", "oha/1.16.0"),
+        ("Accept", "*/*"),
+        ("X-M2M-Origin", "spoofed-by-client"),
+        ("X-M2M-RI", "bench-1"),
+        ("X-Forwarded-For", "10.9.9.9"),
+        ("Authorization", "Basic Q2FlLWJhc2ljMTpzM2NyZXQtcHc="),
+    ] {
+        req.append_header(k, v).unwrap();
+    }
+    req
+}
+
+fn mtls_config(pattern: &str) -> MtlsConfig {
+    MtlsConfig {
+        identity: vec![
+            CertField::Uri,
+            CertField::Dns,
+            CertField::Email,
+            CertField::Cn,
+        ],
+        originator: pattern.into(),
+    }
+}
+
+fn identity(originator: &str) -> Identity {
+    Identity {
+        name: originator.into(),
+        proven_by: ProvenBy::Mtls,
+        originator: originator.into(),
+        also_allowed: vec![OriginatorPattern::parse("Cae-sensor1-*").unwrap()],
+    }
+}
+
+// ------------------------------------------------------------------ groups
+
+fn parse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("parse");
+    let basic = basic_header(USER, PASSWORD);
+    let bearer = HeaderValue::from_str(&format!("Bearer {}", token(0))).unwrap();
+    g.bench_function("authorization_basic", |b| {
+        b.iter(|| authorization::parse(black_box(&[&basic])).unwrap())
+    });
+    g.bench_function("authorization_bearer", |b| {
+        b.iter(|| authorization::parse(black_box(&[&bearer])).unwrap())
+    });
+    g.finish();
+}
+
+fn mtls(c: &mut Criterion) {
+    let mut g = c.benchmark_group("mtls");
+    let (ca, cert, _) = pki();
+    let whole = MtlsAuthenticator::from_config(&mtls_config("^(?P<originator>.+)$")).unwrap();
+    let prefix =
+        MtlsAuthenticator::from_config(&mtls_config("^urn:m2m:(?P<originator>C[^/]+)$")).unwrap();
+    g.bench_function("derive_originator_whole", |b| {
+        b.iter(|| whole.derive_originator(black_box(CLIENT_URI)).unwrap())
+    });
+    g.bench_function("derive_originator_urn_prefix", |b| {
+        b.iter(|| prefix.derive_originator(black_box(CLIENT_URI)).unwrap())
+    });
+    // Once per connection (handshake_complete_callback): SAN walk + regex + validation.
+    g.bench_function("identify_certificate_per_connection", |b| {
+        b.iter_batched(
+            || cert.clone(),
+            |c| whole.identify(c, Vec::new(), 1, true),
+            BatchSize::SmallInput,
+        )
+    });
+    // DER parse of the client certificate (what OpenSSL does per full handshake / resumption).
+    let der = cert.to_der().unwrap();
+    g.bench_function("x509_from_der_client_cert", |b| {
+        b.iter(|| X509::from_der(black_box(&der)).unwrap())
+    });
+    let trust = ClientTrust::new(vec![ca.clone()], None).unwrap();
+    g.bench_function("x509_verify_chain_1ca", |b| {
+        b.iter(|| assert!(trust.verify(black_box(&cert), &[])))
+    });
+    g.finish();
+}
+
+fn policy(c: &mut Criterion) {
+    let mut g = c.benchmark_group("policy");
+    let me = identity("Cae-sensor1");
+    let overwrite = OriginatorPolicy::from_config(&OriginatorConfig {
+        mode: OriginatorMode::Overwrite,
+        ..Default::default()
+    })
+    .unwrap();
+    let verify = OriginatorPolicy::from_config(&OriginatorConfig {
+        mode: OriginatorMode::Verify,
+        cse_namespace: true,
+        allow: [("Cgw".to_string(), vec!["Cgw-*".to_string()])].into(),
+    })
+    .unwrap();
+    g.bench_function("overwrite_spoofed", |b| {
+        b.iter(|| {
+            overwrite
+                .decide(black_box(&me), black_box(&["spoofed-by-client"]))
+                .unwrap()
+        })
+    });
+    g.bench_function("verify_same", |b| {
+        b.iter(|| {
+            verify
+                .decide(black_box(&me), black_box(&["Cae-sensor1"]))
+                .unwrap()
+        })
+    });
+    g.bench_function("verify_pattern", |b| {
+        b.iter(|| {
+            verify
+                .decide(black_box(&me), black_box(&["Cae-sensor1-temp"]))
+                .unwrap()
+        })
+    });
+    g.bench_function("verify_refused", |b| {
+        b.iter(|| {
+            verify
+                .decide(black_box(&me), black_box(&["CAdmin"]))
+                .unwrap_err()
+        })
+    });
+    g.finish();
+}
+
+fn headers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("headers");
+    let req = request_with_spoofed_headers();
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+    g.bench_function("client_originators", |b| {
+        b.iter(|| client_originators(black_box(&req)).len())
+    });
+    g.bench_function("clone_request_only", |b| b.iter(|| black_box(&req).clone()));
+    g.bench_function("rewrite_upstream_spoofed", |b| {
+        b.iter_batched_ref(
+            || req.clone(),
+            |r| {
+                rewrite_upstream(
+                    r,
+                    &Forwarding {
+                        originator: Some("Cae-sensor1"),
+                        client_ip: Some(ip),
+                        proto: "https",
+                        forward_authorization: false,
+                    },
+                )
+                .unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+/// The whole authentication call of one request, as `AuthProxy::request_filter` makes it.
+fn authenticate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("authenticate");
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, _) = pki();
+    let server_key = ec_key();
+    let tls = Arc::new(TlsState {
+        server: ArcSwap::from_pointee(ServerCert {
+            leaf: ca.clone(),
+            chain: Vec::new(),
+            key: server_key,
+        }),
+        trust: Some(ClientTrust::new(vec![ca.clone()], None).unwrap()),
+    });
+    let mtls = MtlsAuthenticator::from_config(&mtls_config("^(?P<originator>.+)$")).unwrap();
+    let conn = mtls.identify(cert.clone(), Vec::new(), 1, true);
+
+    let bcrypt = htpasswd_line(USER, PASSWORD).unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, format!("{bcrypt}\n")).unwrap();
+    let tokens = dir.path().join("tokens.yaml");
+    std::fs::write(&tokens, tokens_content(1)).unwrap();
+    let basic = Arc::new(
+        BasicAuth::load(&BasicConfig {
+            htpasswd,
+            realm: "oneM2M".into(),
+            allow_insecure_hashes: false,
+            originators: Default::default(),
+            cache: CacheConfig::default(),
+        })
+        .unwrap(),
+    );
+    let bearer = Arc::new(
+        BearerAuth::load(&BearerConfig {
+            tokens,
+            allow_declared: false,
+        })
+        .unwrap(),
+    );
+    let config = AuthConfig {
+        methods: vec![Method::Mtls, Method::Basic, Method::Bearer],
+        ..AuthConfig::default()
+    };
+    let auth = Authenticator::new(&config, Some(tls), Some(basic), Some(bearer));
+    let ip: IpAddr = "127.0.0.1".parse().unwrap();
+
+    g.bench_function("mtls_per_request", |b| {
+        b.iter(|| {
+            let p = Presented {
+                client_cert: Some(&conn),
+                authorization: Vec::new(),
+                client_ip: Some(ip),
+            };
+            now_or_never(auth.authenticate(&p)).unwrap()
+        })
+    });
+    let basic_hv = basic_header(USER, PASSWORD);
+    // warm the cache (one bcrypt-10 verification, off the clock); the cache-hit path never
+    // reaches spawn_blocking, so the future completes on its first poll.
+    assert!(auth_basic_warm(&auth, &basic_hv, ip));
+    g.bench_function("basic_bcrypt10_cache_hit", |b| {
+        b.iter(|| {
+            let p = Presented {
+                client_cert: None,
+                authorization: vec![&basic_hv],
+                client_ip: Some(ip),
+            };
+            now_or_never(auth.authenticate(&p)).unwrap()
+        })
+    });
+    let bearer_hv = HeaderValue::from_str(&format!("Bearer {}", token(0))).unwrap();
+    g.bench_function("bearer", |b| {
+        b.iter(|| {
+            let p = Presented {
+                client_cert: None,
+                authorization: vec![&bearer_hv],
+                client_ip: Some(ip),
+            };
+            now_or_never(auth.authenticate(&p)).unwrap()
+        })
+    });
+    g.finish();
+}
+
+/// Warm the Basic cache through the real path (spawn_blocking needs a runtime).
+fn auth_basic_warm(auth: &Authenticator, hv: &HeaderValue, ip: IpAddr) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let p = Presented {
+        client_cert: None,
+        authorization: vec![hv],
+        client_ip: Some(ip),
+    };
+    rt.block_on(auth.authenticate(&p)).is_ok()
+}
+
+fn basic(c: &mut Criterion) {
+    let mut g = c.benchmark_group("basic");
+    let bcrypt = htpasswd_line(USER, PASSWORD).unwrap();
+    let file = HtpasswdFile::parse(src(), &format!("{bcrypt}\n"), false).unwrap();
+    let cache = VerifyCache::new(10_000, Duration::from_secs(300));
+    assert!(cache.check(&file, USER, PASSWORD));
+    g.bench_function("cache_hit_bcrypt10", |b| {
+        b.iter(|| assert!(cache.check(&file, black_box(USER), black_box(PASSWORD))))
+    });
+    g.finish();
+
+    // A miss = one real bcrypt cost-10 verification (what both anchors pay on every request).
+    let mut g = c.benchmark_group("basic_miss");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(200))
+        .measurement_time(Duration::from_secs(2));
+    let disabled = VerifyCache::new(0, Duration::from_secs(300));
+    g.bench_function("cache_miss_bcrypt10_verify", |b| {
+        b.iter(|| assert!(disabled.check(&file, USER, PASSWORD)))
+    });
+    g.finish();
+}
+
+fn scaling(c: &mut Criterion) {
+    let bcrypt = htpasswd_line(USER, PASSWORD).unwrap();
+    let mut g = c.benchmark_group("scaling");
+    for n in SIZES {
+        let content = htpasswd_content(n, &bcrypt);
+        let file = HtpasswdFile::parse(src(), &content, false).unwrap();
+        assert_eq!(file.len(), n);
+        // Cache warm with the benchmark user plus up to max_entries-1 other users, so the hit is
+        // measured in a cache as full as the file allows.
+        let cache = VerifyCache::new(10_000, Duration::from_secs(300));
+        assert!(cache.check(&file, USER, PASSWORD));
+        for i in 1..n.min(10_000) {
+            assert!(cache.check(&file, &format!("u{i}"), format!("p{i}").as_bytes()));
+        }
+        assert!(cache.contains(&file, USER, PASSWORD));
+        g.bench_with_input(BenchmarkId::new("htpasswd_cache_hit", n), &n, |b, _| {
+            b.iter(|| assert!(cache.check(&file, black_box(USER), black_box(PASSWORD))))
+        });
+
+        let tokens = TokenFile::parse(src(), &tokens_content(n)).unwrap();
+        assert_eq!(tokens.len(), n);
+        let t0 = token(0);
+        let now = SystemTime::now();
+        g.bench_with_input(BenchmarkId::new("token_lookup", n), &n, |b, _| {
+            b.iter(|| {
+                matches!(
+                    tokens.lookup(black_box(t0.as_bytes()), now),
+                    m2m_auth_proxy::credentials::tokens::TokenLookup::Valid(_)
+                )
+            })
+        });
+    }
+    g.finish();
+
+    // Reload cost: parse of a 100 000-entry file (runs on the reload thread, then an ArcSwap
+    // store; requests keep using the old snapshot meanwhile).
+    let mut g = c.benchmark_group("reload_parse");
+    g.sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(8));
+    let content = htpasswd_content(100_000, &bcrypt);
+    g.bench_function("htpasswd_100000", |b| {
+        b.iter(|| {
+            HtpasswdFile::parse(src(), black_box(&content), false)
+                .unwrap()
+                .len()
+        })
+    });
+    let content = tokens_content(100_000);
+    g.bench_function("tokens_100000", |b| {
+        b.iter(|| TokenFile::parse(src(), black_box(&content)).unwrap().len())
+    });
+    g.finish();
+}
+
+fn metrics_update(c: &mut Criterion) {
+    let mut g = c.benchmark_group("metrics");
+    metrics::init();
+    g.bench_function("request_counter_and_histogram", |b| {
+        b.iter(|| metrics::request(black_box("mtls"), black_box("forwarded"), 0.0004))
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(50);
+    targets = parse, mtls, policy, headers, authenticate, basic, scaling, metrics_update
+}
+criterion_main!(benches);

@@ -1,0 +1,100 @@
+//! Connection limits that Pingora 0.9 does not offer: a cap on open connections, and a total
+//! deadline for a new connection to finish its TLS handshake and send its first request head
+//! (slowloris). Pingora only has per-read timeouts (60 s) and a fixed 60 s handshake timeout.
+//!
+//! Both run in the pre-TLS hook, which sees the raw socket: the connection is registered by
+//! peer address, and a watchdog shuts the socket down (through a duplicate of its descriptor,
+//! so a reused descriptor number can never be hit) if no request head arrived in time.
+
+use std::collections::HashMap;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::listeners::PreTlsProcess;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::GetSocketDigest;
+use pingora::{Error, ErrorType, Result};
+
+use crate::metrics;
+
+pub struct ConnectionLimits {
+    max_connections: usize,
+    header_timeout: Duration,
+    /// Connections accepted whose first request head has not arrived yet: peer -> id.
+    pending: Mutex<HashMap<std::net::SocketAddr, u64>>,
+    next_id: AtomicU64,
+}
+
+impl ConnectionLimits {
+    pub fn new(max_connections: usize, header_timeout: Duration) -> Self {
+        ConnectionLimits {
+            max_connections,
+            header_timeout,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<std::net::SocketAddr, u64>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first request head of the connection from `peer` has arrived.
+    pub fn request_started(&self, peer: Option<&SocketAddr>) {
+        if let Some(SocketAddr::Inet(addr)) = peer {
+            self.pending().remove(addr);
+        }
+    }
+
+    /// Open connections: established ones plus those still handshaking.
+    fn in_use(&self) -> usize {
+        metrics::open_connections() + self.pending().len()
+    }
+}
+
+/// The pre-TLS hook for a listener.
+pub struct LimitsHook(pub Arc<ConnectionLimits>);
+
+#[async_trait]
+impl PreTlsProcess for LimitsHook {
+    async fn process(&self, stream: &mut L4Stream) -> Result<()> {
+        let limits = &self.0;
+        if limits.in_use() >= limits.max_connections {
+            metrics::connection_refused("max_connections");
+            return Error::e_explain(ErrorType::AcceptError, "limits.max_connections reached");
+        }
+        let peer = match stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().cloned())
+        {
+            Some(SocketAddr::Inet(addr)) => addr,
+            _ => return Ok(()),
+        };
+        // SAFETY: the descriptor is open for the duration of this call; it is duplicated at once.
+        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+        let Ok(dup) = fd.try_clone_to_owned() else {
+            return Ok(());
+        };
+        let socket = TcpStream::from(dup);
+        let id = limits.next_id.fetch_add(1, Ordering::Relaxed);
+        limits.pending().insert(peer, id);
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limits.header_timeout).await;
+            let mut pending = limits.pending();
+            if pending.get(&peer) == Some(&id) {
+                pending.remove(&peer);
+                drop(pending);
+                metrics::connection_refused("header_timeout");
+                let _ = socket.shutdown(Shutdown::Both);
+            }
+            // `socket` (the duplicate) is closed here; the connection's own descriptor stays.
+        });
+        Ok(())
+    }
+}
