@@ -9,42 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
+use common::creds::{basic, htpasswd_line, tokens_yaml};
 use common::proxy::write_atomic;
 use common::scenario::{Scenario, ScenarioOpts};
 use common::{ClientOpts, Request, Response};
-
-fn basic(user: &str, password: &str) -> String {
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {enc}")
-}
-
-fn sha256_hex(token: &str) -> String {
-    openssl::sha::sha256(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn htpasswd_line(user: &str, password: &str) -> String {
-    // SHA-1 entries are instant to verify: reload tests are about swapping, not hashing.
-    let digest = openssl::sha::sha1(password.as_bytes());
-    format!(
-        "{user}:{{SHA}}{}",
-        base64::engine::general_purpose::STANDARD.encode(digest)
-    )
-}
-
-fn tokens_yaml(tokens: &[(&str, &str, &str)]) -> String {
-    let mut y = String::from("tokens:\n");
-    for (name, token, originator) in tokens {
-        y.push_str(&format!(
-            "  - name: {name}\n    sha256: \"{}\"\n    originator: {originator}\n",
-            sha256_hex(token)
-        ));
-    }
-    y
-}
 
 /// Successful reloads of `file` so far, from /metrics.
 fn reloads(s: &Scenario, file: &str, result: &str) -> u64 {

@@ -14,6 +14,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod creds;
 pub mod pki;
 pub mod proxy;
 pub mod scenario;

@@ -29,6 +29,8 @@ pub struct ScenarioOpts {
     pub extra: String,
     /// `upstream.timeout`
     pub upstream_timeout: Option<String>,
+    /// `shutdown.grace_period`
+    pub grace_period: String,
 }
 
 impl Default for ScenarioOpts {
@@ -42,6 +44,7 @@ impl Default for ScenarioOpts {
             extra_tls: String::new(),
             extra: String::new(),
             upstream_timeout: None,
+            grace_period: "1s".into(),
         }
     }
 }
@@ -128,7 +131,7 @@ fn render(
         None => format!("\"{}\"", upstream.url()),
     };
     format!(
-        "listen: \"{addr}\"\nthreads: 2\nadmin: \"{admin}\"\nupstream: {upstream}\ntls:\n  cert: {cert}\n  key: {key}\n  client_ca: {ca}\n  client_cert: {client_cert}\n  {extra_tls}\nauth:\n  methods: {methods}\n  mtls:\n    {mtls}\n  {extra_auth}\noriginator:\n  {originator}\nshutdown:\n  grace_period: 1s\n{extra}\n",
+        "listen: \"{addr}\"\nthreads: 2\nadmin: \"{admin}\"\nupstream: {upstream}\ntls:\n  cert: {cert}\n  key: {key}\n  client_ca: {ca}\n  client_cert: {client_cert}\n  {extra_tls}\nauth:\n  methods: {methods}\n  mtls:\n    {mtls}\n  {extra_auth}\noriginator:\n  {originator}\nshutdown:\n  grace_period: {grace}\n{extra}\n",
         cert = p(&server.chain),
         key = p(&server.key),
         ca = p(&ca.cert),
@@ -139,6 +142,7 @@ fn render(
         extra_auth = indent(&o.extra_auth, 2),
         originator = indent(&o.originator, 2),
         extra = o.extra,
+        grace = o.grace_period,
     )
 }
 

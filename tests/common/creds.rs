@@ -1,0 +1,49 @@
+//! Credential files and headers for tests: fast-to-verify htpasswd lines, tokens files.
+
+use base64::Engine;
+
+/// `Authorization: Basic ...` value.
+pub fn basic(user: &str, password: &str) -> String {
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {enc}")
+}
+
+pub fn sha256_hex(token: &str) -> String {
+    openssl::sha::sha256(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A `{SHA}` htpasswd line: instant to verify, for tests about everything but hashing.
+pub fn htpasswd_line(user: &str, password: &str) -> String {
+    let digest = openssl::sha::sha1(password.as_bytes());
+    format!(
+        "{user}:{{SHA}}{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
+}
+
+/// A tokens file with (name, token, originator) entries.
+pub fn tokens_yaml(tokens: &[(&str, &str, &str)]) -> String {
+    let mut y = String::from("tokens:\n");
+    for (name, token, originator) in tokens {
+        y.push_str(&format!(
+            "  - name: {name}\n    sha256: \"{}\"\n    originator: {originator}\n",
+            sha256_hex(token)
+        ));
+    }
+    y
+}
+
+/// Counter value of one exact series (`name{labels}`) in a Prometheus text scrape.
+pub fn metric(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
