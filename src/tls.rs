@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use async_trait::async_trait;
-use foreign_types::ForeignType;
+use foreign_types::{ForeignType, ForeignTypeRef};
 use openssl::asn1::Asn1Time;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
@@ -240,6 +240,7 @@ impl ClientTrust {
             }
             let mut ctx = X509StoreContext::new()?;
             ctx.init(&store, cert, &chain, |c| c.verify_cert())
+                .map(|ok| ok && !is_ca(cert))
         };
         check().unwrap_or(false)
     }
@@ -381,8 +382,24 @@ impl TlsAccept for TlsHandler {
     }
 }
 
-/// Count why a client certificate was refused, then keep OpenSSL's verdict.
-fn count_verify_failure(preverify_ok: bool, ctx: &mut openssl::x509::X509StoreContextRef) -> bool {
+/// Whether a certificate is a CA (basicConstraints CA:TRUE).
+pub fn is_ca(cert: &X509Ref) -> bool {
+    // SAFETY: a valid certificate pointer for the call; the function only reads cached flags.
+    let flags = unsafe { openssl_sys::X509_get_extension_flags(cert.as_ptr()) };
+    flags & openssl_sys::EXFLAG_CA != 0
+}
+
+/// OpenSSL's verdict on a client certificate, plus one rule of ours: a CA certificate is never
+/// accepted as a client's own certificate. Refusals are counted by reason.
+fn verify_client_certificate(
+    preverify_ok: bool,
+    ctx: &mut openssl::x509::X509StoreContextRef,
+) -> bool {
+    if preverify_ok && ctx.error_depth() == 0 && ctx.current_cert().is_some_and(is_ca) {
+        ctx.set_error(X509VerifyResult::APPLICATION_VERIFICATION);
+        metrics::handshake_failure("ca_as_leaf");
+        return false;
+    }
     if !preverify_ok {
         use openssl_sys as e;
         let reason = match ctx.error().as_raw() {
@@ -431,7 +448,7 @@ pub fn listener_settings(
         ClientCertMode::Optional => SslVerifyMode::PEER,
         ClientCertMode::Required => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
     };
-    settings.set_verify_callback(verify, count_verify_failure);
+    settings.set_verify_callback(verify, verify_client_certificate);
     if let Some(ca) = ca_names {
         // Tell clients which issuers are accepted, so they pick the right certificate.
         let mut names = Stack::<X509Name>::new().map_err(setup)?;
