@@ -32,7 +32,13 @@ curl --cacert {ca} --cert {cert} --key {key} -H 'X-M2M-Origin: CAdmin' -H 'X-M2M
 # 3. No credentials: refused with 401 and a oneM2M error (X-M2M-RSC: 4107)\n\
 curl -i --cacert {ca} -H 'X-M2M-RI: req-3' {url}\n\n\
 # 4. A certificate from another CA: the TLS handshake is refused\n\
-curl --cacert {ca} --cert {rogue} --key {rogue_key} {url}\n",
+curl --cacert {ca} --cert {rogue} --key {rogue_key} {url}\n\n\
+# 5. Basic authentication (certs/dev/htpasswd): the user is the originator\n\
+curl --cacert {ca} -u Cae-basic1:demo-password -H 'X-M2M-Origin: CAdmin' {url}\n\n\
+# 6. A bearer token (certs/dev/tokens.yaml), also in Arrowhead's IDENTITY-TOKEN// form\n\
+curl --cacert {ca} -H 'Authorization: Bearer IDENTITY-TOKEN//demo-token-INSECURE' {url}\n\n\
+# Metrics and health: curl http://{admin}/metrics   curl http://{admin}/readyz\n",
+        admin = prepared.resolved.admin,
         ca = d("ca.pem"),
         cert = d("client-Cae-sensor1.pem"),
         key = d("client-Cae-sensor1.key"),
