@@ -165,6 +165,10 @@ pub struct TlsConfig {
     /// CRLs (PEM) for client certificates, checked at the handshake and reloaded at run time.
     #[serde(default)]
     pub crl: Option<PathBuf>,
+    /// Offer TLS session tickets (resumption). Off by default: every connection then does a
+    /// full handshake with certificate verification.
+    #[serde(default)]
+    pub session_tickets: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -371,7 +371,15 @@ impl TlsAccept for TlsHandler {
                 // OpenSSL already refused the handshake if verification failed; checked again
                 // so that an unverified certificate can never name anyone.
                 let verified = ssl.verify_result() == X509VerifyResult::OK;
-                Some(mtls.identify(cert, intermediates, trust.generation(), verified))
+                // A resumed session was verified in an earlier handshake, under a trust
+                // generation we do not know: generation 0 makes the first request re-verify it
+                // against the current CA bundle and CRL.
+                let generation = if ssl.session_reused() {
+                    0
+                } else {
+                    trust.generation()
+                };
+                Some(mtls.identify(cert, intermediates, generation, verified))
             }
             _ => None,
         };
@@ -418,8 +426,9 @@ fn verify_client_certificate(
     preverify_ok
 }
 
-/// Listener TLS settings: TLS 1.2+ (or 1.3 only), AEAD suites, client verification per mode,
-/// no session resumption (a resumed session would skip certificate re-verification).
+/// Listener TLS settings: TLS 1.2+ (or 1.3 only), AEAD suites, client verification per mode.
+/// Session resumption only with `tls.session_tickets`; a resumed connection re-verifies its
+/// client certificate on its first request, since resumption skips verification.
 pub fn listener_settings(
     config: &TlsConfig,
     state: Arc<TlsState>,
@@ -440,9 +449,12 @@ pub fn listener_settings(
     settings
         .set_session_id_context(SESSION_ID_CONTEXT)
         .map_err(setup)?;
+    // No server-side session cache; resumption only through tickets, and only when enabled.
     settings.set_session_cache_mode(SslSessionCacheMode::OFF);
-    settings.set_options(SslOptions::NO_TICKET);
-    settings.set_num_tickets(0).map_err(setup)?;
+    if !config.session_tickets {
+        settings.set_options(SslOptions::NO_TICKET);
+        settings.set_num_tickets(0).map_err(setup)?;
+    }
     let verify = match config.client_cert_mode() {
         ClientCertMode::Off => SslVerifyMode::NONE,
         ClientCertMode::Optional => SslVerifyMode::PEER,

@@ -1,0 +1,147 @@
+//! TLS session resumption with client certificates: off by default; when enabled, a resumed
+//! connection keeps its identity and is re-verified against the current trust on first use.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::proxy::write_atomic;
+use common::scenario::{Scenario, ScenarioOpts};
+use common::{CertKey, ClientOpts};
+
+/// One GET on a new connection with the `openssl s_client` CLI, resuming the session stored
+/// in `session_file` when it exists; returns (HTTP status, resumed?). The session to resume
+/// next time is written back to `session_file`.
+fn get(
+    s: &Scenario,
+    client: &CertKey,
+    version: &str,
+    session_file: &std::path::Path,
+) -> Result<(u16, bool), String> {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        version,
+        "-connect",
+        &s.addr.to_string(),
+        "-servername",
+        "localhost",
+    ])
+    .arg("-CAfile")
+    .arg(&s.ca.cert)
+    .arg("-cert")
+    .arg(&client.chain)
+    .arg("-key")
+    .arg(&client.key)
+    .arg("-ign_eof");
+    if session_file.exists() {
+        cmd.arg("-sess_in").arg(session_file);
+    }
+    let out_file = session_file.with_extension("new");
+    cmd.arg("-sess_out").arg(&out_file);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let (code, stdout, _) = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                let mut out = String::new();
+                child
+                    .stdout
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut out)
+                    .unwrap();
+                break (status.code(), out, ());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("s_client timed out".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let _ = code;
+    if out_file.exists() {
+        std::fs::rename(&out_file, session_file).unwrap();
+    }
+    let resumed = stdout.contains("Reused, TLS");
+    let status = stdout
+        .lines()
+        // the response may follow a hex dump of the session ticket on the same line
+        .find_map(|l| l.split_once("HTTP/1.1 ").map(|(_, rest)| rest))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "no HTTP response".to_string())?;
+    Ok((status, resumed))
+}
+
+#[test]
+fn resumption_is_off_by_default() {
+    let s = Scenario::start(ScenarioOpts::default());
+    let client = s.client(ClientOpts::uri("Cae1"));
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = s.pki.path(&format!("off{version}.sess"));
+        assert_eq!(get(&s, &client, version, &session).unwrap(), (200, false));
+        let (status, resumed) = get(&s, &client, version, &session).unwrap();
+        assert_eq!(status, 200);
+        assert!(
+            !resumed,
+            "{version}: resumed although session_tickets is off"
+        );
+    }
+}
+
+#[test]
+fn resumed_connections_keep_their_identity_and_are_reverified_after_a_trust_change() {
+    let s = Scenario::start(ScenarioOpts {
+        extra_tls: "session_tickets: true".into(),
+        ..Default::default()
+    });
+    let client = s.client(ClientOpts::uri("Cresume"));
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = s.pki.path(&format!("on{version}.sess"));
+        assert_eq!(get(&s, &client, version, &session).unwrap(), (200, false));
+        assert_eq!(
+            get(&s, &client, version, &session).unwrap(),
+            (200, true),
+            "{version}"
+        );
+        assert_eq!(
+            s.upstream.last().unwrap().header_values("X-M2M-Origin"),
+            vec!["Cresume"]
+        );
+    }
+
+    // the CA is replaced: a session from before must not let the client in any more
+    let session = s.pki.path("on-tls1_3.sess");
+    let other = s.pki.ca("other");
+    write_atomic(&s.ca.cert, &std::fs::read(&other.cert).unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let outcome = get(&s, &client, "-tls1_3", &session);
+        match outcome {
+            Ok((401, resumed)) => {
+                assert!(
+                    resumed,
+                    "the refusal must come from the re-verification of a resumed session"
+                );
+                break;
+            }
+            Ok((200, _)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => panic!("expected 401 on a resumed session after the CA change, got {other:?}"),
+        }
+    }
+}
