@@ -497,3 +497,62 @@ fn a_broken_config_stops_the_proxy_with_exit_code_1() {
     assert_eq!(code, 1);
     assert!(err.contains("bogus"), "{err}");
 }
+
+#[test]
+fn demo_runs_the_example_config_with_its_echo_upstream() {
+    // the quick start: the example config and dev certificates, on free ports
+    let dir = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(dir.path().join("certs/dev")).unwrap();
+    for entry in std::fs::read_dir(root.join("certs/dev")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(
+            entry.path(),
+            dir.path().join("certs/dev").join(entry.file_name()),
+        )
+        .unwrap();
+    }
+    let (port, admin, upstream) = (free_port(), free_port(), free_port());
+    let example = std::fs::read_to_string(root.join("proxy.yaml.example")).unwrap();
+    let config = example
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{port}"))
+        .replace("127.0.0.1:9091", &format!("127.0.0.1:{admin}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{upstream}"));
+    assert_ne!(
+        config, example,
+        "the example's addresses changed: update this test"
+    );
+    let path = dir.path().join("proxy.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["demo", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let certs = dir.path().join("certs/dev");
+    let tls = common::ClientTls::new(certs.join("ca.pem")).cert_files(
+        certs.join("client-Cae-sensor1.pem"),
+        certs.join("client-Cae-sensor1.key"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let resp = loop {
+        match tls.connect_and_request(
+            addr,
+            &Request::get("/cse-in").header("X-M2M-Origin", "CAdmin"),
+        ) {
+            Ok(r) => break r,
+            Err(e) if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                panic!("demo not serving: {e}");
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["origin"], "Cae-sensor1", "{}", resp.text());
+    assert_eq!(resp.json()["echo"], "m2m-auth-proxy demo upstream");
+}
