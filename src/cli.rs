@@ -69,7 +69,7 @@ pub fn main() -> Result<()> {
 
 pub fn load(path: &Path) -> Result<Prepared> {
     let (config, resolved) = Config::load(path)?;
-    server::prepare(config, resolved).with_context(|| format!("{}", path.display()))
+    server::prepare(path, config, resolved).with_context(|| format!("{}", path.display()))
 }
 
 fn run(path: &Path) -> Result<()> {

@@ -535,10 +535,47 @@ impl Config {
             file: path.to_path_buf(),
             source,
         })?;
-        let mut config = Config::parse(path, &text)?;
+        Config::from_text(path, &text)
+    }
+
+    /// Parse, resolve relative paths against `path`'s directory, and validate.
+    pub fn from_text(path: &Path, text: &str) -> Result<(Config, Resolved), ConfigError> {
+        let mut config = Config::parse(path, text)?;
         config.make_paths_relative_to(path);
         let resolved = config.validate(path)?;
         Ok((config, resolved))
+    }
+
+    /// Keys whose change is applied only by a restart, that differ between `self` and `new`.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let same =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
+        let checks: [(&'static str, bool); 10] = [
+            ("listen", same(&self.listen, &new.listen)),
+            ("threads", same(&self.threads, &new.threads)),
+            ("tls", same(&self.tls, &new.tls)),
+            ("upstream", same(&self.upstream, &new.upstream)),
+            ("admin", same(&self.admin, &new.admin)),
+            ("auth (except basic.originators)", {
+                let mut a = self.auth.clone();
+                let mut b = new.auth.clone();
+                for auth in [&mut a, &mut b] {
+                    if let Some(basic) = auth.basic.as_mut() {
+                        basic.originators.clear();
+                    }
+                }
+                same(&a, &b)
+            }),
+            ("shutdown", same(&self.shutdown, &new.shutdown)),
+            ("reload", same(&self.reload, &new.reload)),
+            ("log", same(&self.log, &new.log)),
+            ("limits", same(&self.limits, &new.limits)),
+        ];
+        checks
+            .into_iter()
+            .filter(|(_, same)| !same)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -28,7 +29,8 @@ const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 pub struct AuthProxy {
     pub auth: Authenticator,
-    pub policy: OriginatorPolicy,
+    /// Replaced whole by a config reload.
+    pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     pub anonymous: Anonymous,
     pub forward_authorization: bool,
     pub upstream: HttpPeer,
@@ -216,7 +218,7 @@ impl ProxyHttp for AuthProxy {
 
         if let Some(identity) = &identity {
             let claimed = headers::client_originators(session.req_header());
-            match self.policy.decide(identity, &claimed) {
+            match self.policy.load().decide(identity, &claimed) {
                 Ok(originator) => ctx.originator = Some(originator.to_owned()),
                 Err(refusal) => {
                     let kind = AuthOrPolicy::Auth(

@@ -1,7 +1,10 @@
 //! Assembles the Pingora server from a validated config: public proxy service (TLS or plain),
 //! admin service, background tasks.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use anyhow::{Context, Result};
 use pingora::prelude::HttpPeer;
@@ -33,11 +36,12 @@ pub struct Prepared {
     pub mtls: Option<Arc<MtlsAuthenticator>>,
     pub basic: Option<Arc<BasicAuth>>,
     pub bearer: Option<Arc<BearerAuth>>,
-    pub policy: OriginatorPolicy,
+    pub policy: Arc<ArcSwap<OriginatorPolicy>>,
+    pub config_path: PathBuf,
 }
 
 /// Load and check every file the config names; nothing is started.
-pub fn prepare(config: Config, resolved: Resolved) -> Result<Prepared> {
+pub fn prepare(config_path: &Path, config: Config, resolved: Resolved) -> Result<Prepared> {
     let tls = match &config.tls {
         Some(tls) => Some(Arc::new(TlsState::load(tls)?)),
         None => None,
@@ -70,7 +74,8 @@ pub fn prepare(config: Config, resolved: Resolved) -> Result<Prepared> {
         mtls,
         basic,
         bearer,
-        policy,
+        policy: Arc::new(ArcSwap::from_pointee(policy)),
+        config_path: config_path.to_path_buf(),
     })
 }
 
@@ -107,6 +112,12 @@ fn reloadables(p: &Prepared) -> Vec<Box<dyn Reloadable>> {
             }
         }
     }
+    items.push(Box::new(ConfigReload {
+        path: p.config_path.clone(),
+        running: p.config.clone(),
+        policy: p.policy.clone(),
+        basic: p.basic.clone(),
+    }));
     if let Some(basic) = &p.basic {
         items.push(Box::new(HtpasswdReload(basic.clone())));
     }
@@ -114,6 +125,52 @@ fn reloadables(p: &Prepared) -> Vec<Box<dyn Reloadable>> {
         items.push(Box::new(TokensReload(bearer.clone())));
     }
     items
+}
+
+/// Reload of the config file itself: the originator mappings (`originator.*`,
+/// `auth.basic.originators`) are applied; other changes are reported as needing a restart.
+struct ConfigReload {
+    path: PathBuf,
+    running: Config,
+    policy: Arc<ArcSwap<OriginatorPolicy>>,
+    basic: Option<Arc<BasicAuth>>,
+}
+
+impl Reloadable for ConfigReload {
+    fn kind(&self) -> &'static str {
+        "config"
+    }
+    fn files(&self) -> Vec<PathBuf> {
+        vec![self.path.clone()]
+    }
+    fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
+        let text = std::str::from_utf8(&contents[0])
+            .map_err(|_| format!("{}: expected UTF-8 text", self.path.display()))?;
+        let (new, _) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
+        let policy = OriginatorPolicy::from_config(&new.originator)
+            .map_err(|e| format!("{}: originator: {e}", self.path.display()))?;
+        let restart = self.running.restart_only_changes(&new);
+        if !restart.is_empty() {
+            log::warn!(
+                "{}: changes to {} need a restart and are NOT applied; the originator mappings are",
+                self.path.display(),
+                restart.join(", ")
+            );
+        }
+        self.policy.store(Arc::new(policy));
+        let mapped = match (&self.basic, &new.auth.basic) {
+            (Some(basic), Some(cfg)) => {
+                basic.set_originators(cfg.originators.clone().into_iter().collect());
+                cfg.originators.len()
+            }
+            _ => 0,
+        };
+        Ok(format!(
+            "originator mode {:?}, {} identities with extra patterns, {mapped} Basic user originators",
+            new.originator.mode,
+            new.originator.allow.len()
+        ))
+    }
 }
 
 /// Run until a shutdown signal; returns when the server has stopped.
@@ -164,7 +221,7 @@ pub fn run(p: Prepared) -> Result<()> {
         forward_authorization: p.config.auth.forward_authorization,
         upstream: upstream_peer(&p),
         tls: p.config.tls.is_some(),
-        policy: p.policy,
+        policy: p.policy.clone(),
     };
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     let listen = p.resolved.listen.to_string();

@@ -555,3 +555,59 @@ fn signal_hup(s: &Scenario) {
         .success();
     assert!(ok);
 }
+
+#[test]
+fn originator_mappings_in_the_config_are_reloaded_and_restart_only_keys_are_reported() {
+    let s = Scenario::start(ScenarioOpts {
+        originator: "mode: verify\nallow:\n  Cgw: [\"Cgw-a*\"]".into(),
+        ..Default::default()
+    });
+    let gw = s.client(ClientOpts::uri("Cgw"));
+    let mut conn = s.tls(Some(&gw)).connect(s.addr).unwrap();
+    let claim = |conn: &mut common::Conn, o: &str| {
+        conn.request(&Request::get("/x").header("X-M2M-Origin", o))
+            .unwrap()
+            .status
+    };
+    assert_eq!(claim(&mut conn, "Cgw-a1"), 200);
+    assert_eq!(claim(&mut conn, "Cgw-b1"), 403);
+
+    let before = reloads(&s, "config", "success");
+    let mut opts = s.opts.clone();
+    opts.originator = "mode: verify\nallow:\n  Cgw: [\"Cgw-b*\"]".into();
+    // a restart-only key changes too: reported, not applied
+    let yaml = Scenario::config_with(&s, &opts).replace("threads: 2", "threads: 1");
+    s.proxy.rewrite_config(&yaml);
+    assert!(wait_reload(
+        &s,
+        "config",
+        "success",
+        before,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(
+        claim(&mut conn, "Cgw-b1"),
+        200,
+        "new mapping on the open connection"
+    );
+    assert_eq!(claim(&mut conn, "Cgw-a1"), 403, "old mapping gone");
+    assert!(
+        s.proxy
+            .wait_stderr("threads need a restart", Duration::from_secs(2)),
+        "{}",
+        s.proxy.stderr_text()
+    );
+
+    // a broken config keeps the mappings in force
+    let failures = reloads(&s, "config", "failure");
+    s.proxy
+        .rewrite_config(&yaml.replace("mode: verify", "mode: sometimes"));
+    assert!(wait_reload(
+        &s,
+        "config",
+        "failure",
+        failures,
+        Duration::from_secs(5)
+    ));
+    assert_eq!(claim(&mut conn, "Cgw-b1"), 200);
+}

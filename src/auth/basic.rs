@@ -17,8 +17,8 @@ use crate::reload::Reloadable;
 pub struct BasicAuth {
     file: ArcSwap<HtpasswdFile>,
     cache: VerifyCache,
-    /// Originator per user when it is not the user name.
-    originators: HashMap<String, String>,
+    /// Originator per user when it is not the user name; replaced by a config reload.
+    originators: ArcSwap<HashMap<String, String>>,
     path: PathBuf,
     allow_insecure: bool,
 }
@@ -50,7 +50,7 @@ impl BasicAuth {
         Ok(BasicAuth {
             file: ArcSwap::from_pointee(file),
             cache: VerifyCache::new(config.cache.max_entries, config.cache.ttl),
-            originators: config.originators.clone().into_iter().collect(),
+            originators: ArcSwap::from_pointee(config.originators.clone().into_iter().collect()),
             path: config.htpasswd.clone(),
             allow_insecure: config.allow_insecure_hashes,
         })
@@ -68,6 +68,7 @@ impl BasicAuth {
         }
         let originator = self
             .originators
+            .load()
             .get(user)
             .cloned()
             .unwrap_or_else(|| user.to_owned());
@@ -80,6 +81,10 @@ impl BasicAuth {
             originator,
             also_allowed: Vec::new(),
         })
+    }
+
+    pub fn set_originators(&self, originators: HashMap<String, String>) {
+        self.originators.store(Arc::new(originators));
     }
 
     /// Whether a verification for this user would be answered from the cache (no bcrypt).

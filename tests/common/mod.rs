@@ -19,6 +19,7 @@ pub mod pki;
 pub mod proxy;
 pub mod scenario;
 pub mod upstream;
+pub mod wiretap;
 
 use std::time::Duration;
 

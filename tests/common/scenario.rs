@@ -206,6 +206,18 @@ impl Scenario {
         )
     }
 
+    /// The config this running scenario would have with other options.
+    pub fn config_with(&self, opts: &ScenarioOpts) -> String {
+        render(
+            self.addr,
+            self.admin,
+            &self.upstream,
+            &self.ca,
+            &self.server,
+            opts,
+        )
+    }
+
     /// A client certificate issued by the scenario's CA.
     pub fn client(&self, opts: ClientOpts) -> CertKey {
         self.pki.client(&self.ca, opts)

@@ -1,0 +1,456 @@
+//! Raw TCP tools for adversarial tests:
+//!
+//! - [`Tap`]: a TCP relay put between the proxy and the echo upstream that records every byte
+//!   the proxy sends upstream, per connection, so a test can check the exact wire format the
+//!   CSE would see (framing, header lines), not only what a lenient parser made of it.
+//! - [`parse_requests`]: a strict HTTP/1.1 request-stream parser (CRLF only, no obs-fold, one
+//!   framing per message) that splits a recorded byte stream into requests, or says exactly
+//!   where it is ambiguous.
+//! - [`FaultyUpstream`]: an upstream that misbehaves on purpose (resets, garbage, silence).
+//!
+//! Everything is on 127.0.0.1; every socket has timeouts; `Drop` closes sockets and joins
+//! threads.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::IO_TIMEOUT;
+
+fn bind_retry(port: u16) -> TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(l) => return l,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+        }
+    }
+}
+
+/// Sockets and threads of a small server, closed and joined on stop.
+#[derive(Default)]
+struct Threads {
+    streams: Mutex<Vec<TcpStream>>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    stopping: AtomicBool,
+}
+
+impl Threads {
+    fn spawn(&self, f: impl FnOnce() + Send + 'static) {
+        self.handles.lock().unwrap().push(thread::spawn(f));
+    }
+    fn track(&self, s: &TcpStream) {
+        if let Ok(c) = s.try_clone() {
+            self.streams.lock().unwrap().push(c);
+        }
+    }
+    fn stop(&self, addr: SocketAddr, accept: Option<JoinHandle<()>>) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        if let Some(a) = accept {
+            let _ = a.join();
+        }
+        for s in self.streams.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        let handles: Vec<_> = self.handles.lock().unwrap().drain(..).collect();
+        for h in handles {
+            let _ = h.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tap
+// ---------------------------------------------------------------------------------------
+
+/// A recording TCP relay: listens on 127.0.0.1:`port`, forwards to `target`.
+pub struct Tap {
+    addr: SocketAddr,
+    /// Bytes the proxy sent, one buffer per upstream connection, in accept order.
+    sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    threads: Arc<Threads>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Tap {
+    pub fn start_on(port: u16, target: SocketAddr) -> Tap {
+        let listener = bind_retry(port);
+        let addr = listener.local_addr().unwrap();
+        let sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let threads = Arc::new(Threads::default());
+        let (s, t) = (sent.clone(), threads.clone());
+        let accept = thread::spawn(move || {
+            for down in listener.incoming() {
+                if t.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(down) = down else { continue };
+                let Ok(up) = TcpStream::connect_timeout(&target, IO_TIMEOUT) else {
+                    continue;
+                };
+                let _ = down.set_nodelay(true);
+                let _ = up.set_nodelay(true);
+                t.track(&down);
+                t.track(&up);
+                let record = Arc::new(Mutex::new(Vec::new()));
+                s.lock().unwrap().push(record.clone());
+                let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                t.spawn(move || pump(down, up, Some(record)));
+                t.spawn(move || pump(u2, d2, None));
+            }
+        });
+        Tap {
+            addr,
+            sent,
+            threads,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the proxy sent upstream, per connection.
+    pub fn sent(&self) -> Vec<Vec<u8>> {
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|b| b.lock().unwrap().clone())
+            .collect()
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, record: Option<Arc<Mutex<Vec<u8>>>>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if let Some(r) = &record {
+                    r.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.threads.stop(self.addr, self.accept.take());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Strict request-stream parser
+// ---------------------------------------------------------------------------------------
+
+/// One request as a strict HTTP/1.1 recipient reads it off the wire.
+#[derive(Clone, Debug, Default)]
+pub struct RawRequest {
+    pub method: String,
+    pub path: String,
+    /// Header lines in wire order, names as sent.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Decoded body.
+    pub body: Vec<u8>,
+    /// Trailer fields of a chunked body.
+    pub trailers: Vec<(String, Vec<u8>)>,
+}
+
+impl RawRequest {
+    /// Every value of a header (case-insensitive name), lossy UTF-8.
+    pub fn values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect()
+    }
+}
+
+fn line_end(buf: &[u8], from: usize) -> Result<usize, String> {
+    let pos = buf[from..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map(|p| from + p)
+        .ok_or_else(|| format!("unterminated line at byte {from}"))?;
+    if pos == from || buf[pos - 1] != b'\r' {
+        return Err(format!("bare LF at byte {pos}"));
+    }
+    Ok(pos - 1)
+}
+
+/// Splits a proxy→upstream byte stream into requests, the way a strict recipient must:
+/// CRLF line endings only, no bare CR, no obsolete line folding, no whitespace in or before
+/// a header name, at most one `Content-Length` (digits only), never both `Content-Length` and
+/// `Transfer-Encoding`, `Transfer-Encoding` only `chunked`, strict chunk framing, and nothing
+/// left over. Err names the first ambiguity: a CSE could read such a stream differently from
+/// the proxy.
+pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < stream.len() {
+        let start = pos;
+        let head_end = super::client::find(&stream[pos..], b"\r\n\r\n")
+            .map(|p| pos + p + 4)
+            .ok_or_else(|| format!("incomplete head at byte {pos}"))?;
+        let head = &stream[pos..head_end];
+        for (i, b) in head.iter().enumerate() {
+            if *b == b'\n' && (i == 0 || head[i - 1] != b'\r') {
+                return Err(format!("bare LF in head at byte {}", start + i));
+            }
+            if *b == b'\r' && head.get(i + 1) != Some(&b'\n') {
+                return Err(format!("bare CR in head at byte {}", start + i));
+            }
+            if *b == 0 {
+                return Err(format!("NUL in head at byte {}", start + i));
+            }
+        }
+        let mut lines = head[..head.len() - 4].split(|b| *b == b'\n');
+        let request_line = lines.next().unwrap_or_default();
+        let request_line =
+            String::from_utf8_lossy(request_line.strip_suffix(b"\r").unwrap_or(request_line));
+        let parts: Vec<&str> = request_line.split(' ').collect();
+        if parts.len() != 3 || (parts[2] != "HTTP/1.1" && parts[2] != "HTTP/1.0") {
+            return Err(format!("bad request line {request_line:?}"));
+        }
+        let mut req = RawRequest {
+            method: parts[0].to_string(),
+            path: parts[1].to_string(),
+            ..Default::default()
+        };
+        for line in lines {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+                return Err(format!(
+                    "obsolete line folding: {:?}",
+                    String::from_utf8_lossy(line)
+                ));
+            }
+            let colon = line.iter().position(|b| *b == b':').ok_or_else(|| {
+                format!(
+                    "header line without colon: {:?}",
+                    String::from_utf8_lossy(line)
+                )
+            })?;
+            let name = &line[..colon];
+            if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "bad header name {:?}",
+                    String::from_utf8_lossy(name)
+                ));
+            }
+            let value = line[colon + 1..].trim_ascii();
+            req.headers
+                .push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+        }
+        pos = head_end;
+        let cls = req.values("content-length");
+        let tes = req.values("transfer-encoding");
+        if !tes.is_empty() {
+            if !cls.is_empty() {
+                return Err(format!(
+                    "{} {}: Content-Length and Transfer-Encoding",
+                    req.method, req.path
+                ));
+            }
+            if tes.len() != 1 || !tes[0].eq_ignore_ascii_case("chunked") {
+                return Err(format!(
+                    "{} {}: Transfer-Encoding {tes:?}",
+                    req.method, req.path
+                ));
+            }
+            loop {
+                let end = line_end(stream, pos)?;
+                let size_line = String::from_utf8_lossy(&stream[pos..end]).into_owned();
+                let size_hex = size_line.split(';').next().unwrap_or("");
+                if size_hex.is_empty() || !size_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("bad chunk size line {size_line:?}"));
+                }
+                let size = usize::from_str_radix(size_hex, 16)
+                    .map_err(|e| format!("chunk size {size_hex:?}: {e}"))?;
+                pos = end + 2;
+                if size == 0 {
+                    loop {
+                        let end = line_end(stream, pos)?;
+                        let line = &stream[pos..end];
+                        pos = end + 2;
+                        if line.is_empty() {
+                            break;
+                        }
+                        let colon = line.iter().position(|b| *b == b':').unwrap_or(line.len());
+                        req.trailers.push((
+                            String::from_utf8_lossy(&line[..colon]).into_owned(),
+                            line.get(colon + 1..)
+                                .unwrap_or_default()
+                                .trim_ascii()
+                                .to_vec(),
+                        ));
+                    }
+                    break;
+                }
+                if stream.len() < pos + size + 2 || &stream[pos + size..pos + size + 2] != b"\r\n" {
+                    return Err(format!(
+                        "chunk of {size} bytes not followed by CRLF at byte {pos}"
+                    ));
+                }
+                req.body.extend_from_slice(&stream[pos..pos + size]);
+                pos += size + 2;
+            }
+        } else if !cls.is_empty() {
+            if cls.len() != 1 || cls[0].is_empty() || !cls[0].bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!(
+                    "{} {}: Content-Length {cls:?}",
+                    req.method, req.path
+                ));
+            }
+            let n: usize = cls[0].parse().map_err(|e| format!("Content-Length: {e}"))?;
+            if stream.len() < pos + n {
+                return Err(format!("body shorter than Content-Length {n}"));
+            }
+            req.body = stream[pos..pos + n].to_vec();
+            pos += n;
+        }
+        out.push(req);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Faulty upstream
+// ---------------------------------------------------------------------------------------
+
+/// How a [`FaultyUpstream`] answers each request.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Reads the request head, then resets the connection (RST) without answering.
+    ResetBeforeResponse,
+    /// Sends a response head promising 1000 body bytes and 10 of them, then resets.
+    ResetMidResponse,
+    /// Answers with these bytes (not HTTP), then closes.
+    Garbage(Vec<u8>),
+    /// Closes the connection cleanly (FIN) without answering.
+    CloseWithoutResponse,
+}
+
+/// An upstream that fails every request the same way.
+pub struct FaultyUpstream {
+    addr: SocketAddr,
+    heads: Arc<AtomicUsize>,
+    threads: Arc<Threads>,
+    accept: Option<JoinHandle<()>>,
+}
+
+extern "C" {
+    fn setsockopt(fd: i32, level: i32, name: i32, value: *const std::ffi::c_void, len: u32) -> i32;
+}
+
+/// SO_LINGER 0: the next close sends RST instead of FIN (Linux values).
+fn set_linger_zero(s: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Linger {
+        onoff: i32,
+        linger: i32,
+    }
+    let l = Linger {
+        onoff: 1,
+        linger: 0,
+    };
+    // SAFETY: valid descriptor and a properly sized struct for the duration of the call.
+    unsafe {
+        setsockopt(
+            s.as_raw_fd(),
+            1,  /* SOL_SOCKET */
+            13, /* SO_LINGER */
+            &l as *const Linger as *const std::ffi::c_void,
+            std::mem::size_of::<Linger>() as u32,
+        );
+    }
+}
+
+impl FaultyUpstream {
+    pub fn start_on(port: u16, fault: Fault) -> FaultyUpstream {
+        let listener = bind_retry(port);
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(AtomicUsize::new(0));
+        let threads = Arc::new(Threads::default());
+        let (h, t) = (heads.clone(), threads.clone());
+        let accept = thread::spawn(move || {
+            for s in listener.incoming() {
+                if t.stopping.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(s) = s else { continue };
+                // not tracked: the connection must really close (FIN or RST) when the
+                // handler drops it; the short timeout bounds a silent peer instead
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
+                let (h, fault) = (h.clone(), fault.clone());
+                t.spawn(move || serve_fault(s, &h, &fault));
+            }
+        });
+        FaultyUpstream {
+            addr,
+            heads,
+            threads,
+            accept: Some(accept),
+        }
+    }
+
+    /// Request heads received so far.
+    pub fn heads(&self) -> usize {
+        self.heads.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault) {
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    while super::client::find(&buf, b"\r\n\r\n").is_none() {
+        match s.read(&mut tmp) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    heads.fetch_add(1, Ordering::SeqCst);
+    match fault {
+        Fault::ResetBeforeResponse => set_linger_zero(&s),
+        Fault::ResetMidResponse => {
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"partial\"",
+            );
+            let _ = s.flush();
+            thread::sleep(Duration::from_millis(100));
+            set_linger_zero(&s);
+        }
+        Fault::Garbage(bytes) => {
+            let _ = s.write_all(bytes);
+            let _ = s.flush();
+            thread::sleep(Duration::from_millis(100));
+        }
+        Fault::CloseWithoutResponse => {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+    // dropped here: RST when SO_LINGER is 0, FIN otherwise
+}
+
+impl Drop for FaultyUpstream {
+    fn drop(&mut self) {
+        self.threads.stop(self.addr, self.accept.take());
+    }
+}
