@@ -78,7 +78,14 @@ fn metrics_move_by_exactly_the_requests_made_and_pass_promtool() {
         200
     );
 
-    let after = scrape(&s);
+    // requests are counted in the logging phase, just after the response went out
+    let count = "m2m_auth_proxy_request_duration_seconds_count";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut after = scrape(&s);
+    while metric(&after, count) - metric(&before, count) < 10.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        after = scrape(&s);
+    }
     let delta = |series: &str| metric(&after, series) - metric(&before, series);
     let r = "m2m_auth_proxy_requests_total";
     assert_eq!(
