@@ -1,6 +1,7 @@
 //! Bearer tokens from a file of SHA-256 hashes, each token bound to its originator(s).
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -14,13 +15,53 @@ use crate::originator::{validate_originator, OriginatorPattern};
 use crate::reload::Reloadable;
 
 pub struct BearerAuth {
-    tokens: ArcSwap<TokenFile>,
+    tokens: ArcSwap<TokenSet>,
     path: PathBuf,
     allow_declared: bool,
 }
 
+/// A tokens file with the identity of each entry built once, off the request path.
+struct TokenSet {
+    file: TokenFile,
+    identities: HashMap<String, Arc<Identity>>,
+}
+
+impl TokenSet {
+    fn new(path: &Path, file: TokenFile) -> Result<Self, String> {
+        if file.is_empty() {
+            // An empty list is far more often half-written than meant to lock everyone out.
+            return Err(format!("{}: expected at least one token", path.display()));
+        }
+        let identities = file
+            .entries()
+            .map(|entry| {
+                let also_allowed = entry
+                    .extra_originators
+                    .iter()
+                    .map(|p| OriginatorPattern::parse(p))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| {
+                        format!(
+                            "{}: token {:?}: originators: {e}",
+                            path.display(),
+                            entry.name
+                        )
+                    })?;
+                let identity = Identity {
+                    name: entry.name.clone(),
+                    proven_by: ProvenBy::Bearer,
+                    originator: entry.originator.clone(),
+                    also_allowed,
+                };
+                Ok((entry.name.clone(), Arc::new(identity)))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(TokenSet { file, identities })
+    }
+}
+
 pub enum BearerOutcome {
-    Valid(Identity),
+    Valid(Arc<Identity>),
     Expired,
     Invalid,
     /// `SYSTEM//<name>` while declared identities are not allowed, or a name unusable as an
@@ -30,13 +71,13 @@ pub enum BearerOutcome {
 
 impl BearerAuth {
     pub fn load(config: &BearerConfig) -> Result<Self, CredentialError> {
-        let tokens = TokenFile::load(&config.tokens)?;
-        if tokens.is_empty() {
-            return Err(CredentialError::InvalidInput {
-                what: "auth.bearer.tokens",
-                message: format!("{}: expected at least one token", config.tokens.display()),
-            });
-        }
+        let tokens =
+            TokenSet::new(&config.tokens, TokenFile::load(&config.tokens)?).map_err(|message| {
+                CredentialError::InvalidInput {
+                    what: "auth.bearer.tokens",
+                    message,
+                }
+            })?;
         if config.allow_declared {
             log::warn!(
                 "auth.bearer.allow_declared is ON: any client can claim any identity with 'Bearer SYSTEM//<name>' (no proof at all). Never use this in production."
@@ -50,23 +91,16 @@ impl BearerAuth {
     }
 
     pub fn token_count(&self) -> usize {
-        self.tokens.load().len()
+        self.tokens.load().file.len()
     }
 
     pub fn verify(&self, token: &str) -> BearerOutcome {
         let tokens = self.tokens.load();
-        match tokens.lookup(token.as_bytes(), SystemTime::now()) {
-            TokenLookup::Valid(entry) => BearerOutcome::Valid(Identity {
-                name: entry.name.clone(),
-                proven_by: ProvenBy::Bearer,
-                originator: entry.originator.clone(),
-                // validated when the file was loaded
-                also_allowed: entry
-                    .extra_originators
-                    .iter()
-                    .filter_map(|p| OriginatorPattern::parse(p).ok())
-                    .collect(),
-            }),
+        match tokens.file.lookup(token.as_bytes(), SystemTime::now()) {
+            TokenLookup::Valid(entry) => match tokens.identities.get(&entry.name) {
+                Some(identity) => BearerOutcome::Valid(Arc::clone(identity)),
+                None => BearerOutcome::Invalid,
+            },
             TokenLookup::Expired(_) => BearerOutcome::Expired,
             TokenLookup::Unknown => BearerOutcome::Invalid,
         }
@@ -77,12 +111,12 @@ impl BearerAuth {
         if !self.allow_declared || validate_originator(name).is_err() {
             return BearerOutcome::DeclaredRefused;
         }
-        BearerOutcome::Valid(Identity {
+        BearerOutcome::Valid(Arc::new(Identity {
             name: format!("declared:{name}"),
             proven_by: ProvenBy::Bearer,
             originator: name.to_owned(),
             also_allowed: Vec::new(),
-        })
+        }))
     }
 }
 
@@ -101,14 +135,8 @@ impl Reloadable for TokensReload {
         let text = std::str::from_utf8(&contents[0])
             .map_err(|_| format!("{}: expected UTF-8 text", auth.path.display()))?;
         let tokens = TokenFile::parse(&auth.path, text).map_err(|e| e.to_string())?;
-        if tokens.is_empty() {
-            // An empty list is far more often half-written than meant to lock everyone out.
-            return Err(format!(
-                "{}: expected at least one token",
-                auth.path.display()
-            ));
-        }
-        let summary = format!("{} tokens", tokens.len());
+        let tokens = TokenSet::new(&auth.path, tokens)?;
+        let summary = format!("{} tokens", tokens.file.len());
         auth.tokens.store(Arc::new(tokens));
         Ok(summary)
     }

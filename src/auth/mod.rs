@@ -270,7 +270,7 @@ impl Authenticator {
             BearerToken::Declared(name) => bearer.declared(name),
         };
         match outcome {
-            BearerOutcome::Valid(identity) => Ok(Arc::new(identity)),
+            BearerOutcome::Valid(identity) => Ok(identity),
             BearerOutcome::Expired => {
                 Err(self.failed(ip, None, "bearer", Failure::Expired, "token expired"))
             }

@@ -143,6 +143,11 @@ impl TokenFile {
         self.by_digest.is_empty()
     }
 
+    /// Every entry, in no particular order.
+    pub fn entries(&self) -> impl Iterator<Item = &TokenEntry> {
+        self.by_digest.values()
+    }
+
     /// Find the entry of a presented token; expired at `now` when `expires <= now`.
     pub fn lookup(&self, token: &[u8], now: SystemTime) -> TokenLookup<'_> {
         let digest: [u8; 32] = Sha256::digest(token).into();
