@@ -140,6 +140,11 @@ impl Reloader {
     }
 }
 
+/// A file's content as text, for parsers of text formats.
+pub fn utf8<'a>(path: &Path, content: &'a [u8]) -> Result<&'a str, String> {
+    std::str::from_utf8(content).map_err(|_| format!("{}: expected UTF-8 text", path.display()))
+}
+
 fn read_all(files: &[PathBuf]) -> Result<Vec<Vec<u8>>, String> {
     files
         .iter()

@@ -144,8 +144,7 @@ impl Reloadable for ConfigReload {
         vec![self.path.clone()]
     }
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
-        let text = std::str::from_utf8(&contents[0])
-            .map_err(|_| format!("{}: expected UTF-8 text", self.path.display()))?;
+        let text = crate::reload::utf8(&self.path, &contents[0])?;
         let (new, _) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
         let policy = OriginatorPolicy::from_config(&new.originator)
             .map_err(|e| format!("{}: originator: {e}", self.path.display()))?;

@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::creds::{basic, htpasswd_line, metric, tokens_yaml};
+use common::creds::{basic, metric, start_with_credentials};
 use common::scenario::{Scenario, ScenarioOpts};
 use common::{ClientOpts, Request};
 
@@ -14,32 +14,7 @@ const PASSWORD: &str = "pw-Zq9-secret";
 const TOKEN: &str = "tok-8f2e-secret-value";
 
 fn start(extra: &str) -> Scenario {
-    Scenario::start_with_opts(
-        ScenarioOpts {
-            client_cert: "optional".into(),
-            methods: "[mtls, bearer, basic]".into(),
-            extra: extra.into(),
-            ..Default::default()
-        },
-        |f| {
-            let htpasswd = f.pki.write(
-                "htpasswd",
-                format!("{}\n", htpasswd_line("Cuser", PASSWORD)).as_bytes(),
-            );
-            let tokens = f.pki.write(
-                "tokens.yaml",
-                tokens_yaml(&[("gw", TOKEN, "Cgw")]).as_bytes(),
-            );
-            ScenarioOpts {
-                extra_auth: format!(
-                    "basic:\n  htpasswd: {}\nbearer:\n  tokens: {}",
-                    htpasswd.display(),
-                    tokens.display()
-                ),
-                ..f.opts.clone()
-            }
-        },
-    )
+    start_with_credentials(("Cuser", PASSWORD), ("gw", TOKEN, "Cgw"), "", extra).0
 }
 
 fn scrape(s: &Scenario) -> String {

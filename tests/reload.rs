@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::creds::{basic, htpasswd_line, tokens_yaml};
+use common::creds::{basic, htpasswd_line, start_with_credentials, tokens_yaml, CredFiles};
 use common::proxy::write_atomic;
 use common::scenario::{Scenario, ScenarioOpts};
 use common::{ClientOpts, Request, Response};
@@ -36,44 +36,15 @@ fn wait_reload(s: &Scenario, file: &str, result: &str, before: u64, within: Dura
     false
 }
 
-struct Files {
-    htpasswd: PathBuf,
-    tokens: PathBuf,
-}
-
-/// mTLS, Basic and Bearer; client certificates optional; credentials in their own directory.
-fn start(extra: &str) -> (Scenario, Files) {
-    let mut files = None;
-    let s = Scenario::start_with_opts(
-        ScenarioOpts {
-            client_cert: "optional".into(),
-            methods: "[mtls, bearer, basic]".into(),
-            extra: extra.into(),
-            ..Default::default()
-        },
-        |f| {
-            let htpasswd = f.pki.write(
-                "htpasswd",
-                format!("{}\n", htpasswd_line("Cuser1", "pw1")).as_bytes(),
-            );
-            let tokens = f.pki.write(
-                "tokens.yaml",
-                tokens_yaml(&[("t1", "token-one", "Ctok1")]).as_bytes(),
-            );
-            let opts = ScenarioOpts {
-                // reload tests probe revoked credentials on purpose: no brute-force limit here
-                extra_auth: format!(
-                    "basic:\n  htpasswd: {}\nbearer:\n  tokens: {}\nrate_limit:\n  failures_per_minute: 100000\n  burst: 100000",
-                    htpasswd.display(),
-                    tokens.display()
-                ),
-                ..f.opts.clone()
-            };
-            files = Some(Files { htpasswd, tokens });
-            opts
-        },
-    );
-    (s, files.unwrap())
+/// mTLS, Basic and Bearer; client certificates optional. Reload tests probe revoked
+/// credentials on purpose: no brute-force limit here.
+fn start(extra: &str) -> (Scenario, CredFiles) {
+    start_with_credentials(
+        ("Cuser1", "pw1"),
+        ("t1", "token-one", "Ctok1"),
+        "rate_limit:\n  failures_per_minute: 100000\n  burst: 100000",
+        extra,
+    )
 }
 
 fn get(conn: &mut common::Conn, auth: &str) -> Response {

@@ -12,7 +12,7 @@ use crate::credentials::htpasswd::HtpasswdFile;
 use crate::credentials::CredentialError;
 use crate::identity::{Identity, ProvenBy};
 use crate::originator::validate_originator;
-use crate::reload::Reloadable;
+use crate::reload::{self, Reloadable};
 
 pub struct BasicAuth {
     file: ArcSwap<HtpasswdFile>,
@@ -105,8 +105,7 @@ impl Reloadable for HtpasswdReload {
     }
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let auth = &self.0;
-        let text = std::str::from_utf8(&contents[0])
-            .map_err(|_| format!("{}: expected UTF-8 text", auth.path.display()))?;
+        let text = reload::utf8(&auth.path, &contents[0])?;
         let file = HtpasswdFile::parse(&auth.path, text, auth.allow_insecure)
             .map_err(|e| e.to_string())?;
         if file.is_empty() {

@@ -12,7 +12,7 @@ use crate::credentials::tokens::{TokenFile, TokenLookup};
 use crate::credentials::CredentialError;
 use crate::identity::{Identity, ProvenBy};
 use crate::originator::{validate_originator, OriginatorPattern};
-use crate::reload::Reloadable;
+use crate::reload::{self, Reloadable};
 
 pub struct BearerAuth {
     tokens: ArcSwap<TokenSet>,
@@ -132,8 +132,7 @@ impl Reloadable for TokensReload {
     }
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let auth = &self.0;
-        let text = std::str::from_utf8(&contents[0])
-            .map_err(|_| format!("{}: expected UTF-8 text", auth.path.display()))?;
+        let text = reload::utf8(&auth.path, &contents[0])?;
         let tokens = TokenFile::parse(&auth.path, text).map_err(|e| e.to_string())?;
         let tokens = TokenSet::new(&auth.path, tokens)?;
         let summary = format!("{} tokens", tokens.file.len());

@@ -47,3 +47,48 @@ pub fn metric(scrape: &str, series: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// The credential files of [`start_with_credentials`].
+pub struct CredFiles {
+    pub htpasswd: std::path::PathBuf,
+    pub tokens: std::path::PathBuf,
+}
+
+/// A proxy with methods `[mtls, bearer, basic]` (client certificates optional), one htpasswd
+/// user (`user`, `password`) and one token (`name`, `token`, `originator`); `extra_auth` lines go
+/// under `auth:`, `extra` at the top level.
+pub fn start_with_credentials(
+    user: (&str, &str),
+    token: (&str, &str, &str),
+    extra_auth: &str,
+    extra: &str,
+) -> (super::scenario::Scenario, CredFiles) {
+    use super::scenario::{Scenario, ScenarioOpts};
+    let mut files = None;
+    let s = Scenario::start_with_opts(
+        ScenarioOpts {
+            client_cert: "optional".into(),
+            methods: "[mtls, bearer, basic]".into(),
+            extra: extra.into(),
+            ..Default::default()
+        },
+        |f| {
+            let htpasswd = f.pki.write(
+                "htpasswd",
+                format!("{}\n", htpasswd_line(user.0, user.1)).as_bytes(),
+            );
+            let tokens = f.pki.write("tokens.yaml", tokens_yaml(&[token]).as_bytes());
+            let opts = ScenarioOpts {
+                extra_auth: format!(
+                    "basic:\n  htpasswd: {}\nbearer:\n  tokens: {}\n{extra_auth}",
+                    htpasswd.display(),
+                    tokens.display()
+                ),
+                ..f.opts.clone()
+            };
+            files = Some(CredFiles { htpasswd, tokens });
+            opts
+        },
+    );
+    (s, files.expect("prepare ran"))
+}
