@@ -57,6 +57,26 @@ pub fn rewrite_upstream(req: &mut RequestHeader, fwd: &Forwarding<'_>) -> Result
     if !fwd.forward_authorization {
         req.remove_header("Authorization");
     }
+    // Pingora has already refused differing Content-Length values; identical repeats (two
+    // headers, or "5, 5") go upstream as one value.
+    if let Some(first) = req.headers.get(http::header::CONTENT_LENGTH).cloned() {
+        let repeated = req
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .count()
+            > 1;
+        let listed = first.as_bytes().contains(&b',');
+        if repeated || listed {
+            let single = first
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default();
+            req.insert_header(http::header::CONTENT_LENGTH, single)?;
+        }
+    }
     if let Some(originator) = fwd.originator {
         req.insert_header(ORIGIN, originator)?;
     }

@@ -19,14 +19,16 @@ use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::GetSocketDigest;
 use pingora::{Error, ErrorType, Result};
+use tokio::sync::Notify;
 
 use crate::metrics;
 
 pub struct ConnectionLimits {
     max_connections: usize,
     header_timeout: Duration,
-    /// Connections accepted whose first request head has not arrived yet: peer -> id.
-    pending: Mutex<HashMap<std::net::SocketAddr, u64>>,
+    /// Connections accepted whose first request head has not arrived yet: peer -> (id, a
+    /// wake-up for its watchdog, which then drops its copy of the socket at once).
+    pending: Mutex<HashMap<std::net::SocketAddr, (u64, Arc<Notify>)>>,
     next_id: AtomicU64,
 }
 
@@ -40,14 +42,18 @@ impl ConnectionLimits {
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<std::net::SocketAddr, u64>> {
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<std::net::SocketAddr, (u64, Arc<Notify>)>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The first request head of the connection from `peer` has arrived.
     pub fn request_started(&self, peer: Option<&SocketAddr>) {
         if let Some(SocketAddr::Inet(addr)) = peer {
-            self.pending().remove(addr);
+            if let Some((_, done)) = self.pending().remove(addr) {
+                done.notify_one();
+            }
         }
     }
 
@@ -82,16 +88,23 @@ impl PreTlsProcess for LimitsHook {
         };
         let socket = TcpStream::from(dup);
         let id = limits.next_id.fetch_add(1, Ordering::Relaxed);
-        limits.pending().insert(peer, id);
+        let done = Arc::new(Notify::new());
+        limits.pending().insert(peer, (id, done.clone()));
         let limits = limits.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(limits.header_timeout).await;
-            let mut pending = limits.pending();
-            if pending.get(&peer) == Some(&id) {
-                pending.remove(&peer);
-                drop(pending);
-                metrics::connection_refused("header_timeout");
-                let _ = socket.shutdown(Shutdown::Both);
+            tokio::select! {
+                // the first request arrived: drop the duplicate now, so that closing the
+                // connection is not delayed by it
+                _ = done.notified() => {}
+                _ = tokio::time::sleep(limits.header_timeout) => {
+                    let mut pending = limits.pending();
+                    if pending.get(&peer).is_some_and(|(pending_id, _)| *pending_id == id) {
+                        pending.remove(&peer);
+                        drop(pending);
+                        metrics::connection_refused("header_timeout");
+                        let _ = socket.shutdown(Shutdown::Both);
+                    }
+                }
             }
             // `socket` (the duplicate) is closed here; the connection's own descriptor stays.
         });

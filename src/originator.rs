@@ -62,6 +62,12 @@ pub fn validate_originator(value: &str) -> Result<(), String> {
             c.escape_default().to_string()
         ));
     }
+    // HTTP list and quoting syntax: a CSE could split "Cae-1,CAdmin" into two originators.
+    if let Some(c) = value.chars().find(|c| matches!(c, ',' | ';' | '"' | '\\')) {
+        return Err(format!(
+            "expected no list or quoting characters, found {c:?}"
+        ));
+    }
     Ok(())
 }
 
@@ -233,5 +239,8 @@ mod tests {
         assert!(validate_originator("caf\u{e9}").is_err());
         assert!(validate_originator(&"a".repeat(MAX_ORIGINATOR_LEN + 1)).is_err());
         assert!(validate_originator("//openmtc.org/mn-cse-1/CTestIPE").is_ok());
+        assert!(validate_originator("admin:admin").is_ok());
+        assert!(validate_originator("Cae-1,CAdmin").is_err());
+        assert!(validate_originator("a;b").is_err());
     }
 }

@@ -308,6 +308,8 @@ impl ProxyHttp for AuthProxy {
         }
         let code = match error_response(e) {
             Some(err) if session.response_written().is_none() => {
+                // the connection is not reused after a failure: say so in the response
+                session.set_keepalive(None);
                 if let Err(write_err) = self.respond(session, ctx.request_id.as_deref(), &err).await
                 {
                     log::debug!("cannot send error response: {write_err}");

@@ -5,6 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use foreign_types::ForeignTypeRef;
 use openssl::nid::Nid;
 use openssl::x509::{X509Ref, X509};
 use regex::Regex;
@@ -124,16 +125,26 @@ fn field_value(cert: &X509Ref, field: CertField) -> Option<String> {
             .and_then(|e| std::str::from_utf8(e.data().as_slice()).ok())
             .map(str::to_owned);
     }
+    let wanted = match field {
+        CertField::Uri => openssl_sys::GEN_URI,
+        CertField::Dns => openssl_sys::GEN_DNS,
+        CertField::Email => openssl_sys::GEN_EMAIL,
+        CertField::Cn => return None,
+    };
     let sans = cert.subject_alt_names()?;
-    sans.iter().find_map(|name| {
-        match field {
-            CertField::Uri => name.uri(),
-            CertField::Dns => name.dnsname(),
-            CertField::Email => name.email(),
-            CertField::Cn => None,
-        }
-        .map(str::to_owned)
-    })
+    // The first entry of the wanted type decides. If its bytes are not text it yields an empty
+    // value (refused later), never the next entry: skipping it would let a second SAN choose.
+    let first = sans.iter().find(|name| {
+        // SAFETY: `name` is a valid GENERAL_NAME for the life of `sans`; only its tag is read.
+        unsafe { (*name.as_ptr()).type_ == wanted }
+    })?;
+    let text = match field {
+        CertField::Uri => first.uri(),
+        CertField::Dns => first.dnsname(),
+        CertField::Email => first.email(),
+        CertField::Cn => None,
+    };
+    Some(text.unwrap_or_default().to_owned())
 }
 
 #[cfg(test)]

@@ -70,11 +70,28 @@ impl Threads {
 // Tap
 // ---------------------------------------------------------------------------------------
 
+/// What the proxy sent on one upstream connection.
+#[derive(Default)]
+struct Recording {
+    bytes: Vec<u8>,
+    /// The proxy closed (or half-closed) its side.
+    closed: bool,
+}
+
+/// What the proxy sent on one upstream connection.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub bytes: Vec<u8>,
+    /// The proxy has closed the connection: a truncated last request was abandoned, not
+    /// left for the next one to complete.
+    pub closed: bool,
+}
+
 /// A recording TCP relay: listens on 127.0.0.1:`port`, forwards to `target`.
 pub struct Tap {
     addr: SocketAddr,
-    /// Bytes the proxy sent, one buffer per upstream connection, in accept order.
-    sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    /// One recording per upstream connection, in accept order.
+    sent: Arc<Mutex<Vec<Arc<Mutex<Recording>>>>>,
     threads: Arc<Threads>,
     accept: Option<JoinHandle<()>>,
 }
@@ -83,7 +100,7 @@ impl Tap {
     pub fn start_on(port: u16, target: SocketAddr) -> Tap {
         let listener = bind_retry(port);
         let addr = listener.local_addr().unwrap();
-        let sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+        let sent: Arc<Mutex<Vec<Arc<Mutex<Recording>>>>> = Arc::default();
         let threads = Arc::new(Threads::default());
         let (s, t) = (sent.clone(), threads.clone());
         let accept = thread::spawn(move || {
@@ -99,7 +116,7 @@ impl Tap {
                 let _ = up.set_nodelay(true);
                 t.track(&down);
                 t.track(&up);
-                let record = Arc::new(Mutex::new(Vec::new()));
+                let record = Arc::new(Mutex::new(Recording::default()));
                 s.lock().unwrap().push(record.clone());
                 let (d2, u2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
                 t.spawn(move || pump(down, up, Some(record)));
@@ -119,30 +136,39 @@ impl Tap {
     }
 
     /// What the proxy sent upstream, per connection.
-    pub fn sent(&self) -> Vec<Vec<u8>> {
+    pub fn sent(&self) -> Vec<Sent> {
         self.sent
             .lock()
             .unwrap()
             .iter()
-            .map(|b| b.lock().unwrap().clone())
+            .map(|r| {
+                let r = r.lock().unwrap();
+                Sent {
+                    bytes: r.bytes.clone(),
+                    closed: r.closed,
+                }
+            })
             .collect()
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, record: Option<Arc<Mutex<Vec<u8>>>>) {
+fn pump(mut from: TcpStream, mut to: TcpStream, record: Option<Arc<Mutex<Recording>>>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 if let Some(r) = &record {
-                    r.lock().unwrap().extend_from_slice(&buf[..n]);
+                    r.lock().unwrap().bytes.extend_from_slice(&buf[..n]);
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
         }
+    }
+    if let Some(r) = &record {
+        r.lock().unwrap().closed = true;
     }
     let _ = to.shutdown(Shutdown::Write);
 }
@@ -168,6 +194,8 @@ pub struct RawRequest {
     pub body: Vec<u8>,
     /// Trailer fields of a chunked body.
     pub trailers: Vec<(String, Vec<u8>)>,
+    /// False for a last request whose body (or trailers) the stream ends inside of.
+    pub complete: bool,
 }
 
 impl RawRequest {
@@ -181,16 +209,45 @@ impl RawRequest {
     }
 }
 
-fn line_end(buf: &[u8], from: usize) -> Result<usize, String> {
-    let pos = buf[from..]
+/// Why a stream is not a clean sequence of requests.
+#[derive(Debug)]
+pub enum WireError {
+    /// Two recipients could read these bytes differently.
+    Ambiguous(String),
+    /// The stream ends inside a request head (no request to speak of).
+    TruncatedHead(usize),
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Ambiguous(m) => write!(f, "{m}"),
+            WireError::TruncatedHead(at) => write!(f, "stream ends inside a head at byte {at}"),
+        }
+    }
+}
+
+impl From<String> for WireError {
+    fn from(m: String) -> Self {
+        WireError::Ambiguous(m)
+    }
+}
+
+/// The stream ended inside a body: not an ambiguity by itself.
+struct Truncated;
+
+fn line_end(buf: &[u8], from: usize) -> Result<Result<usize, Truncated>, String> {
+    let Some(pos) = buf[from..]
         .iter()
         .position(|b| *b == b'\n')
         .map(|p| from + p)
-        .ok_or_else(|| format!("unterminated line at byte {from}"))?;
+    else {
+        return Ok(Err(Truncated));
+    };
     if pos == from || buf[pos - 1] != b'\r' {
         return Err(format!("bare LF at byte {pos}"));
     }
-    Ok(pos - 1)
+    Ok(Ok(pos - 1))
 }
 
 /// Splits a proxy→upstream byte stream into requests, the way a strict recipient must:
@@ -198,25 +255,35 @@ fn line_end(buf: &[u8], from: usize) -> Result<usize, String> {
 /// a header name, at most one `Content-Length` (digits only), never both `Content-Length` and
 /// `Transfer-Encoding`, `Transfer-Encoding` only `chunked`, strict chunk framing, and nothing
 /// left over. Err names the first ambiguity: a CSE could read such a stream differently from
-/// the proxy.
-pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, String> {
+/// the proxy. A stream that ends inside a body gives a last request with `complete: false`;
+/// one that ends inside a head gives `WireError::TruncatedHead`.
+pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, WireError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < stream.len() {
         let start = pos;
         let head_end = super::client::find(&stream[pos..], b"\r\n\r\n")
             .map(|p| pos + p + 4)
-            .ok_or_else(|| format!("incomplete head at byte {pos}"))?;
+            .ok_or(WireError::TruncatedHead(pos))?;
         let head = &stream[pos..head_end];
         for (i, b) in head.iter().enumerate() {
             if *b == b'\n' && (i == 0 || head[i - 1] != b'\r') {
-                return Err(format!("bare LF in head at byte {}", start + i));
+                return Err(WireError::Ambiguous(format!(
+                    "bare LF in head at byte {}",
+                    start + i
+                )));
             }
             if *b == b'\r' && head.get(i + 1) != Some(&b'\n') {
-                return Err(format!("bare CR in head at byte {}", start + i));
+                return Err(WireError::Ambiguous(format!(
+                    "bare CR in head at byte {}",
+                    start + i
+                )));
             }
             if *b == 0 {
-                return Err(format!("NUL in head at byte {}", start + i));
+                return Err(WireError::Ambiguous(format!(
+                    "NUL in head at byte {}",
+                    start + i
+                )));
             }
         }
         let mut lines = head[..head.len() - 4].split(|b| *b == b'\n');
@@ -225,20 +292,23 @@ pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, String> {
             String::from_utf8_lossy(request_line.strip_suffix(b"\r").unwrap_or(request_line));
         let parts: Vec<&str> = request_line.split(' ').collect();
         if parts.len() != 3 || (parts[2] != "HTTP/1.1" && parts[2] != "HTTP/1.0") {
-            return Err(format!("bad request line {request_line:?}"));
+            return Err(WireError::Ambiguous(format!(
+                "bad request line {request_line:?}"
+            )));
         }
         let mut req = RawRequest {
             method: parts[0].to_string(),
             path: parts[1].to_string(),
+            complete: true,
             ..Default::default()
         };
         for line in lines {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-                return Err(format!(
+                return Err(WireError::Ambiguous(format!(
                     "obsolete line folding: {:?}",
                     String::from_utf8_lossy(line)
-                ));
+                )));
             }
             let colon = line.iter().position(|b| *b == b':').ok_or_else(|| {
                 format!(
@@ -248,10 +318,10 @@ pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, String> {
             })?;
             let name = &line[..colon];
             if name.is_empty() || !name.iter().all(|b| b.is_ascii_graphic()) {
-                return Err(format!(
+                return Err(WireError::Ambiguous(format!(
                     "bad header name {:?}",
                     String::from_utf8_lossy(name)
-                ));
+                )));
             }
             let value = line[colon + 1..].trim_ascii();
             req.headers
@@ -262,30 +332,38 @@ pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, String> {
         let tes = req.values("transfer-encoding");
         if !tes.is_empty() {
             if !cls.is_empty() {
-                return Err(format!(
+                return Err(WireError::Ambiguous(format!(
                     "{} {}: Content-Length and Transfer-Encoding",
                     req.method, req.path
-                ));
+                )));
             }
             if tes.len() != 1 || !tes[0].eq_ignore_ascii_case("chunked") {
-                return Err(format!(
+                return Err(WireError::Ambiguous(format!(
                     "{} {}: Transfer-Encoding {tes:?}",
                     req.method, req.path
-                ));
+                )));
             }
-            loop {
-                let end = line_end(stream, pos)?;
+            'chunks: loop {
+                let Ok(end) = line_end(stream, pos)? else {
+                    req.complete = false;
+                    break;
+                };
                 let size_line = String::from_utf8_lossy(&stream[pos..end]).into_owned();
                 let size_hex = size_line.split(';').next().unwrap_or("");
                 if size_hex.is_empty() || !size_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(format!("bad chunk size line {size_line:?}"));
+                    return Err(WireError::Ambiguous(format!(
+                        "bad chunk size line {size_line:?}"
+                    )));
                 }
                 let size = usize::from_str_radix(size_hex, 16)
                     .map_err(|e| format!("chunk size {size_hex:?}: {e}"))?;
                 pos = end + 2;
                 if size == 0 {
                     loop {
-                        let end = line_end(stream, pos)?;
+                        let Ok(end) = line_end(stream, pos)? else {
+                            req.complete = false;
+                            break 'chunks;
+                        };
                         let line = &stream[pos..end];
                         pos = end + 2;
                         if line.is_empty() {
@@ -303,28 +381,35 @@ pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, String> {
                     break;
                 }
                 if stream.len() < pos + size + 2 || &stream[pos + size..pos + size + 2] != b"\r\n" {
-                    return Err(format!(
+                    return Err(WireError::Ambiguous(format!(
                         "chunk of {size} bytes not followed by CRLF at byte {pos}"
-                    ));
+                    )));
                 }
                 req.body.extend_from_slice(&stream[pos..pos + size]);
                 pos += size + 2;
             }
         } else if !cls.is_empty() {
             if cls.len() != 1 || cls[0].is_empty() || !cls[0].bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!(
+                return Err(WireError::Ambiguous(format!(
                     "{} {}: Content-Length {cls:?}",
                     req.method, req.path
-                ));
+                )));
             }
             let n: usize = cls[0].parse().map_err(|e| format!("Content-Length: {e}"))?;
             if stream.len() < pos + n {
-                return Err(format!("body shorter than Content-Length {n}"));
+                req.body = stream[pos..].to_vec();
+                req.complete = false;
+                pos = stream.len();
+            } else {
+                req.body = stream[pos..pos + n].to_vec();
+                pos += n;
             }
-            req.body = stream[pos..pos + n].to_vec();
-            pos += n;
         }
+        let complete = req.complete;
         out.push(req);
+        if !complete {
+            break;
+        }
     }
     Ok(out)
 }
@@ -344,12 +429,16 @@ pub enum Fault {
     Garbage(Vec<u8>),
     /// Closes the connection cleanly (FIN) without answering.
     CloseWithoutResponse,
+    /// Accepts any `Upgrade` with `101 Switching Protocols` (echoing the protocol), then
+    /// records every byte that follows (see `FaultyUpstream::tunneled`).
+    SwitchProtocols,
 }
 
 /// An upstream that fails every request the same way.
 pub struct FaultyUpstream {
     addr: SocketAddr,
     heads: Arc<AtomicUsize>,
+    tunneled: Arc<Mutex<Vec<u8>>>,
     threads: Arc<Threads>,
     accept: Option<JoinHandle<()>>,
 }
@@ -387,8 +476,9 @@ impl FaultyUpstream {
         let listener = bind_retry(port);
         let addr = listener.local_addr().unwrap();
         let heads = Arc::new(AtomicUsize::new(0));
+        let tunneled: Arc<Mutex<Vec<u8>>> = Arc::default();
         let threads = Arc::new(Threads::default());
-        let (h, t) = (heads.clone(), threads.clone());
+        let (h, t, tun) = (heads.clone(), threads.clone(), tunneled.clone());
         let accept = thread::spawn(move || {
             for s in listener.incoming() {
                 if t.stopping.load(Ordering::SeqCst) {
@@ -399,13 +489,14 @@ impl FaultyUpstream {
                 // handler drops it; the short timeout bounds a silent peer instead
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
                 let _ = s.set_write_timeout(Some(Duration::from_secs(2)));
-                let (h, fault) = (h.clone(), fault.clone());
-                t.spawn(move || serve_fault(s, &h, &fault));
+                let (h, fault, tun) = (h.clone(), fault.clone(), tun.clone());
+                t.spawn(move || serve_fault(s, &h, &fault, &tun));
             }
         });
         FaultyUpstream {
             addr,
             heads,
+            tunneled,
             threads,
             accept: Some(accept),
         }
@@ -415,9 +506,14 @@ impl FaultyUpstream {
     pub fn heads(&self) -> usize {
         self.heads.load(Ordering::SeqCst)
     }
+
+    /// Bytes received after a `101` (`Fault::SwitchProtocols`), all connections together.
+    pub fn tunneled(&self) -> Vec<u8> {
+        self.tunneled.lock().unwrap().clone()
+    }
 }
 
-fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault) {
+fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault, tunneled: &Mutex<Vec<u8>>) {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     while super::client::find(&buf, b"\r\n\r\n").is_none() {
@@ -444,6 +540,30 @@ fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault) {
         }
         Fault::CloseWithoutResponse => {
             let _ = s.shutdown(Shutdown::Both);
+        }
+        Fault::SwitchProtocols => {
+            let head_end = super::client::find(&buf, b"\r\n\r\n").unwrap() + 4;
+            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+            let protocol = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.trim()
+                        .eq_ignore_ascii_case("upgrade")
+                        .then(|| value.trim().to_string())
+                })
+                .unwrap_or_else(|| "none".into());
+            tunneled.lock().unwrap().extend_from_slice(&buf[head_end..]);
+            let _ = s.write_all(
+                format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n")
+                    .as_bytes(),
+            );
+            loop {
+                match s.read(&mut tmp) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => tunneled.lock().unwrap().extend_from_slice(&tmp[..n]),
+                }
+            }
         }
     }
     // dropped here: RST when SO_LINGER is 0, FIN otherwise
