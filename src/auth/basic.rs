@@ -66,6 +66,18 @@ impl BasicAuth {
         if !self.cache.check(&file, user, password) {
             return BasicOutcome::Invalid;
         }
+        self.outcome_for(user)
+    }
+
+    /// The answer from the verification cache alone (`None`: not cached, verify the slow way).
+    pub fn verify_cached(&self, user: &str, password: &[u8]) -> Option<BasicOutcome> {
+        self.cache
+            .contains(&self.file.load(), user, password)
+            .then(|| self.outcome_for(user))
+    }
+
+    /// The identity of a user whose password was verified.
+    fn outcome_for(&self, user: &str) -> BasicOutcome {
         let originator = self
             .originators
             .load()
@@ -85,11 +97,6 @@ impl BasicAuth {
 
     pub fn set_originators(&self, originators: HashMap<String, String>) {
         self.originators.store(Arc::new(originators));
-    }
-
-    /// Whether a verification for this user would be answered from the cache (no bcrypt).
-    pub fn is_cached(&self, user: &str, password: &[u8]) -> bool {
-        self.cache.contains(&self.file.load(), user, password)
     }
 }
 

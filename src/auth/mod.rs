@@ -224,14 +224,15 @@ impl Authenticator {
         if let Some(wait) = self.limiter.blocked(ip, Some(user)) {
             return Err(rate_limited("basic", wait));
         }
-        let outcome = if basic.is_cached(user, password) {
-            basic.verify(user, password)
-        } else {
-            // bcrypt takes tens of milliseconds: keep it off the request-serving threads.
-            let (user, password) = (user.to_owned(), password.to_vec());
-            tokio::task::spawn_blocking(move || basic.verify(&user, &password))
-                .await
-                .unwrap_or(BasicOutcome::Invalid)
+        let outcome = match basic.verify_cached(user, password) {
+            Some(outcome) => outcome,
+            None => {
+                // bcrypt takes tens of milliseconds: keep it off the request-serving threads.
+                let (user, password) = (user.to_owned(), password.to_vec());
+                tokio::task::spawn_blocking(move || basic.verify(&user, &password))
+                    .await
+                    .unwrap_or(BasicOutcome::Invalid)
+            }
         };
         match outcome {
             BasicOutcome::Valid(identity) => Ok(Arc::new(identity)),
