@@ -100,7 +100,8 @@ impl Reloader {
             let contents = match read_all(&files) {
                 Ok(c) => c,
                 Err(e) => {
-                    // A missing or unreadable file never replaces the good one.
+                    // A missing or unreadable file never replaces the good one. (All-zero marks
+                    // "unreadable" in `failed`: no content hashes to it in practice.)
                     if entry.failed != Some([0; 32]) {
                         log::error!("reload {kind} ({trigger}): {e}; keeping the loaded version");
                         metrics::reload(kind, false);
@@ -110,7 +111,13 @@ impl Reloader {
                 }
             };
             let hash = content_hash(&contents);
-            if Some(hash) == entry.current || Some(hash) == entry.failed {
+            if Some(hash) == entry.current {
+                // back to the content in force (e.g. a deleted file restored): nothing to do,
+                // and a later failure is worth reporting again
+                entry.failed = None;
+                continue;
+            }
+            if Some(hash) == entry.failed {
                 continue;
             }
             match entry.item.apply(&contents) {
