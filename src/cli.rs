@@ -134,7 +134,10 @@ pub fn summary(p: &Prepared) -> String {
         "upstream: {} -> {} (connect timeout {:?}, timeout {:?})",
         c.upstream.url, p.resolved.upstream, c.upstream.connect_timeout, c.upstream.timeout
     ));
-    line(format!("admin: {} (/healthz, /readyz)", p.resolved.admin));
+    line(format!(
+        "admin: {} (/metrics, /healthz, /readyz)",
+        p.resolved.admin
+    ));
     let methods: Vec<_> = c.auth.methods.iter().map(|m| m.as_str()).collect();
     line(format!(
         "auth: methods [{}], anonymous {:?}, Authorization {}",

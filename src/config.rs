@@ -39,7 +39,7 @@ pub struct Config {
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     pub upstream: UpstreamConfig,
-    /// Admin listener for /healthz and /readyz; never on the public listener.
+    /// Admin listener for /metrics, /healthz and /readyz; never on the public listener.
     #[serde(default = "default_admin")]
     pub admin: String,
     #[serde(default)]
@@ -186,6 +186,16 @@ pub enum TlsVersion {
     V1_2,
     #[serde(rename = "1.3")]
     V1_3,
+}
+
+impl ClientCertMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertMode::Off => "off",
+            ClientCertMode::Optional => "optional",
+            ClientCertMode::Required => "required",
+        }
+    }
 }
 
 impl TlsConfig {
@@ -682,6 +692,12 @@ impl Config {
                 })?;
             }
         }
+        if self.reload.poll_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "reload.poll_interval",
+                "expected at least 100ms (e.g. \"10s\")".into(),
+            ));
+        }
         let l = &self.limits;
         if l.max_header_bytes < 1024
             || l.max_connections == 0
@@ -713,7 +729,7 @@ impl Config {
                     return Err(invalid(
                         "tls.client_ca",
                         format!(
-                            "expected a CA bundle file: tls.client_cert is {mode:?}, which verifies client certificates"
+                            "expected a CA bundle file: tls.client_cert is {}, which verifies client certificates", mode.as_str()
                         ),
                     ));
                 }

@@ -35,7 +35,7 @@ metric!(REQUEST_DURATION: Histogram = register_histogram!(
 ));
 metric!(UPSTREAM_DURATION: Histogram = register_histogram!(
     "m2m_auth_proxy_upstream_duration_seconds",
-    "Time from sending the request upstream to the end of the upstream response.",
+    "Time from sending the request upstream to the arrival of the upstream response head.",
     vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
 ));
 metric!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
@@ -100,6 +100,60 @@ pub fn init() {
     LazyLock::force(&RELOADS);
     LazyLock::force(&LAST_RELOAD);
     LazyLock::force(&CERT_NOT_AFTER);
+    // Known label values start at 0, so that a first event is visible to increase()/rate().
+    for method in ["mtls", "basic", "bearer", "none", "anonymous"] {
+        for outcome in ["forwarded", "refused", "error"] {
+            REQUESTS.with_label_values(&[method, outcome]);
+        }
+    }
+    for method in ["mtls", "basic", "bearer", "none"] {
+        for reason in [
+            "no_credentials",
+            "bad_credentials",
+            "malformed",
+            "expired",
+            "revoked",
+            "originator_not_allowed",
+            "rate_limited",
+        ] {
+            AUTH_FAILURES.with_label_values(&[method, reason]);
+        }
+    }
+    for kind in ["refused", "timeout", "invalid_response", "closed", "other"] {
+        UPSTREAM_ERRORS.with_label_values(&[kind]);
+    }
+    for reason in [
+        "expired",
+        "not_yet_valid",
+        "revoked",
+        "bad_purpose",
+        "unknown_ca",
+        "bad_signature",
+        "ca_as_leaf",
+        "crl_expired",
+        "crl_missing",
+        "other",
+    ] {
+        HANDSHAKE_FAILURES.with_label_values(&[reason]);
+    }
+    for limit in ["max_connections", "header_timeout"] {
+        CONNECTIONS_REFUSED.with_label_values(&[limit]);
+    }
+    for client_cert in ["yes", "no"] {
+        HANDSHAKES.with_label_values(&[client_cert]);
+    }
+    for file in [
+        "server_cert",
+        "client_ca",
+        "crl",
+        "htpasswd",
+        "tokens",
+        "config",
+    ] {
+        for result in ["success", "failure"] {
+            RELOADS.with_label_values(&[file, result]);
+        }
+    }
 }
 
 pub fn render() -> Vec<u8> {

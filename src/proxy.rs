@@ -325,6 +325,12 @@ impl ProxyHttp for AuthProxy {
         }
     }
 
+    /// Pingora's error log line for this request: no query string, which may carry secrets.
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.started.elapsed().as_secs_f64();
         let status = session

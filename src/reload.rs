@@ -211,8 +211,11 @@ fn watch_directories(
 ) -> Option<notify::RecommendedWatcher> {
     let mut watcher =
         match notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.send(());
+            // Reads (ours included) are access events: reacting to them would loop forever.
+            if let Ok(event) = event {
+                if !matches!(event.kind, notify::EventKind::Access(_)) {
+                    let _ = tx.send(());
+                }
             }
         }) {
             Ok(w) => w,

@@ -64,6 +64,7 @@ pub fn prepare(config_path: &Path, config: Config, resolved: Resolved) -> Result
         Some(b) => Some(Arc::new(BearerAuth::load(b)?)),
         None => None,
     };
+    crate::metrics::loaded("config");
     let policy = OriginatorPolicy::from_config(&config.originator)
         .map_err(anyhow::Error::msg)
         .context("originator")?;

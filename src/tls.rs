@@ -419,6 +419,8 @@ fn verify_client_certificate(
             | e::X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT
             | e::X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN => "unknown_ca",
             e::X509_V_ERR_CERT_SIGNATURE_FAILURE => "bad_signature",
+            e::X509_V_ERR_CRL_HAS_EXPIRED => "crl_expired",
+            e::X509_V_ERR_UNABLE_TO_GET_CRL => "crl_missing",
             _ => "other",
         };
         metrics::handshake_failure(reason);

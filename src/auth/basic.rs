@@ -40,6 +40,7 @@ impl BasicAuth {
                 message: format!("{}: expected at least one user", config.htpasswd.display()),
             });
         }
+        crate::metrics::loaded("htpasswd");
         if file.insecure_entries() > 0 {
             log::warn!(
                 "{}: {} entries are plain text (auth.basic.allow_insecure_hashes: true); re-hash them with bcrypt",

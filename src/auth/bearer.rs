@@ -35,6 +35,13 @@ impl TokenSet {
         let identities = file
             .entries()
             .map(|entry| {
+                validate_originator(&entry.originator).map_err(|e| {
+                    format!(
+                        "{}: token {:?}: originator: {e}",
+                        path.display(),
+                        entry.name
+                    )
+                })?;
                 let also_allowed = entry
                     .extra_originators
                     .iter()
@@ -78,6 +85,7 @@ impl BearerAuth {
                     message,
                 }
             })?;
+        crate::metrics::loaded("tokens");
         if config.allow_declared {
             log::warn!(
                 "auth.bearer.allow_declared is ON: any client can claim any identity with 'Bearer SYSTEM//<name>' (no proof at all). Never use this in production."

@@ -74,7 +74,8 @@ impl TokenFile {
                 "expected a mapping with a `tokens` list, found an empty file".into(),
             ));
         }
-        let raw: RawFile = serde_yaml_ng::from_str(content).map_err(|e| syntax(e.to_string()))?;
+        let raw: RawFile = serde_yaml_ng::from_str(content)
+            .map_err(|e| syntax(without_quoted_values(&e.to_string())))?;
 
         let mut by_digest: HashMap<[u8; 32], TokenEntry> = HashMap::new();
         let mut first_index: HashMap<[u8; 32], usize> = HashMap::new();
@@ -234,6 +235,28 @@ fn split_offset(text: &str) -> Option<(&str, bool, Duration)> {
         east,
         Duration::from_secs(hours * 3600 + minutes * 60),
     ))
+}
+
+/// serde's messages quote the offending value ("invalid type: string \"...\""), which could be
+/// a token pasted in the wrong place: keep the message, drop what is between quotes.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                out.push('"');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }
 
 /// A new random token (256 bits, URL-safe base64 without padding) and its SHA-256 in hex,
