@@ -7,15 +7,15 @@
 //! Groups:
 //! * `parse`        Authorization header -> credentials (Basic, Bearer)
 //! * `mtls`         originator regex on a certificate field; identity of a certificate (done once
-//!                  per connection, at the end of the handshake); the per-request identity check
+//!   per connection, at the end of the handshake); the per-request identity check
 //! * `policy`       originator policy (overwrite, verify)
 //! * `headers`      X-M2M-Origin collection + upstream header rewrite on a spoofed request
 //! * `authenticate` the whole `Authenticator::authenticate` call per request: mTLS, Basic with
-//!                  the verification cache warm (bcrypt cost 10 entry), Bearer
+//!   the verification cache warm (bcrypt cost 10 entry), Bearer
 //! * `basic`        VerifyCache hit (bcrypt-10 entry, warm) and miss (a real bcrypt-10 verify)
 //! * `scaling`      cache hit / token lookup with 1, 1 000 and 100 000 entries (cheap {SHA} users
-//!                  around the bcrypt one, random token hashes), and the parse ("reload") time of
-//!                  100 000-entry htpasswd and tokens files, which runs off the request path
+//!   around the bcrypt one, random token hashes), and the parse ("reload") time of
+//!   100 000-entry htpasswd and tokens files, which runs off the request path
 //! * `metrics`      the per-request Prometheus counter + histogram update
 //!
 //! Everything is built in memory; nothing touches the network or the file system except
