@@ -9,7 +9,9 @@
 #   mtls-newconn-ca1 / -ca100  new TLS connection per request, client CA bundle of 1 / 100 CAs
 #   sys-*             the same mTLS rows with a second binary (M2M_BIN_SYSSSL, e.g. linked
 #                     against Debian's OpenSSL 3.0), when given
-#   resumption        tlsclient.py loop --mode resume: does the proxy resume sessions at all?
+#   mtls-newconn-resumed  new connection per request with tls.session_tickets on (oha resumes)
+#   resumption        tlsclient.py loop --mode full|resume, TLS 1.3 and 1.2, session tickets on
+#                     (RESUME_TICKETS=0: the plain config): full vs resumed handshake CPU
 #   memory            idle RSS, and RSS with N idle keep-alive mTLS connections (tlsclient.py hold)
 # Called by bench/run.sh; usable alone after `cargo build --release`:
 #   M2M_BIN=$PWD/target/release/m2m-auth-proxy bench/extras.sh
@@ -30,7 +32,7 @@ ONLY=${ONLY:-}
 SKIP=${SKIP:-}
 NS=${NS:-1000 5000}
 RATE=${RATE:-400}
-RELOAD_EVERY=${RELOAD_EVERY:-2}
+RELOAD_EVERY=${RELOAD_EVERY:-3}
 OHA=${OHA:-oha}
 ADMIN_PORT=${ADMIN_PORT:-$((PORT + 1))}
 STAMP=$(date +%Y%m%d-%H%M%S)
@@ -184,11 +186,10 @@ row() {
   fi
   measure "$id" "$label" "$pid" "$chk" "$r" "$@"
   [ -n "$rpid" ] && { kill "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null; }
-  if [[ $id == *-reload ]]; then
-    echo "$id round $r: reloads applied: $(grep -c 'reloaded tokens' "$RUN/$id.out" 2>/dev/null)" >> "$OUT/reload.txt"
-    grep -i 'reload' "$RUN/$id.out" | tail -2 | cut -c1-300 >> "$OUT/reload.txt"
-  fi
   stop "$pid"
+  if [[ $id == *-reload ]]; then
+    echo "$id round $r: reloads applied: $(grep -c 'reloaded tokens' "$RUN/$id.out" 2>/dev/null) (file rewritten every ${RELOAD_EVERY}s), refused: $(grep -c 'reload tokens.*refused' "$RUN/$id.out" 2>/dev/null)" >> "$OUT/reload.txt"
+  fi
   sleep 0.5
 }
 
@@ -207,6 +208,10 @@ one_round() {
     BENCH_MODE=basic-bcrypt10 "HTPASSWD=$M2M/htpasswd100k" -- \
     --cacert "$PKI/ca.crt" -a "$BASIC_CRED" "${HDR[@]}"
   row m2m-mtls-newconn-ca1 "m2m mTLS new conn/req, 1-CA bundle" mtls "$CLIENT_URI" "$r" BENCH_MODE=mtls "CLIENT_CA=$PKI/ca.crt" -- \
+    "${MTLS_OPTS[@]}" "${HDR[@]}" --disable-keepalive
+  # oha --disable-keepalive resumes whenever the server offers tickets (rustls session cache):
+  # with tls.session_tickets on, this is the resumed-handshake row
+  row m2m-mtls-newconn-resumed "m2m mTLS new conn/req, session tickets on (oha resumes)" mtls "$CLIENT_URI" "$r" BENCH_MODE=mtls SESSION_TICKETS=1 -- \
     "${MTLS_OPTS[@]}" "${HDR[@]}" --disable-keepalive
   row m2m-mtls-newconn-ca100 "m2m mTLS new conn/req, 100-CA bundle" mtls "$CLIENT_URI" "$r" BENCH_MODE=mtls "CLIENT_CA=$M2M/ca100.pem" -- \
     "${MTLS_OPTS[@]}" "${HDR[@]}" --disable-keepalive
@@ -228,7 +233,7 @@ done
 
 # ---- resumption: does a client that offers its previous session get a resumed handshake?
 if want resumption; then
-  start m2m-resume "$PROXY_CPUS" env BENCH_MODE=mtls bash "$MYDIR/project-proxy.sh"; pid=$STARTED_PID
+  start m2m-resume "$PROXY_CPUS" env BENCH_MODE=mtls SESSION_TICKETS="${RESUME_TICKETS:-1}" bash "$MYDIR/project-proxy.sh"; pid=$STARTED_PID
   wait_port "$PORT" 30 "$pid" || die "proxy did not start (resumption)"
   for tv in 1.3 1.2; do
     for mode in full resume; do
@@ -246,7 +251,7 @@ fi
 if want memory; then
   for N in $NS; do
     wait_idle
-    start "m2m-mem-$N" "$PROXY_CPUS" env BENCH_MODE=mtls bash "$MYDIR/project-proxy.sh"; pid=$STARTED_PID
+    start "m2m-mem-$N" "$PROXY_CPUS" env BENCH_MODE=mtls LIMITS_IDLE="${LIMITS_IDLE-300s}" bash "$MYDIR/project-proxy.sh"; pid=$STARTED_PID
     wait_port "$PORT" 30 "$pid" || die "proxy did not start (memory)"
     sleep 1
     read -r r0 _ _ < <(tree_mem "$pid")

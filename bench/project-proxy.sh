@@ -6,7 +6,9 @@
 #     per request to stdout when on);
 #   * `shutdown: {grace_period: 1s}`: the harness stops every row with SIGTERM and waits 5 s;
 #   * `admin` on ADMIN_PORT (default LISTEN_PORT+1), checked free before starting;
-#   * an extra mode `bearer` (TOKENS = tokens file), and BASIC_CACHE_ENTRIES for the Basic cache.
+#   * an extra mode `bearer` (TOKENS = tokens file), and BASIC_CACHE_ENTRIES for the Basic cache;
+#   * SESSION_TICKETS=1 writes `tls.session_tickets: true` (resumption rows only);
+#   * LIMITS_IDLE=300s writes `limits.idle_timeout` (+ max_connections) for the memory rows.
 # Environment: BENCH_MODE (mtls | basic-plain | basic-sha1 | basic-bcrypt5 | basic-bcrypt10 | bearer),
 # LISTEN_ADDR, UPSTREAM_ADDR, TLS_CERT, TLS_KEY, CLIENT_CA, HTPASSWD, TOKENS, WORKERS, M2M_BIN.
 set -eu
@@ -29,6 +31,10 @@ YAML
   if [ "$1" != off ]; then
     echo "  client_ca: $CLIENT_CA"
   fi
+  # resumption row only: the plain rows stay without resumption, like the anchors
+  if [ "${SESSION_TICKETS:-0}" = 1 ]; then
+    echo "  session_tickets: true"
+  fi
   cat <<YAML
   client_cert: $1
 upstream: "http://$UPSTREAM_ADDR"
@@ -40,6 +46,11 @@ shutdown:
 originator:
   mode: overwrite
 YAML
+  # memory rows hold thousands of idle connections for longer than the default idle timeout
+  # allows (older binaries without a `limits` section: leave LIMITS_IDLE unset)
+  if [ -n "${LIMITS_IDLE:-}" ]; then
+    printf 'limits:\n  idle_timeout: %s\n  max_connections: %s\n' "$LIMITS_IDLE" "${LIMITS_MAX_CONNS:-20000}"
+  fi
 }
 
 case "$BENCH_MODE" in
