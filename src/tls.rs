@@ -448,6 +448,10 @@ pub fn listener_settings(
         .set_max_proto_version(Some(SslVersion::TLS1_3))
         .map_err(setup)?;
     settings.set_cipher_list(TLS12_CIPHERS).map_err(setup)?;
+    // Memory per idle connection: free OpenSSL's record buffers between reads, and let it read
+    // ahead since the listener has no L4 read buffer of its own.
+    settings.set_mode(openssl::ssl::SslMode::RELEASE_BUFFERS);
+    settings.set_read_ahead(true);
     settings
         .set_session_id_context(SESSION_ID_CONTEXT)
         .map_err(setup)?;
