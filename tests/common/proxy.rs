@@ -7,11 +7,13 @@
 //! let proxy = ProxyProcess::start(bin, &format!("listen: \"127.0.0.1:{listen}\"\nadmin: \"127.0.0.1:{admin}\"\n..."));
 //! ```
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,12 +23,22 @@ use tempfile::TempDir;
 const DEFAULT_ADMIN: &str = "127.0.0.1:9091";
 const POLL: Duration = Duration::from_millis(25);
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1 and was never handed out before in this
+/// test process: the kernel may give the same ephemeral port to two binds in a row once the
+/// first listener is dropped, which made `listen` and `admin` collide.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+    panic!("no fresh loopback port after 1000 binds");
 }
 
 /// `"127.0.0.1:<free port>"`.
