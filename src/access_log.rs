@@ -25,11 +25,28 @@ pub struct AccessRecord<'a> {
     pub bytes_sent: usize,
 }
 
+/// One line per WebSocket request primitive the proxy answered itself.
+#[derive(Serialize)]
+pub struct WebSocketRefusal<'a> {
+    pub time: String,
+    /// Always "websocket_refused", to tell these lines from request lines.
+    pub event: &'static str,
+    pub client: Option<String>,
+    pub auth_method: &'a str,
+    pub identity: &'a str,
+    /// The proven originator; the refused `fr` is not logged (client-chosen text).
+    pub originator: &'a str,
+    pub request_id: Option<&'a str>,
+    pub to: Option<&'a str>,
+    pub rsc: u16,
+    pub reason: &'a str,
+}
+
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-pub fn write(record: &AccessRecord<'_>) {
+pub fn write(record: &impl Serialize) {
     let Ok(mut line) = serde_json::to_vec(record) else {
         return;
     };

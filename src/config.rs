@@ -54,6 +54,48 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
+}
+
+/// The oneM2M WebSocket binding: every request primitive's `fr` is held to the proven identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Largest WebSocket message (reassembled from its fragments) the client may send; larger
+    /// closes the connection with 1009.
+    #[serde(default = "default_ws_max_message")]
+    pub max_message: usize,
+    /// Let upgrades that offer neither `oneM2M.json` nor `oneM2M.cbor` through uninspected.
+    /// Off by default: otherwise omitting the subprotocol would bypass the `fr` check.
+    #[serde(default)]
+    pub allow_opaque: bool,
+    /// `fr` of the responses the proxy sends when it refuses a primitive; default: the
+    /// CSE-ID that starts the request's `to` (`/id-in/...` -> `/id-in`).
+    #[serde(default)]
+    pub cse_id: Option<String>,
+    /// How long an upgraded connection may stay silent in both directions.
+    #[serde(default = "default_ws_idle_timeout", with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> Self {
+        WebSocketConfig {
+            max_message: default_ws_max_message(),
+            allow_opaque: false,
+            cse_id: None,
+            idle_timeout: default_ws_idle_timeout(),
+        }
+    }
+}
+
+fn default_ws_max_message() -> usize {
+    1024 * 1024
+}
+
+fn default_ws_idle_timeout() -> Duration {
+    Duration::from_secs(3600)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -560,7 +602,7 @@ impl Config {
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
         let same =
             |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") == format!("{b:?}");
-        let checks: [(&'static str, bool); 10] = [
+        let checks: [(&'static str, bool); 11] = [
             ("listen", same(&self.listen, &new.listen)),
             ("threads", same(&self.threads, &new.threads)),
             ("tls", same(&self.tls, &new.tls)),
@@ -580,6 +622,7 @@ impl Config {
             ("reload", same(&self.reload, &new.reload)),
             ("log", same(&self.log, &new.log)),
             ("limits", same(&self.limits, &new.limits)),
+            ("websocket", same(&self.websocket, &new.websocket)),
         ];
         checks
             .into_iter()
@@ -708,6 +751,23 @@ impl Config {
                 "limits",
                 "expected max_header_bytes >= 1024, max_connections >= 1, header_timeout > 0 and idle_timeout >= 1s".into(),
             ));
+        }
+        let ws = &self.websocket;
+        if !(125..=64 * 1024 * 1024).contains(&ws.max_message) {
+            return Err(invalid(
+                "websocket.max_message",
+                format!("expected 125 to 67108864 bytes, got {}", ws.max_message),
+            ));
+        }
+        if ws.idle_timeout.as_secs() == 0 {
+            return Err(invalid(
+                "websocket.idle_timeout",
+                "expected at least 1s".into(),
+            ));
+        }
+        if let Some(cse_id) = &ws.cse_id {
+            crate::originator::validate_originator(cse_id)
+                .map_err(|m| invalid("websocket.cse_id", m))?;
         }
         if self.auth.rate_limit.failures_per_minute == 0 || self.auth.rate_limit.burst == 0 {
             return Err(invalid(

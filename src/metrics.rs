@@ -77,6 +77,21 @@ metric!(CERT_NOT_AFTER: GaugeVec = register_gauge_vec!(
     "notAfter of each loaded certificate as a Unix timestamp (server, client CAs).",
     &["kind", "subject"]
 ));
+metric!(WS_MESSAGES: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_websocket_messages_total",
+    "oneM2M WebSocket messages by direction (to_cse, to_client) and outcome (forwarded, rewritten, refused, invalid).",
+    &["direction", "outcome"]
+));
+metric!(WS_REFUSALS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_websocket_originator_refusals_total",
+    "WebSocket primitives whose `fr` the originator policy refused, by reason (not_allowed, response_originator).",
+    &["reason"]
+));
+metric!(WS_CLOSES: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_websocket_closed_by_proxy_total",
+    "WebSocket connections the proxy closed, by close code (1002 protocol, 1003 wrong type, 1007 invalid primitive, 1008 policy, 1009 too big).",
+    &["code"]
+));
 metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "m2m_auth_proxy_build_info",
     "Build information; always 1.",
@@ -136,6 +151,16 @@ pub fn init() {
     ] {
         HANDSHAKE_FAILURES.with_label_values(&[reason]);
     }
+    for outcome in ["forwarded", "rewritten", "refused", "invalid"] {
+        WS_MESSAGES.with_label_values(&["to_cse", outcome]);
+    }
+    WS_MESSAGES.with_label_values(&["to_client", "forwarded"]);
+    for reason in ["not_allowed", "response_originator"] {
+        WS_REFUSALS.with_label_values(&[reason]);
+    }
+    for code in WS_CLOSE_CODES {
+        WS_CLOSES.with_label_values(&[code]);
+    }
     for limit in ["max_connections", "header_timeout"] {
         CONNECTIONS_REFUSED.with_label_values(&[limit]);
     }
@@ -154,6 +179,27 @@ pub fn init() {
             RELOADS.with_label_values(&[file, result]);
         }
     }
+}
+
+const WS_CLOSE_CODES: [&str; 5] = ["1002", "1003", "1007", "1008", "1009"];
+
+pub fn websocket_message(direction: &str, outcome: &str) {
+    WS_MESSAGES.with_label_values(&[direction, outcome]).inc();
+}
+
+pub fn websocket_originator_refusal(reason: &str) {
+    WS_REFUSALS.with_label_values(&[reason]).inc();
+}
+
+pub fn websocket_close(code: u16) {
+    let code = code.to_string();
+    // only the codes the gate sends; anything else would be a bug, counted as "other"
+    let label = WS_CLOSE_CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("other");
+    WS_CLOSES.with_label_values(&[label]).inc();
 }
 
 pub fn render() -> Vec<u8> {

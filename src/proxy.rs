@@ -2,7 +2,7 @@
 //! the originator policy, rewrite headers, forward, answer failures in oneM2M form, log.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{self, AccessRecord};
 use crate::auth::{AuthError, Authenticator, Failure, Presented};
-use crate::config::{Anonymous, Method};
+use crate::config::{Anonymous, Method, WebSocketConfig};
 use crate::headers::{self, Forwarding};
 use crate::identity::Identity;
 use crate::limits::ConnectionLimits;
@@ -22,10 +22,7 @@ use crate::metrics;
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
 use crate::tls::ConnectionInfo;
-
-/// How long an upgraded (WebSocket) connection may stay silent. Pingora's default downstream
-/// read timeout (60 s) would otherwise close idle WebSockets.
-const WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+use crate::websocket::gate::{self, Gate, Upgrade};
 
 pub struct AuthProxy {
     pub auth: Authenticator,
@@ -40,6 +37,7 @@ pub struct AuthProxy {
     pub challenges: Vec<String>,
     pub limits: RequestLimits,
     pub connections: Arc<ConnectionLimits>,
+    pub websocket: WebSocketConfig,
 }
 
 /// Per-request size limits and the keep-alive idle timeout.
@@ -61,6 +59,10 @@ pub struct RequestCtx {
     upstream_status: Option<u16>,
     body_bytes: u64,
     upgraded: bool,
+    /// oneM2M subprotocols the client offered (json, cbor): the upgrade is inspected.
+    onem2m_offer: Option<(bool, bool)>,
+    /// Set once the upstream accepted a oneM2M WebSocket.
+    websocket: Option<Box<Gate>>,
 }
 
 /// What a refusal is counted as.
@@ -190,6 +192,8 @@ impl ProxyHttp for AuthProxy {
             upstream_status: None,
             body_bytes: 0,
             upgraded: false,
+            onem2m_offer: None,
+            websocket: None,
         }
     }
 
@@ -216,6 +220,15 @@ impl ProxyHttp for AuthProxy {
             }
         };
 
+        if session.is_upgrade_req() {
+            ctx.upgraded = true;
+            if let Some(err) = self.check_upgrade(session.req_header(), identity.is_some(), ctx) {
+                return self.refuse(session, ctx, AuthOrPolicy::Other, err).await;
+            }
+            // Pingora's default downstream read timeout (60 s) would close idle WebSockets.
+            session.set_read_timeout(Some(self.websocket.idle_timeout));
+        }
+
         if let Some(identity) = &identity {
             let claimed = headers::client_originators(session.req_header());
             match self.policy.load().decide(identity, &claimed) {
@@ -232,21 +245,19 @@ impl ProxyHttp for AuthProxy {
             }
         }
         ctx.identity = identity;
-
-        if session.is_upgrade_req() {
-            ctx.upgraded = true;
-            session.set_read_timeout(Some(WEBSOCKET_IDLE_TIMEOUT));
-        }
         Ok(false)
     }
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.websocket.is_some() && session.was_upgraded() {
+            return self.websocket_from_client(session, body, ctx).await;
+        }
         if let Some(chunk) = body {
             ctx.body_bytes += chunk.len() as u64;
             // chunked bodies have no Content-Length to check up front
@@ -273,6 +284,9 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<()> {
         let client_ip = client_ip(session);
         ctx.upstream_sent = Some(Instant::now());
+        if let Some((json, cbor)) = ctx.onem2m_offer {
+            gate::restrict_upstream_request(upstream_request, json, cbor)?;
+        }
         headers::rewrite_upstream(
             upstream_request,
             &Forwarding {
@@ -294,7 +308,40 @@ impl ProxyHttp for AuthProxy {
         if let Some(sent) = ctx.upstream_sent {
             metrics::upstream_duration(sent.elapsed().as_secs_f64());
         }
+        if let (Some((json, cbor)), 101) = (ctx.onem2m_offer, upstream_response.status.as_u16()) {
+            let encoding = gate::negotiated(upstream_response, json, cbor)
+                .map_err(|why| Error::explain(ErrorType::Custom(WEBSOCKET_NEGOTIATION), why))
+                .map_err(|e| e.into_up())?;
+            // check_upgrade refused anonymous oneM2M upgrades, so there is an identity
+            let identity = ctx.identity.clone().ok_or_else(|| {
+                Error::explain(ErrorType::InternalError, "oneM2M WebSocket without identity")
+            })?;
+            ctx.websocket = Some(Box::new(Gate::new(
+                encoding,
+                identity,
+                self.policy.clone(),
+                self.websocket.cse_id.clone(),
+                self.websocket.max_message,
+            )));
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(gate), Some(data)) = (ctx.websocket.as_mut(), body.take()) {
+            let data = gate
+                .on_server_data(data)
+                .map_err(|why| Error::explain(ErrorType::Custom(WEBSOCKET_FRAMING), why))
+                .map_err(|e| e.into_up())?;
+            *body = Some(data);
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(
@@ -388,6 +435,80 @@ impl ProxyHttp for AuthProxy {
     }
 }
 
+const WEBSOCKET_NEGOTIATION: &str = "WebSocketNegotiation";
+const WEBSOCKET_FRAMING: &str = "WebSocketFraming";
+
+impl AuthProxy {
+    /// `None` when the upgrade may go on; records in `ctx` whether it is inspected.
+    fn check_upgrade(
+        &self,
+        req: &RequestHeader,
+        authenticated: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<M2mError> {
+        match gate::classify(req) {
+            Upgrade::OneM2M { .. } if !authenticated => Some(M2mError::unauthenticated(
+                "a oneM2M WebSocket needs an authenticated originator",
+            )),
+            Upgrade::OneM2M { json, cbor } => {
+                ctx.onem2m_offer = Some((json, cbor));
+                None
+            }
+            Upgrade::Opaque if self.websocket.allow_opaque => None,
+            Upgrade::Opaque => Some(M2mError::other(
+                400,
+                "WebSocket upgrade must offer subprotocol oneM2M.json or oneM2M.cbor",
+            )),
+        }
+    }
+
+    /// Client bytes after the 101: each message is judged; refusals and close frames go back
+    /// to the client on this connection, the rest continues to the CSE.
+    async fn websocket_from_client(
+        &self,
+        session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(gate), Some(data)) = (ctx.websocket.as_mut(), body.as_ref()) else {
+            return Ok(());
+        };
+        if gate.client_done() && !data.is_empty() {
+            // the client keeps talking after a close: stop reading it
+            return Error::e_explain(ErrorType::ReadError, "WebSocket data after close");
+        }
+        let out = gate.on_client_data(data);
+        *body = Some(out.to_upstream.freeze());
+        if let Some(frames) = out.to_client {
+            session.write_response_body(Some(frames), false).await?;
+        }
+        if self.access_log {
+            let identity = ctx.identity.as_deref();
+            for refused in &out.refused {
+                access_log::write(&access_log::WebSocketRefusal {
+                    time: access_log::now_rfc3339(),
+                    event: "websocket_refused",
+                    client: session.client_addr().map(|a| a.to_string()),
+                    auth_method: identity.map_or("none", |i| i.proven_by.as_str()),
+                    identity: identity.map_or("", |i| i.name.as_str()),
+                    originator: identity.map_or("", |i| i.originator.as_str()),
+                    request_id: refused.request_id.as_deref(),
+                    to: refused.to.as_deref(),
+                    rsc: 4103,
+                    reason: refused.reason,
+                });
+            }
+        }
+        if let Some(code) = out.closed_with {
+            log::info!(
+                "closed WebSocket of {}: close code {code}",
+                ctx.identity.as_deref().map_or("?", |i| i.name.as_str())
+            );
+        }
+        Ok(())
+    }
+}
+
 fn upstream_error_kind(e: &Error) -> &'static str {
     use ErrorType::*;
     match e.etype() {
@@ -408,6 +529,12 @@ fn error_response(e: &Error) -> Option<M2mError> {
             _ => "request refused",
         };
         return Some(M2mError::other(*code, reason));
+    }
+    if let Custom(WEBSOCKET_NEGOTIATION) = e.etype() {
+        return Some(M2mError::upstream(
+            502,
+            "upstream CSE did not accept a oneM2M WebSocket subprotocol",
+        ));
     }
     match e.esource() {
         ErrorSource::Upstream => Some(match e.etype() {

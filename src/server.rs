@@ -217,6 +217,7 @@ pub fn run(p: Prepared) -> Result<()> {
             idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
         },
         connections: connections.clone(),
+        websocket: p.config.websocket.clone(),
         anonymous: p.config.auth.anonymous,
         forward_authorization: p.config.auth.forward_authorization,
         upstream: upstream_peer(&p),

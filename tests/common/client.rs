@@ -660,6 +660,16 @@ impl Conn {
         let _ = self.tcp().shutdown(Shutdown::Write);
     }
 
+    /// The TLS stream itself, for a client that speaks its own protocol on it (nothing may
+    /// have been read yet).
+    pub fn into_tls_stream(self) -> SslStream<TcpStream> {
+        assert!(self.wire.buf.is_empty(), "bytes already read would be lost");
+        match self.wire.stream {
+            Stream::Tls(s) => *s,
+            Stream::Plain(_) => panic!("not a TLS connection"),
+        }
+    }
+
     /// Sends one WebSocket frame, masked with a random key (as a client must).
     pub fn ws_send(&mut self, opcode: u8, payload: &[u8], fin: bool) -> Result<(), String> {
         let mut mask = [0u8; 4];

@@ -1,0 +1,387 @@
+//! What the proxy does with a oneM2M WebSocket: which upgrades it lets through, and, after the
+//! 101, what happens to every message. The originator decision is the same policy code that
+//! judges `X-M2M-Origin` over HTTP; this file only carries `fr` to it and acts on the answer.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, UPGRADE};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use super::frame::{close_frame, encode_frame, ClientEvent, ClientStream, Opcode, ServerStream};
+use super::primitive::{self, Encoding, Primitive};
+use crate::identity::Identity;
+use crate::metrics;
+use crate::originator::OriginatorPolicy;
+
+pub const JSON: &str = "oneM2M.json";
+pub const CBOR: &str = "oneM2M.cbor";
+
+/// RSC of a refused request primitive: ORIGINATOR_HAS_NO_PRIVILEGE.
+const RSC_NO_PRIVILEGE: u16 = 4103;
+
+/// What an upgrade request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upgrade {
+    /// A WebSocket offering at least one oneM2M subprotocol: inspected.
+    OneM2M { json: bool, cbor: bool },
+    /// Anything else (no oneM2M subprotocol, or not a WebSocket at all).
+    Opaque,
+}
+
+pub fn classify(req: &RequestHeader) -> Upgrade {
+    let websocket = req
+        .headers
+        .get_all(UPGRADE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !websocket {
+        return Upgrade::Opaque;
+    }
+    let (mut json, mut cbor) = (false, false);
+    for value in req.headers.get_all(SEC_WEBSOCKET_PROTOCOL) {
+        let Ok(list) = value.to_str() else { continue };
+        for token in list.split(',').map(str::trim) {
+            // subprotocol names are case-sensitive (RFC 6455, 4.1)
+            json |= token == JSON;
+            cbor |= token == CBOR;
+        }
+    }
+    if json || cbor {
+        Upgrade::OneM2M { json, cbor }
+    } else {
+        Upgrade::Opaque
+    }
+}
+
+/// The upstream may only pick a oneM2M subprotocol and no extension: permessage-deflate would
+/// hide every message from the gate.
+pub fn restrict_upstream_request(
+    req: &mut RequestHeader,
+    json: bool,
+    cbor: bool,
+) -> pingora::Result<()> {
+    let offer = match (json, cbor) {
+        (true, true) => "oneM2M.json, oneM2M.cbor",
+        (true, false) => JSON,
+        _ => CBOR,
+    };
+    req.remove_header(&SEC_WEBSOCKET_EXTENSIONS);
+    req.insert_header(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(offer))
+}
+
+/// The subprotocol the upstream chose in its 101, or why the connection cannot be inspected.
+pub fn negotiated(resp: &ResponseHeader, json: bool, cbor: bool) -> Result<Encoding, &'static str> {
+    if resp.headers.get(SEC_WEBSOCKET_EXTENSIONS).is_some() {
+        return Err("upstream negotiated a WebSocket extension the proxy did not offer");
+    }
+    let mut chosen = resp.headers.get_all(SEC_WEBSOCKET_PROTOCOL).iter();
+    match (chosen.next().map(HeaderValue::as_bytes), chosen.next()) {
+        (Some(b"oneM2M.json"), None) if json => Ok(Encoding::Json),
+        (Some(b"oneM2M.cbor"), None) if cbor => Ok(Encoding::Cbor),
+        _ => Err("upstream did not select an offered oneM2M WebSocket subprotocol"),
+    }
+}
+
+/// A request primitive the gate answered itself; one access-log line each.
+pub struct RefusedMessage {
+    pub request_id: Option<String>,
+    pub to: Option<String>,
+    pub reason: &'static str,
+}
+
+/// What one chunk from the client turns into.
+#[derive(Default)]
+pub struct ClientOutput {
+    /// Frames for the upstream (masked, as a client sends them).
+    pub to_upstream: BytesMut,
+    /// Frames to write to the client now; `None` when nothing is due or they wait for the
+    /// CSE's current message to end.
+    pub to_client: Option<Bytes>,
+    pub refused: Vec<RefusedMessage>,
+    /// Close code when the gate closed the connection because of this chunk.
+    pub closed_with: Option<u16>,
+}
+
+/// Per-connection state after a oneM2M upgrade.
+pub struct Gate {
+    encoding: Encoding,
+    identity: Arc<Identity>,
+    policy: Arc<ArcSwap<OriginatorPolicy>>,
+    cse_id: Option<String>,
+    client: ClientStream,
+    server: ServerStream,
+    /// Frames for the client waiting for a message boundary in the CSE's stream.
+    waiting_for_client: BytesMut,
+    /// The client sent Close or the gate closed: nothing more is read from the client.
+    client_done: bool,
+    mask: MaskKeys,
+}
+
+impl Gate {
+    pub fn new(
+        encoding: Encoding,
+        identity: Arc<Identity>,
+        policy: Arc<ArcSwap<OriginatorPolicy>>,
+        cse_id: Option<String>,
+        max_message: usize,
+    ) -> Self {
+        Gate {
+            encoding,
+            identity,
+            policy,
+            cse_id,
+            client: ClientStream::new(max_message),
+            server: ServerStream::new(),
+            waiting_for_client: BytesMut::new(),
+            client_done: false,
+            mask: MaskKeys::new(),
+        }
+    }
+
+    pub fn client_done(&self) -> bool {
+        self.client_done
+    }
+
+    pub fn on_client_data(&mut self, data: &[u8]) -> ClientOutput {
+        let mut out = ClientOutput::default();
+        if self.client_done {
+            return out;
+        }
+        let events = match self.client.push(data) {
+            Ok(events) => events,
+            Err(violation) => {
+                metrics::websocket_message("to_cse", "invalid");
+                self.close(&mut out, violation.code, violation.reason);
+                Vec::new()
+            }
+        };
+        for event in events {
+            match event {
+                ClientEvent::Control(frame) => out.to_upstream.extend_from_slice(&frame),
+                ClientEvent::Close(frame) => {
+                    out.to_upstream.extend_from_slice(&frame);
+                    self.client_done = true;
+                    break;
+                }
+                ClientEvent::Message { opcode, payload } => {
+                    if let Err((code, reason)) = self.on_message(opcode, &payload, &mut out) {
+                        self.close(&mut out, code, reason);
+                        break;
+                    }
+                }
+            }
+        }
+        out.to_client = self.due_for_client();
+        out
+    }
+
+    fn on_message(
+        &mut self,
+        opcode: Opcode,
+        payload: &[u8],
+        out: &mut ClientOutput,
+    ) -> Result<(), (u16, &'static str)> {
+        let expected = match self.encoding {
+            Encoding::Json => Opcode::Text,
+            Encoding::Cbor => Opcode::Binary,
+        };
+        if opcode != expected {
+            metrics::websocket_message("to_cse", "invalid");
+            return Err((1003, "message type does not match the negotiated subprotocol"));
+        }
+        let request = match primitive::parse(self.encoding, payload) {
+            Ok(p) => p,
+            Err(reason) => {
+                metrics::websocket_message("to_cse", "invalid");
+                return Err((1007, reason));
+            }
+        };
+        let claimed: Vec<&str> = request.fr.as_deref().into_iter().collect();
+        let policy = self.policy.load();
+        let decision = policy.decide(&self.identity, &claimed);
+        match decision {
+            Ok(originator) => {
+                let forwarded = if request.fr.as_deref() == Some(originator) {
+                    metrics::websocket_message("to_cse", "forwarded");
+                    self.frame_for_upstream(opcode, payload)
+                } else {
+                    metrics::websocket_message("to_cse", "rewritten");
+                    let rewritten = request.with_originator(payload, originator);
+                    self.frame_for_upstream(opcode, &rewritten)
+                };
+                out.to_upstream.extend_from_slice(&forwarded);
+                Ok(())
+            }
+            // A response primitive (to a notification) cannot be answered: close instead.
+            Err(_) if request.op.is_none() => {
+                metrics::websocket_originator_refusal("response_originator");
+                metrics::websocket_message("to_cse", "invalid");
+                Err((1008, "response primitive with an originator not allowed"))
+            }
+            Err(refusal) => {
+                metrics::websocket_originator_refusal("not_allowed");
+                metrics::websocket_message("to_cse", "refused");
+                let reason = refusal.reason();
+                let answer = primitive::refusal(
+                    self.encoding,
+                    &request,
+                    RSC_NO_PRIVILEGE,
+                    self.cse_id
+                        .as_deref()
+                        .or_else(|| request.to.as_deref().and_then(cse_id_of)),
+                    reason,
+                );
+                self.waiting_for_client
+                    .extend_from_slice(&encode_frame(expected, &answer, None));
+                out.refused.push(RefusedMessage {
+                    request_id: request.rqi.clone(),
+                    to: request.to.clone(),
+                    reason,
+                });
+                Ok(())
+            }
+        }
+    }
+
+    /// Close the client side with `code`, tell the upstream the client is going away.
+    fn close(&mut self, out: &mut ClientOutput, code: u16, reason: &'static str) {
+        metrics::websocket_close(code);
+        self.waiting_for_client
+            .extend_from_slice(&close_frame(code, reason, None));
+        out.to_upstream
+            .extend_from_slice(&close_frame(1001, "client closed by the proxy", Some(self.mask.next())));
+        out.closed_with = Some(code);
+        self.client_done = true;
+    }
+
+    fn frame_for_upstream(&mut self, opcode: Opcode, payload: &[u8]) -> Bytes {
+        encode_frame(opcode, payload, Some(self.mask.next()))
+    }
+
+    /// Our frames may go out only between the CSE's messages, never inside one.
+    fn due_for_client(&mut self) -> Option<Bytes> {
+        if self.waiting_for_client.is_empty() || !self.server.at_message_boundary() {
+            return None;
+        }
+        Some(self.waiting_for_client.split().freeze())
+    }
+
+    /// The CSE's bytes for the client, with any waiting frames of ours placed at the first
+    /// message boundary.
+    pub fn on_server_data(&mut self, data: Bytes) -> Result<Bytes, &'static str> {
+        let before = self.server.messages_completed();
+        let boundary = self.server.push(&data).map_err(|v| v.reason)?;
+        for _ in before..self.server.messages_completed() {
+            metrics::websocket_message("to_client", "forwarded");
+        }
+        match boundary {
+            Some(at) if !self.waiting_for_client.is_empty() => {
+                let ours = self.waiting_for_client.split();
+                let mut joined = BytesMut::with_capacity(data.len() + ours.len());
+                joined.extend_from_slice(&data[..at]);
+                joined.extend_from_slice(&ours);
+                joined.extend_from_slice(&data[at..]);
+                Ok(joined.freeze())
+            }
+            _ => Ok(data),
+        }
+    }
+}
+
+/// `/id-in/cse-in/Cae1` -> `/id-in`: the CSE a CSE-relative `to` is addressed to.
+fn cse_id_of(to: &str) -> Option<&str> {
+    let rest = to.strip_prefix('/')?;
+    if rest.starts_with('/') {
+        return None; // absolute form `//sp/cse`: no single CSE-ID segment
+    }
+    let end = rest.find('/').map_or(to.len(), |i| i + 1);
+    Some(&to[..end])
+}
+
+/// Masking keys for the frames the proxy sends upstream. RFC 6455 wants them unpredictable to
+/// scripts in a browser; the upstream here is a CSE, so a per-connection random seed stepped by
+/// xorshift is enough and avoids a system call per message.
+struct MaskKeys(u64);
+
+impl MaskKeys {
+    fn new() -> Self {
+        let mut seed = [0u8; 8];
+        // A failing OS RNG only makes the keys predictable, which the CSE does not care about.
+        let _ = getrandom::fill(&mut seed);
+        MaskKeys(u64::from_le_bytes(seed) | 1)
+    }
+
+    fn next(&mut self) -> [u8; 4] {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x as u32).to_le_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cse_id_is_the_first_segment_of_a_cse_relative_target() {
+        assert_eq!(cse_id_of("/id-in/cse-in/Cae1"), Some("/id-in"));
+        assert_eq!(cse_id_of("/id-in"), Some("/id-in"));
+        assert_eq!(cse_id_of("cse-in/Cae1"), None);
+        assert_eq!(cse_id_of("//sp.example/id-in/x"), None);
+    }
+
+    #[test]
+    fn only_websocket_upgrades_offering_onem2m_are_inspected() {
+        let req = |upgrade: &str, protocols: &[&str]| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            r.insert_header("upgrade", upgrade).unwrap();
+            for p in protocols {
+                r.append_header("sec-websocket-protocol", *p).unwrap();
+            }
+            r
+        };
+        assert_eq!(
+            classify(&req("websocket", &["chat, oneM2M.cbor"])),
+            Upgrade::OneM2M {
+                json: false,
+                cbor: true
+            }
+        );
+        assert_eq!(
+            classify(&req("WebSocket", &["chat", "oneM2M.json"])),
+            Upgrade::OneM2M {
+                json: true,
+                cbor: false
+            }
+        );
+        assert_eq!(classify(&req("websocket", &["onem2m.json"])), Upgrade::Opaque);
+        assert_eq!(classify(&req("websocket", &[])), Upgrade::Opaque);
+        assert_eq!(classify(&req("h2c", &["oneM2M.json"])), Upgrade::Opaque);
+    }
+
+    #[test]
+    fn the_upstream_must_choose_exactly_one_offered_subprotocol_and_no_extension() {
+        let resp = |protocols: &[&str], ext: bool| {
+            let mut r = ResponseHeader::build(101, None).unwrap();
+            for p in protocols {
+                r.append_header("sec-websocket-protocol", *p).unwrap();
+            }
+            if ext {
+                r.insert_header("sec-websocket-extensions", "permessage-deflate")
+                    .unwrap();
+            }
+            r
+        };
+        assert_eq!(negotiated(&resp(&[JSON], false), true, true), Ok(Encoding::Json));
+        assert_eq!(negotiated(&resp(&[CBOR], false), false, true), Ok(Encoding::Cbor));
+        assert!(negotiated(&resp(&[CBOR], false), true, false).is_err());
+        assert!(negotiated(&resp(&[], false), true, true).is_err());
+        assert!(negotiated(&resp(&[JSON, JSON], false), true, true).is_err());
+        assert!(negotiated(&resp(&[JSON], true), true, true).is_err());
+    }
+}

@@ -1,0 +1,343 @@
+//! The oneM2M WebSocket binding through the real proxy over TLS: the `fr` of every request
+//! primitive is held to the proven originator, in JSON and CBOR, whatever the framing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::scenario::{Scenario, ScenarioOpts};
+use common::{ClientOpts, Conn, Request, WS_BINARY, WS_CLOSE, WS_CONT, WS_PING, WS_PONG, WS_TEXT};
+use serde_json::{json, Value};
+
+const PROVEN: &str = "Cae-ws";
+
+fn start(mode: &str, extra: &str) -> Scenario {
+    Scenario::start(ScenarioOpts {
+        originator: format!("mode: {mode}"),
+        extra: extra.into(),
+        ..Default::default()
+    })
+}
+
+/// A TLS connection upgraded to a oneM2M WebSocket with `protocol`, as the proven AE.
+fn open(s: &Scenario, protocol: &str) -> Conn {
+    let client = s.client(ClientOpts::uri(PROVEN));
+    let mut conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let resp = conn
+        .request(&Request::websocket("/ws", &[protocol]))
+        .unwrap();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    assert_eq!(resp.header("Sec-WebSocket-Protocol"), Some(protocol));
+    conn
+}
+
+/// The next data message, answering nothing; panics on anything else.
+fn recv_message(conn: &mut Conn) -> (u8, Vec<u8>) {
+    let (opcode, payload, fin) = conn.ws_recv().unwrap();
+    assert!(fin, "the proxy and the echo upstream send unfragmented messages");
+    assert!(
+        opcode == WS_TEXT || opcode == WS_BINARY,
+        "expected a data message, got opcode {opcode}: {:?}",
+        String::from_utf8_lossy(&payload)
+    );
+    (opcode, payload)
+}
+
+fn recv_json(conn: &mut Conn) -> Value {
+    let (opcode, payload) = recv_message(conn);
+    assert_eq!(opcode, WS_TEXT);
+    serde_json::from_slice(&payload).unwrap()
+}
+
+/// The close frame the proxy sends: (code, reason).
+fn recv_close(conn: &mut Conn) -> (u16, String) {
+    let (opcode, payload, _) = conn.ws_recv().unwrap();
+    assert_eq!(opcode, WS_CLOSE, "{:?}", String::from_utf8_lossy(&payload));
+    assert!(payload.len() >= 2);
+    (
+        u16::from_be_bytes([payload[0], payload[1]]),
+        String::from_utf8_lossy(&payload[2..]).into_owned(),
+    )
+}
+
+/// What the CSE received, as JSON values.
+fn cse_received_json(s: &Scenario) -> Vec<Value> {
+    s.upstream
+        .ws_messages()
+        .iter()
+        .map(|(_, p)| serde_json::from_slice(p).unwrap())
+        .collect()
+}
+
+fn metric(s: &Scenario, line_start: &str) -> f64 {
+    let (_, text) = s.proxy.admin_get("/metrics").unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {line_start} in\n{text}"))
+}
+
+#[test]
+fn overwrite_sets_fr_to_the_proven_originator_and_keeps_the_other_bytes() {
+    let s = start("overwrite", "");
+    let mut conn = open(&s, "oneM2M.json");
+    let spoofed = br#"{"op":4, "to":"/id-in/cse-in/CAdmin/cnt", "fr":"CAdmin","rqi":"del-1","rvi":"3"}"#;
+    conn.ws_send(WS_TEXT, spoofed, true).unwrap();
+    let echoed = recv_message(&mut conn).1;
+    assert_eq!(
+        String::from_utf8(echoed).unwrap(),
+        r#"{"op":4, "to":"/id-in/cse-in/CAdmin/cnt", "fr":"Cae-ws","rqi":"del-1","rvi":"3"}"#,
+        "only the value of fr changes"
+    );
+
+    // no fr at all: the proven one is added
+    conn.ws_send(WS_TEXT, br#"{"op":2,"to":"/id-in/cse-in","rqi":"r2","rvi":"3"}"#, true)
+        .unwrap();
+    assert_eq!(recv_json(&mut conn)["fr"], PROVEN);
+
+    // the proven originator itself passes untouched
+    let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"r3","rvi":"3"}"#;
+    conn.ws_send(WS_TEXT, own, true).unwrap();
+    assert_eq!(recv_message(&mut conn).1, own.to_vec());
+
+    let seen = cse_received_json(&s);
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|m| m["fr"] == PROVEN), "{seen:?}");
+    assert_eq!(
+        metric(&s, r#"m2m_auth_proxy_websocket_messages_total{direction="to_cse",outcome="rewritten"}"#),
+        2.0
+    );
+}
+
+#[test]
+fn verify_answers_a_foreign_fr_with_4103_on_the_same_connection_and_forwards_nothing() {
+    let s = start("verify", "websocket:\n  cse_id: /id-in\n");
+    let mut conn = open(&s, "oneM2M.json");
+    conn.ws_send(
+        WS_TEXT,
+        br#"{"op":4,"to":"/id-in/cse-in/Cother","fr":"Cother","rqi":"steal-1","rvi":"3"}"#,
+        true,
+    )
+    .unwrap();
+    let answer = recv_json(&mut conn);
+    assert_eq!(answer["rsc"], 4103, "{answer}");
+    assert_eq!(answer["rqi"], "steal-1");
+    assert_eq!(answer["rvi"], "3");
+    assert_eq!(answer["to"], "Cother");
+    assert_eq!(answer["fr"], "/id-in");
+    assert!(answer["pc"]["m2m:dbg"].as_str().unwrap().contains("not allowed"));
+
+    // the connection stays usable: the AE's own fr goes through
+    let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"ok-1","rvi":"3"}"#;
+    conn.ws_send(WS_TEXT, own, true).unwrap();
+    assert_eq!(recv_message(&mut conn).1, own.to_vec());
+    let seen = cse_received_json(&s);
+    assert_eq!(seen.len(), 1, "the refused primitive never reached the CSE: {seen:?}");
+    assert_eq!(seen[0]["rqi"], "ok-1");
+
+    assert_eq!(
+        metric(&s, r#"m2m_auth_proxy_websocket_originator_refusals_total{reason="not_allowed"}"#),
+        1.0
+    );
+    let log = s.proxy.stdout_text();
+    let refusal: Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["event"] == "websocket_refused")
+        .unwrap_or_else(|| panic!("no refusal line in the access log:\n{log}"));
+    assert_eq!(refusal["request_id"], "steal-1");
+    assert_eq!(refusal["originator"], PROVEN);
+    assert!(!log.contains("Cother\",\"rsc"), "the refused fr is not logged");
+}
+
+#[test]
+fn fragments_with_a_ping_between_them_are_judged_as_one_message() {
+    let s = start("overwrite", "");
+    let mut conn = open(&s, "oneM2M.json");
+    let msg = br#"{"op":1,"to":"/id-in/cse-in","fr":"CAdmin","rqi":"frag","rvi":"3","ty":2,"pc":{"m2m:ae":{"rn":"x"}}}"#;
+    let (a, rest) = msg.split_at(10);
+    let (b, c) = rest.split_at(30);
+    conn.ws_send(WS_TEXT, a, false).unwrap();
+    conn.ws_send(WS_PING, b"between", true).unwrap();
+    conn.ws_send(WS_CONT, b, false).unwrap();
+    conn.ws_send(WS_CONT, c, true).unwrap();
+    // the ping went on to the CSE at once; its pong comes back through the proxy
+    let (opcode, payload, _) = conn.ws_recv().unwrap();
+    assert_eq!((opcode, payload.as_slice()), (WS_PONG, &b"between"[..]));
+    let echoed = recv_json(&mut conn);
+    assert_eq!(echoed["fr"], PROVEN);
+    assert_eq!(echoed["pc"]["m2m:ae"]["rn"], "x");
+    assert_eq!(cse_received_json(&s).len(), 1);
+}
+
+#[test]
+fn cbor_primitives_are_rewritten_and_refused_in_cbor() {
+    let cbor = |v: &Value| {
+        let mut out = Vec::new();
+        ciborium::into_writer(v, &mut out).unwrap();
+        out
+    };
+    let decode = |b: &[u8]| -> Value { ciborium::from_reader(b).unwrap() };
+
+    let s = start("overwrite", "");
+    let mut conn = open(&s, "oneM2M.cbor");
+    let spoofed = json!({"op": 2, "to": "/id-in/cse-in", "fr": "CAdmin", "rqi": "c1", "rvi": "3"});
+    conn.ws_send(WS_BINARY, &cbor(&spoofed), true).unwrap();
+    let (opcode, echoed) = recv_message(&mut conn);
+    assert_eq!(opcode, WS_BINARY);
+    let mut expected = spoofed.clone();
+    expected["fr"] = json!(PROVEN);
+    assert_eq!(decode(&echoed), expected);
+    drop(conn);
+
+    let s = start("verify", "");
+    let mut conn = open(&s, "oneM2M.cbor");
+    let spoofed = json!({"op": 2, "to": "/id-in/cse-in", "fr": "CAdmin", "rqi": "c2"});
+    conn.ws_send(WS_BINARY, &cbor(&spoofed), true).unwrap();
+    let (opcode, answer) = recv_message(&mut conn);
+    assert_eq!(opcode, WS_BINARY);
+    let answer = decode(&answer);
+    assert_eq!(answer["rsc"], 4103, "{answer}");
+    assert_eq!(answer["rqi"], "c2");
+    assert_eq!(answer["fr"], "/id-in", "CSE-ID taken from the request's to");
+    assert!(s.upstream.ws_messages().is_empty());
+}
+
+#[test]
+fn malformed_traffic_closes_the_connection_with_the_right_code() {
+    let s = start("overwrite", "websocket:\n  max_message: 1024\n");
+    let cases: [(&str, &str, Vec<(u8, Vec<u8>)>, u16); 5] = [
+        ("not a primitive", "oneM2M.json", vec![(WS_TEXT, b"hello there".to_vec())], 1007),
+        (
+            "JSON without op or rsc",
+            "oneM2M.json",
+            vec![(WS_TEXT, br#"{"fr":"CAdmin","to":"/id-in"}"#.to_vec())],
+            1007,
+        ),
+        (
+            "binary frame on oneM2M.json",
+            "oneM2M.json",
+            vec![(WS_BINARY, br#"{"op":2,"to":"/id-in","rqi":"1"}"#.to_vec())],
+            1003,
+        ),
+        (
+            "text frame on oneM2M.cbor",
+            "oneM2M.cbor",
+            vec![(WS_TEXT, br#"{"op":2,"to":"/id-in","rqi":"1"}"#.to_vec())],
+            1003,
+        ),
+        (
+            "message over websocket.max_message",
+            "oneM2M.json",
+            vec![(WS_TEXT, vec![b' '; 2000])],
+            1009,
+        ),
+    ];
+    for (case, protocol, frames, code) in cases {
+        let mut conn = open(&s, protocol);
+        for (opcode, payload) in frames {
+            conn.ws_send(opcode, &payload, true).unwrap();
+        }
+        let (got, reason) = recv_close(&mut conn);
+        assert_eq!(got, code, "{case}: {reason}");
+    }
+    // an unmasked client frame is a protocol error
+    let mut conn = open(&s, "oneM2M.json");
+    conn.send_raw(&common::client::ws_frame(WS_TEXT, b"{}", true, None))
+        .unwrap();
+    assert_eq!(recv_close(&mut conn).0, 1002);
+
+    assert!(s.upstream.ws_messages().is_empty(), "nothing reached the CSE");
+    assert_eq!(
+        metric(&s, r#"m2m_auth_proxy_websocket_closed_by_proxy_total{code="1007"}"#),
+        2.0
+    );
+}
+
+#[test]
+fn an_upgrade_without_a_onem2m_subprotocol_is_refused_unless_opaque_is_allowed() {
+    let s = start("overwrite", "");
+    let client = s.client(ClientOpts::uri(PROVEN));
+    for protocols in [&[][..], &["chat"][..], &["onem2m.json"][..]] {
+        let resp = s
+            .tls(Some(&client))
+            .connect_and_request(s.addr, &Request::websocket("/ws", protocols))
+            .unwrap();
+        assert_eq!(resp.status, 400, "{protocols:?}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4000"));
+    }
+    assert_eq!(s.upstream.count(), 0);
+
+    let s = start("overwrite", "websocket:\n  allow_opaque: true\n");
+    let mut conn = s.tls(Some(&client_of(&s))).connect(s.addr).unwrap();
+    let resp = conn.request(&Request::websocket("/ws", &["chat"])).unwrap();
+    assert_eq!(resp.status, 101);
+    let msg = br#"{"op":2,"fr":"CAdmin","rqi":"opaque"}"#;
+    conn.ws_send(WS_TEXT, msg, true).unwrap();
+    assert_eq!(recv_message(&mut conn).1, msg.to_vec(), "opaque: not inspected");
+}
+
+fn client_of(s: &Scenario) -> common::CertKey {
+    s.client(ClientOpts::uri(PROVEN))
+}
+
+#[test]
+fn offered_extensions_and_other_subprotocols_never_reach_the_cse() {
+    let s = start("overwrite", "");
+    let client = client_of(&s);
+    let mut conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+    let resp = conn
+        .request(
+            &Request::websocket("/ws", &["chat", "oneM2M.json"])
+                .header("Sec-WebSocket-Extensions", "permessage-deflate"),
+        )
+        .unwrap();
+    assert_eq!(resp.status, 101);
+    let upgrade = s.upstream.last().unwrap();
+    assert_eq!(upgrade.header_values("Sec-WebSocket-Protocol"), vec!["oneM2M.json"]);
+    assert!(upgrade.header_values("Sec-WebSocket-Extensions").is_empty());
+}
+
+#[test]
+fn a_real_websocket_client_talks_to_the_cse_through_the_proxy() {
+    use tungstenite::client::IntoClientRequest;
+    use tungstenite::Message;
+
+    let s = start("overwrite", "");
+    let client = client_of(&s);
+    let conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+    let stream = conn.into_tls_stream();
+    let mut request = format!("wss://localhost:{}/ws", s.addr.port())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "oneM2M.json".parse().unwrap());
+    let (mut ws, resp) = tungstenite::client(request, stream).expect("WebSocket handshake");
+    assert_eq!(resp.status(), 101);
+    for i in 0..20 {
+        let msg = json!({"op": 2, "to": "/id-in/cse-in", "fr": "CAdmin", "rqi": format!("t{i}"), "rvi": "3"});
+        ws.send(Message::text(msg.to_string())).unwrap();
+        let echoed = loop {
+            match ws.read().unwrap() {
+                Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(echoed["fr"], PROVEN);
+        assert_eq!(echoed["rqi"], format!("t{i}"));
+    }
+    ws.close(None).unwrap();
+    // the close handshake completes through the proxy
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) | Err(tungstenite::Error::ConnectionClosed) => break,
+            Ok(_) => continue,
+            Err(e) => panic!("close: {e}"),
+        }
+    }
+    assert_eq!(s.upstream.ws_messages().len(), 20);
+}
