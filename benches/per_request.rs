@@ -17,6 +17,9 @@
 //!   around the bcrypt one, random token hashes), and the parse ("reload") time of
 //!   100 000-entry htpasswd and tokens files, which runs off the request path
 //! * `metrics`      the per-request Prometheus counter + histogram update
+//! * `websocket`    one oneM2M WebSocket message through the gate (unmask, parse, policy, `fr`
+//!   splice, re-mask): JSON with the proven `fr` (forwarded as is), JSON and CBOR with a spoofed
+//!   one (rewritten), a 4 KiB JSON primitive
 //!
 //! Everything is built in memory; nothing touches the network or the file system except
 //! criterion's own output under target/criterion.
@@ -526,12 +529,61 @@ fn metrics_update(c: &mut Criterion) {
     g.finish();
 }
 
+fn websocket(c: &mut Criterion) {
+    use m2m_auth_proxy::websocket::frame::{encode_frame, Opcode};
+    use m2m_auth_proxy::websocket::gate::Gate;
+    use m2m_auth_proxy::websocket::primitive::Encoding;
+
+    let mut g = c.benchmark_group("websocket");
+    let policy = Arc::new(ArcSwap::from_pointee(
+        OriginatorPolicy::from_config(&OriginatorConfig::default()).unwrap(),
+    ));
+    let json = |fr: &str, pc: &str| {
+        format!(r#"{{"op":2,"to":"/id-in/cse-in/Cae-sensor1/temperature/la","fr":"{fr}","rqi":"bench-0001","rvi":"3","pc":{pc}}}"#).into_bytes()
+    };
+    let cbor_spoofed: Vec<u8> = {
+        // {"op": 2, "to": "/id-in/cse-in", "fr": "CAdmin", "rqi": "bench-0001"}
+        let mut m = vec![0xa4, 0x62, b'o', b'p', 0x02, 0x62, b't', b'o', 0x6d];
+        m.extend_from_slice(b"/id-in/cse-in");
+        m.extend_from_slice(&[0x62, b'f', b'r', 0x66]);
+        m.extend_from_slice(b"CAdmin");
+        m.extend_from_slice(&[0x63, b'r', b'q', b'i', 0x6a]);
+        m.extend_from_slice(b"bench-0001");
+        m
+    };
+    let big_pc = format!(r#"{{"m2m:cin":{{"con":"{}"}}}}"#, "x".repeat(4000));
+    let cases: [(&str, Encoding, Opcode, Vec<u8>); 4] = [
+        ("json_own_fr", Encoding::Json, Opcode::Text, json("Cae-sensor1", "{}")),
+        ("json_spoofed_fr", Encoding::Json, Opcode::Text, json("CAdmin", "{}")),
+        ("cbor_spoofed_fr", Encoding::Cbor, Opcode::Binary, cbor_spoofed),
+        ("json_4k_spoofed_fr", Encoding::Json, Opcode::Text, json("CAdmin", &big_pc)),
+    ];
+    for (name, encoding, opcode, payload) in cases {
+        let frame = encode_frame(opcode, &payload, Some([0x12, 0x34, 0x56, 0x78]));
+        let mut gate = Gate::new(
+            encoding,
+            Arc::new(identity("Cae-sensor1")),
+            policy.clone(),
+            None,
+            1 << 20,
+        );
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let out = gate.on_client_data(black_box(&frame));
+                assert!(!out.to_upstream.is_empty());
+                out
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = parse, mtls, policy, headers, authenticate, basic, scaling, metrics_update
+    targets = parse, mtls, policy, headers, authenticate, basic, scaling, metrics_update, websocket
 }
 criterion_main!(benches);

@@ -10,7 +10,7 @@ use http::header::{HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::frame::{close_frame, encode_frame, ClientEvent, ClientStream, Opcode, ServerStream};
-use super::primitive::{self, Encoding, Primitive};
+use super::primitive::{self, Encoding};
 use crate::identity::Identity;
 use crate::metrics;
 use crate::originator::OriginatorPolicy;

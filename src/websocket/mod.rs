@@ -1,0 +1,10 @@
+//! The oneM2M WebSocket binding: after an authenticated upgrade, every request primitive the
+//! client sends is held to the same originator policy as `X-M2M-Origin` over HTTP.
+//!
+//! - [`frame`]: RFC 6455 framing of both directions (no Pingora, no I/O).
+//! - [`primitive`]: the fields of a JSON or CBOR primitive, and `fr` changed by splicing.
+//! - [`gate`]: which upgrades pass, and what happens to each message.
+
+pub mod frame;
+pub mod gate;
+pub mod primitive;
