@@ -553,10 +553,30 @@ fn websocket(c: &mut Criterion) {
     };
     let big_pc = format!(r#"{{"m2m:cin":{{"con":"{}"}}}}"#, "x".repeat(4000));
     let cases: [(&str, Encoding, Opcode, Vec<u8>); 4] = [
-        ("json_own_fr", Encoding::Json, Opcode::Text, json("Cae-sensor1", "{}")),
-        ("json_spoofed_fr", Encoding::Json, Opcode::Text, json("CAdmin", "{}")),
-        ("cbor_spoofed_fr", Encoding::Cbor, Opcode::Binary, cbor_spoofed),
-        ("json_4k_spoofed_fr", Encoding::Json, Opcode::Text, json("CAdmin", &big_pc)),
+        (
+            "json_own_fr",
+            Encoding::Json,
+            Opcode::Text,
+            json("Cae-sensor1", "{}"),
+        ),
+        (
+            "json_spoofed_fr",
+            Encoding::Json,
+            Opcode::Text,
+            json("CAdmin", "{}"),
+        ),
+        (
+            "cbor_spoofed_fr",
+            Encoding::Cbor,
+            Opcode::Binary,
+            cbor_spoofed,
+        ),
+        (
+            "json_4k_spoofed_fr",
+            Encoding::Json,
+            Opcode::Text,
+            json("CAdmin", &big_pc),
+        ),
     ];
     for (name, encoding, opcode, payload) in cases {
         let frame = encode_frame(opcode, &payload, Some([0x12, 0x34, 0x56, 0x78]));

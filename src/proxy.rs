@@ -314,7 +314,10 @@ impl ProxyHttp for AuthProxy {
                 .map_err(|e| e.into_up())?;
             // check_upgrade refused anonymous oneM2M upgrades, so there is an identity
             let identity = ctx.identity.clone().ok_or_else(|| {
-                Error::explain(ErrorType::InternalError, "oneM2M WebSocket without identity")
+                Error::explain(
+                    ErrorType::InternalError,
+                    "oneM2M WebSocket without identity",
+                )
             })?;
             ctx.websocket = Some(Box::new(Gate::new(
                 encoding,
@@ -334,7 +337,10 @@ impl ProxyHttp for AuthProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if let (Some(gate), Some(data)) = (ctx.websocket.as_mut(), body.take()) {
+        let Some(gate) = ctx.websocket.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(data) = body.take() {
             let data = gate
                 .on_server_data(data)
                 .map_err(|why| Error::explain(ErrorType::Custom(WEBSOCKET_FRAMING), why))

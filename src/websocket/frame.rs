@@ -167,10 +167,7 @@ impl ClientStream {
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<ClientEvent>, Violation> {
         self.pending.extend_from_slice(data);
         let mut events = Vec::new();
-        loop {
-            let Some(header) = parse_header(&self.pending)? else {
-                break;
-            };
+        while let Some(header) = parse_header(&self.pending)? {
             self.check(&header)?;
             // checked against max_message (or 125) above, so it fits in usize
             let total = header.len + header.payload_len as usize;
@@ -301,7 +298,9 @@ impl ServerStream {
         let mut buf = data;
         while !buf.is_empty() {
             if self.remaining > 0 {
-                let n = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                let n = buf
+                    .len()
+                    .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                 buf.advance(n);
                 self.remaining -= n as u64;
                 if self.remaining == 0 {
@@ -505,7 +504,10 @@ mod tests {
         // and across fragments
         let mut s = ClientStream::new(10);
         s.push(&raw(false, 1, b"123456", Some(KEY))).unwrap();
-        assert_eq!(s.push(&raw(true, 0, b"7890x", Some(KEY))).unwrap_err().code, 1009);
+        assert_eq!(
+            s.push(&raw(true, 0, b"7890x", Some(KEY))).unwrap_err().code,
+            1009
+        );
     }
 
     #[test]
@@ -531,7 +533,11 @@ mod tests {
         let a = encode_frame(Opcode::Text, b"first", None);
         let b = encode_frame(Opcode::Text, b"second", None);
         let mut chunk = a[..3].to_vec();
-        assert_eq!(s.push(&chunk).unwrap(), Some(0), "at a boundary before the chunk");
+        assert_eq!(
+            s.push(&chunk).unwrap(),
+            Some(0),
+            "at a boundary before the chunk"
+        );
         assert!(!s.at_message_boundary());
         chunk = a[3..].to_vec();
         chunk.extend_from_slice(&b[..2]);
@@ -551,10 +557,16 @@ mod tests {
         s.push(b"").unwrap();
         assert_eq!(s.push(&first_part[..1]).unwrap(), Some(0));
         assert_eq!(s.push(&first_part[1..]).unwrap(), None);
-        assert_eq!(s.push(&wire[before_last..]).unwrap(), Some(wire.len() - before_last));
+        assert_eq!(
+            s.push(&wire[before_last..]).unwrap(),
+            Some(wire.len() - before_last)
+        );
         assert_eq!(s.messages_completed(), 1);
         assert_eq!(
-            ServerStream::new().push(&raw(true, 1, b"x", Some(KEY))).unwrap_err().code,
+            ServerStream::new()
+                .push(&raw(true, 1, b"x", Some(KEY)))
+                .unwrap_err()
+                .code,
             1002
         );
     }

@@ -189,7 +189,10 @@ impl Gate {
         };
         if opcode != expected {
             metrics::websocket_message("to_cse", "invalid");
-            return Err((1003, "message type does not match the negotiated subprotocol"));
+            return Err((
+                1003,
+                "message type does not match the negotiated subprotocol",
+            ));
         }
         let request = match primitive::parse(self.encoding, payload) {
             Ok(p) => p,
@@ -250,8 +253,11 @@ impl Gate {
         metrics::websocket_close(code);
         self.waiting_for_client
             .extend_from_slice(&close_frame(code, reason, None));
-        out.to_upstream
-            .extend_from_slice(&close_frame(1001, "client closed by the proxy", Some(self.mask.next())));
+        out.to_upstream.extend_from_slice(&close_frame(
+            1001,
+            "client closed by the proxy",
+            Some(self.mask.next()),
+        ));
         out.closed_with = Some(code);
         self.client_done = true;
     }
@@ -359,7 +365,10 @@ mod tests {
                 cbor: false
             }
         );
-        assert_eq!(classify(&req("websocket", &["onem2m.json"])), Upgrade::Opaque);
+        assert_eq!(
+            classify(&req("websocket", &["onem2m.json"])),
+            Upgrade::Opaque
+        );
         assert_eq!(classify(&req("websocket", &[])), Upgrade::Opaque);
         assert_eq!(classify(&req("h2c", &["oneM2M.json"])), Upgrade::Opaque);
     }
@@ -377,11 +386,96 @@ mod tests {
             }
             r
         };
-        assert_eq!(negotiated(&resp(&[JSON], false), true, true), Ok(Encoding::Json));
-        assert_eq!(negotiated(&resp(&[CBOR], false), false, true), Ok(Encoding::Cbor));
+        assert_eq!(
+            negotiated(&resp(&[JSON], false), true, true),
+            Ok(Encoding::Json)
+        );
+        assert_eq!(
+            negotiated(&resp(&[CBOR], false), false, true),
+            Ok(Encoding::Cbor)
+        );
         assert!(negotiated(&resp(&[CBOR], false), true, false).is_err());
         assert!(negotiated(&resp(&[], false), true, true).is_err());
         assert!(negotiated(&resp(&[JSON, JSON], false), true, true).is_err());
         assert!(negotiated(&resp(&[JSON], true), true, true).is_err());
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+    use crate::config::{OriginatorConfig, OriginatorMode};
+    use crate::identity::ProvenBy;
+
+    fn gate(mode: OriginatorMode) -> Gate {
+        let policy = OriginatorPolicy::from_config(&OriginatorConfig {
+            mode,
+            ..Default::default()
+        })
+        .unwrap();
+        let identity = Identity {
+            name: "Cae-1".into(),
+            proven_by: ProvenBy::Mtls,
+            originator: "Cae-1".into(),
+            also_allowed: vec![],
+        };
+        Gate::new(
+            Encoding::Json,
+            Arc::new(identity),
+            Arc::new(ArcSwap::from_pointee(policy)),
+            None,
+            1024,
+        )
+    }
+
+    const KEY: Option<[u8; 4]> = Some([1, 2, 3, 4]);
+
+    #[test]
+    fn a_refusal_waits_for_the_end_of_the_cse_message_in_flight() {
+        let mut g = gate(OriginatorMode::Verify);
+        // the CSE is in the middle of a fragmented notification
+        let first = {
+            let mut f = encode_frame(Opcode::Text, b"{\"op\":5,", None).to_vec();
+            f[0] &= 0x7F; // not the last fragment
+            f
+        };
+        assert_eq!(g.on_server_data(Bytes::from(first.clone())).unwrap(), first);
+        let spoofed = encode_frame(Opcode::Text, br#"{"op":2,"fr":"CAdmin","rqi":"x"}"#, KEY);
+        let out = g.on_client_data(&spoofed);
+        assert!(out.to_upstream.is_empty());
+        assert!(out.to_client.is_none(), "not inside the CSE's message");
+        assert_eq!(out.refused.len(), 1);
+        // the last fragment arrives together with the start of the next message
+        let last = {
+            let mut f = encode_frame(Opcode::Continuation, b"\"rqi\":\"n\"}", None).to_vec();
+            f[0] |= 0x80;
+            f
+        };
+        let next = encode_frame(Opcode::Text, b"{}", None);
+        let mut chunk = last.clone();
+        chunk.extend_from_slice(&next);
+        let passed = g.on_server_data(Bytes::from(chunk)).unwrap();
+        assert_eq!(&passed[..last.len()], &last[..]);
+        assert_eq!(&passed[passed.len() - next.len()..], &next[..]);
+        let ours = &passed[last.len()..passed.len() - next.len()];
+        let mut reader = ServerStream::new();
+        assert_eq!(reader.push(ours).unwrap(), Some(0));
+        assert!(reader.at_message_boundary(), "one whole frame of ours");
+        assert!(std::str::from_utf8(&ours[2..]).unwrap().contains("4103"));
+    }
+
+    #[test]
+    fn after_a_violation_the_client_gets_a_close_and_nothing_more_is_read() {
+        let mut g = gate(OriginatorMode::Overwrite);
+        let out = g.on_client_data(&encode_frame(Opcode::Binary, b"{}", KEY));
+        assert_eq!(out.closed_with, Some(1003));
+        let close = out.to_client.unwrap();
+        assert_eq!(close[0], 0x88);
+        assert_eq!(&close[2..4], &1003u16.to_be_bytes());
+        // the upstream is told the client is going away (a masked close)
+        assert_eq!(out.to_upstream[0], 0x88);
+        assert!(g.client_done());
+        let later = g.on_client_data(&encode_frame(Opcode::Text, br#"{"op":2}"#, KEY));
+        assert!(later.to_upstream.is_empty() && later.to_client.is_none());
     }
 }

@@ -234,7 +234,9 @@ fn json_fields(payload: &[u8]) -> Result<Fields, Invalid> {
         }
         let text = raw.get();
         match key.as_str() {
-            "op" => fields.op = Some(serde_json::from_str(text).map_err(|_| "op must be an integer")?),
+            "op" => {
+                fields.op = Some(serde_json::from_str(text).map_err(|_| "op must be an integer")?)
+            }
             "rsc" => {
                 fields.rsc = Some(serde_json::from_str(text).map_err(|_| "rsc must be an integer")?)
             }
@@ -382,9 +384,10 @@ mod tests {
         assert_eq!(p.to.as_deref(), Some("/id-in/cse-in/x"));
         assert_eq!(p.rqi.as_deref(), Some("r1"));
         let out = p.with_originator(REQ, "Cae-1");
-        let expected = String::from_utf8(REQ.to_vec())
-            .unwrap()
-            .replacen("\"CAdmin\"", "\"Cae-1\"", 1);
+        let expected =
+            String::from_utf8(REQ.to_vec())
+                .unwrap()
+                .replacen("\"CAdmin\"", "\"Cae-1\"", 1);
         assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
     }
 
@@ -427,7 +430,11 @@ mod tests {
             );
         }
         // deep nesting is judged without deep recursion (this must return at all)
-        let deep = format!("{{\"op\":2,\"pc\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            "{{\"op\":2,\"pc\":{}{}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         let _ = parse(Encoding::Json, deep.as_bytes());
     }
 
@@ -524,7 +531,12 @@ mod tests {
             let req = match encoding {
                 Encoding::Json => REQ.to_vec(),
                 Encoding::Cbor => cbor(
-                    &[("op", Ok(4)), ("fr", Err("CAdmin")), ("rqi", Err("r1")), ("rvi", Err("3"))],
+                    &[
+                        ("op", Ok(4)),
+                        ("fr", Err("CAdmin")),
+                        ("rqi", Err("r1")),
+                        ("rvi", Err("3")),
+                    ],
                     false,
                 ),
             };
