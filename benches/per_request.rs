@@ -51,6 +51,7 @@ use m2m_auth_proxy::auth::authorization;
 use m2m_auth_proxy::auth::basic::BasicAuth;
 use m2m_auth_proxy::auth::bearer::BearerAuth;
 use m2m_auth_proxy::auth::mtls::MtlsAuthenticator;
+use m2m_auth_proxy::auth::Verifiers;
 use m2m_auth_proxy::auth::{Authenticator, Presented};
 use m2m_auth_proxy::config::{
     AuthConfig, BasicConfig, BearerConfig, CacheConfig, CertField, Method, MtlsConfig,
@@ -219,6 +220,7 @@ fn identity(originator: &str) -> Identity {
         proven_by: ProvenBy::Mtls,
         originator: originator.into(),
         also_allowed: vec![OriginatorPattern::parse("Cae-sensor1-*").unwrap()],
+        roles: Vec::new(),
     }
 }
 
@@ -386,7 +388,15 @@ fn authenticate(c: &mut Criterion) {
         methods: vec![Method::Mtls, Method::Basic, Method::Bearer],
         ..AuthConfig::default()
     };
-    let auth = Authenticator::new(&config, Some(tls), Some(basic), Some(bearer));
+    let auth = Authenticator::new(
+        &config,
+        Some(tls),
+        Verifiers {
+            basic: Some(basic),
+            bearer: Some(bearer),
+            ..Default::default()
+        },
+    );
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
 
     g.bench_function("mtls_per_request", |b| {

@@ -13,6 +13,8 @@ pub struct AccessRecord<'a> {
     pub tls: Option<&'a str>,
     pub auth_method: &'a str,
     pub identity: Option<&'a str>,
+    /// Roles of the identity (e.g. `sysop`); empty when none.
+    pub roles: &'a [String],
     pub originator: Option<&'a str>,
     pub request_id: Option<&'a str>,
     pub method: &'a str,

@@ -306,6 +306,8 @@ pub enum Method {
     Mtls,
     Basic,
     Bearer,
+    Jwt,
+    Introspection,
 }
 
 impl Method {
@@ -314,6 +316,8 @@ impl Method {
             Method::Mtls => "mtls",
             Method::Basic => "basic",
             Method::Bearer => "bearer",
+            Method::Jwt => "jwt",
+            Method::Introspection => "introspection",
         }
     }
 }
@@ -330,6 +334,13 @@ pub struct AuthConfig {
     #[serde(default)]
     pub bearer: Option<BearerConfig>,
     #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    #[serde(default)]
+    pub introspection: Option<IntrospectionConfig>,
+    /// Roles given to identities by name, e.g. `sysop: [Cadmin-tool]`; logged only for now.
+    #[serde(default)]
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
     pub rate_limit: RateLimitConfig,
     #[serde(default)]
     pub anonymous: Anonymous,
@@ -345,6 +356,9 @@ impl Default for AuthConfig {
             mtls: MtlsConfig::default(),
             basic: None,
             bearer: None,
+            jwt: None,
+            introspection: None,
+            roles: Default::default(),
             rate_limit: RateLimitConfig::default(),
             anonymous: Anonymous::Deny,
             forward_authorization: false,
@@ -408,6 +422,130 @@ pub struct BearerConfig {
     /// Accept Arrowhead's `Bearer SYSTEM//<name>`, a claim without any proof. Never in production.
     #[serde(default)]
     pub allow_declared: bool,
+}
+
+/// JWTs issued elsewhere, verified with the issuer's keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub issuers: Vec<JwtIssuerConfig>,
+    /// Allowed clock difference for `exp` and `nbf`.
+    #[serde(default = "default_jwt_leeway", with = "duration")]
+    pub leeway: Duration,
+}
+
+fn default_jwt_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerConfig {
+    /// Expected `iss`; also how a token finds its issuer here.
+    pub issuer: String,
+    /// Accepted `aud` values; the token needs one of them.
+    pub audiences: Vec<String>,
+    /// Default: every asymmetric algorithm (RS*, PS*, ES256, ES384, EdDSA).
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    /// Keys: exactly one of a JWKS file (hot-reloaded), a JWKS URL (HTTPS), or a shared secret
+    /// file (only with HS* algorithms).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// CA bundle (PEM) that signs the JWKS URL's server certificate.
+    #[serde(default)]
+    pub jwks_ca: Option<PathBuf>,
+    /// How long fetched keys are used before they are fetched again.
+    #[serde(default = "default_jwks_refresh", with = "duration")]
+    pub jwks_refresh: Duration,
+    /// An unknown `kid` fetches the keys again at most this often.
+    #[serde(default = "default_jwks_min_refetch", with = "duration")]
+    pub jwks_min_refetch: Duration,
+    /// Connect + answer time limit of a JWKS fetch.
+    #[serde(default = "default_fetch_timeout", with = "duration")]
+    pub jwks_timeout: Duration,
+    /// Claim (dotted path for nested claims) holding the originator.
+    #[serde(default = "default_sub")]
+    pub originator_claim: String,
+    /// Array claim of further originators (patterns) the token may use in verify mode.
+    #[serde(default)]
+    pub originators_claim: Option<String>,
+    /// Claim naming the identity in logs; default: the originator claim.
+    #[serde(default)]
+    pub name_claim: Option<String>,
+    /// Array (or string) claim of roles.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+}
+
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_jwks_min_refetch() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+fn default_sub() -> String {
+    "sub".into()
+}
+
+/// Tokens only a verification service can judge (RFC 7662 introspection, Arrowhead's
+/// identity service).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// HTTPS endpoint; POST `token=<token>` (form-encoded).
+    pub url: String,
+    /// CA bundle (PEM) that signs the endpoint's certificate.
+    pub ca: PathBuf,
+    /// Client certificate and key (PEM) the proxy presents to the endpoint.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Basic credentials for the endpoint: user name and a file holding the password.
+    #[serde(default)]
+    pub basic_user: Option<String>,
+    #[serde(default)]
+    pub basic_password_file: Option<PathBuf>,
+    /// Also send plain bearer tokens (not only `IDENTITY-TOKEN//<token>`) to the endpoint.
+    #[serde(default)]
+    pub plain_bearer: bool,
+    /// Answer field (dotted path) holding the originator.
+    #[serde(default = "default_sub")]
+    pub originator_field: String,
+    /// Answer field naming the identity in logs; default: the originator field.
+    #[serde(default)]
+    pub name_field: Option<String>,
+    /// Boolean answer field that makes the identity a system operator (role `sysop`).
+    #[serde(default)]
+    pub operator_field: Option<String>,
+    /// Positive answers are kept this long (or until the answer's `exp`, if sooner).
+    #[serde(default = "default_introspection_ttl", with = "duration")]
+    pub cache_ttl: Duration,
+    /// Negative answers (inactive tokens) are kept this long.
+    #[serde(default = "default_introspection_negative_ttl", with = "duration")]
+    pub negative_ttl: Duration,
+    /// Connect + answer time limit; slower is a failure (503), never an admission.
+    #[serde(default = "default_fetch_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_introspection_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_introspection_negative_ttl() -> Duration {
+    Duration::from_secs(5)
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -663,6 +801,33 @@ impl Config {
         if let Some(bearer) = self.auth.bearer.as_mut() {
             fix(&mut bearer.tokens);
         }
+        if let Some(jwt) = self.auth.jwt.as_mut() {
+            for issuer in &mut jwt.issuers {
+                for p in [
+                    &mut issuer.jwks_file,
+                    &mut issuer.secret_file,
+                    &mut issuer.jwks_ca,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    fix(p);
+                }
+            }
+        }
+        if let Some(intro) = self.auth.introspection.as_mut() {
+            fix(&mut intro.ca);
+            for p in [
+                &mut intro.client_cert,
+                &mut intro.client_key,
+                &mut intro.basic_password_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                fix(p);
+            }
+        }
     }
 
     pub fn validate(&self, file: &Path) -> Result<Resolved, ConfigError> {
@@ -714,6 +879,72 @@ impl Config {
                 "auth.bearer",
                 "auth method `bearer` needs `auth.bearer.tokens: PATH`".into(),
             ));
+        }
+        if self.auth.methods.contains(&Method::Jwt) && self.auth.jwt.is_none() {
+            return Err(invalid(
+                "auth.jwt",
+                "auth method `jwt` needs `auth.jwt.issuers`".into(),
+            ));
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            if jwt.issuers.is_empty() {
+                return Err(invalid(
+                    "auth.jwt.issuers",
+                    "expected at least one issuer".into(),
+                ));
+            }
+            let mut names = std::collections::HashSet::new();
+            for issuer in &jwt.issuers {
+                if !names.insert(issuer.issuer.as_str()) {
+                    return Err(invalid(
+                        "auth.jwt.issuers",
+                        format!("issuer {:?} is listed twice", issuer.issuer),
+                    ));
+                }
+                crate::auth::jwt::check_issuer_config(issuer).map_err(|m| {
+                    invalid("auth.jwt.issuers", format!("{:?}: {m}", issuer.issuer))
+                })?;
+            }
+        }
+        if self.auth.methods.contains(&Method::Introspection) && self.auth.introspection.is_none() {
+            return Err(invalid(
+                "auth.introspection",
+                "auth method `introspection` needs `auth.introspection.url` and `ca`".into(),
+            ));
+        }
+        if let Some(intro) = &self.auth.introspection {
+            if !intro.url.starts_with("https://") {
+                return Err(invalid(
+                    "auth.introspection.url",
+                    format!("expected an https:// URL, got {:?}", intro.url),
+                ));
+            }
+            if intro.client_cert.is_some() != intro.client_key.is_some() {
+                return Err(invalid(
+                    "auth.introspection.client_cert",
+                    "expected client_cert and client_key together".into(),
+                ));
+            }
+            if intro.basic_user.is_some() != intro.basic_password_file.is_some() {
+                return Err(invalid(
+                    "auth.introspection.basic_user",
+                    "expected basic_user and basic_password_file together".into(),
+                ));
+            }
+            if intro.timeout.is_zero() || intro.cache_ttl.is_zero() {
+                return Err(invalid(
+                    "auth.introspection",
+                    "expected timeout and cache_ttl > 0".into(),
+                ));
+            }
+        }
+        for (role, names) in &self.auth.roles {
+            if role.is_empty() || names.iter().any(String::is_empty) {
+                return Err(invalid(
+                    "auth.roles",
+                    "expected `role: [identity names]` with non-empty names".into(),
+                ));
+            }
         }
         if let Some(basic) = &self.auth.basic {
             if basic.realm.is_empty()

@@ -9,6 +9,8 @@ pub enum ProvenBy {
     Mtls,
     Basic,
     Bearer,
+    Jwt,
+    Introspection,
 }
 
 impl ProvenBy {
@@ -17,6 +19,8 @@ impl ProvenBy {
             ProvenBy::Mtls => "mtls",
             ProvenBy::Basic => "basic",
             ProvenBy::Bearer => "bearer",
+            ProvenBy::Jwt => "jwt",
+            ProvenBy::Introspection => "introspection",
         }
     }
 }
@@ -30,4 +34,7 @@ pub struct Identity {
     pub originator: String,
     /// Further originators it may use in `verify` mode.
     pub also_allowed: Vec<OriginatorPattern>,
+    /// Roles such as `sysop` (from an introspection answer, a JWT claim or `auth.roles`).
+    /// Logged only, for now; kept here so that path rules can use them later.
+    pub roles: Vec<String>,
 }

@@ -92,6 +92,11 @@ metric!(WS_CLOSES: IntCounterVec = register_int_counter_vec!(
     "WebSocket connections the proxy closed, by close code (1002 protocol, 1003 wrong type, 1007 invalid primitive, 1008 policy, 1009 too big).",
     &["code"]
 ));
+metric!(INTROSPECTIONS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_introspection_calls_total",
+    "Calls to the token introspection endpoint by result (active, inactive, timeout, error); cached answers make no call.",
+    &["result"]
+));
 metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "m2m_auth_proxy_build_info",
     "Build information; always 1.",
@@ -116,12 +121,20 @@ pub fn init() {
     LazyLock::force(&LAST_RELOAD);
     LazyLock::force(&CERT_NOT_AFTER);
     // Known label values start at 0, so that a first event is visible to increase()/rate().
-    for method in ["mtls", "basic", "bearer", "none", "anonymous"] {
+    for method in [
+        "mtls",
+        "basic",
+        "bearer",
+        "jwt",
+        "introspection",
+        "none",
+        "anonymous",
+    ] {
         for outcome in ["forwarded", "refused", "error"] {
             REQUESTS.with_label_values(&[method, outcome]);
         }
     }
-    for method in ["mtls", "basic", "bearer", "none"] {
+    for method in ["mtls", "basic", "bearer", "jwt", "introspection", "none"] {
         for reason in [
             "no_credentials",
             "bad_credentials",
@@ -130,6 +143,7 @@ pub fn init() {
             "revoked",
             "originator_not_allowed",
             "rate_limited",
+            "unavailable",
         ] {
             AUTH_FAILURES.with_label_values(&[method, reason]);
         }
@@ -161,6 +175,9 @@ pub fn init() {
     for code in WS_CLOSE_CODES {
         WS_CLOSES.with_label_values(&[code]);
     }
+    for result in ["active", "inactive", "timeout", "error"] {
+        INTROSPECTIONS.with_label_values(&[result]);
+    }
     for limit in ["max_connections", "header_timeout"] {
         CONNECTIONS_REFUSED.with_label_values(&[limit]);
     }
@@ -173,6 +190,7 @@ pub fn init() {
         "crl",
         "htpasswd",
         "tokens",
+        "jwks",
         "config",
     ] {
         for result in ["success", "failure"] {
@@ -182,6 +200,10 @@ pub fn init() {
 }
 
 const WS_CLOSE_CODES: [&str; 5] = ["1002", "1003", "1007", "1008", "1009"];
+
+pub fn introspection(result: &str) {
+    INTROSPECTIONS.with_label_values(&[result]).inc();
+}
 
 pub fn websocket_message(direction: &str, outcome: &str) {
     WS_MESSAGES.with_label_values(&[direction, outcome]).inc();

@@ -178,6 +178,7 @@ mod tests {
                 .iter()
                 .map(|p| OriginatorPattern::parse(p).unwrap())
                 .collect(),
+            roles: Vec::new(),
         }
     }
 

@@ -74,14 +74,50 @@ enum AuthOrPolicy {
 
 impl AuthProxy {
     pub fn challenges_for(methods: &[Method], realm: &str, basic_realm: &str) -> Vec<String> {
-        methods
-            .iter()
-            .map(|m| match m {
+        let mut challenges: Vec<String> = Vec::new();
+        for m in methods {
+            let c = match m {
                 // No standard scheme exists for client certificates; this one names what is
                 // missing for clients and humans reading the response.
                 Method::Mtls => format!("ClientCertificate realm=\"{realm}\""),
                 Method::Basic => format!("Basic realm=\"{basic_realm}\", charset=\"UTF-8\""),
-                Method::Bearer => format!("Bearer realm=\"{realm}\""),
+                Method::Bearer | Method::Jwt | Method::Introspection => {
+                    format!("Bearer realm=\"{realm}\"")
+                }
+            };
+            if !challenges.contains(&c) {
+                challenges.push(c);
+            }
+        }
+        challenges
+    }
+
+    /// RFC 6750: a refused bearer-type token gets `error` and `error_description` in its
+    /// challenge (the reason never holds token content).
+    fn challenges_for_refusal(&self, kind: AuthOrPolicy, err: &M2mError) -> Vec<String> {
+        let AuthOrPolicy::Auth(method, failure) = kind else {
+            return self.challenges.clone();
+        };
+        let error = match (method, failure) {
+            ("bearer" | "jwt" | "introspection", Failure::Malformed) => "invalid_request",
+            ("bearer" | "jwt" | "introspection", Failure::BadCredentials | Failure::Expired) => {
+                "invalid_token"
+            }
+            _ => return self.challenges.clone(),
+        };
+        let description: String = err
+            .reason
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
+        self.challenges
+            .iter()
+            .map(|c| {
+                if c.starts_with("Bearer ") {
+                    format!("{c}, error=\"{error}\", error_description=\"{description}\"")
+                } else {
+                    c.clone()
+                }
             })
             .collect()
     }
@@ -95,14 +131,21 @@ impl AuthProxy {
         err: M2mError,
     ) -> Result<bool> {
         ctx.refusal = Some((kind, err.rsc as u16));
-        self.respond(session, ctx.request_id.as_deref(), &err)
+        let challenges = self.challenges_for_refusal(kind, &err);
+        self.respond(session, ctx.request_id.as_deref(), &err, &challenges)
             .await?;
         Ok(true)
     }
 
-    async fn respond(&self, session: &mut Session, ri: Option<&str>, err: &M2mError) -> Result<()> {
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ri: Option<&str>,
+        err: &M2mError,
+        challenges: &[String],
+    ) -> Result<()> {
         let body = err.body();
-        let header = err.response_header(ri, &self.challenges, body.len())?;
+        let header = err.response_header(ri, challenges, body.len())?;
         session
             .write_response_header(Box::new(header), false)
             .await?;
@@ -173,6 +216,8 @@ fn auth_error_response(e: &AuthError) -> M2mError {
         Failure::RateLimited => {
             M2mError::too_many_attempts(e.retry_after.map_or(1, |d| d.as_secs().max(1)))
         }
+        // fail closed: the verification service, not the client, is the problem
+        Failure::Unavailable => M2mError::upstream(503, e.reason),
         _ => M2mError::unauthenticated(e.reason),
     }
 }
@@ -363,7 +408,9 @@ impl ProxyHttp for AuthProxy {
             Some(err) if session.response_written().is_none() => {
                 // the connection is not reused after a failure: say so in the response
                 session.set_keepalive(None);
-                if let Err(write_err) = self.respond(session, ctx.request_id.as_deref(), &err).await
+                if let Err(write_err) = self
+                    .respond(session, ctx.request_id.as_deref(), &err, &self.challenges)
+                    .await
                 {
                     log::debug!("cannot send error response: {write_err}");
                 }
@@ -427,6 +474,7 @@ impl ProxyHttp for AuthProxy {
             tls: tls.as_deref(),
             auth_method: method_label,
             identity: ctx.identity.as_deref().map(|i| i.name.as_str()),
+            roles: ctx.identity.as_deref().map_or(&[], |i| i.roles.as_slice()),
             originator: ctx.originator.as_deref(),
             request_id: ctx.request_id.as_deref(),
             method: req.method.as_str(),

@@ -16,8 +16,12 @@ use pingora::services::listening::Service;
 use crate::admin::{AdminApp, Readiness, ReadinessProbe};
 use crate::auth::basic::{BasicAuth, HtpasswdReload};
 use crate::auth::bearer::{BearerAuth, TokensReload};
+use crate::auth::introspection::Introspection;
+use crate::auth::jwks::{JwksFile, JwksReload};
+use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::MtlsAuthenticator;
 use crate::auth::Authenticator;
+use crate::auth::Verifiers;
 use crate::config::{Config, Method, Resolved};
 use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::originator::OriginatorPolicy;
@@ -36,6 +40,9 @@ pub struct Prepared {
     pub mtls: Option<Arc<MtlsAuthenticator>>,
     pub basic: Option<Arc<BasicAuth>>,
     pub bearer: Option<Arc<BearerAuth>>,
+    pub jwt: Option<Arc<JwtAuth>>,
+    pub jwks_files: Vec<Arc<JwksFile>>,
+    pub introspection: Option<Arc<Introspection>>,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     pub config_path: PathBuf,
 }
@@ -64,6 +71,26 @@ pub fn prepare(config_path: &Path, config: Config, resolved: Resolved) -> Result
         Some(b) => Some(Arc::new(BearerAuth::load(b)?)),
         None => None,
     };
+    let (jwt, jwks_files) = match &config.auth.jwt {
+        Some(j) => {
+            let (auth, files) = JwtAuth::load(j)
+                .map_err(anyhow::Error::msg)
+                .context("auth.jwt")?;
+            if !files.is_empty() {
+                crate::metrics::loaded("jwks");
+            }
+            (Some(Arc::new(auth)), files)
+        }
+        None => (None, Vec::new()),
+    };
+    let introspection = match &config.auth.introspection {
+        Some(i) => Some(Arc::new(
+            Introspection::load(i)
+                .map_err(anyhow::Error::msg)
+                .context("auth.introspection")?,
+        )),
+        None => None,
+    };
     crate::metrics::loaded("config");
     let policy = OriginatorPolicy::from_config(&config.originator)
         .map_err(anyhow::Error::msg)
@@ -75,6 +102,9 @@ pub fn prepare(config_path: &Path, config: Config, resolved: Resolved) -> Result
         mtls,
         basic,
         bearer,
+        jwt,
+        jwks_files,
+        introspection,
         policy: Arc::new(ArcSwap::from_pointee(policy)),
         config_path: config_path.to_path_buf(),
     })
@@ -121,6 +151,9 @@ fn reloadables(p: &Prepared) -> Vec<Box<dyn Reloadable>> {
     }));
     if let Some(basic) = &p.basic {
         items.push(Box::new(HtpasswdReload(basic.clone())));
+    }
+    for file in &p.jwks_files {
+        items.push(Box::new(JwksReload(file.clone())));
     }
     if let Some(bearer) = &p.bearer {
         items.push(Box::new(TokensReload(bearer.clone())));
@@ -198,8 +231,12 @@ pub fn run(p: Prepared) -> Result<()> {
         auth: Authenticator::new(
             &p.config.auth,
             p.tls.clone(),
-            p.basic.clone(),
-            p.bearer.clone(),
+            Verifiers {
+                basic: p.basic.clone(),
+                bearer: p.bearer.clone(),
+                jwt: p.jwt.clone(),
+                introspection: p.introspection.clone(),
+            },
         ),
         challenges: AuthProxy::challenges_for(
             &p.config.auth.methods,

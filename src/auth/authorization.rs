@@ -19,8 +19,10 @@ pub enum Credentials<'a> {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum BearerToken<'a> {
-    /// `Bearer <token>` or Arrowhead's `Bearer IDENTITY-TOKEN//<token>`.
+    /// `Bearer <token>`.
     Token(&'a str),
+    /// Arrowhead's `Bearer IDENTITY-TOKEN//<token>` (the token without the prefix).
+    IdentityToken(&'a str),
     /// Arrowhead's declared form `Bearer SYSTEM//<name>`: a claim without proof.
     Declared(&'a str),
 }
@@ -79,7 +81,9 @@ fn parse_bearer(value: &str) -> Result<BearerToken<'_>, &'static str> {
         return Err(MALFORMED);
     }
     if let Some(token) = value.strip_prefix("IDENTITY-TOKEN//") {
-        return non_empty(token).map(BearerToken::Token).ok_or(MALFORMED);
+        return non_empty(token)
+            .map(BearerToken::IdentityToken)
+            .ok_or(MALFORMED);
     }
     if let Some(name) = value.strip_prefix("SYSTEM//") {
         return non_empty(name).map(BearerToken::Declared).ok_or(MALFORMED);
@@ -150,7 +154,7 @@ mod tests {
         let arrowhead = hv(b"Bearer IDENTITY-TOKEN//3d7b084d-1259");
         assert_eq!(
             parse(&[&arrowhead]),
-            Ok(Some(Credentials::Bearer(BearerToken::Token(
+            Ok(Some(Credentials::Bearer(BearerToken::IdentityToken(
                 "3d7b084d-1259"
             ))))
         );

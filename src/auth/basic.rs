@@ -93,6 +93,7 @@ impl BasicAuth {
             proven_by: ProvenBy::Basic,
             originator,
             also_allowed: Vec::new(),
+            roles: Vec::new(),
         })
     }
 

@@ -59,6 +59,7 @@ impl TokenSet {
                     proven_by: ProvenBy::Bearer,
                     originator: entry.originator.clone(),
                     also_allowed,
+                    roles: Vec::new(),
                 };
                 Ok((entry.name.clone(), Arc::new(identity)))
             })
@@ -124,6 +125,7 @@ impl BearerAuth {
             proven_by: ProvenBy::Bearer,
             originator: name.to_owned(),
             also_allowed: Vec::new(),
+            roles: Vec::new(),
         }))
     }
 }

@@ -6,9 +6,14 @@
 pub mod authorization;
 pub mod basic;
 pub mod bearer;
+pub mod fetch;
+pub mod introspection;
+pub mod jwks;
+pub mod jwt;
 pub mod mtls;
 pub mod ratelimit;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +26,8 @@ use crate::tls::TlsState;
 use authorization::{BearerToken, Credentials};
 use basic::{BasicAuth, BasicOutcome};
 use bearer::{BearerAuth, BearerOutcome};
+use introspection::{Introspection, IntrospectionError};
+use jwt::{JwtAuth, JwtError};
 use mtls::CertIdentity;
 use ratelimit::FailureLimiter;
 
@@ -34,6 +41,8 @@ pub enum Failure {
     Revoked,
     OriginatorNotAllowed,
     RateLimited,
+    /// The token verification service did not answer usably: refused with 503.
+    Unavailable,
 }
 
 impl Failure {
@@ -46,6 +55,7 @@ impl Failure {
             Failure::Revoked => "revoked",
             Failure::OriginatorNotAllowed => "originator_not_allowed",
             Failure::RateLimited => "rate_limited",
+            Failure::Unavailable => "unavailable",
         }
     }
 }
@@ -101,32 +111,99 @@ pub struct Presented<'a> {
     pub client_ip: Option<IpAddr>,
 }
 
+/// The verifiers of the credential-based methods that are configured.
+#[derive(Default, Clone)]
+pub struct Verifiers {
+    pub basic: Option<Arc<BasicAuth>>,
+    pub bearer: Option<Arc<BearerAuth>>,
+    pub jwt: Option<Arc<JwtAuth>>,
+    pub introspection: Option<Arc<Introspection>>,
+}
+
 pub struct Authenticator {
     methods: Vec<Method>,
     tls: Option<Arc<TlsState>>,
     basic: Option<Arc<BasicAuth>>,
     bearer: Option<Arc<BearerAuth>>,
+    jwt: Option<Arc<JwtAuth>>,
+    introspection: Option<Arc<Introspection>>,
+    /// Plain bearer tokens go to the introspection endpoint too.
+    introspect_plain: bool,
+    /// Identity name -> roles from `auth.roles`.
+    roles: HashMap<String, Vec<String>>,
     limiter: FailureLimiter,
 }
 
 impl Authenticator {
-    pub fn new(
-        config: &AuthConfig,
-        tls: Option<Arc<TlsState>>,
-        basic: Option<Arc<BasicAuth>>,
-        bearer: Option<Arc<BearerAuth>>,
-    ) -> Self {
+    pub fn new(config: &AuthConfig, tls: Option<Arc<TlsState>>, verifiers: Verifiers) -> Self {
+        let mut roles: HashMap<String, Vec<String>> = HashMap::new();
+        for (role, names) in &config.roles {
+            for name in names {
+                roles.entry(name.clone()).or_default().push(role.clone());
+            }
+        }
         Authenticator {
             methods: config.methods.clone(),
             tls,
-            basic,
-            bearer,
+            basic: verifiers.basic,
+            bearer: verifiers.bearer,
+            jwt: verifiers.jwt,
+            introspection: verifiers.introspection,
+            introspect_plain: config
+                .introspection
+                .as_ref()
+                .is_some_and(|i| i.plain_bearer),
+            roles,
             limiter: FailureLimiter::from_config(&config.rate_limit),
+        }
+    }
+
+    /// Which bearer-type method a token belongs to, by its form: a JWT to `jwt`, an
+    /// `IDENTITY-TOKEN//` token to `introspection`, any other to the tokens file (`bearer`),
+    /// or to `introspection` when it takes plain tokens and `bearer` is off. A form whose
+    /// method is not enabled falls back to `bearer`.
+    fn bearer_method(&self, token: &BearerToken<'_>) -> Method {
+        let enabled = |m: Method| self.methods.contains(&m);
+        match token {
+            BearerToken::Token(t) if enabled(Method::Jwt) && jwt::looks_like_jwt(t) => Method::Jwt,
+            BearerToken::IdentityToken(_) if enabled(Method::Introspection) => {
+                Method::Introspection
+            }
+            BearerToken::Token(_)
+                if self.introspect_plain
+                    && enabled(Method::Introspection)
+                    && !enabled(Method::Bearer) =>
+            {
+                Method::Introspection
+            }
+            _ => Method::Bearer,
+        }
+    }
+
+    /// `auth.roles` added to an identity that has roles there.
+    fn with_roles(&self, identity: Arc<Identity>) -> Arc<Identity> {
+        match self.roles.get(&identity.name) {
+            Some(extra) if !self.roles.is_empty() => {
+                let mut with = (*identity).clone();
+                for r in extra {
+                    if !with.roles.contains(r) {
+                        with.roles.push(r.clone());
+                    }
+                }
+                Arc::new(with)
+            }
+            _ => identity,
         }
     }
 
     /// The first enabled method whose credentials are present decides.
     pub async fn authenticate(&self, req: &Presented<'_>) -> Result<Arc<Identity>, AuthError> {
+        self.authenticate_inner(req)
+            .await
+            .map(|identity| self.with_roles(identity))
+    }
+
+    async fn authenticate_inner(&self, req: &Presented<'_>) -> Result<Arc<Identity>, AuthError> {
         let credentials = authorization::parse(&req.authorization);
         for method in &self.methods {
             match (method, &credentials) {
@@ -156,8 +233,28 @@ impl Authenticator {
                         reason,
                     ));
                 }
-                (Method::Bearer, Ok(Some(Credentials::Bearer(token)))) => {
-                    return self.bearer(req.client_ip, token);
+                (
+                    Method::Bearer | Method::Jwt | Method::Introspection,
+                    Ok(Some(Credentials::Bearer(token))),
+                ) if self.bearer_method(token) == *method => {
+                    return match method {
+                        Method::Jwt => self.jwt(req.client_ip, token).await,
+                        Method::Introspection => self.introspect(req.client_ip, token).await,
+                        _ => self.bearer(req.client_ip, token),
+                    };
+                }
+                (Method::Jwt | Method::Introspection, Err(reason))
+                    if scheme_is(&req.authorization, "bearer")
+                        && !self.methods.contains(&Method::Bearer) =>
+                {
+                    let label = method.as_str();
+                    return Err(self.failed(
+                        req.client_ip,
+                        None,
+                        label,
+                        Failure::Malformed,
+                        reason,
+                    ));
                 }
                 _ => {}
             }
@@ -267,7 +364,7 @@ impl Authenticator {
             return Err(rate_limited("bearer", wait));
         }
         let outcome = match token {
-            BearerToken::Token(t) => bearer.verify(t),
+            BearerToken::Token(t) | BearerToken::IdentityToken(t) => bearer.verify(t),
             BearerToken::Declared(name) => bearer.declared(name),
         };
         match outcome {
@@ -284,6 +381,72 @@ impl Authenticator {
                 "bearer",
                 Failure::BadCredentials,
                 "declared identities (SYSTEM//) are not accepted",
+            )),
+        }
+    }
+
+    async fn jwt(
+        &self,
+        ip: Option<IpAddr>,
+        token: &BearerToken<'_>,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let (Some(jwt), BearerToken::Token(token)) = (&self.jwt, token) else {
+            return Err(AuthError::new(
+                Failure::Malformed,
+                "jwt",
+                "JWT authentication not configured",
+            ));
+        };
+        if let Some(wait) = self.limiter.blocked(ip, None) {
+            return Err(rate_limited("jwt", wait));
+        }
+        match jwt.verify(token).await {
+            Ok(identity) => Ok(identity),
+            Err(JwtError::Expired) => {
+                Err(self.failed(ip, None, "jwt", Failure::Expired, "JWT expired"))
+            }
+            Err(JwtError::Invalid(reason)) => {
+                Err(self.failed(ip, None, "jwt", Failure::BadCredentials, reason))
+            }
+        }
+    }
+
+    async fn introspect(
+        &self,
+        ip: Option<IpAddr>,
+        token: &BearerToken<'_>,
+    ) -> Result<Arc<Identity>, AuthError> {
+        let (Some(service), BearerToken::Token(token) | BearerToken::IdentityToken(token)) =
+            (&self.introspection, token)
+        else {
+            return Err(AuthError::new(
+                Failure::Malformed,
+                "introspection",
+                "token introspection not configured",
+            ));
+        };
+        if let Some(wait) = self.limiter.blocked(ip, None) {
+            return Err(rate_limited("introspection", wait));
+        }
+        match service.verify(token).await {
+            Ok(identity) => Ok(identity),
+            Err(IntrospectionError::Inactive) => Err(self.failed(
+                ip,
+                None,
+                "introspection",
+                Failure::BadCredentials,
+                "token not active",
+            )),
+            Err(IntrospectionError::Unusable(reason)) => Err(AuthError::new(
+                Failure::BadCredentials,
+                "introspection",
+                reason,
+            )),
+            // not the client's fault: no rate-limit count
+            Err(IntrospectionError::Unavailable) => Err(AuthError::new(
+                Failure::Unavailable,
+                "introspection",
+                "token verification service unavailable",
             )),
         }
     }

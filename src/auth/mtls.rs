@@ -103,6 +103,7 @@ impl MtlsAuthenticator {
             proven_by: ProvenBy::Mtls,
             originator,
             also_allowed: Vec::new(),
+            roles: Vec::new(),
         })
     }
 

@@ -418,6 +418,7 @@ mod gate_tests {
             proven_by: ProvenBy::Mtls,
             originator: "Cae-1".into(),
             also_allowed: vec![],
+            roles: Vec::new(),
         };
         Gate::new(
             Encoding::Json,

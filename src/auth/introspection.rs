@@ -1,0 +1,246 @@
+//! Outsourced token verification: a token only an identity service can judge is sent to its
+//! endpoint (RFC 7662 shape: POST `token=…` → `{"active": true, "sub": …, "exp": …}`). Answers
+//! are cached (positive until the smaller of `exp` and `cache_ttl`, negative for
+//! `negative_ttl`), concurrent requests with the same token share one call, and an endpoint that
+//! is down or slow fails closed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use super::fetch::{ClientAuth, FetchError, HttpsEndpoint};
+use crate::config::IntrospectionConfig;
+use crate::identity::{Identity, ProvenBy};
+use crate::metrics;
+use crate::originator::validate_originator;
+
+/// Cached answers kept at most; beyond, expired ones are dropped, then all.
+const MAX_CACHED: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntrospectionError {
+    /// The endpoint says the token is not active (unknown, expired, revoked).
+    Inactive,
+    /// Active, but the answer gives no usable originator.
+    Unusable(&'static str),
+    /// No answer: endpoint down, slow or broken. Never an admission.
+    Unavailable,
+}
+
+#[derive(Clone)]
+enum Answer {
+    Active(Arc<Identity>, Instant),
+    Refused(IntrospectionError, Instant),
+    /// Not cached beyond the requests that waited for this call.
+    Unavailable,
+}
+
+impl Answer {
+    fn expired(&self, now: Instant) -> bool {
+        match self {
+            Answer::Active(_, until) | Answer::Refused(_, until) => *until <= now,
+            Answer::Unavailable => true,
+        }
+    }
+}
+
+pub struct Introspection {
+    endpoint: HttpsEndpoint,
+    originator_field: String,
+    name_field: String,
+    operator_field: Option<String>,
+    cache_ttl: Duration,
+    negative_ttl: Duration,
+    /// Keyed by a salted hash of the token: the cache never holds a token.
+    cache: Mutex<HashMap<[u8; 32], Arc<OnceCell<Answer>>>>,
+    salt: [u8; 32],
+}
+
+impl Introspection {
+    pub fn load(c: &IntrospectionConfig) -> Result<Self, String> {
+        let cert_key = match (&c.client_cert, &c.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
+        };
+        let basic = match (&c.basic_user, &c.basic_password_file) {
+            (Some(user), Some(file)) => Some((user.as_str(), file.as_path())),
+            _ => None,
+        };
+        let endpoint =
+            HttpsEndpoint::new(&c.url, &c.ca, ClientAuth { cert_key, basic }, c.timeout)?;
+        let mut salt = [0u8; 32];
+        getrandom::fill(&mut salt).map_err(|e| format!("random salt: {e}"))?;
+        Ok(Introspection {
+            endpoint,
+            originator_field: c.originator_field.clone(),
+            name_field: c.name_field.clone().unwrap_or(c.originator_field.clone()),
+            operator_field: c.operator_field.clone(),
+            cache_ttl: c.cache_ttl,
+            negative_ttl: c.negative_ttl,
+            cache: Mutex::new(HashMap::new()),
+            salt,
+        })
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, IntrospectionError> {
+        let key = self.cache_key(token);
+        let cell = self.cell(key);
+        let answer = cell.get_or_init(|| self.call(token)).await.clone();
+        match answer {
+            Answer::Active(identity, _) => Ok(identity),
+            Answer::Refused(e, _) => Err(e),
+            Answer::Unavailable => {
+                // the next request asks again
+                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                    cache.remove(&key);
+                }
+                Err(IntrospectionError::Unavailable)
+            }
+        }
+    }
+
+    fn cache_key(&self, token: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(token.as_bytes());
+        h.finalize().into()
+    }
+
+    /// The shared answer slot for this token: a fresh one when there is none or it expired.
+    fn cell(&self, key: [u8; 32]) -> Arc<OnceCell<Answer>> {
+        let now = Instant::now();
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cell) = cache.get(&key) {
+            // an empty cell is a call in flight: wait for it
+            if cell.get().is_none_or(|a| !a.expired(now)) {
+                return cell.clone();
+            }
+        }
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, c| c.get().is_none_or(|a| !a.expired(now)));
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        let cell = Arc::new(OnceCell::new());
+        cache.insert(key, cell.clone());
+        cell
+    }
+
+    async fn call(&self, token: &str) -> Answer {
+        let form = format!("token={}", form_encode(token));
+        let (status, body) = match self.endpoint.call(Some(form.as_bytes())).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                let kind = match e {
+                    FetchError::Timeout(_) => "timeout",
+                    FetchError::Failed(_) => "error",
+                };
+                metrics::introspection(kind);
+                log::warn!("introspection {}: {e}", self.endpoint.url());
+                return Answer::Unavailable;
+            }
+        };
+        if status != 200 {
+            metrics::introspection("error");
+            log::warn!(
+                "introspection {}: HTTP status {status}",
+                self.endpoint.url()
+            );
+            return Answer::Unavailable;
+        }
+        let Ok(answer) = serde_json::from_slice::<Value>(&body) else {
+            metrics::introspection("error");
+            log::warn!("introspection {}: answer is not JSON", self.endpoint.url());
+            return Answer::Unavailable;
+        };
+        let answer = self.judge(&answer);
+        metrics::introspection(match answer {
+            Answer::Active(..) => "active",
+            _ => "inactive",
+        });
+        answer
+    }
+
+    fn judge(&self, answer: &Value) -> Answer {
+        let now = Instant::now();
+        let refused = |e| Answer::Refused(e, now + self.negative_ttl);
+        if answer.get("active").and_then(Value::as_bool) != Some(true) {
+            return refused(IntrospectionError::Inactive);
+        }
+        let mut until = now + self.cache_ttl;
+        if let Some(exp) = answer.get("exp").and_then(Value::as_u64) {
+            let unix_now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if exp <= unix_now {
+                return refused(IntrospectionError::Inactive);
+            }
+            until = until.min(now + Duration::from_secs(exp - unix_now));
+        }
+        let field = |path: &str| path.split('.').try_fold(answer, |v, k| v.get(k));
+        let Some(originator) = field(&self.originator_field).and_then(Value::as_str) else {
+            return refused(IntrospectionError::Unusable(
+                "introspection answer without an originator",
+            ));
+        };
+        if validate_originator(originator).is_err() {
+            return refused(IntrospectionError::Unusable(
+                "introspection answer names an unusable originator",
+            ));
+        }
+        let name = field(&self.name_field)
+            .and_then(Value::as_str)
+            .unwrap_or(originator);
+        let sysop = self
+            .operator_field
+            .as_deref()
+            .and_then(field)
+            .and_then(Value::as_bool)
+            == Some(true);
+        Answer::Active(
+            Arc::new(Identity {
+                name: name.to_owned(),
+                proven_by: ProvenBy::Introspection,
+                originator: originator.to_owned(),
+                also_allowed: Vec::new(),
+                roles: if sysop {
+                    vec!["sysop".to_owned()]
+                } else {
+                    Vec::new()
+                },
+            }),
+            until,
+        )
+    }
+}
+
+/// application/x-www-form-urlencoded value.
+fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_form_encoded() {
+        assert_eq!(form_encode("a b+c/=&é"), "a%20b%2Bc%2F%3D%26%C3%A9");
+        assert_eq!(form_encode("Abc-1._~"), "Abc-1._~");
+    }
+}

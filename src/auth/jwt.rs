@@ -1,0 +1,361 @@
+//! JWTs issued elsewhere: the token names its issuer, the issuer's keys and rules decide, and
+//! claims become the one `Identity` every method produces.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde_json::Value;
+
+use super::fetch::{ClientAuth, HttpsEndpoint};
+use super::jwks::{JwksFile, JwksUrl, KeySource};
+use crate::config::{JwtConfig, JwtIssuerConfig};
+use crate::identity::{Identity, ProvenBy};
+use crate::originator::{validate_originator, OriginatorPattern};
+
+/// Every asymmetric algorithm: the default when an issuer lists none.
+const ASYMMETRIC: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// The algorithms an issuer accepts, checked against where its keys come from.
+pub fn check_issuer_config(c: &JwtIssuerConfig) -> Result<Vec<Algorithm>, String> {
+    if c.issuer.is_empty() {
+        return Err("`issuer` must not be empty".into());
+    }
+    if c.audiences.is_empty() || c.audiences.iter().any(String::is_empty) {
+        return Err("expected at least one non-empty `audiences` value".into());
+    }
+    let sources = [
+        c.jwks_file.is_some(),
+        c.jwks_url.is_some(),
+        c.secret_file.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return Err("expected exactly one of jwks_file, jwks_url, secret_file".into());
+    }
+    if let Some(url) = &c.jwks_url {
+        if !url.starts_with("https://") {
+            return Err(format!("jwks_url: expected an https:// URL, got {url:?}"));
+        }
+        if c.jwks_ca.is_none() {
+            return Err("jwks_url needs jwks_ca (the CA bundle of the JWKS server)".into());
+        }
+    }
+    let algorithms = match &c.algorithms {
+        None if c.secret_file.is_some() => {
+            return Err("secret_file needs `algorithms` (HS256, HS384 or HS512)".into())
+        }
+        None => ASYMMETRIC.to_vec(),
+        Some(names) if names.is_empty() => return Err("`algorithms` must not be empty".into()),
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                if n.eq_ignore_ascii_case("none") {
+                    return Err("algorithm `none` is never accepted".to_string());
+                }
+                Algorithm::from_str(n).map_err(|_| {
+                    format!("unknown algorithm {n:?}; expected RS256/384/512, PS256/384/512, ES256/384, EdDSA or HS256/384/512")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let hmac = algorithms
+        .iter()
+        .filter(|a| a.family() == AlgorithmFamily::Hmac)
+        .count();
+    match (c.secret_file.is_some(), hmac) {
+        (true, n) if n != algorithms.len() => {
+            Err("with secret_file only HS256/HS384/HS512 are accepted".into())
+        }
+        (false, n) if n > 0 => Err(
+            "HS* algorithms need secret_file: with public keys they would allow forged tokens"
+                .into(),
+        ),
+        _ => Ok(algorithms),
+    }
+}
+
+/// Why a JWT was refused; the text is safe to send back (no token content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtError {
+    Expired,
+    Invalid(&'static str),
+}
+
+struct Issuer {
+    name: String,
+    validation: Validation,
+    keys: KeySource,
+    originator_claim: String,
+    originators_claim: Option<String>,
+    name_claim: String,
+    roles_claim: Option<String>,
+}
+
+pub struct JwtAuth {
+    issuers: Vec<Issuer>,
+}
+
+impl JwtAuth {
+    /// Builds the issuers; JWKS files are read now, JWKS URLs are fetched on first use.
+    pub fn load(config: &JwtConfig) -> Result<(Self, Vec<Arc<JwksFile>>), String> {
+        let mut issuers = Vec::new();
+        let mut files = Vec::new();
+        for c in &config.issuers {
+            let algorithms =
+                check_issuer_config(c).map_err(|e| format!("issuer {:?}: {e}", c.issuer))?;
+            let mut validation = Validation::new(algorithms[0]);
+            validation.algorithms = algorithms;
+            validation.leeway = config.leeway.as_secs();
+            validation.validate_nbf = true;
+            validation.set_issuer(&[&c.issuer]);
+            validation.set_audience(&c.audiences);
+            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+            let keys = if let Some(path) = &c.jwks_file {
+                let file = Arc::new(JwksFile::load(path.clone())?);
+                files.push(file.clone());
+                KeySource::File(file)
+            } else if let (Some(url), Some(ca)) = (&c.jwks_url, &c.jwks_ca) {
+                let endpoint = HttpsEndpoint::new(
+                    url,
+                    ca,
+                    ClientAuth {
+                        cert_key: None,
+                        basic: None,
+                    },
+                    c.jwks_timeout,
+                )
+                .map_err(|e| format!("issuer {:?}: jwks_url: {e}", c.issuer))?;
+                KeySource::Url(Box::new(JwksUrl::new(
+                    endpoint,
+                    c.jwks_refresh,
+                    c.jwks_min_refetch,
+                )))
+            } else if let Some(path) = &c.secret_file {
+                let secret = std::fs::read(path)
+                    .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+                let secret = secret.trim_ascii_end();
+                if secret.len() < 32 {
+                    return Err(format!(
+                        "{}: expected a secret of at least 32 bytes",
+                        path.display()
+                    ));
+                }
+                KeySource::Secret(DecodingKey::from_secret(secret))
+            } else {
+                return Err(format!("issuer {:?}: no keys", c.issuer));
+            };
+            issuers.push(Issuer {
+                name: c.issuer.clone(),
+                validation,
+                keys,
+                originator_claim: c.originator_claim.clone(),
+                originators_claim: c.originators_claim.clone(),
+                name_claim: c.name_claim.clone().unwrap_or(c.originator_claim.clone()),
+                roles_claim: c.roles_claim.clone(),
+            });
+        }
+        Ok((JwtAuth { issuers }, files))
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, JwtError> {
+        const MALFORMED: JwtError = JwtError::Invalid("malformed JWT");
+        let header = jsonwebtoken::decode_header(token).map_err(|_| MALFORMED)?;
+        let iss = unverified_issuer(token).ok_or(JwtError::Invalid("JWT without iss"))?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.name == iss)
+            .ok_or(JwtError::Invalid("JWT from an unknown issuer"))?;
+        if !issuer.validation.algorithms.contains(&header.alg) {
+            return Err(JwtError::Invalid("JWT algorithm not accepted"));
+        }
+        let family = header.alg.family();
+        let keys = match &issuer.keys {
+            KeySource::File(file) => Some(file.keys()),
+            KeySource::Url(url) => url.keys(header.kid.as_deref()).await,
+            KeySource::Secret(secret) => {
+                return claims_identity(issuer, decode(token, &[secret], issuer)?);
+            }
+        };
+        let keys = keys.ok_or(JwtError::Invalid("issuer keys not available"))?;
+        let candidates = keys.candidates(header.kid.as_deref(), family);
+        if candidates.is_empty() {
+            return Err(JwtError::Invalid("JWT signed with an unknown key"));
+        }
+        claims_identity(issuer, decode(token, &candidates, issuer)?)
+    }
+}
+
+/// `iss` read before the signature is checked, only to pick the issuer whose rules then
+/// verify everything (including that `iss` again).
+fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
+}
+
+fn decode(token: &str, keys: &[&DecodingKey], issuer: &Issuer) -> Result<Value, JwtError> {
+    use jsonwebtoken::errors::ErrorKind;
+    let mut last = JwtError::Invalid("invalid JWT signature");
+    for key in keys {
+        match jsonwebtoken::decode::<Value>(token, key, &issuer.validation) {
+            Ok(data) => return Ok(data.claims),
+            Err(e) => {
+                last = match e.kind() {
+                    ErrorKind::ExpiredSignature => return Err(JwtError::Expired),
+                    ErrorKind::ImmatureSignature => {
+                        return Err(JwtError::Invalid("JWT not valid yet (nbf)"))
+                    }
+                    ErrorKind::InvalidIssuer => return Err(JwtError::Invalid("wrong JWT issuer")),
+                    ErrorKind::InvalidAudience => {
+                        return Err(JwtError::Invalid("JWT not for this audience"))
+                    }
+                    ErrorKind::MissingRequiredClaim(_) => {
+                        return Err(JwtError::Invalid("JWT without exp, iss or aud"))
+                    }
+                    ErrorKind::InvalidAlgorithm => JwtError::Invalid("JWT algorithm not accepted"),
+                    _ => JwtError::Invalid("invalid JWT signature"),
+                };
+            }
+        }
+    }
+    Err(last)
+}
+
+/// A claim by dotted path: `sub`, `m2m.originator`.
+fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(claims, |v, key| v.get(key))
+}
+
+fn claims_identity(issuer: &Issuer, claims: Value) -> Result<Arc<Identity>, JwtError> {
+    let originator = claim(&claims, &issuer.originator_claim)
+        .and_then(Value::as_str)
+        .ok_or(JwtError::Invalid(
+            "JWT originator claim missing or not a string",
+        ))?;
+    validate_originator(originator)
+        .map_err(|_| JwtError::Invalid("JWT originator claim is not a usable originator"))?;
+    let name = claim(&claims, &issuer.name_claim)
+        .and_then(Value::as_str)
+        .unwrap_or(originator);
+    let strings = |path: &Option<String>| -> Vec<String> {
+        match path.as_deref().and_then(|p| claim(&claims, p)) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            Some(Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            _ => Vec::new(),
+        }
+    };
+    let also_allowed = strings(&issuer.originators_claim)
+        .iter()
+        .map(|p| OriginatorPattern::parse(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| JwtError::Invalid("JWT originators claim holds an unusable pattern"))?;
+    Ok(Arc::new(Identity {
+        name: name.to_owned(),
+        proven_by: ProvenBy::Jwt,
+        originator: originator.to_owned(),
+        also_allowed,
+        roles: strings(&issuer.roles_claim),
+    }))
+}
+
+/// Three base64url segments whose first one decodes to a JSON object with `alg`.
+pub fn looks_like_jwt(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+        .is_some_and(|h| h.get("alg").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer_config(yaml: &str) -> JwtIssuerConfig {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn algorithm_policy() {
+        let ok = issuer_config("issuer: a\naudiences: [b]\njwks_file: k.json\n");
+        assert_eq!(check_issuer_config(&ok).unwrap().len(), 9);
+        for (yaml, why) in [
+            (
+                "issuer: a\naudiences: [b]\njwks_file: k\nalgorithms: [none]",
+                "never",
+            ),
+            (
+                "issuer: a\naudiences: [b]\njwks_file: k\nalgorithms: [HS256]",
+                "secret_file",
+            ),
+            ("issuer: a\naudiences: [b]\nsecret_file: s", "algorithms"),
+            (
+                "issuer: a\naudiences: [b]\nsecret_file: s\nalgorithms: [HS256, RS256]",
+                "only HS",
+            ),
+            (
+                "issuer: a\naudiences: [b]\njwks_file: k\njwks_url: https://x",
+                "exactly one",
+            ),
+            ("issuer: a\naudiences: []\njwks_file: k", "audiences"),
+            (
+                "issuer: a\naudiences: [b]\njwks_url: http://x\njwks_ca: c",
+                "https",
+            ),
+            ("issuer: a\naudiences: [b]\njwks_url: https://x", "jwks_ca"),
+            (
+                "issuer: a\naudiences: [b]\njwks_file: k\nalgorithms: [XY256]",
+                "unknown",
+            ),
+        ] {
+            let err = check_issuer_config(&issuer_config(yaml)).unwrap_err();
+            assert!(err.contains(why), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn claims_by_dotted_path() {
+        let claims = serde_json::json!({"sub": "x", "m2m": {"originator": "Cae-1", "n": 3}});
+        assert_eq!(
+            claim(&claims, "m2m.originator"),
+            Some(&Value::from("Cae-1"))
+        );
+        assert_eq!(claim(&claims, "sub"), Some(&Value::from("x")));
+        assert_eq!(claim(&claims, "m2m.missing"), None);
+        assert_eq!(claim(&claims, "sub.deeper"), None);
+    }
+
+    #[test]
+    fn jwt_shape() {
+        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#);
+        assert!(looks_like_jwt(&format!("{header}.e30.c2ln")));
+        assert!(!looks_like_jwt("3d7b084d-1259-4f6e-a6a5-0c4a2b1b7e6f"));
+        assert!(!looks_like_jwt(&format!("{header}.e30")));
+        assert!(!looks_like_jwt("a.b.c"));
+    }
+}
