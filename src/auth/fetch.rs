@@ -61,10 +61,14 @@ impl HttpsEndpoint {
             .trim_end_matches(']')
             .to_owned();
         let port = uri.port_u16().unwrap_or(443);
-        let addr = (host.as_str(), port)
+        // resolved once, at start; IPv4 first, since `localhost` may list ::1 first
+        let mut addrs: Vec<_> = (host.as_str(), port)
             .to_socket_addrs()
             .map_err(|e| format!("{url:?}: cannot resolve {host}: {e}"))?
-            .next()
+            .collect();
+        addrs.sort_by_key(|a| !a.is_ipv4());
+        let addr = *addrs
+            .first()
             .ok_or_else(|| format!("{url:?}: {host} has no address"))?;
         let path = uri
             .path_and_query()

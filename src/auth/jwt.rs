@@ -94,7 +94,9 @@ pub enum JwtError {
 
 struct Issuer {
     name: String,
-    validation: Validation,
+    /// One per accepted algorithm: jsonwebtoken wants every algorithm of a validation to
+    /// belong to the key's family.
+    validations: Vec<(Algorithm, Validation)>,
     keys: KeySource,
     originator_claim: String,
     originators_claim: Option<String>,
@@ -114,13 +116,18 @@ impl JwtAuth {
         for c in &config.issuers {
             let algorithms =
                 check_issuer_config(c).map_err(|e| format!("issuer {:?}: {e}", c.issuer))?;
-            let mut validation = Validation::new(algorithms[0]);
-            validation.algorithms = algorithms;
-            validation.leeway = config.leeway.as_secs();
-            validation.validate_nbf = true;
-            validation.set_issuer(&[&c.issuer]);
-            validation.set_audience(&c.audiences);
-            validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+            let validations = algorithms
+                .iter()
+                .map(|alg| {
+                    let mut v = Validation::new(*alg);
+                    v.leeway = config.leeway.as_secs();
+                    v.validate_nbf = true;
+                    v.set_issuer(&[&c.issuer]);
+                    v.set_audience(&c.audiences);
+                    v.set_required_spec_claims(&["exp", "iss", "aud"]);
+                    (*alg, v)
+                })
+                .collect();
             let keys = if let Some(path) = &c.jwks_file {
                 let file = Arc::new(JwksFile::load(path.clone())?);
                 files.push(file.clone());
@@ -157,7 +164,7 @@ impl JwtAuth {
             };
             issuers.push(Issuer {
                 name: c.issuer.clone(),
-                validation,
+                validations,
                 keys,
                 originator_claim: c.originator_claim.clone(),
                 originators_claim: c.originators_claim.clone(),
@@ -177,15 +184,16 @@ impl JwtAuth {
             .iter()
             .find(|i| i.name == iss)
             .ok_or(JwtError::Invalid("JWT from an unknown issuer"))?;
-        if !issuer.validation.algorithms.contains(&header.alg) {
+        let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == header.alg)
+        else {
             return Err(JwtError::Invalid("JWT algorithm not accepted"));
-        }
+        };
         let family = header.alg.family();
         let keys = match &issuer.keys {
             KeySource::File(file) => Some(file.keys()),
             KeySource::Url(url) => url.keys(header.kid.as_deref()).await,
             KeySource::Secret(secret) => {
-                return claims_identity(issuer, decode(token, &[secret], issuer)?);
+                return claims_identity(issuer, decode(token, &[secret], validation)?);
             }
         };
         let keys = keys.ok_or(JwtError::Invalid("issuer keys not available"))?;
@@ -193,7 +201,7 @@ impl JwtAuth {
         if candidates.is_empty() {
             return Err(JwtError::Invalid("JWT signed with an unknown key"));
         }
-        claims_identity(issuer, decode(token, &candidates, issuer)?)
+        claims_identity(issuer, decode(token, &candidates, validation)?)
     }
 }
 
@@ -208,11 +216,11 @@ fn unverified_issuer(token: &str) -> Option<String> {
     claims.get("iss")?.as_str().map(str::to_owned)
 }
 
-fn decode(token: &str, keys: &[&DecodingKey], issuer: &Issuer) -> Result<Value, JwtError> {
+fn decode(token: &str, keys: &[&DecodingKey], validation: &Validation) -> Result<Value, JwtError> {
     use jsonwebtoken::errors::ErrorKind;
     let mut last = JwtError::Invalid("invalid JWT signature");
     for key in keys {
-        match jsonwebtoken::decode::<Value>(token, key, &issuer.validation) {
+        match jsonwebtoken::decode::<Value>(token, key, validation) {
             Ok(data) => return Ok(data.claims),
             Err(e) => {
                 last = match e.kind() {

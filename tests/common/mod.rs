@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod creds;
+pub mod https;
 pub mod pki;
 pub mod proxy;
 pub mod scenario;

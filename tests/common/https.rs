@@ -1,0 +1,191 @@
+//! A small HTTPS endpoint on 127.0.0.1 for the services the proxy calls itself (JWKS URL,
+//! token introspection): answers come from a closure, calls are counted and recorded, answers
+//! can be delayed, and client certificates can be required.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+
+use super::CertKey;
+
+/// One call as the endpoint saw it: request head and body.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub head: String,
+    pub body: String,
+}
+
+type Handler = dyn Fn(&Call) -> (u16, String) + Send + Sync;
+
+pub struct HttpsEndpoint {
+    pub addr: SocketAddr,
+    calls: Arc<Mutex<Vec<Call>>>,
+    count: Arc<AtomicUsize>,
+    delay: Arc<Mutex<Duration>>,
+    handler: Arc<Mutex<Arc<Handler>>>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl HttpsEndpoint {
+    /// Serves with `server`'s certificate; `client_ca`: require a client certificate from it.
+    pub fn start(
+        server: &CertKey,
+        client_ca: Option<&CertKey>,
+        handler: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static,
+    ) -> HttpsEndpoint {
+        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+        acceptor.set_certificate_chain_file(&server.chain).unwrap();
+        acceptor
+            .set_private_key_file(&server.key, SslFiletype::PEM)
+            .unwrap();
+        if let Some(ca) = client_ca {
+            acceptor.set_ca_file(&ca.cert).unwrap();
+            acceptor.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+        }
+        let acceptor = Arc::new(acceptor.build());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handler: Arc<Mutex<Arc<Handler>>> = Arc::new(Mutex::new(Arc::new(handler)));
+        let (calls, count, delay, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Mutex::new(Duration::ZERO)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let accept = {
+            let (calls, count, delay, stop, handler) = (
+                calls.clone(),
+                count.clone(),
+                delay.clone(),
+                stop.clone(),
+                handler.clone(),
+            );
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((tcp, _)) => {
+                            let (acceptor, calls, count, delay, handler) = (
+                                acceptor.clone(),
+                                calls.clone(),
+                                count.clone(),
+                                delay.clone(),
+                                handler.clone(),
+                            );
+                            thread::spawn(move || {
+                                serve(tcp, &acceptor, &calls, &count, &delay, &handler)
+                            });
+                        }
+                        Err(_) => thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        HttpsEndpoint {
+            addr,
+            calls,
+            count,
+            delay,
+            handler,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.addr.port())
+    }
+
+    /// Calls answered or being answered so far.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn set_delay(&self, d: Duration) {
+        *self.delay.lock().unwrap() = d;
+    }
+
+    pub fn set_handler(&self, h: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static) {
+        *self.handler.lock().unwrap() = Arc::new(h);
+    }
+}
+
+impl Drop for HttpsEndpoint {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    tcp: TcpStream,
+    acceptor: &SslAcceptor,
+    calls: &Mutex<Vec<Call>>,
+    count: &AtomicUsize,
+    delay: &Mutex<Duration>,
+    handler: &Mutex<Arc<Handler>>,
+) {
+    let _ = tcp.set_nonblocking(false);
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = tcp.set_write_timeout(Some(Duration::from_secs(10)));
+    let Ok(mut tls) = acceptor.accept(tcp) else {
+        return;
+    };
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match tls.read(&mut tmp) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match tls.read(&mut tmp) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+    let call = Call {
+        head,
+        body: String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned(),
+    };
+    count.fetch_add(1, Ordering::SeqCst);
+    calls.lock().unwrap().push(call.clone());
+    let wait = *delay.lock().unwrap();
+    thread::sleep(wait);
+    let h = handler.lock().unwrap().clone();
+    let (status, body) = h(&call);
+    let _ = tls.write_all(
+        format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let _ = tls.shutdown();
+}

@@ -1,0 +1,488 @@
+//! Tokens issued elsewhere, through the real proxy over TLS: JWTs checked against JWKS files and
+//! URLs, and opaque tokens sent to an introspection endpoint. Tokens are signed here with
+//! openssl (not with the proxy's JWT library) and freshly generated keys.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use common::https::HttpsEndpoint;
+use common::scenario::{Scenario, ScenarioOpts};
+use common::{ClientOpts, Pki, Request, Response};
+use openssl::bn::BigNumContext;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::ecdsa::EcdsaSig;
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::sign::Signer;
+use serde_json::{json, Value};
+
+const ISS: &str = "https://idp.test";
+const AUD: &str = "m2m-proxy";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn b64(b: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+#[derive(Clone)]
+enum Key {
+    Rsa(PKey<Private>),
+    Ec(PKey<Private>),
+    Ed(PKey<Private>),
+}
+
+impl Key {
+    fn rsa() -> Key {
+        Key::Rsa(PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap())
+    }
+    fn ec() -> Key {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        Key::Ec(PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap())
+    }
+    fn ed() -> Key {
+        Key::Ed(PKey::generate_ed25519().unwrap())
+    }
+
+    fn alg(&self) -> &'static str {
+        match self {
+            Key::Rsa(_) => "RS256",
+            Key::Ec(_) => "ES256",
+            Key::Ed(_) => "EdDSA",
+        }
+    }
+
+    fn jwk(&self, kid: &str) -> Value {
+        match self {
+            Key::Rsa(k) => {
+                let rsa = k.rsa().unwrap();
+                json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+                       "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())})
+            }
+            Key::Ec(k) => {
+                let ec = k.ec_key().unwrap();
+                let (mut x, mut y) = (
+                    openssl::bn::BigNum::new().unwrap(),
+                    openssl::bn::BigNum::new().unwrap(),
+                );
+                ec.public_key()
+                    .affine_coordinates(
+                        ec.group(),
+                        &mut x,
+                        &mut y,
+                        &mut BigNumContext::new().unwrap(),
+                    )
+                    .unwrap();
+                json!({"kty": "EC", "kid": kid, "crv": "P-256",
+                       "x": b64(&x.to_vec_padded(32).unwrap()), "y": b64(&y.to_vec_padded(32).unwrap())})
+            }
+            Key::Ed(k) => json!({"kty": "OKP", "kid": kid, "crv": "Ed25519",
+                                 "x": b64(&k.raw_public_key().unwrap())}),
+        }
+    }
+
+    fn sign(&self, input: &[u8]) -> Vec<u8> {
+        match self {
+            Key::Rsa(k) => {
+                let mut s = Signer::new(MessageDigest::sha256(), k).unwrap();
+                s.sign_oneshot_to_vec(input).unwrap()
+            }
+            Key::Ec(k) => {
+                let mut s = Signer::new(MessageDigest::sha256(), k).unwrap();
+                let der = s.sign_oneshot_to_vec(input).unwrap();
+                let sig = EcdsaSig::from_der(&der).unwrap();
+                let mut raw = sig.r().to_vec_padded(32).unwrap();
+                raw.extend(sig.s().to_vec_padded(32).unwrap());
+                raw
+            }
+            Key::Ed(k) => {
+                let mut s = Signer::new_without_digest(k).unwrap();
+                s.sign_oneshot_to_vec(input).unwrap()
+            }
+        }
+    }
+}
+
+fn token_with(header: Value, claims: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = sign(input.as_bytes());
+    format!("{input}.{}", b64(&sig))
+}
+
+fn token(key: &Key, kid: &str, claims: &Value) -> String {
+    token_with(
+        json!({"alg": key.alg(), "typ": "JWT", "kid": kid}),
+        claims,
+        |i| key.sign(i),
+    )
+}
+
+fn claims(sub: &str) -> Value {
+    json!({"iss": ISS, "aud": AUD, "sub": sub, "exp": now() + 300, "nbf": now() - 5, "roles": ["sysop"]})
+}
+
+fn jwks(keys: &[(&Key, &str)]) -> String {
+    json!({"keys": keys.iter().map(|(k, kid)| k.jwk(kid)).collect::<Vec<_>>()}).to_string()
+}
+
+fn get(s: &Scenario, token: &str) -> Response {
+    s.tls(None)
+        .connect_and_request(
+            s.addr,
+            &Request::get("/cse-in")
+                .header("Authorization", &format!("Bearer {token}"))
+                .header("X-M2M-Origin", "CAdmin")
+                .header("X-M2M-RI", "jwt-1"),
+        )
+        .unwrap()
+}
+
+fn origin(s: &Scenario) -> String {
+    s.upstream
+        .last()
+        .unwrap()
+        .header_values("X-M2M-Origin")
+        .join(",")
+}
+
+fn jwt_scenario(issuer_keys: &str, extra: &str) -> Scenario {
+    Scenario::start(ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[mtls, jwt]".into(),
+        extra_auth: format!(
+            "rate_limit:\n  failures_per_minute: 1000\n  burst: 1000\njwt:\n  leeway: 5s\n  issuers:\n    - issuer: {ISS}\n      audiences: [{AUD}]\n      roles_claim: roles\n      {issuer_keys}{extra}"
+        ),
+        ..Default::default()
+    })
+}
+
+fn write_jwks(dir: &tempfile::TempDir, body: &str) -> PathBuf {
+    let path = dir.path().join("jwks.json");
+    let tmp = dir.path().join("jwks.json.tmp");
+    std::fs::write(&tmp, body).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+#[test]
+fn rsa_ec_and_ed25519_tokens_set_the_originator_from_their_claims() {
+    let (rsa, ec, ed) = (Key::rsa(), Key::ec(), Key::ed());
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_jwks(&dir, &jwks(&[(&rsa, "r1"), (&ec, "e1"), (&ed, "d1")]));
+    let s = jwt_scenario(&format!("jwks_file: {}", file.display()), "");
+    for (key, kid, sub) in [
+        (&rsa, "r1", "Cjwt-rsa"),
+        (&ec, "e1", "Cjwt-ec"),
+        (&ed, "d1", "Cjwt-ed"),
+    ] {
+        let resp = get(&s, &token(key, kid, &claims(sub)));
+        assert_eq!(resp.status, 200, "{}: {}", key.alg(), resp.text());
+        assert_eq!(origin(&s), sub, "the spoofed X-M2M-Origin is replaced");
+    }
+    let log = s.proxy.stdout_text();
+    assert!(
+        log.contains(r#""roles":["sysop"]"#),
+        "roles are logged: {log}"
+    );
+    assert!(!log.contains("eyJ"), "no token content in the access log");
+}
+
+#[test]
+fn bad_tokens_are_401_with_an_rfc6750_challenge_and_never_forwarded() {
+    let rsa = Key::rsa();
+    let other = Key::rsa();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_jwks(&dir, &jwks(&[(&rsa, "r1")]));
+    let s = jwt_scenario(&format!("jwks_file: {}", file.display()), "");
+    let with = |patch: Value| {
+        let mut c = claims("Cjwt-1");
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        c
+    };
+    let public_pem = match &rsa {
+        Key::Rsa(k) => k.public_key_to_pem().unwrap(),
+        _ => unreachable!(),
+    };
+    let hmac_with_public_key = |input: &[u8]| {
+        let key = PKey::hmac(&public_pem).unwrap();
+        let mut s = Signer::new(MessageDigest::sha256(), &key).unwrap();
+        s.sign_oneshot_to_vec(input).unwrap()
+    };
+    let cases = [
+        (
+            "expired",
+            token(&rsa, "r1", &with(json!({"exp": now() - 60}))),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            token(&rsa, "r1", &with(json!({"nbf": now() + 600}))),
+            "nbf",
+        ),
+        (
+            "wrong issuer",
+            token(&rsa, "r1", &with(json!({"iss": "https://evil.test"}))),
+            "issuer",
+        ),
+        (
+            "wrong audience",
+            token(&rsa, "r1", &with(json!({"aud": "someone-else"}))),
+            "audience",
+        ),
+        (
+            "no originator",
+            token(&rsa, "r1", &with(json!({"sub": null}))),
+            "originator",
+        ),
+        (
+            "originator not a string",
+            token(&rsa, "r1", &with(json!({"sub": 42}))),
+            "originator",
+        ),
+        (
+            "signed by another key",
+            token(&other, "r1", &claims("Cjwt-1")),
+            "signature",
+        ),
+        (
+            "unknown kid",
+            token(&other, "r9", &claims("Cjwt-1")),
+            "unknown key",
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(br#"{"alg":"none","typ":"JWT"}"#),
+                b64(claims("Cjwt-1").to_string().as_bytes())
+            ),
+            "",
+        ),
+        (
+            "RS256 -> HS256 key confusion",
+            token_with(
+                json!({"alg": "HS256", "kid": "r1"}),
+                &claims("Cjwt-1"),
+                hmac_with_public_key,
+            ),
+            "algorithm",
+        ),
+    ];
+    for (case, t, why) in cases {
+        let resp = get(&s, &t);
+        assert_eq!(resp.status, 401, "{case}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4107"), "{case}");
+        assert_eq!(resp.header("X-M2M-RI"), Some("jwt-1"), "{case}");
+        let challenge = resp.header_all("WWW-Authenticate").join(" | ");
+        assert!(challenge.contains("error=\"invalid"), "{case}: {challenge}");
+        assert!(
+            resp.text().to_lowercase().contains(why),
+            "{case}: {} should say {why:?}",
+            resp.text()
+        );
+    }
+    assert_eq!(s.upstream.count(), 0, "no bad token was forwarded");
+    let log = s.proxy.stdout_text() + &s.proxy.stderr_text();
+    assert!(!log.contains("eyJ"), "no token content in the logs");
+}
+
+#[test]
+fn a_rotated_jwks_file_is_picked_up_and_a_broken_one_keeps_the_keys() {
+    let (k1, k2) = (Key::ec(), Key::ec());
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_jwks(&dir, &jwks(&[(&k1, "k1")]));
+    let s = jwt_scenario(&format!("jwks_file: {}", file.display()), "");
+    assert_eq!(get(&s, &token(&k2, "k2", &claims("Cjwt-2"))).status, 401);
+    write_jwks(&dir, &jwks(&[(&k1, "k1"), (&k2, "k2")]));
+    let mut ok = false;
+    for _ in 0..50 {
+        if get(&s, &token(&k2, "k2", &claims("Cjwt-2"))).status == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "the new key was never accepted");
+    write_jwks(&dir, "{ not json");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(&s, &token(&k2, "k2", &claims("Cjwt-2"))).status, 200);
+}
+
+fn https_pki() -> (Pki, common::CertKey, common::CertKey) {
+    let pki = Pki::new();
+    let ca = pki.ca("svc-ca");
+    let server = pki.server(&ca, "localhost", &["127.0.0.1"]);
+    (pki, ca, server)
+}
+
+#[test]
+fn a_jwks_url_is_refetched_on_an_unknown_kid_and_its_last_good_keys_survive_an_outage() {
+    let (k1, k2, k3) = (Key::rsa(), Key::ed(), Key::ec());
+    let (_pki, ca, server) = https_pki();
+    let served = Arc::new(std::sync::Mutex::new(jwks(&[(&k1, "k1")])));
+    let body = served.clone();
+    let endpoint =
+        HttpsEndpoint::start(&server, None, move |_| (200, body.lock().unwrap().clone()));
+    let s = jwt_scenario(
+        &format!(
+            "jwks_url: {}\n      jwks_ca: {}\n      jwks_min_refetch: 1s",
+            endpoint.url("/jwks"),
+            ca.cert.display()
+        ),
+        "",
+    );
+    assert_eq!(get(&s, &token(&k1, "k1", &claims("Cjwt-1"))).status, 200);
+    assert_eq!(get(&s, &token(&k1, "k1", &claims("Cjwt-1"))).status, 200);
+    assert_eq!(endpoint.count(), 1, "keys are cached");
+
+    // rotation: a token with a new kid makes the proxy fetch again
+    *served.lock().unwrap() = jwks(&[(&k1, "k1"), (&k2, "k2")]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let resp = get(&s, &token(&k2, "k2", &claims("Cjwt-2")));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(endpoint.count(), 2);
+
+    // an unknown kid fetches at most once per jwks_min_refetch
+    assert_eq!(get(&s, &token(&k3, "k3", &claims("Cjwt-3"))).status, 401);
+    assert_eq!(endpoint.count(), 2, "the last fetch was less than 1s ago");
+    std::thread::sleep(Duration::from_millis(1100));
+    for _ in 0..5 {
+        assert_eq!(get(&s, &token(&k3, "k3", &claims("Cjwt-3"))).status, 401);
+    }
+    assert_eq!(
+        endpoint.count(),
+        3,
+        "one refetch for five unknown-kid tokens"
+    );
+
+    // JWKS server gone: the last good keys still verify
+    drop(endpoint);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&s, &token(&k3, "k3", &claims("Cjwt-3"))).status, 401);
+    let resp = get(&s, &token(&k2, "k2", &claims("Cjwt-2")));
+    assert_eq!(resp.status, 200, "last good set used: {}", resp.text());
+}
+
+fn introspection_scenario(endpoint: &HttpsEndpoint, ca: &common::CertKey, extra: &str) -> Scenario {
+    Scenario::start(ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[mtls, introspection]".into(),
+        extra_auth: format!(
+            "rate_limit:\n  failures_per_minute: 1000\n  burst: 1000\nintrospection:\n  url: {}\n  ca: {}\n  operator_field: sysop\n  timeout: 500ms\n  cache_ttl: 30s\n{extra}",
+            endpoint.url("/introspect"),
+            ca.cert.display()
+        ),
+        ..Default::default()
+    })
+}
+
+fn answer(call: &common::https::Call) -> (u16, String) {
+    let token = call.body.strip_prefix("token=").unwrap_or("");
+    match token {
+        "good" => (
+            200,
+            json!({"active": true, "sub": "Cintro-1", "sysop": true, "exp": now() + 600})
+                .to_string(),
+        ),
+        "no-originator" => (200, json!({"active": true}).to_string()),
+        _ => (200, json!({"active": false}).to_string()),
+    }
+}
+
+#[test]
+fn introspection_admits_active_tokens_caches_answers_and_refuses_inactive_ones() {
+    let (_pki, ca, server) = https_pki();
+    let endpoint = HttpsEndpoint::start(&server, None, answer);
+    let s = introspection_scenario(&endpoint, &ca, "");
+    for _ in 0..5 {
+        let resp = get(&s, "IDENTITY-TOKEN//good");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(origin(&s), "Cintro-1");
+    }
+    assert_eq!(endpoint.count(), 1, "one call for five requests");
+    assert!(endpoint.calls()[0].body == "token=good");
+    assert!(s.proxy.stdout_text().contains(r#""roles":["sysop"]"#));
+
+    for t in ["IDENTITY-TOKEN//revoked", "IDENTITY-TOKEN//no-originator"] {
+        let resp = get(&s, t);
+        assert_eq!(resp.status, 401, "{t}: {}", resp.text());
+        let challenge = resp.header_all("WWW-Authenticate").join(" | ");
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{challenge}"
+        );
+    }
+    assert_eq!(s.upstream.count(), 5);
+}
+
+#[test]
+fn introspection_fails_closed_when_the_endpoint_is_slow_or_down() {
+    let (_pki, ca, server) = https_pki();
+    let endpoint = HttpsEndpoint::start(&server, None, answer);
+    let s = introspection_scenario(&endpoint, &ca, "");
+    endpoint.set_delay(Duration::from_millis(1500));
+    let resp = get(&s, "IDENTITY-TOKEN//good");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(resp.header("X-M2M-RSC"), Some("5103"));
+    assert_eq!(resp.header("X-M2M-RI"), Some("jwt-1"));
+    drop(endpoint);
+    let resp = get(&s, "IDENTITY-TOKEN//good");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(s.upstream.count(), 0, "never admitted");
+    let (_, metrics) = s.proxy.admin_get("/metrics").unwrap();
+    assert!(
+        metrics.contains(r#"m2m_auth_proxy_introspection_calls_total{result="timeout"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        r#"m2m_auth_proxy_auth_failures_total{method="introspection",reason="unavailable"} 2"#
+    ));
+}
+
+#[test]
+fn concurrent_requests_with_one_token_share_one_introspection_call() {
+    let (pki, ca, server) = https_pki();
+    // the endpoint also wants the proxy's client certificate
+    let proxy_client = pki.client(&ca, ClientOpts::cn("m2m-auth-proxy"));
+    let endpoint = HttpsEndpoint::start(&server, Some(&ca), answer);
+    endpoint.set_delay(Duration::from_millis(300));
+    let s = introspection_scenario(
+        &endpoint,
+        &ca,
+        &format!(
+            "  client_cert: {}\n  client_key: {}\n",
+            proxy_client.chain.display(),
+            proxy_client.key.display()
+        ),
+    );
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| get(&s, "IDENTITY-TOKEN//good").status))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(endpoint.count(), 1, "six concurrent requests, one call");
+}
