@@ -176,6 +176,34 @@ pub fn summary(p: &Prepared) -> String {
             }
         ));
     }
+    if let Some(jwt) = &c.auth.jwt {
+        for issuer in &jwt.issuers {
+            let keys = match (&issuer.jwks_file, &issuer.jwks_url, &issuer.secret_file) {
+                (Some(f), _, _) => format!("JWKS file {}", f.display()),
+                (_, Some(u), _) => format!("JWKS URL {u} (fetched on first use)"),
+                (_, _, Some(f)) => format!("shared secret {}", f.display()),
+                _ => "no keys".into(),
+            };
+            line(format!(
+                "jwt: issuer {:?}, audiences {:?}, {keys}, originator from claim {:?}",
+                issuer.issuer, issuer.audiences, issuer.originator_claim
+            ));
+        }
+    }
+    if let Some(intro) = &c.auth.introspection {
+        line(format!(
+            "introspection: {} (timeout {:?}, cache {:?}), originator from field {:?}{}",
+            intro.url,
+            intro.timeout,
+            intro.cache_ttl,
+            intro.originator_field,
+            if intro.plain_bearer {
+                ", plain bearer tokens too"
+            } else {
+                ""
+            }
+        ));
+    }
     if p.mtls.is_some() {
         let fields: Vec<_> = c.auth.mtls.identity.iter().map(|f| f.as_str()).collect();
         line(format!(
