@@ -195,11 +195,10 @@ fn rsa_ec_and_ed25519_tokens_set_the_originator_from_their_claims() {
         assert_eq!(resp.status, 200, "{}: {}", key.alg(), resp.text());
         assert_eq!(origin(&s), sub, "the spoofed X-M2M-Origin is replaced");
     }
-    let log = s.proxy.stdout_text();
-    assert!(
-        log.contains(r#""roles":["sysop"]"#),
-        "roles are logged: {log}"
-    );
+    let log = s
+        .proxy
+        .wait_stdout(r#""roles":["sysop"]"#, Duration::from_secs(5))
+        .expect("roles are logged");
     assert!(!log.contains("eyJ"), "no token content in the access log");
 }
 
@@ -423,7 +422,10 @@ fn introspection_admits_active_tokens_caches_answers_and_refuses_inactive_ones()
     }
     assert_eq!(endpoint.count(), 1, "one call for five requests");
     assert!(endpoint.calls()[0].body == "token=good");
-    assert!(s.proxy.stdout_text().contains(r#""roles":["sysop"]"#));
+    assert!(s
+        .proxy
+        .wait_stdout(r#""roles":["sysop"]"#, Duration::from_secs(5))
+        .is_some());
 
     for t in ["IDENTITY-TOKEN//revoked", "IDENTITY-TOKEN//no-originator"] {
         let resp = get(&s, t);
@@ -485,4 +487,30 @@ fn concurrent_requests_with_one_token_share_one_introspection_call() {
     });
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(endpoint.count(), 1, "six concurrent requests, one call");
+}
+
+#[test]
+fn roles_from_the_config_are_logged_for_any_method() {
+    let s = Scenario::start(ScenarioOpts {
+        extra_auth: "roles:\n  sysop: [Cadmin-tool]\n  auditor: [Cadmin-tool, Cother]".into(),
+        ..Default::default()
+    });
+    for (who, roles) in [
+        ("Cadmin-tool", r#""roles":["auditor","sysop"]"#),
+        ("Cae-1", r#""roles":[]"#),
+    ] {
+        let client = s.client(ClientOpts::uri(who));
+        let resp = s
+            .tls(Some(&client))
+            .connect_and_request(s.addr, &Request::get("/cse-in").header("X-M2M-RI", who))
+            .unwrap();
+        assert_eq!(resp.status, 200);
+        let needle = format!(r#""request_id":"{who}""#);
+        let log = s
+            .proxy
+            .wait_stdout(&needle, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no access-log line for {who}"));
+        let line = log.lines().find(|l| l.contains(&needle)).unwrap();
+        assert!(line.contains(roles), "{who}: {line}");
+    }
 }

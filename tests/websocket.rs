@@ -162,7 +162,10 @@ fn verify_answers_a_foreign_fr_with_4103_on_the_same_connection_and_forwards_not
         ),
         1.0
     );
-    let log = s.proxy.stdout_text();
+    let log = s
+        .proxy
+        .wait_stdout("websocket_refused", Duration::from_secs(5))
+        .unwrap_or_default();
     let refusal: Value = log
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())

@@ -41,6 +41,19 @@ pub fn free_port() -> u16 {
     panic!("no fresh loopback port after 1000 binds");
 }
 
+fn wait_for(mut done: impl FnMut() -> bool, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(POLL);
+    }
+}
+
 /// `"127.0.0.1:<free port>"`.
 pub fn free_addr() -> String {
     format!("127.0.0.1:{}", free_port())
@@ -266,16 +279,20 @@ impl ProxyProcess {
     }
     /// Polls stderr until it contains `needle`; false on timeout.
     pub fn wait_stderr(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if self.stderr_text().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(POLL);
-        }
+        wait_for(|| self.stderr_text().contains(needle), timeout)
+    }
+    /// Polls stdout (the access log, written just after each response) until it contains
+    /// `needle`; returns the whole text, or `None` on timeout.
+    pub fn wait_stdout(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let mut text = String::new();
+        wait_for(
+            || {
+                text = self.stdout_text();
+                text.contains(needle)
+            },
+            timeout,
+        )
+        .then_some(text)
     }
 
     fn try_exit(&mut self) -> Option<ExitStatus> {
