@@ -8,6 +8,8 @@ Python code, so the difference of the medians is what the proxy adds (TLS record
 included). Stdlib only.
 
     bench/ws_latency.py [--bin target/release/m2m-auth-proxy] [--messages 5000] [--cbor]
+    bench/ws_latency.py --opaque   # same traffic as an uninspected WebSocket (allow_opaque):
+                                   # the difference to the default run is the gate's own cost
 
 Prints one table row per path and the added latency; nothing is written to disk except a
 temporary config.
@@ -183,6 +185,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target/release/m2m-auth-proxy"))
     ap.add_argument("--messages", type=int, default=5000)
     ap.add_argument("--cbor", action="store_true")
+    ap.add_argument("--opaque", action="store_true")
     args = ap.parse_args()
 
     primitive = {
@@ -196,6 +199,8 @@ def main():
         protocol, opcode, payload = "oneM2M.cbor", 2, cbor_primitive(primitive)
     else:
         protocol, opcode, payload = "oneM2M.json", 1, json.dumps(primitive).encode()
+    if args.opaque:
+        protocol = "x-uninspected"
 
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -216,6 +221,7 @@ def main():
                 "auth:\n  methods: [mtls]\n  mtls:\n    identity: [uri]\n"
                 "originator:\n  mode: overwrite\nlog:\n  access: false\n"
                 "shutdown:\n  grace_period: 1s\n"
+                + ("websocket:\n  allow_opaque: true\n" if args.opaque else "")
             )
         proxy = subprocess.Popen(
             [args.bin, "--config", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE

@@ -17,6 +17,8 @@
 //!   around the bcrypt one, random token hashes), and the parse ("reload") time of
 //!   100 000-entry htpasswd and tokens files, which runs off the request path
 //! * `metrics`      the per-request Prometheus counter + histogram update
+//! * `jwt`          a JWT verified against a JWKS (RS256 2048-bit, ES256): header, issuer
+//!   lookup, signature, claims, identity
 //! * `websocket`    one oneM2M WebSocket message through the gate (unmask, parse, policy, `fr`
 //!   splice, re-mask): JSON with the proven `fr` (forwarded as is), JSON and CBOR with a spoofed
 //!   one (rewritten), a 4 KiB JSON primitive
@@ -539,6 +541,70 @@ fn metrics_update(c: &mut Criterion) {
     g.finish();
 }
 
+fn jwt(c: &mut Criterion) {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use m2m_auth_proxy::auth::jwt::JwtAuth;
+    use m2m_auth_proxy::config::JwtConfig;
+    use openssl::bn::BigNumContext;
+    use openssl::rsa::Rsa;
+
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let rsa = Rsa::generate(2048).unwrap();
+    let ec = ec_key();
+    let (mut x, mut y) = (BigNum::new().unwrap(), BigNum::new().unwrap());
+    let ec_key = ec.ec_key().unwrap();
+    ec_key
+        .public_key()
+        .affine_coordinates(
+            ec_key.group(),
+            &mut x,
+            &mut y,
+            &mut BigNumContext::new().unwrap(),
+        )
+        .unwrap();
+    let jwks = serde_json::json!({"keys": [
+        {"kty": "RSA", "kid": "r", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())},
+        {"kty": "EC", "kid": "e", "crv": "P-256",
+         "x": b64(&x.to_vec_padded(32).unwrap()), "y": b64(&y.to_vec_padded(32).unwrap())},
+    ]});
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks.to_string()).unwrap();
+    let config: JwtConfig = serde_yaml_ng::from_str(&format!(
+        "issuers:\n  - issuer: https://idp\n    audiences: [proxy]\n    jwks_file: {}\n",
+        path.display()
+    ))
+    .unwrap();
+    let (auth, _) = JwtAuth::load(&config).unwrap();
+    let exp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({"iss": "https://idp", "aud": "proxy", "sub": "Cae-sensor1", "exp": exp});
+    let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.into());
+        encode(&header, &claims, key).unwrap()
+    };
+    let rs256 = sign(
+        Algorithm::RS256,
+        "r",
+        &EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap()),
+    );
+    let es256 = sign(
+        Algorithm::ES256,
+        "e",
+        &EncodingKey::from_ec_der(&ec.private_key_to_pkcs8().unwrap()),
+    );
+    let mut g = c.benchmark_group("jwt");
+    for (name, token) in [("rs256_2048", &rs256), ("es256", &es256)] {
+        assert!(now_or_never(auth.verify(token)).is_ok(), "{name}");
+        g.bench_function(name, |b| b.iter(|| now_or_never(auth.verify(black_box(token)))));
+    }
+    g.finish();
+}
+
 fn websocket(c: &mut Criterion) {
     use m2m_auth_proxy::websocket::frame::{encode_frame, Opcode};
     use m2m_auth_proxy::websocket::gate::Gate;
@@ -614,6 +680,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = parse, mtls, policy, headers, authenticate, basic, scaling, metrics_update, websocket
+    targets = parse, mtls, policy, headers, authenticate, basic, scaling, metrics_update, jwt, websocket
 }
 criterion_main!(benches);
