@@ -18,7 +18,8 @@
 //!   100 000-entry htpasswd and tokens files, which runs off the request path
 //! * `metrics`      the per-request Prometheus counter + histogram update
 //! * `jwt`          a JWT verified against a JWKS (RS256 2048-bit, ES256): header, issuer
-//!   lookup, signature, claims, identity
+//!   lookup, signature, claims, identity (`_first_use`), and the same token again, answered by
+//!   the verified-token cache (`_again`)
 //! * `websocket`    one oneM2M WebSocket message through the gate (unmask, parse, policy, `fr`
 //!   splice, re-mask): JSON with the proven `fr` (forwarded as is), JSON and CBOR with a spoofed
 //!   one (rewritten), a 4 KiB JSON primitive
@@ -581,7 +582,8 @@ fn jwt(c: &mut Criterion) {
         .unwrap()
         .as_secs()
         + 3600;
-    let claims = serde_json::json!({"iss": "https://idp", "aud": "proxy", "sub": "Cae-sensor1", "exp": exp});
+    let claims =
+        serde_json::json!({"iss": "https://idp", "aud": "proxy", "sub": "Cae-sensor1", "exp": exp});
     let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
         let mut header = Header::new(alg);
         header.kid = Some(kid.into());
@@ -600,7 +602,14 @@ fn jwt(c: &mut Criterion) {
     let mut g = c.benchmark_group("jwt");
     for (name, token) in [("rs256_2048", &rs256), ("es256", &es256)] {
         assert!(now_or_never(auth.verify(token)).is_ok(), "{name}");
-        g.bench_function(name, |b| b.iter(|| now_or_never(auth.verify(black_box(token)))));
+        // first sight of a token: the whole check
+        g.bench_function(format!("{name}_first_use"), |b| {
+            b.iter(|| now_or_never(auth.verify_uncached_identity(black_box(token))))
+        });
+        // the same token again: answered by the verified-token cache
+        g.bench_function(format!("{name}_again"), |b| {
+            b.iter(|| now_or_never(auth.verify(black_box(token))))
+        });
     }
     g.finish();
 }

@@ -313,6 +313,8 @@ fn a_rotated_jwks_file_is_picked_up_and_a_broken_one_keeps_the_keys() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_jwks(&dir, &jwks(&[(&k1, "k1")]));
     let s = jwt_scenario(&format!("jwks_file: {}", file.display()), "");
+    let old = token(&k1, "k1", &claims("Cjwt-1"));
+    assert_eq!(get(&s, &old).status, 200, "verified once, then remembered");
     assert_eq!(get(&s, &token(&k2, "k2", &claims("Cjwt-2"))).status, 401);
     write_jwks(&dir, &jwks(&[(&k1, "k1"), (&k2, "k2")]));
     let mut ok = false;
@@ -324,8 +326,22 @@ fn a_rotated_jwks_file_is_picked_up_and_a_broken_one_keeps_the_keys() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ok, "the new key was never accepted");
+    assert_eq!(get(&s, &old).status, 200);
     write_jwks(&dir, "{ not json");
     std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(&s, &token(&k2, "k2", &claims("Cjwt-2"))).status, 200);
+
+    // k1 withdrawn: a token it signed is refused at once, although it was verified before
+    write_jwks(&dir, &jwks(&[(&k2, "k2")]));
+    let mut refused = false;
+    for _ in 0..50 {
+        if get(&s, &old).status == 401 {
+            refused = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(refused, "a token of a withdrawn key was still accepted");
     assert_eq!(get(&s, &token(&k2, "k2", &claims("Cjwt-2"))).status, 200);
 }
 

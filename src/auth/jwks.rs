@@ -191,6 +191,11 @@ impl JwksUrl {
         self.keys.load_full().as_ref().clone()
     }
 
+    /// The keys in force, without fetching.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.keys.load_full().as_ref().clone()
+    }
+
     async fn stale(&self) -> bool {
         match self.state.try_lock() {
             Ok(times) => times.succeeded.is_none_or(|t| t.elapsed() >= self.refresh),

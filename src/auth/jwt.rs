@@ -1,15 +1,18 @@
 //! JWTs issued elsewhere: the token names its issuer, the issuer's keys and rules decide, and
 //! claims become the one `Identity` every method produces.
 
+use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::fetch::{ClientAuth, HttpsEndpoint};
-use super::jwks::{JwksFile, JwksUrl, KeySource};
+use super::jwks::{JwksFile, JwksUrl, KeySet, KeySource};
 use crate::config::{JwtConfig, JwtIssuerConfig};
 use crate::identity::{Identity, ProvenBy};
 use crate::originator::{validate_originator, OriginatorPattern};
@@ -106,6 +109,64 @@ struct Issuer {
 
 pub struct JwtAuth {
     issuers: Vec<Issuer>,
+    verified: VerifiedCache,
+}
+
+/// Verified tokens are remembered at most this long (and never past their `exp`).
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+const VERIFIED_MAX: usize = 10_000;
+
+/// Signature checks cost hundreds of µs with the pure-Rust backend: a token seen again is
+/// answered from here, keyed by a salted hash (the cache holds no token), for as long as its
+/// issuer's keys are the very set that verified it.
+struct VerifiedCache {
+    salt: [u8; 32],
+    entries: Mutex<HashMap<[u8; 32], Verified>>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    identity: Arc<Identity>,
+    until: Instant,
+    issuer: usize,
+    /// The key set that verified it (`None`: a shared secret). Held, not just its address,
+    /// so that a new set can never be mistaken for it.
+    keys: Option<Arc<KeySet>>,
+}
+
+impl VerifiedCache {
+    fn new() -> Result<Self, String> {
+        let mut salt = [0u8; 32];
+        getrandom::fill(&mut salt).map_err(|e| format!("random salt: {e}"))?;
+        Ok(VerifiedCache {
+            salt,
+            entries: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn key(&self, token: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(token.as_bytes());
+        h.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32]) -> Option<Verified> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.get(key).cloned()
+    }
+
+    fn put(&self, key: [u8; 32], verified: Verified) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= VERIFIED_MAX {
+            let now = Instant::now();
+            entries.retain(|_, v| v.until > now);
+            if entries.len() >= VERIFIED_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(key, verified);
+    }
 }
 
 impl JwtAuth {
@@ -172,17 +233,52 @@ impl JwtAuth {
                 roles_claim: c.roles_claim.clone(),
             });
         }
-        Ok((JwtAuth { issuers }, files))
+        let verified = VerifiedCache::new()?;
+        Ok((JwtAuth { issuers, verified }, files))
     }
 
     pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, JwtError> {
+        let key = self.verified.key(token);
+        if let Some(hit) = self.verified.get(&key) {
+            let same_keys = match (&hit.keys, self.current_keys(hit.issuer)) {
+                (None, Some(None)) => true,
+                (Some(then), Some(Some(now))) => Arc::ptr_eq(then, &now),
+                _ => false,
+            };
+            if same_keys && hit.until > Instant::now() {
+                return Ok(hit.identity);
+            }
+        }
+        let verified = self.verify_uncached(token).await?;
+        let identity = verified.identity.clone();
+        self.verified.put(key, verified);
+        Ok(identity)
+    }
+
+    /// The key set an issuer uses now (no fetch): `Some(None)` for a shared secret, `None`
+    /// when there is none.
+    fn current_keys(&self, issuer: usize) -> Option<Option<Arc<KeySet>>> {
+        match &self.issuers.get(issuer)?.keys {
+            KeySource::File(file) => Some(Some(file.keys())),
+            KeySource::Url(url) => url.current().map(Some),
+            KeySource::Secret(_) => Some(None),
+        }
+    }
+
+    /// The full check, without the cache (also for benchmarks).
+    pub async fn verify_uncached_identity(&self, token: &str) -> Result<Arc<Identity>, JwtError> {
+        self.verify_uncached(token).await.map(|v| v.identity)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<Verified, JwtError> {
         const MALFORMED: JwtError = JwtError::Invalid("malformed JWT");
         let header = jsonwebtoken::decode_header(token).map_err(|_| MALFORMED)?;
         let iss = unverified_issuer(token).ok_or(JwtError::Invalid("JWT without iss"))?;
-        let issuer = self
+        let (index, issuer) = self
             .issuers
             .iter()
-            .find(|i| i.name == iss)
+            .enumerate()
+            .find(|(_, i)| i.name == iss)
             .ok_or(JwtError::Invalid("JWT from an unknown issuer"))?;
         let Some((_, validation)) = issuer.validations.iter().find(|(a, _)| *a == header.alg)
         else {
@@ -193,7 +289,8 @@ impl JwtAuth {
             KeySource::File(file) => Some(file.keys()),
             KeySource::Url(url) => url.keys(header.kid.as_deref()).await,
             KeySource::Secret(secret) => {
-                return claims_identity(issuer, decode(token, &[secret], validation)?);
+                let claims = decode(token, &[secret], validation)?;
+                return verified(index, None, issuer, claims);
             }
         };
         let keys = keys.ok_or(JwtError::Invalid("issuer keys not available"))?;
@@ -201,8 +298,32 @@ impl JwtAuth {
         if candidates.is_empty() {
             return Err(JwtError::Invalid("JWT signed with an unknown key"));
         }
-        claims_identity(issuer, decode(token, &candidates, validation)?)
+        let claims = decode(token, &candidates, validation)?;
+        verified(index, Some(keys), issuer, claims)
     }
+}
+
+/// The cache entry of a token that passed every check: kept until its `exp`, at most
+/// `VERIFIED_TTL`.
+fn verified(
+    index: usize,
+    keys: Option<Arc<KeySet>>,
+    issuer: &Issuer,
+    claims: Value,
+) -> Result<Verified, JwtError> {
+    let unix_now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let left = claims
+        .get("exp")
+        .and_then(Value::as_u64)
+        .map_or(0, |exp| exp.saturating_sub(unix_now));
+    Ok(Verified {
+        identity: claims_identity(issuer, claims)?,
+        until: Instant::now() + VERIFIED_TTL.min(Duration::from_secs(left)),
+        issuer: index,
+        keys,
+    })
 }
 
 /// `iss` read before the signature is checked, only to pick the issuer whose rules then
