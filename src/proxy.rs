@@ -527,11 +527,10 @@ impl AuthProxy {
         let (Some(gate), Some(data)) = (ctx.websocket.as_mut(), body.as_ref()) else {
             return Ok(());
         };
-        if gate.client_done() && !data.is_empty() {
-            // the client keeps talking after a close: stop reading it
+        let out = gate.on_client_data(data);
+        if gate.talking_after_close() {
             return Error::e_explain(ErrorType::ReadError, "WebSocket data after close");
         }
-        let out = gate.on_client_data(data);
         *body = Some(out.to_upstream.freeze());
         if let Some(frames) = out.to_client {
             session.write_response_body(Some(frames), false).await?;

@@ -428,9 +428,28 @@ fn answer(call: &common::https::Call) -> (u16, String) {
 
 #[test]
 fn introspection_admits_active_tokens_caches_answers_and_refuses_inactive_ones() {
-    let (_pki, ca, server) = https_pki();
-    let endpoint = HttpsEndpoint::start(&server, None, answer);
-    let s = introspection_scenario(&endpoint, &ca, "");
+    let (pki, ca, server) = https_pki();
+    // the endpoint wants the proxy's Basic credentials
+    let expected = format!(
+        "authorization: basic {}",
+        base64::engine::general_purpose::STANDARD.encode("m2m-proxy:s3cret pw")
+    )
+    .to_lowercase();
+    let endpoint = HttpsEndpoint::start(&server, None, move |call| {
+        if !call.head.to_lowercase().contains(&expected) {
+            return (401, "{}".into());
+        }
+        answer(call)
+    });
+    let password = pki.write("introspection.password", b"s3cret pw\n");
+    let s = introspection_scenario(
+        &endpoint,
+        &ca,
+        &format!(
+            "  basic_user: m2m-proxy\n  basic_password_file: {}\n",
+            password.display()
+        ),
+    );
     for _ in 0..5 {
         let resp = get(&s, "IDENTITY-TOKEN//good");
         assert_eq!(resp.status, 200, "{}", resp.text());

@@ -116,8 +116,14 @@ pub struct Gate {
     waiting_for_client: BytesMut,
     /// The client sent Close or the gate closed: nothing more is read from the client.
     client_done: bool,
+    /// Bytes the client sent after that (its reply to our close, normally).
+    after_close: usize,
     mask: MaskKeys,
 }
+
+/// After a close, a client may still send its own Close frame (at most 131 bytes); more than
+/// this means it is not closing, and the connection is ended.
+const MAX_AFTER_CLOSE: usize = 256;
 
 impl Gate {
     pub fn new(
@@ -136,6 +142,7 @@ impl Gate {
             server: ServerStream::new(),
             waiting_for_client: BytesMut::new(),
             client_done: false,
+            after_close: 0,
             mask: MaskKeys::new(),
         }
     }
@@ -144,9 +151,17 @@ impl Gate {
         self.client_done
     }
 
+    /// Whether the client went on sending after a close for longer than a Close frame; the
+    /// connection should then be ended instead of read further.
+    pub fn talking_after_close(&self) -> bool {
+        self.after_close > MAX_AFTER_CLOSE
+    }
+
     pub fn on_client_data(&mut self, data: &[u8]) -> ClientOutput {
         let mut out = ClientOutput::default();
         if self.client_done {
+            // dropped: the CSE was already told the client is gone
+            self.after_close = self.after_close.saturating_add(data.len());
             return out;
         }
         let events = match self.client.push(data) {
@@ -476,7 +491,10 @@ mod gate_tests {
         // the upstream is told the client is going away (a masked close)
         assert_eq!(out.to_upstream[0], 0x88);
         assert!(g.client_done());
-        let later = g.on_client_data(&encode_frame(Opcode::Text, br#"{"op":2}"#, KEY));
+        let later = g.on_client_data(&close_frame(1003, "ok", KEY));
         assert!(later.to_upstream.is_empty() && later.to_client.is_none());
+        assert!(!g.talking_after_close(), "its reply to our close is fine");
+        g.on_client_data(&encode_frame(Opcode::Text, &[b' '; 300], KEY));
+        assert!(g.talking_after_close());
     }
 }
