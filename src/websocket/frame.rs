@@ -152,6 +152,8 @@ pub struct ClientStream {
     pending: BytesMut,
     /// The data message being joined: its opcode and unmasked payload so far.
     message: Option<(Opcode, BytesMut)>,
+    /// A Close frame was seen: nothing after it is read.
+    closed: bool,
 }
 
 impl ClientStream {
@@ -160,11 +162,15 @@ impl ClientStream {
             max_message,
             pending: BytesMut::new(),
             message: None,
+            closed: false,
         }
     }
 
     /// Feeds bytes as they arrive, split anywhere; returns the complete events.
     pub fn push(&mut self, data: &[u8]) -> Result<Vec<ClientEvent>, Violation> {
+        if self.closed {
+            return Ok(Vec::new());
+        }
         self.pending.extend_from_slice(data);
         let mut events = Vec::new();
         while let Some(header) = parse_header(&self.pending)? {
@@ -182,6 +188,7 @@ impl ClientStream {
                 events.push(event);
                 if close {
                     self.pending.clear();
+                    self.closed = true;
                     break;
                 }
             }
@@ -524,7 +531,12 @@ mod tests {
         let mut wire = close.to_vec();
         wire.extend(raw(true, 1, b"after", Some(KEY)));
         let events = ClientStream::new(64).push(&wire).unwrap();
-        assert_eq!(events, vec![ClientEvent::Close(close)]);
+        assert_eq!(events, vec![ClientEvent::Close(close.clone())]);
+        // the same when what follows the close arrives in a later chunk (found by fuzzing)
+        let mut s = ClientStream::new(64);
+        assert_eq!(s.push(&close).unwrap(), vec![ClientEvent::Close(close)]);
+        assert_eq!(s.push(&raw(true, 9, b"late", Some(KEY))).unwrap(), vec![]);
+        assert_eq!(s.push(&[0xff, 0xff]).unwrap(), vec![], "not even parsed");
     }
 
     #[test]
