@@ -211,6 +211,10 @@ pub struct TlsConfig {
     /// full handshake with certificate verification.
     #[serde(default)]
     pub session_tickets: bool,
+    /// Key-exchange groups in OpenSSL's list syntax ("X25519:P-256"); default: OpenSSL's,
+    /// which puts the post-quantum hybrid X25519MLKEM768 first.
+    #[serde(default)]
+    pub groups: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -982,6 +986,9 @@ impl Config {
                 "limits",
                 "expected max_header_bytes >= 1024, max_connections >= 1, header_timeout > 0 and idle_timeout >= 1s".into(),
             ));
+        }
+        if let Some(groups) = self.tls.as_ref().and_then(|t| t.groups.as_deref()) {
+            crate::tls::check_groups(groups).map_err(|m| invalid("tls.groups", m))?;
         }
         let ws = &self.websocket;
         if !(125..=64 * 1024 * 1024).contains(&ws.max_message) {

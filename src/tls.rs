@@ -428,6 +428,15 @@ fn verify_client_certificate(
     preverify_ok
 }
 
+/// Whether OpenSSL knows every group of `groups` (checked at load, so `check` reports it).
+pub fn check_groups(groups: &str) -> Result<(), String> {
+    let mut ctx = openssl::ssl::SslContext::builder(openssl::ssl::SslMethod::tls())
+        .map_err(|e| e.to_string())?;
+    ctx.set_groups_list(groups).map_err(|_| {
+        format!("expected groups OpenSSL knows, separated by ':' (e.g. \"X25519:P-256\"), got {groups:?}")
+    })
+}
+
 /// Listener TLS settings: TLS 1.2+ (or 1.3 only), AEAD suites, client verification per mode.
 /// Session resumption only with `tls.session_tickets`; a resumed connection re-verifies its
 /// client certificate on its first request, since resumption skips verification.
@@ -457,6 +466,9 @@ pub fn listener_settings(
         .map_err(setup)?;
     // No server-side session cache; resumption only through tickets, and only when enabled.
     settings.set_session_cache_mode(SslSessionCacheMode::OFF);
+    if let Some(groups) = &config.groups {
+        settings.set_groups_list(groups).map_err(setup)?;
+    }
     if !config.session_tickets {
         settings.set_options(SslOptions::NO_TICKET);
         settings.set_num_tickets(0).map_err(setup)?;

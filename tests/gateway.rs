@@ -341,6 +341,38 @@ fn tls_1_2_works_and_the_response_comes_back_unchanged() {
 }
 
 #[test]
+fn tls_groups_limit_the_key_exchange_and_unknown_groups_are_config_errors() {
+    let s = Scenario::start(ScenarioOpts {
+        extra_tls: "groups: \"P-256:P-384\"".into(),
+        ..Default::default()
+    });
+    let client = s.client(ClientOpts::uri("Cae1"));
+    // a client offering only X25519 finds no common group
+    let refused = s.tls(Some(&client)).groups("X25519").connect(s.addr);
+    assert!(refused.is_err(), "X25519 must not be negotiated");
+    for tls12 in [false, true] {
+        let tls = s.tls(Some(&client)).groups("X25519:P-256");
+        let tls = if tls12 { tls.max_tls12() } else { tls };
+        let resp = tls
+            .connect_and_request(s.addr, &Request::get("/x"))
+            .unwrap();
+        assert_eq!(resp.status, 200, "tls 1.2 only: {tls12}");
+    }
+
+    let files = Scenario::files_only(ScenarioOpts {
+        extra_tls: "groups: \"X25519:NoSuchCurve\"".into(),
+        ..Default::default()
+    });
+    let config = files.write_config(&files.config_yaml());
+    let (code, _, err) = run_cli(&bin(), &["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("tls.groups") && err.contains("NoSuchCurve"),
+        "{err}"
+    );
+}
+
+#[test]
 fn upstream_down_gives_502_5103_and_recovery_is_seen() {
     let mut s = Scenario::start(ScenarioOpts::default());
     let client = s.client(ClientOpts::uri("Cae1"));

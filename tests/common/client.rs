@@ -704,6 +704,7 @@ pub struct ClientTls {
     min_tls13: bool,
     verify: bool,
     alpn: Vec<String>,
+    groups: Option<String>,
 }
 
 impl ClientTls {
@@ -717,6 +718,7 @@ impl ClientTls {
             min_tls13: false,
             verify: true,
             alpn: Vec::new(),
+            groups: None,
         }
     }
     /// Presents this client certificate (its `chain` file, so intermediates go along).
@@ -748,6 +750,11 @@ impl ClientTls {
         self.verify = false;
         self
     }
+    /// Offers only these key-exchange groups (OpenSSL list syntax, e.g. "X25519").
+    pub fn groups(mut self, groups: &str) -> ClientTls {
+        self.groups = Some(groups.to_string());
+        self
+    }
     /// Offers these ALPN protocols (e.g. "h2", "http/1.1").
     pub fn alpn(mut self, protos: &[&str]) -> ClientTls {
         self.alpn = protos.iter().map(|s| s.to_string()).collect();
@@ -776,6 +783,9 @@ impl ClientTls {
                 .map_err(|e| e.to_string())?;
         }
         b.set_options(SslOptions::IGNORE_UNEXPECTED_EOF);
+        if let Some(groups) = &self.groups {
+            b.set_groups_list(groups).map_err(|e| e.to_string())?;
+        }
         if !self.verify {
             b.set_verify(SslVerifyMode::NONE);
         }
