@@ -21,5 +21,6 @@ pub mod originator;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod session_tickets;
 pub mod tls;
 pub mod websocket;

@@ -29,6 +29,7 @@ use crate::auth::mtls::{CertIdentity, MtlsAuthenticator};
 use crate::config::{ClientCertMode, TlsConfig, TlsVersion};
 use crate::metrics;
 use crate::reload::Reloadable;
+use crate::session_tickets;
 
 /// TLS 1.2 suites: ECDHE with AEAD only. TLS 1.3 suites are OpenSSL's defaults (all AEAD).
 const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
@@ -347,7 +348,10 @@ impl TlsAccept for TlsHandler {
                     .try_for_each(|c| ext::ssl_add_chain_cert(ssl, c))
             })
             .and_then(|_| match &self.state.trust {
-                Some(trust) => ext::ssl_set_verify_cert_store(ssl, &trust.store.load()),
+                Some(trust) => {
+                    session_tickets::record_generation(ssl, trust.generation());
+                    ext::ssl_set_verify_cert_store(ssl, &trust.store.load())
+                }
                 None => Ok(()),
             });
         // The hook cannot fail the handshake itself; without a certificate it fails anyway.
@@ -363,7 +367,7 @@ impl TlsAccept for TlsHandler {
         let peer = ssl.peer_certificate();
         metrics::handshake(peer.is_some());
         let client_cert = match (peer, &self.mtls, &self.state.trust) {
-            (Some(cert), Some(mtls), Some(trust)) => {
+            (Some(cert), Some(mtls), Some(_)) => {
                 let intermediates: Vec<X509> = ssl
                     .peer_cert_chain()
                     .map(|chain| chain.iter().skip(1).map(|c| c.to_owned()).collect())
@@ -371,14 +375,10 @@ impl TlsAccept for TlsHandler {
                 // OpenSSL already refused the handshake if verification failed; checked again
                 // so that an unverified certificate can never name anyone.
                 let verified = ssl.verify_result() == X509VerifyResult::OK;
-                // A resumed session was verified in an earlier handshake, under a trust
-                // generation we do not know: generation 0 makes the first request re-verify it
-                // against the current CA bundle and CRL.
-                let generation = if ssl.session_reused() {
-                    0
-                } else {
-                    trust.generation()
-                };
+                // The generation the certificate was verified under (in this handshake, or in
+                // the one whose ticket was resumed); unknown -> 0, which makes the first
+                // request re-verify it against the current CA bundle and CRL.
+                let generation = session_tickets::verified_generation(ssl).unwrap_or(0);
                 Some(mtls.identify(cert, intermediates, generation, verified))
             }
             _ => None,
@@ -446,6 +446,7 @@ pub fn listener_settings(
     mtls: Option<Arc<MtlsAuthenticator>>,
 ) -> Result<TlsSettings, TlsError> {
     let ca_names = state.trust.as_ref().map(|t| t.ca.load_full());
+    let ticket_state = state.clone();
     let mut settings = TlsSettings::with_callbacks(Box::new(TlsHandler { state, mtls }))
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     let min = match config.min_version {
@@ -469,7 +470,9 @@ pub fn listener_settings(
     if let Some(groups) = &config.groups {
         settings.set_groups_list(groups).map_err(setup)?;
     }
-    if !config.session_tickets {
+    if config.session_tickets {
+        session_tickets::install(&mut settings, ticket_state).map_err(setup)?;
+    } else {
         settings.set_options(SslOptions::NO_TICKET);
         settings.set_num_tickets(0).map_err(setup)?;
     }

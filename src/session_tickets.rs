@@ -1,0 +1,149 @@
+//! TLS session tickets that carry the client-trust generation the client certificate was
+//! verified under. A ticket from an older generation (the CA bundle or CRL changed since) is
+//! not resumed: the client does a full handshake and its certificate is verified again. A
+//! ticket from the current generation resumes without a second verification.
+//!
+//! The openssl crate does not wrap these calls (OpenSSL ≥ 1.1.1), hence the declarations here.
+
+use std::ffi::{c_int, c_uchar, c_void};
+use std::sync::{Arc, LazyLock};
+
+use foreign_types::ForeignTypeRef;
+use openssl::error::ErrorStack;
+use openssl::ex_data::Index;
+use openssl::ssl::{Ssl, SslContextBuilder, SslRef};
+use openssl_sys::{SSL, SSL_CTX, SSL_SESSION};
+
+use crate::tls::TlsState;
+
+type GenerateCb = unsafe extern "C" fn(*mut SSL, *mut c_void) -> c_int;
+type DecryptCb = unsafe extern "C" fn(
+    *mut SSL,
+    *mut SSL_SESSION,
+    *const c_uchar,
+    usize,
+    c_int,
+    *mut c_void,
+) -> c_int;
+
+extern "C" {
+    fn SSL_CTX_set_session_ticket_cb(
+        ctx: *mut SSL_CTX,
+        gen_cb: Option<GenerateCb>,
+        dec_cb: Option<DecryptCb>,
+        arg: *mut c_void,
+    ) -> c_int;
+    fn SSL_SESSION_set1_ticket_appdata(
+        ss: *mut SSL_SESSION,
+        data: *const c_void,
+        len: usize,
+    ) -> c_int;
+    fn SSL_SESSION_get0_ticket_appdata(
+        ss: *mut SSL_SESSION,
+        data: *mut *mut c_void,
+        len: *mut usize,
+    ) -> c_int;
+}
+
+// SSL_TICKET_STATUS and SSL_TICKET_RETURN values (ssl.h)
+const TICKET_FATAL_ERR_MALLOC: c_int = 0;
+const TICKET_FATAL_ERR_OTHER: c_int = 1;
+const TICKET_SUCCESS: c_int = 5;
+const TICKET_SUCCESS_RENEW: c_int = 6;
+const RETURN_ABORT: c_int = 0;
+const RETURN_IGNORE_RENEW: c_int = 2;
+const RETURN_USE: c_int = 3;
+const RETURN_USE_RENEW: c_int = 4;
+
+/// The trust generation a full handshake verifies under, taken when its verification store is
+/// installed (before the store, so a reload in between errs towards re-verification).
+static VERIFIED_GENERATION: LazyLock<Result<Index<Ssl, u64>, ErrorStack>> =
+    LazyLock::new(Ssl::new_ex_index);
+
+pub fn record_generation(ssl: &mut SslRef, generation: u64) {
+    if let Ok(index) = VERIFIED_GENERATION.as_ref() {
+        ssl.set_ex_data(*index, generation);
+    }
+}
+
+/// The generation this connection's client certificate was verified under: recorded in this
+/// handshake, or carried by the ticket it resumed. `None`: unknown (re-verify).
+pub fn verified_generation(ssl: &SslRef) -> Option<u64> {
+    if ssl.session_reused() {
+        let session = ssl.session()?;
+        // SAFETY: a valid session pointer for the duration of the call.
+        return unsafe { ticket_generation(session.as_ptr()) };
+    }
+    let index = VERIFIED_GENERATION.as_ref().ok()?;
+    ssl.ex_data(*index).copied()
+}
+
+/// # Safety
+/// `ss` must be a valid session.
+unsafe fn ticket_generation(ss: *mut SSL_SESSION) -> Option<u64> {
+    let mut data: *mut c_void = std::ptr::null_mut();
+    let mut len = 0usize;
+    if SSL_SESSION_get0_ticket_appdata(ss, &mut data, &mut len) != 1 || data.is_null() || len != 8 {
+        return None;
+    }
+    let bytes = std::slice::from_raw_parts(data as *const u8, 8);
+    let mut generation = [0u8; 8];
+    generation.copy_from_slice(bytes);
+    Some(u64::from_le_bytes(generation))
+}
+
+/// Install the ticket callbacks on the listener's context. `state` is kept for the life of the
+/// process (the listener settings are built once).
+pub fn install(ctx: &mut SslContextBuilder, state: Arc<TlsState>) -> Result<(), ErrorStack> {
+    VERIFIED_GENERATION.as_ref().map_err(Clone::clone)?;
+    let arg = Arc::into_raw(state) as *mut c_void;
+    // SAFETY: the context pointer is valid; `arg` points to a TlsState that is never freed.
+    let ok =
+        unsafe { SSL_CTX_set_session_ticket_cb(ctx.as_ptr(), Some(generate), Some(decrypt), arg) };
+    if ok == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
+}
+
+/// Stamp the ticket being issued with the generation the certificate was verified under.
+unsafe extern "C" fn generate(ssl: *mut SSL, _arg: *mut c_void) -> c_int {
+    let ssl = SslRef::from_ptr(ssl);
+    let (Some(generation), Some(session)) = (verified_generation(ssl), ssl.session()) else {
+        // no stamp: this ticket will not resume
+        return 1;
+    };
+    let bytes = generation.to_le_bytes();
+    SSL_SESSION_set1_ticket_appdata(session.as_ptr(), bytes.as_ptr().cast(), bytes.len());
+    1
+}
+
+/// Resume only tickets stamped with the current trust generation.
+unsafe extern "C" fn decrypt(
+    _ssl: *mut SSL,
+    ss: *mut SSL_SESSION,
+    _keyname: *const c_uchar,
+    _keyname_len: usize,
+    status: c_int,
+    arg: *mut c_void,
+) -> c_int {
+    match status {
+        TICKET_SUCCESS | TICKET_SUCCESS_RENEW => {
+            let state = &*(arg as *const TlsState);
+            let current = state.trust.as_ref().map(|t| t.generation());
+            let usable = match current {
+                None => true, // no client certificates: nothing to re-verify
+                Some(current) => ticket_generation(ss) == Some(current),
+            };
+            match (usable, status) {
+                (true, TICKET_SUCCESS_RENEW) => RETURN_USE_RENEW,
+                (true, _) => RETURN_USE,
+                (false, _) => RETURN_IGNORE_RENEW,
+            }
+        }
+        TICKET_FATAL_ERR_MALLOC | TICKET_FATAL_ERR_OTHER => RETURN_ABORT,
+        // no ticket, an empty one, or one we cannot decrypt: full handshake
+        _ => RETURN_IGNORE_RENEW,
+    }
+}
