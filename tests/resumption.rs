@@ -117,6 +117,12 @@ fn resumed_sessions_keep_their_identity_and_a_trust_change_forces_a_full_handsha
             (200, true),
             "{version}"
         );
+        // the ticket issued on a resumed connection carries the generation on
+        assert_eq!(
+            get(&s, &client, version, &session).unwrap(),
+            (200, true),
+            "{version}: second resumption"
+        );
         assert_eq!(
             s.upstream.last().unwrap().header_values("X-M2M-Origin"),
             vec!["Cresume"]
