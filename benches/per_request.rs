@@ -51,11 +51,10 @@ use pingora::http::RequestHeader;
 use sha2::{Digest, Sha256};
 
 use m2m_auth_proxy::auth::authorization;
-use m2m_auth_proxy::auth::basic::BasicAuth;
-use m2m_auth_proxy::auth::bearer::BearerAuth;
-use m2m_auth_proxy::auth::mtls::MtlsAuthenticator;
-use m2m_auth_proxy::auth::Verifiers;
-use m2m_auth_proxy::auth::{Authenticator, Presented};
+use m2m_auth_proxy::auth::basic::{BasicAuth, BasicVerifier, HtpasswdReload};
+use m2m_auth_proxy::auth::bearer::{BearerAuth, TokensReload};
+use m2m_auth_proxy::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
+use m2m_auth_proxy::auth::{Authenticator, Presented, Verifier};
 use m2m_auth_proxy::config::{
     AuthConfig, BasicConfig, BearerConfig, CacheConfig, CertField, Method, MtlsConfig,
     OriginatorConfig, OriginatorMode,
@@ -65,10 +64,11 @@ use m2m_auth_proxy::credentials::htpasswd::HtpasswdFile;
 use m2m_auth_proxy::credentials::htpasswd_line;
 use m2m_auth_proxy::credentials::tokens::TokenFile;
 use m2m_auth_proxy::headers::{client_originators, rewrite_upstream, Forwarding};
-use m2m_auth_proxy::identity::{Identity, ProvenBy};
+use m2m_auth_proxy::identity::Identity;
 use m2m_auth_proxy::metrics;
 use m2m_auth_proxy::originator::{OriginatorPattern, OriginatorPolicy};
-use m2m_auth_proxy::tls::{ClientTrust, ServerCert, TlsState};
+use m2m_auth_proxy::reload::Reloader;
+use m2m_auth_proxy::tls::ClientTrust;
 
 const USER: &str = "Cae-basic1";
 const PASSWORD: &[u8] = b"s3cret-pw";
@@ -220,7 +220,7 @@ fn mtls_config(pattern: &str) -> MtlsConfig {
 fn identity(originator: &str) -> Identity {
     Identity {
         name: originator.into(),
-        proven_by: ProvenBy::Mtls,
+        proven_by: Method::Mtls,
         originator: originator.into(),
         also_allowed: vec![OriginatorPattern::parse("Cae-sensor1-*").unwrap()],
         roles: Vec::new(),
@@ -353,15 +353,7 @@ fn authenticate(c: &mut Criterion) {
     let mut g = c.benchmark_group("authenticate");
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, _) = pki();
-    let server_key = ec_key();
-    let tls = Arc::new(TlsState {
-        server: ArcSwap::from_pointee(ServerCert {
-            leaf: ca.clone(),
-            chain: Vec::new(),
-            key: server_key,
-        }),
-        trust: Some(ClientTrust::new(vec![ca.clone()], None).unwrap()),
-    });
+    let trust = Arc::new(ClientTrust::new(vec![ca.clone()], None).unwrap());
     let mtls = MtlsAuthenticator::from_config(&mtls_config("^(?P<originator>.+)$")).unwrap();
     let conn = mtls.identify(cert.clone(), Vec::new(), 1, true);
 
@@ -371,8 +363,8 @@ fn authenticate(c: &mut Criterion) {
     let tokens = dir.path().join("tokens.yaml");
     std::fs::write(&tokens, tokens_content(1)).unwrap();
     let basic = Arc::new(
-        BasicAuth::load(&BasicConfig {
-            htpasswd,
+        BasicAuth::new(&BasicConfig {
+            htpasswd: htpasswd.into(),
             realm: "oneM2M".into(),
             allow_insecure_hashes: false,
             originators: Default::default(),
@@ -380,36 +372,33 @@ fn authenticate(c: &mut Criterion) {
         })
         .unwrap(),
     );
-    let bearer = Arc::new(
-        BearerAuth::load(&BearerConfig {
-            tokens,
-            allow_declared: false,
-        })
-        .unwrap(),
-    );
+    let bearer = Arc::new(BearerAuth::new(&BearerConfig {
+        tokens: tokens.into(),
+        allow_declared: false,
+    }));
+    // the files are loaded as the proxy loads them: the reloader's first load
+    Reloader::new(vec![
+        Box::new(HtpasswdReload(basic.clone())),
+        Box::new(TokensReload(bearer.clone())),
+    ])
+    .load_all()
+    .unwrap();
     let config = AuthConfig {
         methods: vec![Method::Mtls, Method::Basic, Method::Bearer],
         ..AuthConfig::default()
     };
-    let auth = Authenticator::new(
-        &config,
-        Some(tls),
-        Verifiers {
-            basic: Some(basic),
-            bearer: Some(bearer),
-            ..Default::default()
-        },
-    );
+    let verifiers: Vec<Arc<dyn Verifier>> = vec![
+        Arc::new(MtlsVerifier { trust }),
+        Arc::new(BasicVerifier(basic)),
+        bearer,
+    ];
+    let auth = Authenticator::new(&config, verifiers);
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
 
     g.bench_function("mtls_per_request", |b| {
         b.iter(|| {
-            let p = Presented {
-                client_cert: Some(&conn),
-                authorization: Vec::new(),
-                client_ip: Some(ip),
-            };
-            now_or_never(auth.authenticate(&p)).unwrap()
+            let p = Presented::new(Some(&conn), Vec::new(), Some(ip));
+            now_or_never(auth.authenticate(p)).unwrap()
         })
     });
     let basic_hv = basic_header(USER, PASSWORD);
@@ -418,23 +407,15 @@ fn authenticate(c: &mut Criterion) {
     assert!(auth_basic_warm(&auth, &basic_hv, ip));
     g.bench_function("basic_bcrypt10_cache_hit", |b| {
         b.iter(|| {
-            let p = Presented {
-                client_cert: None,
-                authorization: vec![&basic_hv],
-                client_ip: Some(ip),
-            };
-            now_or_never(auth.authenticate(&p)).unwrap()
+            let p = Presented::new(None, vec![&basic_hv], Some(ip));
+            now_or_never(auth.authenticate(p)).unwrap()
         })
     });
     let bearer_hv = HeaderValue::from_str(&format!("Bearer {}", token(0))).unwrap();
     g.bench_function("bearer", |b| {
         b.iter(|| {
-            let p = Presented {
-                client_cert: None,
-                authorization: vec![&bearer_hv],
-                client_ip: Some(ip),
-            };
-            now_or_never(auth.authenticate(&p)).unwrap()
+            let p = Presented::new(None, vec![&bearer_hv], Some(ip));
+            now_or_never(auth.authenticate(p)).unwrap()
         })
     });
     g.finish();
@@ -445,19 +426,15 @@ fn auth_basic_warm(auth: &Authenticator, hv: &HeaderValue, ip: IpAddr) -> bool {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let p = Presented {
-        client_cert: None,
-        authorization: vec![hv],
-        client_ip: Some(ip),
-    };
-    rt.block_on(auth.authenticate(&p)).is_ok()
+    let p = Presented::new(None, vec![hv], Some(ip));
+    rt.block_on(auth.authenticate(p)).is_ok()
 }
 
 fn basic(c: &mut Criterion) {
     let mut g = c.benchmark_group("basic");
     let bcrypt = htpasswd_line(USER, PASSWORD).unwrap();
     let file = HtpasswdFile::parse(src(), &format!("{bcrypt}\n"), false).unwrap();
-    let cache = VerifyCache::new(10_000, Duration::from_secs(300));
+    let cache = VerifyCache::new(10_000, Duration::from_secs(300)).unwrap();
     assert!(cache.check(&file, USER, PASSWORD));
     g.bench_function("cache_hit_bcrypt10", |b| {
         b.iter(|| assert!(cache.check(&file, black_box(USER), black_box(PASSWORD))))
@@ -470,7 +447,7 @@ fn basic(c: &mut Criterion) {
         .sampling_mode(SamplingMode::Flat)
         .warm_up_time(Duration::from_millis(200))
         .measurement_time(Duration::from_secs(2));
-    let disabled = VerifyCache::new(0, Duration::from_secs(300));
+    let disabled = VerifyCache::new(0, Duration::from_secs(300)).unwrap();
     g.bench_function("cache_miss_bcrypt10_verify", |b| {
         b.iter(|| assert!(disabled.check(&file, USER, PASSWORD)))
     });
@@ -486,7 +463,7 @@ fn scaling(c: &mut Criterion) {
         assert_eq!(file.len(), n);
         // Cache warm with the benchmark user plus up to max_entries-1 other users, so the hit is
         // measured in a cache as full as the file allows.
-        let cache = VerifyCache::new(10_000, Duration::from_secs(300));
+        let cache = VerifyCache::new(10_000, Duration::from_secs(300)).unwrap();
         assert!(cache.check(&file, USER, PASSWORD));
         for i in 1..n.min(10_000) {
             assert!(cache.check(&file, &format!("u{i}"), format!("p{i}").as_bytes()));
@@ -535,7 +512,7 @@ fn scaling(c: &mut Criterion) {
 
 fn metrics_update(c: &mut Criterion) {
     let mut g = c.benchmark_group("metrics");
-    metrics::init();
+    m2m_auth_proxy::server::init_metrics();
     g.bench_function("request_counter_and_histogram", |b| {
         b.iter(|| metrics::request(black_box("mtls"), black_box("forwarded"), 0.0004))
     });
@@ -576,7 +553,7 @@ fn jwt(c: &mut Criterion) {
         path.display()
     ))
     .unwrap();
-    let (auth, _) = JwtAuth::load(&config).unwrap();
+    let (auth, _) = JwtAuth::build(&config).unwrap();
     let exp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -601,14 +578,14 @@ fn jwt(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("jwt");
     for (name, token) in [("rs256_2048", &rs256), ("es256", &es256)] {
-        assert!(now_or_never(auth.verify(token)).is_ok(), "{name}");
+        assert!(now_or_never(auth.verify_token(token)).is_ok(), "{name}");
         // first sight of a token: the whole check
         g.bench_function(format!("{name}_first_use"), |b| {
             b.iter(|| now_or_never(auth.verify_uncached_identity(black_box(token))))
         });
         // the same token again: answered by the verified-token cache
         g.bench_function(format!("{name}_again"), |b| {
-            b.iter(|| now_or_never(auth.verify(black_box(token))))
+            b.iter(|| now_or_never(auth.verify_token(black_box(token))))
         });
     }
     g.finish();

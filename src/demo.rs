@@ -5,11 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::cli;
 use crate::server;
+use crate::summary;
 
 pub fn run(config_path: &Path) -> Result<()> {
-    let prepared = cli::load(config_path)?;
+    let prepared = server::prepare(config_path)?;
     let upstream = prepared.resolved.upstream;
     crate::echo::spawn(upstream).with_context(|| {
         format!(
@@ -22,7 +22,7 @@ pub fn run(config_path: &Path) -> Result<()> {
     let port = prepared.resolved.listen.port();
     let url = format!("https://localhost:{port}/cse-in");
     println!("m2m-auth-proxy demo: proxy on port {port}, echo upstream on {upstream}.\n");
-    print!("{}", cli::summary(&prepared));
+    print!("{}", summary::render(&prepared));
     println!(
         "\nTry (in another terminal):\n\n\
 # 1. A client certificate proves who you are: the upstream sees X-M2M-Origin: Cae-sensor1\n\

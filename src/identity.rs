@@ -1,11 +1,14 @@
 //! The one identity model every authentication method produces. Code below the auth layer
 //! (originator policy, header rewrite, logging) sees only this, never the method's details.
 
-use crate::originator::OriginatorPattern;
+use crate::originator::syntax::OriginatorPattern;
 
-/// How an identity was proven. Used for logs and metrics labels only, never for decisions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProvenBy {
+/// An authentication method: how an identity was proven. The `auth.methods` config values,
+/// the `method` label of the metrics and the access log's `auth_method` all come from here.
+/// Used for labels and routing of credentials, never for decisions below the auth layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
     Mtls,
     Basic,
     Bearer,
@@ -13,14 +16,22 @@ pub enum ProvenBy {
     Introspection,
 }
 
-impl ProvenBy {
+impl Method {
+    pub const ALL: [Method; 5] = [
+        Method::Mtls,
+        Method::Basic,
+        Method::Bearer,
+        Method::Jwt,
+        Method::Introspection,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
-            ProvenBy::Mtls => "mtls",
-            ProvenBy::Basic => "basic",
-            ProvenBy::Bearer => "bearer",
-            ProvenBy::Jwt => "jwt",
-            ProvenBy::Introspection => "introspection",
+            Method::Mtls => "mtls",
+            Method::Basic => "basic",
+            Method::Bearer => "bearer",
+            Method::Jwt => "jwt",
+            Method::Introspection => "introspection",
         }
     }
 }
@@ -29,7 +40,7 @@ impl ProvenBy {
 pub struct Identity {
     /// Shown in logs: certificate field value, user name or token name. Never a secret.
     pub name: String,
-    pub proven_by: ProvenBy,
+    pub proven_by: Method,
     /// The originator this identity acts as by default (`X-M2M-Origin`).
     pub originator: String,
     /// Further originators it may use in `verify` mode.

@@ -3,6 +3,8 @@
 //! The binary (`src/main.rs`) is a thin wrapper around [`cli::main`]; the modules are public so
 //! that fuzz targets and benchmarks can reach the parsers and the per-request path.
 
+#![deny(unsafe_op_in_unsafe_fn)]
+
 pub mod access_log;
 pub mod admin;
 pub mod auth;
@@ -19,8 +21,9 @@ pub mod onem2m;
 pub mod operator;
 pub mod originator;
 pub mod proxy;
+pub mod random;
 pub mod reload;
 pub mod server;
-pub mod session_tickets;
+pub mod summary;
 pub mod tls;
 pub mod websocket;

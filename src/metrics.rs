@@ -103,8 +103,23 @@ metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     &["version"]
 ));
 
-/// Register everything at start so that every metric is exported before its first event.
-pub fn init() {
+/// The label values known in advance, each set taken from the enum that owns it (the caller,
+/// `server::init_metrics`, knows the enums; this module stays a leaf).
+pub struct KnownLabels {
+    /// `method` of the request metric: the methods, "none" and "anonymous".
+    pub request_methods: Vec<&'static str>,
+    pub outcomes: Vec<&'static str>,
+    /// `method` of the failure metric: the methods and "none".
+    pub failure_methods: Vec<&'static str>,
+    pub failures: Vec<&'static str>,
+    pub upstream_errors: Vec<&'static str>,
+    pub handshake_failures: Vec<&'static str>,
+    pub files: Vec<&'static str>,
+}
+
+/// Register everything at start so that every metric is exported before its first event;
+/// known label values start at 0, so that a first event is visible to increase()/rate().
+pub fn init(known: &KnownLabels) {
     BUILD_INFO
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(1);
@@ -120,50 +135,26 @@ pub fn init() {
     LazyLock::force(&RELOADS);
     LazyLock::force(&LAST_RELOAD);
     LazyLock::force(&CERT_NOT_AFTER);
-    // Known label values start at 0, so that a first event is visible to increase()/rate().
-    for method in [
-        "mtls",
-        "basic",
-        "bearer",
-        "jwt",
-        "introspection",
-        "none",
-        "anonymous",
-    ] {
-        for outcome in ["forwarded", "refused", "error"] {
+    for method in &known.request_methods {
+        for outcome in &known.outcomes {
             REQUESTS.with_label_values(&[method, outcome]);
         }
     }
-    for method in ["mtls", "basic", "bearer", "jwt", "introspection", "none"] {
-        for reason in [
-            "no_credentials",
-            "bad_credentials",
-            "malformed",
-            "expired",
-            "revoked",
-            "originator_not_allowed",
-            "rate_limited",
-            "unavailable",
-        ] {
+    for method in &known.failure_methods {
+        for reason in &known.failures {
             AUTH_FAILURES.with_label_values(&[method, reason]);
         }
     }
-    for kind in ["refused", "timeout", "invalid_response", "closed", "other"] {
+    for kind in &known.upstream_errors {
         UPSTREAM_ERRORS.with_label_values(&[kind]);
     }
-    for reason in [
-        "expired",
-        "not_yet_valid",
-        "revoked",
-        "bad_purpose",
-        "unknown_ca",
-        "bad_signature",
-        "ca_as_leaf",
-        "crl_expired",
-        "crl_missing",
-        "other",
-    ] {
+    for reason in &known.handshake_failures {
         HANDSHAKE_FAILURES.with_label_values(&[reason]);
+    }
+    for file in &known.files {
+        for result in ["success", "failure"] {
+            RELOADS.with_label_values(&[file, result]);
+        }
     }
     for outcome in ["forwarded", "rewritten", "refused", "invalid"] {
         WS_MESSAGES.with_label_values(&["to_cse", outcome]);
@@ -183,19 +174,6 @@ pub fn init() {
     }
     for client_cert in ["yes", "no"] {
         HANDSHAKES.with_label_values(&[client_cert]);
-    }
-    for file in [
-        "server_cert",
-        "client_ca",
-        "crl",
-        "htpasswd",
-        "tokens",
-        "jwks",
-        "config",
-    ] {
-        for result in ["success", "failure"] {
-            RELOADS.with_label_values(&[file, result]);
-        }
     }
 }
 

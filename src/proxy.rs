@@ -13,15 +13,17 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{self, AccessRecord};
-use crate::auth::{AuthError, Authenticator, Failure, Presented};
-use crate::config::{Anonymous, Method, WebSocketConfig};
+use crate::auth::client_cert::CertIdentity;
+use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
+use crate::config::{Anonymous, WebSocketConfig};
 use crate::headers::{self, Forwarding};
-use crate::identity::Identity;
+use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
 use crate::metrics;
-use crate::onem2m::{self, M2mError};
+use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
+use crate::onem2m::{self, M2mError, Rsc};
 use crate::originator::OriginatorPolicy;
-use crate::tls::ConnectionInfo;
+use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::gate::{self, Gate, Upgrade};
 
 pub struct AuthProxy {
@@ -68,60 +70,34 @@ pub struct RequestCtx {
 /// What a refusal is counted as.
 #[derive(Clone, Copy)]
 enum AuthOrPolicy {
-    Auth(&'static str, Failure),
+    Auth(Option<Method>, Failure),
     Other,
 }
 
-impl AuthProxy {
-    pub fn challenges_for(methods: &[Method], realm: &str, basic_realm: &str) -> Vec<String> {
-        let mut challenges: Vec<String> = Vec::new();
-        for m in methods {
-            let c = match m {
-                // No standard scheme exists for client certificates; this one names what is
-                // missing for clients and humans reading the response.
-                Method::Mtls => format!("ClientCertificate realm=\"{realm}\""),
-                Method::Basic => format!("Basic realm=\"{basic_realm}\", charset=\"UTF-8\""),
-                Method::Bearer | Method::Jwt | Method::Introspection => {
-                    format!("Bearer realm=\"{realm}\"")
-                }
-            };
-            if !challenges.contains(&c) {
-                challenges.push(c);
-            }
+/// The `outcome` label of the request metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    Refused,
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Forwarded, Outcome::Refused, Outcome::Error];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
         }
-        challenges
     }
+}
 
-    /// RFC 6750: a refused bearer-type token gets `error` and `error_description` in its
-    /// challenge (the reason never holds token content).
-    fn challenges_for_refusal(&self, kind: AuthOrPolicy, err: &M2mError) -> Vec<String> {
-        let AuthOrPolicy::Auth(method, failure) = kind else {
-            return self.challenges.clone();
-        };
-        let error = match (method, failure) {
-            ("bearer" | "jwt" | "introspection", Failure::Malformed) => "invalid_request",
-            ("bearer" | "jwt" | "introspection", Failure::BadCredentials | Failure::Expired) => {
-                "invalid_token"
-            }
-            _ => return self.challenges.clone(),
-        };
-        let description: String = err
-            .reason
-            .chars()
-            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
-            .collect();
-        self.challenges
-            .iter()
-            .map(|c| {
-                if c.starts_with("Bearer ") {
-                    format!("{c}, error=\"{error}\", error_description=\"{description}\"")
-                } else {
-                    c.clone()
-                }
-            })
-            .collect()
-    }
+/// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).
+pub const ANONYMOUS: &str = "anonymous";
 
+impl AuthProxy {
     /// Answer the request ourselves; `Ok(true)` tells Pingora the request is done.
     async fn refuse(
         &self,
@@ -131,7 +107,12 @@ impl AuthProxy {
         err: M2mError,
     ) -> Result<bool> {
         ctx.refusal = Some((kind, err.rsc as u16));
-        let challenges = self.challenges_for_refusal(kind, &err);
+        let challenges = match kind {
+            AuthOrPolicy::Auth(method, failure) => {
+                mapping::challenges_for_refusal(&self.challenges, method, failure, &err.reason)
+            }
+            AuthOrPolicy::Other => self.challenges.clone(),
+        };
         self.respond(session, ctx.request_id.as_deref(), &err, &challenges)
             .await?;
         Ok(true)
@@ -181,19 +162,19 @@ impl AuthProxy {
         let client_cert = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .and_then(|tls| tls.extension.get::<ConnectionInfo>())
+            .and_then(|tls| tls.extension.get::<ConnectionInfo<CertIdentity>>())
             .and_then(|conn| conn.client_cert.as_ref());
-        let presented = Presented {
+        let presented = Presented::new(
             client_cert,
-            authorization: session
+            session
                 .req_header()
                 .headers
                 .get_all(http::header::AUTHORIZATION)
                 .iter()
                 .collect(),
-            client_ip: client_ip(session),
-        };
-        match self.auth.authenticate(&presented).await {
+            client_ip(session),
+        );
+        match self.auth.authenticate(presented).await {
             Ok(identity) => Ok(Some(identity)),
             Err(e) if e.failure == Failure::NoCredentials && self.anonymous == Anonymous::Allow => {
                 Ok(None)
@@ -207,18 +188,6 @@ fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     match session.client_addr() {
         Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
         _ => None,
-    }
-}
-
-fn auth_error_response(e: &AuthError) -> M2mError {
-    match e.failure {
-        Failure::OriginatorNotAllowed => M2mError::forbidden(e.reason),
-        Failure::RateLimited => {
-            M2mError::too_many_attempts(e.retry_after.map_or(1, |d| d.as_secs().max(1)))
-        }
-        // fail closed: the verification service, not the client, is the problem
-        Failure::Unavailable => M2mError::upstream(503, e.reason),
-        _ => M2mError::unauthenticated(e.reason),
     }
 }
 
@@ -260,7 +229,7 @@ impl ProxyHttp for AuthProxy {
             Err(e) => {
                 let kind = AuthOrPolicy::Auth(e.method, e.failure);
                 return self
-                    .refuse(session, ctx, kind, auth_error_response(&e))
+                    .refuse(session, ctx, kind, mapping::auth_error(&e))
                     .await;
             }
         };
@@ -279,10 +248,8 @@ impl ProxyHttp for AuthProxy {
             match self.policy.load().decide(identity, &claimed) {
                 Ok(originator) => ctx.originator = Some(originator.to_owned()),
                 Err(refusal) => {
-                    let kind = AuthOrPolicy::Auth(
-                        identity.proven_by.as_str(),
-                        Failure::OriginatorNotAllowed,
-                    );
+                    let kind =
+                        AuthOrPolicy::Auth(Some(identity.proven_by), Failure::OriginatorNotAllowed);
                     return self
                         .refuse(session, ctx, kind, M2mError::forbidden(refusal.reason()))
                         .await;
@@ -402,9 +369,9 @@ impl ProxyHttp for AuthProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         if e.esource() == &ErrorSource::Upstream {
-            metrics::upstream_error(upstream_error_kind(e));
+            metrics::upstream_error(UpstreamError::of(e).label());
         }
-        let code = match error_response(e) {
+        let code = match mapping::pingora_error(e) {
             Some(err) if session.response_written().is_none() => {
                 // the connection is not reused after a failure: say so in the response
                 session.set_keepalive(None);
@@ -438,18 +405,22 @@ impl ProxyHttp for AuthProxy {
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
         let (method_label, outcome, failure) = match (ctx.refusal, &ctx.identity) {
-            (Some((AuthOrPolicy::Auth(method, failure), _)), _) => {
-                (method, "refused", Some(failure))
-            }
+            (Some((AuthOrPolicy::Auth(method, failure), _)), _) => (
+                method.map_or(NO_METHOD, Method::as_str),
+                Outcome::Refused,
+                Some(failure),
+            ),
             (Some((AuthOrPolicy::Other, _)), identity) => (
-                identity.as_ref().map_or("none", |i| i.proven_by.as_str()),
-                "error",
+                identity
+                    .as_ref()
+                    .map_or(NO_METHOD, |i| i.proven_by.as_str()),
+                Outcome::Error,
                 None,
             ),
-            (None, Some(identity)) => (identity.proven_by.as_str(), "forwarded", None),
-            (None, None) => ("anonymous", "forwarded", None),
+            (None, Some(identity)) => (identity.proven_by.as_str(), Outcome::Forwarded, None),
+            (None, None) => (ANONYMOUS, Outcome::Forwarded, None),
         };
-        metrics::request(method_label, outcome, elapsed);
+        metrics::request(method_label, outcome.label(), elapsed);
         if let Some(failure) = failure {
             metrics::auth_failure(method_label, failure.label());
         }
@@ -488,9 +459,6 @@ impl ProxyHttp for AuthProxy {
         });
     }
 }
-
-const WEBSOCKET_NEGOTIATION: &str = "WebSocketNegotiation";
-const WEBSOCKET_FRAMING: &str = "WebSocketFraming";
 
 impl AuthProxy {
     /// `None` when the upgrade may go on; records in `ctx` whether it is inspected.
@@ -542,12 +510,12 @@ impl AuthProxy {
                     time: access_log::now_rfc3339(),
                     event: "websocket_refused",
                     client: session.client_addr().map(|a| a.to_string()),
-                    auth_method: identity.map_or("none", |i| i.proven_by.as_str()),
+                    auth_method: identity.map_or(NO_METHOD, |i| i.proven_by.as_str()),
                     identity: identity.map_or("", |i| i.name.as_str()),
                     originator: identity.map_or("", |i| i.originator.as_str()),
                     request_id: refused.request_id.as_deref(),
                     to: refused.to.as_deref(),
-                    rsc: 4103,
+                    rsc: Rsc::OriginatorHasNoPrivilege.code(),
                     reason: refused.reason,
                 });
             }
@@ -559,47 +527,5 @@ impl AuthProxy {
             );
         }
         Ok(())
-    }
-}
-
-fn upstream_error_kind(e: &Error) -> &'static str {
-    use ErrorType::*;
-    match e.etype() {
-        ConnectRefused | ConnectNoRoute => "refused",
-        ConnectTimedout | ReadTimedout | WriteTimedout => "timeout",
-        InvalidHTTPHeader | H1Error => "invalid_response",
-        ConnectionClosed | ReadError | WriteError => "closed",
-        _ => "other",
-    }
-}
-
-/// The oneM2M answer to a failure, or `None` when the client is gone anyway.
-fn error_response(e: &Error) -> Option<M2mError> {
-    use ErrorType::*;
-    if let HTTPStatus(code) = e.etype() {
-        let reason = match code {
-            413 => "request body too large",
-            _ => "request refused",
-        };
-        return Some(M2mError::other(*code, reason));
-    }
-    if let Custom(WEBSOCKET_NEGOTIATION) = e.etype() {
-        return Some(M2mError::upstream(
-            502,
-            "upstream CSE did not accept a oneM2M WebSocket subprotocol",
-        ));
-    }
-    match e.esource() {
-        ErrorSource::Upstream => Some(match e.etype() {
-            ConnectTimedout | ReadTimedout | WriteTimedout => {
-                M2mError::upstream(504, "upstream CSE did not answer in time")
-            }
-            _ => M2mError::upstream(502, "upstream CSE not reachable"),
-        }),
-        ErrorSource::Downstream => match e.etype() {
-            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
-            _ => Some(M2mError::other(400, "malformed request")),
-        },
-        ErrorSource::Internal | ErrorSource::Unset => Some(M2mError::other(500, "internal error")),
     }
 }

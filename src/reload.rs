@@ -1,9 +1,10 @@
 //! Hot reload of credential and certificate files.
 //!
 //! Contract of every [`Reloadable`]: `apply` parses and validates the new content completely and
-//! swaps it in atomically; if anything fails, the old value stays in force. The watcher here knows
-//! nothing about formats: it reads files, compares content hashes and calls `apply` only when the
-//! content really changed.
+//! swaps it in atomically; if anything fails, the old value stays in force. The first load at
+//! start-up is the same `apply`, which must succeed ([`Reloader::load_all`]). The watcher here
+//! knows nothing about formats: it reads files, records the hash of exactly the bytes it handed to
+//! `apply`, and calls `apply` again only when the content really changed.
 //!
 //! Triggers: file-system events on each file's directory (so the Kubernetes `..data` symlink
 //! swap is seen), SIGHUP, and a periodic content check for file systems without events.
@@ -24,9 +25,47 @@ use crate::metrics;
 /// Events arriving within this window are handled as one reload.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
+/// What a reloadable file is: the `file` label of the reload metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    ServerCert,
+    ClientCa,
+    Crl,
+    Htpasswd,
+    Tokens,
+    Jwks,
+    Config,
+}
+
+impl FileKind {
+    pub const ALL: [FileKind; 7] = [
+        FileKind::ServerCert,
+        FileKind::ClientCa,
+        FileKind::Crl,
+        FileKind::Htpasswd,
+        FileKind::Tokens,
+        FileKind::Jwks,
+        FileKind::Config,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FileKind::ServerCert => "server_cert",
+            FileKind::ClientCa => "client_ca",
+            FileKind::Crl => "crl",
+            FileKind::Htpasswd => "htpasswd",
+            FileKind::Tokens => "tokens",
+            FileKind::Jwks => "jwks",
+            FileKind::Config => "config",
+        }
+    }
+}
+
 pub trait Reloadable: Send + Sync {
-    /// What this is, for logs and metrics labels: "server_cert", "client_ca", "htpasswd", …
-    fn kind(&self) -> &'static str;
+    /// What this is, for logs and metrics labels.
+    fn kind(&self) -> FileKind;
+    /// The config key that names the file(s), for start-up errors: "tls.cert", "auth.basic.htpasswd".
+    fn key(&self) -> &'static str;
     fn files(&self) -> Vec<PathBuf>;
     /// Parse `contents` (one per file, in `files()` order) completely, then swap it in.
     /// Returns a short summary for the log ("12 users"). On error nothing changes.
@@ -39,6 +78,14 @@ struct Entry {
     current: Option<[u8; 32]>,
     /// Hash of the last content that failed, so a broken file is reported once, not every poll.
     failed: Option<[u8; 32]>,
+}
+
+/// A file that did not load at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("key `{key}`: {message}")]
+pub struct LoadError {
+    pub key: &'static str,
+    pub message: String,
 }
 
 pub struct Reloader {
@@ -62,22 +109,39 @@ fn short(hash: Option<[u8; 32]>) -> String {
 }
 
 impl Reloader {
-    /// `items` are already loaded at start; their current content is recorded without applying.
+    /// Nothing is loaded yet: [`Reloader::load_all`] does the first load.
     pub fn new(items: Vec<Box<dyn Reloadable>>) -> Self {
         let entries = items
             .into_iter()
-            .map(|item| {
-                let current = read_all(&item.files()).ok().map(|c| content_hash(&c));
-                Entry {
-                    item,
-                    current,
-                    failed: None,
-                }
+            .map(|item| Entry {
+                item,
+                current: None,
+                failed: None,
             })
             .collect();
         Reloader {
             entries: Mutex::new(entries),
         }
+    }
+
+    /// The first load: every file read once, parsed, applied, and the hash of exactly those
+    /// bytes recorded, so that an edit landing after this read is a change the watcher applies.
+    /// Any failure is an error: the proxy does not start on a file it cannot load. Returns one
+    /// summary line per item.
+    pub fn load_all(&self) -> Result<Vec<String>, LoadError> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut summaries = Vec::new();
+        for entry in entries.iter_mut() {
+            let (kind, key) = (entry.item.kind().label(), entry.item.key());
+            let failed = |message: String| LoadError { key, message };
+            let contents = read_all(&entry.item.files()).map_err(failed)?;
+            let summary = entry.item.apply(&contents).map_err(failed)?;
+            metrics::loaded(kind);
+            entry.current = Some(content_hash(&contents));
+            entry.failed = None;
+            summaries.push(format!("{kind}: {summary}"));
+        }
+        Ok(summaries)
     }
 
     pub fn watched_files(&self) -> Vec<PathBuf> {
@@ -90,7 +154,7 @@ impl Reloader {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut reloaded = 0;
         for entry in entries.iter_mut() {
-            let kind = entry.item.kind();
+            let kind = entry.item.kind().label();
             let files = entry.item.files();
             let names = files
                 .iter()
@@ -254,8 +318,11 @@ mod tests {
     }
 
     impl Reloadable for Counting {
-        fn kind(&self) -> &'static str {
-            "test"
+        fn kind(&self) -> FileKind {
+            FileKind::Config
+        }
+        fn key(&self) -> &'static str {
+            "test.file"
         }
         fn files(&self) -> Vec<PathBuf> {
             vec![self.file.clone()]
@@ -279,6 +346,7 @@ mod tests {
             file: file.clone(),
             applied: applied.clone(),
         })]);
+        r.load_all().unwrap();
         assert_eq!(r.check("test"), 0, "unchanged content is not reloaded");
         std::fs::write(&file, "two").unwrap();
         assert_eq!(r.check("test"), 1);
@@ -291,6 +359,48 @@ mod tests {
         assert_eq!(r.check("test"), 0, "back to the content in force");
         std::fs::write(&file, "three").unwrap();
         assert_eq!(r.check("test"), 1);
+        assert_eq!(
+            applied.load(Ordering::SeqCst),
+            3,
+            "first load + two changes"
+        );
+    }
+
+    /// The race of issue 15: a file edited after the first load read it, but before the watcher
+    /// started, is a change the first check applies (the old code re-read the file to record
+    /// it, so such an edit was taken as already in force and never applied).
+    #[test]
+    fn an_edit_between_first_load_and_watch_is_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "one").unwrap();
+        let applied = Arc::new(AtomicUsize::new(0));
+        let r = Reloader::new(vec![Box::new(Counting {
+            file: file.clone(),
+            applied: applied.clone(),
+        })]);
+        r.load_all().unwrap();
+        std::fs::write(&file, "two").unwrap(); // lands before the watcher's first look
+        assert_eq!(r.check("watch start"), 1, "the edit is applied");
         assert_eq!(applied.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_first_load_that_fails_is_an_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "bad").unwrap();
+        let r = Reloader::new(vec![Box::new(Counting {
+            file: file.clone(),
+            applied: Arc::new(AtomicUsize::new(0)),
+        })]);
+        let err = r.load_all().unwrap_err().to_string();
+        assert!(
+            err.contains("test.file") && err.contains("bad content"),
+            "{err}"
+        );
+        std::fs::remove_file(&file).unwrap();
+        let err = r.load_all().unwrap_err().to_string();
+        assert!(err.contains("cannot read"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use pingora::prelude::HttpPeer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -14,20 +14,21 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Readiness, ReadinessProbe};
-use crate::auth::basic::{BasicAuth, HtpasswdReload};
+use crate::auth::basic::{BasicAuth, BasicVerifier, HtpasswdReload};
 use crate::auth::bearer::{BearerAuth, TokensReload};
 use crate::auth::introspection::Introspection;
 use crate::auth::jwks::{JwksFile, JwksReload};
 use crate::auth::jwt::JwtAuth;
-use crate::auth::mtls::MtlsAuthenticator;
-use crate::auth::Authenticator;
-use crate::auth::Verifiers;
-use crate::config::{Config, Method, Resolved};
+use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
+use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
+use crate::config::{Config, ConfigError, KeyError, Method, Resolved};
 use crate::limits::{ConnectionLimits, LimitsHook};
+use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
-use crate::proxy::{AuthProxy, RequestLimits};
-use crate::reload::{ReloadService, Reloadable, Reloader};
-use crate::tls::{self, ClientCaReload, CrlReload, ServerCertReload, TlsState};
+use crate::proxy::{AuthProxy, Outcome, RequestLimits, ANONYMOUS};
+use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
+use crate::tls::handshake::HandshakeFailure;
+use crate::tls::{self, TlsState};
 
 /// Realm of the `WWW-Authenticate` challenges.
 const REALM: &str = "oneM2M";
@@ -36,77 +37,157 @@ const REALM: &str = "oneM2M";
 pub struct Prepared {
     pub config: Config,
     pub resolved: Resolved,
+    pub config_path: PathBuf,
     pub tls: Option<Arc<TlsState>>,
     pub mtls: Option<Arc<MtlsAuthenticator>>,
     pub basic: Option<Arc<BasicAuth>>,
     pub bearer: Option<Arc<BearerAuth>>,
-    pub jwt: Option<Arc<JwtAuth>>,
-    pub jwks_files: Vec<Arc<JwksFile>>,
-    pub introspection: Option<Arc<Introspection>>,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
-    pub config_path: PathBuf,
+    /// The enabled methods, in `auth.methods` order.
+    pub verifiers: Vec<Arc<dyn Verifier>>,
+    pub reloader: Arc<Reloader>,
+    /// One line per file of the first load.
+    pub loaded: Vec<String>,
 }
 
-/// Load and check every file the config names; nothing is started.
-pub fn prepare(config_path: &Path, config: Config, resolved: Resolved) -> Result<Prepared> {
-    let tls = match &config.tls {
-        Some(tls) => Some(Arc::new(TlsState::load(tls)?)),
-        None => None,
+/// What is built from the config file itself (and the files it names that are not reloaded):
+/// the same code at start-up, in `check`, and on every reload of the config file, so all three
+/// give the same error for the same file.
+struct Sections {
+    policy: OriginatorPolicy,
+    mtls: Option<MtlsAuthenticator>,
+    jwt: Option<(JwtAuth, Vec<Arc<JwksFile>>)>,
+    introspection: Option<Introspection>,
+}
+
+fn build_sections(config: &Config) -> Result<Sections, KeyError> {
+    if let Some(groups) = config.tls.as_ref().and_then(|t| t.groups.as_deref()) {
+        tls::handshake::check_groups(groups).map_err(|m| KeyError::new("tls.groups", m))?;
+    }
+    let mtls = match config.auth.methods.contains(&Method::Mtls) {
+        true => Some(MtlsAuthenticator::from_config(&config.auth.mtls)?),
+        false => None,
     };
-    let mtls = if config.auth.methods.contains(&Method::Mtls) {
-        let auth = MtlsAuthenticator::from_config(&config.auth.mtls)
-            .map_err(anyhow::Error::msg)
-            .context("auth.mtls")?;
-        Some(Arc::new(auth))
-    } else {
-        None
+    let jwt = config.auth.jwt.as_ref().map(JwtAuth::build).transpose()?;
+    let introspection = config
+        .auth
+        .introspection
+        .as_ref()
+        .map(|i| Introspection::build(i).map_err(|m| KeyError::new("auth.introspection", m)))
+        .transpose()?;
+    Ok(Sections {
+        policy: OriginatorPolicy::from_config(&config.originator)?,
+        mtls,
+        jwt,
+        introspection,
+    })
+}
+
+/// Register the metrics with every label value known in advance, taken from the enums that own
+/// them.
+pub fn init_metrics() {
+    let methods = Method::ALL.map(Method::as_str);
+    let with = |extra: &[&'static str]| methods.iter().chain(extra).copied().collect();
+    crate::metrics::init(&crate::metrics::KnownLabels {
+        request_methods: with(&[NO_METHOD, ANONYMOUS]),
+        outcomes: Outcome::ALL.map(Outcome::label).to_vec(),
+        failure_methods: with(&[NO_METHOD]),
+        failures: Failure::ALL.map(Failure::label).to_vec(),
+        upstream_errors: UpstreamError::ALL.map(UpstreamError::label).to_vec(),
+        handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
+        files: FileKind::ALL.map(FileKind::label).to_vec(),
+    });
+}
+
+/// Load the config and every file it names, and check them all; nothing is started. The
+/// reloadable files are loaded by the reloader's first load, the same code that reloads them.
+pub fn prepare(config_path: &Path) -> Result<Prepared> {
+    crate::random::init()?;
+    let (config, resolved) = Config::load(config_path)?;
+    let invalid = |e: KeyError| ConfigError::invalid(config_path, e);
+    let sections = build_sections(&config).map_err(invalid)?;
+    let tls = match &config.tls {
+        Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
+        None => None,
     };
     // Credential files are loaded when configured, even for a method not (yet) enabled, so that
     // `check` validates every file the config names.
     let basic = match &config.auth.basic {
-        Some(b) => Some(Arc::new(BasicAuth::load(b)?)),
+        Some(b) => Some(Arc::new(BasicAuth::new(b)?)),
         None => None,
     };
-    let bearer = match &config.auth.bearer {
-        Some(b) => Some(Arc::new(BearerAuth::load(b)?)),
-        None => None,
-    };
-    let (jwt, jwks_files) = match &config.auth.jwt {
-        Some(j) => {
-            let (auth, files) = JwtAuth::load(j)
-                .map_err(anyhow::Error::msg)
-                .context("auth.jwt")?;
-            if !files.is_empty() {
-                crate::metrics::loaded("jwks");
-            }
-            (Some(Arc::new(auth)), files)
-        }
+    let bearer = config
+        .auth
+        .bearer
+        .as_ref()
+        .map(|b| Arc::new(BearerAuth::new(b)));
+    let policy = Arc::new(ArcSwap::from_pointee(sections.policy));
+    let mtls = sections.mtls.map(Arc::new);
+    let (jwt, jwks_files) = match sections.jwt {
+        Some((jwt, files)) => (Some(Arc::new(jwt)), files),
         None => (None, Vec::new()),
     };
-    let introspection = match &config.auth.introspection {
-        Some(i) => Some(Arc::new(
-            Introspection::load(i)
-                .map_err(anyhow::Error::msg)
-                .context("auth.introspection")?,
-        )),
-        None => None,
-    };
-    crate::metrics::loaded("config");
-    let policy = OriginatorPolicy::from_config(&config.originator)
-        .map_err(anyhow::Error::msg)
-        .context("originator")?;
+    let introspection = sections.introspection.map(Arc::new);
+
+    let mut items: Vec<Box<dyn Reloadable>> = Vec::new();
+    if let (Some(tls_config), Some(state)) = (&config.tls, &tls) {
+        items.extend(tls::reload::reloadables(tls_config, state));
+    }
+    items.push(Box::new(ConfigReload {
+        path: config_path.to_path_buf(),
+        running: config.clone(),
+        policy: policy.clone(),
+        basic: basic.clone(),
+    }));
+    if let Some(basic) = &basic {
+        items.push(Box::new(HtpasswdReload(basic.clone())));
+    }
+    for file in jwks_files {
+        items.push(Box::new(JwksReload(file)));
+    }
+    if let Some(bearer) = &bearer {
+        items.push(Box::new(TokensReload(bearer.clone())));
+    }
+    let reloader = Arc::new(Reloader::new(items));
+    let loaded = reloader
+        .load_all()
+        .map_err(|e| invalid(KeyError::new(e.key, e.message)))?;
+
+    let mut verifiers: Vec<Arc<dyn Verifier>> = Vec::new();
+    for method in &config.auth.methods {
+        // `Config::validate` made sure each enabled method has its section
+        let verifier: Option<Arc<dyn Verifier>> = match method {
+            Method::Mtls => tls
+                .as_ref()
+                .and_then(|t| t.trust.clone())
+                .map(|trust| Arc::new(MtlsVerifier { trust }) as Arc<dyn Verifier>),
+            Method::Basic => basic
+                .clone()
+                .map(|b| Arc::new(BasicVerifier(b)) as Arc<dyn Verifier>),
+            Method::Bearer => bearer.clone().map(|b| b as Arc<dyn Verifier>),
+            Method::Jwt => jwt.clone().map(|j| j as Arc<dyn Verifier>),
+            Method::Introspection => introspection.clone().map(|i| i as Arc<dyn Verifier>),
+        };
+        let verifier = verifier.ok_or_else(|| {
+            invalid(KeyError::new(
+                "auth.methods",
+                format!("method `{}` is not configured", method.as_str()),
+            ))
+        })?;
+        verifiers.push(verifier);
+    }
     Ok(Prepared {
         config,
         resolved,
+        config_path: config_path.to_path_buf(),
         tls,
         mtls,
         basic,
         bearer,
-        jwt,
-        jwks_files,
-        introspection,
-        policy: Arc::new(ArcSwap::from_pointee(policy)),
-        config_path: config_path.to_path_buf(),
+        policy,
+        verifiers,
+        reloader,
+        loaded,
     })
 }
 
@@ -119,48 +200,6 @@ fn upstream_peer(p: &Prepared) -> HttpPeer {
     peer
 }
 
-/// Every file that can be reloaded at run time, each on its own.
-fn reloadables(p: &Prepared) -> Vec<Box<dyn Reloadable>> {
-    let mut items: Vec<Box<dyn Reloadable>> = Vec::new();
-    if let (Some(config), Some(state)) = (&p.config.tls, &p.tls) {
-        items.push(Box::new(ServerCertReload {
-            state: state.clone(),
-            cert: config.cert.clone(),
-            key: config.key.clone(),
-        }));
-        if state.trust.is_some() {
-            if let Some(ca) = &config.client_ca {
-                items.push(Box::new(ClientCaReload {
-                    state: state.clone(),
-                    path: ca.clone(),
-                }));
-            }
-            if let Some(crl) = &config.crl {
-                items.push(Box::new(CrlReload {
-                    state: state.clone(),
-                    path: crl.clone(),
-                }));
-            }
-        }
-    }
-    items.push(Box::new(ConfigReload {
-        path: p.config_path.clone(),
-        running: p.config.clone(),
-        policy: p.policy.clone(),
-        basic: p.basic.clone(),
-    }));
-    if let Some(basic) = &p.basic {
-        items.push(Box::new(HtpasswdReload(basic.clone())));
-    }
-    for file in &p.jwks_files {
-        items.push(Box::new(JwksReload(file.clone())));
-    }
-    if let Some(bearer) = &p.bearer {
-        items.push(Box::new(TokensReload(bearer.clone())));
-    }
-    items
-}
-
 /// Reload of the config file itself: the originator mappings (`originator.*`,
 /// `auth.basic.originators`) are applied; other changes are reported as needing a restart.
 struct ConfigReload {
@@ -171,8 +210,11 @@ struct ConfigReload {
 }
 
 impl Reloadable for ConfigReload {
-    fn kind(&self) -> &'static str {
-        "config"
+    fn kind(&self) -> FileKind {
+        FileKind::Config
+    }
+    fn key(&self) -> &'static str {
+        "(config file)"
     }
     fn files(&self) -> Vec<PathBuf> {
         vec![self.path.clone()]
@@ -180,8 +222,9 @@ impl Reloadable for ConfigReload {
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let text = crate::reload::utf8(&self.path, &contents[0])?;
         let (new, _) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
-        let policy = OriginatorPolicy::from_config(&new.originator)
-            .map_err(|e| format!("{}: originator: {e}", self.path.display()))?;
+        let policy = build_sections(&new)
+            .map_err(|e| ConfigError::invalid(&self.path, e).to_string())?
+            .policy;
         let restart = self.running.restart_only_changes(&new);
         if !restart.is_empty() {
             log::warn!(
@@ -222,23 +265,13 @@ pub fn run(p: Prepared) -> Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let reloader = Arc::new(Reloader::new(reloadables(&p)));
     let connections = Arc::new(ConnectionLimits::new(
         p.config.limits.max_connections,
         p.config.limits.header_timeout,
     ));
     let proxy = AuthProxy {
-        auth: Authenticator::new(
-            &p.config.auth,
-            p.tls.clone(),
-            Verifiers {
-                basic: p.basic.clone(),
-                bearer: p.bearer.clone(),
-                jwt: p.jwt.clone(),
-                introspection: p.introspection.clone(),
-            },
-        ),
-        challenges: AuthProxy::challenges_for(
+        auth: Authenticator::new(&p.config.auth, p.verifiers.clone()),
+        challenges: crate::onem2m::mapping::challenges_for(
             &p.config.auth.methods,
             REALM,
             p.config
@@ -265,7 +298,8 @@ pub fn run(p: Prepared) -> Result<()> {
     let listen = p.resolved.listen.to_string();
     match (&p.config.tls, &p.tls) {
         (Some(tls_config), Some(state)) => {
-            let settings = tls::listener_settings(tls_config, state.clone(), p.mtls.clone())?;
+            let settings =
+                tls::handshake::listener_settings(tls_config, state.clone(), p.mtls.clone())?;
             proxy_service
                 .endpoints()
                 .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
@@ -300,7 +334,7 @@ pub fn run(p: Prepared) -> Result<()> {
     let reload = background_service(
         "reload",
         ReloadService {
-            reloader,
+            reloader: p.reloader.clone(),
             poll_interval: p.config.reload.poll_interval,
             watch: p.config.reload.watch,
         },

@@ -5,14 +5,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 
+use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::BasicConfig;
 use crate::credentials::cache::VerifyCache;
 use crate::credentials::htpasswd::HtpasswdFile;
-use crate::credentials::CredentialError;
-use crate::identity::{Identity, ProvenBy};
-use crate::originator::validate_originator;
-use crate::reload::{self, Reloadable};
+use crate::identity::{Identity, Method};
+use crate::originator::syntax::validate_originator;
+use crate::random::RandomUnavailable;
+use crate::reload::{self, FileKind, Reloadable};
 
 pub struct BasicAuth {
     file: ArcSwap<HtpasswdFile>,
@@ -32,27 +34,13 @@ pub enum BasicOutcome {
 }
 
 impl BasicAuth {
-    pub fn load(config: &BasicConfig) -> Result<Self, CredentialError> {
-        let file = HtpasswdFile::load(&config.htpasswd, config.allow_insecure_hashes)?;
-        if file.is_empty() {
-            return Err(CredentialError::InvalidInput {
-                what: "auth.basic.htpasswd",
-                message: format!("{}: expected at least one user", config.htpasswd.display()),
-            });
-        }
-        crate::metrics::loaded("htpasswd");
-        if file.insecure_entries() > 0 {
-            log::warn!(
-                "{}: {} entries are plain text (auth.basic.allow_insecure_hashes: true); re-hash them with bcrypt",
-                config.htpasswd.display(),
-                file.insecure_entries()
-            );
-        }
+    /// No users until the reloader's first load of the htpasswd file.
+    pub fn new(config: &BasicConfig) -> Result<Self, RandomUnavailable> {
         Ok(BasicAuth {
-            file: ArcSwap::from_pointee(file),
-            cache: VerifyCache::new(config.cache.max_entries, config.cache.ttl),
+            file: ArcSwap::from_pointee(HtpasswdFile::default()),
+            cache: VerifyCache::new(config.cache.max_entries, config.cache.ttl)?,
             originators: ArcSwap::from_pointee(config.originators.clone().into_iter().collect()),
-            path: config.htpasswd.clone(),
+            path: config.htpasswd.to_path_buf(),
             allow_insecure: config.allow_insecure_hashes,
         })
     }
@@ -90,7 +78,7 @@ impl BasicAuth {
         }
         BasicOutcome::Valid(Identity {
             name: user.to_owned(),
-            proven_by: ProvenBy::Basic,
+            proven_by: Method::Basic,
             originator,
             also_allowed: Vec::new(),
             roles: Vec::new(),
@@ -106,8 +94,11 @@ impl BasicAuth {
 pub struct HtpasswdReload(pub Arc<BasicAuth>);
 
 impl Reloadable for HtpasswdReload {
-    fn kind(&self) -> &'static str {
-        "htpasswd"
+    fn kind(&self) -> FileKind {
+        FileKind::Htpasswd
+    }
+    fn key(&self) -> &'static str {
+        "auth.basic.htpasswd"
     }
     fn files(&self) -> Vec<PathBuf> {
         vec![self.0.path.clone()]
@@ -124,9 +115,65 @@ impl Reloadable for HtpasswdReload {
                 auth.path.display()
             ));
         }
+        if file.insecure_entries() > 0 {
+            log::warn!(
+                "{}: {} entries are plain text (auth.basic.allow_insecure_hashes: true); re-hash them with bcrypt",
+                auth.path.display(),
+                file.insecure_entries()
+            );
+        }
         let summary = format!("{} users", file.len());
         auth.file.store(Arc::new(file));
         auth.cache.clear();
         Ok(summary)
+    }
+}
+
+/// The Basic method.
+pub struct BasicVerifier(pub Arc<BasicAuth>);
+
+#[async_trait]
+impl Verifier for BasicVerifier {
+    fn method(&self) -> Method {
+        Method::Basic
+    }
+
+    fn claims(&self, presented: &Presented<'_>) -> Claim<()> {
+        presented.basic().unit()
+    }
+
+    fn limit<'p>(&self, presented: &'p Presented<'_>) -> Limit<'p> {
+        match presented.basic() {
+            Claim::Mine((user, _)) => Limit::ClientAddressAndUser(user),
+            _ => Limit::ClientAddress,
+        }
+    }
+
+    async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
+        let Claim::Mine((user, password)) = presented.basic() else {
+            return Err(NOT_CLAIMED);
+        };
+        let basic = &self.0;
+        let outcome = match basic.verify_cached(user, password) {
+            Some(outcome) => outcome,
+            None => {
+                // bcrypt takes tens of milliseconds: keep it off the request-serving threads.
+                let (basic, user, password) = (basic.clone(), user.to_owned(), password.to_vec());
+                tokio::task::spawn_blocking(move || basic.verify(&user, &password))
+                    .await
+                    .unwrap_or(BasicOutcome::Invalid)
+            }
+        };
+        match outcome {
+            BasicOutcome::Valid(identity) => Ok(Arc::new(identity)),
+            BasicOutcome::Invalid => Err(Rejection::counted(
+                Failure::BadCredentials,
+                "invalid user name or password",
+            )),
+            BasicOutcome::NoOriginator => Err(Rejection::uncounted(
+                Failure::OriginatorNotAllowed,
+                "user name is not usable as an originator and none is configured",
+            )),
+        }
     }
 }

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 
+use super::authorization::BearerToken;
+use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::BearerConfig;
 use crate::credentials::tokens::{TokenFile, TokenLookup};
-use crate::credentials::CredentialError;
-use crate::identity::{Identity, ProvenBy};
-use crate::originator::{validate_originator, OriginatorPattern};
-use crate::reload::{self, Reloadable};
+use crate::identity::{Identity, Method};
+use crate::originator::syntax::{validate_originator, OriginatorPattern};
+use crate::reload::{self, FileKind, Reloadable};
 
 pub struct BearerAuth {
     tokens: ArcSwap<TokenSet>,
@@ -56,7 +58,7 @@ impl TokenSet {
                     })?;
                 let identity = Identity {
                     name: entry.name.clone(),
-                    proven_by: ProvenBy::Bearer,
+                    proven_by: Method::Bearer,
                     originator: entry.originator.clone(),
                     also_allowed,
                     roles: Vec::new(),
@@ -78,32 +80,23 @@ pub enum BearerOutcome {
 }
 
 impl BearerAuth {
-    pub fn load(config: &BearerConfig) -> Result<Self, CredentialError> {
-        let tokens =
-            TokenSet::new(&config.tokens, TokenFile::load(&config.tokens)?).map_err(|message| {
-                CredentialError::InvalidInput {
-                    what: "auth.bearer.tokens",
-                    message,
-                }
-            })?;
-        crate::metrics::loaded("tokens");
-        if config.allow_declared {
-            log::warn!(
-                "auth.bearer.allow_declared is ON: any client can claim any identity with 'Bearer SYSTEM//<name>' (no proof at all). Never use this in production."
-            );
-        }
-        Ok(BearerAuth {
-            tokens: ArcSwap::from_pointee(tokens),
-            path: config.tokens.clone(),
+    /// No tokens until the reloader's first load of the tokens file.
+    pub fn new(config: &BearerConfig) -> Self {
+        BearerAuth {
+            tokens: ArcSwap::from_pointee(TokenSet {
+                file: TokenFile::default(),
+                identities: HashMap::new(),
+            }),
+            path: config.tokens.to_path_buf(),
             allow_declared: config.allow_declared,
-        })
+        }
     }
 
     pub fn token_count(&self) -> usize {
         self.tokens.load().file.len()
     }
 
-    pub fn verify(&self, token: &str) -> BearerOutcome {
+    pub fn check_token(&self, token: &str) -> BearerOutcome {
         let tokens = self.tokens.load();
         match tokens.file.lookup(token.as_bytes(), SystemTime::now()) {
             TokenLookup::Valid(entry) => match tokens.identities.get(&entry.name) {
@@ -122,7 +115,7 @@ impl BearerAuth {
         }
         BearerOutcome::Valid(Arc::new(Identity {
             name: format!("declared:{name}"),
-            proven_by: ProvenBy::Bearer,
+            proven_by: Method::Bearer,
             originator: name.to_owned(),
             also_allowed: Vec::new(),
             roles: Vec::new(),
@@ -134,8 +127,11 @@ impl BearerAuth {
 pub struct TokensReload(pub Arc<BearerAuth>);
 
 impl Reloadable for TokensReload {
-    fn kind(&self) -> &'static str {
-        "tokens"
+    fn kind(&self) -> FileKind {
+        FileKind::Tokens
+    }
+    fn key(&self) -> &'static str {
+        "auth.bearer.tokens"
     }
     fn files(&self) -> Vec<PathBuf> {
         vec![self.0.path.clone()]
@@ -145,8 +141,46 @@ impl Reloadable for TokensReload {
         let text = reload::utf8(&auth.path, &contents[0])?;
         let tokens = TokenFile::parse(&auth.path, text).map_err(|e| e.to_string())?;
         let tokens = TokenSet::new(&auth.path, tokens)?;
+        if auth.allow_declared {
+            log::warn!(
+                "auth.bearer.allow_declared is ON: any client can claim any identity with 'Bearer SYSTEM//<name>' (no proof at all). Never use this in production."
+            );
+        }
         let summary = format!("{} tokens", tokens.file.len());
         auth.tokens.store(Arc::new(tokens));
         Ok(summary)
+    }
+}
+
+/// The Bearer method: tokens from the tokens file (and Arrowhead's declared form, if allowed).
+#[async_trait]
+impl Verifier for BearerAuth {
+    fn method(&self) -> Method {
+        Method::Bearer
+    }
+
+    fn claims(&self, presented: &Presented<'_>) -> Claim<()> {
+        presented.bearer(Method::Bearer).unit()
+    }
+
+    async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
+        let Claim::Mine(token) = presented.bearer(Method::Bearer) else {
+            return Err(NOT_CLAIMED);
+        };
+        let outcome = match token {
+            BearerToken::Token(t) | BearerToken::IdentityToken(t) => self.check_token(t),
+            BearerToken::Declared(name) => self.declared(name),
+        };
+        match outcome {
+            BearerOutcome::Valid(identity) => Ok(identity),
+            BearerOutcome::Expired => Err(Rejection::counted(Failure::Expired, "token expired")),
+            BearerOutcome::Invalid => {
+                Err(Rejection::counted(Failure::BadCredentials, "invalid token"))
+            }
+            BearerOutcome::DeclaredRefused => Err(Rejection::counted(
+                Failure::BadCredentials,
+                "declared identities (SYSTEM//) are not accepted",
+            )),
+        }
     }
 }

@@ -12,11 +12,13 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
+use super::authorization::BearerToken;
 use super::fetch::{ClientAuth, FetchError, HttpsEndpoint};
+use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::IntrospectionConfig;
-use crate::identity::{Identity, ProvenBy};
+use crate::identity::{Identity, Method};
 use crate::metrics;
-use crate::originator::validate_originator;
+use crate::originator::syntax::validate_originator;
 
 /// Cached answers kept at most; beyond, expired ones are dropped, then all.
 const MAX_CACHED: usize = 10_000;
@@ -61,7 +63,7 @@ pub struct Introspection {
 }
 
 impl Introspection {
-    pub fn load(c: &IntrospectionConfig) -> Result<Self, String> {
+    pub fn build(c: &IntrospectionConfig) -> Result<Self, String> {
         let cert_key = match (&c.client_cert, &c.client_key) {
             (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
             _ => None,
@@ -72,8 +74,7 @@ impl Introspection {
         };
         let endpoint =
             HttpsEndpoint::new(&c.url, &c.ca, ClientAuth { cert_key, basic }, c.timeout)?;
-        let mut salt = [0u8; 32];
-        getrandom::fill(&mut salt).map_err(|e| format!("random salt: {e}"))?;
+        let salt = crate::random::key().map_err(|e| e.to_string())?;
         Ok(Introspection {
             endpoint,
             originator_field: c.originator_field.clone(),
@@ -86,7 +87,7 @@ impl Introspection {
         })
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, IntrospectionError> {
+    pub async fn introspect(&self, token: &str) -> Result<Arc<Identity>, IntrospectionError> {
         let key = self.cache_key(token);
         let cell = self.cell(key);
         let answer = cell.get_or_init(|| self.call(token)).await.clone();
@@ -206,7 +207,7 @@ impl Introspection {
         Answer::Active(
             Arc::new(Identity {
                 name: name.to_owned(),
-                proven_by: ProvenBy::Introspection,
+                proven_by: Method::Introspection,
                 originator: originator.to_owned(),
                 also_allowed: Vec::new(),
                 roles: if sysop {
@@ -242,5 +243,40 @@ mod tests {
     fn tokens_are_form_encoded() {
         assert_eq!(form_encode("a b+c/=&é"), "a%20b%2Bc%2F%3D%26%C3%A9");
         assert_eq!(form_encode("Abc-1._~"), "Abc-1._~");
+    }
+}
+
+/// The introspection method: tokens only a verification service can judge.
+#[async_trait::async_trait]
+impl Verifier for Introspection {
+    fn method(&self) -> Method {
+        Method::Introspection
+    }
+
+    fn claims(&self, presented: &Presented<'_>) -> Claim<()> {
+        presented.bearer(Method::Introspection).unit()
+    }
+
+    async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
+        let (Claim::Mine(BearerToken::Token(token))
+        | Claim::Mine(BearerToken::IdentityToken(token))) = presented.bearer(Method::Introspection)
+        else {
+            return Err(NOT_CLAIMED);
+        };
+        match self.introspect(token).await {
+            Ok(identity) => Ok(identity),
+            Err(IntrospectionError::Inactive) => Err(Rejection::counted(
+                Failure::BadCredentials,
+                "token not active",
+            )),
+            Err(IntrospectionError::Unusable(reason)) => {
+                Err(Rejection::uncounted(Failure::BadCredentials, reason))
+            }
+            // not the client's fault: no rate-limit count
+            Err(IntrospectionError::Unavailable) => Err(Rejection::uncounted(
+                Failure::Unavailable,
+                "token verification service unavailable",
+            )),
+        }
     }
 }

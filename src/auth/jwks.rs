@@ -11,7 +11,7 @@ use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
 use jsonwebtoken::{AlgorithmFamily, DecodingKey};
 
 use super::fetch::HttpsEndpoint;
-use crate::reload::{self, Reloadable};
+use crate::reload::{self, FileKind, Reloadable};
 
 /// Usable keys of one JWKS document.
 pub struct KeySet {
@@ -86,14 +86,12 @@ pub struct JwksFile {
 }
 
 impl JwksFile {
-    pub fn load(path: PathBuf) -> Result<Self, String> {
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let keys = KeySet::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(JwksFile {
+    /// No keys until the reloader's first load.
+    pub fn new(path: PathBuf) -> Self {
+        JwksFile {
             path,
-            keys: ArcSwap::from_pointee(keys),
-        })
+            keys: ArcSwap::from_pointee(KeySet { keys: Vec::new() }),
+        }
     }
 
     pub fn keys(&self) -> Arc<KeySet> {
@@ -105,8 +103,11 @@ impl JwksFile {
 pub struct JwksReload(pub Arc<JwksFile>);
 
 impl Reloadable for JwksReload {
-    fn kind(&self) -> &'static str {
-        "jwks"
+    fn kind(&self) -> FileKind {
+        FileKind::Jwks
+    }
+    fn key(&self) -> &'static str {
+        "auth.jwt.issuers"
     }
     fn files(&self) -> Vec<PathBuf> {
         vec![self.0.path.clone()]
@@ -175,12 +176,12 @@ impl JwksUrl {
             match self.fetch().await {
                 Ok(keys) => {
                     log::info!("JWKS {}: {} keys", self.endpoint.url(), keys.len());
-                    crate::metrics::reload("jwks", true);
+                    crate::metrics::reload(FileKind::Jwks.label(), true);
                     self.keys.store(Arc::new(Some(Arc::new(keys))));
                     times.succeeded = Some(Instant::now());
                 }
                 Err(e) => {
-                    crate::metrics::reload("jwks", false);
+                    crate::metrics::reload(FileKind::Jwks.label(), false);
                     log::error!(
                         "JWKS {}: {e}; keeping the keys in force",
                         self.endpoint.url()

@@ -11,11 +11,15 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use async_trait::async_trait;
+
+use super::authorization::BearerToken;
 use super::fetch::{ClientAuth, HttpsEndpoint};
 use super::jwks::{JwksFile, JwksUrl, KeySet, KeySource};
-use crate::config::{JwtConfig, JwtIssuerConfig};
-use crate::identity::{Identity, ProvenBy};
-use crate::originator::{validate_originator, OriginatorPattern};
+use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
+use crate::config::{JwtConfig, JwtIssuerConfig, KeyError};
+use crate::identity::{Identity, Method};
+use crate::originator::syntax::{validate_originator, OriginatorPattern};
 
 /// Every asymmetric algorithm: the default when an issuer lists none.
 const ASYMMETRIC: [Algorithm; 9] = [
@@ -31,7 +35,7 @@ const ASYMMETRIC: [Algorithm; 9] = [
 ];
 
 /// The algorithms an issuer accepts, checked against where its keys come from.
-pub fn check_issuer_config(c: &JwtIssuerConfig) -> Result<Vec<Algorithm>, String> {
+fn check_issuer_config(c: &JwtIssuerConfig) -> Result<Vec<Algorithm>, String> {
     if c.issuer.is_empty() {
         return Err("`issuer` must not be empty".into());
     }
@@ -136,8 +140,7 @@ struct Verified {
 
 impl VerifiedCache {
     fn new() -> Result<Self, String> {
-        let mut salt = [0u8; 32];
-        getrandom::fill(&mut salt).map_err(|e| format!("random salt: {e}"))?;
+        let salt = crate::random::key().map_err(|e| e.to_string())?;
         Ok(VerifiedCache {
             salt,
             entries: Mutex::new(HashMap::new()),
@@ -170,13 +173,15 @@ impl VerifiedCache {
 }
 
 impl JwtAuth {
-    /// Builds the issuers; JWKS files are read now, JWKS URLs are fetched on first use.
-    pub fn load(config: &JwtConfig) -> Result<(Self, Vec<Arc<JwksFile>>), String> {
+    /// Builds the issuers. JWKS files come back empty, for the reloader's first load; JWKS
+    /// URLs are fetched on first use; secret files are read now.
+    pub fn build(config: &JwtConfig) -> Result<(Self, Vec<Arc<JwksFile>>), KeyError> {
         let mut issuers = Vec::new();
         let mut files = Vec::new();
         for c in &config.issuers {
-            let algorithms =
-                check_issuer_config(c).map_err(|e| format!("issuer {:?}: {e}", c.issuer))?;
+            let invalid =
+                |e: String| KeyError::new("auth.jwt.issuers", format!("{:?}: {e}", c.issuer));
+            let algorithms = check_issuer_config(c).map_err(invalid)?;
             let validations = algorithms
                 .iter()
                 .map(|alg| {
@@ -190,7 +195,7 @@ impl JwtAuth {
                 })
                 .collect();
             let keys = if let Some(path) = &c.jwks_file {
-                let file = Arc::new(JwksFile::load(path.clone())?);
+                let file = Arc::new(JwksFile::new(path.to_path_buf()));
                 files.push(file.clone());
                 KeySource::File(file)
             } else if let (Some(url), Some(ca)) = (&c.jwks_url, &c.jwks_ca) {
@@ -203,7 +208,7 @@ impl JwtAuth {
                     },
                     c.jwks_timeout,
                 )
-                .map_err(|e| format!("issuer {:?}: jwks_url: {e}", c.issuer))?;
+                .map_err(|e| invalid(format!("jwks_url: {e}")))?;
                 KeySource::Url(Box::new(JwksUrl::new(
                     endpoint,
                     c.jwks_refresh,
@@ -211,17 +216,16 @@ impl JwtAuth {
                 )))
             } else if let Some(path) = &c.secret_file {
                 let secret = std::fs::read(path)
-                    .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+                    .map_err(|e| invalid(format!("{path}: cannot read: {e}")))?;
                 let secret = secret.trim_ascii_end();
                 if secret.len() < 32 {
-                    return Err(format!(
-                        "{}: expected a secret of at least 32 bytes",
-                        path.display()
-                    ));
+                    return Err(invalid(format!(
+                        "{path}: expected a secret of at least 32 bytes"
+                    )));
                 }
                 KeySource::Secret(DecodingKey::from_secret(secret))
             } else {
-                return Err(format!("issuer {:?}: no keys", c.issuer));
+                return Err(invalid("no keys".into()));
             };
             issuers.push(Issuer {
                 name: c.issuer.clone(),
@@ -233,11 +237,11 @@ impl JwtAuth {
                 roles_claim: c.roles_claim.clone(),
             });
         }
-        let verified = VerifiedCache::new()?;
+        let verified = VerifiedCache::new().map_err(|e| KeyError::new("auth.jwt", e))?;
         Ok((JwtAuth { issuers, verified }, files))
     }
 
-    pub async fn verify(&self, token: &str) -> Result<Arc<Identity>, JwtError> {
+    pub async fn verify_token(&self, token: &str) -> Result<Arc<Identity>, JwtError> {
         let key = self.verified.key(token);
         if let Some(hit) = self.verified.get(&key) {
             let same_keys = match (&hit.keys, self.current_keys(hit.issuer)) {
@@ -399,7 +403,7 @@ fn claims_identity(issuer: &Issuer, claims: Value) -> Result<Arc<Identity>, JwtE
         .map_err(|_| JwtError::Invalid("JWT originators claim holds an unusable pattern"))?;
     Ok(Arc::new(Identity {
         name: name.to_owned(),
-        proven_by: ProvenBy::Jwt,
+        proven_by: Method::Jwt,
         originator: originator.to_owned(),
         also_allowed,
         roles: strings(&issuer.roles_claim),
@@ -486,5 +490,30 @@ mod tests {
         assert!(!looks_like_jwt("3d7b084d-1259-4f6e-a6a5-0c4a2b1b7e6f"));
         assert!(!looks_like_jwt(&format!("{header}.e30")));
         assert!(!looks_like_jwt("a.b.c"));
+    }
+}
+
+/// The JWT method: tokens of the JWT form, checked with their issuer's keys.
+#[async_trait]
+impl Verifier for JwtAuth {
+    fn method(&self) -> Method {
+        Method::Jwt
+    }
+
+    fn claims(&self, presented: &Presented<'_>) -> Claim<()> {
+        presented.bearer(Method::Jwt).unit()
+    }
+
+    async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
+        let Claim::Mine(BearerToken::Token(token)) = presented.bearer(Method::Jwt) else {
+            return Err(NOT_CLAIMED);
+        };
+        match self.verify_token(token).await {
+            Ok(identity) => Ok(identity),
+            Err(JwtError::Expired) => Err(Rejection::counted(Failure::Expired, "JWT expired")),
+            Err(JwtError::Invalid(reason)) => {
+                Err(Rejection::counted(Failure::BadCredentials, reason))
+            }
+        }
     }
 }

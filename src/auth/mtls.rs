@@ -5,70 +5,47 @@
 
 use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use foreign_types::ForeignTypeRef;
 use openssl::nid::Nid;
-use openssl::x509::{X509Ref, X509};
+use openssl::x509::X509Ref;
 use regex::Regex;
 
-use crate::config::{CertField, MtlsConfig};
-use crate::identity::{Identity, ProvenBy};
-use crate::originator::validate_originator;
-use crate::tls::ClientTrust;
-
-/// What the handshake established about the client certificate, kept for the connection's life.
-pub struct CertIdentity {
-    pub result: Result<Arc<Identity>, &'static str>,
-    cert: X509,
-    intermediates: Vec<X509>,
-    /// Trust generation the certificate was verified under.
-    generation: u64,
-    /// Re-verification after a trust change: (generation, still trusted).
-    recheck: Mutex<Option<(u64, bool)>>,
-}
-
-impl CertIdentity {
-    /// Whether the certificate is still trusted. Only when the CA bundle or CRL changed since
-    /// the handshake is it verified again (once per connection and trust generation), so that a
-    /// keep-alive connection cannot outlive its revocation.
-    pub fn still_trusted(&self, trust: &ClientTrust) -> bool {
-        let current = trust.generation();
-        if current == self.generation {
-            return true;
-        }
-        let mut memo = self.recheck.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((generation, trusted)) = *memo {
-            if generation == current {
-                return trusted;
-            }
-        }
-        let trusted = trust.verify(&self.cert, &self.intermediates);
-        *memo = Some((current, trusted));
-        trusted
-    }
-}
+use super::client_cert::CertIdentity;
+use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier};
+use crate::config::{CertField, KeyError, MtlsConfig};
+use crate::identity::{Identity, Method};
+use crate::originator::syntax::validate_originator;
+use crate::tls::handshake::{CertIdentify, PeerCertificate};
+use crate::tls::trust::ClientTrust;
 
 pub struct MtlsAuthenticator {
     fields: Vec<CertField>,
     originator: Regex,
 }
 
-pub fn compile_originator_regex(pattern: &str) -> Result<Regex, String> {
-    Regex::new(pattern).map_err(|e| format!("expected a regular expression: {e}"))
-}
+/// Reason given when a connection's certificate was revoked or its CA removed by a reload.
+pub const REVOKED: &str = "client certificate no longer trusted";
 
 impl MtlsAuthenticator {
-    pub fn from_config(config: &MtlsConfig) -> Result<Self, String> {
+    pub fn from_config(config: &MtlsConfig) -> Result<Self, KeyError> {
+        let originator = Regex::new(&config.originator).map_err(|e| {
+            KeyError::new(
+                "auth.mtls.originator",
+                format!("expected a regular expression: {e}"),
+            )
+        })?;
         Ok(MtlsAuthenticator {
             fields: config.identity.clone(),
-            originator: compile_originator_regex(&config.originator)?,
+            originator,
         })
     }
 
     /// Identity of a certificate the handshake verified (`verified`) under trust `generation`.
     pub fn identify(
         &self,
-        cert: X509,
-        intermediates: Vec<X509>,
+        cert: openssl::x509::X509,
+        intermediates: Vec<openssl::x509::X509>,
         generation: u64,
         verified: bool,
     ) -> CertIdentity {
@@ -100,7 +77,7 @@ impl MtlsAuthenticator {
         Ok(Identity {
             // validated: visible ASCII only, so safe to log
             name: value,
-            proven_by: ProvenBy::Mtls,
+            proven_by: Method::Mtls,
             originator,
             also_allowed: Vec::new(),
             roles: Vec::new(),
@@ -112,6 +89,56 @@ impl MtlsAuthenticator {
         let caps = self.originator.captures(value)?;
         let m = caps.name("originator").or_else(|| caps.get(0))?;
         Some(m.as_str().to_owned())
+    }
+}
+
+impl CertIdentify for MtlsAuthenticator {
+    type Identity = CertIdentity;
+
+    fn identify(&self, peer: PeerCertificate) -> CertIdentity {
+        MtlsAuthenticator::identify(
+            self,
+            peer.cert,
+            peer.intermediates,
+            peer.verified_generation,
+            peer.verified,
+        )
+    }
+}
+
+/// The mTLS method: the identity the connection's certificate established at the handshake,
+/// as long as the certificate is still trusted.
+pub struct MtlsVerifier {
+    pub trust: Arc<ClientTrust>,
+}
+
+#[async_trait]
+impl Verifier for MtlsVerifier {
+    fn method(&self) -> Method {
+        Method::Mtls
+    }
+
+    fn claims(&self, presented: &Presented<'_>) -> Claim<()> {
+        match presented.client_cert {
+            Some(_) => Claim::Mine(()),
+            None => Claim::NotMine,
+        }
+    }
+
+    fn limit<'p>(&self, _presented: &'p Presented<'_>) -> Limit<'p> {
+        // a certificate verified at the handshake is nobody's guess
+        Limit::Off
+    }
+
+    async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
+        let cert = presented.client_cert.ok_or(super::verifier::NOT_CLAIMED)?;
+        if !cert.still_trusted(&self.trust) {
+            return Err(Rejection::uncounted(Failure::Revoked, REVOKED));
+        }
+        match &cert.result {
+            Ok(identity) => Ok(Arc::clone(identity)),
+            Err(reason) => Err(Rejection::uncounted(Failure::OriginatorNotAllowed, reason)),
+        }
     }
 }
 

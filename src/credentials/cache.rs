@@ -16,6 +16,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::htpasswd::HtpasswdFile;
+use crate::random::RandomUnavailable;
 
 type Tag = [u8; 32];
 
@@ -38,7 +39,6 @@ struct Inner {
 }
 
 struct Cached {
-    user: Tag,
     fingerprint: u64,
     expires: Instant,
     seq: u64,
@@ -46,18 +46,19 @@ struct Cached {
 
 impl VerifyCache {
     /// `max_entries == 0` or a zero `ttl` disables caching (every check verifies).
-    pub fn new(max_entries: usize, ttl: Duration) -> Self {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).expect("the OS random number generator is unavailable");
-        let mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
-        VerifyCache {
+    pub fn new(max_entries: usize, ttl: Duration) -> Result<Self, RandomUnavailable> {
+        // HMAC zero-pads short keys to its block size; padding here avoids a fallible call
+        let mut block = [0u8; 64];
+        block[..32].copy_from_slice(&crate::random::key()?);
+        let mac = <Hmac<Sha256> as KeyInit>::new(&block.into());
+        Ok(VerifyCache {
             mac,
             max_entries,
             ttl,
             inner: Mutex::new(Inner::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Verify a password, from the cache when this user and password were verified recently
@@ -82,7 +83,7 @@ impl VerifyCache {
         if !file.verify(user, password) {
             return false;
         }
-        self.insert(key, self.user_tag(user), fingerprint, now);
+        self.insert(key, fingerprint, now);
         true
     }
 
@@ -99,26 +100,10 @@ impl VerifyCache {
         }
     }
 
-    /// Forget every verification of this user.
-    pub fn invalidate_user(&self, user: &str) {
-        let tag = self.user_tag(user);
-        self.lock().entries.retain(|_, cached| cached.user != tag);
-    }
-
     pub fn clear(&self) {
         let mut inner = self.lock();
         inner.entries.clear();
         inner.order.clear();
-    }
-
-    /// After a reload: empty the cache completely if any entry changed (returns how many users
-    /// were added, removed or changed); a rewrite with the same entries keeps it.
-    pub fn on_reload(&self, old: &HtpasswdFile, new: &HtpasswdFile) -> usize {
-        let changed = old.changed_users(new).len();
-        if changed > 0 {
-            self.clear();
-        }
-        changed
     }
 
     pub fn len(&self) -> usize {
@@ -158,13 +143,6 @@ impl VerifyCache {
         mac.finalize().into_bytes().into()
     }
 
-    fn user_tag(&self, user: &str) -> Tag {
-        let mut mac = self.mac.clone();
-        mac.update(b"user");
-        mac.update(user.as_bytes());
-        mac.finalize().into_bytes().into()
-    }
-
     fn lookup(&self, key: &Tag, fingerprint: u64, now: Instant, drop_stale: bool) -> bool {
         let mut inner = self.lock();
         let fresh = match inner.entries.get(key) {
@@ -177,7 +155,7 @@ impl VerifyCache {
         fresh
     }
 
-    fn insert(&self, key: Tag, user: Tag, fingerprint: u64, now: Instant) {
+    fn insert(&self, key: Tag, fingerprint: u64, now: Instant) {
         let Some(expires) = now.checked_add(self.ttl) else {
             return;
         };
@@ -187,7 +165,6 @@ impl VerifyCache {
         inner.entries.insert(
             key,
             Cached {
-                user,
                 fingerprint,
                 expires,
                 seq,
@@ -203,7 +180,7 @@ impl VerifyCache {
                 inner.entries.remove(&old);
             }
         }
-        // Stale records pile up after invalidations and expiries; drop them now and then.
+        // Stale records pile up after expiries and changed entries; drop them now and then.
         if inner.order.len() > 2 * self.max_entries + 64 {
             let Inner { entries, order, .. } = &mut *inner;
             order.retain(|(k, s)| entries.get(k).is_some_and(|c| c.seq == *s));
@@ -256,7 +233,7 @@ mod tests {
 
     #[test]
     fn successful_verifications_are_cached() {
-        let cache = VerifyCache::new(10, TTL);
+        let cache = VerifyCache::new(10, TTL).unwrap();
         let file = bcrypt_file();
         take_verified();
         assert!(!cache.contains(&file, "alice", b"correct horse"));
@@ -273,7 +250,7 @@ mod tests {
 
     #[test]
     fn failures_and_unknown_users_are_not_cached() {
-        let cache = VerifyCache::new(10, TTL);
+        let cache = VerifyCache::new(10, TTL).unwrap();
         let file = bcrypt_file();
         take_verified();
         for _ in 0..2 {
@@ -286,7 +263,7 @@ mod tests {
 
     #[test]
     fn entries_expire_after_the_ttl() {
-        let cache = VerifyCache::new(10, TTL);
+        let cache = VerifyCache::new(10, TTL).unwrap();
         let file = many_users(1);
         let now = Instant::now();
         assert!(cache.check_at(&file, "u0", b"p0", now));
@@ -299,7 +276,7 @@ mod tests {
 
     #[test]
     fn size_is_bounded_and_oldest_evicted() {
-        let cache = VerifyCache::new(3, TTL);
+        let cache = VerifyCache::new(3, TTL).unwrap();
         let file = many_users(10);
         for i in 0..10 {
             assert!(cache.check(&file, &format!("u{i}"), format!("p{i}").as_bytes()));
@@ -315,35 +292,21 @@ mod tests {
     }
 
     #[test]
-    fn eviction_queue_stays_bounded_under_invalidation() {
-        let cache = VerifyCache::new(2, TTL);
+    fn eviction_queue_stays_bounded_when_entries_expire() {
+        let cache = VerifyCache::new(2, TTL).unwrap();
         let file = many_users(1);
-        for _ in 0..1000 {
-            assert!(cache.check(&file, "u0", b"p0"));
-            cache.invalidate_user("u0");
+        let start = Instant::now();
+        for round in 0..1000u32 {
+            // each round's entry has expired by the next: dropped, verified and inserted again
+            let now = start + TTL * 2 * round;
+            assert!(cache.check_at(&file, "u0", b"p0", now));
         }
         assert!(cache.lock().order.len() <= 2 * 2 + 64 + 1);
     }
 
     #[test]
-    fn invalidate_user_forgets_only_that_user() {
-        let cache = VerifyCache::new(10, TTL);
-        let file = many_users(2);
-        assert!(cache.check(&file, "u0", b"p0"));
-        assert!(cache.check(&file, "u1", b"p1"));
-        cache.invalidate_user("u0");
-        take_verified();
-        assert!(cache.check(&file, "u1", b"p1"));
-        assert_eq!(verifications(), 0);
-        assert!(cache.check(&file, "u0", b"p0"));
-        assert_eq!(verifications(), 1);
-        cache.clear();
-        assert!(cache.is_empty());
-    }
-
-    #[test]
     fn changed_or_removed_entry_is_a_miss() {
-        let cache = VerifyCache::new(10, TTL);
+        let cache = VerifyCache::new(10, TTL).unwrap();
         let old = bcrypt_file();
         assert!(cache.check(&old, "alice", b"correct horse"));
         // alice's password changed; the old one must stop working at once
@@ -356,22 +319,11 @@ mod tests {
     }
 
     #[test]
-    fn reload_clears_only_when_entries_change() {
-        let cache = VerifyCache::new(10, TTL);
-        let old = many_users(2);
-        assert!(cache.check(&old, "u0", b"p0"));
-        assert_eq!(cache.on_reload(&old, &many_users(2)), 0);
-        assert_eq!(cache.len(), 1);
-        assert_eq!(cache.on_reload(&old, &many_users(3)), 1);
-        assert!(cache.is_empty());
-    }
-
-    #[test]
     fn disabled_cache_always_verifies() {
         let file = many_users(1);
         for cache in [
-            VerifyCache::new(0, TTL),
-            VerifyCache::new(10, Duration::ZERO),
+            VerifyCache::new(0, TTL).unwrap(),
+            VerifyCache::new(10, Duration::ZERO).unwrap(),
         ] {
             take_verified();
             assert!(cache.check(&file, "u0", b"p0"));
@@ -384,15 +336,15 @@ mod tests {
 
     #[test]
     fn tags_separate_user_and_password() {
-        let cache = VerifyCache::new(10, TTL);
+        let cache = VerifyCache::new(10, TTL).unwrap();
         assert_ne!(cache.pair_tag("ab", b"c"), cache.pair_tag("a", b"bc"));
-        let other = VerifyCache::new(10, TTL);
+        let other = VerifyCache::new(10, TTL).unwrap();
         assert_ne!(cache.pair_tag("a", b"b"), other.pair_tag("a", b"b"));
     }
 
     #[test]
     fn concurrent_checks() {
-        let cache = VerifyCache::new(4, TTL);
+        let cache = VerifyCache::new(4, TTL).unwrap();
         let file = many_users(8);
         std::thread::scope(|s| {
             for t in 0..8 {

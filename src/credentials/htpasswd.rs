@@ -32,6 +32,19 @@ struct Entry {
     line: usize,
 }
 
+impl Default for HtpasswdFile {
+    /// No users: every check fails (the state before the first load).
+    fn default() -> Self {
+        let entries = HashMap::new();
+        let dummy = most_common_work(&entries).dummy();
+        HtpasswdFile {
+            entries,
+            insecure: 0,
+            dummy,
+        }
+    }
+}
+
 impl HtpasswdFile {
     /// Parse the file's content; `source` only names the file in errors.
     pub fn parse(
@@ -99,14 +112,6 @@ impl HtpasswdFile {
         })
     }
 
-    pub fn load(path: &Path, allow_insecure: bool) -> Result<Self, CredentialError> {
-        let content = std::fs::read_to_string(path).map_err(|error| CredentialError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        Self::parse(path, &content, allow_insecure)
-    }
-
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -136,20 +141,6 @@ impl HtpasswdFile {
     /// A digest of the user's stored hash: changes whenever the entry does.
     pub fn entry_fingerprint(&self, user: &str) -> Option<u64> {
         self.entries.get(user).map(|e| e.fingerprint)
-    }
-
-    /// Users added, removed or whose entry differs in `newer`, sorted.
-    pub fn changed_users(&self, newer: &HtpasswdFile) -> Vec<String> {
-        let mut changed: Vec<String> = self
-            .entries
-            .keys()
-            .chain(newer.entries.keys())
-            .filter(|user| self.entry_fingerprint(user) != newer.entry_fingerprint(user))
-            .cloned()
-            .collect();
-        changed.sort_unstable();
-        changed.dedup();
-        changed
     }
 }
 
@@ -405,28 +396,12 @@ mod tests {
             old.entry_fingerprint("user1")
         );
         assert_eq!(old.entry_fingerprint("nobody"), None);
-        assert!(old.changed_users(&same).is_empty());
-
-        let mut content = fixture_file().replace(FIXTURES[2].0, FIXTURES[3].0);
-        content = content.replace("user0:", "renamed:");
-        let new = parse(&content, true).expect("valid");
-        assert_eq!(old.changed_users(&new), ["renamed", "user0", "user2"]);
-    }
-
-    #[test]
-    fn load_reads_the_file_and_names_it_on_error() {
-        let dir = std::env::temp_dir().join(format!("credtest-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("htpasswd");
-        std::fs::write(&file, format!("alice:{}\n", FIXTURES[0].0)).expect("write");
-        let loaded = HtpasswdFile::load(&file, false).expect("loads");
-        assert!(loaded.verify("alice", b"correct horse"));
-
-        let missing = dir.join("missing");
-        let err = HtpasswdFile::load(&missing, false).expect_err("missing");
-        assert!(matches!(err, CredentialError::Read { .. }));
-        assert!(err.to_string().contains(&*missing.to_string_lossy()));
-        std::fs::remove_dir_all(&dir).ok();
+        let changed =
+            parse(&fixture_file().replace(FIXTURES[2].0, FIXTURES[3].0), true).expect("valid");
+        assert_ne!(
+            old.entry_fingerprint("user2"),
+            changed.entry_fingerprint("user2")
+        );
     }
 
     #[test]

@@ -20,9 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::CredentialError;
-
-/// Longest originator accepted, as the proxy forwards it.
-const MAX_ORIGINATOR_LEN: usize = 1024;
+use crate::originator::syntax::validate_originator;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,6 +56,7 @@ pub enum TokenLookup<'a> {
     Unknown,
 }
 
+#[derive(Default)]
 pub struct TokenFile {
     by_digest: HashMap<[u8; 32], TokenEntry>,
 }
@@ -105,9 +104,11 @@ impl TokenFile {
                     "expected a unique sha256, tokens[{other}] has the same"
                 )));
             }
-            check_originator(&token.originator).map_err(|m| error(format!("originator: {m}")))?;
+            validate_originator(&token.originator)
+                .map_err(|m| error(format!("originator: {m}")))?;
             for (n, pattern) in token.originators.iter().enumerate() {
-                check_originator(pattern).map_err(|m| error(format!("originators[{n}]: {m}")))?;
+                validate_originator(pattern)
+                    .map_err(|m| error(format!("originators[{n}]: {m}")))?;
             }
             let expires = match &token.expires {
                 None => None,
@@ -126,14 +127,6 @@ impl TokenFile {
             );
         }
         Ok(TokenFile { by_digest })
-    }
-
-    pub fn load(path: &Path) -> Result<Self, CredentialError> {
-        let content = std::fs::read_to_string(path).map_err(|error| CredentialError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        Self::parse(path, &content)
     }
 
     pub fn len(&self) -> usize {
@@ -178,20 +171,6 @@ fn parse_digest(hex_text: &str) -> Option<[u8; 32]> {
     let mut digest = [0u8; 32];
     hex::decode_to_slice(hex_text, &mut digest).ok()?;
     Some(digest)
-}
-
-/// Same rule as the proxy applies to any originator it forwards: one HTTP header value.
-fn check_originator(value: &str) -> Result<(), &'static str> {
-    if value.is_empty() {
-        return Err("expected a non-empty originator");
-    }
-    if value.len() > MAX_ORIGINATOR_LEN {
-        return Err("expected at most 1024 bytes");
-    }
-    if !value.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err("expected visible ASCII characters only (no spaces or control characters)");
-    }
-    Ok(())
 }
 
 /// An RFC 3339 time: `2027-06-30T00:00:00Z`, with optional fractional seconds, a numeric
@@ -529,22 +508,6 @@ mod tests {
         let entry = yaml_entry("line\nbreak", ONE, "C", None);
         let err = parse(&format!("tokens:\n{entry}")).expect_err("control in name");
         assert!(err.to_string().contains("control"), "{err}");
-    }
-
-    #[test]
-    fn load_names_the_file() {
-        let dir = std::env::temp_dir().join(format!("credtest-tokens-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join("tokens.yaml");
-        std::fs::write(&file, sample()).expect("write");
-        assert_eq!(TokenFile::load(&file).expect("loads").len(), 2);
-        let missing = dir.join("missing.yaml");
-        let err = TokenFile::load(&missing).expect_err("missing");
-        assert!(
-            err.to_string().contains(&*missing.to_string_lossy()),
-            "{err}"
-        );
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

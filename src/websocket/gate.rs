@@ -13,13 +13,13 @@ use super::frame::{close_frame, encode_frame, ClientEvent, ClientStream, Opcode,
 use super::primitive::{self, Encoding};
 use crate::identity::Identity;
 use crate::metrics;
+use crate::onem2m::Rsc;
 use crate::originator::OriginatorPolicy;
 
 pub const JSON: &str = "oneM2M.json";
 pub const CBOR: &str = "oneM2M.cbor";
 
 /// RSC of a refused request primitive: ORIGINATOR_HAS_NO_PRIVILEGE.
-const RSC_NO_PRIVILEGE: u16 = 4103;
 
 /// What an upgrade request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +147,8 @@ impl Gate {
         }
     }
 
-    pub fn client_done(&self) -> bool {
+    #[cfg(test)]
+    fn client_done(&self) -> bool {
         self.client_done
     }
 
@@ -245,7 +246,7 @@ impl Gate {
                 let answer = primitive::refusal(
                     self.encoding,
                     &request,
-                    RSC_NO_PRIVILEGE,
+                    Rsc::OriginatorHasNoPrivilege.code(),
                     self.cse_id
                         .as_deref()
                         .or_else(|| request.to.as_deref().and_then(cse_id_of)),
@@ -328,10 +329,7 @@ struct MaskKeys(u64);
 
 impl MaskKeys {
     fn new() -> Self {
-        let mut seed = [0u8; 8];
-        // A failing OS RNG only makes the keys predictable, which the CSE does not care about.
-        let _ = getrandom::fill(&mut seed);
-        MaskKeys(u64::from_le_bytes(seed) | 1)
+        MaskKeys(crate::random::connection_seed() | 1)
     }
 
     fn next(&mut self) -> [u8; 4] {
@@ -420,7 +418,7 @@ mod tests {
 mod gate_tests {
     use super::*;
     use crate::config::{OriginatorConfig, OriginatorMode};
-    use crate::identity::ProvenBy;
+    use crate::identity::Method;
 
     fn gate(mode: OriginatorMode) -> Gate {
         let policy = OriginatorPolicy::from_config(&OriginatorConfig {
@@ -430,7 +428,7 @@ mod gate_tests {
         .unwrap();
         let identity = Identity {
             name: "Cae-1".into(),
-            proven_by: ProvenBy::Mtls,
+            proven_by: Method::Mtls,
             originator: "Cae-1".into(),
             also_allowed: vec![],
             roles: Vec::new(),

@@ -3,73 +3,9 @@
 
 use std::collections::HashMap;
 
-use crate::config::{OriginatorConfig, OriginatorMode};
+use super::syntax::{validate_originator, OriginatorPattern};
+use crate::config::{KeyError, OriginatorConfig, OriginatorMode};
 use crate::identity::Identity;
-
-/// Longest originator we forward; oneM2M IDs are short, this only bounds hostile input.
-pub const MAX_ORIGINATOR_LEN: usize = 1024;
-
-/// An originator that may be used, with `*` matching any run of characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OriginatorPattern {
-    parts: Vec<String>,
-}
-
-impl OriginatorPattern {
-    pub fn parse(pattern: &str) -> Result<Self, String> {
-        validate_originator(pattern)?;
-        Ok(OriginatorPattern {
-            parts: pattern.split('*').map(str::to_owned).collect(),
-        })
-    }
-
-    pub fn matches(&self, candidate: &str) -> bool {
-        let (first, rest) = match self.parts.split_first() {
-            Some(split) => split,
-            None => return false,
-        };
-        let Some(mut remaining) = candidate.strip_prefix(first.as_str()) else {
-            return false;
-        };
-        let Some((last, middle)) = rest.split_last() else {
-            // no `*`: exact match
-            return remaining.is_empty();
-        };
-        for part in middle {
-            match remaining.find(part.as_str()) {
-                Some(i) => remaining = &remaining[i + part.len()..],
-                None => return false,
-            }
-        }
-        remaining.len() >= last.len() && remaining.ends_with(last.as_str())
-    }
-}
-
-/// An originator must be usable as one HTTP header value: visible ASCII only, bounded length.
-pub fn validate_originator(value: &str) -> Result<(), String> {
-    if value.is_empty() {
-        return Err("expected a non-empty originator".into());
-    }
-    if value.len() > MAX_ORIGINATOR_LEN {
-        return Err(format!(
-            "expected at most {MAX_ORIGINATOR_LEN} bytes, got {}",
-            value.len()
-        ));
-    }
-    if let Some(c) = value.chars().find(|c| !c.is_ascii_graphic()) {
-        return Err(format!(
-            "expected visible ASCII characters only, found {:?}",
-            c.escape_default().to_string()
-        ));
-    }
-    // HTTP list and quoting syntax: a CSE could split "Cae-1,CAdmin" into two originators.
-    if let Some(c) = value.chars().find(|c| matches!(c, ',' | ';' | '"' | '\\')) {
-        return Err(format!(
-            "expected no list or quoting characters, found {c:?}"
-        ));
-    }
-    Ok(())
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -95,12 +31,19 @@ pub struct OriginatorPolicy {
 }
 
 impl OriginatorPolicy {
-    pub fn from_config(config: &OriginatorConfig) -> Result<Self, String> {
+    pub fn from_config(config: &OriginatorConfig) -> Result<Self, KeyError> {
         let mut allow = HashMap::new();
         for (who, patterns) in &config.allow {
             let parsed = patterns
                 .iter()
-                .map(|p| OriginatorPattern::parse(p))
+                .map(|p| {
+                    OriginatorPattern::parse(p).map_err(|m| {
+                        KeyError::new(
+                            "originator.allow",
+                            format!("pattern {p:?} for {who:?}: {m}"),
+                        )
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             allow.insert(who.clone(), parsed);
         }
@@ -167,12 +110,12 @@ fn in_cse_namespace(cse: &str, claim: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::ProvenBy;
+    use crate::identity::Method;
 
     fn id(originator: &str, also: &[&str]) -> Identity {
         Identity {
             name: originator.into(),
-            proven_by: ProvenBy::Mtls,
+            proven_by: Method::Mtls,
             originator: originator.into(),
             also_allowed: also
                 .iter()
@@ -218,30 +161,5 @@ mod tests {
             strict.decide(&mn, &["/id-mn/Cae9"]),
             Err(Refusal::NotAllowed)
         );
-    }
-
-    #[test]
-    fn patterns() {
-        let p = OriginatorPattern::parse("Cgw-*-x").unwrap();
-        assert!(p.matches("Cgw-1-x"));
-        assert!(p.matches("Cgw--x"));
-        assert!(!p.matches("Cgw-x"));
-        assert!(!p.matches("Cgw-1-xy"));
-        assert!(OriginatorPattern::parse("a*").unwrap().matches("a"));
-        assert!(OriginatorPattern::parse("*").unwrap().matches("anything"));
-        assert!(!OriginatorPattern::parse("abc").unwrap().matches("abcd"));
-        assert!(OriginatorPattern::parse("bad value").is_err());
-    }
-
-    #[test]
-    fn originator_must_be_one_header_value() {
-        assert!(validate_originator("Cae\r\nX: y").is_err());
-        assert!(validate_originator("a\0b").is_err());
-        assert!(validate_originator("caf\u{e9}").is_err());
-        assert!(validate_originator(&"a".repeat(MAX_ORIGINATOR_LEN + 1)).is_err());
-        assert!(validate_originator("//openmtc.org/mn-cse-1/CTestIPE").is_ok());
-        assert!(validate_originator("admin:admin").is_ok());
-        assert!(validate_originator("Cae-1,CAdmin").is_err());
-        assert!(validate_originator("a;b").is_err());
     }
 }

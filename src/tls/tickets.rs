@@ -14,7 +14,7 @@ use openssl::ex_data::Index;
 use openssl::ssl::{Ssl, SslContextBuilder, SslRef};
 use openssl_sys::{SSL, SSL_CTX, SSL_SESSION};
 
-use crate::tls::TlsState;
+use super::trust::ClientTrust;
 
 type GenerateCb = unsafe extern "C" fn(*mut SSL, *mut c_void) -> c_int;
 type DecryptCb = unsafe extern "C" fn(
@@ -78,26 +78,39 @@ pub fn verified_generation(ssl: &SslRef) -> Option<u64> {
     ssl.ex_data(*index).copied()
 }
 
+/// The generation stamped into a ticket's session, if any.
+///
 /// # Safety
-/// `ss` must be a valid session.
+/// `ss` must be a valid session for the duration of the call.
 unsafe fn ticket_generation(ss: *mut SSL_SESSION) -> Option<u64> {
     let mut data: *mut c_void = std::ptr::null_mut();
     let mut len = 0usize;
-    if SSL_SESSION_get0_ticket_appdata(ss, &mut data, &mut len) != 1 || data.is_null() || len != 8 {
+    // SAFETY: `ss` is valid (this function's contract); OpenSSL writes the out-pointers.
+    let found = unsafe { SSL_SESSION_get0_ticket_appdata(ss, &mut data, &mut len) };
+    if found != 1 || data.is_null() || len != 8 {
         return None;
     }
-    let bytes = std::slice::from_raw_parts(data as *const u8, 8);
+    // SAFETY: OpenSSL says `data` holds `len` == 8 bytes owned by the session.
+    let bytes = unsafe { std::slice::from_raw_parts(data as *const u8, 8) };
     let mut generation = [0u8; 8];
     generation.copy_from_slice(bytes);
     Some(u64::from_le_bytes(generation))
 }
 
-/// Install the ticket callbacks on the listener's context. `state` is kept for the life of the
-/// process (the listener settings are built once).
-pub fn install(ctx: &mut SslContextBuilder, state: Arc<TlsState>) -> Result<(), ErrorStack> {
+/// Install the ticket callbacks on the listener's context. `trust` (`None`: client certificates
+/// are off, every ticket resumes) is kept for the life of the process: the listener settings are
+/// built once.
+pub fn install(
+    ctx: &mut SslContextBuilder,
+    trust: Option<Arc<ClientTrust>>,
+) -> Result<(), ErrorStack> {
     VERIFIED_GENERATION.as_ref().map_err(Clone::clone)?;
-    let arg = Arc::into_raw(state) as *mut c_void;
-    // SAFETY: the context pointer is valid; `arg` points to a TlsState that is never freed.
+    let arg = match trust {
+        Some(trust) => Arc::into_raw(trust) as *mut c_void,
+        None => std::ptr::null_mut(),
+    };
+    // SAFETY: the context pointer is valid; `arg` is null or points to a ClientTrust that is
+    // never freed (its Arc was leaked above).
     let ok =
         unsafe { SSL_CTX_set_session_ticket_cb(ctx.as_ptr(), Some(generate), Some(decrypt), arg) };
     if ok == 1 {
@@ -108,18 +121,29 @@ pub fn install(ctx: &mut SslContextBuilder, state: Arc<TlsState>) -> Result<(), 
 }
 
 /// Stamp the ticket being issued with the generation the certificate was verified under.
+///
+/// # Safety
+/// Called by OpenSSL only, with a valid `ssl` for the duration of the call.
 unsafe extern "C" fn generate(ssl: *mut SSL, _arg: *mut c_void) -> c_int {
-    let ssl = SslRef::from_ptr(ssl);
+    // SAFETY: OpenSSL passes a valid SSL pointer (this function's contract).
+    let ssl = unsafe { SslRef::from_ptr(ssl) };
     let (Some(generation), Some(session)) = (verified_generation(ssl), ssl.session()) else {
         // no stamp: this ticket will not resume
         return 1;
     };
     let bytes = generation.to_le_bytes();
-    SSL_SESSION_set1_ticket_appdata(session.as_ptr(), bytes.as_ptr().cast(), bytes.len());
+    // SAFETY: a valid session; OpenSSL copies the 8 bytes.
+    unsafe {
+        SSL_SESSION_set1_ticket_appdata(session.as_ptr(), bytes.as_ptr().cast(), bytes.len());
+    }
     1
 }
 
 /// Resume only tickets stamped with the current trust generation.
+///
+/// # Safety
+/// Called by OpenSSL only, with a valid `ss` and the `arg` given to [`install`]: null or a
+/// pointer to a `ClientTrust` that lives for the rest of the process.
 unsafe extern "C" fn decrypt(
     _ssl: *mut SSL,
     ss: *mut SSL_SESSION,
@@ -130,11 +154,12 @@ unsafe extern "C" fn decrypt(
 ) -> c_int {
     match status {
         TICKET_SUCCESS | TICKET_SUCCESS_RENEW => {
-            let state = &*(arg as *const TlsState);
-            let current = state.trust.as_ref().map(|t| t.generation());
-            let usable = match current {
+            // SAFETY: `arg` is null or a leaked Arc<ClientTrust> (see `install`).
+            let trust = unsafe { (arg as *const ClientTrust).as_ref() };
+            let usable = match trust {
                 None => true, // no client certificates: nothing to re-verify
-                Some(current) => ticket_generation(ss) == Some(current),
+                // SAFETY: OpenSSL passes a valid session.
+                Some(trust) => (unsafe { ticket_generation(ss) }) == Some(trust.generation()),
             };
             match (usable, status) {
                 (true, TICKET_SUCCESS_RENEW) => RETURN_USE_RENEW,

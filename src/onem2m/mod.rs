@@ -1,5 +1,8 @@
 //! Responses the proxy makes itself, in the form oneM2M clients expect: HTTP status,
 //! `X-M2M-RSC`, the request's `X-M2M-RI` echoed, and a JSON body `{"m2m:dbg": "reason"}`.
+//! Which failure gets which answer (and which `WWW-Authenticate` challenge) is in `mapping`.
+
+pub mod mapping;
 
 use std::borrow::Cow;
 
@@ -29,6 +32,12 @@ pub struct M2mError {
     pub challenge: bool,
     /// Seconds for `Retry-After` (429 only).
     pub retry_after: Option<u64>,
+}
+
+impl Rsc {
+    pub fn code(self) -> u16 {
+        self as u16
+    }
 }
 
 impl M2mError {

@@ -1,0 +1,445 @@
+//! `auth`: which methods authenticate, in which order, and each method's own section.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::value::{duration, FilePath, KeyError};
+use crate::identity::Method;
+use crate::originator::syntax::validate_originator;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    pub methods: Vec<Method>,
+    pub mtls: MtlsConfig,
+    pub basic: Option<BasicConfig>,
+    pub bearer: Option<BearerConfig>,
+    pub jwt: Option<JwtConfig>,
+    pub introspection: Option<IntrospectionConfig>,
+    /// Roles given to identities by name, e.g. `sysop: [Cadmin-tool]`; logged only for now.
+    pub roles: BTreeMap<String, Vec<String>>,
+    pub rate_limit: RateLimitConfig,
+    pub anonymous: Anonymous,
+    /// Forward the client's `Authorization` header to the upstream (off: it is removed).
+    pub forward_authorization: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            methods: vec![Method::Mtls],
+            mtls: MtlsConfig::default(),
+            basic: None,
+            bearer: None,
+            jwt: None,
+            introspection: None,
+            roles: Default::default(),
+            rate_limit: RateLimitConfig::default(),
+            anonymous: Anonymous::Deny,
+            forward_authorization: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BasicConfig {
+    /// htpasswd file as Apache's `htpasswd` tool writes it.
+    pub htpasswd: FilePath,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Accept plain-text entries (warned about at start). DES crypt is refused even then.
+    #[serde(default)]
+    pub allow_insecure_hashes: bool,
+    /// Originator of a user when it is not the user name itself.
+    #[serde(default)]
+    pub originators: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+pub fn default_realm() -> String {
+    "oneM2M".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Successful verifications remembered (0 disables the cache).
+    pub max_entries: usize,
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_entries: 10_000,
+            ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BearerConfig {
+    /// YAML file of tokens stored as SHA-256 hashes.
+    pub tokens: FilePath,
+    /// Accept Arrowhead's `Bearer SYSTEM//<name>`, a claim without any proof. Never in production.
+    #[serde(default)]
+    pub allow_declared: bool,
+}
+
+/// JWTs issued elsewhere, verified with the issuer's keys.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub issuers: Vec<JwtIssuerConfig>,
+    /// Allowed clock difference for `exp` and `nbf`.
+    #[serde(default = "default_jwt_leeway", with = "duration")]
+    pub leeway: Duration,
+}
+
+fn default_jwt_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuerConfig {
+    /// Expected `iss`; also how a token finds its issuer here.
+    pub issuer: String,
+    /// Accepted `aud` values; the token needs one of them.
+    pub audiences: Vec<String>,
+    /// Default: every asymmetric algorithm (RS*, PS*, ES256, ES384, EdDSA).
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    /// Keys: exactly one of a JWKS file (hot-reloaded), a JWKS URL (HTTPS), or a shared secret
+    /// file (only with HS* algorithms).
+    #[serde(default)]
+    pub jwks_file: Option<FilePath>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<FilePath>,
+    /// CA bundle (PEM) that signs the JWKS URL's server certificate.
+    #[serde(default)]
+    pub jwks_ca: Option<FilePath>,
+    /// How long fetched keys are used before they are fetched again.
+    #[serde(default = "default_jwks_refresh", with = "duration")]
+    pub jwks_refresh: Duration,
+    /// An unknown `kid` fetches the keys again at most this often.
+    #[serde(default = "default_jwks_min_refetch", with = "duration")]
+    pub jwks_min_refetch: Duration,
+    /// Connect + answer time limit of a JWKS fetch.
+    #[serde(default = "default_fetch_timeout", with = "duration")]
+    pub jwks_timeout: Duration,
+    /// Claim (dotted path for nested claims) holding the originator.
+    #[serde(default = "default_sub")]
+    pub originator_claim: String,
+    /// Array claim of further originators (patterns) the token may use in verify mode.
+    #[serde(default)]
+    pub originators_claim: Option<String>,
+    /// Claim naming the identity in logs; default: the originator claim.
+    #[serde(default)]
+    pub name_claim: Option<String>,
+    /// Array (or string) claim of roles.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
+}
+
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn default_jwks_min_refetch() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_fetch_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+fn default_sub() -> String {
+    "sub".into()
+}
+
+/// Tokens only a verification service can judge (RFC 7662 introspection, Arrowhead's
+/// identity service).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// HTTPS endpoint; POST `token=<token>` (form-encoded).
+    pub url: String,
+    /// CA bundle (PEM) that signs the endpoint's certificate.
+    pub ca: FilePath,
+    /// Client certificate and key (PEM) the proxy presents to the endpoint.
+    #[serde(default)]
+    pub client_cert: Option<FilePath>,
+    #[serde(default)]
+    pub client_key: Option<FilePath>,
+    /// Basic credentials for the endpoint: user name and a file holding the password.
+    #[serde(default)]
+    pub basic_user: Option<String>,
+    #[serde(default)]
+    pub basic_password_file: Option<FilePath>,
+    /// Also send plain bearer tokens (not only `IDENTITY-TOKEN//<token>`) to the endpoint.
+    #[serde(default)]
+    pub plain_bearer: bool,
+    /// Answer field (dotted path) holding the originator.
+    #[serde(default = "default_sub")]
+    pub originator_field: String,
+    /// Answer field naming the identity in logs; default: the originator field.
+    #[serde(default)]
+    pub name_field: Option<String>,
+    /// Boolean answer field that makes the identity a system operator (role `sysop`).
+    #[serde(default)]
+    pub operator_field: Option<String>,
+    /// Positive answers are kept this long (or until the answer's `exp`, if sooner).
+    #[serde(default = "default_introspection_ttl", with = "duration")]
+    pub cache_ttl: Duration,
+    /// Negative answers (inactive tokens) are kept this long.
+    #[serde(default = "default_introspection_negative_ttl", with = "duration")]
+    pub negative_ttl: Duration,
+    /// Connect + answer time limit; slower is a failure (503), never an admission.
+    #[serde(default = "default_fetch_timeout", with = "duration")]
+    pub timeout: Duration,
+}
+
+fn default_introspection_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_introspection_negative_ttl() -> Duration {
+    Duration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Failed attempts allowed per minute, per client address and per user name.
+    pub failures_per_minute: u32,
+    /// Failures allowed in a burst before the rate applies.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            failures_per_minute: 10,
+            burst: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertField {
+    Uri,
+    Dns,
+    Email,
+    Cn,
+}
+
+impl CertField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertField::Uri => "uri",
+            CertField::Dns => "dns",
+            CertField::Email => "email",
+            CertField::Cn => "cn",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtlsConfig {
+    /// Certificate fields that may name the client; the first present wins.
+    pub identity: Vec<CertField>,
+    /// Regex on that value; the named group `originator` (or the whole match) is the originator.
+    pub originator: String,
+}
+
+impl Default for MtlsConfig {
+    fn default() -> Self {
+        MtlsConfig {
+            identity: vec![
+                CertField::Uri,
+                CertField::Dns,
+                CertField::Email,
+                CertField::Cn,
+            ],
+            originator: "^(?P<originator>.+)$".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Anonymous {
+    #[default]
+    Deny,
+    Allow,
+}
+
+impl AuthConfig {
+    /// Checks that need nothing but this section (the builders of the methods check the rest).
+    pub fn validate(&self) -> Result<(), KeyError> {
+        if self.methods.is_empty() && self.anonymous == Anonymous::Deny {
+            return Err(KeyError::new(
+                "auth.methods",
+                "expected at least one of mtls, basic, bearer, jwt, introspection (or auth.anonymous: allow)",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for m in &self.methods {
+            if !seen.insert(*m) {
+                return Err(KeyError::new(
+                    "auth.methods",
+                    format!("`{}` is listed twice", m.as_str()),
+                ));
+            }
+        }
+        let needs = |method: Method, present: bool, key: &str, what: &str| {
+            if self.methods.contains(&method) && !present {
+                Err(KeyError::new(
+                    key,
+                    format!("auth method `{}` needs {what}", method.as_str()),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        needs(
+            Method::Basic,
+            self.basic.is_some(),
+            "auth.basic",
+            "`auth.basic.htpasswd: PATH`",
+        )?;
+        needs(
+            Method::Bearer,
+            self.bearer.is_some(),
+            "auth.bearer",
+            "`auth.bearer.tokens: PATH`",
+        )?;
+        needs(
+            Method::Jwt,
+            self.jwt.is_some(),
+            "auth.jwt",
+            "`auth.jwt.issuers`",
+        )?;
+        needs(
+            Method::Introspection,
+            self.introspection.is_some(),
+            "auth.introspection",
+            "`auth.introspection.url` and `ca`",
+        )?;
+        if let Some(jwt) = &self.jwt {
+            jwt.validate()?;
+        }
+        if let Some(intro) = &self.introspection {
+            intro.validate()?;
+        }
+        if let Some(basic) = &self.basic {
+            basic.validate()?;
+        }
+        for (role, names) in &self.roles {
+            if role.is_empty() || names.iter().any(String::is_empty) {
+                return Err(KeyError::new(
+                    "auth.roles",
+                    "expected `role: [identity names]` with non-empty names",
+                ));
+            }
+        }
+        if self.rate_limit.failures_per_minute == 0 || self.rate_limit.burst == 0 {
+            return Err(KeyError::new(
+                "auth.rate_limit",
+                "expected failures_per_minute and burst >= 1",
+            ));
+        }
+        if self.mtls.identity.is_empty() {
+            return Err(KeyError::new(
+                "auth.mtls.identity",
+                "expected a list of certificate fields: uri, dns, email, cn",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl BasicConfig {
+    fn validate(&self) -> Result<(), KeyError> {
+        if self.realm.is_empty()
+            || self.realm.contains(['"', '\\'])
+            || self.realm.chars().any(char::is_control)
+        {
+            return Err(KeyError::new(
+                "auth.basic.realm",
+                "expected a non-empty realm without quotes, backslashes or control characters",
+            ));
+        }
+        for (user, originator) in &self.originators {
+            validate_originator(originator).map_err(|m| {
+                KeyError::new(
+                    "auth.basic.originators",
+                    format!("originator of {user:?}: {m}"),
+                )
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl JwtConfig {
+    fn validate(&self) -> Result<(), KeyError> {
+        if self.issuers.is_empty() {
+            return Err(KeyError::new(
+                "auth.jwt.issuers",
+                "expected at least one issuer",
+            ));
+        }
+        let mut names = HashSet::new();
+        for issuer in &self.issuers {
+            if !names.insert(issuer.issuer.as_str()) {
+                return Err(KeyError::new(
+                    "auth.jwt.issuers",
+                    format!("issuer {:?} is listed twice", issuer.issuer),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl IntrospectionConfig {
+    fn validate(&self) -> Result<(), KeyError> {
+        if !self.url.starts_with("https://") {
+            return Err(KeyError::new(
+                "auth.introspection.url",
+                format!("expected an https:// URL, got {:?}", self.url),
+            ));
+        }
+        if self.client_cert.is_some() != self.client_key.is_some() {
+            return Err(KeyError::new(
+                "auth.introspection.client_cert",
+                "expected client_cert and client_key together",
+            ));
+        }
+        if self.basic_user.is_some() != self.basic_password_file.is_some() {
+            return Err(KeyError::new(
+                "auth.introspection.basic_user",
+                "expected basic_user and basic_password_file together",
+            ));
+        }
+        if self.timeout.is_zero() || self.cache_ttl.is_zero() {
+            return Err(KeyError::new(
+                "auth.introspection",
+                "expected timeout and cache_ttl > 0",
+            ));
+        }
+        Ok(())
+    }
+}

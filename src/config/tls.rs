@@ -1,0 +1,91 @@
+//! `tls`: the listener's certificate, client-certificate verification and protocol settings.
+
+use serde::Deserialize;
+
+use super::value::{FilePath, KeyError};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: FilePath,
+    pub key: FilePath,
+    #[serde(default)]
+    pub client_ca: Option<FilePath>,
+    /// Default: `required` when `client_ca` is set, `off` otherwise.
+    #[serde(default)]
+    pub client_cert: Option<ClientCertMode>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// CRLs (PEM) for client certificates, checked at the handshake and reloaded at run time.
+    #[serde(default)]
+    pub crl: Option<FilePath>,
+    /// Offer TLS session tickets (resumption). Off by default: every connection then does a
+    /// full handshake with certificate verification.
+    #[serde(default)]
+    pub session_tickets: bool,
+    /// Key-exchange groups in OpenSSL's list syntax ("X25519:P-256"); default: OpenSSL's,
+    /// which puts the post-quantum hybrid X25519MLKEM768 first. Checked by the listener's
+    /// builder (OpenSSL knows which names exist).
+    #[serde(default)]
+    pub groups: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientCertMode {
+    Off,
+    Optional,
+    Required,
+}
+
+impl ClientCertMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientCertMode::Off => "off",
+            ClientCertMode::Optional => "optional",
+            ClientCertMode::Required => "required",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
+impl TlsVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_2 => "1.2",
+            TlsVersion::V1_3 => "1.3",
+        }
+    }
+}
+
+impl TlsConfig {
+    pub fn client_cert_mode(&self) -> ClientCertMode {
+        match (self.client_cert, &self.client_ca) {
+            (Some(mode), _) => mode,
+            (None, Some(_)) => ClientCertMode::Required,
+            (None, None) => ClientCertMode::Off,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), KeyError> {
+        let mode = self.client_cert_mode();
+        if mode != ClientCertMode::Off && self.client_ca.is_none() {
+            return Err(KeyError::new(
+                "tls.client_ca",
+                format!(
+                    "expected a CA bundle file: tls.client_cert is {}, which verifies client certificates",
+                    mode.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

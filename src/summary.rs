@@ -1,0 +1,150 @@
+//! What `check` (and `demo`) print: what would run, in a few lines.
+
+use std::path::Path;
+
+use crate::server::Prepared;
+
+/// What would run, in a few lines.
+pub fn render(p: &Prepared) -> String {
+    let c = &p.config;
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str("  ");
+        out.push_str(&s);
+        out.push('\n');
+    };
+    match (&c.tls, &p.tls) {
+        (Some(tls), Some(state)) => {
+            let valid_until = state
+                .server()
+                .map_or_else(|| "?".to_string(), |s| s.leaf.not_after().to_string());
+            line(format!(
+                "listen: {} (TLS {}+, server certificate {} valid until {})",
+                p.resolved.listen,
+                tls.min_version.as_str(),
+                tls.cert,
+                valid_until
+            ));
+            let ca = match &state.trust {
+                Some(trust) => format!(
+                    ", CA bundle {} ({} certificate(s)){}",
+                    tls.client_ca.as_deref().unwrap_or(Path::new("?")).display(),
+                    trust.ca_count(),
+                    match &tls.crl {
+                        Some(crl) => format!(", CRL {}", crl.display()),
+                        None => String::new(),
+                    }
+                ),
+                None => String::new(),
+            };
+            line(format!(
+                "client certificates: {}{ca}",
+                tls.client_cert_mode().as_str()
+            ));
+        }
+        _ => line(format!(
+            "listen: {} (plain HTTP: only behind something that terminates TLS)",
+            p.resolved.listen
+        )),
+    }
+    line(format!(
+        "upstream: {} -> {} (connect timeout {:?}, timeout {:?})",
+        c.upstream.url, p.resolved.upstream, c.upstream.connect_timeout, c.upstream.timeout
+    ));
+    line(format!(
+        "admin: {} (/metrics, /healthz, /readyz)",
+        p.resolved.admin
+    ));
+    let methods: Vec<_> = c.auth.methods.iter().map(|m| m.as_str()).collect();
+    line(format!(
+        "auth: methods [{}], anonymous {:?}, Authorization {}",
+        methods.join(", "),
+        c.auth.anonymous,
+        if c.auth.forward_authorization {
+            "forwarded"
+        } else {
+            "removed"
+        }
+    ));
+    if let (Some(basic), Some(cfg)) = (&p.basic, &c.auth.basic) {
+        line(format!(
+            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}{}",
+            cfg.htpasswd.display(),
+            basic.user_count(),
+            cfg.realm,
+            cfg.cache.max_entries,
+            cfg.cache.ttl,
+            if cfg.allow_insecure_hashes {
+                ", INSECURE hashes allowed"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let (Some(bearer), Some(cfg)) = (&p.bearer, &c.auth.bearer) {
+        line(format!(
+            "bearer: {} ({} tokens){}",
+            cfg.tokens.display(),
+            bearer.token_count(),
+            if cfg.allow_declared {
+                "; WARNING: allow_declared is ON: 'Bearer SYSTEM//<name>' is accepted without any proof"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(jwt) = &c.auth.jwt {
+        for issuer in &jwt.issuers {
+            let keys = match (&issuer.jwks_file, &issuer.jwks_url, &issuer.secret_file) {
+                (Some(f), _, _) => format!("JWKS file {}", f.display()),
+                (_, Some(u), _) => format!("JWKS URL {u} (fetched on first use)"),
+                (_, _, Some(f)) => format!("shared secret {}", f.display()),
+                _ => "no keys".into(),
+            };
+            line(format!(
+                "jwt: issuer {:?}, audiences {:?}, {keys}, originator from claim {:?}",
+                issuer.issuer, issuer.audiences, issuer.originator_claim
+            ));
+        }
+    }
+    if let Some(intro) = &c.auth.introspection {
+        line(format!(
+            "introspection: {} (timeout {:?}, cache {:?}), originator from field {:?}{}",
+            intro.url,
+            intro.timeout,
+            intro.cache_ttl,
+            intro.originator_field,
+            if intro.plain_bearer {
+                ", plain bearer tokens too"
+            } else {
+                ""
+            }
+        ));
+    }
+    if p.mtls.is_some() {
+        let fields: Vec<_> = c.auth.mtls.identity.iter().map(|f| f.as_str()).collect();
+        line(format!(
+            "mtls: identity from [{}], originator regex {:?}",
+            fields.join(", "),
+            c.auth.mtls.originator
+        ));
+    }
+    line(format!(
+        "originator: {:?}{}{}",
+        c.originator.mode,
+        if c.originator.cse_namespace {
+            ", CSE namespaces allowed"
+        } else {
+            ""
+        },
+        if c.originator.allow.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} identities with extra patterns",
+                c.originator.allow.len()
+            )
+        }
+    ));
+    out
+}
