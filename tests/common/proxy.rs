@@ -138,7 +138,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     s.set_write_timeout(Some(super::IO_TIMEOUT)).unwrap();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut conn = super::client::Wire::new(s);
+    let mut conn = super::http1::Wire::new(s);
     let head = conn
         .read_head()
         .map_err(|e| e.to_string())?
@@ -157,9 +157,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
             )
         })
         .collect();
-    let body = if super::client::is_chunked(&headers) {
+    let body = if super::http1::is_chunked(&headers) {
         conn.read_chunked()
-    } else if let Some(n) = super::client::content_length(&headers).map_err(|e| e.to_string())? {
+    } else if let Some(n) = super::http1::content_length(&headers).map_err(|e| e.to_string())? {
         conn.take(n)
     } else {
         conn.read_to_end()

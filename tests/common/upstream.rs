@@ -16,10 +16,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::client::{
-    content_length, is_chunked, ws_accept, ws_frame, Wire, WS_BINARY, WS_CLOSE, WS_CONT, WS_PING,
-    WS_PONG, WS_TEXT,
-};
+use super::client::{ws_accept, ws_frame, WS_BINARY, WS_CLOSE, WS_CONT, WS_PING, WS_PONG, WS_TEXT};
+use super::http1::{content_length, is_chunked, Wire};
 use super::IO_TIMEOUT;
 
 /// How long an idle keep-alive (or WebSocket) connection is kept open.

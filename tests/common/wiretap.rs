@@ -262,7 +262,7 @@ pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, WireError> {
     let mut pos = 0;
     while pos < stream.len() {
         let start = pos;
-        let head_end = super::client::find(&stream[pos..], b"\r\n\r\n")
+        let head_end = super::http1::find(&stream[pos..], b"\r\n\r\n")
             .map(|p| pos + p + 4)
             .ok_or(WireError::TruncatedHead(pos))?;
         let head = &stream[pos..head_end];
@@ -516,7 +516,7 @@ impl FaultyUpstream {
 fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault, tunneled: &Mutex<Vec<u8>>) {
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
-    while super::client::find(&buf, b"\r\n\r\n").is_none() {
+    while super::http1::find(&buf, b"\r\n\r\n").is_none() {
         match s.read(&mut tmp) {
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend_from_slice(&tmp[..n]),
@@ -542,7 +542,7 @@ fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault, tunneled: &
             let _ = s.shutdown(Shutdown::Both);
         }
         Fault::SwitchProtocols => {
-            let head_end = super::client::find(&buf, b"\r\n\r\n").unwrap() + 4;
+            let head_end = super::http1::find(&buf, b"\r\n\r\n").unwrap() + 4;
             let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
             let protocol = head
                 .lines()
