@@ -1,5 +1,9 @@
-//! Buffered reading of HTTP/1.1 messages (and, after a `101`, WebSocket frames), shared by
-//! the client and the echo upstream.
+//! Buffered reading of HTTP/1.1 messages (and, after a `101`, WebSocket frames). Every part
+//! of the kit that reads HTTP heads (the client, the echo upstream, the HTTPS endpoint, the
+//! faulty upstream, the recorded-stream parser) finds the end of a head with [`head_len`],
+//! and every stream is read through [`Wire::read_head`], so the head bound and the
+//! end-of-stream rules are the same everywhere; response heads are parsed only by
+//! [`parse_response_head`].
 
 use std::io::{self, Read, Write};
 
@@ -54,9 +58,8 @@ impl<S: Read + Write> Wire<S> {
     /// before any byte of a new head.
     pub fn read_head(&mut self) -> io::Result<Option<Vec<u8>>> {
         loop {
-            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
-                let head: Vec<u8> = self.buf.drain(..pos + 4).collect();
-                return Ok(Some(head));
+            if let Some(len) = head_len(&self.buf) {
+                return Ok(Some(self.buf.drain(..len).collect()));
             }
             if self.buf.len() > MAX_HEAD {
                 return Err(bad("head too large"));
@@ -178,8 +181,22 @@ pub struct Frame {
     pub payload: Vec<u8>,
 }
 
-pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Length of the head at the start of `buf`, blank line included, once it is all there.
+pub(crate) fn head_len(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// Header fields as parsed, (name, value) in wire order; values as lossy UTF-8.
+pub(crate) fn header_pairs(headers: &[httparse::Header]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
 }
 
 /// Parsed head of a response.
@@ -199,16 +216,7 @@ pub(crate) fn parse_response_head(head: &[u8]) -> io::Result<Response> {
     Ok(Response {
         status: r.code.unwrap_or(0),
         reason: r.reason.unwrap_or("").to_string(),
-        headers: r
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
+        headers: header_pairs(r.headers),
         body: Vec::new(),
     })
 }

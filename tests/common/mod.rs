@@ -6,7 +6,7 @@
 //! - [`client`]: a blocking HTTP/1.1 client over TLS (openssl) or plain TCP, with a minimal
 //!   WebSocket client and a `curl` CLI helper.
 //! - [`http1`]: buffered reading of HTTP/1.1 heads and bodies (and WebSocket frames) over any
-//!   stream, shared by the client and the echo upstream.
+//!   stream: the kit's only head reader and response-head parser.
 //! - [`proxy`]: runs the real proxy binary with a YAML config and waits until it is ready.
 //!
 //! Everything listens on and connects to 127.0.0.1 only; every socket has timeouts; every
