@@ -29,6 +29,7 @@ use openssl::ssl::{
 };
 use openssl::x509::{X509VerifyResult, X509};
 
+use super::http1::{bad, content_length, eof, is_chunked, parse_response_head, Frame, Wire};
 use super::pki::CertKey;
 use super::IO_TIMEOUT;
 
@@ -39,10 +40,6 @@ pub const WS_BINARY: u8 = 0x2;
 pub const WS_CLOSE: u8 = 0x8;
 pub const WS_PING: u8 = 0x9;
 pub const WS_PONG: u8 = 0xA;
-
-/// Largest head or frame this kit reads (bounds memory on a misbehaving peer).
-const MAX_HEAD: usize = 1 << 20;
-const MAX_FRAME: u64 = 64 << 20;
 
 // ---------------------------------------------------------------------------------------
 // Request / Response
@@ -188,179 +185,6 @@ impl Response {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Wire: buffered reading of HTTP/1.1 messages and WebSocket frames (shared with upstream)
-// ---------------------------------------------------------------------------------------
-
-/// A stream with a read buffer, for parsing HTTP/1.1 and WebSocket framing.
-pub struct Wire<S> {
-    pub stream: S,
-    /// Bytes read but not consumed yet.
-    pub buf: Vec<u8>,
-}
-
-fn eof(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        format!("connection closed {what}"),
-    )
-}
-
-fn bad(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
-impl<S: Read + Write> Wire<S> {
-    pub fn new(stream: S) -> Self {
-        Wire {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// Reads once more into the buffer; returns the count (0 = end of stream).
-    pub fn fill(&mut self) -> io::Result<usize> {
-        let mut tmp = [0u8; 16 * 1024];
-        loop {
-            match self.stream.read(&mut tmp) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&tmp[..n]);
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Reads up to and including the blank line ending a head. `Ok(None)`: the stream ended
-    /// before any byte of a new head.
-    pub fn read_head(&mut self) -> io::Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(pos) = find(&self.buf, b"\r\n\r\n") {
-                let head: Vec<u8> = self.buf.drain(..pos + 4).collect();
-                return Ok(Some(head));
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(bad("head too large"));
-            }
-            if self.fill()? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(eof("inside a head"))
-                };
-            }
-        }
-    }
-
-    /// Exactly `n` bytes.
-    pub fn take(&mut self, n: usize) -> io::Result<Vec<u8>> {
-        while self.buf.len() < n {
-            if self.fill()? == 0 {
-                return Err(eof("inside a body"));
-            }
-        }
-        Ok(self.buf.drain(..n).collect())
-    }
-
-    /// One line without its CRLF (LF alone accepted).
-    pub fn read_line(&mut self) -> io::Result<Vec<u8>> {
-        loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let mut line: Vec<u8> = self.buf.drain(..pos + 1).collect();
-                line.pop();
-                if line.last() == Some(&b'\r') {
-                    line.pop();
-                }
-                return Ok(line);
-            }
-            if self.buf.len() > MAX_HEAD {
-                return Err(bad("line too long"));
-            }
-            if self.fill()? == 0 {
-                return Err(eof("inside a line"));
-            }
-        }
-    }
-
-    /// Everything until the end of the stream.
-    pub fn read_to_end(&mut self) -> io::Result<Vec<u8>> {
-        while self.fill()? > 0 {
-            if self.buf.len() as u64 > MAX_FRAME {
-                return Err(bad("body too large"));
-            }
-        }
-        Ok(std::mem::take(&mut self.buf))
-    }
-
-    /// A chunked body (decoded), trailers read and dropped.
-    pub fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
-        let mut body = Vec::new();
-        loop {
-            let line = self.read_line()?;
-            let line = String::from_utf8_lossy(&line);
-            let size = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size, 16)
-                .map_err(|_| bad(format!("bad chunk size line {line:?}")))?;
-            if size as u64 > MAX_FRAME || body.len() as u64 > MAX_FRAME {
-                return Err(bad("chunked body too large"));
-            }
-            if size == 0 {
-                // Trailers, up to the blank line.
-                while !self.read_line()?.is_empty() {}
-                return Ok(body);
-            }
-            body.extend(self.take(size)?);
-            if !self.read_line()?.is_empty() {
-                return Err(bad("missing CRLF after chunk data"));
-            }
-        }
-    }
-
-    /// One WebSocket frame (unmasked for the caller).
-    pub fn read_frame(&mut self) -> io::Result<Frame> {
-        let h = self.take(2)?;
-        let fin = h[0] & 0x80 != 0;
-        let opcode = h[0] & 0x0F;
-        let masked = h[1] & 0x80 != 0;
-        let len = match h[1] & 0x7F {
-            126 => u16::from_be_bytes(self.take(2)?.try_into().unwrap()) as u64,
-            127 => u64::from_be_bytes(self.take(8)?.try_into().unwrap()),
-            n => n as u64,
-        };
-        if len > MAX_FRAME {
-            return Err(bad(format!("frame too large: {len}")));
-        }
-        let mask = if masked {
-            Some(<[u8; 4]>::try_from(self.take(4)?).unwrap())
-        } else {
-            None
-        };
-        let mut payload = self.take(len as usize)?;
-        if let Some(m) = mask {
-            for (i, b) in payload.iter_mut().enumerate() {
-                *b ^= m[i % 4];
-            }
-        }
-        Ok(Frame {
-            fin,
-            opcode,
-            masked,
-            payload,
-        })
-    }
-}
-
-/// A WebSocket frame as read (payload already unmasked).
-#[derive(Clone, Debug)]
-pub struct Frame {
-    pub fin: bool,
-    pub opcode: u8,
-    pub masked: bool,
-    pub payload: Vec<u8>,
-}
-
 /// Encodes one WebSocket frame, masked with `mask` if given.
 pub fn ws_frame(opcode: u8, payload: &[u8], fin: bool, mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut out = vec![if fin { 0x80 } else { 0 } | (opcode & 0x0F)];
@@ -391,73 +215,6 @@ pub fn ws_accept(key: &str) -> String {
     let digest =
         openssl::sha::sha1(format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes());
     base64::engine::general_purpose::STANDARD.encode(digest)
-}
-
-pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Parsed head of a response.
-fn parse_response_head(head: &[u8]) -> io::Result<Response> {
-    let mut headers = vec![httparse::EMPTY_HEADER; 512];
-    let mut r = httparse::Response::new(&mut headers);
-    match r.parse(head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(bad("partial response head")),
-        Err(e) => {
-            return Err(bad(format!(
-                "bad response head ({e}): {:?}",
-                String::from_utf8_lossy(head)
-            )))
-        }
-    }
-    Ok(Response {
-        status: r.code.unwrap_or(0),
-        reason: r.reason.unwrap_or("").to_string(),
-        headers: r
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        body: Vec::new(),
-    })
-}
-
-/// Whether the last `Transfer-Encoding` coding is chunked.
-pub(crate) fn is_chunked(headers: &[(String, String)]) -> bool {
-    headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
-        .flat_map(|(_, v)| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .next_back()
-        .is_some_and(|s| s == "chunked")
-}
-
-/// The Content-Length value, if present; Err if unparsable or conflicting.
-pub(crate) fn content_length(headers: &[(String, String)]) -> io::Result<Option<usize>> {
-    let mut found: Option<usize> = None;
-    for (_, v) in headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-    {
-        for part in v.split(',') {
-            let n: usize = part
-                .trim()
-                .parse()
-                .map_err(|_| bad(format!("bad Content-Length {v:?}")))?;
-            if found.is_some_and(|f| f != n) {
-                return Err(bad("conflicting Content-Length"));
-            }
-            found = Some(n);
-        }
-    }
-    Ok(found)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! token introspection): answers come from a closure, calls are counted and recorded, answers
 //! can be delayed, and client certificates can be required.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
 
+use super::http1::Wire;
 use super::CertKey;
 
 /// One call as the endpoint saw it: request head and body.
@@ -140,21 +141,14 @@ fn serve(
     let _ = tcp.set_nonblocking(false);
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = tcp.set_write_timeout(Some(Duration::from_secs(10)));
-    let Ok(mut tls) = acceptor.accept(tcp) else {
+    let Ok(tls) = acceptor.accept(tcp) else {
         return;
     };
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        match tls.read(&mut tmp) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
+    let mut wire = Wire::new(tls);
+    let Ok(Some(head)) = wire.read_head() else {
+        return;
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let head = String::from_utf8_lossy(&head).into_owned();
     let length = head
         .lines()
         .find_map(|l| {
@@ -164,15 +158,12 @@ fn serve(
                 .then(|| v.trim().parse::<usize>().ok())?
         })
         .unwrap_or(0);
-    while buf.len() < head_end + length {
-        match tls.read(&mut tmp) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
-    }
+    let Ok(body) = wire.take(length) else {
+        return;
+    };
     let call = Call {
         head,
-        body: String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned(),
+        body: String::from_utf8_lossy(&body).into_owned(),
     };
     count.fetch_add(1, Ordering::SeqCst);
     calls.lock().unwrap().push(call.clone());
@@ -180,12 +171,12 @@ fn serve(
     thread::sleep(wait);
     let h = handler.lock().unwrap().clone();
     let (status, body) = h(&call);
-    let _ = tls.write_all(
+    let _ = wire.stream.write_all(
         format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )
         .as_bytes(),
     );
-    let _ = tls.shutdown();
+    let _ = wire.stream.shutdown();
 }

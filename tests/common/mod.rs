@@ -5,6 +5,8 @@
 //! - [`upstream`]: a recording HTTP/1.1 echo upstream (with WebSocket echo) on 127.0.0.1.
 //! - [`client`]: a blocking HTTP/1.1 client over TLS (openssl) or plain TCP, with a minimal
 //!   WebSocket client and a `curl` CLI helper.
+//! - [`http1`]: buffered reading of HTTP/1.1 heads and bodies (and WebSocket frames) over any
+//!   stream: the kit's only head reader and response-head parser.
 //! - [`proxy`]: runs the real proxy binary with a YAML config and waits until it is ready.
 //!
 //! Everything listens on and connects to 127.0.0.1 only; every socket has timeouts; every
@@ -15,6 +17,7 @@
 
 pub mod client;
 pub mod creds;
+pub mod http1;
 pub mod https;
 pub mod pki;
 pub mod proxy;

@@ -9,8 +9,8 @@
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
@@ -18,6 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
+
+use super::client::{Conn, Request};
 
 /// Default admin address of the proxy when the config has no `admin:` line.
 const DEFAULT_ADMIN: &str = "127.0.0.1:9091";
@@ -133,39 +135,13 @@ pub fn admin_addr_of(yaml: &str) -> SocketAddr {
 
 /// A plain-HTTP GET on a fresh connection (admin endpoints): (status, body). Timeouts 10 s.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect_timeout(&addr, super::IO_TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(super::IO_TIMEOUT)).unwrap();
-    s.set_write_timeout(Some(super::IO_TIMEOUT)).unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    let mut conn = super::client::Wire::new(s);
-    let head = conn
-        .read_head()
-        .map_err(|e| e.to_string())?
-        .ok_or("closed before a response")?;
-    let mut hbuf = [httparse::EMPTY_HEADER; 64];
-    let mut resp = httparse::Response::new(&mut hbuf);
-    resp.parse(&head).map_err(|e| e.to_string())?;
-    let status = resp.code.unwrap_or(0);
-    let headers: Vec<(String, String)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    let body = if super::client::is_chunked(&headers) {
-        conn.read_chunked()
-    } else if let Some(n) = super::client::content_length(&headers).map_err(|e| e.to_string())? {
-        conn.take(n)
-    } else {
-        conn.read_to_end()
-    }
-    .map_err(|e| e.to_string())?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    // Through the kit's client, so the response is read like every other one; same request
+    // bytes as before: `Host` is the address itself, and the connection closes after it.
+    let req = Request::get(path)
+        .header("Host", &addr.to_string())
+        .header("Connection", "close");
+    let resp = Conn::plain(addr)?.request(&req)?;
+    Ok((resp.status, resp.text()))
 }
 
 /// The proxy as a child process. Dropping it sends SIGTERM, waits up to 5 s, then kills.

@@ -16,10 +16,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::client::{
-    content_length, is_chunked, ws_accept, ws_frame, Wire, WS_BINARY, WS_CLOSE, WS_CONT, WS_PING,
-    WS_PONG, WS_TEXT,
-};
+use super::client::{ws_accept, ws_frame, WS_BINARY, WS_CLOSE, WS_CONT, WS_PING, WS_PONG, WS_TEXT};
+use super::http1::{content_length, header_pairs, is_chunked, Wire};
 use super::IO_TIMEOUT;
 
 /// How long an idle keep-alive (or WebSocket) connection is kept open.
@@ -360,16 +358,7 @@ fn serve(stream: TcpStream, conn_id: u64, shared: &Shared) {
         let mut rec = Recorded {
             method: req.method.unwrap_or("").to_string(),
             path: req.path.unwrap_or("").to_string(),
-            headers: req
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: header_pairs(req.headers),
             body: Vec::new(),
             version: req.version.unwrap_or(1),
             conn_id,

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::http1::{head_len, Wire};
 use super::IO_TIMEOUT;
 
 fn bind_retry(port: u16) -> TcpListener {
@@ -262,8 +263,8 @@ pub fn parse_requests(stream: &[u8]) -> Result<Vec<RawRequest>, WireError> {
     let mut pos = 0;
     while pos < stream.len() {
         let start = pos;
-        let head_end = super::client::find(&stream[pos..], b"\r\n\r\n")
-            .map(|p| pos + p + 4)
+        let head_end = head_len(&stream[pos..])
+            .map(|n| pos + n)
             .ok_or(WireError::TruncatedHead(pos))?;
         let head = &stream[pos..head_end];
         for (i, b) in head.iter().enumerate() {
@@ -513,25 +514,23 @@ impl FaultyUpstream {
     }
 }
 
-fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault, tunneled: &Mutex<Vec<u8>>) {
-    let mut buf = Vec::new();
-    let mut tmp = [0u8; 4096];
-    while super::client::find(&buf, b"\r\n\r\n").is_none() {
-        match s.read(&mut tmp) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
-    }
+fn serve_fault(s: TcpStream, heads: &AtomicUsize, fault: &Fault, tunneled: &Mutex<Vec<u8>>) {
+    // Bytes after the head stay in `wire.buf` (the start of a tunnel after a 101).
+    let mut wire = Wire::new(s);
+    let Ok(Some(head)) = wire.read_head() else {
+        return;
+    };
+    let s = &mut wire.stream;
     heads.fetch_add(1, Ordering::SeqCst);
     match fault {
-        Fault::ResetBeforeResponse => set_linger_zero(&s),
+        Fault::ResetBeforeResponse => set_linger_zero(s),
         Fault::ResetMidResponse => {
             let _ = s.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"partial\"",
             );
             let _ = s.flush();
             thread::sleep(Duration::from_millis(100));
-            set_linger_zero(&s);
+            set_linger_zero(s);
         }
         Fault::Garbage(bytes) => {
             let _ = s.write_all(bytes);
@@ -542,9 +541,7 @@ fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault, tunneled: &
             let _ = s.shutdown(Shutdown::Both);
         }
         Fault::SwitchProtocols => {
-            let head_end = super::client::find(&buf, b"\r\n\r\n").unwrap() + 4;
-            let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-            let protocol = head
+            let protocol = String::from_utf8_lossy(&head)
                 .lines()
                 .find_map(|l| {
                     let (name, value) = l.split_once(':')?;
@@ -553,11 +550,12 @@ fn serve_fault(mut s: TcpStream, heads: &AtomicUsize, fault: &Fault, tunneled: &
                         .then(|| value.trim().to_string())
                 })
                 .unwrap_or_else(|| "none".into());
-            tunneled.lock().unwrap().extend_from_slice(&buf[head_end..]);
+            tunneled.lock().unwrap().append(&mut wire.buf);
             let _ = s.write_all(
                 format!("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n\r\n")
                     .as_bytes(),
             );
+            let mut tmp = [0u8; 4096];
             loop {
                 match s.read(&mut tmp) {
                     Ok(0) | Err(_) => break,
