@@ -66,7 +66,8 @@ use m2m_auth_proxy::credentials::tokens::TokenFile;
 use m2m_auth_proxy::headers::{client_originators, rewrite_upstream, Forwarding};
 use m2m_auth_proxy::identity::Identity;
 use m2m_auth_proxy::metrics;
-use m2m_auth_proxy::originator::{OriginatorPattern, OriginatorPolicy};
+use m2m_auth_proxy::originator::OriginatorPolicy;
+use m2m_auth_proxy::originator_syntax::OriginatorPattern;
 use m2m_auth_proxy::reload::Reloader;
 use m2m_auth_proxy::tls::ClientTrust;
 

@@ -1,7 +1,7 @@
 //! The one identity model every authentication method produces. Code below the auth layer
 //! (originator policy, header rewrite, logging) sees only this, never the method's details.
 
-use crate::originator::syntax::OriginatorPattern;
+use crate::originator_syntax::OriginatorPattern;
 
 /// An authentication method: how an identity was proven. The `auth.methods` config values,
 /// the `method` label of the metrics and the access log's `auth_method` all come from here.
@@ -25,6 +25,15 @@ impl Method {
         Method::Introspection,
     ];
 
+    /// The HTTP authentication scheme its 401 challenge names.
+    pub fn scheme(self) -> Scheme {
+        match self {
+            Method::Mtls => Scheme::ClientCertificate,
+            Method::Basic => Scheme::Basic,
+            Method::Bearer | Method::Jwt | Method::Introspection => Scheme::Bearer,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Mtls => "mtls",
@@ -34,6 +43,15 @@ impl Method {
             Method::Introspection => "introspection",
         }
     }
+}
+
+/// `WWW-Authenticate` schemes. There is no standard one for client certificates;
+/// `ClientCertificate` names what is missing for clients and humans reading the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    ClientCertificate,
+    Basic,
+    Bearer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod onem2m;
 pub mod operator;
 pub mod originator;
+pub mod originator_syntax;
 pub mod proxy;
 pub mod random;
 pub mod reload;

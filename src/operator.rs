@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use anyhow::{bail, Context, Result};
 
 use crate::credentials;
-use crate::originator::syntax::validate_originator;
+use crate::originator_syntax::validate_originator;
 
 /// Read a password (prompting on a terminal) and print a bcrypt htpasswd line.
 pub fn passwd(user: &str) -> Result<()> {

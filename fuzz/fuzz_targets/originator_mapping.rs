@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use m2m_auth_proxy::auth::mtls::MtlsAuthenticator;
 use m2m_auth_proxy::config::{CertField, MtlsConfig};
-use m2m_auth_proxy::originator::validate_originator;
+use m2m_auth_proxy::originator_syntax::validate_originator;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -12,7 +12,7 @@ use crate::config::BasicConfig;
 use crate::credentials::cache::VerifyCache;
 use crate::credentials::htpasswd::HtpasswdFile;
 use crate::identity::{Identity, Method};
-use crate::originator::syntax::validate_originator;
+use crate::originator_syntax::validate_originator;
 use crate::random::RandomUnavailable;
 use crate::reload::{self, FileKind, Reloadable};
 

@@ -13,7 +13,7 @@ use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIME
 use crate::config::BearerConfig;
 use crate::credentials::tokens::{TokenFile, TokenLookup};
 use crate::identity::{Identity, Method};
-use crate::originator::syntax::{validate_originator, OriginatorPattern};
+use crate::originator_syntax::{validate_originator, OriginatorPattern};
 use crate::reload::{self, FileKind, Reloadable};
 
 pub struct BearerAuth {

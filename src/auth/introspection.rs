@@ -18,7 +18,7 @@ use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIME
 use crate::config::IntrospectionConfig;
 use crate::identity::{Identity, Method};
 use crate::metrics;
-use crate::originator::syntax::validate_originator;
+use crate::originator_syntax::validate_originator;
 
 /// Cached answers kept at most; beyond, expired ones are dropped, then all.
 const MAX_CACHED: usize = 10_000;
@@ -235,17 +235,6 @@ fn form_encode(s: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_form_encoded() {
-        assert_eq!(form_encode("a b+c/=&é"), "a%20b%2Bc%2F%3D%26%C3%A9");
-        assert_eq!(form_encode("Abc-1._~"), "Abc-1._~");
-    }
-}
-
 /// The introspection method: tokens only a verification service can judge.
 #[async_trait::async_trait]
 impl Verifier for Introspection {
@@ -278,5 +267,16 @@ impl Verifier for Introspection {
                 "token verification service unavailable",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_form_encoded() {
+        assert_eq!(form_encode("a b+c/=&é"), "a%20b%2Bc%2F%3D%26%C3%A9");
+        assert_eq!(form_encode("Abc-1._~"), "Abc-1._~");
     }
 }

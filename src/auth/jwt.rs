@@ -19,7 +19,7 @@ use super::jwks::{JwksFile, JwksUrl, KeySet, KeySource};
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::{JwtConfig, JwtIssuerConfig, KeyError};
 use crate::identity::{Identity, Method};
-use crate::originator::syntax::{validate_originator, OriginatorPattern};
+use crate::originator_syntax::{validate_originator, OriginatorPattern};
 
 /// Every asymmetric algorithm: the default when an issuer lists none.
 const ASYMMETRIC: [Algorithm; 9] = [
@@ -425,6 +425,31 @@ pub fn looks_like_jwt(token: &str) -> bool {
         .is_some_and(|h| h.get("alg").is_some())
 }
 
+/// The JWT method: tokens of the JWT form, checked with their issuer's keys.
+#[async_trait]
+impl Verifier for JwtAuth {
+    fn method(&self) -> Method {
+        Method::Jwt
+    }
+
+    fn claims(&self, presented: &Presented<'_>) -> Claim<()> {
+        presented.bearer(Method::Jwt).unit()
+    }
+
+    async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
+        let Claim::Mine(BearerToken::Token(token)) = presented.bearer(Method::Jwt) else {
+            return Err(NOT_CLAIMED);
+        };
+        match self.verify_token(token).await {
+            Ok(identity) => Ok(identity),
+            Err(JwtError::Expired) => Err(Rejection::counted(Failure::Expired, "JWT expired")),
+            Err(JwtError::Invalid(reason)) => {
+                Err(Rejection::counted(Failure::BadCredentials, reason))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -490,30 +515,5 @@ mod tests {
         assert!(!looks_like_jwt("3d7b084d-1259-4f6e-a6a5-0c4a2b1b7e6f"));
         assert!(!looks_like_jwt(&format!("{header}.e30")));
         assert!(!looks_like_jwt("a.b.c"));
-    }
-}
-
-/// The JWT method: tokens of the JWT form, checked with their issuer's keys.
-#[async_trait]
-impl Verifier for JwtAuth {
-    fn method(&self) -> Method {
-        Method::Jwt
-    }
-
-    fn claims(&self, presented: &Presented<'_>) -> Claim<()> {
-        presented.bearer(Method::Jwt).unit()
-    }
-
-    async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
-        let Claim::Mine(BearerToken::Token(token)) = presented.bearer(Method::Jwt) else {
-            return Err(NOT_CLAIMED);
-        };
-        match self.verify_token(token).await {
-            Ok(identity) => Ok(identity),
-            Err(JwtError::Expired) => Err(Rejection::counted(Failure::Expired, "JWT expired")),
-            Err(JwtError::Invalid(reason)) => {
-                Err(Rejection::counted(Failure::BadCredentials, reason))
-            }
-        }
     }
 }

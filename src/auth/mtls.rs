@@ -15,7 +15,7 @@ use super::client_cert::CertIdentity;
 use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier};
 use crate::config::{CertField, KeyError, MtlsConfig};
 use crate::identity::{Identity, Method};
-use crate::originator::syntax::validate_originator;
+use crate::originator_syntax::validate_originator;
 use crate::tls::handshake::{CertIdentify, PeerCertificate};
 use crate::tls::trust::ClientTrust;
 

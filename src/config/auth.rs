@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::value::{duration, FilePath, KeyError};
 use crate::identity::Method;
-use crate::originator::syntax::validate_originator;
+use crate::originator_syntax::validate_originator;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

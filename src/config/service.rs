@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::value::{duration, opt_duration, KeyError};
-use crate::originator::syntax::validate_originator;
+use crate::originator_syntax::validate_originator;
 
 /// `upstream: "http://host:port"` or the long form with timeouts.
 #[derive(Debug, Clone, PartialEq)]

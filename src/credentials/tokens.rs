@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::CredentialError;
-use crate::originator::syntax::validate_originator;
+use crate::originator_syntax::validate_originator;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -5,7 +5,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use super::M2mError;
 use crate::auth::{AuthError, Failure};
-use crate::identity::Method;
+use crate::identity::{Method, Scheme};
 
 /// The answer to a refused authentication.
 pub fn auth_error(e: &AuthError) -> M2mError {
@@ -24,14 +24,10 @@ pub fn auth_error(e: &AuthError) -> M2mError {
 pub fn challenges_for(methods: &[Method], realm: &str, basic_realm: &str) -> Vec<String> {
     let mut challenges: Vec<String> = Vec::new();
     for m in methods {
-        let c = match m {
-            // No standard scheme exists for client certificates; this one names what is
-            // missing for clients and humans reading the response.
-            Method::Mtls => format!("ClientCertificate realm=\"{realm}\""),
-            Method::Basic => format!("Basic realm=\"{basic_realm}\", charset=\"UTF-8\""),
-            Method::Bearer | Method::Jwt | Method::Introspection => {
-                format!("Bearer realm=\"{realm}\"")
-            }
+        let c = match m.scheme() {
+            Scheme::ClientCertificate => format!("ClientCertificate realm=\"{realm}\""),
+            Scheme::Basic => format!("Basic realm=\"{basic_realm}\", charset=\"UTF-8\""),
+            Scheme::Bearer => format!("Bearer realm=\"{realm}\""),
         };
         if !challenges.contains(&c) {
             challenges.push(c);
@@ -48,10 +44,7 @@ pub fn challenges_for_refusal(
     failure: Failure,
     reason: &str,
 ) -> Vec<String> {
-    let bearer_type = matches!(
-        method,
-        Some(Method::Bearer | Method::Jwt | Method::Introspection)
-    );
+    let bearer_type = method.is_some_and(|m| m.scheme() == Scheme::Bearer);
     let error = match failure {
         Failure::Malformed if bearer_type => "invalid_request",
         Failure::BadCredentials | Failure::Expired if bearer_type => "invalid_token",

@@ -19,8 +19,6 @@ use crate::originator::OriginatorPolicy;
 pub const JSON: &str = "oneM2M.json";
 pub const CBOR: &str = "oneM2M.cbor";
 
-/// RSC of a refused request primitive: ORIGINATOR_HAS_NO_PRIVILEGE.
-
 /// What an upgrade request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Upgrade {

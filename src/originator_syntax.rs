@@ -1,4 +1,4 @@
-//! What an originator may look like: the one rule that certificates, htpasswd mappings, tokens,
+//! What an originator (`X-M2M-Origin`) may look like: the one rule that certificates, htpasswd mappings, tokens,
 //! JWT claims and the policy all apply. A leaf module: it imports nothing of the crate.
 
 /// Longest originator we forward; oneM2M IDs are short, this only bounds hostile input.

@@ -1,11 +1,12 @@
 //! Originator policy: which `X-M2M-Origin` the upstream receives for an authenticated identity.
-//! One piece of code, blind to how the identity was proven.
+//! One piece of code, blind to how the identity was proven. What an originator may look like is
+//! `originator_syntax`.
 
 use std::collections::HashMap;
 
-use super::syntax::{validate_originator, OriginatorPattern};
 use crate::config::{KeyError, OriginatorConfig, OriginatorMode};
 use crate::identity::Identity;
+use crate::originator_syntax::{validate_originator, OriginatorPattern};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
