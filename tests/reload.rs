@@ -582,3 +582,64 @@ fn originator_mappings_in_the_config_are_reloaded_and_restart_only_keys_are_repo
     ));
     assert_eq!(claim(&mut conn, "Cgw-b1"), 200);
 }
+
+/// `check`, start-up and a config reload run the same builders: a file that parses but that a
+/// builder refuses (here an originator pattern with a space, and an mTLS regex that does not
+/// compile) is refused by the running proxy's reload with the same message `check` prints, and
+/// the policy in force stays.
+#[test]
+fn a_config_reload_refuses_what_check_refuses_with_the_same_error() {
+    let s = Scenario::start(ScenarioOpts {
+        originator: "mode: verify\nallow:\n  Cgw: [\"Cgw-a*\"]".into(),
+        ..Default::default()
+    });
+    let gw = s.client(ClientOpts::uri("Cgw"));
+    let mut conn = s.tls(Some(&gw)).connect(s.addr).unwrap();
+    let claim = |conn: &mut common::Conn, o: &str| {
+        conn.request(&Request::get("/x").header("X-M2M-Origin", o))
+            .unwrap()
+            .status
+    };
+    assert_eq!(claim(&mut conn, "Cgw-a1"), 200);
+    let good = Scenario::config_with(&s, &s.opts);
+    let broken_variants = [
+        (
+            good.replace("[\"Cgw-a*\"]", "[\"Cgw b*\"]"),
+            "key `originator.allow`",
+        ),
+        (
+            good.replacen("  mtls:\n", "  mtls:\n    originator: \"(\"\n", 1),
+            "key `auth.mtls.originator`",
+        ),
+    ];
+    for (broken, key) in broken_variants {
+        let failures = reloads(&s, "config", "failure");
+        s.proxy.rewrite_config(&broken);
+        assert!(
+            wait_reload(&s, "config", "failure", failures, Duration::from_secs(5)),
+            "{key}: reload not refused; {}",
+            s.proxy.stderr_text()
+        );
+        let (code, _, check_err) = common::proxy::run_cli(
+            &common::scenario::bin(),
+            &["check", "--config", s.proxy.config_path().to_str().unwrap()],
+        );
+        assert_eq!(code, 1, "{key}: check accepted it");
+        assert!(check_err.contains(key), "{key}: {check_err}");
+        // its first line: env_logger indents the continuation lines of a log message
+        let message = check_err.trim().trim_start_matches("error: ");
+        let message = message.lines().next().unwrap_or(message);
+        assert!(
+            s.proxy.wait_stderr(message, Duration::from_secs(2)),
+            "{key}: the reload's error differs from check's {message:?}:\n{}",
+            s.proxy.stderr_text()
+        );
+        assert_eq!(
+            claim(&mut conn, "Cgw-a1"),
+            200,
+            "{key}: policy in force kept"
+        );
+        assert_eq!(claim(&mut conn, "Cgw-b1"), 403, "{key}: nothing applied");
+        s.proxy.rewrite_config(&good);
+    }
+}

@@ -397,6 +397,11 @@ mod tests {
                 format!("- {{name: y, sha256: {ONE}, originator: 'C x'}}"),
                 "visible ASCII",
             ),
+            // the one originator rule: a CSE could split "Cae-1,CAdmin" into two originators
+            (
+                format!("- {{name: y, sha256: {ONE}, originator: 'Cae-1,CAdmin'}}"),
+                "list or quoting",
+            ),
             (
                 format!(
                     "- {{name: y, sha256: {ONE}, originator: C, originators: [ok, \"b\\u0000\"]}}"
