@@ -513,7 +513,7 @@ fn scaling(c: &mut Criterion) {
 
 fn metrics_update(c: &mut Criterion) {
     let mut g = c.benchmark_group("metrics");
-    m2m_auth_proxy::server::init_metrics();
+    m2m_auth_proxy::server::init_metrics(&[]);
     g.bench_function("request_counter_and_histogram", |b| {
         b.iter(|| metrics::request(black_box("mtls"), black_box("forwarded"), 0.0004))
     });

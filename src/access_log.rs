@@ -9,6 +9,8 @@ use serde::Serialize;
 #[derive(Serialize)]
 pub struct AccessRecord<'a> {
     pub time: String,
+    /// "ingress": a client's request to the CSE.
+    pub direction: &'static str,
     pub client: Option<String>,
     pub tls: Option<&'a str>,
     pub auth_method: &'a str,
@@ -23,6 +25,28 @@ pub struct AccessRecord<'a> {
     pub rsc: Option<&'a str>,
     pub upstream_status: Option<u16>,
     pub auth_failure: Option<&'a str>,
+    pub duration_ms: f64,
+    pub bytes_sent: usize,
+}
+
+/// One line per request of the local CSE on an egress route.
+#[derive(Serialize)]
+pub struct EgressRecord<'a> {
+    pub time: String,
+    /// Always "egress".
+    pub direction: &'static str,
+    pub route: &'a str,
+    pub peer: &'a str,
+    /// The local CSE's `X-M2M-Origin`, as sent on.
+    pub originator: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub rsc: Option<&'a str>,
+    pub upstream_status: Option<u16>,
+    /// What went wrong with the peer, when something did.
+    pub failure: Option<&'a str>,
     pub duration_ms: f64,
     pub bytes_sent: usize,
 }

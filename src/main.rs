@@ -2,7 +2,6 @@
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    m2m_auth_proxy::server::init_metrics();
     if let Err(e) = m2m_auth_proxy::cli::main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -5,9 +5,9 @@ use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    register_gauge_vec, register_histogram, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Encoder, GaugeVec, Histogram, IntCounterVec, IntGauge, IntGaugeVec,
-    TextEncoder,
+    register_gauge_vec, register_histogram, register_histogram_vec, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, Encoder, GaugeVec, Histogram, HistogramVec,
+    IntCounterVec, IntGauge, IntGaugeVec, TextEncoder,
 };
 
 macro_rules! metric {
@@ -97,6 +97,27 @@ metric!(INTROSPECTIONS: IntCounterVec = register_int_counter_vec!(
     "Calls to the token introspection endpoint by result (active, inactive, timeout, error); cached answers make no call.",
     &["result"]
 ));
+metric!(EGRESS_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_egress_requests_total",
+    "Requests of the local CSE on an egress route, by route and outcome (forwarded, refused, error).",
+    &["route", "outcome"]
+));
+metric!(EGRESS_DURATION: HistogramVec = register_histogram_vec!(
+    "m2m_auth_proxy_egress_upstream_duration_seconds",
+    "Egress: time from sending the request to the peer to the arrival of its response head, by route.",
+    &["route"],
+    vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]
+));
+metric!(POA_REWRITES: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_egress_poa_rewrites_total",
+    "poa URLs rewritten in oneM2M bodies, by the route whose URL matched and direction (toward_local, away_from_local).",
+    &["route", "direction"]
+));
+metric!(POA_TOO_LARGE: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_poa_bodies_not_inspected_total",
+    "oneM2M bodies larger than limits.egress_rewrite_max_body, passed on without poa rewriting, by direction.",
+    &["direction"]
+));
 metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "m2m_auth_proxy_build_info",
     "Build information; always 1.",
@@ -115,6 +136,8 @@ pub struct KnownLabels {
     pub upstream_errors: Vec<&'static str>,
     pub handshake_failures: Vec<&'static str>,
     pub files: Vec<&'static str>,
+    /// Names of the egress routes (bounded by the config).
+    pub egress_routes: Vec<String>,
 }
 
 /// Register everything at start so that every metric is exported before its first event;
@@ -156,6 +179,18 @@ pub fn init(known: &KnownLabels) {
             RELOADS.with_label_values(&[file, result]);
         }
     }
+    for route in &known.egress_routes {
+        for outcome in &known.outcomes {
+            EGRESS_REQUESTS.with_label_values(&[route.as_str(), outcome]);
+        }
+        EGRESS_DURATION.with_label_values(&[route.as_str()]);
+        for direction in ["toward_local", "away_from_local"] {
+            POA_REWRITES.with_label_values(&[route.as_str(), direction]);
+        }
+    }
+    for direction in ["toward_local", "away_from_local"] {
+        POA_TOO_LARGE.with_label_values(&[direction]);
+    }
     for outcome in ["forwarded", "rewritten", "refused", "invalid"] {
         WS_MESSAGES.with_label_values(&["to_cse", outcome]);
     }
@@ -178,6 +213,24 @@ pub fn init(known: &KnownLabels) {
 }
 
 const WS_CLOSE_CODES: [&str; 5] = ["1002", "1003", "1007", "1008", "1009"];
+
+pub fn egress_request(route: &str, outcome: &str) {
+    EGRESS_REQUESTS.with_label_values(&[route, outcome]).inc();
+}
+
+pub fn egress_upstream_duration(route: &str, seconds: f64) {
+    EGRESS_DURATION.with_label_values(&[route]).observe(seconds);
+}
+
+pub fn egress_poa_rewrites(route: &str, direction: &str, count: u64) {
+    POA_REWRITES
+        .with_label_values(&[route, direction])
+        .inc_by(count);
+}
+
+pub fn poa_body_too_large(direction: &str) {
+    POA_TOO_LARGE.with_label_values(&[direction]).inc();
+}
 
 pub fn introspection(result: &str) {
     INTROSPECTIONS.with_label_values(&[result]).inc();

@@ -16,6 +16,7 @@ use crate::access_log::{self, AccessRecord};
 use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
 use crate::config::{Anonymous, WebSocketConfig};
+use crate::egress::rewrite::{Collecting, Plan, PoaRewriter, PRE_READ_MAX};
 use crate::headers::{self, Forwarding};
 use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
@@ -23,6 +24,7 @@ use crate::metrics;
 use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
 use crate::onem2m::{self, M2mError, Rsc};
 use crate::originator::OriginatorPolicy;
+use crate::poa::Direction;
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::gate::{self, Gate, Upgrade};
 
@@ -40,6 +42,8 @@ pub struct AuthProxy {
     pub limits: RequestLimits,
     pub connections: Arc<ConnectionLimits>,
     pub websocket: WebSocketConfig,
+    /// `poa` URLs of the egress routes' peers, rewritten toward the CSE and back.
+    pub poa: Arc<PoaRewriter>,
 }
 
 /// Per-request size limits and the keep-alive idle timeout.
@@ -65,6 +69,10 @@ pub struct RequestCtx {
     onem2m_offer: Option<(bool, bool)>,
     /// Set once the upstream accepted a oneM2M WebSocket.
     websocket: Option<Box<Gate>>,
+    /// `poa` rewriting: a request body read before going upstream, or bodies being collected.
+    pre_read: Option<bytes::Bytes>,
+    request_body: Option<Collecting>,
+    response_body: Option<Collecting>,
 }
 
 /// What a refusal is counted as.
@@ -208,6 +216,9 @@ impl ProxyHttp for AuthProxy {
             upgraded: false,
             onem2m_offer: None,
             websocket: None,
+            pre_read: None,
+            request_body: None,
+            response_body: None,
         }
     }
 
@@ -257,6 +268,9 @@ impl ProxyHttp for AuthProxy {
             }
         }
         ctx.identity = identity;
+        if !ctx.upgraded {
+            self.plan_request_poa(session, ctx).await?;
+        }
         Ok(false)
     }
 
@@ -264,7 +278,7 @@ impl ProxyHttp for AuthProxy {
         &self,
         session: &mut Session,
         body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if ctx.websocket.is_some() && session.was_upgraded() {
@@ -276,6 +290,14 @@ impl ProxyHttp for AuthProxy {
             if ctx.body_bytes > self.limits.max_body && !ctx.upgraded {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "limits.max_body exceeded");
             }
+        }
+        if let Some(pre_read) = &ctx.pre_read {
+            // Pingora replays the original from its retry buffer; the rewritten one goes instead
+            if body.is_some() {
+                *body = Some(pre_read.clone());
+            }
+        } else if let Some(collecting) = ctx.request_body.as_mut() {
+            *body = collecting.feed(&self.poa, body.take(), end_of_stream);
         }
         Ok(())
     }
@@ -307,7 +329,14 @@ impl ProxyHttp for AuthProxy {
                 proto: if self.tls { "https" } else { "http" },
                 forward_authorization: self.forward_authorization,
             },
-        )
+        )?;
+        if let Some(body) = &ctx.pre_read {
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        } else if ctx.request_body.is_some() {
+            // the rewritten length is known only at the end: Pingora sends it chunked
+            upstream_request.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -319,6 +348,20 @@ impl ProxyHttp for AuthProxy {
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         if let Some(sent) = ctx.upstream_sent {
             metrics::upstream_duration(sent.elapsed().as_secs_f64());
+        }
+        if !ctx.upgraded {
+            let status = upstream_response.status.as_u16();
+            let has_body = !matches!(status, 100..=199 | 204 | 304)
+                && _session.req_header().method != http::Method::HEAD;
+            match self.poa.plan(&upstream_response.headers, has_body) {
+                Plan::Inspect { encoding, .. } => {
+                    upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+                    upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                    ctx.response_body = Some(Collecting::new(encoding, Direction::AwayFromLocal));
+                }
+                Plan::TooLarge => metrics::poa_body_too_large("away_from_local"),
+                Plan::Untouched => {}
+            }
         }
         if let (Some((json, cbor)), 101) = (ctx.onem2m_offer, upstream_response.status.as_u16()) {
             let encoding = gate::negotiated(upstream_response, json, cbor)
@@ -346,9 +389,13 @@ impl ProxyHttp for AuthProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(collecting) = ctx.response_body.as_mut() {
+            *body = collecting.feed(&self.poa, body.take(), end_of_stream);
+            return Ok(None);
+        }
         let Some(gate) = ctx.websocket.as_mut() else {
             return Ok(None);
         };
@@ -441,6 +488,7 @@ impl ProxyHttp for AuthProxy {
         let req = session.req_header();
         access_log::write(&AccessRecord {
             time: access_log::now_rfc3339(),
+            direction: "ingress",
             client: session.client_addr().map(|a| a.to_string()),
             tls: tls.as_deref(),
             auth_method: method_label,
@@ -461,6 +509,36 @@ impl ProxyHttp for AuthProxy {
 }
 
 impl AuthProxy {
+    /// `poa` URLs in a request body toward the CSE: a small body is read now (so that its
+    /// `Content-Length` is exact), a larger one is collected as it streams.
+    async fn plan_request_poa(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let has_body = !session.is_body_empty();
+        match self.poa.plan(&session.req_header().headers, has_body) {
+            Plan::Inspect {
+                encoding,
+                declared: Some(n),
+            } if n <= PRE_READ_MAX => {
+                // kept in Pingora's retry buffer, which the proxy sends after the head
+                session.enable_retry_buffering();
+                let mut body = bytes::BytesMut::with_capacity(n);
+                while let Some(chunk) = session.read_request_body().await? {
+                    body.extend_from_slice(&chunk);
+                }
+                ctx.pre_read = Some(
+                    self.poa
+                        .rewrite(&body, encoding, Direction::TowardLocal)
+                        .unwrap_or_else(|| body.freeze()),
+                );
+            }
+            Plan::Inspect { encoding, .. } => {
+                ctx.request_body = Some(Collecting::new(encoding, Direction::TowardLocal));
+            }
+            Plan::TooLarge => metrics::poa_body_too_large("toward_local"),
+            Plan::Untouched => {}
+        }
+        Ok(())
+    }
+
     /// `None` when the upgrade may go on; records in `ctx` whether it is inspected.
     fn check_upgrade(
         &self,

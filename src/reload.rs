@@ -35,10 +35,13 @@ pub enum FileKind {
     Tokens,
     Jwks,
     Config,
+    EgressCa,
+    EgressClientCert,
+    EgressCredentials,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 7] = [
+    pub const ALL: [FileKind; 10] = [
         FileKind::ServerCert,
         FileKind::ClientCa,
         FileKind::Crl,
@@ -46,6 +49,9 @@ impl FileKind {
         FileKind::Tokens,
         FileKind::Jwks,
         FileKind::Config,
+        FileKind::EgressCa,
+        FileKind::EgressClientCert,
+        FileKind::EgressCredentials,
     ];
 
     pub fn label(self) -> &'static str {
@@ -57,6 +63,9 @@ impl FileKind {
             FileKind::Tokens => "tokens",
             FileKind::Jwks => "jwks",
             FileKind::Config => "config",
+            FileKind::EgressCa => "egress_ca",
+            FileKind::EgressClientCert => "egress_client_cert",
+            FileKind::EgressCredentials => "egress_credentials",
         }
     }
 }

@@ -22,6 +22,9 @@ use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, KeyError, Method, Resolved};
+use crate::egress::proxy::EgressProxy;
+use crate::egress::rewrite::PoaRewriter;
+use crate::egress::Route;
 use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
@@ -48,6 +51,10 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     /// One line per file of the first load.
     pub loaded: Vec<String>,
+    /// Egress routes, in config order.
+    pub routes: Vec<Arc<Route>>,
+    /// `poa` rewriting between the routes' peer and local URLs (ingress and egress).
+    pub poa: Arc<PoaRewriter>,
 }
 
 /// What is built from the config file itself (and the files it names that are not reloaded):
@@ -55,6 +62,7 @@ pub struct Prepared {
 /// give the same error for the same file.
 struct Sections {
     policy: OriginatorPolicy,
+    routes: Vec<Route>,
     mtls: Option<MtlsAuthenticator>,
     jwt: Option<(JwtAuth, Vec<Arc<JwksFile>>)>,
     introspection: Option<Introspection>,
@@ -75,8 +83,15 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
         .as_ref()
         .map(|i| Introspection::build(i).map_err(|m| KeyError::new("auth.introspection", m)))
         .transpose()?;
+    let routes = config
+        .egress
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Route::build(i, r))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Sections {
         policy: OriginatorPolicy::from_config(&config.originator)?,
+        routes,
         mtls,
         jwt,
         introspection,
@@ -85,7 +100,7 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
 
 /// Register the metrics with every label value known in advance, taken from the enums that own
 /// them.
-pub fn init_metrics() {
+pub fn init_metrics(egress_routes: &[String]) {
     let methods = Method::ALL.map(Method::as_str);
     let with = |extra: &[&'static str]| methods.iter().chain(extra).copied().collect();
     crate::metrics::init(&crate::metrics::KnownLabels {
@@ -96,6 +111,7 @@ pub fn init_metrics() {
         upstream_errors: UpstreamError::ALL.map(UpstreamError::label).to_vec(),
         handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
         files: FileKind::ALL.map(FileKind::label).to_vec(),
+        egress_routes: egress_routes.to_vec(),
     });
 }
 
@@ -104,6 +120,13 @@ pub fn init_metrics() {
 pub fn prepare(config_path: &Path) -> Result<Prepared> {
     crate::random::init()?;
     let (config, resolved) = Config::load(config_path)?;
+    init_metrics(
+        &config
+            .egress
+            .iter()
+            .map(|r| r.name.clone())
+            .collect::<Vec<_>>(),
+    );
     let invalid = |e: KeyError| ConfigError::invalid(config_path, e);
     let sections = build_sections(&config).map_err(invalid)?;
     let tls = match &config.tls {
@@ -128,6 +151,18 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         None => (None, Vec::new()),
     };
     let introspection = sections.introspection.map(Arc::new);
+    let routes: Vec<Arc<Route>> = sections.routes.into_iter().map(Arc::new).collect();
+    let poa = PoaRewriter::new(&routes, config.limits.egress_rewrite_max_body)
+        .map_err(|m| invalid(KeyError::new("egress", m)))?;
+    for (route, c) in routes.iter().zip(&config.egress) {
+        if c.allow_plain_peer && !route.peer.tls {
+            log::warn!(
+                "egress {}: peer {} is plain http (allow_plain_peer): requests and the pod's credentials travel unencrypted",
+                route.name,
+                c.peer
+            );
+        }
+    }
 
     let mut items: Vec<Box<dyn Reloadable>> = Vec::new();
     if let (Some(tls_config), Some(state)) = (&config.tls, &tls) {
@@ -147,6 +182,9 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     }
     if let Some(bearer) = &bearer {
         items.push(Box::new(TokensReload(bearer.clone())));
+    }
+    for route in &routes {
+        items.extend(route.reloadables());
     }
     let reloader = Arc::new(Reloader::new(items));
     let loaded = reloader
@@ -188,6 +226,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         verifiers,
         reloader,
         loaded,
+        routes,
+        poa: Arc::new(poa),
     })
 }
 
@@ -293,6 +333,7 @@ pub fn run(p: Prepared) -> Result<()> {
         upstream: upstream_peer(&p),
         tls: p.config.tls.is_some(),
         policy: p.policy.clone(),
+        poa: p.poa.clone(),
     };
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     let listen = p.resolved.listen.to_string();
@@ -341,6 +382,26 @@ pub fn run(p: Prepared) -> Result<()> {
     );
 
     server.add_service(proxy_service);
+    for route in &p.routes {
+        let mut egress = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            EgressProxy {
+                route: route.clone(),
+                poa: p.poa.clone(),
+                access_log: p.config.log.access,
+                max_body: p.config.limits.max_body,
+            },
+            &format!("egress {}", route.name),
+        );
+        egress.add_tcp(&route.listen.to_string());
+        log::info!(
+            "egress {}: listening on {} (plain HTTP, loopback) -> {}",
+            route.name,
+            route.listen,
+            route.peer.base()
+        );
+        server.add_service(egress);
+    }
     server.add_service(reload);
     server.add_service(admin);
     server.add_service(probe);

@@ -129,6 +129,30 @@ pub fn render(p: &Prepared) -> String {
             c.auth.mtls.originator
         ));
     }
+    for route in &p.routes {
+        line(format!(
+            "egress {}: {} (plain HTTP, loopback) -> {} (server name {}){}{}{}",
+            route.name,
+            route.listen,
+            route.peer.base(),
+            route.server_name,
+            if route.client.load().is_some() {
+                ", client certificate"
+            } else {
+                ""
+            },
+            if route.authorization.load().is_some() {
+                ", credentials from file"
+            } else {
+                ""
+            },
+            if route.rewrite_poa {
+                ", poa rewritten"
+            } else {
+                ""
+            },
+        ));
+    }
     line(format!(
         "originator: {:?}{}{}",
         c.originator.mode,

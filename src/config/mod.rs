@@ -7,6 +7,7 @@
 //! errors so that a typo never silently disables a security setting.
 
 pub mod auth;
+pub mod egress;
 pub mod originator;
 pub mod service;
 pub mod tls;
@@ -22,6 +23,7 @@ pub use auth::{
     default_realm, Anonymous, AuthConfig, BasicConfig, BearerConfig, CacheConfig, CertField,
     IntrospectionConfig, JwtConfig, JwtIssuerConfig, MtlsConfig, RateLimitConfig,
 };
+pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
     LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, WebSocketConfig,
@@ -80,6 +82,9 @@ pub struct Config {
     pub limits: LimitsConfig,
     #[serde(default)]
     pub websocket: WebSocketConfig,
+    /// Routes for the local CSE's outbound traffic, one per peer.
+    #[serde(default)]
+    pub egress: Vec<EgressRoute>,
 }
 
 fn default_admin() -> String {
@@ -140,6 +145,7 @@ impl Config {
             log,
             limits,
             websocket,
+            egress,
         } = self;
         let auth_except_basic_originators = |a: &AuthConfig| {
             let mut a = a.clone();
@@ -148,7 +154,7 @@ impl Config {
             }
             a
         };
-        let checks: [(&'static str, bool); 11] = [
+        let checks: [(&'static str, bool); 12] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -163,6 +169,7 @@ impl Config {
             ("log", *log == new.log),
             ("limits", *limits == new.limits),
             ("websocket", *websocket == new.websocket),
+            ("egress", *egress == new.egress),
         ];
         checks
             .into_iter()
@@ -192,6 +199,17 @@ impl Config {
         self.reload.validate()?;
         self.limits.validate()?;
         self.websocket.validate()?;
+        egress::validate(&self.egress)?;
+        for (i, route) in self.egress.iter().enumerate() {
+            if let Ok(addr) = route.listen_addr() {
+                if addr == listen || addr == admin {
+                    return Err(KeyError::new(
+                        format!("egress[{i}].listen"),
+                        format!("{addr} is already `listen` or `admin`"),
+                    ));
+                }
+            }
+        }
         let mtls_on = self.auth.methods.contains(&Method::Mtls);
         match &self.tls {
             None if mtls_on => {

@@ -122,6 +122,9 @@ pub struct LimitsConfig {
     /// Idle keep-alive connections are closed after this long without a new request.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    /// oneM2M JSON/CBOR bodies up to this size are read whole to rewrite their `poa` values
+    /// (egress routes with `rewrite_poa`); larger ones pass unchanged.
+    pub egress_rewrite_max_body: usize,
 }
 
 impl Default for LimitsConfig {
@@ -132,6 +135,7 @@ impl Default for LimitsConfig {
             max_connections: 10_000,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            egress_rewrite_max_body: 1024 * 1024,
         }
     }
 }

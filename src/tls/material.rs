@@ -133,3 +133,15 @@ pub fn parse_crls(path: &Path, pem: &[u8]) -> Result<Vec<X509Crl>, TlsError> {
     }
     Ok(crls)
 }
+
+/// Whether the certificate has `ip` among its IP-address SANs.
+pub fn names_ip(cert: &X509Ref, ip: std::net::IpAddr) -> bool {
+    let wanted: Vec<u8> = match ip {
+        std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+        std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    cert.subject_alt_names().is_some_and(|sans| {
+        sans.iter()
+            .any(|n| n.ipaddress() == Some(wanted.as_slice()))
+    })
+}

@@ -72,6 +72,8 @@ struct Shared {
     ws_messages: Mutex<Vec<(u8, Vec<u8>)>>,
     delay: Mutex<Duration>,
     status: AtomicU16,
+    /// A fixed response (content type, body) instead of the echo.
+    canned: Mutex<Option<(String, Vec<u8>)>>,
     stopping: AtomicBool,
     stop_lock: Mutex<bool>,
     stop_cv: Condvar,
@@ -129,6 +131,7 @@ impl EchoUpstream {
             ws_messages: Mutex::new(Vec::new()),
             delay: Mutex::new(Duration::ZERO),
             status: AtomicU16::new(200),
+            canned: Mutex::new(None),
             stopping: AtomicBool::new(false),
             stop_lock: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -205,6 +208,11 @@ impl EchoUpstream {
     /// Delays every later response by `d` (the request is recorded before the delay).
     pub fn set_delay(&self, d: Duration) {
         *self.shared.delay.lock().unwrap() = d;
+    }
+    /// Answer every later request with this content type and body instead of the echo (the
+    /// request is still recorded); `None` goes back to the echo.
+    pub fn set_response(&self, canned: Option<(&str, &[u8])>) {
+        *self.shared.canned.lock().unwrap() = canned.map(|(t, b)| (t.to_string(), b.to_vec()));
     }
     /// Status of every later response (default 200).
     pub fn set_status(&self, status: u16) {
@@ -438,13 +446,19 @@ fn serve(stream: TcpStream, conn_id: u64, shared: &Shared) {
         }
 
         let status = shared.status.load(Ordering::SeqCst);
-        let body = if matches!(status, 204 | 304) || status < 200 {
-            Vec::new()
-        } else {
-            serde_json::to_vec(&json).unwrap()
+        let canned = shared.canned.lock().unwrap().clone();
+        let (content_type, body) = match canned {
+            _ if matches!(status, 204 | 304) || status < 200 => {
+                ("application/json".into(), Vec::new())
+            }
+            Some((content_type, body)) => (content_type, body),
+            None => (
+                "application/json".into(),
+                serde_json::to_vec(&json).unwrap(),
+            ),
         };
         let mut resp = format!("HTTP/1.1 {status} {}\r\n", reason(status));
-        resp.push_str("Content-Type: application/json\r\n");
+        resp.push_str(&format!("Content-Type: {content_type}\r\n"));
         if !body.is_empty() {
             resp.push_str(&format!("Content-Length: {}\r\n", body.len()));
         } else if !matches!(status, 204 | 304) {
