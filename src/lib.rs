@@ -21,6 +21,7 @@ pub mod onem2m;
 pub mod operator;
 pub mod originator;
 pub mod originator_syntax;
+pub mod poa;
 pub mod proxy;
 pub mod random;
 pub mod reload;
