@@ -124,6 +124,26 @@ metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     &["version"]
 ));
 
+/// The `outcome` label of the request metrics (ingress and egress).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Forwarded,
+    Refused,
+    Error,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 3] = [Outcome::Forwarded, Outcome::Refused, Outcome::Error];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Refused => "refused",
+            Outcome::Error => "error",
+        }
+    }
+}
+
 /// The label values known in advance, each set taken from the enum that owns it (the caller,
 /// `server::init_metrics`, knows the enums; this module stays a leaf).
 pub struct KnownLabels {

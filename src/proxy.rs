@@ -20,7 +20,7 @@ use crate::egress::rewrite::{Collecting, Plan, PoaRewriter, PRE_READ_MAX};
 use crate::headers::{self, Forwarding};
 use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
-use crate::metrics;
+use crate::metrics::{self, Outcome};
 use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
 use crate::onem2m::{self, M2mError, Rsc};
 use crate::originator::OriginatorPolicy;
@@ -80,26 +80,6 @@ pub struct RequestCtx {
 enum AuthOrPolicy {
     Auth(Option<Method>, Failure),
     Other,
-}
-
-/// The `outcome` label of the request metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Forwarded,
-    Refused,
-    Error,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 3] = [Outcome::Forwarded, Outcome::Refused, Outcome::Error];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Outcome::Forwarded => "forwarded",
-            Outcome::Refused => "refused",
-            Outcome::Error => "error",
-        }
-    }
 }
 
 /// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).

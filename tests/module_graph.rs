@@ -63,7 +63,8 @@ fn expand_use(tree: &str) -> Vec<String> {
         return vec![tree.split(" as ").next().unwrap_or("").trim().to_string()];
     };
     let prefix = tree[..open].trim_end_matches("::").trim();
-    let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+    let close = tree.rfind('}').filter(|c| *c > open).unwrap_or(tree.len());
+    let inner = &tree[open + 1..close];
     let mut items = Vec::new();
     let (mut depth, mut start) = (0, 0);
     for (i, c) in inner.char_indices() {
@@ -95,14 +96,20 @@ fn expand_use(tree: &str) -> Vec<String> {
 /// `crate::`/`super::`/`self::` paths written in `code`.
 fn paths_in(code: &str) -> Vec<String> {
     let mut paths = Vec::new();
-    let mut rest = code;
-    while let Some(i) = rest.find("use ") {
-        let before_ok = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric();
-        let tail = &rest[i + 4..];
-        if let (true, Some(end)) = (before_ok, tail.find(';')) {
-            paths.extend(expand_use(&tail[..end]));
+    // `use` statements start a line (after `pub ` or `pub(crate) `) and end at `;`
+    let mut offset = 0;
+    for line in code.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let body = ["use ", "pub use ", "pub(crate) use ", "pub(super) use "]
+            .iter()
+            .find_map(|p| trimmed.strip_prefix(p));
+        if let Some(body) = body {
+            let start = offset + (line.len() - body.len());
+            if let Some(end) = code[start..].find(';') {
+                paths.extend(expand_use(&code[start..start + end]));
+            }
         }
-        rest = tail;
+        offset += line.len();
     }
     for root in ["crate::", "super::"] {
         let mut rest = code;
@@ -255,7 +262,7 @@ fn the_check_finds_a_cycle_when_there_is_one() {
     std::fs::write(src.join("b.rs"), "pub struct Thing;\n").unwrap();
     std::fs::write(
         src.join("c.rs"),
-        "// use crate::b; in a comment is no dependency\nfn f() { crate::a::x::g(); }\n",
+        "// use crate::b; in a comment is no dependency\nfn f() { crate::a::x::g(); }\nconst S: &str = \"or use https: {}\";\n",
     )
     .unwrap();
     let g = graph(src);

@@ -19,10 +19,9 @@ use super::rewrite::{Collecting, Plan, PoaRewriter, PRE_READ_MAX};
 use super::Route;
 use crate::access_log;
 use crate::headers::ORIGIN;
-use crate::metrics;
+use crate::metrics::{self, Outcome};
 use crate::onem2m::{self, M2mError};
 use crate::poa::Direction;
-use crate::proxy::Outcome;
 
 /// Headers of the local CSE that never reach the peer: its own credentials (the route's
 /// replace them) and forwarding information about the pod's loopback.
