@@ -676,3 +676,29 @@ fn check_names_what_is_wrong_with_a_route() {
     assert!(out.contains("egress registrar"), "{out}");
     assert!(err.contains("plain http"), "{err}");
 }
+
+/// WebSocket upgrades pass through the route; the peer's ingress holds every primitive's `fr`
+/// to the pod's identity as it does for any client.
+#[test]
+fn a_websocket_of_the_local_cse_goes_through_the_route_to_the_peers_gate() {
+    let p = pair("");
+    let mut conn = Conn::plain(p.b.egress).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let resp = conn
+        .request(&Request::websocket("/ws", &["oneM2M.json"]).header("X-M2M-Origin", "/id-mn"))
+        .unwrap();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    assert_eq!(resp.header("Sec-WebSocket-Protocol"), Some("oneM2M.json"));
+    let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"/id-mn","rqi":"w1","rvi":"3"}"#;
+    conn.ws_send(common::WS_TEXT, own, true).unwrap();
+    let (_, echoed, _) = conn.ws_recv().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&echoed).unwrap();
+    assert_eq!(v["fr"], "/id-mn", "{v}");
+    // another CSE's originator is refused by the peer's gate (verify mode), on the same socket
+    let other = br#"{"op":2,"to":"/id-in/cse-in","fr":"/id-xx","rqi":"w2","rvi":"3"}"#;
+    conn.ws_send(common::WS_TEXT, other, true).unwrap();
+    let (_, refusal, _) = conn.ws_recv().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&refusal).unwrap();
+    assert_eq!(v["rsc"], 4103, "{v}");
+    assert_eq!(v["rqi"], "w2");
+}
