@@ -7,6 +7,7 @@
 //! errors so that a typo never silently disables a security setting.
 
 pub mod auth;
+pub mod authorization;
 pub mod egress;
 pub mod originator;
 pub mod service;
@@ -23,6 +24,7 @@ pub use auth::{
     default_realm, Anonymous, AuthConfig, BasicConfig, BearerConfig, CacheConfig, CertField,
     IntrospectionConfig, JwtConfig, JwtIssuerConfig, MtlsConfig, RateLimitConfig,
 };
+pub use authorization::{AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig};
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
@@ -85,6 +87,9 @@ pub struct Config {
     /// Routes for the local CSE's outbound traffic, one per peer.
     #[serde(default)]
     pub egress: Vec<EgressRoute>,
+    /// Rules on who may do what where, after authentication.
+    #[serde(default)]
+    pub authorization: AuthorizationConfig,
 }
 
 fn default_admin() -> String {
@@ -138,8 +143,9 @@ impl Config {
             upstream,
             admin,
             auth,
-            // reloaded: the originator policy
+            // reloaded: the originator policy and the rules
             originator: _,
+            authorization: _,
             shutdown,
             reload,
             log,
@@ -200,6 +206,7 @@ impl Config {
         self.limits.validate()?;
         self.websocket.validate()?;
         egress::validate(&self.egress)?;
+        self.authorization.validate()?;
         for (i, route) in self.egress.iter().enumerate() {
             if let Ok(addr) = route.listen_addr() {
                 if addr == listen || addr == admin {
