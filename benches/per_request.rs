@@ -393,7 +393,7 @@ fn authenticate(c: &mut Criterion) {
         Arc::new(BasicVerifier(basic)),
         bearer,
     ];
-    let auth = Authenticator::new(&config, verifiers);
+    let auth = Authenticator::new(&config, verifiers, Default::default());
     let ip: IpAddr = "127.0.0.1".parse().unwrap();
 
     g.bench_function("mtls_per_request", |b| {

@@ -20,6 +20,7 @@ use crate::auth::introspection::Introspection;
 use crate::auth::jwks::{JwksFile, JwksReload};
 use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
+use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, KeyError, Method, Resolved};
 use crate::egress::proxy::EgressProxy;
@@ -47,6 +48,8 @@ pub struct Prepared {
     pub basic: Option<Arc<BasicAuth>>,
     pub bearer: Option<Arc<BearerAuth>>,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
+    /// `auth.roles`, replaced whole by a config reload.
+    pub roles: Arc<ArcSwap<Roles>>,
     /// The enabled methods, in `auth.methods` order.
     pub verifiers: Vec<Arc<dyn Verifier>>,
     pub reloader: Arc<Reloader>,
@@ -63,6 +66,7 @@ pub struct Prepared {
 /// give the same error for the same file.
 struct Sections {
     policy: OriginatorPolicy,
+    roles: Roles,
     routes: Vec<Route>,
     mtls: Option<MtlsAuthenticator>,
     jwt: Option<(JwtAuth, Vec<Arc<JwksFile>>)>,
@@ -92,6 +96,7 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Sections {
         policy: OriginatorPolicy::from_config(&config.originator)?,
+        roles: Roles::from_config(&config.auth.roles)?,
         routes,
         mtls,
         jwt,
@@ -146,6 +151,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         .as_ref()
         .map(|b| Arc::new(BearerAuth::new(b)));
     let policy = Arc::new(ArcSwap::from_pointee(sections.policy));
+    let roles = Arc::new(ArcSwap::from_pointee(sections.roles));
     let mtls = sections.mtls.map(Arc::new);
     let (jwt, jwks_files) = match sections.jwt {
         Some((jwt, files)) => (Some(Arc::new(jwt)), files),
@@ -173,6 +179,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         path: config_path.to_path_buf(),
         running: config.clone(),
         policy: policy.clone(),
+        roles: roles.clone(),
         basic: basic.clone(),
     }));
     if let Some(basic) = &basic {
@@ -224,6 +231,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         basic,
         bearer,
         policy,
+        roles,
         verifiers,
         reloader,
         loaded,
@@ -247,6 +255,7 @@ struct ConfigReload {
     path: PathBuf,
     running: Config,
     policy: Arc<ArcSwap<OriginatorPolicy>>,
+    roles: Arc<ArcSwap<Roles>>,
     basic: Option<Arc<BasicAuth>>,
 }
 
@@ -263,9 +272,8 @@ impl Reloadable for ConfigReload {
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let text = crate::reload::utf8(&self.path, &contents[0])?;
         let (new, _) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
-        let policy = build_sections(&new)
-            .map_err(|e| ConfigError::invalid(&self.path, e).to_string())?
-            .policy;
+        let sections = build_sections(&new)
+            .map_err(|e| ConfigError::invalid(&self.path, e).to_string())?;
         let restart = self.running.restart_only_changes(&new);
         if !restart.is_empty() {
             log::warn!(
@@ -274,7 +282,8 @@ impl Reloadable for ConfigReload {
                 restart.join(", ")
             );
         }
-        self.policy.store(Arc::new(policy));
+        self.policy.store(Arc::new(sections.policy));
+        self.roles.store(Arc::new(sections.roles));
         let mapped = match (&self.basic, &new.auth.basic) {
             (Some(basic), Some(cfg)) => {
                 basic.set_originators(cfg.originators.clone().into_iter().collect());
@@ -311,7 +320,7 @@ pub fn run(p: Prepared) -> Result<()> {
         p.config.limits.header_timeout,
     ));
     let proxy = AuthProxy {
-        auth: Authenticator::new(&p.config.auth, p.verifiers.clone()),
+        auth: Authenticator::new(&p.config.auth, p.verifiers.clone(), p.roles.clone()),
         challenges: crate::onem2m::mapping::challenges_for(
             &p.config.auth.methods,
             REALM,

@@ -17,17 +17,20 @@ pub mod jwks;
 pub mod jwt;
 pub mod mtls;
 pub mod ratelimit;
+pub mod roles;
 pub mod verifier;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use crate::config::AuthConfig;
 use crate::identity::{Identity, Method};
 use authorization::{BearerToken, Credentials};
 use ratelimit::FailureLimiter;
+use roles::Roles;
 pub use verifier::{AuthError, Claim, Failure, Limit, Presented, Rejection, Verifier, NO_METHOD};
 
 pub struct Authenticator {
@@ -35,8 +38,8 @@ pub struct Authenticator {
     verifiers: Vec<Arc<dyn Verifier>>,
     /// Plain bearer tokens go to the introspection endpoint too.
     introspect_plain: bool,
-    /// Identity name -> roles from `auth.roles`.
-    roles: HashMap<String, Vec<String>>,
+    /// `auth.roles`, replaced whole by a config reload.
+    roles: Arc<ArcSwap<Roles>>,
     limiter: FailureLimiter,
 }
 
@@ -51,13 +54,11 @@ fn rate_limited(method: Method, wait: Duration) -> AuthError {
 
 impl Authenticator {
     /// `verifiers` in the order of `auth.methods`.
-    pub fn new(config: &AuthConfig, verifiers: Vec<Arc<dyn Verifier>>) -> Self {
-        let mut roles: HashMap<String, Vec<String>> = HashMap::new();
-        for (role, names) in &config.roles {
-            for name in names {
-                roles.entry(name.clone()).or_default().push(role.clone());
-            }
-        }
+    pub fn new(
+        config: &AuthConfig,
+        verifiers: Vec<Arc<dyn Verifier>>,
+        roles: Arc<ArcSwap<Roles>>,
+    ) -> Self {
         Authenticator {
             verifiers,
             introspect_plain: config
@@ -111,22 +112,6 @@ impl Authenticator {
         }
     }
 
-    /// `auth.roles` added to an identity that has roles there.
-    fn with_roles(&self, identity: Arc<Identity>) -> Arc<Identity> {
-        match self.roles.get(&identity.name) {
-            Some(extra) => {
-                let mut with = (*identity).clone();
-                for r in extra {
-                    if !with.roles.contains(r) {
-                        with.roles.push(r.clone());
-                    }
-                }
-                Arc::new(with)
-            }
-            None => identity,
-        }
-    }
-
     /// The first enabled method whose credentials are present decides.
     pub async fn authenticate(
         &self,
@@ -150,7 +135,7 @@ impl Authenticator {
                     return self
                         .judge(verifier.as_ref(), &presented)
                         .await
-                        .map(|identity| self.with_roles(identity))
+                        .map(|identity| self.roles.load().apply(identity))
                 }
             }
         }

@@ -18,8 +18,9 @@ pub struct AuthConfig {
     pub bearer: Option<BearerConfig>,
     pub jwt: Option<JwtConfig>,
     pub introspection: Option<IntrospectionConfig>,
-    /// Roles given to identities by name, e.g. `sysop: [Cadmin-tool]`; logged only for now.
-    pub roles: BTreeMap<String, Vec<String>>,
+    /// Roles given to identities: `role: [names]`, or `role: {names: [...], patterns: [regexes
+    /// on the identity name]}`. Used by the authorization rules and logged.
+    pub roles: BTreeMap<String, RoleMembers>,
     pub rate_limit: RateLimitConfig,
     pub anonymous: Anonymous,
     /// Forward the client's `Authorization` header to the upstream (off: it is removed).
@@ -277,6 +278,47 @@ impl Default for MtlsConfig {
     }
 }
 
+/// Who holds a role: a list of identity names, or names and patterns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoleMembers {
+    pub names: Vec<String>,
+    /// Regexes on the identity name.
+    pub patterns: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for RoleMembers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Spec {
+            #[serde(default)]
+            names: Vec<String>,
+            #[serde(default)]
+            patterns: Vec<String>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Names(Vec<String>),
+            Spec(Spec),
+        }
+        match Form::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a list of identity names, or a map with keys names and patterns",
+            )
+        })? {
+            Form::Names(names) => Ok(RoleMembers {
+                names,
+                patterns: Vec::new(),
+            }),
+            Form::Spec(s) => Ok(RoleMembers {
+                names: s.names,
+                patterns: s.patterns,
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Anonymous {
@@ -346,11 +388,12 @@ impl AuthConfig {
         if let Some(basic) = &self.basic {
             basic.validate()?;
         }
-        for (role, names) in &self.roles {
-            if role.is_empty() || names.iter().any(String::is_empty) {
+        for (role, members) in &self.roles {
+            let empty = members.names.is_empty() && members.patterns.is_empty();
+            if role.is_empty() || empty || members.names.iter().any(String::is_empty) {
                 return Err(KeyError::new(
                     "auth.roles",
-                    "expected `role: [identity names]` with non-empty names",
+                    "expected `role: [identity names]` or `role: {names: [...], patterns: [...]}` with non-empty names",
                 ));
             }
         }

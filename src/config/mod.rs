@@ -153,11 +153,12 @@ impl Config {
             websocket,
             egress,
         } = self;
-        let auth_except_basic_originators = |a: &AuthConfig| {
+        let auth_except_reloaded = |a: &AuthConfig| {
             let mut a = a.clone();
             if let Some(basic) = a.basic.as_mut() {
                 basic.originators.clear();
             }
+            a.roles.clear();
             a
         };
         let checks: [(&'static str, bool); 12] = [
@@ -167,8 +168,8 @@ impl Config {
             ("upstream", *upstream == new.upstream),
             ("admin", *admin == new.admin),
             (
-                "auth (except basic.originators)",
-                auth_except_basic_originators(auth) == auth_except_basic_originators(&new.auth),
+                "auth (except basic.originators and roles)",
+                auth_except_reloaded(auth) == auth_except_reloaded(&new.auth),
             ),
             ("shutdown", *shutdown == new.shutdown),
             ("reload", *reload == new.reload),
