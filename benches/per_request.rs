@@ -513,7 +513,7 @@ fn scaling(c: &mut Criterion) {
 
 fn metrics_update(c: &mut Criterion) {
     let mut g = c.benchmark_group("metrics");
-    m2m_auth_proxy::server::init_metrics(&[]);
+    m2m_auth_proxy::server::init_metrics(&[], &[]);
     g.bench_function("request_counter_and_histogram", |b| {
         b.iter(|| metrics::request(black_box("mtls"), black_box("forwarded"), 0.0004))
     });
@@ -647,6 +647,9 @@ fn websocket(c: &mut Criterion) {
             encoding,
             Arc::new(identity("Cae-sensor1")),
             policy.clone(),
+            Arc::new(ArcSwap::from_pointee(
+                m2m_auth_proxy::rules::RuleSet::compile(&Default::default()).unwrap(),
+            )),
             None,
             1 << 20,
         );

@@ -25,6 +25,8 @@ pub struct AccessRecord<'a> {
     pub rsc: Option<&'a str>,
     pub upstream_status: Option<u16>,
     pub auth_failure: Option<&'a str>,
+    /// The authorization rule that decided (`default` when none matched); absent without rules.
+    pub rule: Option<&'a str>,
     pub duration_ms: f64,
     pub bytes_sent: usize,
 }
@@ -66,6 +68,8 @@ pub struct WebSocketRefusal<'a> {
     pub to: Option<&'a str>,
     pub rsc: u16,
     pub reason: &'a str,
+    /// The authorization rule that refused the primitive, if a rule did.
+    pub rule: Option<&'a str>,
 }
 
 pub fn now_rfc3339() -> String {

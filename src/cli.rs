@@ -5,8 +5,19 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
+use crate::explain;
+use crate::identity::Method;
 use crate::server;
 use crate::summary;
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    Method::ALL
+        .into_iter()
+        .find(|m| m.as_str() == text)
+        .ok_or_else(|| {
+            format!("expected one of mtls, basic, bearer, jwt, introspection, got {text:?}")
+        })
+}
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +46,31 @@ enum Command {
         #[arg(long, short, default_value = "proxy.yaml.example")]
         config: PathBuf,
     },
+    /// Show how the authorization rules decide one request: each rule in order, which of its
+    /// conditions matched, and the decision. Reads only the config file.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The identity name (certificate field value, user or token name).
+        #[arg(long = "as", value_name = "NAME")]
+        name: String,
+        /// A role the identity holds (besides those `auth.roles` gives it); repeatable.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// How it was proven: mtls, basic, bearer, jwt, introspection.
+        #[arg(long, default_value = "mtls", value_parser = parse_method)]
+        method: Method,
+        /// The bound originator (default: the identity name).
+        #[arg(long)]
+        originator: Option<String>,
+        /// create, retrieve, update, delete or notify.
+        operation: String,
+        /// The request target: /cse-in/…, /~/id-in/cse-in/…, /_/…
+        target: String,
+        /// Resource type of a create: number or name (remoteCSE, AE, …).
+        #[arg(long)]
+        ty: Option<String>,
+    },
     /// Read a password from stdin (or prompt) and print a bcrypt htpasswd line for USER.
     Passwd { user: String },
     /// Make a random 256-bit token: print it once, and the YAML entry with its hash.
@@ -55,6 +91,31 @@ pub fn main() -> Result<()> {
         (Some(Command::Demo { config }), _) => crate::demo::run(&config),
         (Some(Command::Passwd { user }), _) => crate::operator::passwd(&user),
         (
+            Some(Command::Explain {
+                config,
+                name,
+                roles,
+                method,
+                originator,
+                operation,
+                target,
+                ty,
+            }),
+            _,
+        ) => {
+            let q = explain::Question {
+                name: &name,
+                roles: &roles,
+                method,
+                originator: originator.as_deref(),
+                operation: &operation,
+                target: &target,
+                ty: ty.as_deref(),
+            };
+            print!("{}", explain::run(&config, &q)?);
+            Ok(())
+        }
+        (
             Some(Command::Token {
                 name,
                 originator,
@@ -63,7 +124,9 @@ pub fn main() -> Result<()> {
             _,
         ) => crate::operator::token(&name, &originator, expires.as_deref()),
         (None, Some(config)) => run(&config),
-        (None, None) => bail!("expected --config FILE (or a subcommand: check, demo); see --help"),
+        (None, None) => {
+            bail!("expected --config FILE (or a subcommand: check, demo, explain); see --help")
+        }
     }
 }
 

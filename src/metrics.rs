@@ -118,6 +118,11 @@ metric!(POA_TOO_LARGE: IntCounterVec = register_int_counter_vec!(
     "oneM2M bodies larger than limits.egress_rewrite_max_body, passed on without poa rewriting, by direction.",
     &["direction"]
 ));
+metric!(DECISIONS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_authorization_decisions_total",
+    "Decisions of the authorization rules, by the deciding rule (`default` when none matched) and effect (allow, deny).",
+    &["rule", "effect"]
+));
 metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "m2m_auth_proxy_build_info",
     "Build information; always 1.",
@@ -158,6 +163,9 @@ pub struct KnownLabels {
     pub files: Vec<&'static str>,
     /// Names of the egress routes (bounded by the config).
     pub egress_routes: Vec<String>,
+    /// Names of the authorization rules (bounded by the config), with `default`.
+    pub rules: Vec<String>,
+    pub effects: Vec<&'static str>,
 }
 
 /// Register everything at start so that every metric is exported before its first event;
@@ -211,6 +219,11 @@ pub fn init(known: &KnownLabels) {
     for direction in ["toward_local", "away_from_local"] {
         POA_TOO_LARGE.with_label_values(&[direction]);
     }
+    for rule in &known.rules {
+        for effect in &known.effects {
+            DECISIONS.with_label_values(&[rule.as_str(), effect]);
+        }
+    }
     for outcome in ["forwarded", "rewritten", "refused", "invalid"] {
         WS_MESSAGES.with_label_values(&["to_cse", outcome]);
     }
@@ -233,6 +246,10 @@ pub fn init(known: &KnownLabels) {
 }
 
 const WS_CLOSE_CODES: [&str; 5] = ["1002", "1003", "1007", "1008", "1009"];
+
+pub fn authorization_decision(rule: &str, effect: &str) {
+    DECISIONS.with_label_values(&[rule, effect]).inc();
+}
 
 pub fn egress_request(route: &str, outcome: &str) {
     EGRESS_REQUESTS.with_label_values(&[route, outcome]).inc();

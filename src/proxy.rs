@@ -15,16 +15,17 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access_log::{self, AccessRecord};
 use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
-use crate::config::{Anonymous, WebSocketConfig};
+use crate::config::{Anonymous, Effect, WebSocketConfig};
 use crate::egress::rewrite::{Collecting, Plan, PoaRewriter, PRE_READ_MAX};
 use crate::headers::{self, Forwarding};
 use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Outcome};
 use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
-use crate::onem2m::{self, M2mError, Rsc};
+use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
 use crate::poa::Direction;
+use crate::rules::{self, RuleSet, DEFAULT_RULE};
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::gate::{self, Gate, Upgrade};
 
@@ -44,6 +45,8 @@ pub struct AuthProxy {
     pub websocket: WebSocketConfig,
     /// `poa` URLs of the egress routes' peers, rewritten toward the CSE and back.
     pub poa: Arc<PoaRewriter>,
+    /// `authorization`, replaced whole by a config reload.
+    pub rules: Arc<ArcSwap<RuleSet>>,
 }
 
 /// Per-request size limits and the keep-alive idle timeout.
@@ -69,6 +72,8 @@ pub struct RequestCtx {
     onem2m_offer: Option<(bool, bool)>,
     /// Set once the upstream accepted a oneM2M WebSocket.
     websocket: Option<Box<Gate>>,
+    /// The authorization rule that decided (`None`: no rules, or the default).
+    rule: Option<String>,
     /// `poa` rewriting: a request body read before going upstream, or bodies being collected.
     pre_read: Option<bytes::Bytes>,
     request_body: Option<Collecting>,
@@ -79,6 +84,8 @@ pub struct RequestCtx {
 #[derive(Clone, Copy)]
 enum AuthOrPolicy {
     Auth(Option<Method>, Failure),
+    /// Denied by an authorization rule (authenticated, not an authentication failure).
+    Rule,
     Other,
 }
 
@@ -99,7 +106,7 @@ impl AuthProxy {
             AuthOrPolicy::Auth(method, failure) => {
                 mapping::challenges_for_refusal(&self.challenges, method, failure, &err.reason)
             }
-            AuthOrPolicy::Other => self.challenges.clone(),
+            AuthOrPolicy::Rule | AuthOrPolicy::Other => self.challenges.clone(),
         };
         self.respond(session, ctx.request_id.as_deref(), &err, &challenges)
             .await?;
@@ -196,6 +203,7 @@ impl ProxyHttp for AuthProxy {
             upgraded: false,
             onem2m_offer: None,
             websocket: None,
+            rule: None,
             pre_read: None,
             request_body: None,
             response_body: None,
@@ -248,6 +256,9 @@ impl ProxyHttp for AuthProxy {
             }
         }
         ctx.identity = identity;
+        if let Err((kind, err)) = self.authorize(session.req_header(), ctx) {
+            return self.refuse(session, ctx, kind, err).await;
+        }
         if !ctx.upgraded {
             self.plan_request_poa(session, ctx).await?;
         }
@@ -358,6 +369,7 @@ impl ProxyHttp for AuthProxy {
                 encoding,
                 identity,
                 self.policy.clone(),
+                self.rules.clone(),
                 self.websocket.cse_id.clone(),
                 self.websocket.max_message,
             )));
@@ -437,6 +449,13 @@ impl ProxyHttp for AuthProxy {
                 Outcome::Refused,
                 Some(failure),
             ),
+            (Some((AuthOrPolicy::Rule, _)), identity) => (
+                identity
+                    .as_ref()
+                    .map_or(ANONYMOUS, |i| i.proven_by.as_str()),
+                Outcome::Refused,
+                None,
+            ),
             (Some((AuthOrPolicy::Other, _)), identity) => (
                 identity
                     .as_ref()
@@ -482,6 +501,7 @@ impl ProxyHttp for AuthProxy {
             rsc,
             upstream_status: ctx.upstream_status,
             auth_failure: failure.map(Failure::label),
+            rule: ctx.rule.as_deref(),
             duration_ms: elapsed * 1000.0,
             bytes_sent: session.body_bytes_sent(),
         });
@@ -489,6 +509,43 @@ impl ProxyHttp for AuthProxy {
 }
 
 impl AuthProxy {
+    /// The authorization rules, after the originator policy: who may do what where.
+    fn authorize(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), (AuthOrPolicy, M2mError)> {
+        let rules = self.rules.load();
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let raw = String::from_utf8_lossy(req.raw_path());
+        let target = rules::parse_target(&raw)
+            .map_err(|e| (AuthOrPolicy::Other, M2mError::other(400, e.0)))?;
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+        let decision = rules.decide(&rules::Request {
+            identity: ctx.identity.as_deref(),
+            originator: ctx.originator.as_deref(),
+            operation,
+            resource_type,
+            target: &target,
+        });
+        let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
+        metrics::authorization_decision(rule, decision.effect.label());
+        ctx.rule = Some(rule.to_string());
+        match decision.effect {
+            Effect::Allow => Ok(()),
+            Effect::Deny => Err((
+                AuthOrPolicy::Rule,
+                M2mError::forbidden(format!("denied by rule {rule}")),
+            )),
+        }
+    }
+
     /// `poa` URLs in a request body toward the CSE: a small body is read now (so that its
     /// `Content-Length` is exact), a larger one is collected as it streams.
     async fn plan_request_poa(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -573,8 +630,9 @@ impl AuthProxy {
                     originator: identity.map_or("", |i| i.originator.as_str()),
                     request_id: refused.request_id.as_deref(),
                     to: refused.to.as_deref(),
-                    rsc: Rsc::OriginatorHasNoPrivilege.code(),
-                    reason: refused.reason,
+                    rsc: refused.rsc,
+                    reason: &refused.reason,
+                    rule: refused.rule.as_deref(),
                 });
             }
         }

@@ -22,7 +22,7 @@ use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
-use crate::config::{Config, ConfigError, KeyError, Method, Resolved};
+use crate::config::{Config, ConfigError, Effect, KeyError, Method, Resolved};
 use crate::egress::proxy::EgressProxy;
 use crate::egress::rewrite::PoaRewriter;
 use crate::egress::Route;
@@ -32,6 +32,7 @@ use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
 use crate::proxy::{AuthProxy, RequestLimits, ANONYMOUS};
 use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
+use crate::rules::RuleSet;
 use crate::tls::handshake::HandshakeFailure;
 use crate::tls::{self, TlsState};
 
@@ -50,6 +51,8 @@ pub struct Prepared {
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     /// `auth.roles`, replaced whole by a config reload.
     pub roles: Arc<ArcSwap<Roles>>,
+    /// `authorization`, replaced whole by a config reload.
+    pub rules: Arc<ArcSwap<RuleSet>>,
     /// The enabled methods, in `auth.methods` order.
     pub verifiers: Vec<Arc<dyn Verifier>>,
     pub reloader: Arc<Reloader>,
@@ -67,6 +70,7 @@ pub struct Prepared {
 struct Sections {
     policy: OriginatorPolicy,
     roles: Roles,
+    rules: RuleSet,
     routes: Vec<Route>,
     mtls: Option<MtlsAuthenticator>,
     jwt: Option<(JwtAuth, Vec<Arc<JwksFile>>)>,
@@ -97,6 +101,7 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
     Ok(Sections {
         policy: OriginatorPolicy::from_config(&config.originator)?,
         roles: Roles::from_config(&config.auth.roles)?,
+        rules: RuleSet::compile(&config.authorization)?,
         routes,
         mtls,
         jwt,
@@ -106,7 +111,7 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
 
 /// Register the metrics with every label value known in advance, taken from the enums that own
 /// them.
-pub fn init_metrics(egress_routes: &[String]) {
+pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
     let methods = Method::ALL.map(Method::as_str);
     let with = |extra: &[&'static str]| methods.iter().chain(extra).copied().collect();
     crate::metrics::init(&crate::metrics::KnownLabels {
@@ -118,6 +123,12 @@ pub fn init_metrics(egress_routes: &[String]) {
         handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
         files: FileKind::ALL.map(FileKind::label).to_vec(),
         egress_routes: egress_routes.to_vec(),
+        rules: rules
+            .iter()
+            .cloned()
+            .chain([crate::rules::DEFAULT_RULE.to_string()])
+            .collect(),
+        effects: Effect::ALL.map(Effect::label).to_vec(),
     });
 }
 
@@ -126,12 +137,10 @@ pub fn init_metrics(egress_routes: &[String]) {
 pub fn prepare(config_path: &Path) -> Result<Prepared> {
     crate::random::init()?;
     let (config, resolved) = Config::load(config_path)?;
+    let names = |n: &mut dyn Iterator<Item = &String>| n.cloned().collect::<Vec<_>>();
     init_metrics(
-        &config
-            .egress
-            .iter()
-            .map(|r| r.name.clone())
-            .collect::<Vec<_>>(),
+        &names(&mut config.egress.iter().map(|r| &r.name)),
+        &names(&mut config.authorization.rules.iter().map(|r| &r.name)),
     );
     let invalid = |e: KeyError| ConfigError::invalid(config_path, e);
     let sections = build_sections(&config).map_err(invalid)?;
@@ -152,6 +161,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         .map(|b| Arc::new(BearerAuth::new(b)));
     let policy = Arc::new(ArcSwap::from_pointee(sections.policy));
     let roles = Arc::new(ArcSwap::from_pointee(sections.roles));
+    let rules = Arc::new(ArcSwap::from_pointee(sections.rules));
     let mtls = sections.mtls.map(Arc::new);
     let (jwt, jwks_files) = match sections.jwt {
         Some((jwt, files)) => (Some(Arc::new(jwt)), files),
@@ -180,6 +190,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         running: config.clone(),
         policy: policy.clone(),
         roles: roles.clone(),
+        rules: rules.clone(),
         basic: basic.clone(),
     }));
     if let Some(basic) = &basic {
@@ -232,6 +243,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         bearer,
         policy,
         roles,
+        rules,
         verifiers,
         reloader,
         loaded,
@@ -256,6 +268,7 @@ struct ConfigReload {
     running: Config,
     policy: Arc<ArcSwap<OriginatorPolicy>>,
     roles: Arc<ArcSwap<Roles>>,
+    rules: Arc<ArcSwap<RuleSet>>,
     basic: Option<Arc<BasicAuth>>,
 }
 
@@ -272,8 +285,8 @@ impl Reloadable for ConfigReload {
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let text = crate::reload::utf8(&self.path, &contents[0])?;
         let (new, _) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
-        let sections = build_sections(&new)
-            .map_err(|e| ConfigError::invalid(&self.path, e).to_string())?;
+        let sections =
+            build_sections(&new).map_err(|e| ConfigError::invalid(&self.path, e).to_string())?;
         let restart = self.running.restart_only_changes(&new);
         if !restart.is_empty() {
             log::warn!(
@@ -284,6 +297,8 @@ impl Reloadable for ConfigReload {
         }
         self.policy.store(Arc::new(sections.policy));
         self.roles.store(Arc::new(sections.roles));
+        let rule_count = new.authorization.rules.len();
+        self.rules.store(Arc::new(sections.rules));
         let mapped = match (&self.basic, &new.auth.basic) {
             (Some(basic), Some(cfg)) => {
                 basic.set_originators(cfg.originators.clone().into_iter().collect());
@@ -292,7 +307,7 @@ impl Reloadable for ConfigReload {
             _ => 0,
         };
         Ok(format!(
-            "originator mode {:?}, {} identities with extra patterns, {mapped} Basic user originators",
+            "originator mode {:?}, {} identities with extra patterns, {mapped} Basic user originators, {rule_count} authorization rules",
             new.originator.mode,
             new.originator.allow.len()
         ))
@@ -344,6 +359,7 @@ pub fn run(p: Prepared) -> Result<()> {
         tls: p.config.tls.is_some(),
         policy: p.policy.clone(),
         poa: p.poa.clone(),
+        rules: p.rules.clone(),
     };
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     let listen = p.resolved.listen.to_string();

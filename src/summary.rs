@@ -153,6 +153,13 @@ pub fn render(p: &Prepared) -> String {
             },
         ));
     }
+    let rules = p.rules.load();
+    if !rules.is_empty() {
+        line("authorization rules (first match decides):".to_string());
+        for row in rules.table() {
+            line(format!("  {row}"));
+        }
+    }
     line(format!(
         "originator: {:?}{}{}",
         c.originator.mode,

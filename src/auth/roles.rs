@@ -22,7 +22,10 @@ impl Roles {
         let mut out = Roles::default();
         for (role, members) in roles {
             for name in &members.names {
-                out.by_name.entry(name.clone()).or_default().push(role.clone());
+                out.by_name
+                    .entry(name.clone())
+                    .or_default()
+                    .push(role.clone());
             }
             for p in &members.patterns {
                 let re = Regex::new(p).map_err(|e| {
@@ -39,7 +42,11 @@ impl Roles {
 
     /// The identity with the roles `auth.roles` gives its name (the same `Arc` when none).
     pub fn apply(&self, identity: Arc<Identity>) -> Arc<Identity> {
-        let named = self.by_name.get(&identity.name).map(Vec::as_slice).unwrap_or(&[]);
+        let named = self
+            .by_name
+            .get(&identity.name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let missing = |role: &String| !identity.roles.contains(role);
         let by_pattern = self
             .patterns
@@ -88,7 +95,10 @@ mod tests {
         assert_eq!(mn, ["both", "cse", "sysop"]);
         assert!(roles.apply(id("/id-mn/Cae1", &[])).roles.is_empty());
         let plain = id("Cae1", &[]);
-        assert!(Arc::ptr_eq(&roles.apply(plain.clone()), &plain), "no copy without roles");
+        assert!(
+            Arc::ptr_eq(&roles.apply(plain.clone()), &plain),
+            "no copy without roles"
+        );
         let bad: BTreeMap<String, RoleMembers> =
             serde_yaml_ng::from_str("cse:\n  patterns: [\"(\"]\n").unwrap();
         let err = Roles::from_config(&bad).err().unwrap().to_string();

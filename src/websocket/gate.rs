@@ -2,6 +2,7 @@
 //! 101, what happens to every message. The originator decision is the same policy code that
 //! judges `X-M2M-Origin` over HTTP; this file only carries `fr` to it and acts on the answer.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -11,10 +12,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use super::frame::{close_frame, encode_frame, ClientEvent, ClientStream, Opcode, ServerStream};
 use super::primitive::{self, Encoding};
+use crate::config::{Effect, Operation, ResourceType};
 use crate::identity::Identity;
 use crate::metrics;
 use crate::onem2m::Rsc;
 use crate::originator::OriginatorPolicy;
+use crate::rules::{self, RuleSet, DEFAULT_RULE};
 
 pub const JSON: &str = "oneM2M.json";
 pub const CBOR: &str = "oneM2M.cbor";
@@ -86,7 +89,11 @@ pub fn negotiated(resp: &ResponseHeader, json: bool, cbor: bool) -> Result<Encod
 pub struct RefusedMessage {
     pub request_id: Option<String>,
     pub to: Option<String>,
-    pub reason: &'static str,
+    /// The `rsc` of the refusal primitive sent back.
+    pub rsc: u16,
+    pub reason: Cow<'static, str>,
+    /// The authorization rule that refused it, if a rule did.
+    pub rule: Option<String>,
 }
 
 /// What one chunk from the client turns into.
@@ -107,6 +114,7 @@ pub struct Gate {
     encoding: Encoding,
     identity: Arc<Identity>,
     policy: Arc<ArcSwap<OriginatorPolicy>>,
+    rules: Arc<ArcSwap<RuleSet>>,
     cse_id: Option<String>,
     client: ClientStream,
     server: ServerStream,
@@ -128,6 +136,7 @@ impl Gate {
         encoding: Encoding,
         identity: Arc<Identity>,
         policy: Arc<ArcSwap<OriginatorPolicy>>,
+        rules: Arc<ArcSwap<RuleSet>>,
         cse_id: Option<String>,
         max_message: usize,
     ) -> Self {
@@ -135,6 +144,7 @@ impl Gate {
             encoding,
             identity,
             policy,
+            rules,
             cse_id,
             client: ClientStream::new(max_message),
             server: ServerStream::new(),
@@ -218,47 +228,96 @@ impl Gate {
         let claimed: Vec<&str> = request.fr.as_deref().into_iter().collect();
         let policy = self.policy.load();
         let decision = policy.decide(&self.identity, &claimed);
-        match decision {
-            Ok(originator) => {
-                let forwarded = if request.fr.as_deref() == Some(originator) {
-                    metrics::websocket_message("to_cse", "forwarded");
-                    self.frame_for_upstream(opcode, payload)
-                } else {
-                    metrics::websocket_message("to_cse", "rewritten");
-                    let rewritten = request.with_originator(payload, originator);
-                    self.frame_for_upstream(opcode, &rewritten)
-                };
-                out.to_upstream.extend_from_slice(&forwarded);
-                Ok(())
-            }
+        let refusal: (u16, Cow<'static, str>, Option<String>) = match decision {
+            Ok(originator) => match self.authorize(&request, originator) {
+                Ok(()) => {
+                    let forwarded = if request.fr.as_deref() == Some(originator) {
+                        metrics::websocket_message("to_cse", "forwarded");
+                        self.frame_for_upstream(opcode, payload)
+                    } else {
+                        metrics::websocket_message("to_cse", "rewritten");
+                        let rewritten = request.with_originator(payload, originator);
+                        self.frame_for_upstream(opcode, &rewritten)
+                    };
+                    out.to_upstream.extend_from_slice(&forwarded);
+                    return Ok(());
+                }
+                Err(refused) => refused,
+            },
             // A response primitive (to a notification) cannot be answered: close instead.
             Err(_) if request.op.is_none() => {
                 metrics::websocket_originator_refusal("response_originator");
                 metrics::websocket_message("to_cse", "invalid");
-                Err((1008, "response primitive with an originator not allowed"))
+                return Err((1008, "response primitive with an originator not allowed"));
             }
             Err(refusal) => {
                 metrics::websocket_originator_refusal("not_allowed");
-                metrics::websocket_message("to_cse", "refused");
-                let reason = refusal.reason();
-                let answer = primitive::refusal(
-                    self.encoding,
-                    &request,
+                (
                     Rsc::OriginatorHasNoPrivilege.code(),
-                    self.cse_id
-                        .as_deref()
-                        .or_else(|| request.to.as_deref().and_then(cse_id_of)),
-                    reason,
-                );
-                self.waiting_for_client
-                    .extend_from_slice(&encode_frame(expected, &answer, None));
-                out.refused.push(RefusedMessage {
-                    request_id: request.rqi.clone(),
-                    to: request.to.clone(),
-                    reason,
-                });
-                Ok(())
+                    Cow::Borrowed(refusal.reason()),
+                    None,
+                )
             }
+        };
+        let (rsc, reason, rule) = refusal;
+        metrics::websocket_message("to_cse", "refused");
+        let answer = primitive::refusal(
+            self.encoding,
+            &request,
+            rsc,
+            self.cse_id
+                .as_deref()
+                .or_else(|| request.to.as_deref().and_then(cse_id_of)),
+            &reason,
+        );
+        self.waiting_for_client
+            .extend_from_slice(&encode_frame(expected, &answer, None));
+        out.refused.push(RefusedMessage {
+            request_id: request.rqi.clone(),
+            to: request.to.clone(),
+            rsc,
+            reason,
+            rule,
+        });
+        Ok(())
+    }
+
+    /// The authorization rules for a request primitive, as for an HTTP request: its `op`,
+    /// `to` and `ty`, the bound originator. `Err`: (rsc, reason, rule) of the refusal.
+    #[allow(clippy::type_complexity)]
+    fn authorize(
+        &self,
+        request: &primitive::Primitive,
+        originator: &str,
+    ) -> Result<(), (u16, Cow<'static, str>, Option<String>)> {
+        let rules = self.rules.load();
+        let Some(op) = request.op else {
+            return Ok(()); // responses to the CSE's notifications are not requests
+        };
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let target = rules::primitive_target(request.to.as_deref().unwrap_or(""))
+            .map_err(|e| (Rsc::BadRequest.code(), Cow::Borrowed(e.0), None))?;
+        let decision = rules.decide(&rules::Request {
+            identity: Some(&self.identity),
+            originator: Some(originator),
+            operation: Operation::from_op(op),
+            resource_type: request
+                .ty
+                .and_then(|t| u32::try_from(t).ok())
+                .map(ResourceType),
+            target: &target,
+        });
+        let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
+        metrics::authorization_decision(rule, decision.effect.label());
+        match decision.effect {
+            Effect::Allow => Ok(()),
+            Effect::Deny => Err((
+                Rsc::OriginatorHasNoPrivilege.code(),
+                Cow::Owned(format!("denied by rule {rule}")),
+                Some(rule.to_string()),
+            )),
         }
     }
 
@@ -435,6 +494,9 @@ mod gate_tests {
             Encoding::Json,
             Arc::new(identity),
             Arc::new(ArcSwap::from_pointee(policy)),
+            Arc::new(ArcSwap::from_pointee(
+                RuleSet::compile(&Default::default()).unwrap(),
+            )),
             None,
             1024,
         )

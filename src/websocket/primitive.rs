@@ -26,6 +26,8 @@ pub struct Primitive {
     pub rsc: Option<u64>,
     pub fr: Option<String>,
     pub to: Option<String>,
+    /// Resource type of a create (`ty`).
+    pub ty: Option<u64>,
     pub rqi: Option<String>,
     pub rvi: Option<String>,
     encoding: Encoding,
@@ -65,6 +67,7 @@ pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive, Invalid> {
         rsc: fields.rsc,
         fr: fields.fr,
         to: fields.to,
+        ty: fields.ty,
         rqi: fields.rqi,
         rvi: fields.rvi,
         encoding,
@@ -173,6 +176,7 @@ struct Fields {
     fr: Option<String>,
     fr_span: Option<Range<usize>>,
     to: Option<String>,
+    ty: Option<u64>,
     rqi: Option<String>,
     rvi: Option<String>,
     insert: Insert,
@@ -186,6 +190,7 @@ impl Fields {
             fr: None,
             fr_span: None,
             to: None,
+            ty: None,
             rqi: None,
             rvi: None,
             insert,
@@ -248,6 +253,9 @@ fn json_fields(payload: &[u8]) -> Result<Fields, Invalid> {
                 fields.fr = Some(v);
             }
             "to" => fields.to = Some(json_str(text, "to must be a string")?),
+            "ty" => {
+                fields.ty = Some(serde_json::from_str(text).map_err(|_| "ty must be an integer")?)
+            }
             "rqi" => fields.rqi = Some(json_str(text, "rqi must be a string")?),
             "rvi" => fields.rvi = Some(json_str(text, "rvi must be a string")?),
             _ => {}
@@ -317,6 +325,7 @@ fn cbor_fields(payload: &[u8]) -> Result<Fields, Invalid> {
                 fields.fr = Some(v);
             }
             "to" => fields.to = Some(cbor_str(&mut d, "to must be a string")?),
+            "ty" => fields.ty = Some(cbor_uint(&mut d, "ty must be an integer")?),
             "rqi" => fields.rqi = Some(cbor_str(&mut d, "rqi must be a string")?),
             "rvi" => fields.rvi = Some(cbor_str(&mut d, "rvi must be a string")?),
             _ => d.skip().map_err(|_| NOT_A_MAP)?,

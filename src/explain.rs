@@ -1,0 +1,81 @@
+//! `m2m-auth-proxy explain`: the authorization rules applied to one request described on the
+//! command line, rule by rule, so an operator can test a rule set before deploying it. Only the
+//! config file is read (no certificates or credential files).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+
+use crate::auth::roles::Roles;
+use crate::config::{Config, ConfigError, Operation, ResourceType};
+use crate::identity::{Identity, Method};
+use crate::rules::{self, RuleSet};
+
+/// The request to explain, as given on the command line.
+pub struct Question<'a> {
+    pub name: &'a str,
+    pub roles: &'a [String],
+    pub method: Method,
+    pub originator: Option<&'a str>,
+    pub operation: &'a str,
+    pub target: &'a str,
+    pub ty: Option<&'a str>,
+}
+
+pub fn run(config_path: &Path, q: &Question<'_>) -> Result<String> {
+    let (config, _) = Config::load(config_path)?;
+    let invalid = |e| anyhow!(ConfigError::invalid(config_path, e));
+    let rules = RuleSet::compile(&config.authorization).map_err(invalid)?;
+    let roles = Roles::from_config(&config.auth.roles).map_err(invalid)?;
+    let operation = Operation::parse(q.operation).ok_or_else(|| {
+        anyhow!(
+            "OPERATION: expected create, retrieve, update, delete or notify, got {:?}",
+            q.operation
+        )
+    })?;
+    let resource_type =
+        q.ty.map(|t| {
+            ResourceType::parse(t).ok_or_else(|| {
+                anyhow!(
+                    "--ty: expected a resource type number or name (remoteCSE, AE, …), got {t:?}"
+                )
+            })
+        })
+        .transpose()?;
+    // an HTTP path (`/cse-in/…`, `/~/…`, `/_/…`) or a primitive's `to` (`cse-in/…`, `/id-in/…`)
+    let target = rules::parse_target(q.target)
+        .or_else(|_| rules::primitive_target(q.target))
+        .map_err(|e| anyhow!("TARGET {:?}: {}", q.target, e.0))?;
+    let identity = roles.apply(Arc::new(Identity {
+        name: q.name.to_string(),
+        proven_by: q.method,
+        originator: q.originator.unwrap_or(q.name).to_string(),
+        also_allowed: Vec::new(),
+        roles: q.roles.to_vec(),
+    }));
+    let originator = identity.originator.clone();
+    let explanation = rules.explain(&rules::Request {
+        identity: Some(&identity),
+        originator: Some(&originator),
+        operation: Some(operation),
+        resource_type,
+        target: &target,
+    });
+    let mut out = format!(
+        "identity: {} (method {}, originator {}, roles [{}])\nrequest: {} {}{}\n",
+        identity.name,
+        identity.proven_by.as_str(),
+        originator,
+        identity.roles.join(", "),
+        operation.as_str(),
+        target.display(),
+        resource_type.map_or(String::new(), |t| format!(
+            " ty={}{}",
+            t.0,
+            t.name().map_or(String::new(), |n| format!(" ({n})"))
+        )),
+    );
+    out.push_str(&explanation.render(&rules));
+    Ok(out)
+}
