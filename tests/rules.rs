@@ -1,0 +1,378 @@
+//! Authorization rules over real TLS: who may do what where, after authentication, the same
+//! over HTTP and over the WebSocket binding; roles from names, patterns, a JWT claim and the
+//! introspection operator flag; targets in the three forms and the ways to write one target
+//! twice; reload; `explain` and `check`.
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
+use openssl::sign::Signer;
+use serde_json::{json, Value};
+
+use common::creds::metric;
+use common::https::HttpsEndpoint;
+use common::scenario::{bin, Scenario, ScenarioOpts};
+use common::{run_cli, ClientOpts, Conn, Request, Response, WS_BINARY, WS_TEXT};
+
+/// The rules of issue 14's example, written as an operator would.
+const RULES: &str = "authorization:
+  default: allow
+  rules:
+    - name: operators-only-admin
+      originators: [\"^CAdmin$\"]
+      unless_roles: [sysop]
+      effect: deny
+    - name: only-cses-register-cses
+      operations: [create]
+      resource_types: [remoteCSE]
+      unless_roles: [cse]
+      effect: deny
+    - name: no-cse-base-delete
+      operations: [delete]
+      targets: [\"/cse-in\", \"/~/id-in/cse-in\"]
+      effect: deny
+";
+
+const ROLES: &str = "roles:
+  sysop: [Cadmin-tool]
+  cse:
+    patterns: [\"^/id-[a-z0-9-]+$\"]";
+
+fn scenario(extra_auth: &str, rules: &str) -> Scenario {
+    Scenario::start(ScenarioOpts {
+        client_cert: "optional".into(),
+        originator: "mode: verify\ncse_namespace: true\nallow:\n  Cadmin-tool: [\"CAdmin\"]".into(),
+        extra_auth: format!("{ROLES}\n{extra_auth}"),
+        extra: rules.into(),
+        ..Default::default()
+    })
+}
+
+/// One request as the certificate `uri`, on a new connection.
+fn as_cert(s: &Scenario, uri: &str, req: &Request) -> Response {
+    let client = s.client(ClientOpts::uri(uri));
+    s.tls(Some(&client))
+        .connect_and_request(s.addr, req)
+        .unwrap_or_else(|e| panic!("{uri}: {e}"))
+}
+
+fn dbg(resp: &Response) -> String {
+    resp.json()["m2m:dbg"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn create(ty: u32) -> Request {
+    Request::post("/cse-in", br#"{"m2m:csr":{"rn":"x"}}"#.to_vec())
+        .header("Content-Type", &format!("application/json;ty={ty}"))
+}
+
+#[test]
+fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted() {
+    let s = scenario("", RULES);
+    // CAdmin is for the system operator only
+    let resp = as_cert(&s, "CAdmin", &Request::get("/cse-in").header("X-M2M-RI", "r1"));
+    assert_eq!(resp.status, 403);
+    assert_eq!(resp.header("X-M2M-RSC"), Some("4103"));
+    assert_eq!(resp.header("X-M2M-RI"), Some("r1"));
+    assert_eq!(dbg(&resp), "denied by rule operators-only-admin");
+    let before = s.upstream.count();
+    let resp = as_cert(
+        &s,
+        "Cadmin-tool",
+        &Request::get("/cse-in").header("X-M2M-Origin", "CAdmin"),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(s.upstream.count(), before + 1);
+    assert_eq!(
+        s.upstream.last().unwrap().header_values("X-M2M-Origin"),
+        ["CAdmin"]
+    );
+    // a <remoteCSE> is created by CSEs only (role `cse` from a pattern on the certificate)
+    assert_eq!(as_cert(&s, "Cae-1", &create(16)).status, 403);
+    assert_eq!(as_cert(&s, "Cae-1", &create(2)).status, 200, "an AE may register");
+    assert_eq!(as_cert(&s, "/id-mn", &create(16)).status, 200);
+    // the CSEBase is not deleted, in either form the rule names; other resources are
+    for (path, status) in [
+        ("/cse-in", 403),
+        ("/~/id-in/cse-in", 403),
+        ("/cse-in/", 403),
+        ("/cse-%69n", 403),
+        ("/cse-in/x", 200),
+        ("/~/id-in/cse-in/x", 200),
+        // a pattern matches the form it is written in: no absolute form among them
+        ("/_/sp.example.com/id-in/cse-in", 200),
+    ] {
+        let resp = as_cert(&s, "Cae-1", &Request::new("DELETE", path));
+        assert_eq!(resp.status, status, "{path}: {}", resp.text());
+    }
+    // a target that could be read two ways is refused whenever rules are configured
+    let count = s.upstream.count();
+    for path in [
+        "/cse-in/%2e%2e/cse-in",
+        "/cse-in/x/..",
+        "/cse-in//x",
+        "/cse-in/%2Fx",
+        "/cse-in/./x",
+    ] {
+        let resp = as_cert(&s, "Cae-1", &Request::new("DELETE", path).header("X-M2M-RI", "ev"));
+        assert_eq!(resp.status, 400, "{path}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4000"), "{path}");
+        assert_eq!(resp.header("X-M2M-RI"), Some("ev"));
+    }
+    assert_eq!(s.upstream.count(), count, "nothing forwarded");
+    // counted by rule, and the rule is in the access log
+    let (_, scrape) = s.proxy.admin_get("/metrics").unwrap();
+    let series = |rule: &str, effect: &str| {
+        metric(
+            &scrape,
+            &format!("m2m_auth_proxy_authorization_decisions_total{{effect=\"{effect}\",rule=\"{rule}\"}}"),
+        )
+    };
+    assert_eq!(series("no-cse-base-delete", "deny"), 4.0, "{scrape}");
+    assert_eq!(series("operators-only-admin", "deny"), 1.0);
+    assert!(series("default", "allow") >= 5.0);
+    let line = s
+        .proxy
+        .wait_stdout("\"rule\":\"only-cses-register-cses\"", Duration::from_secs(5))
+        .expect("the deciding rule in the access log");
+    assert!(line.contains("\"status\":403"), "{line}");
+}
+
+#[test]
+fn first_match_decides_conditions_combine_and_the_default_can_deny() {
+    let rules = "authorization:
+  default: deny
+  rules:
+    - name: sensor1-reads
+      identities: [Cae-sensor1]
+      methods: [mtls]
+      operations: [retrieve]
+      effect: allow
+    - name: other-sensors
+      patterns: [\"^Cae-\"]
+      effect: deny
+    - name: anyone-creates-aes
+      operations: [create]
+      resource_types: [AE]
+      effect: allow
+    - name: gateways-in-their-tree
+      originators: [\"^Cgw\"]
+      targets: [\"/cse-in/gw/**\"]
+      effect: allow
+";
+    let s = scenario("", rules);
+    let get = |path: &str| Request::get(path);
+    for (who, req, status, rule) in [
+        ("Cae-sensor1", get("/cse-in/x"), 200, None),
+        ("Cae-sensor1", Request::new("DELETE", "/cse-in/x"), 403, Some("other-sensors")),
+        ("Cae-other", get("/cse-in/x"), 403, Some("other-sensors")),
+        ("Cae-other", create(2), 403, Some("other-sensors")),
+        ("Cx", create(2), 200, None),
+        ("Cx", get("/cse-in"), 403, Some("default")),
+        ("Cgw1", get("/cse-in/gw/a/b"), 200, None),
+        ("Cgw1", get("/cse-in/gw"), 200, None),
+        ("Cgw1", get("/cse-in/other"), 403, Some("default")),
+        ("Cx", get("/cse-in/gw/a"), 403, Some("default")),
+    ] {
+        let resp = as_cert(&s, who, &req);
+        assert_eq!(resp.status, status, "{who} {}: {}", req.path, resp.text());
+        if let Some(rule) = rule {
+            assert_eq!(dbg(&resp), format!("denied by rule {rule}"), "{who} {}", req.path);
+        }
+    }
+}
+
+const ISS: &str = "https://idp.test";
+const AUD: &str = "m2m-proxy";
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef-hs256";
+
+fn hs256(claims: &Value) -> String {
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    let input = format!(
+        "{}.{}",
+        b64(json!({"alg": "HS256", "typ": "JWT"}).to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let key = PKey::hmac(SECRET).unwrap();
+    let mut signer = Signer::new(MessageDigest::sha256(), &key).unwrap();
+    let sig = signer.sign_oneshot_to_vec(input.as_bytes()).unwrap();
+    format!("{input}.{}", b64(&sig))
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[test]
+fn roles_from_a_jwt_claim_and_the_introspection_operator_flag_count_for_unless_roles() {
+    let pki = common::Pki::new();
+    let ca = pki.ca("idp-ca");
+    let server = pki.server(&ca, "localhost", &["127.0.0.1"]);
+    let endpoint = HttpsEndpoint::start(&server, None, |call| {
+        let token = call.body.strip_prefix("token=").unwrap_or("");
+        let operator = token == "operator";
+        (
+            200,
+            json!({"active": true, "sub": "CAdmin", "sysop": operator, "exp": now() + 600})
+                .to_string(),
+        )
+    });
+    let secret = pki.write("jwt.secret", SECRET);
+    let auth = format!(
+        "jwt:\n  issuers:\n    - issuer: {ISS}\n      audiences: [{AUD}]\n      algorithms: [HS256]\n      secret_file: {}\n      roles_claim: roles\nintrospection:\n  url: {}\n  ca: {}\n  operator_field: sysop\n  timeout: 2s",
+        secret.display(),
+        endpoint.url("/introspect"),
+        ca.cert.display()
+    );
+    let s = Scenario::start(ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[mtls, jwt, introspection]".into(),
+        extra_auth: format!("{ROLES}\n{auth}"),
+        extra: RULES.into(),
+        ..Default::default()
+    });
+    let bearer = |token: &str| {
+        s.tls(None)
+            .connect_and_request(
+                s.addr,
+                &Request::get("/cse-in").header("Authorization", &format!("Bearer {token}")),
+            )
+            .unwrap()
+    };
+    let jwt = |roles: Value| {
+        hs256(&json!({"iss": ISS, "aud": AUD, "sub": "CAdmin", "exp": now() + 300, "roles": roles}))
+    };
+    assert_eq!(bearer(&jwt(json!(["sysop"]))).status, 200, "the claim gives sysop");
+    let resp = bearer(&jwt(json!(["reader"])));
+    assert_eq!(resp.status, 403);
+    assert_eq!(dbg(&resp), "denied by rule operators-only-admin");
+    assert_eq!(bearer("IDENTITY-TOKEN//operator").status, 200, "the flag gives sysop");
+    assert_eq!(bearer("IDENTITY-TOKEN//someone").status, 403);
+}
+
+/// A JSON or CBOR request primitive.
+fn primitive(cbor: bool, fields: Value) -> (u8, Vec<u8>) {
+    if cbor {
+        let mut out = Vec::new();
+        let v: ciborium::value::Value = ciborium::value::Value::serialized(&fields).unwrap();
+        ciborium::into_writer(&v, &mut out).unwrap();
+        (WS_BINARY, out)
+    } else {
+        (WS_TEXT, fields.to_string().into_bytes())
+    }
+}
+
+fn decode(cbor: bool, payload: &[u8]) -> Value {
+    if cbor {
+        let v: ciborium::value::Value = ciborium::from_reader(payload).unwrap();
+        v.deserialized().unwrap()
+    } else {
+        serde_json::from_slice(payload).unwrap()
+    }
+}
+
+#[test]
+fn websocket_primitives_meet_the_same_rules_on_one_connection() {
+    let s = scenario("", RULES);
+    for cbor in [false, true] {
+        let protocol = if cbor { "oneM2M.cbor" } else { "oneM2M.json" };
+        let client = s.client(ClientOpts::uri("Cae-1"));
+        let mut conn: Conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+        conn.set_timeout(Duration::from_secs(5));
+        let resp = conn.request(&Request::websocket("/ws", &[protocol])).unwrap();
+        assert_eq!(resp.status, 101, "{}", resp.text());
+        let mut exchange = |fields: Value| {
+            let (opcode, payload) = primitive(cbor, fields);
+            conn.ws_send(opcode, &payload, true).unwrap();
+            let (_, answer, _) = conn.ws_recv().unwrap();
+            decode(cbor, &answer)
+        };
+        // the CSEBase is not deleted, in the SP-relative and the CSE-relative form
+        for (i, to) in ["/id-in/cse-in", "cse-in"].iter().enumerate() {
+            let v = exchange(json!({"op": 4, "to": to, "fr": "Cae-1", "rqi": format!("d{i}"), "rvi": "3"}));
+            assert_eq!(v["rsc"], 4103, "{protocol} {to}: {v}");
+            assert_eq!(v["rqi"], format!("d{i}"));
+            assert!(v["pc"].to_string().contains("no-cse-base-delete"), "{v}");
+        }
+        // an AE does not create a <remoteCSE>
+        let v = exchange(json!({"op": 1, "to": "cse-in", "fr": "Cae-1", "rqi": "c1", "ty": 16, "rvi": "3", "pc": {"m2m:csr": {}}}));
+        assert_eq!(v["rsc"], 4103, "{v}");
+        // a target written to be read two ways is refused as a bad request
+        let v = exchange(json!({"op": 2, "to": "cse-in/../cse-in", "fr": "Cae-1", "rqi": "e1", "rvi": "3"}));
+        assert_eq!(v["rsc"], 4000, "{v}");
+        // the same connection goes on: an allowed primitive reaches the CSE (echoed back)
+        let v = exchange(json!({"op": 4, "to": "cse-in/cnt1", "fr": "Cae-1", "rqi": "ok", "rvi": "3"}));
+        assert_eq!(v["rqi"], "ok", "{v}");
+        assert_eq!(v["op"], 4, "the echo of the request itself: {v}");
+    }
+}
+
+#[test]
+fn a_broken_rule_set_on_reload_keeps_the_one_in_force_and_a_good_one_applies() {
+    let s = scenario("", RULES);
+    let delete = || as_cert(&s, "Cae-1", &Request::new("DELETE", "/cse-in")).status;
+    assert_eq!(delete(), 403);
+    let good = s.config_yaml();
+    let scrape = || s.proxy.admin_get("/metrics").unwrap().1;
+    let reloads = |result: &str| {
+        metric(
+            &scrape(),
+            &format!("m2m_auth_proxy_reloads_total{{file=\"config\",result=\"{result}\"}}"),
+        )
+    };
+    let wait = |result: &str, before: f64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while reloads(result) <= before {
+            assert!(std::time::Instant::now() < deadline, "no {result} reload\n{}", s.proxy.stderr_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    for broken in [
+        good.replace("\"^CAdmin$\"", "\"(\""),
+        good.replace("\"/cse-in\", ", "\"/cse-in/**/x\", "),
+        good.replace("name: no-cse-base-delete", "name: operators-only-admin"),
+    ] {
+        let before = reloads("failure");
+        s.proxy.rewrite_config(&broken);
+        wait("failure", before);
+        assert_eq!(delete(), 403, "the rules in force stay");
+    }
+    let before = reloads("success");
+    s.proxy
+        .rewrite_config(&good.replace("operations: [delete]", "operations: [update]"));
+    wait("success", before);
+    assert_eq!(delete(), 200, "the new rules apply");
+}
+
+#[test]
+fn explain_walks_the_rules_for_one_request_and_check_prints_them() {
+    let s = scenario("", RULES);
+    let config = s.proxy.config_path().to_str().unwrap().to_string();
+    let explain = |args: &[&str]| {
+        let mut all = vec!["explain", "--config", config.as_str()];
+        all.extend_from_slice(args);
+        run_cli(&bin(), &all)
+    };
+    let (code, out, err) = explain(&["--as", "Cae-1", "delete", "/cse-in"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Cae-1"), "{out}");
+    assert!(out.contains("operators-only-admin") && out.contains("no-cse-base-delete"), "{out}");
+    assert!(out.to_lowercase().contains("deny"), "{out}");
+    let (code, out, err) = explain(&["--as", "/id-mn", "create", "/cse-in", "--ty", "remoteCSE"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cse"), "the role from the pattern is shown: {out}");
+    assert!(out.to_lowercase().contains("allow"), "{out}");
+    let (code, _, err) = explain(&["--as", "x", "destroy", "/cse-in"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("OPERATION"), "{err}");
+    let (code, out, err) = run_cli(&bin(), &["check", "--config", &config]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("only-cses-register-cses"), "{out}");
+}
