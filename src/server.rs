@@ -416,6 +416,7 @@ pub fn run(p: Prepared) -> Result<()> {
                 poa: p.poa.clone(),
                 access_log: p.config.log.access,
                 max_body: p.config.limits.max_body,
+                idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
             },
             &format!("egress {}", route.name),
         );

@@ -46,6 +46,8 @@ pub struct EgressProxy {
     pub poa: Arc<PoaRewriter>,
     pub access_log: bool,
     pub max_body: u64,
+    /// `limits.idle_timeout`: Pingora keeps idle HTTP/1.1 connections forever by default.
+    pub idle_timeout_secs: u64,
 }
 
 pub struct EgressCtx {
@@ -157,6 +159,9 @@ impl ProxyHttp for EgressProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut EgressCtx) -> Result<bool> {
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.idle_timeout_secs));
+        }
         let req = session.req_header();
         ctx.request_id = onem2m::request_id(req);
         let origins: Vec<&str> = req
