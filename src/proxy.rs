@@ -233,6 +233,8 @@ impl ProxyHttp for AuthProxy {
             }
         };
 
+        // logged with any refusal from here on: who it was, not only what was refused
+        ctx.identity = identity.clone();
         if session.is_upgrade_req() {
             ctx.upgraded = true;
             if let Some(err) = self.check_upgrade(session.req_header(), identity.is_some(), ctx) {
@@ -255,7 +257,6 @@ impl ProxyHttp for AuthProxy {
                 }
             }
         }
-        ctx.identity = identity;
         if let Err((kind, err)) = self.authorize(session.req_header(), ctx) {
             return self.refuse(session, ctx, kind, err).await;
         }

@@ -143,6 +143,18 @@ fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted(
         .wait_stdout("\"rule\":\"only-cses-register-cses\"", Duration::from_secs(5))
         .expect("the deciding rule in the access log");
     assert!(line.contains("\"status\":403"), "{line}");
+    // an originator refused by the policy is logged with who tried it
+    let resp = as_cert(
+        &s,
+        "Cae-poser",
+        &Request::get("/cse-in").header("X-M2M-Origin", "/id-mn"),
+    );
+    assert_eq!(resp.status, 403);
+    let line = s
+        .proxy
+        .wait_stdout("\"identity\":\"Cae-poser\"", Duration::from_secs(5))
+        .expect("the refused identity in the access log");
+    assert!(line.contains("originator_not_allowed"), "{line}");
 }
 
 #[test]
