@@ -325,6 +325,15 @@ pub fn run(p: Prepared) -> Result<()> {
         threads,
         grace_period_seconds: Some(p.config.shutdown.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
+        // Every TLS connection the proxy makes (egress peers, JWKS, introspection) brings its
+        // own CA; without a file here Pingora's connectors would load the system CA bundle
+        // (~0.7 MiB and ~70 ms of start-up, BENCHMARKS.md). Any valid PEM will do: the server
+        // certificate was just loaded from this file.
+        ca_file: p
+            .config
+            .tls
+            .as_ref()
+            .map(|t| t.cert.to_string_lossy().into_owned()),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -12,6 +12,7 @@ use bytes::{Bytes, BytesMut};
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 use pingora::connectors::http::v1::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::utils::tls::CertKey;
@@ -42,6 +43,9 @@ pub struct ClientAuth<'a> {
     pub cert_key: Option<(&'a Path, &'a Path)>,
     pub basic: Option<(&'a str, &'a Path)>,
 }
+
+/// Idle connections kept to the endpoint (Pingora's default for its own connectors).
+const POOL_SIZE: usize = 128;
 
 impl HttpsEndpoint {
     pub fn new(
@@ -118,7 +122,11 @@ impl HttpsEndpoint {
             peer,
             host,
             path,
-            connector: Connector::new(None),
+            // the endpoint's CA: Pingora would otherwise load the system bundle, unused here
+            connector: Connector::new(Some(ConnectorOptions {
+                ca_file: Some(ca.to_string_lossy().into_owned()),
+                ..ConnectorOptions::new(POOL_SIZE)
+            })),
             authorization,
             timeout,
         })

@@ -38,6 +38,8 @@ const DROPPED: &[&str] = &[
 
 /// Error type of a peer certificate that does not name the IP address it was reached at.
 const PEER_NAME: &str = "EgressPeerName";
+/// Error type of a peer that negotiated a TLS version below 1.2.
+const PEER_OLD_TLS: &str = "EgressPeerOldTls";
 /// Error type of a peer host name that does not resolve.
 const PEER_UNRESOLVED: &str = "EgressPeerUnresolved";
 
@@ -126,6 +128,7 @@ impl EgressProxy {
             InvalidCert => (502, "peer certificate not trusted"),
             Custom(PEER_NAME) => (502, "peer certificate does not name the peer"),
             Custom(PEER_UNRESOLVED) => (502, "peer name does not resolve"),
+            Custom(PEER_OLD_TLS) => (502, "peer offers no TLS 1.2 or 1.3"),
             _ if refused_our_cert => (502, "peer refused our client certificate"),
             TLSHandshakeFailure => (502, "TLS handshake with the peer failed"),
             ConnectTimedout => (504, "peer did not accept the connection in time"),
@@ -251,11 +254,23 @@ impl ProxyHttp for EgressProxy {
         digest: Option<&Digest>,
         _ctx: &mut EgressCtx,
     ) -> Result<()> {
-        if reused || self.route.server_ip.is_none() {
+        if reused || !self.route.peer.tls {
             return Ok(());
         }
-        let named = digest
-            .and_then(|d| d.ssl_digest.as_ref())
+        let tls = digest.and_then(|d| d.ssl_digest.as_ref());
+        // Pingora's client context allows TLS 1.0; this project's floor is 1.2, both ways
+        let version = tls.map(|t| t.version.as_ref()).unwrap_or("");
+        if !matches!(version, "TLSv1.2" | "TLSv1.3") {
+            return Error::e_explain(
+                ErrorType::Custom(PEER_OLD_TLS),
+                format!("peer negotiated {version:?}, below TLS 1.2"),
+            )
+            .map_err(|e| e.into_up());
+        }
+        if self.route.server_ip.is_none() {
+            return Ok(());
+        }
+        let named = tls
             .and_then(|t| t.extension.get::<PeerNamed>())
             .is_some_and(|n| n.0);
         if named {
