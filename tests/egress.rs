@@ -702,3 +702,60 @@ fn a_websocket_of_the_local_cse_goes_through_the_route_to_the_peers_gate() {
     assert_eq!(v["rsc"], 4103, "{v}");
     assert_eq!(v["rqi"], "w2");
 }
+
+/// A peer that speaks only TLS 1.1 is not used, whatever Pingora's client context would allow.
+#[test]
+fn a_peer_below_tls_1_2_is_refused() {
+    use openssl::ssl::{SslAcceptor, SslMethod, SslVersion};
+    use std::net::TcpListener;
+    let b = Side::new();
+    let peer_pki = Pki::new();
+    let peer_ca = peer_pki.ca("old-peer-ca");
+    let peer_cert = peer_pki.server(&peer_ca, "localhost", &["127.0.0.1"]);
+    let mut acceptor = SslAcceptor::mozilla_intermediate(SslMethod::tls()).unwrap();
+    acceptor
+        .set_certificate_chain_file(&peer_cert.chain)
+        .unwrap();
+    acceptor
+        .set_private_key_file(&peer_cert.key, openssl::ssl::SslFiletype::PEM)
+        .unwrap();
+    acceptor
+        .set_min_proto_version(Some(SslVersion::TLS1))
+        .unwrap();
+    acceptor
+        .set_max_proto_version(Some(SslVersion::TLS1_1))
+        .unwrap();
+    acceptor.set_cipher_list("DEFAULT@SECLEVEL=0").unwrap();
+    let acceptor = acceptor.build();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        // a handful of handshakes at most; the test ends the process
+        for stream in listener.incoming().take(4).flatten() {
+            if let Ok(mut tls) = acceptor.accept(stream) {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = std::io::Write::write_all(
+                    &mut tls,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                );
+            }
+        }
+    });
+    let route = format!(
+        "\n  - name: old\n    listen: \"{}\"\n    peer: \"https://127.0.0.1:{port}\"\n    tls:\n      ca: {}\n",
+        b.egress,
+        peer_ca.cert.display()
+    );
+    let _pb = b.start(&b.yaml("[mtls]", "", &route));
+    let resp = egress_request(b.egress, &Request::get("/x").header("X-M2M-RI", "old-1"));
+    assert_eq!(resp.status, 502, "{}", resp.text());
+    assert_eq!(resp.header("X-M2M-RSC"), Some("5103"));
+    assert!(dbg(&resp).starts_with("egress old: "), "{}", dbg(&resp));
+    assert_eq!(
+        served.load(Ordering::SeqCst),
+        0,
+        "no request was sent over TLS 1.1"
+    );
+}

@@ -77,7 +77,11 @@ fn create(ty: u32) -> Request {
 fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted() {
     let s = scenario("", RULES);
     // CAdmin is for the system operator only
-    let resp = as_cert(&s, "CAdmin", &Request::get("/cse-in").header("X-M2M-RI", "r1"));
+    let resp = as_cert(
+        &s,
+        "CAdmin",
+        &Request::get("/cse-in").header("X-M2M-RI", "r1"),
+    );
     assert_eq!(resp.status, 403);
     assert_eq!(resp.header("X-M2M-RSC"), Some("4103"));
     assert_eq!(resp.header("X-M2M-RI"), Some("r1"));
@@ -96,7 +100,11 @@ fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted(
     );
     // a <remoteCSE> is created by CSEs only (role `cse` from a pattern on the certificate)
     assert_eq!(as_cert(&s, "Cae-1", &create(16)).status, 403);
-    assert_eq!(as_cert(&s, "Cae-1", &create(2)).status, 200, "an AE may register");
+    assert_eq!(
+        as_cert(&s, "Cae-1", &create(2)).status,
+        200,
+        "an AE may register"
+    );
     assert_eq!(as_cert(&s, "/id-mn", &create(16)).status, 200);
     // the CSEBase is not deleted, in either form the rule names; other resources are
     for (path, status) in [
@@ -121,7 +129,11 @@ fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted(
         "/cse-in/%2Fx",
         "/cse-in/./x",
     ] {
-        let resp = as_cert(&s, "Cae-1", &Request::new("DELETE", path).header("X-M2M-RI", "ev"));
+        let resp = as_cert(
+            &s,
+            "Cae-1",
+            &Request::new("DELETE", path).header("X-M2M-RI", "ev"),
+        );
         assert_eq!(resp.status, 400, "{path}: {}", resp.text());
         assert_eq!(resp.header("X-M2M-RSC"), Some("4000"), "{path}");
         assert_eq!(resp.header("X-M2M-RI"), Some("ev"));
@@ -140,7 +152,10 @@ fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted(
     assert!(series("default", "allow") >= 5.0);
     let line = s
         .proxy
-        .wait_stdout("\"rule\":\"only-cses-register-cses\"", Duration::from_secs(5))
+        .wait_stdout(
+            "\"rule\":\"only-cses-register-cses\"",
+            Duration::from_secs(5),
+        )
         .expect("the deciding rule in the access log");
     assert!(line.contains("\"status\":403"), "{line}");
     // an originator refused by the policy is logged with who tried it
@@ -183,7 +198,12 @@ fn first_match_decides_conditions_combine_and_the_default_can_deny() {
     let get = |path: &str| Request::get(path);
     for (who, req, status, rule) in [
         ("Cae-sensor1", get("/cse-in/x"), 200, None),
-        ("Cae-sensor1", Request::new("DELETE", "/cse-in/x"), 403, Some("other-sensors")),
+        (
+            "Cae-sensor1",
+            Request::new("DELETE", "/cse-in/x"),
+            403,
+            Some("other-sensors"),
+        ),
         ("Cae-other", get("/cse-in/x"), 403, Some("other-sensors")),
         ("Cae-other", create(2), 403, Some("other-sensors")),
         ("Cx", create(2), 200, None),
@@ -196,7 +216,12 @@ fn first_match_decides_conditions_combine_and_the_default_can_deny() {
         let resp = as_cert(&s, who, &req);
         assert_eq!(resp.status, status, "{who} {}: {}", req.path, resp.text());
         if let Some(rule) = rule {
-            assert_eq!(dbg(&resp), format!("denied by rule {rule}"), "{who} {}", req.path);
+            assert_eq!(
+                dbg(&resp),
+                format!("denied by rule {rule}"),
+                "{who} {}",
+                req.path
+            );
         }
     }
 }
@@ -219,7 +244,10 @@ fn hs256(claims: &Value) -> String {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[test]
@@ -261,11 +289,19 @@ fn roles_from_a_jwt_claim_and_the_introspection_operator_flag_count_for_unless_r
     let jwt = |roles: Value| {
         hs256(&json!({"iss": ISS, "aud": AUD, "sub": "CAdmin", "exp": now() + 300, "roles": roles}))
     };
-    assert_eq!(bearer(&jwt(json!(["sysop"]))).status, 200, "the claim gives sysop");
+    assert_eq!(
+        bearer(&jwt(json!(["sysop"]))).status,
+        200,
+        "the claim gives sysop"
+    );
     let resp = bearer(&jwt(json!(["reader"])));
     assert_eq!(resp.status, 403);
     assert_eq!(dbg(&resp), "denied by rule operators-only-admin");
-    assert_eq!(bearer("IDENTITY-TOKEN//operator").status, 200, "the flag gives sysop");
+    assert_eq!(
+        bearer("IDENTITY-TOKEN//operator").status,
+        200,
+        "the flag gives sysop"
+    );
     assert_eq!(bearer("IDENTITY-TOKEN//someone").status, 403);
 }
 
@@ -298,7 +334,9 @@ fn websocket_primitives_meet_the_same_rules_on_one_connection() {
         let client = s.client(ClientOpts::uri("Cae-1"));
         let mut conn: Conn = s.tls(Some(&client)).connect(s.addr).unwrap();
         conn.set_timeout(Duration::from_secs(5));
-        let resp = conn.request(&Request::websocket("/ws", &[protocol])).unwrap();
+        let resp = conn
+            .request(&Request::websocket("/ws", &[protocol]))
+            .unwrap();
         assert_eq!(resp.status, 101, "{}", resp.text());
         let mut exchange = |fields: Value| {
             let (opcode, payload) = primitive(cbor, fields);
@@ -308,19 +346,26 @@ fn websocket_primitives_meet_the_same_rules_on_one_connection() {
         };
         // the CSEBase is not deleted, in the SP-relative and the CSE-relative form
         for (i, to) in ["/id-in/cse-in", "cse-in"].iter().enumerate() {
-            let v = exchange(json!({"op": 4, "to": to, "fr": "Cae-1", "rqi": format!("d{i}"), "rvi": "3"}));
+            let v = exchange(
+                json!({"op": 4, "to": to, "fr": "Cae-1", "rqi": format!("d{i}"), "rvi": "3"}),
+            );
             assert_eq!(v["rsc"], 4103, "{protocol} {to}: {v}");
             assert_eq!(v["rqi"], format!("d{i}"));
             assert!(v["pc"].to_string().contains("no-cse-base-delete"), "{v}");
         }
         // an AE does not create a <remoteCSE>
-        let v = exchange(json!({"op": 1, "to": "cse-in", "fr": "Cae-1", "rqi": "c1", "ty": 16, "rvi": "3", "pc": {"m2m:csr": {}}}));
+        let v = exchange(
+            json!({"op": 1, "to": "cse-in", "fr": "Cae-1", "rqi": "c1", "ty": 16, "rvi": "3", "pc": {"m2m:csr": {}}}),
+        );
         assert_eq!(v["rsc"], 4103, "{v}");
         // a target written to be read two ways is refused as a bad request
-        let v = exchange(json!({"op": 2, "to": "cse-in/../cse-in", "fr": "Cae-1", "rqi": "e1", "rvi": "3"}));
+        let v = exchange(
+            json!({"op": 2, "to": "cse-in/../cse-in", "fr": "Cae-1", "rqi": "e1", "rvi": "3"}),
+        );
         assert_eq!(v["rsc"], 4000, "{v}");
         // the same connection goes on: an allowed primitive reaches the CSE (echoed back)
-        let v = exchange(json!({"op": 4, "to": "cse-in/cnt1", "fr": "Cae-1", "rqi": "ok", "rvi": "3"}));
+        let v =
+            exchange(json!({"op": 4, "to": "cse-in/cnt1", "fr": "Cae-1", "rqi": "ok", "rvi": "3"}));
         assert_eq!(v["rqi"], "ok", "{v}");
         assert_eq!(v["op"], 4, "the echo of the request itself: {v}");
     }
@@ -342,7 +387,11 @@ fn a_broken_rule_set_on_reload_keeps_the_one_in_force_and_a_good_one_applies() {
     let wait = |result: &str, before: f64| {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while reloads(result) <= before {
-            assert!(std::time::Instant::now() < deadline, "no {result} reload\n{}", s.proxy.stderr_text());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {result} reload\n{}",
+                s.proxy.stderr_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
@@ -375,11 +424,17 @@ fn explain_walks_the_rules_for_one_request_and_check_prints_them() {
     let (code, out, err) = explain(&["--as", "Cae-1", "delete", "/cse-in"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Cae-1"), "{out}");
-    assert!(out.contains("operators-only-admin") && out.contains("no-cse-base-delete"), "{out}");
+    assert!(
+        out.contains("operators-only-admin") && out.contains("no-cse-base-delete"),
+        "{out}"
+    );
     assert!(out.to_lowercase().contains("deny"), "{out}");
     let (code, out, err) = explain(&["--as", "/id-mn", "create", "/cse-in", "--ty", "remoteCSE"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("cse"), "the role from the pattern is shown: {out}");
+    assert!(
+        out.contains("cse"),
+        "the role from the pattern is shown: {out}"
+    );
     assert!(out.to_lowercase().contains("allow"), "{out}");
     let (code, _, err) = explain(&["--as", "x", "destroy", "/cse-in"]);
     assert_eq!(code, 1);
