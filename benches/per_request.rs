@@ -522,8 +522,10 @@ fn metrics_update(c: &mut Criterion) {
 
 fn jwt(c: &mut Criterion) {
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use m2m_auth_proxy::auth::jwks::JwksReload;
     use m2m_auth_proxy::auth::jwt::JwtAuth;
     use m2m_auth_proxy::config::JwtConfig;
+    use m2m_auth_proxy::reload::Reloadable;
     use openssl::bn::BigNumContext;
     use openssl::rsa::Rsa;
 
@@ -554,7 +556,16 @@ fn jwt(c: &mut Criterion) {
         path.display()
     ))
     .unwrap();
-    let (auth, _) = JwtAuth::build(&config).unwrap();
+    let (auth, files) = JwtAuth::build(&config).unwrap();
+    // the key set is read by the first load, as the proxy does at start
+    Reloader::new(
+        files
+            .into_iter()
+            .map(|f| Box::new(JwksReload(f)) as Box<dyn Reloadable>)
+            .collect(),
+    )
+    .load_all()
+    .unwrap();
     let exp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
