@@ -26,6 +26,7 @@ pub mod poa;
 pub mod proxy;
 pub mod random;
 pub mod reload;
+pub mod rules;
 pub mod server;
 pub mod summary;
 pub mod tls;
