@@ -23,6 +23,9 @@
 //! * `websocket`    one oneM2M WebSocket message through the gate (unmask, parse, policy, `fr`
 //!   splice, re-mask): JSON with the proven `fr` (forwarded as is), JSON and CBOR with a spoofed
 //!   one (rewritten), a 4 KiB JSON primitive
+//! * `rules`        authorization rules: `decide` over 100 rules (30 originator regexes, 30 target
+//!   globs, 20 identity/role rules, 20 operation/type rules) when none matches (the default
+//!   decides) and when rule 50 does; `parse_target` and `primitive_target` of typical targets
 //!
 //! Everything is built in memory; nothing touches the network or the file system except
 //! criterion's own output under target/criterion.
@@ -69,6 +72,7 @@ use m2m_auth_proxy::metrics;
 use m2m_auth_proxy::originator::OriginatorPolicy;
 use m2m_auth_proxy::originator_syntax::OriginatorPattern;
 use m2m_auth_proxy::reload::Reloader;
+use m2m_auth_proxy::rules::{self, RuleSet};
 use m2m_auth_proxy::tls::ClientTrust;
 
 const USER: &str = "Cae-basic1";
@@ -522,8 +526,10 @@ fn metrics_update(c: &mut Criterion) {
 
 fn jwt(c: &mut Criterion) {
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    use m2m_auth_proxy::auth::jwks::JwksReload;
     use m2m_auth_proxy::auth::jwt::JwtAuth;
     use m2m_auth_proxy::config::JwtConfig;
+    use m2m_auth_proxy::reload::Reloadable;
     use openssl::bn::BigNumContext;
     use openssl::rsa::Rsa;
 
@@ -554,7 +560,16 @@ fn jwt(c: &mut Criterion) {
         path.display()
     ))
     .unwrap();
-    let (auth, _) = JwtAuth::build(&config).unwrap();
+    let (auth, files) = JwtAuth::build(&config).unwrap();
+    // the key set is read by the first load, as the proxy does at start
+    Reloader::new(
+        files
+            .into_iter()
+            .map(|f| Box::new(JwksReload(f)) as Box<dyn Reloadable>)
+            .collect(),
+    )
+    .load_all()
+    .unwrap();
     let exp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
@@ -664,12 +679,110 @@ fn websocket(c: &mut Criterion) {
     g.finish();
 }
 
+/// 100 rules in a realistic mix, interleaved (rule i is of kind i % 10).
+fn rule_set_100() -> RuleSet {
+    use m2m_auth_proxy::config::{
+        AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig,
+    };
+    let rule = |i: usize, effect: Effect| RuleConfig {
+        name: format!("rule-{i}"),
+        identities: None,
+        patterns: None,
+        roles: None,
+        unless_roles: None,
+        methods: None,
+        originators: None,
+        operations: None,
+        resource_types: None,
+        targets: None,
+        effect,
+    };
+    let rules = (0..100)
+        .map(|i| match i % 10 {
+            0..=2 => RuleConfig {
+                originators: Some(vec![format!("^Cgw{i}-[a-z0-9]+$")]),
+                unless_roles: Some(vec!["sysop".into()]),
+                ..rule(i, Effect::Deny)
+            },
+            3..=5 => RuleConfig {
+                targets: Some(vec![
+                    format!("/cse-in/site{i}/**"),
+                    format!("/~/id-in/cse-in/site{i}/*"),
+                ]),
+                ..rule(i, Effect::Deny)
+            },
+            6 => RuleConfig {
+                identities: Some(vec![format!("svc-{i}"), format!("svc-{i}-backup")]),
+                ..rule(i, Effect::Allow)
+            },
+            7 => RuleConfig {
+                roles: Some(vec![format!("role-{i}"), "auditor".into()]),
+                ..rule(i, Effect::Allow)
+            },
+            _ => RuleConfig {
+                operations: Some(vec![Operation::Create]),
+                resource_types: Some(vec![ResourceType(16), ResourceType(100 + i as u32)]),
+                ..rule(i, Effect::Deny)
+            },
+        })
+        .collect();
+    RuleSet::compile(&AuthorizationConfig {
+        default: Effect::Allow,
+        rules,
+    })
+    .unwrap()
+}
+
+fn rules_group(c: &mut Criterion) {
+    use m2m_auth_proxy::config::Operation;
+    let mut g = c.benchmark_group("rules");
+    let set = rule_set_100();
+    let mut me = identity("Cae-sensor1");
+    me.roles = vec!["viewer".into()];
+    let path = "/cse-in/Cae-sensor1/temperature/la";
+    let target = rules::parse_target(path).unwrap();
+    let request = |originator| rules::Request {
+        identity: Some(&me),
+        originator: Some(originator),
+        operation: Some(Operation::Retrieve),
+        resource_type: None,
+        target: &target,
+    };
+    let none = request("Cae-sensor1");
+    let fiftieth = request("Cgw50-abc");
+    assert_eq!(set.decide(&none).rule, None);
+    assert_eq!(set.decide(&fiftieth).rule, Some(50));
+    g.bench_function("decide_100_no_match", |b| {
+        b.iter(|| set.decide(black_box(&none)))
+    });
+    g.bench_function("decide_100_rule_50", |b| {
+        b.iter(|| set.decide(black_box(&fiftieth)))
+    });
+    g.bench_function("parse_target", |b| {
+        b.iter(|| rules::parse_target(black_box(path)).unwrap())
+    });
+    let encoded = "/~/id-in/cse-in/Cae-sensor1/temp%20room/la?rcn=1";
+    g.bench_function("parse_target_sp_encoded", |b| {
+        b.iter(|| rules::parse_target(black_box(encoded)).unwrap())
+    });
+    let to = "/id-in/cse-in/Cae-sensor1/temperature/la";
+    g.bench_function("primitive_target", |b| {
+        b.iter(|| rules::primitive_target(black_box(to)).unwrap())
+    });
+    g.bench_function("http_operation_create", |b| {
+        b.iter(|| {
+            rules::http_operation(black_box("POST"), black_box(Some("application/json;ty=4")))
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = parse, mtls, policy, headers, authenticate, basic, scaling, metrics_update, jwt, websocket
+    targets = parse, mtls, policy, headers, authenticate, basic, scaling, metrics_update, jwt, websocket, rules_group
 }
 criterion_main!(benches);

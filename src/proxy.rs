@@ -527,6 +527,11 @@ impl AuthProxy {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
+        // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule
+        if let Some(ct) = content_type {
+            rules::content_type_ty(ct)
+                .map_err(|e| (AuthOrPolicy::Other, M2mError::other(400, e.0)))?;
+        }
         let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
         let decision = rules.decide(&rules::Request {
             identity: ctx.identity.as_deref(),

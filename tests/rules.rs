@@ -138,6 +138,15 @@ fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted(
         assert_eq!(resp.header("X-M2M-RSC"), Some("4000"), "{path}");
         assert_eq!(resp.header("X-M2M-RI"), Some("ev"));
     }
+    for ct in ["application/json;ty=2;ty=16", "application/json;ty=abc"] {
+        let resp = as_cert(
+            &s,
+            "Cae-1",
+            &Request::post("/cse-in", b"{}".to_vec()).header("Content-Type", ct),
+        );
+        assert_eq!(resp.status, 400, "{ct}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4000"));
+    }
     assert_eq!(s.upstream.count(), count, "nothing forwarded");
     // counted by rule, and the rule is in the access log
     let (_, scrape) = s.proxy.admin_get("/metrics").unwrap();
