@@ -17,9 +17,10 @@
 //!   around the bcrypt one, random token hashes), and the parse ("reload") time of
 //!   100 000-entry htpasswd and tokens files, which runs off the request path
 //! * `metrics`      the per-request Prometheus counter + histogram update
-//! * `jwt`          a JWT verified against a JWKS (RS256 2048-bit, ES256): header, issuer
-//!   lookup, signature, claims, identity (`_first_use`), and the same token again, answered by
-//!   the verified-token cache (`_again`)
+//! * `jwt`          a JWT verified against a JWKS (RS256 2048-bit, ES256) or a shared secret
+//!   (HS256): header, issuer lookup, signature, claims, identity (`_first_use`), and the same
+//!   token again, answered by the verified-token cache (`_again`); tokens are signed with openssl
+//!   in the bench, not with the JWT library
 //! * `websocket`    one oneM2M WebSocket message through the gate (unmask, parse, policy, `fr`
 //!   splice, re-mask): JSON with the proven `fr` (forwarded as is), JSON and CBOR with a spoofed
 //!   one (rewritten), a 4 KiB JSON primitive
@@ -525,16 +526,19 @@ fn metrics_update(c: &mut Criterion) {
 }
 
 fn jwt(c: &mut Criterion) {
-    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
     use m2m_auth_proxy::auth::jwks::JwksReload;
     use m2m_auth_proxy::auth::jwt::JwtAuth;
     use m2m_auth_proxy::config::JwtConfig;
     use m2m_auth_proxy::reload::Reloadable;
     use openssl::bn::BigNumContext;
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
     use openssl::rsa::Rsa;
+    use openssl::sign::Signer;
 
     let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let rsa = Rsa::generate(2048).unwrap();
+    let rsa = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
     let ec = ec_key();
     let (mut x, mut y) = (BigNum::new().unwrap(), BigNum::new().unwrap());
     let ec_key = ec.ec_key().unwrap();
@@ -547,53 +551,69 @@ fn jwt(c: &mut Criterion) {
             &mut BigNumContext::new().unwrap(),
         )
         .unwrap();
+    let n = rsa.rsa().unwrap().n().to_vec();
+    let e = rsa.rsa().unwrap().e().to_vec();
     let jwks = serde_json::json!({"keys": [
-        {"kty": "RSA", "kid": "r", "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())},
+        {"kty": "RSA", "kid": "r", "n": b64(&n), "e": b64(&e)},
         {"kty": "EC", "kid": "e", "crv": "P-256",
          "x": b64(&x.to_vec_padded(32).unwrap()), "y": b64(&y.to_vec_padded(32).unwrap())},
     ]});
+    let secret = [7u8; 32];
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks.to_string()).unwrap();
+    let secret_path = dir.path().join("secret");
+    std::fs::write(&secret_path, secret).unwrap();
     let config: JwtConfig = serde_yaml_ng::from_str(&format!(
-        "issuers:\n  - issuer: https://idp\n    audiences: [proxy]\n    jwks_file: {}\n",
-        path.display()
+        "issuers:\n  - issuer: https://idp\n    audiences: [proxy]\n    jwks_file: {}\n  \
+         - issuer: https://shared\n    audiences: [proxy]\n    secret_file: {}\n    algorithms: [HS256]\n",
+        path.display(),
+        secret_path.display()
     ))
     .unwrap();
     let (auth, files) = JwtAuth::build(&config).unwrap();
-    // the key set is read by the first load, as the proxy does at start
-    Reloader::new(
-        files
-            .into_iter()
-            .map(|f| Box::new(JwksReload(f)) as Box<dyn Reloadable>)
-            .collect(),
-    )
-    .load_all()
-    .unwrap();
+    // JWKS files start empty: their first load is the reloader's
+    for file in files {
+        JwksReload(file)
+            .apply(&[jwks.to_string().into_bytes()])
+            .unwrap();
+    }
     let exp = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .as_secs()
         + 3600;
-    let claims =
-        serde_json::json!({"iss": "https://idp", "aud": "proxy", "sub": "Cae-sensor1", "exp": exp});
-    let sign = |alg: Algorithm, kid: &str, key: &EncodingKey| {
-        let mut header = Header::new(alg);
-        header.kid = Some(kid.into());
-        encode(&header, &claims, key).unwrap()
+    // signed here with openssl, not with the library under test
+    let token = |alg: &str, kid: &str, iss: &str, sign: &dyn Fn(&[u8]) -> Vec<u8>| {
+        let header = serde_json::json!({"alg": alg, "typ": "JWT", "kid": kid});
+        let claims =
+            serde_json::json!({"iss": iss, "aud": "proxy", "sub": "Cae-sensor1", "exp": exp});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = sign(input.as_bytes());
+        format!("{input}.{}", b64(&sig))
     };
-    let rs256 = sign(
-        Algorithm::RS256,
-        "r",
-        &EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap()),
-    );
-    let es256 = sign(
-        Algorithm::ES256,
-        "e",
-        &EncodingKey::from_ec_der(&ec.private_key_to_pkcs8().unwrap()),
-    );
+    let rs256 = token("RS256", "r", "https://idp", &|input| {
+        let mut s = Signer::new(MessageDigest::sha256(), &rsa).unwrap();
+        s.sign_oneshot_to_vec(input).unwrap()
+    });
+    let es256 = token("ES256", "e", "https://idp", &|input| {
+        let mut s = Signer::new(MessageDigest::sha256(), &ec).unwrap();
+        let sig = EcdsaSig::from_der(&s.sign_oneshot_to_vec(input).unwrap()).unwrap();
+        let mut raw = sig.r().to_vec_padded(32).unwrap();
+        raw.extend(sig.s().to_vec_padded(32).unwrap());
+        raw
+    });
+    let hs256 = token("HS256", "s", "https://shared", &|input| {
+        let key = PKey::hmac(&secret).unwrap();
+        let mut s = Signer::new(MessageDigest::sha256(), &key).unwrap();
+        s.sign_oneshot_to_vec(input).unwrap()
+    });
     let mut g = c.benchmark_group("jwt");
-    for (name, token) in [("rs256_2048", &rs256), ("es256", &es256)] {
+    for (name, token) in [("rs256_2048", &rs256), ("es256", &es256), ("hs256", &hs256)] {
         assert!(now_or_never(auth.verify_token(token)).is_ok(), "{name}");
         // first sight of a token: the whole check
         g.bench_function(format!("{name}_first_use"), |b| {

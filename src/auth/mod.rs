@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod jwt_crypto;
 pub mod mtls;
 pub mod ratelimit;
 pub mod roles;
