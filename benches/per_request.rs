@@ -21,6 +21,12 @@
 //!   (HS256): header, issuer lookup, signature, claims, identity (`_first_use`), and the same
 //!   token again, answered by the verified-token cache (`_again`); tokens are signed with openssl
 //!   in the bench, not with the JWT library
+//! * `tokens_file`  load of a tokens file as the proxy loads it (`BearerAuth::new`, then
+//!   `TokensReload::apply`: parse, checks, swap): 1 000 and 100 000 tokens in the block form
+//!   `m2m-auth-proxy token` writes (`load`), 100 000 as flow mappings (`load_flow`, read by
+//!   serde_yaml_ng). The bytes a load keeps are printed once per case (`retained`, requested
+//!   and as malloc chunks, and the `peak` above the file's text during the load), counted by
+//!   the bench binary's global allocator
 //! * `websocket`    one oneM2M WebSocket message through the gate (unmask, parse, policy, `fr`
 //!   splice, re-mask): JSON with the proven `fr` (forwarded as is), JSON and CBOR with a spoofed
 //!   one (rewritten), a 4 KiB JSON primitive
@@ -31,10 +37,12 @@
 //! Everything is built in memory; nothing touches the network or the file system except
 //! criterion's own output under target/criterion.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::Path;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, SystemTime};
@@ -72,7 +80,7 @@ use m2m_auth_proxy::identity::Identity;
 use m2m_auth_proxy::metrics;
 use m2m_auth_proxy::originator::OriginatorPolicy;
 use m2m_auth_proxy::originator_syntax::OriginatorPattern;
-use m2m_auth_proxy::reload::Reloader;
+use m2m_auth_proxy::reload::{Reloadable, Reloader};
 use m2m_auth_proxy::rules::{self, RuleSet};
 use m2m_auth_proxy::tls::ClientTrust;
 
@@ -80,6 +88,73 @@ const USER: &str = "Cae-basic1";
 const PASSWORD: &[u8] = b"s3cret-pw";
 const CLIENT_URI: &str = "urn:m2m:Cae-sensor1";
 const SIZES: [usize; 3] = [1, 1_000, 100_000];
+
+// ------------------------------------------------------------------ allocation counting
+
+/// The system allocator, counting the bytes live (requested sizes, and glibc's chunk sizes, which
+/// include its rounding) and the high-water mark of the requested ones, for the `tokens_file`
+/// group's retained-memory figures. A few relaxed atomic updates per allocation: the other
+/// groups are measured with it too.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static LIVE_CHUNKS: AtomicUsize = AtomicUsize::new(0);
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn chunk(p: *mut u8) -> usize {
+    extern "C" {
+        fn malloc_usable_size(ptr: *mut std::ffi::c_void) -> usize;
+    }
+    // SAFETY: `p` is a live allocation of the system (glibc) allocator.
+    unsafe { malloc_usable_size(p.cast()) }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn chunk(_: *mut u8) -> usize {
+    0
+}
+
+fn grew(by: usize, p: *mut u8) {
+    let now = LIVE.fetch_add(by, Ordering::Relaxed) + by;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+    LIVE_CHUNKS.fetch_add(chunk(p), Ordering::Relaxed);
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size(), p);
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size(), p);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        LIVE_CHUNKS.fetch_sub(chunk(ptr), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) };
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let before = chunk(ptr);
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            LIVE_CHUNKS.fetch_sub(before, Ordering::Relaxed);
+            grew(new_size, p);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
 
 // ------------------------------------------------------------------ fixtures
 
@@ -190,6 +265,19 @@ fn tokens_content(n: usize) -> String {
         let digest = hex::encode(Sha256::digest(token(i).as_bytes()));
         s.push_str(&format!(
             "  - name: gw-{i}\n    sha256: \"{digest}\"\n    originator: Cgw{i}\n"
+        ));
+    }
+    s
+}
+
+/// The same tokens as [`tokens_content`], one flow mapping per entry.
+fn tokens_content_flow(n: usize) -> String {
+    let mut s = String::with_capacity(n * 140 + 8);
+    s.push_str("tokens:\n");
+    for i in 0..n {
+        let digest = hex::encode(Sha256::digest(token(i).as_bytes()));
+        s.push_str(&format!(
+            "  - {{name: gw-{i}, sha256: \"{digest}\", originator: Cgw{i}}}\n"
         ));
     }
     s
@@ -516,6 +604,77 @@ fn scaling(c: &mut Criterion) {
     g.finish();
 }
 
+/// A tokens file loaded as the proxy loads it: a fresh `BearerAuth`, then the reloader's `apply`.
+fn load_tokens(contents: &[Vec<u8>]) -> Arc<BearerAuth> {
+    let auth = Arc::new(BearerAuth::new(&BearerConfig {
+        tokens: "bench-in-memory/tokens.yaml".into(),
+        allow_declared: false,
+    }));
+    TokensReload(auth.clone()).apply(contents).unwrap();
+    auth
+}
+
+fn tokens_file(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tokens_file");
+    g.sample_size(10).sampling_mode(SamplingMode::Flat);
+    // `load`: the block form `m2m-auth-proxy token` writes; `load_flow`: the same entries as
+    // flow mappings (`- {name: …, sha256: …, originator: …}`), which serde_yaml_ng reads.
+    let cases = [
+        ("load", 1_000, &AtomicBool::new(false)),
+        ("load", 100_000, &AtomicBool::new(false)),
+        ("load_flow", 100_000, &AtomicBool::new(false)),
+    ];
+    for (form, n, reported) in cases {
+        let content = match form {
+            "load" => tokens_content(n),
+            _ => tokens_content_flow(n),
+        };
+        let contents = vec![content.into_bytes()];
+        g.bench_with_input(BenchmarkId::new(form, n), &n, |b, _| {
+            if !reported.swap(true, Ordering::Relaxed) {
+                // Bytes kept by the loaded tokens (the file's text is alive before and after,
+                // so it is not counted), and the high-water mark above that during the load.
+                let before = LIVE.load(Ordering::Relaxed);
+                let chunks_before = LIVE_CHUNKS.load(Ordering::Relaxed);
+                PEAK.store(before, Ordering::Relaxed);
+                let auth = load_tokens(&contents);
+                let retained = LIVE.load(Ordering::Relaxed) - before;
+                let chunks = LIVE_CHUNKS.load(Ordering::Relaxed) - chunks_before;
+                let peak = PEAK.load(Ordering::Relaxed) - before;
+                assert_eq!(auth.token_count(), n);
+                assert!(matches!(
+                    auth.check_token(&token(n - 1)),
+                    m2m_auth_proxy::auth::bearer::BearerOutcome::Valid(_)
+                ));
+                drop(auth);
+                let mib = |bytes: usize| bytes as f64 / 1048576.0;
+                println!(
+                    "tokens_file/{form}/{n}: retained {retained} bytes ({:.2} MiB, {:.0} B/token; \
+                     malloc chunks {:.2} MiB), peak during the load {:.2} MiB above the file's \
+                     {:.2} MiB",
+                    mib(retained),
+                    retained as f64 / n as f64,
+                    mib(chunks),
+                    mib(peak),
+                    mib(contents[0].len())
+                );
+            }
+            // the load only: dropping the previous set is not timed
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let start = std::time::Instant::now();
+                    let auth = load_tokens(black_box(&contents));
+                    total += start.elapsed();
+                    drop(black_box(auth));
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
 fn metrics_update(c: &mut Criterion) {
     let mut g = c.benchmark_group("metrics");
     m2m_auth_proxy::server::init_metrics(&[], &[]);
@@ -803,6 +962,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = parse, mtls, policy, headers, authenticate, basic, scaling, metrics_update, jwt, websocket, rules_group
+    targets = parse, mtls, policy, headers, authenticate, basic, scaling, tokens_file, metrics_update, jwt, websocket, rules_group
 }
 criterion_main!(benches);

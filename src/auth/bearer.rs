@@ -1,7 +1,6 @@
 //! Bearer tokens from a file of SHA-256 hashes, each token bound to its originator(s).
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -13,61 +12,15 @@ use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIME
 use crate::config::BearerConfig;
 use crate::credentials::tokens::{TokenFile, TokenLookup};
 use crate::identity::{Identity, Method};
-use crate::originator_syntax::{validate_originator, OriginatorPattern};
+use crate::originator_syntax::validate_originator;
 use crate::reload::{self, FileKind, Reloadable};
 
 pub struct BearerAuth {
-    tokens: ArcSwap<TokenSet>,
+    /// The tokens file in force. Its entries are kept compact (a large file stays in memory),
+    /// so the `Identity` of a token is built when the token is presented.
+    tokens: ArcSwap<TokenFile>,
     path: PathBuf,
     allow_declared: bool,
-}
-
-/// A tokens file with the identity of each entry built once, off the request path.
-struct TokenSet {
-    file: TokenFile,
-    identities: HashMap<String, Arc<Identity>>,
-}
-
-impl TokenSet {
-    fn new(path: &Path, file: TokenFile) -> Result<Self, String> {
-        if file.is_empty() {
-            // An empty list is far more often half-written than meant to lock everyone out.
-            return Err(format!("{}: expected at least one token", path.display()));
-        }
-        let identities = file
-            .entries()
-            .map(|entry| {
-                validate_originator(&entry.originator).map_err(|e| {
-                    format!(
-                        "{}: token {:?}: originator: {e}",
-                        path.display(),
-                        entry.name
-                    )
-                })?;
-                let also_allowed = entry
-                    .extra_originators
-                    .iter()
-                    .map(|p| OriginatorPattern::parse(p))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| {
-                        format!(
-                            "{}: token {:?}: originators: {e}",
-                            path.display(),
-                            entry.name
-                        )
-                    })?;
-                let identity = Identity {
-                    name: entry.name.clone(),
-                    proven_by: Method::Bearer,
-                    originator: entry.originator.clone(),
-                    also_allowed,
-                    roles: Vec::new(),
-                };
-                Ok((entry.name.clone(), Arc::new(identity)))
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(TokenSet { file, identities })
-    }
 }
 
 pub enum BearerOutcome {
@@ -83,26 +36,26 @@ impl BearerAuth {
     /// No tokens until the reloader's first load of the tokens file.
     pub fn new(config: &BearerConfig) -> Self {
         BearerAuth {
-            tokens: ArcSwap::from_pointee(TokenSet {
-                file: TokenFile::default(),
-                identities: HashMap::new(),
-            }),
+            tokens: ArcSwap::from_pointee(TokenFile::default()),
             path: config.tokens.to_path_buf(),
             allow_declared: config.allow_declared,
         }
     }
 
     pub fn token_count(&self) -> usize {
-        self.tokens.load().file.len()
+        self.tokens.load().len()
     }
 
     pub fn check_token(&self, token: &str) -> BearerOutcome {
         let tokens = self.tokens.load();
-        match tokens.file.lookup(token.as_bytes(), SystemTime::now()) {
-            TokenLookup::Valid(entry) => match tokens.identities.get(&entry.name) {
-                Some(identity) => BearerOutcome::Valid(Arc::clone(identity)),
-                None => BearerOutcome::Invalid,
-            },
+        match tokens.lookup(token.as_bytes(), SystemTime::now()) {
+            TokenLookup::Valid(entry) => BearerOutcome::Valid(Arc::new(Identity {
+                name: entry.name.to_owned(),
+                proven_by: Method::Bearer,
+                originator: entry.originator.to_owned(),
+                also_allowed: entry.also_allowed().to_vec(),
+                roles: Vec::new(),
+            })),
             TokenLookup::Expired(_) => BearerOutcome::Expired,
             TokenLookup::Unknown => BearerOutcome::Invalid,
         }
@@ -140,13 +93,19 @@ impl Reloadable for TokensReload {
         let auth = &self.0;
         let text = reload::utf8(&auth.path, &contents[0])?;
         let tokens = TokenFile::parse(&auth.path, text).map_err(|e| e.to_string())?;
-        let tokens = TokenSet::new(&auth.path, tokens)?;
+        if tokens.is_empty() {
+            // An empty list is far more often half-written than meant to lock everyone out.
+            return Err(format!(
+                "{}: expected at least one token",
+                auth.path.display()
+            ));
+        }
         if auth.allow_declared {
             log::warn!(
                 "auth.bearer.allow_declared is ON: any client can claim any identity with 'Bearer SYSTEM//<name>' (no proof at all). Never use this in production."
             );
         }
-        let summary = format!("{} tokens", tokens.file.len());
+        let summary = format!("{} tokens", tokens.len());
         auth.tokens.store(Arc::new(tokens));
         Ok(summary)
     }

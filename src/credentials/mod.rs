@@ -7,6 +7,7 @@ pub mod cache;
 mod hashes;
 pub mod htpasswd;
 pub mod tokens;
+mod tokens_yaml;
 
 use std::path::PathBuf;
 

@@ -9,56 +9,71 @@
 //!     expires: 2027-06-30T00:00:00Z   # optional, RFC 3339
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::tokens_yaml::{self, RawToken};
 use super::CredentialError;
-use crate::originator_syntax::validate_originator;
+use crate::originator_syntax::{validate_originator, OriginatorPattern};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    tokens: Vec<RawToken>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawToken {
-    name: String,
-    sha256: String,
-    originator: String,
-    #[serde(default)]
-    originators: Vec<String>,
-    #[serde(default)]
-    expires: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenEntry {
-    pub name: String,
-    pub originator: String,
-    /// Further originator patterns (`*` matches any run of characters).
-    pub extra_originators: Vec<String>,
+/// One token of the file, as [`TokenFile::lookup`] finds it (borrowed from the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenEntry<'a> {
+    pub name: &'a str,
+    pub originator: &'a str,
+    /// Further originator patterns (`*` matches any run of characters), as written.
+    pub extra_originators: &'a [String],
     pub expires: Option<SystemTime>,
+    also_allowed: &'a [OriginatorPattern],
+}
+
+impl<'a> TokenEntry<'a> {
+    /// `extra_originators`, parsed.
+    pub fn also_allowed(&self) -> &'a [OriginatorPattern] {
+        self.also_allowed
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenLookup<'a> {
-    Valid(&'a TokenEntry),
-    Expired(&'a TokenEntry),
+    Valid(TokenEntry<'a>),
+    Expired(TokenEntry<'a>),
     Unknown,
 }
 
+/// The tokens, compactly: a large file is held by the proxy for as long as it is in force, and
+/// twice during a reload. Per token: its digest and index in the map, one [`Stored`], and its
+/// name and originator in the shared `text`; only tokens with `originators` have more.
 #[derive(Default)]
 pub struct TokenFile {
-    by_digest: HashMap<[u8; 32], TokenEntry>,
+    /// Token digest -> index in `tokens` (file order).
+    by_digest: HashMap<[u8; 32], usize>,
+    tokens: Vec<Stored>,
+    /// Name then originator of every token, back to back in file order.
+    text: String,
+    extras: Vec<Extra>,
+}
+
+struct Stored {
+    /// Ends of the name and of the originator in `text`; the name starts where the previous
+    /// token's originator ends.
+    name_end: usize,
+    end: usize,
+    expires: Option<SystemTime>,
+    /// 1 + index in `extras`, or 0.
+    extra: usize,
+}
+
+struct Extra {
+    text: Vec<String>,
+    patterns: Vec<OriginatorPattern>,
 }
 
 impl TokenFile {
@@ -73,25 +88,35 @@ impl TokenFile {
                 "expected a mapping with a `tokens` list, found an empty file".into(),
             ));
         }
-        let raw: RawFile = serde_yaml_ng::from_str(content)
+        let raw = tokens_yaml::tokens(content)
             .map_err(|e| syntax(without_quoted_values(&e.to_string())))?;
+        Self::build(source, &raw)
+    }
 
-        let mut by_digest: HashMap<[u8; 32], TokenEntry> = HashMap::new();
-        let mut first_index: HashMap<[u8; 32], usize> = HashMap::new();
-        let mut names: HashMap<String, usize> = HashMap::new();
-        for (index, token) in raw.tokens.into_iter().enumerate() {
+    /// Check the entries in order (the first problem is the error) and keep them.
+    fn build(source: &Path, raw: &[RawToken<'_>]) -> Result<Self, CredentialError> {
+        let text_len = raw.iter().map(|t| t.name.len() + t.originator.len()).sum();
+        let mut file = TokenFile {
+            by_digest: HashMap::with_capacity(raw.len()),
+            tokens: Vec::with_capacity(raw.len()),
+            text: String::with_capacity(text_len),
+            extras: Vec::new(),
+        };
+        let mut names: HashMap<&str, usize> = HashMap::with_capacity(raw.len());
+        for (index, token) in raw.iter().enumerate() {
             let error = |message: String| CredentialError::TokenEntry {
                 path: source.to_owned(),
                 index,
-                name: token.name.clone(),
+                name: token.name.to_string(),
                 message,
             };
-            if token.name.is_empty() || token.name.chars().any(char::is_control) {
+            let name: &str = &token.name;
+            if name.is_empty() || name.chars().any(char::is_control) {
                 return Err(error(
                     "expected a non-empty name without control characters".into(),
                 ));
             }
-            if let Some(other) = names.insert(token.name.clone(), index) {
+            if let Some(other) = names.insert(name, index) {
                 return Err(error(format!(
                     "expected a unique name, tokens[{other}] has the same"
                 )));
@@ -99,47 +124,87 @@ impl TokenFile {
             let digest = parse_digest(&token.sha256).ok_or_else(|| {
                 error("expected sha256 as 64 hexadecimal characters (the token's SHA-256)".into())
             })?;
-            if let Some(other) = first_index.insert(digest, index) {
-                return Err(error(format!(
-                    "expected a unique sha256, tokens[{other}] has the same"
-                )));
+            match file.by_digest.entry(digest) {
+                Entry::Occupied(other) => {
+                    return Err(error(format!(
+                        "expected a unique sha256, tokens[{}] has the same",
+                        other.get()
+                    )))
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(index);
+                }
             }
             validate_originator(&token.originator)
                 .map_err(|m| error(format!("originator: {m}")))?;
-            for (n, pattern) in token.originators.iter().enumerate() {
-                validate_originator(pattern)
-                    .map_err(|m| error(format!("originators[{n}]: {m}")))?;
-            }
+            let patterns = token
+                .originators
+                .iter()
+                .enumerate()
+                .map(|(n, pattern)| {
+                    OriginatorPattern::parse(pattern)
+                        .map_err(|m| error(format!("originators[{n}]: {m}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let expires = match &token.expires {
                 None => None,
                 Some(text) => Some(parse_expires(text).ok_or_else(|| {
                     error("expected expires as an RFC 3339 time like 2027-06-30T00:00:00Z".into())
                 })?),
             };
-            by_digest.insert(
-                digest,
-                TokenEntry {
-                    name: token.name,
-                    originator: token.originator,
-                    extra_originators: token.originators,
-                    expires,
-                },
-            );
+            let extra = if patterns.is_empty() {
+                0
+            } else {
+                file.extras.push(Extra {
+                    text: token.originators.iter().map(|p| p.to_string()).collect(),
+                    patterns,
+                });
+                file.extras.len()
+            };
+            file.text.push_str(name);
+            let name_end = file.text.len();
+            file.text.push_str(&token.originator);
+            file.tokens.push(Stored {
+                name_end,
+                end: file.text.len(),
+                expires,
+                extra,
+            });
         }
-        Ok(TokenFile { by_digest })
+        file.extras.shrink_to_fit();
+        Ok(file)
     }
 
     pub fn len(&self) -> usize {
-        self.by_digest.len()
+        self.tokens.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_digest.is_empty()
+        self.tokens.is_empty()
     }
 
-    /// Every entry, in no particular order.
-    pub fn entries(&self) -> impl Iterator<Item = &TokenEntry> {
-        self.by_digest.values()
+    /// Every entry, in file order.
+    pub fn entries(&self) -> impl Iterator<Item = TokenEntry<'_>> {
+        (0..self.tokens.len()).map(|index| self.entry(index))
+    }
+
+    fn entry(&self, index: usize) -> TokenEntry<'_> {
+        let stored = &self.tokens[index];
+        let start = match index.checked_sub(1) {
+            Some(previous) => self.tokens[previous].end,
+            None => 0,
+        };
+        let (extra_originators, also_allowed) = match stored.extra.checked_sub(1) {
+            Some(i) => (&self.extras[i].text[..], &self.extras[i].patterns[..]),
+            None => (&[][..], &[][..]),
+        };
+        TokenEntry {
+            name: &self.text[start..stored.name_end],
+            originator: &self.text[stored.name_end..stored.end],
+            extra_originators,
+            expires: stored.expires,
+            also_allowed,
+        }
     }
 
     /// Find the entry of a presented token; expired at `now` when `expires <= now`.
@@ -147,7 +212,8 @@ impl TokenFile {
         let digest: [u8; 32] = Sha256::digest(token).into();
         match self.by_digest.get_key_value(&digest) {
             // The map finds the candidate; the constant-time compare is what confirms it.
-            Some((stored, entry)) if bool::from(stored.ct_eq(&digest)) => {
+            Some((stored, &index)) if bool::from(stored.ct_eq(&digest)) => {
+                let entry = self.entry(index);
                 if entry.expires.is_some_and(|expires| expires <= now) {
                     TokenLookup::Expired(entry)
                 } else {
@@ -162,7 +228,7 @@ impl TokenFile {
 impl fmt::Debug for TokenFile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenFile")
-            .field("tokens", &self.by_digest.len())
+            .field("tokens", &self.tokens.len())
             .finish_non_exhaustive()
     }
 }
