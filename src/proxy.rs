@@ -16,7 +16,7 @@ use crate::access_log::{self, AccessRecord};
 use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
 use crate::config::{Anonymous, Effect, WebSocketConfig};
-use crate::egress::rewrite::{Collecting, Plan, PoaRewriter, PRE_READ_MAX};
+use crate::egress::rewrite::{BodyRewrite, PoaRewriter};
 use crate::headers::{self, Forwarding};
 use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
@@ -74,10 +74,8 @@ pub struct RequestCtx {
     websocket: Option<Box<Gate>>,
     /// The authorization rule that decided (`None`: no rules, or the default).
     rule: Option<String>,
-    /// `poa` rewriting: a request body read before going upstream, or bodies being collected.
-    pre_read: Option<bytes::Bytes>,
-    request_body: Option<Collecting>,
-    response_body: Option<Collecting>,
+    /// `poa` rewriting of the bodies.
+    bodies: BodyRewrite,
 }
 
 /// What a refusal is counted as.
@@ -204,9 +202,7 @@ impl ProxyHttp for AuthProxy {
             onem2m_offer: None,
             websocket: None,
             rule: None,
-            pre_read: None,
-            request_body: None,
-            response_body: None,
+            bodies: BodyRewrite::default(),
         }
     }
 
@@ -261,7 +257,9 @@ impl ProxyHttp for AuthProxy {
             return self.refuse(session, ctx, kind, err).await;
         }
         if !ctx.upgraded {
-            self.plan_request_poa(session, ctx).await?;
+            ctx.bodies
+                .plan_request(&self.poa, session, Direction::TowardLocal)
+                .await?;
         }
         Ok(false)
     }
@@ -283,14 +281,7 @@ impl ProxyHttp for AuthProxy {
                 return Error::e_explain(ErrorType::HTTPStatus(413), "limits.max_body exceeded");
             }
         }
-        if let Some(pre_read) = &ctx.pre_read {
-            // Pingora replays the original from its retry buffer; the rewritten one goes instead
-            if body.is_some() {
-                *body = Some(pre_read.clone());
-            }
-        } else if let Some(collecting) = ctx.request_body.as_mut() {
-            *body = collecting.feed(&self.poa, body.take(), end_of_stream);
-        }
+        ctx.bodies.request_chunk(&self.poa, body, end_of_stream);
         Ok(())
     }
 
@@ -322,13 +313,7 @@ impl ProxyHttp for AuthProxy {
                 forward_authorization: self.forward_authorization,
             },
         )?;
-        if let Some(body) = &ctx.pre_read {
-            upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        } else if ctx.request_body.is_some() {
-            // the rewritten length is known only at the end: Pingora sends it chunked
-            upstream_request.remove_header(&http::header::CONTENT_LENGTH);
-        }
-        Ok(())
+        ctx.bodies.request_head(upstream_request)
     }
 
     async fn upstream_response_filter(
@@ -345,15 +330,12 @@ impl ProxyHttp for AuthProxy {
             let status = upstream_response.status.as_u16();
             let has_body = !matches!(status, 100..=199 | 204 | 304)
                 && _session.req_header().method != http::Method::HEAD;
-            match self.poa.plan(&upstream_response.headers, has_body) {
-                Plan::Inspect { encoding, .. } => {
-                    upstream_response.remove_header(&http::header::CONTENT_LENGTH);
-                    upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                    ctx.response_body = Some(Collecting::new(encoding, Direction::AwayFromLocal));
-                }
-                Plan::TooLarge => metrics::poa_body_too_large("away_from_local"),
-                Plan::Untouched => {}
-            }
+            ctx.bodies.plan_response(
+                &self.poa,
+                upstream_response,
+                has_body,
+                Direction::TowardLocal,
+            )?;
         }
         if let (Some((json, cbor)), 101) = (ctx.onem2m_offer, upstream_response.status.as_u16()) {
             let encoding = gate::negotiated(upstream_response, json, cbor)
@@ -385,8 +367,7 @@ impl ProxyHttp for AuthProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if let Some(collecting) = ctx.response_body.as_mut() {
-            *body = collecting.feed(&self.poa, body.take(), end_of_stream);
+        if ctx.bodies.response_chunk(&self.poa, body, end_of_stream) {
             return Ok(None);
         }
         let Some(gate) = ctx.websocket.as_mut() else {
@@ -550,36 +531,6 @@ impl AuthProxy {
                 M2mError::forbidden(format!("denied by rule {rule}")),
             )),
         }
-    }
-
-    /// `poa` URLs in a request body toward the CSE: a small body is read now (so that its
-    /// `Content-Length` is exact), a larger one is collected as it streams.
-    async fn plan_request_poa(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        let has_body = !session.is_body_empty();
-        match self.poa.plan(&session.req_header().headers, has_body) {
-            Plan::Inspect {
-                encoding,
-                declared: Some(n),
-            } if n <= PRE_READ_MAX => {
-                // kept in Pingora's retry buffer, which the proxy sends after the head
-                session.enable_retry_buffering();
-                let mut body = bytes::BytesMut::with_capacity(n);
-                while let Some(chunk) = session.read_request_body().await? {
-                    body.extend_from_slice(&chunk);
-                }
-                ctx.pre_read = Some(
-                    self.poa
-                        .rewrite(&body, encoding, Direction::TowardLocal)
-                        .unwrap_or_else(|| body.freeze()),
-                );
-            }
-            Plan::Inspect { encoding, .. } => {
-                ctx.request_body = Some(Collecting::new(encoding, Direction::TowardLocal));
-            }
-            Plan::TooLarge => metrics::poa_body_too_large("toward_local"),
-            Plan::Untouched => {}
-        }
-        Ok(())
     }
 
     /// `None` when the upgrade may go on; records in `ctx` whether it is inspected.

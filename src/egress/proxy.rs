@@ -15,7 +15,7 @@ use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
-use super::rewrite::{Collecting, Plan, PoaRewriter, PRE_READ_MAX};
+use super::rewrite::{BodyRewrite, PoaRewriter};
 use super::Route;
 use crate::access_log;
 use crate::headers::ORIGIN;
@@ -61,10 +61,8 @@ pub struct EgressCtx {
     outcome: Outcome,
     upstream_sent: Option<Instant>,
     upstream_status: Option<u16>,
-    /// A request body read before the request went upstream, rewritten.
-    pre_read: Option<Bytes>,
-    request_body: Option<Collecting>,
-    response_body: Option<Collecting>,
+    /// `poa` rewriting of the bodies.
+    bodies: BodyRewrite,
     failure: Option<&'static str>,
 }
 
@@ -154,9 +152,7 @@ impl ProxyHttp for EgressProxy {
             outcome: Outcome::Forwarded,
             upstream_sent: None,
             upstream_status: None,
-            pre_read: None,
-            request_body: None,
-            response_body: None,
+            bodies: BodyRewrite::default(),
             failure: None,
         }
     }
@@ -201,30 +197,9 @@ impl ProxyHttp for EgressProxy {
                 .await;
         }
         if self.route.rewrite_poa && !session.is_upgrade_req() {
-            let has_body = !session.is_body_empty();
-            match self.poa.plan(&session.req_header().headers, has_body) {
-                Plan::Inspect {
-                    encoding,
-                    declared: Some(n),
-                } if n <= PRE_READ_MAX => {
-                    // kept in Pingora's retry buffer, which the proxy sends after the head
-                    session.enable_retry_buffering();
-                    let mut body = bytes::BytesMut::with_capacity(n);
-                    while let Some(chunk) = session.read_request_body().await? {
-                        body.extend_from_slice(&chunk);
-                    }
-                    ctx.pre_read = Some(
-                        self.poa
-                            .rewrite(&body, encoding, Direction::AwayFromLocal)
-                            .unwrap_or_else(|| body.freeze()),
-                    );
-                }
-                Plan::Inspect { encoding, .. } => {
-                    ctx.request_body = Some(Collecting::new(encoding, Direction::AwayFromLocal));
-                }
-                Plan::TooLarge => metrics::poa_body_too_large("away_from_local"),
-                Plan::Untouched => {}
-            }
+            ctx.bodies
+                .plan_request(&self.poa, session, Direction::AwayFromLocal)
+                .await?;
         }
         Ok(false)
     }
@@ -314,13 +289,7 @@ impl ProxyHttp for EgressProxy {
             self.route.peer.authority()
         };
         upstream_request.insert_header(http::header::HOST, host)?;
-        if let Some(body) = &ctx.pre_read {
-            upstream_request.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        } else if ctx.request_body.is_some() {
-            // the rewritten length is known only at the end: Pingora sends it chunked
-            upstream_request.remove_header(&http::header::CONTENT_LENGTH);
-        }
-        Ok(())
+        ctx.bodies.request_head(upstream_request)
     }
 
     async fn request_body_filter(
@@ -330,16 +299,7 @@ impl ProxyHttp for EgressProxy {
         end_of_stream: bool,
         ctx: &mut EgressCtx,
     ) -> Result<()> {
-        if let Some(pre_read) = &ctx.pre_read {
-            // Pingora replays the original from its retry buffer; the rewritten one goes instead
-            if body.is_some() {
-                *body = Some(pre_read.clone());
-            }
-            return Ok(());
-        }
-        if let Some(collecting) = ctx.request_body.as_mut() {
-            *body = collecting.feed(&self.poa, body.take(), end_of_stream);
-        }
+        ctx.bodies.request_chunk(&self.poa, body, end_of_stream);
         Ok(())
     }
 
@@ -357,15 +317,12 @@ impl ProxyHttp for EgressProxy {
         let has_body = !matches!(status, 101 | 204 | 304 | 100..=199)
             && session.req_header().method != http::Method::HEAD;
         if self.route.rewrite_poa {
-            match self.poa.plan(&upstream_response.headers, has_body) {
-                Plan::Inspect { encoding, .. } => {
-                    upstream_response.remove_header(&http::header::CONTENT_LENGTH);
-                    upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                    ctx.response_body = Some(Collecting::new(encoding, Direction::TowardLocal));
-                }
-                Plan::TooLarge => metrics::poa_body_too_large("toward_local"),
-                Plan::Untouched => {}
-            }
+            ctx.bodies.plan_response(
+                &self.poa,
+                upstream_response,
+                has_body,
+                Direction::AwayFromLocal,
+            )?;
         }
         Ok(())
     }
@@ -377,9 +334,7 @@ impl ProxyHttp for EgressProxy {
         end_of_stream: bool,
         ctx: &mut EgressCtx,
     ) -> Result<Option<std::time::Duration>> {
-        if let Some(collecting) = ctx.response_body.as_mut() {
-            *body = collecting.feed(&self.poa, body.take(), end_of_stream);
-        }
+        ctx.bodies.response_chunk(&self.poa, body, end_of_stream);
         Ok(None)
     }
 

@@ -151,3 +151,113 @@ impl Collecting {
         )
     }
 }
+
+/// The `poa` rewriting of one request and its response, the same on ingress and egress: only
+/// the direction differs (`outbound`: the direction of the request body; the response travels
+/// the other way).
+#[derive(Default)]
+pub struct BodyRewrite {
+    /// A request body read before the request went upstream, rewritten.
+    pre_read: Option<Bytes>,
+    request: Option<Collecting>,
+    response: Option<Collecting>,
+}
+
+impl BodyRewrite {
+    /// Before the request goes upstream: a small body is read now (so that its
+    /// `Content-Length` is exact), a larger one is collected as it streams.
+    pub async fn plan_request(
+        &mut self,
+        rewriter: &PoaRewriter,
+        session: &mut pingora::proxy::Session,
+        direction: Direction,
+    ) -> pingora::Result<()> {
+        let has_body = !session.is_body_empty();
+        match rewriter.plan(&session.req_header().headers, has_body) {
+            Plan::Inspect {
+                encoding,
+                declared: Some(n),
+            } if n <= PRE_READ_MAX => {
+                // kept in Pingora's retry buffer, which the proxy sends after the head
+                session.enable_retry_buffering();
+                let mut body = BytesMut::with_capacity(n);
+                while let Some(chunk) = session.read_request_body().await? {
+                    body.extend_from_slice(&chunk);
+                }
+                self.pre_read = Some(
+                    rewriter
+                        .rewrite(&body, encoding, direction)
+                        .unwrap_or_else(|| body.freeze()),
+                );
+            }
+            Plan::Inspect { encoding, .. } => {
+                self.request = Some(Collecting::new(encoding, direction));
+            }
+            Plan::TooLarge => metrics::poa_body_too_large(direction_label(direction)),
+            Plan::Untouched => {}
+        }
+        Ok(())
+    }
+
+    /// The framing of the request head going upstream.
+    pub fn request_head(&self, req: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
+        if let Some(body) = &self.pre_read {
+            req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        } else if self.request.is_some() {
+            // the rewritten length is known only at the end: Pingora sends it chunked
+            req.remove_header(&http::header::CONTENT_LENGTH);
+        }
+        Ok(())
+    }
+
+    pub fn request_chunk(&mut self, rewriter: &PoaRewriter, body: &mut Option<Bytes>, end: bool) {
+        if let Some(pre_read) = &self.pre_read {
+            // Pingora replays the original from its retry buffer; the rewritten one goes instead
+            if body.is_some() {
+                *body = Some(pre_read.clone());
+            }
+        } else if let Some(collecting) = self.request.as_mut() {
+            *body = collecting.feed(rewriter, body.take(), end);
+        }
+    }
+
+    /// The response head from upstream; its body travels opposite to `request_direction`.
+    pub fn plan_response(
+        &mut self,
+        rewriter: &PoaRewriter,
+        resp: &mut pingora::http::ResponseHeader,
+        has_body: bool,
+        request_direction: Direction,
+    ) -> pingora::Result<()> {
+        let direction = match request_direction {
+            Direction::TowardLocal => Direction::AwayFromLocal,
+            Direction::AwayFromLocal => Direction::TowardLocal,
+        };
+        match rewriter.plan(&resp.headers, has_body) {
+            Plan::Inspect { encoding, .. } => {
+                resp.remove_header(&http::header::CONTENT_LENGTH);
+                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+                self.response = Some(Collecting::new(encoding, direction));
+            }
+            Plan::TooLarge => metrics::poa_body_too_large(direction_label(direction)),
+            Plan::Untouched => {}
+        }
+        Ok(())
+    }
+
+    /// `true` when the response body is being rewritten (the chunk is handled).
+    pub fn response_chunk(
+        &mut self,
+        rewriter: &PoaRewriter,
+        body: &mut Option<Bytes>,
+        end: bool,
+    ) -> bool {
+        match self.response.as_mut() {
+            Some(collecting) => {
+                *body = collecting.feed(rewriter, body.take(), end);
+                true
+            }
+            None => false,
+        }
+    }
+}
