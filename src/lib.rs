@@ -17,6 +17,7 @@ pub mod egress;
 pub mod explain;
 pub mod headers;
 pub mod identity;
+pub mod ingress;
 pub mod limits;
 pub mod metrics;
 pub mod onem2m;

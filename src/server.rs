@@ -26,11 +26,12 @@ use crate::config::{Config, ConfigError, Effect, KeyError, Method, Resolved};
 use crate::egress::proxy::EgressProxy;
 use crate::egress::rewrite::PoaRewriter;
 use crate::egress::Route;
+use crate::ingress::{Ingress, RequestLimits, ANONYMOUS};
 use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::metrics::Outcome;
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
-use crate::proxy::{AuthProxy, RequestLimits, ANONYMOUS};
+use crate::proxy::AuthProxy;
 use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
 use crate::tls::handshake::HandshakeFailure;
@@ -343,7 +344,7 @@ pub fn run(p: Prepared) -> Result<()> {
         p.config.limits.max_connections,
         p.config.limits.header_timeout,
     ));
-    let proxy = AuthProxy {
+    let ingress = Arc::new(Ingress {
         auth: Authenticator::new(&p.config.auth, p.verifiers.clone(), p.roles.clone()),
         challenges: crate::onem2m::mapping::challenges_for(
             &p.config.auth.methods,
@@ -364,11 +365,14 @@ pub fn run(p: Prepared) -> Result<()> {
         websocket: p.config.websocket.clone(),
         anonymous: p.config.auth.anonymous,
         forward_authorization: p.config.auth.forward_authorization,
-        upstream: upstream_peer(&p),
         tls: p.config.tls.is_some(),
         policy: p.policy.clone(),
         poa: p.poa.clone(),
         rules: p.rules.clone(),
+    });
+    let proxy = AuthProxy {
+        ingress,
+        upstream: upstream_peer(&p),
     };
     let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
     let listen = p.resolved.listen.to_string();

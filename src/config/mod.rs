@@ -90,6 +90,19 @@ pub struct Config {
     /// Rules on who may do what where, after authentication.
     #[serde(default)]
     pub authorization: AuthorizationConfig,
+    /// Which code carries ingress requests (experimental `lean`).
+    #[serde(default)]
+    pub request_path: RequestPath,
+}
+
+/// The request path of the public listener: Pingora's proxy pipeline, or the lean per-connection
+/// loop on pingora-core (experimental; `Config::validate` refuses what it does not support yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestPath {
+    #[default]
+    Pipeline,
+    Lean,
 }
 
 fn default_admin() -> String {
@@ -152,6 +165,7 @@ impl Config {
             limits,
             websocket,
             egress,
+            request_path,
         } = self;
         let auth_except_reloaded = |a: &AuthConfig| {
             let mut a = a.clone();
@@ -161,7 +175,7 @@ impl Config {
             a.roles.clear();
             a
         };
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 13] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -177,6 +191,7 @@ impl Config {
             ("limits", *limits == new.limits),
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
+            ("request_path", *request_path == new.request_path),
         ];
         checks
             .into_iter()
@@ -200,6 +215,7 @@ impl Config {
         if self.threads == Some(0) {
             return Err(KeyError::new("threads", "expected a number >= 1"));
         }
+        self.check_request_path()?;
         let upstream =
             parse_upstream_url(&self.upstream.url).map_err(|m| KeyError::new("upstream", m))?;
         self.auth.validate()?;
@@ -242,6 +258,20 @@ impl Config {
             admin,
             upstream,
         })
+    }
+}
+
+impl Config {
+    /// `request_path: lean` with a feature only the pipeline has is refused, never served by
+    /// the pipeline behind the operator's back.
+    fn check_request_path(&self) -> Result<(), KeyError> {
+        if self.request_path == RequestPath::Lean && self.egress.iter().any(|r| r.rewrite_poa) {
+            return Err(KeyError::new(
+                "request_path",
+                "`lean` does not rewrite poa URLs in ingress bodies yet: set `rewrite_poa: false` on every egress route, or use `pipeline`",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -318,6 +348,31 @@ mod tests {
     fn client_cert_default_follows_client_ca() {
         let c = parse("listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\ntls:\n  cert: a\n  key: b\n  client_ca: c\n").unwrap();
         assert_eq!(c.tls.unwrap().client_cert_mode(), ClientCertMode::Required);
+    }
+
+    #[test]
+    fn request_path_defaults_to_pipeline_and_names_bad_values() {
+        let base = "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\n";
+        assert_eq!(parse(base).unwrap().request_path, RequestPath::Pipeline);
+        let lean = parse(&format!("{base}request_path: lean\n")).unwrap();
+        assert_eq!(lean.request_path, RequestPath::Lean);
+        let err = parse(&format!("{base}request_path: fast\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("request_path") && err.contains("pipeline"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn lean_request_path_refuses_egress_routes() {
+        let text = "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\nauth:\n  anonymous: allow\nrequest_path: lean\negress:\n  - name: peer\n    listen: \"127.0.0.1:3\"\n    peer: \"https://peer.example:443\"\n";
+        let err = parse(text).unwrap().validate().unwrap_err().to_string();
+        assert!(
+            err.contains("request_path") && err.contains("rewrite_poa"),
+            "{err}"
+        );
     }
 
     #[test]
