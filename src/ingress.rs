@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::tls::SslDigest;
 use pingora::protocols::Digest;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
@@ -72,7 +73,10 @@ pub struct Client<'a> {
 
 impl<'a> Client<'a> {
     pub fn of(digest: Option<&'a Digest>, addr: Option<&'a SocketAddr>) -> Self {
-        let tls = digest.and_then(|d| d.ssl_digest.as_deref());
+        Self::from_tls(digest.and_then(|d| d.ssl_digest.as_deref()), addr)
+    }
+
+    pub fn from_tls(tls: Option<&'a SslDigest>, addr: Option<&'a SocketAddr>) -> Self {
         Client {
             cert: tls
                 .and_then(|t| t.extension.get::<ConnectionInfo<CertIdentity>>())

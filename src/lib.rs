@@ -15,6 +15,7 @@ pub mod demo;
 pub mod echo;
 pub mod egress;
 pub mod explain;
+pub mod forward;
 pub mod headers;
 pub mod identity;
 pub mod ingress;

@@ -1,0 +1,292 @@
+//! One request on the lean path, from its head to the log line: the shared decisions
+//! (`ingress`), then the request to the CSE and its answer back, with the framing both ways.
+//! Errors carry their side (`into_up`/`into_down`) so that the answer and the metrics are
+//! those of the pipeline.
+
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{Method, StatusCode, Version};
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession as ClientSession;
+use pingora::protocols::http::v1::server::HttpSession as ServerSession;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use super::hop;
+use super::upstream::{Upstream, Upstreams};
+use crate::ingress::{AuthOrPolicy, Client, Ingress, OwnResponse, Refusal, RequestCtx};
+use crate::onem2m::M2mError;
+
+pub struct Exchange<'a> {
+    pub ingress: &'a Ingress,
+    pub upstreams: &'a Upstreams,
+    pub client: Client<'a>,
+}
+
+/// How far the request got toward the CSE (what a retry would repeat).
+#[derive(Default)]
+struct Sent {
+    /// `100 Continue` went to the client.
+    continued: bool,
+    /// Body bytes were taken from the client: they cannot be sent again.
+    body_read: bool,
+    /// The whole request reached the CSE (its connection may then be reused).
+    complete: bool,
+}
+
+impl Exchange<'_> {
+    /// Serves the request `down` has read. `held` is the upstream connection of this client
+    /// connection, if it has one: taken, and put back when it can carry another request.
+    /// Returns whether the client connection may carry another request.
+    pub async fn serve(&self, down: &mut ServerSession, held: &mut Option<Upstream>) -> bool {
+        let mut ctx = RequestCtx::default();
+        let keep = match self.forward(down, held, &mut ctx).await {
+            Ok(keep) => keep,
+            Err(e) => {
+                self.fail(down, &e, &mut ctx).await;
+                false
+            }
+        };
+        self.ingress.log(
+            down.req_header(),
+            &self.client,
+            &ctx,
+            down.response_written(),
+            down.body_bytes_sent(),
+        );
+        keep
+    }
+
+    async fn forward(
+        &self,
+        down: &mut ServerSession,
+        held: &mut Option<Upstream>,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let ingress = self.ingress;
+        ingress.request_started(down.req_header(), &self.client, ctx);
+        if let Some(refusal) = ingress.size_error(down.req_header()) {
+            // the body of an oversized request is not read: close instead of draining it
+            down.set_server_keepalive(None);
+            self.refuse(down, ctx, refusal).await?;
+            return Ok(false);
+        }
+        let is_upgrade = down.is_upgrade_req();
+        if let Err(refusal) = ingress
+            .admit(down.req_header(), &self.client, is_upgrade, ctx)
+            .await
+        {
+            // kept alive if the client sent no body; otherwise Pingora closes after the answer
+            self.refuse(down, ctx, refusal).await?;
+            return Ok(true);
+        }
+        if ctx.upgraded {
+            // never passed through ungated: the lean path has no WebSocket gate yet
+            down.set_server_keepalive(None);
+            let err = M2mError::other(
+                501,
+                "WebSocket upgrades are not supported with request_path: lean",
+            );
+            let refusal = Refusal {
+                kind: AuthOrPolicy::Other,
+                err,
+            };
+            self.refuse(down, ctx, refusal).await?;
+            return Ok(false);
+        }
+
+        let has_body = !down.is_body_empty();
+        let mut head = Box::new(down.req_header().clone());
+        hop::request(&mut head, has_body).map_err(|e| e.into_down())?;
+        ingress.upstream_request(&mut head, &self.client, ctx)?;
+        let expect_continue = hop::expects_continue(down.req_header()) && !down.is_body_done();
+
+        let mut upstream = match held.take() {
+            Some(up) => up,
+            None => self.upstreams.checkout().await?,
+        };
+        let mut sent = Sent::default();
+        let mut head = Some(head);
+        let mut up = loop {
+            let reused = upstream.reused;
+            // a reused connection may turn out stale: keep the head for a second attempt
+            let this_head = match (&head, reused) {
+                (Some(h), true) => h.clone(),
+                _ => head.take().ok_or_else(|| {
+                    Error::explain(ErrorType::InternalError, "request head already sent")
+                })?,
+            };
+            let mut up = ClientSession::new(upstream.stream);
+            up.read_timeout = self.upstreams.read_timeout();
+            up.write_timeout = self.upstreams.write_timeout();
+            match self
+                .send(down, &mut up, this_head, ctx, expect_continue, &mut sent)
+                .await
+            {
+                Ok(()) => break up,
+                // closed by the CSE while idle, before any answer: nothing is lost by sending
+                // the request again as long as none of its body was consumed
+                Err(e) if reused && !sent.body_read && stale(&e) => {
+                    log::debug!("upstream connection was stale ({e}); retrying on a new one");
+                    upstream = self.upstreams.connect().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+
+        let method = down.req_header().method.clone();
+        let mut resp = Box::new(
+            up.resp_header()
+                .ok_or_else(|| Error::explain(ErrorType::InternalError, "no response head"))?
+                .clone(),
+        );
+        if resp.status == StatusCode::SWITCHING_PROTOCOLS {
+            // only upgrade requests are forwarded with Upgrade, and the lean path refuses them
+            return Err(Error::explain(
+                ErrorType::InvalidHTTPHeader,
+                "101 to a request without an upgrade",
+            )
+            .into_up());
+        }
+        up.respect_keepalive();
+        ingress.upstream_response(&method, &mut resp, ctx)?;
+        hop::response(&mut resp);
+        let no_body = method == Method::HEAD || matches!(resp.status.as_u16(), 204 | 304);
+        if !no_body
+            && !resp.headers.contains_key(TRANSFER_ENCODING)
+            && !resp.headers.contains_key(CONTENT_LENGTH)
+            && !up.is_body_done()
+            && down.req_header().version == Version::HTTP_11
+        {
+            // ended by the CSE's close: chunked, so the client connection can stay
+            resp.set_version(Version::HTTP_11);
+            resp.insert_header(TRANSFER_ENCODING, "chunked")?;
+        }
+        down.write_response_header(resp)
+            .await
+            .map_err(|e| e.into_down())?;
+        while let Some(chunk) = up.read_body_ref().await.map_err(|e| e.into_up())? {
+            down.write_body(chunk).await.map_err(|e| e.into_down())?;
+        }
+        // flushes what BufWrite holds: the head and a small body leave in one TLS record
+        down.finish_body().await.map_err(|e| e.into_down())?;
+        if sent.complete {
+            if let Some(stream) = up.reuse().await {
+                *held = Some(Upstream {
+                    stream,
+                    reused: true,
+                });
+            }
+        }
+        Ok(true)
+    }
+
+    /// The head, `100 Continue` for a client that waits for it, the body, and the CSE's final
+    /// (or 101) response head, which may come before the body is complete.
+    async fn send(
+        &self,
+        down: &mut ServerSession,
+        up: &mut ClientSession,
+        head: Box<RequestHeader>,
+        ctx: &mut RequestCtx,
+        expect_continue: bool,
+        sent: &mut Sent,
+    ) -> Result<()> {
+        up.write_request_header(head)
+            .await
+            .map_err(|e| e.into_up())?;
+        if expect_continue && !sent.continued {
+            sent.continued = true;
+            down.write_continue_response()
+                .await
+                .map_err(|e| e.into_down())?;
+        }
+        while !down.is_body_done() {
+            // Both at once: a CSE may answer from the head and never read the body.
+            tokio::select! {
+                biased;
+                read = up.read_response() => {
+                    read.map_err(|e| e.into_up())?;
+                    if is_interim(up) {
+                        continue;
+                    }
+                    return Ok(());
+                }
+                chunk = down.read_body_bytes() => {
+                    let Some(chunk) = chunk.map_err(|e| e.into_down())? else {
+                        break;
+                    };
+                    sent.body_read = true;
+                    self.ingress.count_body(ctx, chunk.len())?;
+                    if let Err(e) = up.write_body(&chunk).await {
+                        // the CSE stopped reading: its answer, if it sent one, comes next
+                        return final_head(up).await.map_err(|_| e.into_up());
+                    }
+                }
+            }
+        }
+        if let Err(e) = up.finish_body().await {
+            return final_head(up).await.map_err(|_| e.into_up());
+        }
+        sent.complete = true;
+        final_head(up).await
+    }
+
+    async fn refuse(
+        &self,
+        down: &mut ServerSession,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+    ) -> Result<()> {
+        let resp = self.ingress.refusal_response(ctx, refusal)?;
+        write_own(down, resp).await
+    }
+
+    /// The oneM2M answer to a failure, if the client is still there and has no answer yet.
+    async fn fail(&self, down: &mut ServerSession, e: &Error, ctx: &mut RequestCtx) {
+        let answered = down.response_written().is_some();
+        let req = down.req_header();
+        log::error!("fail to proxy: {e}, {} {}", req.method, req.uri.path());
+        if let Some(resp) = self.ingress.failure_response(e, answered, ctx) {
+            // the connection is not reused after a failure: say so in the response
+            down.set_server_keepalive(None);
+            if let Err(write_err) = write_own(down, resp).await {
+                log::debug!("cannot send error response: {write_err}");
+            }
+        }
+    }
+}
+
+/// Reads until the final (or 101) response head; other 1xx are not relayed: the proxy sent
+/// its own `100 Continue` and the CSE never saw `Expect`.
+async fn final_head(up: &mut ClientSession) -> Result<()> {
+    loop {
+        up.read_response().await.map_err(|e| e.into_up())?;
+        if !is_interim(up) {
+            return Ok(());
+        }
+    }
+}
+
+fn is_interim(up: &ClientSession) -> bool {
+    up.resp_header()
+        .is_some_and(|h| h.status.is_informational() && h.status != StatusCode::SWITCHING_PROTOCOLS)
+}
+
+/// A failure of a reused upstream connection that means the CSE had closed it.
+fn stale(e: &Error) -> bool {
+    e.esource() == &ErrorSource::Upstream
+        && matches!(
+            e.etype(),
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        )
+}
+
+async fn write_own(down: &mut ServerSession, resp: OwnResponse) -> Result<()> {
+    down.write_response_header(Box::new(resp.header))
+        .await
+        .map_err(|e| e.into_down())?;
+    down.write_body(&resp.body)
+        .await
+        .map_err(|e| e.into_down())?;
+    down.finish_body().await.map_err(|e| e.into_down())?;
+    Ok(())
+}

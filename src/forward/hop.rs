@@ -1,0 +1,199 @@
+//! Connection-specific header fields (RFC 9110 §7.6.1) stay on their own hop, both ways; the
+//! request side matches what pingora-proxy's default upstream request policy removes, so both
+//! request paths send the CSE the same head.
+
+use http::header::{self, HeaderName};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::{Error, ErrorType, Result};
+
+/// Fields that are always per connection.
+const STANDARD: &[&str] = &[
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "http2-settings",
+];
+
+/// As pingora-proxy: a `Connection` header naming this many options is refused.
+const MAX_NOMINATIONS: usize = 10;
+
+/// The request head for the CSE: the `Connection` options and the fields they nominate go,
+/// as do the standard per-connection fields and `Expect: 100-continue` (the proxy answers it
+/// itself); a WebSocket upgrade keeps its `Upgrade`/`Connection` pair. A body without
+/// `Content-Length` goes chunked. A malformed `Connection` header is an error (400).
+pub fn request(req: &mut RequestHeader, has_body: bool) -> Result<()> {
+    let nominated = nominations(&req.headers, true)?;
+    let websocket = req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    for name in &nominated {
+        req.remove_header(name);
+    }
+    for name in STANDARD {
+        req.remove_header(*name);
+    }
+    if expects_continue(req) {
+        req.remove_header(&header::EXPECT);
+    }
+    if websocket {
+        req.insert_header(header::CONNECTION, "Upgrade")?;
+        req.insert_header(header::UPGRADE, "websocket")?;
+    }
+    req.set_version(http::Version::HTTP_11);
+    if has_body && !req.headers.contains_key(header::CONTENT_LENGTH) {
+        req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
+    }
+    Ok(())
+}
+
+/// `Expect: 100-continue` on an HTTP/1.1 request.
+pub fn expects_continue(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The CSE's response head for the client: its `Connection` options, the fields they
+/// nominate, `Keep-Alive` and `Proxy-Connection` go (the proxy's downstream session writes its
+/// own `Connection`). A 101 keeps its `Upgrade` and `Connection`. Framing fields stay whatever
+/// a nomination says: removing them would change where the body ends.
+pub fn response(resp: &mut ResponseHeader) {
+    let upgrade = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    // lenient: a CSE's odd option is ignored, not an error for the client
+    let nominated = nominations(&resp.headers, false).unwrap_or_default();
+    for name in &nominated {
+        let framing = *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING;
+        let upgrade_pair = upgrade && (*name == header::UPGRADE || *name == header::CONNECTION);
+        if !framing && !upgrade_pair {
+            resp.remove_header(name);
+        }
+    }
+    resp.remove_header("keep-alive");
+    resp.remove_header("proxy-connection");
+    if !upgrade {
+        resp.remove_header(&header::CONNECTION);
+    }
+}
+
+/// The field names the `Connection` headers nominate. `strict`: malformed or protected
+/// nominations are errors (requests); otherwise they are skipped (responses).
+fn nominations(headers: &http::HeaderMap, strict: bool) -> Result<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    let mut count = 0;
+    let tokens = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty());
+    for token in tokens {
+        count += 1;
+        if count >= MAX_NOMINATIONS && strict {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "too many Connection header nominations",
+            );
+        }
+        let valid = !token.starts_with(b":") && token.iter().all(|b| is_tchar(*b));
+        let name = match (valid, HeaderName::from_bytes(token)) {
+            (true, Ok(name)) => name,
+            _ if strict => {
+                return Error::e_explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "invalid token nominated by the Connection header",
+                )
+            }
+            _ => continue,
+        };
+        // a client must not be able to make the proxy drop what it says about the client
+        let protected = matches!(
+            name.as_str(),
+            "host" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
+        );
+        if protected && strict {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "protected header cannot be nominated by the Connection header",
+            );
+        }
+        if !protected {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/cse", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn nominated_and_standard_fields_are_removed() {
+        let mut r = req(&[
+            ("Connection", "keep-alive, X-Secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("TE", "trailers"),
+            ("Expect", "100-continue"),
+            ("Content-Type", "application/json"),
+        ]);
+        request(&mut r, true).unwrap();
+        for gone in ["connection", "x-secret", "keep-alive", "te", "expect"] {
+            assert!(r.headers.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(r.headers["content-type"], "application/json");
+        assert_eq!(r.headers["transfer-encoding"], "chunked");
+    }
+
+    #[test]
+    fn websocket_upgrade_keeps_its_pair_and_protected_names_are_refused() {
+        let mut r = req(&[("Connection", "Upgrade"), ("Upgrade", "WebSocket")]);
+        request(&mut r, false).unwrap();
+        assert_eq!(r.headers["upgrade"], "websocket");
+        assert_eq!(r.headers["connection"], "Upgrade");
+        let mut r = req(&[("Connection", "X-Forwarded-For")]);
+        assert!(request(&mut r, false).is_err());
+        let mut r = req(&[("Connection", "a,b,c,d,e,f,g,h,i,j")]);
+        assert!(request(&mut r, false).is_err());
+    }
+
+    #[test]
+    fn response_keeps_framing_and_end_to_end_fields() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("Connection", "Content-Length, X-Hop")
+            .unwrap();
+        resp.append_header("X-Hop", "1").unwrap();
+        resp.append_header("Content-Length", "2").unwrap();
+        resp.append_header("Keep-Alive", "timeout=3").unwrap();
+        resp.append_header("X-M2M-RSC", "2000").unwrap();
+        response(&mut resp);
+        assert!(resp.headers.get("x-hop").is_none());
+        assert!(resp.headers.get("keep-alive").is_none());
+        assert!(resp.headers.get("connection").is_none());
+        assert_eq!(resp.headers["content-length"], "2");
+        assert_eq!(resp.headers["x-m2m-rsc"], "2000");
+    }
+}
