@@ -480,10 +480,10 @@ impl Ingress {
         &self,
         ctx: &mut RequestCtx,
         client: &Client,
-        data: &[u8],
+        data: &Bytes,
     ) -> Result<(Bytes, Option<Bytes>)> {
         let Some(gate) = ctx.websocket.as_mut() else {
-            return Ok((Bytes::copy_from_slice(data), None));
+            return Ok((data.clone(), None));
         };
         let out = gate.on_client_data(data);
         if gate.talking_after_close() {

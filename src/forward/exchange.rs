@@ -10,10 +10,9 @@ use pingora::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use super::hop;
 use super::upstream::{Upstream, Upstreams};
-use crate::ingress::{AuthOrPolicy, Client, Ingress, OwnResponse, Refusal, RequestCtx};
-use crate::onem2m::M2mError;
+use super::{hop, tunnel};
+use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 
 pub struct Exchange<'a> {
     pub ingress: &'a Ingress,
@@ -79,18 +78,8 @@ impl Exchange<'_> {
             return Ok(true);
         }
         if ctx.upgraded {
-            // never passed through ungated: the lean path has no WebSocket gate yet
-            down.set_server_keepalive(None);
-            let err = M2mError::other(
-                501,
-                "WebSocket upgrades are not supported with request_path: lean",
-            );
-            let refusal = Refusal {
-                kind: AuthOrPolicy::Other,
-                err,
-            };
-            self.refuse(down, ctx, refusal).await?;
-            return Ok(false);
+            // an idle WebSocket lives as long as `websocket.idle_timeout`, not a request read
+            down.set_read_timeout(Some(ingress.websocket.idle_timeout));
         }
 
         let has_body = !down.is_body_empty();
@@ -138,8 +127,10 @@ impl Exchange<'_> {
                 .ok_or_else(|| Error::explain(ErrorType::InternalError, "no response head"))?
                 .clone(),
         );
-        if resp.status == StatusCode::SWITCHING_PROTOCOLS {
-            // only upgrade requests are forwarded with Upgrade, and the lean path refuses them
+        let switching = resp.status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && !up.was_upgraded() {
+            // both sides must agree that this is an upgrade, or tunnelled bytes would be read
+            // as HTTP on one of them
             return Err(Error::explain(
                 ErrorType::InvalidHTTPHeader,
                 "101 to a request without an upgrade",
@@ -149,6 +140,14 @@ impl Exchange<'_> {
         up.respect_keepalive();
         ingress.upstream_response(&method, &mut resp, ctx)?;
         hop::response(&mut resp);
+        if switching {
+            down.write_response_header(resp)
+                .await
+                .map_err(|e| e.into_down())?;
+            tunnel::relay(ingress, &self.client, down, &mut up, ctx).await?;
+            down.finish_body().await.map_err(|e| e.into_down())?;
+            return Ok(false);
+        }
         let no_body = method == Method::HEAD || matches!(resp.status.as_u16(), 204 | 304);
         if !no_body
             && !resp.headers.contains_key(TRANSFER_ENCODING)
@@ -164,7 +163,9 @@ impl Exchange<'_> {
             .await
             .map_err(|e| e.into_down())?;
         while let Some(chunk) = up.read_body_ref().await.map_err(|e| e.into_up())? {
-            down.write_body(chunk).await.map_err(|e| e.into_down())?;
+            if !chunk.is_empty() {
+                down.write_body(chunk).await.map_err(|e| e.into_down())?;
+            }
         }
         // flushes what BufWrite holds: the head and a small body leave in one TLS record
         down.finish_body().await.map_err(|e| e.into_down())?;
@@ -214,6 +215,10 @@ impl Exchange<'_> {
                     let Some(chunk) = chunk.map_err(|e| e.into_down())? else {
                         break;
                     };
+                    if chunk.is_empty() {
+                        // an empty chunk written chunked would end the body early
+                        continue;
+                    }
                     sent.body_read = true;
                     self.ingress.count_body(ctx, chunk.len())?;
                     if let Err(e) = up.write_body(&chunk).await {

@@ -8,11 +8,13 @@
 //! - `hop`: connection-specific header fields
 //! - `bufwrite`: write buffering, so a small response is one TLS record
 //! - `early`: noticing a CSE's answer while a body write waits
+//! - `tunnel`: WebSocket bytes after a 101, through the gate
 
 mod bufwrite;
 mod early;
 mod exchange;
 mod hop;
+mod tunnel;
 mod upstream;
 
 use std::sync::Arc;
