@@ -8,6 +8,7 @@ use http::{Method, StatusCode, Version};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora::protocols::http::v1::server::HttpSession as ServerSession;
+use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::upstream::{Upstream, Upstreams};
@@ -18,6 +19,8 @@ pub struct Exchange<'a> {
     pub ingress: &'a Ingress,
     pub upstreams: &'a Upstreams,
     pub client: Client<'a>,
+    /// Set on shutdown: answers then say `Connection: close`, and the connection ends.
+    pub shutdown: &'a ShutdownWatch,
 }
 
 /// How far the request got toward the CSE (what a retry would repeat).
@@ -159,6 +162,7 @@ impl Exchange<'_> {
             resp.set_version(Version::HTTP_11);
             resp.insert_header(TRANSFER_ENCODING, "chunked")?;
         }
+        self.close_if_shutting_down(down);
         down.write_response_header(resp)
             .await
             .map_err(|e| e.into_down())?;
@@ -242,7 +246,14 @@ impl Exchange<'_> {
         refusal: Refusal,
     ) -> Result<()> {
         let resp = self.ingress.refusal_response(ctx, refusal)?;
+        self.close_if_shutting_down(down);
         write_own(down, resp).await
+    }
+
+    fn close_if_shutting_down(&self, down: &mut ServerSession) {
+        if *self.shutdown.borrow() {
+            down.set_server_keepalive(None);
+        }
     }
 
     /// The oneM2M answer to a failure, if the client is still there and has no answer yet.

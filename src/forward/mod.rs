@@ -55,7 +55,7 @@ impl Lean {
     /// One client connection: requests in order until it closes, idles out, fails, or the
     /// server shuts down.
     async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
-        let mut shutdown = shutdown.clone();
+        let mut idle_watch = shutdown.clone();
         // the connection's facts outlive each request's session
         let tls = stream.get_ssl_digest();
         let addr = stream
@@ -65,6 +65,7 @@ impl Lean {
             ingress: &self.ingress,
             upstreams: &self.upstreams,
             client: Client::from_tls(tls.as_deref(), addr.as_ref()),
+            shutdown,
         };
         let mut stream: Stream = Box::new(BufWrite::new(stream));
         let mut pipelined: Option<BytesMut> = None;
@@ -86,14 +87,14 @@ impl Lean {
                     if let Some(up) = held.take() {
                         self.upstreams.checkin(up.stream);
                     }
-                    if !first && *shutdown.borrow() {
+                    if !first && *idle_watch.borrow() {
                         break;
                     }
                     tokio::select! {
                         biased;
                         read = down.read_request() => read,
                         // an idle keep-alive connection closes at once on shutdown
-                        _ = shutdown.changed() => break,
+                        _ = idle_watch.changed() => break,
                     }
                 }
             };
