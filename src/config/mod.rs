@@ -96,7 +96,7 @@ pub struct Config {
 }
 
 /// The request path of the public listener: Pingora's proxy pipeline, or the lean per-connection
-/// loop on pingora-core (experimental; `Config::validate` refuses what it does not support yet).
+/// loop on pingora-core (experimental).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RequestPath {
@@ -215,7 +215,6 @@ impl Config {
         if self.threads == Some(0) {
             return Err(KeyError::new("threads", "expected a number >= 1"));
         }
-        self.check_request_path()?;
         let upstream =
             parse_upstream_url(&self.upstream.url).map_err(|m| KeyError::new("upstream", m))?;
         self.auth.validate()?;
@@ -258,20 +257,6 @@ impl Config {
             admin,
             upstream,
         })
-    }
-}
-
-impl Config {
-    /// `request_path: lean` with a feature only the pipeline has is refused, never served by
-    /// the pipeline behind the operator's back.
-    fn check_request_path(&self) -> Result<(), KeyError> {
-        if self.request_path == RequestPath::Lean && self.egress.iter().any(|r| r.rewrite_poa) {
-            return Err(KeyError::new(
-                "request_path",
-                "`lean` does not rewrite poa URLs in ingress bodies yet: set `rewrite_poa: false` on every egress route, or use `pipeline`",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -361,16 +346,6 @@ mod tests {
             .to_string();
         assert!(
             err.contains("request_path") && err.contains("pipeline"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn lean_request_path_refuses_egress_routes() {
-        let text = "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\nauth:\n  anonymous: allow\nrequest_path: lean\negress:\n  - name: peer\n    listen: \"127.0.0.1:3\"\n    peer: \"https://peer.example:443\"\n";
-        let err = parse(text).unwrap().validate().unwrap_err().to_string();
-        assert!(
-            err.contains("request_path") && err.contains("rewrite_poa"),
             "{err}"
         );
     }

@@ -3,6 +3,7 @@
 //! Errors carry their side (`into_up`/`into_down`) so that the answer and the metrics are
 //! those of the pipeline.
 
+use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, StatusCode, Version};
 use pingora::http::RequestHeader;
@@ -13,7 +14,13 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
+use crate::egress::rewrite::{direction_label, BodyRewrite};
 use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
+use crate::metrics;
+use crate::poa::Direction;
+
+/// Ingress request bodies travel toward the local CSE.
+const TOWARD: Direction = Direction::TowardLocal;
 
 pub struct Exchange<'a> {
     pub ingress: &'a Ingress,
@@ -86,16 +93,24 @@ impl Exchange<'_> {
         }
 
         let has_body = !down.is_body_empty();
-        let mut head = Box::new(down.req_header().clone());
-        hop::request(&mut head, has_body).map_err(|e| e.into_down())?;
-        ingress.upstream_request(&mut head, &self.client, ctx)?;
         let expect_continue = hop::expects_continue(down.req_header()) && !down.is_body_done();
+        let mut sent = Sent::default();
+        let prefix = match ctx.upgraded {
+            true => None,
+            false => {
+                self.read_whole(down, ctx, expect_continue, &mut sent)
+                    .await?
+            }
+        };
+        let mut head = Box::new(down.req_header().clone());
+        hop::request(&mut head).map_err(|e| e.into_down())?;
+        ingress.upstream_request(&mut head, &self.client, ctx)?;
+        hop::frame(&mut head, has_body)?;
 
         let mut upstream = match held.take() {
             Some(up) => up,
             None => self.upstreams.checkout().await?,
         };
-        let mut sent = Sent::default();
         let mut head = Some(head);
         let mut up = loop {
             let reused = upstream.reused;
@@ -109,8 +124,17 @@ impl Exchange<'_> {
             let mut up = ClientSession::new(upstream.stream);
             up.read_timeout = self.upstreams.read_timeout();
             up.write_timeout = self.upstreams.write_timeout();
+            let prefix = prefix.as_ref();
             match self
-                .send(down, &mut up, this_head, ctx, expect_continue, &mut sent)
+                .send(
+                    down,
+                    &mut up,
+                    this_head,
+                    prefix,
+                    ctx,
+                    expect_continue,
+                    &mut sent,
+                )
                 .await
             {
                 Ok(()) => break up,
@@ -166,9 +190,13 @@ impl Exchange<'_> {
         down.write_response_header(resp)
             .await
             .map_err(|e| e.into_down())?;
-        while let Some(chunk) = up.read_body_ref().await.map_err(|e| e.into_up())? {
-            if !chunk.is_empty() {
-                down.write_body(chunk).await.map_err(|e| e.into_down())?;
+        if ctx.bodies.rewrites_response() {
+            self.relay_rewritten(down, &mut up, ctx).await?;
+        } else {
+            while let Some(chunk) = up.read_body_ref().await.map_err(|e| e.into_up())? {
+                if !chunk.is_empty() {
+                    down.write_body(chunk).await.map_err(|e| e.into_down())?;
+                }
             }
         }
         // flushes what BufWrite holds: the head and a small body leave in one TLS record
@@ -184,13 +212,80 @@ impl Exchange<'_> {
         Ok(true)
     }
 
-    /// The head, `100 Continue` for a client that waits for it, the body, and the CSE's final
-    /// (or 101) response head, which may come before the body is complete.
+    /// `poa` rewriting of the request body: one to inspect is read whole (up to
+    /// `limits.egress_rewrite_max_body`) before the head goes upstream, so that its rewritten
+    /// length is exact. A chunked body that turns out larger passes unchanged: what was read
+    /// goes first, the rest streams. Returns what to send before the rest of the body.
+    async fn read_whole(
+        &self,
+        down: &mut ServerSession,
+        ctx: &mut RequestCtx,
+        expect_continue: bool,
+        sent: &mut Sent,
+    ) -> Result<Option<Bytes>> {
+        let poa = &self.ingress.poa;
+        let has_body = !down.is_body_empty();
+        let plan =
+            BodyRewrite::whole_request_plan(poa, &down.req_header().headers, has_body, TOWARD);
+        let Some(encoding) = plan else {
+            return Ok(None);
+        };
+        if expect_continue {
+            // the client waits for it before it sends the body read here
+            sent.continued = true;
+            down.write_continue_response()
+                .await
+                .map_err(|e| e.into_down())?;
+        }
+        let mut body = BytesMut::new();
+        while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
+            self.ingress.count_body(ctx, chunk.len())?;
+            body.extend_from_slice(&chunk);
+            if body.len() > poa.max_body() {
+                metrics::poa_body_too_large(direction_label(TOWARD));
+                return Ok(Some(body.freeze()));
+            }
+        }
+        Ok(Some(ctx.bodies.whole_request(
+            poa,
+            body.freeze(),
+            encoding,
+            TOWARD,
+        )))
+    }
+
+    /// A response body collected whole and sent rewritten (chunked: its length changes).
+    async fn relay_rewritten(
+        &self,
+        down: &mut ServerSession,
+        up: &mut ClientSession,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let poa = &self.ingress.poa;
+        loop {
+            let chunk = up.read_body_bytes().await.map_err(|e| e.into_up())?;
+            let end = chunk.is_none();
+            let mut body = chunk;
+            ctx.bodies.response_chunk(poa, &mut body, end);
+            if let Some(data) = body.filter(|d| !d.is_empty()) {
+                down.write_body(&data).await.map_err(|e| e.into_down())?;
+            }
+            if end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The head, `100 Continue` for a client that waits for it, the body (`prefix` first: bytes
+    /// already read from the client, kept so that a retry can send them again), and the CSE's
+    /// final (or 101) response head, which may come before the body is complete.
+    #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
         down: &mut ServerSession,
         up: &mut ClientSession,
         head: Box<RequestHeader>,
+        prefix: Option<&Bytes>,
         ctx: &mut RequestCtx,
         expect_continue: bool,
         sent: &mut Sent,
@@ -203,6 +298,11 @@ impl Exchange<'_> {
             down.write_continue_response()
                 .await
                 .map_err(|e| e.into_down())?;
+        }
+        if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
+            if let Err(e) = up.write_body(prefix).await {
+                return final_head(up).await.map_err(|_| e.into_up());
+            }
         }
         while !down.is_body_done() {
             // Both at once: a CSE may answer from the head and never read the body.

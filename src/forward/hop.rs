@@ -25,9 +25,9 @@ const MAX_NOMINATIONS: usize = 10;
 
 /// The request head for the CSE: the `Connection` options and the fields they nominate go,
 /// as do the standard per-connection fields and `Expect: 100-continue` (the proxy answers it
-/// itself); a WebSocket upgrade keeps its `Upgrade`/`Connection` pair. A body without
-/// `Content-Length` goes chunked. A malformed `Connection` header is an error (400).
-pub fn request(req: &mut RequestHeader, has_body: bool) -> Result<()> {
+/// itself); a WebSocket upgrade keeps its `Upgrade`/`Connection` pair. A malformed
+/// `Connection` header is an error (400).
+pub fn request(req: &mut RequestHeader) -> Result<()> {
     let nominated = nominations(&req.headers, true)?;
     let websocket = req.version == http::Version::HTTP_11
         && req
@@ -48,6 +48,11 @@ pub fn request(req: &mut RequestHeader, has_body: bool) -> Result<()> {
         req.insert_header(header::UPGRADE, "websocket")?;
     }
     req.set_version(http::Version::HTTP_11);
+    Ok(())
+}
+
+/// After every other change to the head: a body without `Content-Length` goes chunked.
+pub fn frame(req: &mut RequestHeader, has_body: bool) -> Result<()> {
     if has_body && !req.headers.contains_key(header::CONTENT_LENGTH) {
         req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     }
@@ -160,7 +165,8 @@ mod tests {
             ("Expect", "100-continue"),
             ("Content-Type", "application/json"),
         ]);
-        request(&mut r, true).unwrap();
+        request(&mut r).unwrap();
+        frame(&mut r, true).unwrap();
         for gone in ["connection", "x-secret", "keep-alive", "te", "expect"] {
             assert!(r.headers.get(gone).is_none(), "{gone}");
         }
@@ -171,13 +177,13 @@ mod tests {
     #[test]
     fn websocket_upgrade_keeps_its_pair_and_protected_names_are_refused() {
         let mut r = req(&[("Connection", "Upgrade"), ("Upgrade", "WebSocket")]);
-        request(&mut r, false).unwrap();
+        request(&mut r).unwrap();
         assert_eq!(r.headers["upgrade"], "websocket");
         assert_eq!(r.headers["connection"], "Upgrade");
         let mut r = req(&[("Connection", "X-Forwarded-For")]);
-        assert!(request(&mut r, false).is_err());
+        assert!(request(&mut r).is_err());
         let mut r = req(&[("Connection", "a,b,c,d,e,f,g,h,i,j")]);
-        assert!(request(&mut r, false).is_err());
+        assert!(request(&mut r).is_err());
     }
 
     #[test]
