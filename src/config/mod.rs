@@ -386,5 +386,8 @@ mod path_tests {
         );
         b.limits.max_body += 1;
         assert_eq!(a.restart_only_changes(&b), vec!["limits"]);
+        let mut c = a.clone();
+        c.request_path = RequestPath::Lean;
+        assert_eq!(a.restart_only_changes(&c), vec!["request_path"]);
     }
 }

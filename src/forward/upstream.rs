@@ -95,10 +95,16 @@ impl Upstreams {
 
     /// A connection whose last response was read completely and which the CSE keeps alive.
     pub fn checkin(&self, stream: Stream) {
+        let now = Instant::now();
         let mut idle = self.idle();
-        idle.retain(|(_, since)| since.elapsed() < MAX_IDLE_AGE);
+        // oldest first (pushed in order): the aged ones are a prefix
+        let aged = idle
+            .iter()
+            .take_while(|(_, since)| now.duration_since(*since) >= MAX_IDLE_AGE)
+            .count();
+        idle.drain(..aged);
         if idle.len() < MAX_IDLE {
-            idle.push((stream, Instant::now()));
+            idle.push((stream, now));
         }
     }
 }
@@ -120,5 +126,38 @@ fn still_open(stream: &mut Stream) -> bool {
             log::debug!("idle upstream connection broken: {e}");
             matches!(e.kind(), io::ErrorKind::WouldBlock)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn pair() -> (Stream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ours, theirs) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let ours = pingora::protocols::l4::stream::Stream::from(ours.unwrap());
+        (
+            Box::new(EarlyAnswer::new(Box::new(ours))),
+            theirs.unwrap().0,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_quiet_connection_is_open_a_closed_or_chatty_one_is_not() {
+        let (mut quiet, _peer) = pair().await;
+        assert!(still_open(&mut quiet));
+
+        let (mut closed, peer) = pair().await;
+        drop(peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!still_open(&mut closed), "EOF from the CSE");
+
+        let (mut chatty, mut peer) = pair().await;
+        peer.write_all(b"HTTP/1.1 408").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!still_open(&mut chatty), "bytes nobody asked for");
     }
 }
