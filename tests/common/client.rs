@@ -352,11 +352,17 @@ impl Conn {
     /// Reads one response (1xx other than 101 skipped). Body per Content-Length, chunked or
     /// until close; none for HEAD, 101, 204 and 304.
     pub fn read_response(&mut self) -> Result<Response, String> {
-        self.read_response_inner()
+        self.read_response_inner(true)
             .map_err(|e| format!("read response: {e}"))
     }
 
-    fn read_response_inner(&mut self) -> io::Result<Response> {
+    /// Like `read_response`, but an interim 1xx (`100 Continue`) is returned, not skipped.
+    pub fn read_response_or_interim(&mut self) -> Result<Response, String> {
+        self.read_response_inner(false)
+            .map_err(|e| format!("read response: {e}"))
+    }
+
+    fn read_response_inner(&mut self, skip_interim: bool) -> io::Result<Response> {
         for _ in 0..16 {
             let head = self
                 .wire
@@ -364,7 +370,10 @@ impl Conn {
                 .ok_or_else(|| eof("before a response"))?;
             let mut resp = parse_response_head(&head)?;
             if (100..200).contains(&resp.status) && resp.status != 101 {
-                continue;
+                if skip_interim {
+                    continue;
+                }
+                return Ok(resp);
             }
             let no_body = self.last_method.eq_ignore_ascii_case("HEAD")
                 || matches!(resp.status, 101 | 204 | 304);

@@ -1,7 +1,7 @@
 //! Buffered reading of HTTP/1.1 messages (and, after a `101`, WebSocket frames). Every part
 //! of the kit that reads HTTP heads (the client, the echo upstream, the HTTPS endpoint, the
-//! faulty upstream, the recorded-stream parser) finds the end of a head with [`head_len`],
-//! and every stream is read through [`Wire::read_head`], so the head bound and the
+//! faulty and scripted upstreams, the recorded-stream parser) finds the end of a head with
+//! [`head_len`], and every stream is read through [`Wire::read_head`], so the head bound and the
 //! end-of-stream rules are the same everywhere; response heads are parsed only by
 //! [`parse_response_head`].
 

@@ -7,6 +7,8 @@
 //!   framing per message) that splits a recorded byte stream into requests, or says exactly
 //!   where it is ambiguous.
 //! - [`FaultyUpstream`]: an upstream that misbehaves on purpose (resets, garbage, silence).
+//! - [`ScriptedUpstream`]: an upstream whose test decides, request by request, the raw answer
+//!   and what becomes of the connection (kept, closed, reset; body read first or not).
 //!
 //! Everything is on 127.0.0.1; every socket has timeouts; `Drop` closes sockets and joins
 //! threads.
@@ -14,11 +16,11 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use super::http1::{head_len, Wire};
+use super::http1::{content_length, head_len, header_pairs, is_chunked, Wire};
 use super::IO_TIMEOUT;
 
 fn bind_retry(port: u16) -> TcpListener {
@@ -570,5 +572,304 @@ fn serve_fault(s: TcpStream, heads: &AtomicUsize, fault: &Fault, tunneled: &Mute
 impl Drop for FaultyUpstream {
     fn drop(&mut self) {
         self.threads.stop(self.addr, self.accept.take());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Scripted upstream
+// ---------------------------------------------------------------------------------------
+
+/// One request as a [`ScriptedUpstream`] read it; the script decides on it from the head.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// Upstream connection (1, 2, ... in accept order) and request number on it (1, 2, ...).
+    pub conn: usize,
+    pub nth: usize,
+    pub method: String,
+    pub path: String,
+    /// In wire order, names as received.
+    pub headers: Vec<(String, String)>,
+    /// The decoded body, if the reply had it read.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Seen {
+    /// Every value of a header (case-insensitive name), in order.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// What a [`ScriptedUpstream`] does with the connection after a reply.
+#[derive(Clone, Copy, Debug)]
+pub enum Then {
+    /// Waits for the next request on it.
+    Keep,
+    /// Waits this long without reading, then half-closes (FIN), drops what still arrives (for
+    /// up to 2 s) and closes: a server's lingering close.
+    Close(Duration),
+    /// Waits this long without reading, then resets (RST).
+    Reset(Duration),
+}
+
+/// A script's answer to one request head.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// Read the request body (Content-Length or chunked) before answering; an
+    /// `Expect: 100-continue` then gets `100 Continue` first. Otherwise the body is left unread.
+    pub read_body: bool,
+    /// Written as they are; empty: no answer at all.
+    pub bytes: Vec<u8>,
+    pub then: Then,
+}
+
+impl Reply {
+    /// Reads the body, answers `bytes`, keeps the connection.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Reply {
+        Reply {
+            read_body: true,
+            bytes: bytes.into(),
+            then: Then::Keep,
+        }
+    }
+    /// Answers without reading the body.
+    pub fn before_body(mut self) -> Reply {
+        self.read_body = false;
+        self
+    }
+    pub fn then(mut self, then: Then) -> Reply {
+        self.then = then;
+        self
+    }
+}
+
+type Script = dyn Fn(&Seen) -> Reply + Send + Sync;
+
+#[derive(Default)]
+struct ScriptState {
+    seen: Vec<Seen>,
+    /// Connections the upstream closed or reset (`Then::Close` / `Then::Reset`), in order.
+    ended: Vec<usize>,
+}
+
+struct ScriptShared {
+    state: Mutex<ScriptState>,
+    changed: Condvar,
+    accepted: AtomicUsize,
+    threads: Threads,
+}
+
+impl ScriptShared {
+    fn stopping(&self) -> bool {
+        self.threads.stopping.load(Ordering::SeqCst)
+    }
+    fn update(&self, f: impl FnOnce(&mut ScriptState)) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+    /// Sleeps `d`, returning early when the upstream stops.
+    fn pause(&self, d: Duration) {
+        let guard = self.state.lock().unwrap();
+        let _ = self
+            .changed
+            .wait_timeout_while(guard, d, |_| !self.stopping());
+    }
+}
+
+/// An HTTP/1.1 upstream on 127.0.0.1 driven by a script: it reads each request head with
+/// [`Wire`], records it, asks the script for a [`Reply`] and does what that says. Connections
+/// are not tracked, so that `Close` and `Reset` really end them; idle ones notice a stop
+/// within 200 ms. `Drop` stops it and joins every thread.
+pub struct ScriptedUpstream {
+    addr: SocketAddr,
+    shared: Arc<ScriptShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// How often a connection waiting for its next request checks for a stop.
+const SCRIPT_POLL: Duration = Duration::from_millis(200);
+
+impl ScriptedUpstream {
+    /// Listens on 127.0.0.1:`port` (e.g. the port of the scenario's stopped echo upstream).
+    pub fn start_on(
+        port: u16,
+        script: impl Fn(&Seen) -> Reply + Send + Sync + 'static,
+    ) -> ScriptedUpstream {
+        let listener = bind_retry(port);
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(ScriptShared {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            accepted: AtomicUsize::new(0),
+            threads: Threads::default(),
+        });
+        let script: Arc<Script> = Arc::new(script);
+        let sh = shared.clone();
+        let accept = thread::spawn(move || {
+            for s in listener.incoming() {
+                if sh.stopping() {
+                    break;
+                }
+                let Ok(s) = s else { continue };
+                let _ = s.set_write_timeout(Some(IO_TIMEOUT));
+                let _ = s.set_nodelay(true);
+                let conn = sh.accepted.fetch_add(1, Ordering::SeqCst) + 1;
+                let (sh2, script) = (sh.clone(), script.clone());
+                sh.threads
+                    .spawn(move || serve_script(s, conn, &sh2, script.as_ref()));
+            }
+        });
+        ScriptedUpstream {
+            addr,
+            shared,
+            accept: Some(accept),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Every request read so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.state.lock().unwrap().seen.clone()
+    }
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+    /// Connections this upstream has closed or reset, in order.
+    pub fn ended(&self) -> Vec<usize> {
+        self.shared.state.lock().unwrap().ended.clone()
+    }
+    /// Waits until at least `n` requests were read; false on timeout.
+    pub fn wait_seen(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |s| s.seen.len() >= n)
+    }
+    /// Waits until at least `n` connections were ended by the upstream; false on timeout.
+    pub fn wait_ended(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |s| s.ended.len() >= n)
+    }
+
+    fn wait(&self, timeout: Duration, done: impl Fn(&ScriptState) -> bool) -> bool {
+        let guard = self.shared.state.lock().unwrap();
+        let (guard, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(guard, timeout, |s| !done(s))
+            .unwrap();
+        done(&guard)
+    }
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        self.shared.threads.stopping.store(true, Ordering::SeqCst);
+        self.shared.update(|_| {}); // wakes connections pausing before a close
+        self.shared.threads.stop(self.addr, self.accept.take());
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn serve_script(s: TcpStream, conn: usize, shared: &ScriptShared, script: &Script) {
+    let mut wire = Wire::new(s);
+    for nth in 1.. {
+        // idle between requests: poll so that a stop is noticed
+        let _ = wire.stream.set_read_timeout(Some(SCRIPT_POLL));
+        let idle = Instant::now();
+        while wire.buf.is_empty() {
+            if shared.stopping() || idle.elapsed() > 6 * IO_TIMEOUT {
+                return;
+            }
+            match wire.fill() {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => return,
+            }
+        }
+        let _ = wire.stream.set_read_timeout(Some(IO_TIMEOUT));
+        let Ok(Some(head)) = wire.read_head() else {
+            return;
+        };
+        let mut hbuf = vec![httparse::EMPTY_HEADER; 256];
+        let mut req = httparse::Request::new(&mut hbuf);
+        if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
+            return;
+        }
+        let mut seen = Seen {
+            conn,
+            nth,
+            method: req.method.unwrap_or("").to_string(),
+            path: req.path.unwrap_or("").to_string(),
+            headers: header_pairs(req.headers),
+            body: None,
+        };
+        let reply = script(&seen);
+        if reply.read_body {
+            let expects = seen
+                .values("expect")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("100-continue"));
+            if expects
+                && wire
+                    .stream
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    .is_err()
+            {
+                return;
+            }
+            let body = if is_chunked(&seen.headers) {
+                wire.read_chunked()
+            } else {
+                match content_length(&seen.headers) {
+                    Ok(Some(n)) => wire.take(n),
+                    Ok(None) => Ok(Vec::new()),
+                    Err(e) => Err(e),
+                }
+            };
+            let Ok(body) = body else { return };
+            seen.body = Some(body);
+        }
+        shared.update(|st| st.seen.push(seen));
+        if !reply.bytes.is_empty() && wire.stream.write_all(&reply.bytes).is_err() {
+            return;
+        }
+        match reply.then {
+            Then::Keep => continue,
+            Then::Close(d) => {
+                shared.pause(d);
+                let _ = wire.stream.shutdown(Shutdown::Write);
+                shared.update(|st| st.ended.push(conn));
+                let _ = wire.stream.set_read_timeout(Some(SCRIPT_POLL));
+                let until = Instant::now() + Duration::from_secs(2);
+                let mut sink = [0u8; 16 * 1024];
+                while Instant::now() < until && !shared.stopping() {
+                    match wire.stream.read(&mut sink) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(e) if is_timeout(&e) => {}
+                        Err(_) => break,
+                    }
+                }
+                return;
+            }
+            Then::Reset(d) => {
+                shared.pause(d);
+                set_linger_zero(&wire.stream);
+                drop(wire); // RST
+                shared.update(|st| st.ended.push(conn));
+                return;
+            }
+        }
     }
 }
