@@ -112,12 +112,13 @@ pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|token| token.trim().to_ascii_lowercase())
+        // framing and the connection's own tokens are the writer's business, not removals
         .filter(|token| {
-            !token.is_empty()
-                && !matches!(token.as_str(), "close" | "keep-alive" | "connection")
-                && !(switching && token == "upgrade")
-                && token != "transfer-encoding"
-                && token != "content-length"
+            let kept = matches!(
+                token.as_str(),
+                "" | "close" | "keep-alive" | "connection" | "transfer-encoding" | "content-length"
+            ) || (switching && token == "upgrade");
+            !kept
         })
         .collect();
     let unwanted: Vec<http::HeaderName> = resp
