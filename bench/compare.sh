@@ -6,7 +6,8 @@
 #
 #   OLD=/tmp/bins/old NEW=target/release/m2m-auth-proxy bench/compare.sh
 #
-# Knobs: ROUNDS (2), DURATION (10 s), NS ("1000 5000"), MEMORY (1), NAMES ("old new"; row
+# The same binary on two request paths: OLD=NEW=bin PATHS="pipeline lean" NAMES="pipe lean".
+# Knobs: PATHS (`request_path` of old and new; unset: the binary's default), ROUNDS (2), DURATION (10 s), NS ("1000 5000"), MEMORY (1), NAMES ("old new"; row
 # names, [a-z0-9] only), WORK (/tmp/proxybench). Tools: bench/run.sh's (run it once first, or
 # ../shared/bench/setup.sh). Copy the binaries somewhere stable first if a build may replace
 # them during the run. Prints one markdown table; raw results stay in $OUT.
@@ -16,6 +17,7 @@ ROOT=$(cd "$BENCH/.." && pwd)
 SHARED=${SHARED:-$(cd "$ROOT/../shared/bench" && pwd)}
 : "${OLD:?OLD=path of the old binary}" "${NEW:?NEW=path of the new binary}"
 read -r NAME_OLD NAME_NEW <<< "${NAMES:-old new}"
+read -r PATH_OLD PATH_NEW <<< "${PATHS:-}"
 export WORK=${WORK:-/tmp/proxybench} DURATION=${DURATION:-10} WARMUP=${WARMUP:-2} REPEATS=1 WAIT_IDLE=${WAIT_IDLE:-30}
 OUT=${OUT:-$WORK/results/compare-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
@@ -31,19 +33,19 @@ harness() { # tag, then env for the shared run.sh
 for ((r = 1; r <= ${ROUNDS:-2}; r++)); do
   log "round $r: haproxy"
   harness "haproxy-$r" ONLY='^(haproxy-mtls-san|haproxy-mtls-san-newconn)$' || exit 1
-  for pair in "$NAME_OLD:$OLD" "$NAME_NEW:$NEW"; do
-    name=${pair%%:*} bin=${pair#*:}
+  for side in "$NAME_OLD:$OLD:${PATH_OLD:-}" "$NAME_NEW:$NEW:${PATH_NEW:-}"; do
+    IFS=: read -r name bin path <<< "$side"
     log "round $r: $name"
     harness "$name-$r" ONLY="^($name-mtls|$name-mtls-newconn)\$" PROXY_NAME="$name" PROXY_MODES=mtls \
-      M2M_BIN="$bin" PROXY_CMD="exec $BENCH/project-proxy.sh" || exit 1
+      M2M_BIN="$bin" REQUEST_PATH="$path" PROXY_CMD="exec $BENCH/project-proxy.sh" || exit 1
   done
 done
 
 if [ "${MEMORY:-1}" = 1 ]; then
-  for pair in "$NAME_OLD:$OLD" "$NAME_NEW:$NEW"; do
-    name=${pair%%:*} bin=${pair#*:}
+  for side in "$NAME_OLD:$OLD:${PATH_OLD:-}" "$NAME_NEW:$NEW:${PATH_NEW:-}"; do
+    IFS=: read -r name bin path <<< "$side"
     log "memory: $name"
-    ONLY='^memory$' NS="${NS:-1000 5000}" M2M_BIN="$bin" OUT="$OUT/mem-$name" \
+    ONLY='^memory$' NS="${NS:-1000 5000}" M2M_BIN="$bin" REQUEST_PATH="$path" OUT="$OUT/mem-$name" \
       bash "$BENCH/extras.sh" > /dev/null 2> "$OUT/mem-$name.log"
   done
 fi
