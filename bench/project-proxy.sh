@@ -8,7 +8,8 @@
 #   * `admin` on ADMIN_PORT (default LISTEN_PORT+1), checked free before starting;
 #   * an extra mode `bearer` (TOKENS = tokens file), and BASIC_CACHE_ENTRIES for the Basic cache;
 #   * SESSION_TICKETS=1 writes `tls.session_tickets: true` (resumption rows only);
-#   * LIMITS_IDLE=300s writes `limits.idle_timeout` (+ max_connections) for the memory rows.
+#   * LIMITS_IDLE=300s writes `limits.idle_timeout` (+ max_connections) for the memory rows;
+#   * REQUEST_PATH (pipeline | lean) writes `request_path` (binaries that know the key).
 # Environment: BENCH_MODE (mtls | basic-plain | basic-sha1 | basic-bcrypt5 | basic-bcrypt10 | bearer),
 # LISTEN_ADDR, UPSTREAM_ADDR, TLS_CERT, TLS_KEY, CLIENT_CA, HTPASSWD, TOKENS, WORKERS, M2M_BIN.
 set -eu
@@ -50,6 +51,9 @@ YAML
   # allows (older binaries without a `limits` section: leave LIMITS_IDLE unset)
   if [ -n "${LIMITS_IDLE:-}" ]; then
     printf 'limits:\n  idle_timeout: %s\n  max_connections: %s\n' "$LIMITS_IDLE" "${LIMITS_MAX_CONNS:-20000}"
+  fi
+  if [ -n "${REQUEST_PATH:-}" ]; then
+    echo "request_path: $REQUEST_PATH"
   fi
 }
 

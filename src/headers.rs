@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
 pub const ORIGIN: &str = "X-M2M-Origin";
@@ -96,8 +96,75 @@ pub fn rewrite_upstream(req: &mut RequestHeader, fwd: &Forwarding<'_>) -> Result
     Ok(())
 }
 
+/// Hop-by-hop headers of an upstream response that are not framing (RFC 9110 §7.6.1): meant
+/// for the link between the CSE and the proxy, never for the client. `Connection` itself and
+/// `Transfer-Encoding` are left to the HTTP/1.1 writer, which sets its own.
+const HOP_BY_HOP_RESPONSE: &[&str] = &["keep-alive", "proxy-connection", "te", "trailer"];
+
+/// Remove the response's hop-by-hop headers: the fixed ones and those its `Connection` header
+/// names. On a `101` the `Upgrade` header is the answer to the client's upgrade and stays.
+pub fn strip_hop_by_hop_response(resp: &mut ResponseHeader) {
+    let switching = resp.status.as_u16() == 101;
+    let nominated: Vec<String> = resp
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        // framing and the connection's own tokens are the writer's business, not removals
+        .filter(|token| {
+            let kept = matches!(
+                token.as_str(),
+                "" | "close" | "keep-alive" | "connection" | "transfer-encoding" | "content-length"
+            ) || (switching && token == "upgrade");
+            !kept
+        })
+        .collect();
+    let unwanted: Vec<http::HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            HOP_BY_HOP_RESPONSE.contains(&name) || nominated.iter().any(|n| n == name)
+        })
+        .cloned()
+        .collect();
+    for name in &unwanted {
+        resp.remove_header(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn hop_by_hop_response_headers_and_the_ones_connection_names_are_removed() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in [
+            ("Connection", "keep-alive, X-Hop, content-length"),
+            ("X-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Connection", "keep-alive"),
+            ("Content-Length", "2"),
+            ("X-M2M-RSC", "2000"),
+        ] {
+            resp.append_header(k.to_string(), v).unwrap();
+        }
+        strip_hop_by_hop_response(&mut resp);
+        let mut names: Vec<&str> = resp.headers.keys().map(|n| n.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["connection", "content-length", "x-m2m-rsc"]);
+    }
+
+    #[test]
+    fn a_switching_protocols_answer_keeps_its_upgrade_header() {
+        let mut resp = ResponseHeader::build(101, None).unwrap();
+        resp.append_header("Connection", "Upgrade").unwrap();
+        resp.append_header("Upgrade", "websocket").unwrap();
+        strip_hop_by_hop_response(&mut resp);
+        assert_eq!(resp.headers.get("upgrade").unwrap(), "websocket");
+    }
     use super::*;
 
     fn request(headers: &[(&str, &str)]) -> RequestHeader {

@@ -426,6 +426,7 @@ impl Ingress {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        headers::strip_hop_by_hop_response(upstream_response);
         ctx.upstream_status = Some(upstream_response.status.as_u16());
         if let Some(sent) = ctx.upstream_sent {
             metrics::upstream_duration(sent.elapsed().as_secs_f64());

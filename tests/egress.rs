@@ -759,3 +759,48 @@ fn a_peer_below_tls_1_2_is_refused() {
         "no request was sent over TLS 1.1"
     );
 }
+
+/// A client that asks `Expect: 100-continue` for a body the proxy reads whole to rewrite its
+/// `poa` (on the egress and on the ingress side) gets its `100 Continue` from the proxy: the
+/// body is read before anything goes upstream, so no upstream could send one, and without it
+/// the client would wait for its own expect timeout.
+#[test]
+fn a_client_expecting_100_continue_gets_it_when_the_poa_body_is_read_first() {
+    let p = pair("");
+    let (a, b) = (&p.a, &p.b);
+    let csr = format!(
+        "{{\"m2m:csr\":{{\"rn\":\"id-mn\",\"csi\":\"/id-mn\",\"poa\":[\"{}/\"]}}}}",
+        b.public()
+    );
+    // the egress side (plain HTTP from the local CSE) and the ingress side (mTLS from a peer)
+    let egress = Conn::plain(b.egress).unwrap();
+    let ingress = common::ClientTls::new(&a.ca.cert)
+        .cert(&p.mn_cert)
+        .connect(a.addr)
+        .unwrap();
+    for (side, mut conn) in [("egress", egress), ("ingress", ingress)] {
+        conn.set_timeout(Duration::from_secs(3));
+        conn.send(
+            &Request::new("POST", "/cse-in")
+                .header("Content-Type", "application/json;ty=16")
+                .header("Content-Length", &csr.len().to_string())
+                .header("Expect", "100-continue")
+                .header("X-M2M-Origin", "/id-mn"),
+        )
+        .unwrap();
+        let interim = conn
+            .read_response_or_interim()
+            .unwrap_or_else(|e| panic!("{side}: no interim answer before the body: {e}"));
+        assert_eq!(interim.status, 100, "{side}: {:?}", interim.headers);
+        conn.send_raw(csr.as_bytes()).unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!(resp.status, 200, "{side}: {}", resp.text());
+        let seen = a.upstream.last().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&seen.body),
+            csr.replace(&b.public(), &a.local()),
+            "{side}: the body arrived rewritten"
+        );
+        assert_eq!(seen.header("Expect"), None, "{side}: answered by the proxy");
+    }
+}

@@ -748,7 +748,6 @@ fn hop_by_hop_request_headers_are_not_forwarded() {
 /// fields they nominate, `Keep-Alive` (the CSE's idle timeout is not the proxy's) and
 /// `Proxy-Connection` stay between CSE and proxy; end-to-end fields pass.
 #[test]
-#[ignore = "current path: relays X-Hop-Resp (nominated by the upstream's Connection), Keep-Alive and Proxy-Connection to the client; only Connection itself is replaced by the proxy's own"]
 fn hop_by_hop_response_headers_are_not_relayed() {
     let (s, client, up) = scripted(|r| {
         Reply::new(answer(

@@ -18,7 +18,7 @@ use pingora::{Error, ErrorType, Result};
 use super::rewrite::{BodyRewrite, PoaRewriter};
 use super::Route;
 use crate::access_log;
-use crate::headers::ORIGIN;
+use crate::headers::{self, ORIGIN};
 use crate::metrics::{self, Outcome};
 use crate::onem2m::{self, M2mError};
 use crate::poa::Direction;
@@ -309,6 +309,7 @@ impl ProxyHttp for EgressProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut EgressCtx,
     ) -> Result<()> {
+        headers::strip_hop_by_hop_response(upstream_response);
         let status = upstream_response.status.as_u16();
         ctx.upstream_status = Some(status);
         if let Some(sent) = ctx.upstream_sent {

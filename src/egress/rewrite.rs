@@ -159,8 +159,17 @@ impl Collecting {
 pub struct BodyRewrite {
     /// A request body read before the request went upstream, rewritten.
     pre_read: Option<Bytes>,
+    /// The proxy answered the client's `Expect: 100-continue` itself (to read the body).
+    continued: bool,
     request: Option<Collecting>,
     response: Option<Collecting>,
+}
+
+fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
+    req.headers
+        .get_all(http::header::EXPECT)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 impl BodyRewrite {
@@ -178,6 +187,12 @@ impl BodyRewrite {
                 encoding,
                 declared: Some(n),
             } if n <= PRE_READ_MAX => {
+                // The body is read before anything goes upstream, so no CSE can say
+                // "100 Continue": the client waiting for it would stall until its own timeout.
+                if expects_continue(session.req_header()) {
+                    session.write_continue_response().await?;
+                    self.continued = true;
+                }
                 // kept in Pingora's retry buffer, which the proxy sends after the head
                 session.enable_retry_buffering();
                 let mut body = BytesMut::with_capacity(n);
@@ -233,6 +248,9 @@ impl BodyRewrite {
 
     /// The framing of the request head going upstream.
     pub fn request_head(&self, req: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
+        if self.continued {
+            req.remove_header(&http::header::EXPECT);
+        }
         if let Some(body) = &self.pre_read {
             req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         } else if self.request.is_some() {

@@ -166,7 +166,6 @@ impl Exchange<'_> {
         }
         up.respect_keepalive();
         ingress.upstream_response(&method, &mut resp, ctx)?;
-        hop::response(&mut resp);
         if switching {
             down.write_response_header(resp)
                 .await

@@ -1,9 +1,10 @@
-//! Connection-specific header fields (RFC 9110 §7.6.1) stay on their own hop, both ways; the
-//! request side matches what pingora-proxy's default upstream request policy removes, so both
-//! request paths send the CSE the same head.
+//! Connection-specific request header fields (RFC 9110 §7.6.1) stay on the client's hop: what
+//! pingora-proxy's default upstream request policy removes, so both request paths send the CSE
+//! the same head. (The response side is shared: `headers::strip_hop_by_hop_response`, called
+//! by `Ingress::upstream_response`.)
 
 use http::header::{self, HeaderName};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType, Result};
 
 /// Fields that are always per connection.
@@ -28,7 +29,7 @@ const MAX_NOMINATIONS: usize = 10;
 /// itself); a WebSocket upgrade keeps its `Upgrade`/`Connection` pair. A malformed
 /// `Connection` header is an error (400).
 pub fn request(req: &mut RequestHeader) -> Result<()> {
-    let nominated = nominations(&req.headers, true)?;
+    let nominated = nominations(&req.headers)?;
     let websocket = req.version == http::Version::HTTP_11
         && req
             .headers
@@ -68,31 +69,9 @@ pub fn expects_continue(req: &RequestHeader) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
-/// The CSE's response head for the client: its `Connection` options, the fields they
-/// nominate, `Keep-Alive` and `Proxy-Connection` go (the proxy's downstream session writes its
-/// own `Connection`). A 101 keeps its `Upgrade` and `Connection`. Framing fields stay whatever
-/// a nomination says: removing them would change where the body ends.
-pub fn response(resp: &mut ResponseHeader) {
-    let upgrade = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    // lenient: a CSE's odd option is ignored, not an error for the client
-    let nominated = nominations(&resp.headers, false).unwrap_or_default();
-    for name in &nominated {
-        let framing = *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING;
-        let upgrade_pair = upgrade && (*name == header::UPGRADE || *name == header::CONNECTION);
-        if !framing && !upgrade_pair {
-            resp.remove_header(name);
-        }
-    }
-    resp.remove_header("keep-alive");
-    resp.remove_header("proxy-connection");
-    if !upgrade {
-        resp.remove_header(&header::CONNECTION);
-    }
-}
-
-/// The field names the `Connection` headers nominate. `strict`: malformed or protected
-/// nominations are errors (requests); otherwise they are skipped (responses).
-fn nominations(headers: &http::HeaderMap, strict: bool) -> Result<Vec<HeaderName>> {
+/// The field names the `Connection` headers nominate; malformed or protected nominations are
+/// errors.
+fn nominations(headers: &http::HeaderMap) -> Result<Vec<HeaderName>> {
     let mut names = Vec::new();
     let mut count = 0;
     let tokens = headers
@@ -103,7 +82,7 @@ fn nominations(headers: &http::HeaderMap, strict: bool) -> Result<Vec<HeaderName
         .filter(|t| !t.is_empty());
     for token in tokens {
         count += 1;
-        if count >= MAX_NOMINATIONS && strict {
+        if count >= MAX_NOMINATIONS {
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
                 "too many Connection header nominations",
@@ -112,28 +91,25 @@ fn nominations(headers: &http::HeaderMap, strict: bool) -> Result<Vec<HeaderName
         let valid = !token.starts_with(b":") && token.iter().all(|b| is_tchar(*b));
         let name = match (valid, HeaderName::from_bytes(token)) {
             (true, Ok(name)) => name,
-            _ if strict => {
+            _ => {
                 return Error::e_explain(
                     ErrorType::InvalidHTTPHeader,
                     "invalid token nominated by the Connection header",
                 )
             }
-            _ => continue,
         };
         // a client must not be able to make the proxy drop what it says about the client
         let protected = matches!(
             name.as_str(),
             "host" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto"
         );
-        if protected && strict {
+        if protected {
             return Error::e_explain(
                 ErrorType::InvalidHTTPHeader,
                 "protected header cannot be nominated by the Connection header",
             );
         }
-        if !protected {
-            names.push(name);
-        }
+        names.push(name);
     }
     Ok(names)
 }
@@ -184,22 +160,5 @@ mod tests {
         assert!(request(&mut r).is_err());
         let mut r = req(&[("Connection", "a,b,c,d,e,f,g,h,i,j")]);
         assert!(request(&mut r).is_err());
-    }
-
-    #[test]
-    fn response_keeps_framing_and_end_to_end_fields() {
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.append_header("Connection", "Content-Length, X-Hop")
-            .unwrap();
-        resp.append_header("X-Hop", "1").unwrap();
-        resp.append_header("Content-Length", "2").unwrap();
-        resp.append_header("Keep-Alive", "timeout=3").unwrap();
-        resp.append_header("X-M2M-RSC", "2000").unwrap();
-        response(&mut resp);
-        assert!(resp.headers.get("x-hop").is_none());
-        assert!(resp.headers.get("keep-alive").is_none());
-        assert!(resp.headers.get("connection").is_none());
-        assert_eq!(resp.headers["content-length"], "2");
-        assert_eq!(resp.headers["x-m2m-rsc"], "2000");
     }
 }
