@@ -102,25 +102,20 @@ impl Exchange<'_> {
                     .await?
             }
         };
-        let mut head = Box::new(down.req_header().clone());
-        hop::request(&mut head).map_err(|e| e.into_down())?;
-        ingress.upstream_request(&mut head, &self.client, ctx)?;
-        hop::frame(&mut head, has_body)?;
+        let mut head = Some(self.upstream_head(down, ctx, has_body)?);
 
         let mut upstream = match held.take() {
             Some(up) => up,
             None => self.upstreams.checkout().await?,
         };
-        let mut head = Some(head);
         let mut up = loop {
-            let reused = upstream.reused;
-            // a reused connection may turn out stale: keep the head for a second attempt
-            let this_head = match (&head, reused) {
-                (Some(h), true) => h.clone(),
-                _ => head.take().ok_or_else(|| {
-                    Error::explain(ErrorType::InternalError, "request head already sent")
-                })?,
+            // the head of a second attempt is made again (rare) rather than copied for each
+            // request in case the connection turns out stale
+            let this_head = match head.take() {
+                Some(head) => head,
+                None => self.upstream_head(down, ctx, has_body)?,
             };
+            let reused = upstream.reused;
             let mut up = ClientSession::new(upstream.stream);
             up.read_timeout = self.upstreams.read_timeout();
             up.write_timeout = self.upstreams.write_timeout();
@@ -209,6 +204,22 @@ impl Exchange<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// The head the CSE receives: the client's, without its connection-specific fields, with
+    /// the proxy's identity headers (shared with the pipeline), framed for its body.
+    fn upstream_head(
+        &self,
+        down: &ServerSession,
+        ctx: &mut RequestCtx,
+        has_body: bool,
+    ) -> Result<Box<RequestHeader>> {
+        let mut head = Box::new(down.req_header().clone());
+        hop::request(&mut head).map_err(|e| e.into_down())?;
+        self.ingress
+            .upstream_request(&mut head, &self.client, ctx)?;
+        hop::frame(&mut head, has_body)?;
+        Ok(head)
     }
 
     /// `poa` rewriting of the request body: one to inspect is read whole (up to
