@@ -36,7 +36,8 @@ pub fn token(name: &str, originator: &str, expires: Option<&str>) -> Result<()> 
             bail!("--expires: expected an RFC 3339 time like 2027-06-30T00:00:00Z, got {e:?}");
         }
     }
-    let (token, sha256) = credentials::tokens::generate_token();
+    let (token, sha256) = credentials::tokens::generate_token()
+        .map_err(|e| anyhow::anyhow!("cannot draw a random token: {e}"))?;
     eprintln!("token for {name} (shown once, store it now; the proxy keeps only its hash):");
     println!("{token}");
     eprintln!("\nadd to the tokens file:");

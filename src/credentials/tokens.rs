@@ -305,13 +305,13 @@ fn without_quoted_values(message: &str) -> String {
 }
 
 /// A new random token (256 bits, URL-safe base64 without padding) and its SHA-256 in hex,
-/// which is all the tokens file keeps.
-pub fn generate_token() -> (String, String) {
+/// which is all the tokens file keeps. Fails only if the OS random number generator does.
+pub fn generate_token() -> Result<(String, String), getrandom::Error> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random number generator is unavailable");
+    getrandom::fill(&mut bytes)?;
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     let digest = hex::encode(Sha256::digest(token.as_bytes()));
-    (token, digest)
+    Ok((token, digest))
 }
 
 /// One entry of the `tokens:` list, indented to be pasted under it.
@@ -542,13 +542,13 @@ mod tests {
 
     #[test]
     fn generated_token_round_trips_through_yaml_and_lookup() {
-        let (token, digest) = generate_token();
+        let (token, digest) = generate_token().unwrap();
         assert_eq!(token.len(), 43);
         assert!(token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(digest, sha(&token));
-        assert_ne!(generate_token().0, token);
+        assert_ne!(generate_token().unwrap().0, token);
 
         let entry = yaml_entry(
             "gw \"one\"\\",
