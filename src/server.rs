@@ -22,15 +22,17 @@ use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
-use crate::config::{Config, ConfigError, Effect, KeyError, Method, Resolved};
+use crate::config::{Config, ConfigError, Effect, KeyError, Method, RequestPath, Resolved};
 use crate::egress::proxy::EgressProxy;
 use crate::egress::rewrite::PoaRewriter;
 use crate::egress::Route;
+use crate::forward::Lean;
+use crate::ingress::{Ingress, RequestLimits, ANONYMOUS};
 use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::metrics::Outcome;
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
-use crate::proxy::{AuthProxy, RequestLimits, ANONYMOUS};
+use crate::proxy::AuthProxy;
 use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
 use crate::tls::handshake::HandshakeFailure;
@@ -343,7 +345,7 @@ pub fn run(p: Prepared) -> Result<()> {
         p.config.limits.max_connections,
         p.config.limits.header_timeout,
     ));
-    let proxy = AuthProxy {
+    let ingress = Arc::new(Ingress {
         auth: Authenticator::new(&p.config.auth, p.verifiers.clone(), p.roles.clone()),
         challenges: crate::onem2m::mapping::challenges_for(
             &p.config.auth.methods,
@@ -364,31 +366,60 @@ pub fn run(p: Prepared) -> Result<()> {
         websocket: p.config.websocket.clone(),
         anonymous: p.config.auth.anonymous,
         forward_authorization: p.config.auth.forward_authorization,
-        upstream: upstream_peer(&p),
         tls: p.config.tls.is_some(),
         policy: p.policy.clone(),
         poa: p.poa.clone(),
         rules: p.rules.clone(),
-    };
-    let mut proxy_service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+    });
     let listen = p.resolved.listen.to_string();
-    match (&p.config.tls, &p.tls) {
+    let tls_listener = match (&p.config.tls, &p.tls) {
         (Some(tls_config), Some(state)) => {
             let settings =
                 tls::handshake::listener_settings(tls_config, state.clone(), p.mtls.clone())?;
-            proxy_service
-                .endpoints()
-                .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
             // No per-connection L4 read buffer (Pingora's default keeps 64 KiB per idle
             // connection); OpenSSL's read-ahead does the batching instead. Measured 117 -> 54 KiB
             // per idle keep-alive connection at the same CPU per request (BENCHMARKS.md).
-            proxy_service.add_listener(
+            Some(
                 pingora::listeners::ListenerConfig::tcp(listen.clone())
                     .tls(settings)
                     .l4_buffer(pingora::listeners::L4BufferSettings::new(0, 1460)),
-            );
+            )
         }
-        _ => proxy_service.add_tcp(&listen),
+        _ => None,
+    };
+    match p.config.request_path {
+        RequestPath::Pipeline => {
+            let proxy = AuthProxy {
+                ingress,
+                upstream: upstream_peer(&p),
+            };
+            let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+            match tls_listener {
+                Some(listener) => {
+                    service
+                        .endpoints()
+                        .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
+                    service.add_listener(listener);
+                }
+                None => service.add_tcp(&listen),
+            }
+            server.add_service(service);
+        }
+        RequestPath::Lean => {
+            let app = Lean::new(ingress, upstream_peer(&p));
+            let mut service = Service::new("lean proxy".to_string(), app);
+            match tls_listener {
+                Some(listener) => {
+                    service
+                        .endpoints()
+                        .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
+                    service.add_listener(listener);
+                }
+                None => service.add_tcp(&listen),
+            }
+            log::info!("request_path: lean (experimental)");
+            server.add_service(service);
+        }
     }
 
     let readiness = Readiness::default();
@@ -416,7 +447,6 @@ pub fn run(p: Prepared) -> Result<()> {
         },
     );
 
-    server.add_service(proxy_service);
     for route in &p.routes {
         let mut egress = pingora::proxy::http_proxy_service_with_name(
             &server.configuration,

@@ -242,7 +242,7 @@ fn no_module_of_src_depends_on_itself_through_others() {
         "{:?}",
         g["auth::mtls"]
     );
-    assert!(g["proxy"].contains("auth"), "{:?}", g["proxy"]);
+    assert!(g["ingress"].contains("auth"), "{:?}", g["ingress"]);
     if let Some(cycle) = find_cycle(&g) {
         panic!("module cycle: {}", cycle.join(" -> "));
     }

@@ -90,6 +90,19 @@ pub struct Config {
     /// Rules on who may do what where, after authentication.
     #[serde(default)]
     pub authorization: AuthorizationConfig,
+    /// Which code carries ingress requests (experimental `lean`).
+    #[serde(default)]
+    pub request_path: RequestPath,
+}
+
+/// The request path of the public listener: Pingora's proxy pipeline, or the lean per-connection
+/// loop on pingora-core (experimental).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestPath {
+    #[default]
+    Pipeline,
+    Lean,
 }
 
 fn default_admin() -> String {
@@ -152,6 +165,7 @@ impl Config {
             limits,
             websocket,
             egress,
+            request_path,
         } = self;
         let auth_except_reloaded = |a: &AuthConfig| {
             let mut a = a.clone();
@@ -161,7 +175,7 @@ impl Config {
             a.roles.clear();
             a
         };
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 13] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -177,6 +191,7 @@ impl Config {
             ("limits", *limits == new.limits),
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
+            ("request_path", *request_path == new.request_path),
         ];
         checks
             .into_iter()
@@ -321,6 +336,21 @@ mod tests {
     }
 
     #[test]
+    fn request_path_defaults_to_pipeline_and_names_bad_values() {
+        let base = "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\n";
+        assert_eq!(parse(base).unwrap().request_path, RequestPath::Pipeline);
+        let lean = parse(&format!("{base}request_path: lean\n")).unwrap();
+        assert_eq!(lean.request_path, RequestPath::Lean);
+        let err = parse(&format!("{base}request_path: fast\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("request_path") && err.contains("pipeline"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn mtls_without_client_ca_is_refused() {
         let c = parse("listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\ntls:\n  cert: a\n  key: b\n  client_cert: optional\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
@@ -356,5 +386,8 @@ mod path_tests {
         );
         b.limits.max_body += 1;
         assert_eq!(a.restart_only_changes(&b), vec!["limits"]);
+        let mut c = a.clone();
+        c.request_path = RequestPath::Lean;
+        assert_eq!(a.restart_only_changes(&c), vec!["request_path"]);
     }
 }

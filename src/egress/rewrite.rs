@@ -214,6 +214,38 @@ impl BodyRewrite {
         Ok(())
     }
 
+    /// For a request path that reads a body to rewrite whole before the head goes upstream
+    /// (the lean path): the encoding to read it for, `None` when it passes untouched (a body
+    /// declared larger than the limit is counted here).
+    pub fn whole_request_plan(
+        rewriter: &PoaRewriter,
+        headers: &HeaderMap,
+        has_body: bool,
+        direction: Direction,
+    ) -> Option<Encoding> {
+        match rewriter.plan(headers, has_body) {
+            Plan::Inspect { encoding, .. } => Some(encoding),
+            Plan::TooLarge => {
+                metrics::poa_body_too_large(direction_label(direction));
+                None
+            }
+            Plan::Untouched => None,
+        }
+    }
+
+    /// The whole request body, rewritten; `request_head` then gives its exact length.
+    pub fn whole_request(
+        &mut self,
+        rewriter: &PoaRewriter,
+        body: Bytes,
+        encoding: Encoding,
+        direction: Direction,
+    ) -> Bytes {
+        let body = rewriter.rewrite(&body, encoding, direction).unwrap_or(body);
+        self.pre_read = Some(body.clone());
+        body
+    }
+
     /// The framing of the request head going upstream.
     pub fn request_head(&self, req: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
         if self.continued {
@@ -261,6 +293,11 @@ impl BodyRewrite {
             Plan::Untouched => {}
         }
         Ok(())
+    }
+
+    /// Whether the response body is collected to be rewritten.
+    pub fn rewrites_response(&self) -> bool {
+        self.response.is_some()
     }
 
     /// `true` when the response body is being rewritten (the chunk is handled).

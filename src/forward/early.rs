@@ -1,0 +1,147 @@
+//! The upstream stream of the lean path, able to notice an early answer: a CSE may answer an
+//! upload from its head (413, 401) and stop reading the body. Writing the rest of the body
+//! would then wait for the upstream write timeout while the answer sits unread. When a write
+//! has to wait, this layer looks at the read side; bytes there end the write with
+//! [`ANSWERED`], and are kept for the response reader, which comes next.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The message of the write error that means "the CSE has answered".
+pub const ANSWERED: &str = "upstream answered before the request body was sent";
+
+/// Bytes read ahead at most while a write waits: enough for a response head.
+const READ_AHEAD: usize = 4096;
+
+#[derive(Debug)]
+pub struct EarlyAnswer {
+    inner: Stream,
+    /// Read while a write was waiting; handed out first by `poll_read`.
+    ahead: Vec<u8>,
+    /// The read side ended (EOF) while a write was waiting.
+    ahead_eof: bool,
+}
+
+impl EarlyAnswer {
+    pub fn new(inner: Stream) -> Self {
+        EarlyAnswer {
+            inner,
+            ahead: Vec::new(),
+            ahead_eof: false,
+        }
+    }
+}
+
+impl AsyncRead for EarlyAnswer {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.ahead.is_empty() {
+            let n = self.ahead.len().min(buf.remaining());
+            buf.put_slice(&self.ahead[..n]);
+            self.ahead.drain(..n);
+            return Poll::Ready(Ok(()));
+        }
+        if self.ahead_eof {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for EarlyAnswer {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Pending => {}
+            ready => return ready,
+        }
+        // The write waits: is there an answer? (Both wakers are registered: either wakes us.)
+        if this.ahead.is_empty() && !this.ahead_eof {
+            let mut space = [0u8; READ_AHEAD];
+            let mut read = ReadBuf::new(&mut space);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if read.filled().is_empty() => this.ahead_eof = true,
+                Poll::Ready(Ok(())) => this.ahead.extend_from_slice(read.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Err(io::Error::other(ANSWERED)))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for EarlyAnswer {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for EarlyAnswer {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for EarlyAnswer {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for EarlyAnswer {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for EarlyAnswer {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for EarlyAnswer {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for EarlyAnswer {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}

@@ -1,0 +1,151 @@
+//! The lean request path (`request_path: lean`): one loop per client connection, directly on
+//! pingora-core's HTTP/1.1 sessions, instead of pingora-proxy's per-request machinery
+//! (channels, spawned tasks, a pooled upstream connection per request). The decisions are the
+//! pipeline's own (`crate::ingress`); this module moves the bytes.
+//!
+//! - `exchange`: one request and its answer (framing, bodies, 100-continue, early answers)
+//! - `upstream`: the connections to the CSE and their idle pool
+//! - `hop`: connection-specific header fields
+//! - `bufwrite`: write buffering, so a small response is one TLS record
+//! - `early`: noticing a CSE's answer while a body write waits
+//! - `tunnel`: WebSocket bytes after a 101, through the gate
+
+mod bufwrite;
+mod early;
+mod exchange;
+mod hop;
+mod tunnel;
+mod upstream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::ServerApp;
+use pingora::prelude::HttpPeer;
+use pingora::protocols::http::error_resp::gen_error_response;
+use pingora::protocols::http::v1::server::HttpSession as ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::ErrorType;
+
+use crate::ingress::{Client, Ingress};
+use bufwrite::BufWrite;
+use exchange::Exchange;
+use upstream::{Upstream, Upstreams};
+
+/// How long a new connection may take to send its first request head (Pingora's default; on
+/// TLS listeners `limits.header_timeout` closes it sooner).
+const FIRST_REQUEST_WAIT_SECS: u64 = 60;
+
+pub struct Lean {
+    ingress: Arc<Ingress>,
+    upstreams: Upstreams,
+}
+
+impl Lean {
+    /// `upstream` carries the CSE's address and the connect, read and write timeouts.
+    pub fn new(ingress: Arc<Ingress>, upstream: HttpPeer) -> Self {
+        Lean {
+            ingress,
+            upstreams: Upstreams::new(upstream),
+        }
+    }
+
+    /// One client connection: requests in order until it closes, idles out, fails, or the
+    /// server shuts down.
+    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut idle_watch = shutdown.clone();
+        // the connection's facts outlive each request's session
+        let tls = stream.get_ssl_digest();
+        let addr = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().cloned());
+        let exchange = Exchange {
+            ingress: &self.ingress,
+            upstreams: &self.upstreams,
+            client: Client::from_tls(tls.as_deref(), addr.as_ref()),
+            shutdown,
+        };
+        let mut stream: Stream = Box::new(BufWrite::new(stream));
+        let mut pipelined: Option<BytesMut> = None;
+        let mut held: Option<Upstream> = None;
+        let mut wait = FIRST_REQUEST_WAIT_SECS;
+        let mut first = true;
+        loop {
+            let mut down = ServerSession::new(stream);
+            down.set_pipelining_enabled(true);
+            down.set_server_keepalive(Some(wait));
+            let read = match pipelined.take() {
+                // the next request is already here: serve it like the one before
+                Some(prefix) => {
+                    down.set_pipelined_prefix(prefix);
+                    down.read_request().await
+                }
+                None => {
+                    // idle: the upstream connection goes back to the pool meanwhile
+                    if let Some(up) = held.take() {
+                        self.upstreams.checkin(up.stream);
+                    }
+                    if !first && *idle_watch.borrow() {
+                        break;
+                    }
+                    tokio::select! {
+                        biased;
+                        read = down.read_request() => read,
+                        // an idle keep-alive connection closes at once on shutdown
+                        _ = idle_watch.changed() => break,
+                    }
+                }
+            };
+            first = false;
+            match read {
+                Ok(Some(_)) => {}
+                // closed by the client, or idle for too long
+                Ok(None) => break,
+                Err(e) => {
+                    if e.etype() == &ErrorType::InvalidHTTPHeader {
+                        log::debug!("invalid request head: {e}");
+                        let resp = gen_error_response(400);
+                        if down.write_response_header(Box::new(resp)).await.is_ok() {
+                            let _ = down.finish_body().await;
+                        }
+                    } else {
+                        log::debug!("reading a request head: {e}");
+                    }
+                    down.shutdown().await;
+                    break;
+                }
+            }
+            wait = self.ingress.limits.idle_timeout_secs;
+            if !exchange.serve(&mut down, &mut held).await {
+                down.shutdown().await;
+                break;
+            }
+            match down.reuse().await {
+                Ok(Some(reusable)) => (stream, pipelined) = reusable.into_parts(),
+                Ok(None) => break,
+                Err(e) => {
+                    log::debug!("client connection not reusable: {e}");
+                    break;
+                }
+            }
+        }
+        // a clean upstream connection outlives its client connection
+        if let Some(up) = held.take() {
+            self.upstreams.checkin(up.stream);
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for Lean {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.serve(stream, shutdown).await;
+        None
+    }
+}

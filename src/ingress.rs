@@ -1,0 +1,588 @@
+//! What the proxy decides about an ingress request, whichever request path carries it (the
+//! pingora-proxy pipeline in `proxy`, or the lean loop in `forward`): size limits, who it is,
+//! the originator policy, the rules, the upgrade, the head the CSE sees, the oneM2M answer to a
+//! failure, and the request's metrics and access-log line. Nothing here reads or writes a socket.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::tls::SslDigest;
+use pingora::protocols::Digest;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::access_log::{self, AccessRecord};
+use crate::auth::client_cert::CertIdentity;
+use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
+use crate::config::{Anonymous, Effect, WebSocketConfig};
+use crate::egress::rewrite::{BodyRewrite, PoaRewriter};
+use crate::headers::{self, Forwarding};
+use crate::identity::{Identity, Method};
+use crate::limits::ConnectionLimits;
+use crate::metrics::{self, Outcome};
+use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
+use crate::onem2m::{self, M2mError};
+use crate::originator::OriginatorPolicy;
+use crate::poa::Direction;
+use crate::rules::{self, RuleSet, DEFAULT_RULE};
+use crate::tls::handshake::ConnectionInfo;
+use crate::websocket::gate::{self, Gate, Upgrade};
+
+/// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Everything the decisions need, built once from the config.
+pub struct Ingress {
+    pub auth: Authenticator,
+    /// Replaced whole by a config reload.
+    pub policy: Arc<ArcSwap<OriginatorPolicy>>,
+    pub anonymous: Anonymous,
+    pub forward_authorization: bool,
+    pub tls: bool,
+    pub access_log: bool,
+    /// `WWW-Authenticate` values for a 401, one per enabled method.
+    pub challenges: Vec<String>,
+    pub limits: RequestLimits,
+    pub connections: Arc<ConnectionLimits>,
+    pub websocket: WebSocketConfig,
+    /// `poa` URLs of the egress routes' peers, rewritten toward the CSE and back.
+    pub poa: Arc<PoaRewriter>,
+    /// `authorization`, replaced whole by a config reload.
+    pub rules: Arc<ArcSwap<RuleSet>>,
+}
+
+/// Per-request size limits and the keep-alive idle timeout.
+pub struct RequestLimits {
+    pub max_header_bytes: usize,
+    pub max_body: u64,
+    pub idle_timeout_secs: u64,
+}
+
+/// What the connection tells about the client, the same for every request on it.
+#[derive(Clone, Copy)]
+pub struct Client<'a> {
+    /// The client certificate's identity, captured once at the handshake.
+    pub cert: Option<&'a CertIdentity>,
+    pub addr: Option<&'a SocketAddr>,
+    /// The negotiated TLS version (`None` on plain HTTP).
+    pub tls_version: Option<&'a str>,
+}
+
+impl<'a> Client<'a> {
+    pub fn of(digest: Option<&'a Digest>, addr: Option<&'a SocketAddr>) -> Self {
+        Self::from_tls(digest.and_then(|d| d.ssl_digest.as_deref()), addr)
+    }
+
+    pub fn from_tls(tls: Option<&'a SslDigest>, addr: Option<&'a SocketAddr>) -> Self {
+        Client {
+            cert: tls
+                .and_then(|t| t.extension.get::<ConnectionInfo<CertIdentity>>())
+                .and_then(|conn| conn.client_cert.as_ref()),
+            addr,
+            tls_version: tls.map(|t| t.version.as_ref()),
+        }
+    }
+
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self.addr {
+            Some(SocketAddr::Inet(addr)) => Some(addr.ip()),
+            _ => None,
+        }
+    }
+}
+
+/// Per-request state, from the request head to the log line.
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: Option<String>,
+    pub identity: Option<Arc<Identity>>,
+    /// What the upstream receives as `X-M2M-Origin`; `None` for anonymous requests.
+    pub originator: Option<String>,
+    /// Set when the proxy refused the request itself.
+    pub refusal: Option<(AuthOrPolicy, u16)>,
+    pub upstream_sent: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    pub body_bytes: u64,
+    pub upgraded: bool,
+    /// oneM2M subprotocols the client offered (json, cbor): the upgrade is inspected.
+    pub onem2m_offer: Option<(bool, bool)>,
+    /// Set once the upstream accepted a oneM2M WebSocket.
+    pub websocket: Option<Box<Gate>>,
+    /// The authorization rule that decided (`None`: no rules, or the default).
+    pub rule: Option<String>,
+    /// `poa` rewriting of the bodies.
+    pub bodies: BodyRewrite,
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: None,
+            identity: None,
+            originator: None,
+            refusal: None,
+            upstream_sent: None,
+            upstream_status: None,
+            body_bytes: 0,
+            upgraded: false,
+            onem2m_offer: None,
+            websocket: None,
+            rule: None,
+            bodies: BodyRewrite::default(),
+        }
+    }
+}
+
+/// What a refusal is counted as.
+#[derive(Clone, Copy)]
+pub enum AuthOrPolicy {
+    Auth(Option<Method>, Failure),
+    /// Denied by an authorization rule (authenticated, not an authentication failure).
+    Rule,
+    Other,
+}
+
+/// The proxy answers the request itself: how it is counted, and the answer.
+pub struct Refusal {
+    pub kind: AuthOrPolicy,
+    pub err: M2mError,
+}
+
+impl Refusal {
+    fn other(err: M2mError) -> Self {
+        Refusal {
+            kind: AuthOrPolicy::Other,
+            err,
+        }
+    }
+}
+
+/// A complete response the proxy makes itself.
+pub struct OwnResponse {
+    pub header: ResponseHeader,
+    pub body: Bytes,
+}
+
+impl Ingress {
+    /// First thing for every request head: note its `X-M2M-RI` and that the connection's first
+    /// request arrived (for `limits.header_timeout`).
+    pub fn request_started(&self, req: &RequestHeader, client: &Client, ctx: &mut RequestCtx) {
+        ctx.request_id = onem2m::request_id(req);
+        self.connections.request_started(client.addr);
+    }
+
+    /// 431 for an oversized request head, 413 for a declared body over the limit.
+    pub fn size_error(&self, req: &RequestHeader) -> Option<Refusal> {
+        let head: usize = req.uri.to_string().len()
+            + req
+                .headers
+                .iter()
+                .map(|(name, value)| name.as_str().len() + value.len() + 4)
+                .sum::<usize>();
+        if head > self.limits.max_header_bytes {
+            return Some(Refusal::other(M2mError::other(
+                431,
+                "request header too large",
+            )));
+        }
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match declared {
+            Some(len) if len > self.limits.max_body => Some(Refusal::other(M2mError::other(
+                413,
+                "request body too large",
+            ))),
+            _ => None,
+        }
+    }
+
+    /// A body chunk more than `limits.max_body` in total (chunked bodies have no
+    /// `Content-Length` to check up front): the error that ends the request.
+    pub fn count_body(&self, ctx: &mut RequestCtx, len: usize) -> Result<()> {
+        ctx.body_bytes += len as u64;
+        if ctx.body_bytes > self.limits.max_body && !ctx.upgraded {
+            return Error::e_explain(ErrorType::HTTPStatus(413), "limits.max_body exceeded");
+        }
+        Ok(())
+    }
+
+    /// Authentication, the upgrade's kind, the originator policy and the rules, in this order.
+    /// `Ok` means the request may be forwarded; `ctx` then holds who it is and what for.
+    pub async fn admit(
+        &self,
+        req: &RequestHeader,
+        client: &Client<'_>,
+        is_upgrade: bool,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let identity = match self.authenticate(req, client).await {
+            Ok(identity) => identity,
+            Err(e) => {
+                return Err(Refusal {
+                    kind: AuthOrPolicy::Auth(e.method, e.failure),
+                    err: mapping::auth_error(&e),
+                })
+            }
+        };
+        // logged with any refusal from here on: who it was, not only what was refused
+        ctx.identity = identity.clone();
+        if is_upgrade {
+            ctx.upgraded = true;
+            if let Some(err) = self.check_upgrade(req, identity.is_some(), ctx) {
+                return Err(Refusal::other(err));
+            }
+        }
+        if let Some(identity) = &identity {
+            let claimed = headers::client_originators(req);
+            match self.policy.load().decide(identity, &claimed) {
+                Ok(originator) => ctx.originator = Some(originator.to_owned()),
+                Err(refusal) => {
+                    return Err(Refusal {
+                        kind: AuthOrPolicy::Auth(
+                            Some(identity.proven_by),
+                            Failure::OriginatorNotAllowed,
+                        ),
+                        err: M2mError::forbidden(refusal.reason()),
+                    })
+                }
+            }
+        }
+        self.authorize(req, ctx)
+    }
+
+    async fn authenticate(
+        &self,
+        req: &RequestHeader,
+        client: &Client<'_>,
+    ) -> std::result::Result<Option<Arc<Identity>>, AuthError> {
+        let presented = Presented::new(
+            client.cert,
+            req.headers
+                .get_all(http::header::AUTHORIZATION)
+                .iter()
+                .collect(),
+            client.ip(),
+        );
+        match self.auth.authenticate(presented).await {
+            Ok(identity) => Ok(Some(identity)),
+            Err(e) if e.failure == Failure::NoCredentials && self.anonymous == Anonymous::Allow => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The authorization rules, after the originator policy: who may do what where.
+    fn authorize(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let rules = self.rules.load();
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let raw = String::from_utf8_lossy(req.raw_path());
+        let target =
+            rules::parse_target(&raw).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule
+        if let Some(ct) = content_type {
+            rules::content_type_ty(ct).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        }
+        let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+        let decision = rules.decide(&rules::Request {
+            identity: ctx.identity.as_deref(),
+            originator: ctx.originator.as_deref(),
+            operation,
+            resource_type,
+            target: &target,
+        });
+        let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
+        metrics::authorization_decision(rule, decision.effect.label());
+        ctx.rule = Some(rule.to_string());
+        match decision.effect {
+            Effect::Allow => Ok(()),
+            Effect::Deny => Err(Refusal {
+                kind: AuthOrPolicy::Rule,
+                err: M2mError::forbidden(format!("denied by rule {rule}")),
+            }),
+        }
+    }
+
+    /// `None` when the upgrade may go on; records in `ctx` whether it is inspected.
+    fn check_upgrade(
+        &self,
+        req: &RequestHeader,
+        authenticated: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<M2mError> {
+        match gate::classify(req) {
+            Upgrade::OneM2M { .. } if !authenticated => Some(M2mError::unauthenticated(
+                "a oneM2M WebSocket needs an authenticated originator",
+            )),
+            Upgrade::OneM2M { json, cbor } => {
+                ctx.onem2m_offer = Some((json, cbor));
+                None
+            }
+            Upgrade::Opaque if self.websocket.allow_opaque => None,
+            Upgrade::Opaque => Some(M2mError::other(
+                400,
+                "WebSocket upgrade must offer subprotocol oneM2M.json or oneM2M.cbor",
+            )),
+        }
+    }
+
+    /// The answer to a refusal, recorded in `ctx` for the log.
+    pub fn refusal_response(&self, ctx: &mut RequestCtx, refusal: Refusal) -> Result<OwnResponse> {
+        let Refusal { kind, err } = refusal;
+        ctx.refusal = Some((kind, err.rsc as u16));
+        let challenges = match kind {
+            AuthOrPolicy::Auth(method, failure) => {
+                mapping::challenges_for_refusal(&self.challenges, method, failure, &err.reason)
+            }
+            AuthOrPolicy::Rule | AuthOrPolicy::Other => self.challenges.clone(),
+        };
+        self.own_response(ctx.request_id.as_deref(), &err, &challenges)
+    }
+
+    fn own_response(
+        &self,
+        ri: Option<&str>,
+        err: &M2mError,
+        challenges: &[String],
+    ) -> Result<OwnResponse> {
+        let body = err.body();
+        let header = err.response_header(ri, challenges, body.len())?;
+        Ok(OwnResponse { header, body })
+    }
+
+    /// The oneM2M answer to a failure of the request (either side), or `None` when the client
+    /// is gone anyway or a response has already started (`answered`); counted as an upstream
+    /// error when the upstream failed. An answer is recorded in `ctx`.
+    pub fn failure_response(
+        &self,
+        e: &Error,
+        answered: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<OwnResponse> {
+        if e.esource() == &ErrorSource::Upstream {
+            metrics::upstream_error(UpstreamError::of(e).label());
+        }
+        if answered {
+            return None;
+        }
+        let err = mapping::pingora_error(e)?;
+        match self.own_response(ctx.request_id.as_deref(), &err, &self.challenges) {
+            Ok(resp) => {
+                ctx.refusal = Some((AuthOrPolicy::Other, err.rsc as u16));
+                Some(resp)
+            }
+            Err(e) => {
+                log::debug!("cannot build error response: {e}");
+                None
+            }
+        }
+    }
+
+    /// The head the CSE receives: the client's identity claims replaced by the proxy's own.
+    pub fn upstream_request(
+        &self,
+        upstream_request: &mut RequestHeader,
+        client: &Client,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_sent = Some(Instant::now());
+        if let Some((json, cbor)) = ctx.onem2m_offer {
+            gate::restrict_upstream_request(upstream_request, json, cbor)?;
+        }
+        headers::rewrite_upstream(
+            upstream_request,
+            &Forwarding {
+                originator: ctx.originator.as_deref(),
+                client_ip: client.ip(),
+                proto: if self.tls { "https" } else { "http" },
+                forward_authorization: self.forward_authorization,
+            },
+        )?;
+        ctx.bodies.request_head(upstream_request)
+    }
+
+    /// The CSE's response head (final or 101): timing, the `poa` plan of its body, and the
+    /// WebSocket gate when the CSE accepted a oneM2M upgrade.
+    pub fn upstream_response(
+        &self,
+        request_method: &http::Method,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        headers::strip_hop_by_hop_response(upstream_response);
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        if let Some(sent) = ctx.upstream_sent {
+            metrics::upstream_duration(sent.elapsed().as_secs_f64());
+        }
+        if !ctx.upgraded {
+            let status = upstream_response.status.as_u16();
+            let has_body =
+                !matches!(status, 100..=199 | 204 | 304) && *request_method != http::Method::HEAD;
+            ctx.bodies.plan_response(
+                &self.poa,
+                upstream_response,
+                has_body,
+                Direction::TowardLocal,
+            )?;
+        }
+        if let (Some((json, cbor)), 101) = (ctx.onem2m_offer, upstream_response.status.as_u16()) {
+            let encoding = gate::negotiated(upstream_response, json, cbor)
+                .map_err(|why| Error::explain(ErrorType::Custom(WEBSOCKET_NEGOTIATION), why))
+                .map_err(|e| e.into_up())?;
+            // check_upgrade refused anonymous oneM2M upgrades, so there is an identity
+            let identity = ctx.identity.clone().ok_or_else(|| {
+                Error::explain(
+                    ErrorType::InternalError,
+                    "oneM2M WebSocket without identity",
+                )
+            })?;
+            ctx.websocket = Some(Box::new(Gate::new(
+                encoding,
+                identity,
+                self.policy.clone(),
+                self.rules.clone(),
+                self.websocket.cse_id.clone(),
+                self.websocket.max_message,
+            )));
+        }
+        Ok(())
+    }
+
+    /// Server bytes after a oneM2M 101, through the gate; unchanged without one.
+    pub fn websocket_from_server(&self, ctx: &mut RequestCtx, data: Bytes) -> Result<Bytes> {
+        let Some(gate) = ctx.websocket.as_mut() else {
+            return Ok(data);
+        };
+        gate.on_server_data(data)
+            .map_err(|why| Error::explain(ErrorType::Custom(WEBSOCKET_FRAMING), why))
+            .map_err(|e| e.into_up())
+    }
+
+    /// Client bytes after a oneM2M 101: each message is judged. Returns what continues to the
+    /// CSE and the frames (refusals, close) that go back to the client.
+    pub fn websocket_from_client(
+        &self,
+        ctx: &mut RequestCtx,
+        client: &Client,
+        data: &Bytes,
+    ) -> Result<(Bytes, Option<Bytes>)> {
+        let Some(gate) = ctx.websocket.as_mut() else {
+            return Ok((data.clone(), None));
+        };
+        let out = gate.on_client_data(data);
+        if gate.talking_after_close() {
+            return Error::e_explain(ErrorType::ReadError, "WebSocket data after close");
+        }
+        if self.access_log {
+            let identity = ctx.identity.as_deref();
+            for refused in &out.refused {
+                access_log::write(&access_log::WebSocketRefusal {
+                    time: access_log::now_rfc3339(),
+                    event: "websocket_refused",
+                    client: client.addr.map(|a| a.to_string()),
+                    auth_method: identity.map_or(NO_METHOD, |i| i.proven_by.as_str()),
+                    identity: identity.map_or("", |i| i.name.as_str()),
+                    originator: identity.map_or("", |i| i.originator.as_str()),
+                    request_id: refused.request_id.as_deref(),
+                    to: refused.to.as_deref(),
+                    rsc: refused.rsc,
+                    reason: &refused.reason,
+                    rule: refused.rule.as_deref(),
+                });
+            }
+        }
+        if let Some(code) = out.closed_with {
+            log::info!(
+                "closed WebSocket of {}: close code {code}",
+                ctx.identity.as_deref().map_or("?", |i| i.name.as_str())
+            );
+        }
+        Ok((out.to_upstream.freeze(), out.to_client))
+    }
+
+    /// The request's metrics and access-log line; `response` is what the client was sent.
+    pub fn log(
+        &self,
+        req: &RequestHeader,
+        client: &Client,
+        ctx: &RequestCtx,
+        response: Option<&ResponseHeader>,
+        bytes_sent: usize,
+    ) {
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        let status = response.map(|r| r.status.as_u16()).unwrap_or(0);
+        let (method_label, outcome, failure) = match (ctx.refusal, &ctx.identity) {
+            (Some((AuthOrPolicy::Auth(method, failure), _)), _) => (
+                method.map_or(NO_METHOD, Method::as_str),
+                Outcome::Refused,
+                Some(failure),
+            ),
+            (Some((AuthOrPolicy::Rule, _)), identity) => (
+                identity
+                    .as_ref()
+                    .map_or(ANONYMOUS, |i| i.proven_by.as_str()),
+                Outcome::Refused,
+                None,
+            ),
+            (Some((AuthOrPolicy::Other, _)), identity) => (
+                identity
+                    .as_ref()
+                    .map_or(NO_METHOD, |i| i.proven_by.as_str()),
+                Outcome::Error,
+                None,
+            ),
+            (None, Some(identity)) => (identity.proven_by.as_str(), Outcome::Forwarded, None),
+            (None, None) => (ANONYMOUS, Outcome::Forwarded, None),
+        };
+        metrics::request(method_label, outcome.label(), elapsed);
+        if let Some(failure) = failure {
+            metrics::auth_failure(method_label, failure.label());
+        }
+        if !self.access_log {
+            return;
+        }
+        let rsc_own = ctx.refusal.map(|(_, rsc)| rsc.to_string());
+        let rsc = rsc_own.as_deref().or_else(|| {
+            response
+                .and_then(|r| r.headers.get("X-M2M-RSC"))
+                .and_then(|v| v.to_str().ok())
+        });
+        access_log::write(&AccessRecord {
+            time: access_log::now_rfc3339(),
+            direction: "ingress",
+            client: client.addr.map(|a| a.to_string()),
+            tls: client.tls_version,
+            auth_method: method_label,
+            identity: ctx.identity.as_deref().map(|i| i.name.as_str()),
+            roles: ctx.identity.as_deref().map_or(&[], |i| i.roles.as_slice()),
+            originator: ctx.originator.as_deref(),
+            request_id: ctx.request_id.as_deref(),
+            method: req.method.as_str(),
+            path: req.uri.path(),
+            status,
+            rsc,
+            upstream_status: ctx.upstream_status,
+            auth_failure: failure.map(Failure::label),
+            rule: ctx.rule.as_deref(),
+            duration_ms: elapsed * 1000.0,
+            bytes_sent,
+        });
+    }
+}
