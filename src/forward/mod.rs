@@ -61,10 +61,14 @@ impl Lean {
         let addr = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned());
+        let mut client = Client::from_tls(tls.as_deref(), addr.as_ref());
+        // the same for every request of the connection
+        let forwarded_for = client.ip().map(crate::headers::forwarded_for);
+        client.forwarded_for = forwarded_for.as_ref();
         let exchange = Exchange {
             ingress: &self.ingress,
             upstreams: &self.upstreams,
-            client: Client::from_tls(tls.as_deref(), addr.as_ref()),
+            client,
             shutdown,
         };
         let mut stream: Stream = Box::new(BufWrite::new(stream));
