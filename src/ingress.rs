@@ -184,7 +184,18 @@ impl Ingress {
     /// First thing for every request head: note its `X-M2M-RI` and that the connection's first
     /// request arrived (for `limits.header_timeout`).
     pub fn request_started(&self, req: &RequestHeader, client: &Client, ctx: &mut RequestCtx) {
+        self.request_read(req, ctx);
+        self.first_request(client);
+    }
+
+    /// `request_started` without the connection's part: note the request's `X-M2M-RI`.
+    pub fn request_read(&self, req: &RequestHeader, ctx: &mut RequestCtx) {
         ctx.request_id = onem2m::request_id(req);
+    }
+
+    /// `request_started`'s connection part: the connection's first request arrived (for
+    /// `limits.header_timeout`). A no-op after the first request of a connection.
+    pub fn first_request(&self, client: &Client) {
         self.connections.request_started(client.addr);
     }
 

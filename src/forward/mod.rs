@@ -102,7 +102,7 @@ impl Lean {
                     }
                 }
             };
-            first = false;
+            let first_request = std::mem::replace(&mut first, false);
             match read {
                 Ok(Some(_)) => {}
                 // closed by the client, or idle for too long
@@ -122,7 +122,7 @@ impl Lean {
                 }
             }
             wait = self.ingress.limits.idle_timeout_secs;
-            if !exchange.serve(&mut down, &mut held).await {
+            if !exchange.serve(&mut down, &mut held, first_request).await {
                 down.shutdown().await;
                 break;
             }
