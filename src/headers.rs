@@ -3,39 +3,46 @@
 
 use std::net::IpAddr;
 
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
 pub const ORIGIN: &str = "X-M2M-Origin";
 
-/// Headers a client could use to claim an identity or a network origin the upstream might trust.
-/// Always removed before forwarding (names are matched case-insensitively).
-const SPOOFABLE: &[&str] = &[
-    ORIGIN,
-    "Forwarded",
-    "X-Forwarded-For",
-    "X-Forwarded-Proto",
-    "X-Forwarded-Host",
-    "X-Forwarded-Port",
-    "X-Real-IP",
-    "X-Client-Cert",
-    "X-Client-Verify",
-    "X-Client-DN",
-    "X-SSL-Client-Cert",
-    "X-SSL-Client-DN",
-    "X-SSL-Client-Verify",
-    "X-Forwarded-Client-Cert",
-    "SSL-Client-Cert",
-    "Proxy-Authorization",
-];
+/// Headers a client could use to claim an identity or a network origin the upstream might trust:
+/// always removed before forwarding. `name` is a `HeaderName`'s, i.e. lowercase, so the names
+/// are matched case-insensitively.
+fn spoofable(name: &str) -> bool {
+    matches!(
+        name,
+        "x-m2m-origin"
+            | "forwarded"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "x-forwarded-port"
+            | "x-real-ip"
+            | "x-client-cert"
+            | "x-client-verify"
+            | "x-client-dn"
+            | "x-ssl-client-cert"
+            | "x-ssl-client-dn"
+            | "x-ssl-client-verify"
+            | "x-forwarded-client-cert"
+            | "ssl-client-cert"
+            | "proxy-authorization"
+    )
+}
 
 /// Stand-in for a header value that is not valid text: never equal to a real originator.
 const UNREADABLE: &str = "\u{fffd}";
 
 /// The client's `X-M2M-Origin` values, all of them, whatever the letter case of the name.
 pub fn client_originators(req: &RequestHeader) -> Vec<&str> {
+    // a constant name: no parsing of `ORIGIN` for each request
+    const ORIGIN_NAME: http::HeaderName = http::HeaderName::from_static("x-m2m-origin");
     req.headers
-        .get_all(ORIGIN)
+        .get_all(&ORIGIN_NAME)
         .iter()
         .map(|v| v.to_str().unwrap_or(UNREADABLE))
         .collect()
@@ -49,32 +56,46 @@ pub struct Forwarding<'a> {
     pub forward_authorization: bool,
 }
 
+/// The `X-Forwarded-For` value for a client address. The same for every request of a
+/// connection: the lean path makes it once per connection (its clones share the bytes).
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).expect("an IP address is a header value")
+}
+
 /// Rewrite the request the upstream will receive.
 pub fn rewrite_upstream(req: &mut RequestHeader, fwd: &Forwarding<'_>) -> Result<()> {
+    rewrite_upstream_for(req, fwd, fwd.client_ip.map(forwarded_for))
+}
+
+/// `rewrite_upstream` with the `X-Forwarded-For` value already made (`forwarded_for` of
+/// `fwd.client_ip`).
+pub fn rewrite_upstream_for(
+    req: &mut RequestHeader,
+    fwd: &Forwarding<'_>,
+    forwarded_for: Option<HeaderValue>,
+) -> Result<()> {
     // One pass over the headers the request has (usually a handful) instead of a removal per
     // spoofable name: the list is long and the names are rarely present.
-    let unwanted: Vec<http::HeaderName> = req
-        .headers
-        .keys()
-        .filter(|name| {
-            let name = name.as_str();
-            SPOOFABLE.iter().any(|s| s.eq_ignore_ascii_case(name))
-                || (!fwd.forward_authorization && name == "authorization")
-        })
-        .cloned()
-        .collect();
-    for name in &unwanted {
-        req.remove_header(name);
+    let unwanted = |name: &http::HeaderName| {
+        let name = name.as_str();
+        spoofable(name) || (!fwd.forward_authorization && name == "authorization")
+    };
+    if req.headers.keys().any(unwanted) {
+        let unwanted: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| unwanted(name))
+            .cloned()
+            .collect();
+        for name in &unwanted {
+            req.remove_header(name);
+        }
     }
     // Pingora has already refused differing Content-Length values; identical repeats (two
     // headers, or "5, 5") go upstream as one value.
-    if let Some(first) = req.headers.get(http::header::CONTENT_LENGTH).cloned() {
-        let repeated = req
-            .headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .count()
-            > 1;
+    let mut lengths = req.headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let repeated = lengths.next().is_some();
         let listed = first.as_bytes().contains(&b',');
         if repeated || listed {
             let single = first
@@ -89,10 +110,10 @@ pub fn rewrite_upstream(req: &mut RequestHeader, fwd: &Forwarding<'_>) -> Result
     if let Some(originator) = fwd.originator {
         req.insert_header(ORIGIN, originator)?;
     }
-    if let Some(ip) = fwd.client_ip {
-        req.insert_header("X-Forwarded-For", ip.to_string())?;
+    if let Some(value) = forwarded_for {
+        req.insert_header("X-Forwarded-For", value)?;
     }
-    req.insert_header("X-Forwarded-Proto", fwd.proto)?;
+    req.insert_header("X-Forwarded-Proto", HeaderValue::from_static(fwd.proto))?;
     Ok(())
 }
 
@@ -199,6 +220,48 @@ mod tests {
         assert_eq!(req.headers["X-Forwarded-For"], "127.0.0.1");
         assert_eq!(req.headers["X-Forwarded-Proto"], "https");
         assert!(req.headers.get("Authorization").is_none());
+    }
+
+    #[test]
+    fn every_spoofable_name_in_any_case_is_removed() {
+        let names = [
+            "X-M2M-Origin",
+            "Forwarded",
+            "X-Forwarded-For",
+            "X-Forwarded-Proto",
+            "X-Forwarded-Host",
+            "X-Forwarded-Port",
+            "X-Real-IP",
+            "X-Client-Cert",
+            "X-Client-Verify",
+            "X-Client-DN",
+            "X-SSL-Client-Cert",
+            "X-SSL-Client-DN",
+            "X-SSL-Client-Verify",
+            "X-Forwarded-Client-Cert",
+            "SSL-Client-Cert",
+            "Proxy-Authorization",
+        ];
+        let mut headers: Vec<(String, &str)> = vec![("X-Kept".to_string(), "1")];
+        for name in names {
+            headers.push((name.to_string(), "a"));
+            headers.push((name.to_ascii_uppercase(), "b"));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut req = request(&headers);
+        rewrite_upstream(
+            &mut req,
+            &Forwarding {
+                originator: None,
+                client_ip: None,
+                proto: "https",
+                forward_authorization: true,
+            },
+        )
+        .unwrap();
+        let mut left: Vec<&str> = req.headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-forwarded-proto", "x-kept"]);
     }
 
     #[test]

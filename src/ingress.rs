@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::tls::SslDigest;
@@ -69,6 +70,9 @@ pub struct Client<'a> {
     pub addr: Option<&'a SocketAddr>,
     /// The negotiated TLS version (`None` on plain HTTP).
     pub tls_version: Option<&'a str>,
+    /// The `X-Forwarded-For` value of `addr`, when made once for the connection
+    /// (`headers::forwarded_for`); otherwise made for each request.
+    pub forwarded_for: Option<&'a HeaderValue>,
 }
 
 impl<'a> Client<'a> {
@@ -83,6 +87,7 @@ impl<'a> Client<'a> {
                 .and_then(|conn| conn.client_cert.as_ref()),
             addr,
             tls_version: tls.map(|t| t.version.as_ref()),
+            forwarded_for: None,
         }
     }
 
@@ -137,6 +142,14 @@ impl Default for RequestCtx {
     }
 }
 
+/// `uri.to_string().len()`, without making the string.
+fn uri_len(uri: &http::Uri) -> usize {
+    uri.scheme_str().map_or(0, |s| s.len() + "://".len())
+        + uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path().len()
+        + uri.query().map_or(0, |q| "?".len() + q.len())
+}
+
 /// What a refusal is counted as.
 #[derive(Clone, Copy)]
 pub enum AuthOrPolicy {
@@ -171,13 +184,24 @@ impl Ingress {
     /// First thing for every request head: note its `X-M2M-RI` and that the connection's first
     /// request arrived (for `limits.header_timeout`).
     pub fn request_started(&self, req: &RequestHeader, client: &Client, ctx: &mut RequestCtx) {
+        self.request_read(req, ctx);
+        self.first_request(client);
+    }
+
+    /// `request_started` without the connection's part: note the request's `X-M2M-RI`.
+    pub fn request_read(&self, req: &RequestHeader, ctx: &mut RequestCtx) {
         ctx.request_id = onem2m::request_id(req);
+    }
+
+    /// `request_started`'s connection part: the connection's first request arrived (for
+    /// `limits.header_timeout`). A no-op after the first request of a connection.
+    pub fn first_request(&self, client: &Client) {
         self.connections.request_started(client.addr);
     }
 
     /// 431 for an oversized request head, 413 for a declared body over the limit.
     pub fn size_error(&self, req: &RequestHeader) -> Option<Refusal> {
-        let head: usize = req.uri.to_string().len()
+        let head: usize = uri_len(&req.uri)
             + req
                 .headers
                 .iter()
@@ -406,14 +430,20 @@ impl Ingress {
         if let Some((json, cbor)) = ctx.onem2m_offer {
             gate::restrict_upstream_request(upstream_request, json, cbor)?;
         }
-        headers::rewrite_upstream(
+        let client_ip = client.ip();
+        let forwarded_for = match client.forwarded_for {
+            Some(value) => Some(value.clone()),
+            None => client_ip.map(headers::forwarded_for),
+        };
+        headers::rewrite_upstream_for(
             upstream_request,
             &Forwarding {
                 originator: ctx.originator.as_deref(),
-                client_ip: client.ip(),
+                client_ip,
                 proto: if self.tls { "https" } else { "http" },
                 forward_authorization: self.forward_authorization,
             },
+            forwarded_for,
         )?;
         ctx.bodies.request_head(upstream_request)
     }
@@ -584,5 +614,26 @@ impl Ingress {
             duration_ms: elapsed * 1000.0,
             bytes_sent,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_len_is_the_length_of_the_uri_as_text() {
+        for uri in [
+            "/",
+            "/cse-in?rcn=1&ty=4",
+            "*",
+            "http://cse.example:8080/cse-in/x?a=b",
+            "https://cse.example",
+            "cse.example:443",
+            "/?",
+        ] {
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(uri_len(&uri), uri.to_string().len(), "{uri}");
+        }
     }
 }

@@ -45,9 +45,15 @@ impl Exchange<'_> {
     /// Serves the request `down` has read. `held` is the upstream connection of this client
     /// connection, if it has one: taken, and put back when it can carry another request.
     /// Returns whether the client connection may carry another request.
-    pub async fn serve(&self, down: &mut ServerSession, held: &mut Option<Upstream>) -> bool {
+    /// `first`: this is the connection's first request.
+    pub async fn serve(
+        &self,
+        down: &mut ServerSession,
+        held: &mut Option<Upstream>,
+        first: bool,
+    ) -> bool {
         let mut ctx = RequestCtx::default();
-        let keep = match self.forward(down, held, &mut ctx).await {
+        let keep = match self.forward(down, held, first, &mut ctx).await {
             Ok(keep) => keep,
             Err(e) => {
                 self.fail(down, &e, &mut ctx).await;
@@ -68,10 +74,15 @@ impl Exchange<'_> {
         &self,
         down: &mut ServerSession,
         held: &mut Option<Upstream>,
+        first: bool,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         let ingress = self.ingress;
-        ingress.request_started(down.req_header(), &self.client, ctx);
+        ingress.request_read(down.req_header(), ctx);
+        if first {
+            // later requests of the connection have nothing to tell the limits
+            ingress.first_request(&self.client);
+        }
         if let Some(refusal) = ingress.size_error(down.req_header()) {
             // the body of an oversized request is not read: close instead of draining it
             down.set_server_keepalive(None);

@@ -38,8 +38,15 @@ pub fn request(req: &mut RequestHeader) -> Result<()> {
     for name in &nominated {
         req.remove_header(name);
     }
-    for name in STANDARD {
-        req.remove_header(*name);
+    // a removal parses its name and looks it up: only when one of them is there
+    if req
+        .headers
+        .keys()
+        .any(|name| STANDARD.contains(&name.as_str()))
+    {
+        for name in STANDARD {
+            req.remove_header(*name);
+        }
     }
     if expects_continue(req) {
         req.remove_header(&header::EXPECT);

@@ -61,10 +61,14 @@ impl Lean {
         let addr = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().cloned());
+        let mut client = Client::from_tls(tls.as_deref(), addr.as_ref());
+        // the same for every request of the connection
+        let forwarded_for = client.ip().map(crate::headers::forwarded_for);
+        client.forwarded_for = forwarded_for.as_ref();
         let exchange = Exchange {
             ingress: &self.ingress,
             upstreams: &self.upstreams,
-            client: Client::from_tls(tls.as_deref(), addr.as_ref()),
+            client,
             shutdown,
         };
         let mut stream: Stream = Box::new(BufWrite::new(stream));
@@ -98,7 +102,7 @@ impl Lean {
                     }
                 }
             };
-            first = false;
+            let first_request = std::mem::replace(&mut first, false);
             match read {
                 Ok(Some(_)) => {}
                 // closed by the client, or idle for too long
@@ -118,7 +122,7 @@ impl Lean {
                 }
             }
             wait = self.ingress.limits.idle_timeout_secs;
-            if !exchange.serve(&mut down, &mut held).await {
+            if !exchange.serve(&mut down, &mut held, first_request).await {
                 down.shutdown().await;
                 break;
             }
