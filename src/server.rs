@@ -327,6 +327,11 @@ pub fn run(p: Prepared) -> Result<()> {
         threads,
         grace_period_seconds: Some(p.config.shutdown.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
+        // One single-threaded runtime per thread instead of tokio's work-stealing pool: a
+        // connection stays on the thread that accepted it. Measured with `threads: 2` at 32
+        // keep-alive mTLS connections: -27 % CPU per request on the pipeline, -41 % on the lean
+        // path (BENCHMARKS.md, 2026-12-01). Blocking work (bcrypt) goes to spawn_blocking.
+        work_stealing: false,
         // Every TLS connection the proxy makes (egress peers, JWKS, introspection) brings its
         // own CA; without a file here Pingora's connectors would load the system CA bundle
         // (~0.7 MiB and ~70 ms of start-up, BENCHMARKS.md). Any valid PEM will do: the server
