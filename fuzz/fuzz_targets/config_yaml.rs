@@ -11,6 +11,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(config) = Config::parse(Path::new("fuzz.yaml"), text) {
-        let _ = config.validate(Path::new("fuzz.yaml"));
+        let _ = config.validate();
     }
 });
