@@ -317,6 +317,24 @@ impl Reloadable for ConfigReload {
 }
 
 /// Run until a shutdown signal; returns when the server has stopped.
+/// The public listener: TLS behind the connection limits' pre-TLS hook, or plain TCP.
+fn public_listener<A>(
+    service: &mut Service<A>,
+    tls_listener: Option<pingora::listeners::ListenerConfig>,
+    connections: Arc<ConnectionLimits>,
+    listen: &str,
+) {
+    match tls_listener {
+        Some(listener) => {
+            service
+                .endpoints()
+                .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
+            service.add_listener(listener);
+        }
+        None => service.add_tcp(listen),
+    }
+}
+
 pub fn run(p: Prepared) -> Result<()> {
     let threads = p.config.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -399,29 +417,13 @@ pub fn run(p: Prepared) -> Result<()> {
                 upstream: upstream_peer(&p),
             };
             let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
-            match tls_listener {
-                Some(listener) => {
-                    service
-                        .endpoints()
-                        .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
-                    service.add_listener(listener);
-                }
-                None => service.add_tcp(&listen),
-            }
+            public_listener(&mut service, tls_listener, connections, &listen);
             server.add_service(service);
         }
         RequestPath::Lean => {
             let app = Lean::new(ingress, upstream_peer(&p));
             let mut service = Service::new("lean proxy".to_string(), app);
-            match tls_listener {
-                Some(listener) => {
-                    service
-                        .endpoints()
-                        .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
-                    service.add_listener(listener);
-                }
-                None => service.add_tcp(&listen),
-            }
+            public_listener(&mut service, tls_listener, connections, &listen);
             log::info!("request_path: lean (experimental)");
             server.add_service(service);
         }
