@@ -48,6 +48,16 @@ pub fn client_originators(req: &RequestHeader) -> Vec<&str> {
         .collect()
 }
 
+/// `Expect: 100-continue` on an HTTP/1.1 request (an HTTP/1.0 client's expectation is ignored,
+/// RFC 9110 §10.1.1): the client waits for a `100 Continue` before it sends the body.
+pub fn expects_continue(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && req
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 pub struct Forwarding<'a> {
     /// `None`: forward no originator at all (anonymous access).
     pub originator: Option<&'a str>,

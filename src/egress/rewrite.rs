@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
 use super::Route;
+use crate::headers::expects_continue;
 use crate::metrics;
 use crate::poa::{encoding_of, Direction, Encoding, PoaMap};
 
@@ -163,13 +164,6 @@ pub struct BodyRewrite {
     continued: bool,
     request: Option<Collecting>,
     response: Option<Collecting>,
-}
-
-fn expects_continue(req: &pingora::http::RequestHeader) -> bool {
-    req.headers
-        .get_all(http::header::EXPECT)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 impl BodyRewrite {

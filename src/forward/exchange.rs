@@ -15,6 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
 use crate::egress::rewrite::{direction_label, BodyRewrite};
+use crate::headers;
 use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 use crate::metrics;
 use crate::poa::Direction;
@@ -104,7 +105,7 @@ impl Exchange<'_> {
         }
 
         let has_body = !down.is_body_empty();
-        let expect_continue = hop::expects_continue(down.req_header()) && !down.is_body_done();
+        let expect_continue = headers::expects_continue(down.req_header()) && !down.is_body_done();
         let mut sent = Sent::default();
         let prefix = match ctx.upgraded {
             true => None,

@@ -7,6 +7,8 @@ use http::header::{self, HeaderName};
 use pingora::http::RequestHeader;
 use pingora::{Error, ErrorType, Result};
 
+use crate::headers::expects_continue;
+
 /// Fields that are always per connection.
 const STANDARD: &[&str] = &[
     "keep-alive",
@@ -65,15 +67,6 @@ pub fn frame(req: &mut RequestHeader, has_body: bool) -> Result<()> {
         req.insert_header(header::TRANSFER_ENCODING, "chunked")?;
     }
     Ok(())
-}
-
-/// `Expect: 100-continue` on an HTTP/1.1 request.
-pub fn expects_continue(req: &RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11
-        && req
-            .headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The field names the `Connection` headers nominate; malformed or protected nominations are
