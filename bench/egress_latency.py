@@ -65,8 +65,9 @@ def pki(d):
     leaf("dev", "URI:Cae-bench", "clientAuth")
 
 
-def upstream(port, body, content_type):
-    """A keep-alive HTTP/1.1 server answering every request with `body`."""
+def upstream(port, body, content_type, last_head=None):
+    """A keep-alive HTTP/1.1 server answering every request with `body`; `last_head`, a
+    one-element list, gets the head of the last request read."""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
@@ -83,7 +84,9 @@ def upstream(port, body, content_type):
                     if not chunk:
                         return
                     buf += chunk
-                _, buf = buf.split(b"\r\n\r\n", 1)
+                seen, buf = buf.split(b"\r\n\r\n", 1)
+                if last_head is not None:
+                    last_head[0] = seen
                 conn.sendall(head)
 
     def accept():

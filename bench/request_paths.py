@@ -33,49 +33,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from egress_latency import ROOT, cpu_seconds, free_port, pki, run, wait_ready  # noqa: E402
+from egress_latency import ROOT, cpu_seconds, free_port, pki, run, upstream, wait_ready  # noqa: E402
 
 LAST_HEAD = [b""]
 
 
-def upstream(port, body, content_type):
-    """bench/egress_latency.py's keep-alive upstream, keeping the last request head it read."""
-    srv = socket.socket()
-    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    srv.bind(("127.0.0.1", port))
-    srv.listen(64)
-
-    def serve(conn):
-        buf = b""
-        head = (f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nX-M2M-RSC: 2000\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-        with conn:
-            while True:
-                while b"\r\n\r\n" not in buf:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                LAST_HEAD[0], buf = buf.split(b"\r\n\r\n", 1)
-                conn.sendall(head)
-
-    def accept():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=accept, daemon=True).start()
-    return srv
-
-
+# config lines per side (--old-extra, --new-extra)
 EXTRA = {}
 
 
@@ -140,7 +106,7 @@ def main():
     d = tempfile.mkdtemp(prefix="request-paths-")
     pki(d)
     up_port = free_port()
-    srv = upstream(up_port, b'{"m2m:cin":{"con":"21.5"}}', "application/json")
+    srv = upstream(up_port, b'{"m2m:cin":{"con":"21.5"}}', "application/json", LAST_HEAD)
     ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
     ctx.load_cert_chain(f"{d}/dev.pem", f"{d}/dev.key")
     headers = {"X-M2M-RI": "b1"}
