@@ -118,6 +118,8 @@ pub struct RequestCtx {
     pub websocket: Option<Box<Gate>>,
     /// The authorization rule that decided (`None`: no rules, or the default).
     pub rule: Option<String>,
+    /// The target in the canonical form the rules judged (`None`: no rules).
+    pub target: Option<String>,
     /// `poa` rewriting of the bodies.
     pub bodies: BodyRewrite,
 }
@@ -137,6 +139,7 @@ impl Default for RequestCtx {
             onem2m_offer: None,
             websocket: None,
             rule: None,
+            target: None,
             bodies: BodyRewrite::default(),
         }
     }
@@ -314,8 +317,10 @@ impl Ingress {
             return Ok(());
         }
         let raw = String::from_utf8_lossy(req.raw_path());
-        let target =
-            rules::parse_target(&raw).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        let target = rules
+            .http_target(&raw)
+            .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        ctx.target = Some(target.as_str().to_owned());
         let content_type = req
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -535,6 +540,7 @@ impl Ingress {
                     rsc: refused.rsc,
                     reason: &refused.reason,
                     rule: refused.rule.as_deref(),
+                    target: refused.target.as_deref(),
                 });
             }
         }
@@ -611,6 +617,7 @@ impl Ingress {
             upstream_status: ctx.upstream_status,
             auth_failure: failure.map(Failure::label),
             rule: ctx.rule.as_deref(),
+            target: ctx.target.as_deref(),
             duration_ms: elapsed * 1000.0,
             bytes_sent,
         });

@@ -4,7 +4,10 @@
 
 use std::collections::HashMap;
 
+use regex::Regex;
+
 use crate::config::{KeyError, OriginatorConfig, OriginatorMode};
+use crate::cse::LocalCse;
 use crate::identity::Identity;
 use crate::originator_syntax::{validate_originator, OriginatorPattern};
 
@@ -28,17 +31,30 @@ impl Refusal {
 pub struct OriginatorPolicy {
     mode: OriginatorMode,
     cse_namespace: bool,
+    /// Per CSE-ID: what the AE-ID segment of an originator in its namespace must match.
+    cse_ae_ids: HashMap<String, Regex>,
+    /// Keyed by the authenticated originator as written; patterns in canonical form.
     allow: HashMap<String, Vec<OriginatorPattern>>,
+    /// The local CSE: originators are decided and forwarded in canonical form.
+    cse: Option<LocalCse>,
 }
 
 impl OriginatorPolicy {
+    /// Without a local CSE: originators are taken as written.
     pub fn from_config(config: &OriginatorConfig) -> Result<Self, KeyError> {
+        OriginatorPolicy::build(config, None)
+    }
+
+    /// With the local CSE `cse` (config `cse`): every originator of the local CSE, in any form,
+    /// is decided and forwarded in its canonical form ([`LocalCse::originator`]).
+    pub fn build(config: &OriginatorConfig, cse: Option<&LocalCse>) -> Result<Self, KeyError> {
+        let canonical = |o: &str| cse.map_or(o, |c| c.originator(o)).to_string();
         let mut allow = HashMap::new();
         for (who, patterns) in &config.allow {
             let parsed = patterns
                 .iter()
                 .map(|p| {
-                    OriginatorPattern::parse(p).map_err(|m| {
+                    OriginatorPattern::parse(&canonical(p)).map_err(|m| {
                         KeyError::new(
                             "originator.allow",
                             format!("pattern {p:?} for {who:?}: {m}"),
@@ -48,22 +64,51 @@ impl OriginatorPolicy {
                 .collect::<Result<Vec<_>, _>>()?;
             allow.insert(who.clone(), parsed);
         }
+        let mut cse_ae_ids = HashMap::new();
+        for (cse_id, pattern) in &config.cse_ae_ids {
+            let key = || format!("originator.cse_ae_ids.{cse_id}");
+            if !config.cse_namespace {
+                return Err(KeyError::new(
+                    key(),
+                    "has no effect without originator.cse_namespace: true",
+                ));
+            }
+            if !is_cse_id(cse_id) {
+                return Err(KeyError::new(
+                    key(),
+                    format!("expected a CSE-ID like \"/id-mn\" as the key, got {cse_id:?}"),
+                ));
+            }
+            let regex = Regex::new(pattern)
+                .map_err(|e| KeyError::new(key(), format!("expected a regular expression: {e}")))?;
+            cse_ae_ids.insert(cse_id.clone(), regex);
+        }
         Ok(OriginatorPolicy {
             mode: config.mode,
             cse_namespace: config.cse_namespace,
+            cse_ae_ids,
             allow,
+            cse: cse.cloned(),
         })
     }
 
-    /// The originator to forward. `claimed` are the client's `X-M2M-Origin` values (any case,
-    /// empty ones already dropped by the caller or here).
+    /// The canonical form of an originator (as written without a local CSE).
+    pub fn canonical<'a>(&self, originator: &'a str) -> &'a str {
+        self.cse
+            .as_ref()
+            .map_or(originator, |c| c.originator(originator))
+    }
+
+    /// The originator to forward, in canonical form. `claimed` are the client's
+    /// `X-M2M-Origin` values (any case, empty ones already dropped by the caller or here).
     pub fn decide<'a>(
         &self,
         identity: &'a Identity,
         claimed: &[&'a str],
     ) -> Result<&'a str, Refusal> {
+        let own = self.canonical(&identity.originator);
         if self.mode == OriginatorMode::Overwrite {
-            return Ok(&identity.originator);
+            return Ok(own);
         }
         let mut chosen: Option<&str> = None;
         for value in claimed.iter().map(|v| v.trim()).filter(|v| !v.is_empty()) {
@@ -73,39 +118,71 @@ impl OriginatorPolicy {
             }
         }
         let Some(claim) = chosen else {
-            return Ok(&identity.originator);
+            return Ok(own);
         };
-        if self.may_use(identity, claim) {
+        let claim = self.canonical(claim);
+        if self.may_use(identity, own, claim) {
             Ok(claim)
         } else {
             Err(Refusal::NotAllowed)
         }
     }
 
-    fn may_use(&self, identity: &Identity, claim: &str) -> bool {
-        if claim == identity.originator {
+    /// `claim` and `own` in canonical form.
+    fn may_use(&self, identity: &Identity, own: &str, claim: &str) -> bool {
+        if claim == own {
             return true;
         }
         if validate_originator(claim).is_err() {
             return false;
         }
-        if self.cse_namespace && in_cse_namespace(&identity.originator, claim) {
+        if self.cse_namespace && self.in_cse_namespace(own, claim) {
             return true;
         }
-        identity.also_allowed.iter().any(|p| p.matches(claim))
+        identity
+            .also_allowed
+            .iter()
+            .any(|p| self.pattern_allows(p, claim))
             || self
                 .allow
                 .get(&identity.originator)
+                .or_else(|| self.allow.get(own))
                 .is_some_and(|ps| ps.iter().any(|p| p.matches(claim)))
+    }
+
+    /// A pattern of the identity itself (token, JWT claim, introspection field), read in
+    /// canonical form: `/id-in/C*` allows what `C*` allows; `/*` allows no local AE.
+    fn pattern_allows(&self, p: &OriginatorPattern, claim: &str) -> bool {
+        let Some(cse) = &self.cse else {
+            return p.matches(claim);
+        };
+        let source = p.source();
+        match cse.originator(&source) {
+            same if same == source => p.matches(claim),
+            canonical => OriginatorPattern::parse(canonical).is_ok_and(|c| c.matches(claim)),
+        }
+    }
+
+    /// `/id-mn` may act for `/id-mn/Cae1` (one AE-ID segment, `C…` or `S…`, matching the
+    /// CSE's `cse_ae_ids` pattern if it has one); never an SP-ID or an AE for anything, never
+    /// `/id-mnx/…`, `/id-mn/Cx/y` or `/id-mn/id-mn2`.
+    fn in_cse_namespace(&self, cse: &str, claim: &str) -> bool {
+        if !is_cse_id(cse) {
+            return false;
+        }
+        let Some(ae) = claim.strip_prefix(cse).and_then(|r| r.strip_prefix('/')) else {
+            return false;
+        };
+        !ae.contains('/')
+            && (ae.starts_with('C') || ae.starts_with('S'))
+            && self.cse_ae_ids.get(cse).is_none_or(|re| re.is_match(ae))
     }
 }
 
-/// `/id-mn` may act for `/id-mn/Cae1`, never for `/id-mnx` or `/id-mn` itself elsewhere.
-fn in_cse_namespace(cse: &str, claim: &str) -> bool {
-    cse.starts_with('/')
-        && claim
-            .strip_prefix(cse)
-            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
+/// Exactly `/` and one segment: `/id-mn`, not `//sp` nor `/id-mn/Cae1`.
+fn is_cse_id(o: &str) -> bool {
+    o.strip_prefix('/')
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
 #[cfg(test)]
@@ -131,6 +208,7 @@ mod tests {
             mode,
             cse_namespace,
             allow: [("Cgw".to_string(), vec!["Cgw-*".to_string()])].into(),
+            ..Default::default()
         })
         .unwrap()
     }
