@@ -148,6 +148,9 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     );
     let invalid = |e: KeyError| ConfigError::invalid(config_path, e);
     let sections = build_sections(&config).map_err(invalid)?;
+    if config.websocket.cse_id.is_some() {
+        log::warn!("websocket.cse_id is deprecated: set cse.id (and cse.name) instead");
+    }
     let tls = match &config.tls {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
         None => None,
