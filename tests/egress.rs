@@ -258,6 +258,40 @@ fn an_originator_outside_the_routes_list_is_refused_before_leaving_the_pod() {
 }
 
 #[test]
+fn every_originator_value_must_be_readable_single_and_allowed_before_anything_leaves() {
+    let p = pair("    originators: [\"^/id-mn(/.*)?$\"]\n");
+    let raw = |origins: &[&[u8]]| {
+        let mut head = b"GET /cse-in HTTP/1.1\r\nHost: peer\r\nX-M2M-RI: ri-o\r\n".to_vec();
+        for o in origins {
+            head.extend_from_slice(b"X-M2M-Origin: ");
+            head.extend_from_slice(o);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let mut conn = Conn::plain(p.b.egress).unwrap();
+        conn.send_raw(&head).unwrap();
+        conn.read_response().unwrap()
+    };
+    for origins in [
+        &[&b"CAdmin\xff"[..], b"/id-mn/a"][..],
+        &[b"/id-mn/a", b"CAdmin\xff"],
+        &[b"/id-mn/a", b"/id-mn/b"],
+        &[b"/id-mn/a", b"/id-mn/a"],
+        &[b"/id-mn/a,CAdmin"],
+        &[b"/id-mn/\xc3\xa9"],
+        &[],
+    ] {
+        let resp = raw(origins);
+        assert_eq!(resp.status, 403, "{origins:?}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4103"));
+    }
+    assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer");
+    let resp = raw(&[b"/id-mn/Ca"]);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(p.a.upstream.count(), 1);
+}
+
+#[test]
 fn a_peer_certificate_from_another_ca_is_refused_with_502_5103() {
     let (a, b) = (Side::new(), Side::new());
     let mn_cert = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
