@@ -241,4 +241,113 @@ mod tests {
             Err(Refusal::NotAllowed)
         );
     }
+
+    fn local_cse() -> LocalCse {
+        LocalCse::from_config(&crate::config::CseConfig {
+            id: "/id-in".into(),
+            name: "cse-in".into(),
+            sp_id: Some("acme.example.com".into()),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn with_a_local_cse_every_form_is_decided_and_forwarded_canonical() {
+        let c = local_cse();
+        let config = OriginatorConfig {
+            mode: OriginatorMode::Verify,
+            allow: [(
+                "Ctool".to_string(),
+                vec!["/id-in/Cx-*".to_string(), "/*".to_string()],
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let p = OriginatorPolicy::build(&config, Some(&c)).unwrap();
+        let me = id(
+            "/id-in/Cae1",
+            &["//acme.example.com/id-in/Cown-*", "*/Cfree"],
+        );
+        assert_eq!(p.decide(&me, &[]), Ok("Cae1"));
+        assert_eq!(p.decide(&me, &["Cae1"]), Ok("Cae1"));
+        assert_eq!(
+            p.decide(&me, &["//acme.example.com/id-in/Cae1"]),
+            Ok("Cae1")
+        );
+        // the identity's own patterns, read canonical
+        assert_eq!(p.decide(&me, &["Cown-1"]), Ok("Cown-1"));
+        assert_eq!(p.decide(&me, &["/id-in/Cown-1"]), Ok("Cown-1"));
+        // a pattern that is not of the local CSE does not match its canonical AE-IDs
+        assert_eq!(p.decide(&me, &["/id-in/Cfree"]), Err(Refusal::NotAllowed));
+        assert_eq!(p.decide(&me, &["/id-mn/Cfree"]), Ok("/id-mn/Cfree"));
+        let tool = id("Ctool", &[]);
+        assert_eq!(p.decide(&tool, &["/id-in/Cx-1"]), Ok("Cx-1"));
+        assert_eq!(p.decide(&tool, &["Cx-1"]), Ok("Cx-1"));
+        // `/*` no longer reaches a local AE through its SP-relative form
+        assert_eq!(
+            p.decide(&tool, &["/id-in/CAdmin"]),
+            Err(Refusal::NotAllowed)
+        );
+        assert_eq!(p.decide(&tool, &["/id-mn/CAdmin"]), Ok("/id-mn/CAdmin"));
+        // overwrite forwards the canonical form of the identity's own originator
+        let o = OriginatorPolicy::build(&OriginatorConfig::default(), Some(&c)).unwrap();
+        assert_eq!(o.decide(&me, &["x"]), Ok("Cae1"));
+    }
+
+    #[test]
+    fn cse_namespaces_are_bounded() {
+        let config = OriginatorConfig {
+            mode: OriginatorMode::Verify,
+            cse_namespace: true,
+            cse_ae_ids: [("/id-mn".to_string(), "^Cmn-".to_string())].into(),
+            ..Default::default()
+        };
+        let p = OriginatorPolicy::build(&config, Some(&local_cse())).unwrap();
+        let mn = id("/id-mn", &[]);
+        assert_eq!(p.decide(&mn, &["/id-mn/Cmn-1"]), Ok("/id-mn/Cmn-1"));
+        assert_eq!(
+            p.decide(&mn, &["//acme.example.com/id-mn/Cmn-1"]),
+            Ok("/id-mn/Cmn-1")
+        );
+        for claim in [
+            "/id-mn/Cx",
+            "/id-mn/Cmn-1/x",
+            "/id-mn/mn-1",
+            "/id-mn/",
+            "/id-mn2/Cmn-1",
+        ] {
+            assert_eq!(p.decide(&mn, &[claim]), Err(Refusal::NotAllowed), "{claim}");
+        }
+        let other = id("/id-mn2", &[]);
+        assert_eq!(p.decide(&other, &["/id-mn2/Sany"]), Ok("/id-mn2/Sany"));
+        for (who, claim) in [
+            ("//acme.example.com", "//acme.example.com/id-in/CAdmin"),
+            ("//acme.example.com", "//acme.example.com/Cx"),
+            ("/id-mn/Cae1", "/id-mn/Cae1/Cx"),
+        ] {
+            assert_eq!(
+                p.decide(&id(who, &[]), &[claim]),
+                Err(Refusal::NotAllowed),
+                "{who} {claim}"
+            );
+        }
+        // config errors name the key
+        let bad = |cse_namespace: bool, key: &str, re: &str| {
+            OriginatorPolicy::from_config(&OriginatorConfig {
+                cse_namespace,
+                cse_ae_ids: [(key.to_string(), re.to_string())].into(),
+                ..Default::default()
+            })
+            .err()
+            .map(|e| e.key)
+        };
+        let key = Some("originator.cse_ae_ids./id-mn".to_string());
+        assert_eq!(bad(false, "/id-mn", "^C"), key);
+        assert_eq!(bad(true, "/id-mn", "("), key);
+        assert_eq!(
+            bad(true, "id-mn", "^C"),
+            Some("originator.cse_ae_ids.id-mn".to_string())
+        );
+        assert_eq!(bad(true, "/id-mn", "^C"), None);
+    }
 }
