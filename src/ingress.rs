@@ -153,6 +153,18 @@ fn uri_len(uri: &http::Uri) -> usize {
         + uri.query().map_or(0, |q| "?".len() + q.len())
 }
 
+/// A create whose type is AE (2), or cannot be read (a CSE might read it as 2).
+fn registers_ae(req: &RequestHeader) -> bool {
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("ty=?"));
+    match rules::http_operation(req.method.as_str(), content_type) {
+        (Some(crate::config::Operation::Create), ty) => ty.is_none_or(|t| t.0 == 2),
+        _ => false,
+    }
+}
+
 /// What a refusal is counted as.
 #[derive(Clone, Copy)]
 pub enum AuthOrPolicy {
@@ -268,7 +280,21 @@ impl Ingress {
         }
         if let Some(identity) = &identity {
             let claimed = headers::client_originators(req);
-            match self.policy.load().decide(identity, &claimed) {
+            let policy = self.policy.load();
+            match policy.decide(identity, &claimed) {
+                Ok(originator)
+                    if policy.checks_registrations()
+                        && registers_ae(req)
+                        && !policy.may_register(identity, originator) =>
+                {
+                    return Err(Refusal {
+                        kind: AuthOrPolicy::Auth(
+                            Some(identity.proven_by),
+                            Failure::OriginatorNotAllowed,
+                        ),
+                        err: M2mError::forbidden(crate::originator::REGISTRATION_REFUSED),
+                    })
+                }
                 Ok(originator) => ctx.originator = Some(originator.to_owned()),
                 Err(refusal) => {
                     return Err(Refusal {

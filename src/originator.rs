@@ -163,21 +163,46 @@ impl OriginatorPolicy {
         }
     }
 
-    /// `/id-mn` may act for `/id-mn/Cae1` (one AE-ID segment, `C…` or `S…`, matching the
-    /// CSE's `cse_ae_ids` pattern if it has one); never an SP-ID or an AE for anything, never
-    /// `/id-mnx/…`, `/id-mn/Cx/y` or `/id-mn/id-mn2`.
+    /// `/id-mn` may act for `/id-mn/Cae1` (one AE-ID segment, `C…` or `S…`); never an SP-ID
+    /// or an AE for anything, never `/id-mnx/…`, `/id-mn/Cx/y` or `/id-mn/id-mn2`.
     fn in_cse_namespace(&self, cse: &str, claim: &str) -> bool {
-        if !is_cse_id(cse) {
-            return false;
+        namespace_ae(cse, claim)
+            .is_some_and(|ae| !ae.contains('/') && (ae.starts_with('C') || ae.starts_with('S')))
+    }
+
+    /// Whether some CSE has an AE-ID pattern (`cse_ae_ids`): then AE registrations are checked
+    /// with [`OriginatorPolicy::may_register`].
+    pub fn checks_registrations(&self) -> bool {
+        !self.cse_ae_ids.is_empty()
+    }
+
+    /// Whether `originator` (as decided) may register an AE (a create of type 2, or one whose
+    /// type cannot be read): an AE of a CSE namespace whose CSE has an AE-ID pattern must
+    /// match it, so that it cannot take a resource ID of the local CSE's own AEs. Other
+    /// requests of the namespace need only the AE-ID shape.
+    pub fn may_register(&self, identity: &Identity, originator: &str) -> bool {
+        let own = self.canonical(&identity.originator);
+        match (namespace_ae(own, originator), self.cse_ae_ids.get(own)) {
+            (Some(ae), Some(re)) => re.is_match(ae),
+            _ => true,
         }
-        let Some(ae) = claim.strip_prefix(cse).and_then(|r| r.strip_prefix('/')) else {
-            return false;
-        };
-        !ae.contains('/')
-            && (ae.starts_with('C') || ae.starts_with('S'))
-            && self.cse_ae_ids.get(cse).is_none_or(|re| re.is_match(ae))
     }
 }
+
+/// The part of `claim` after `cse` + `/`, when `cse` is a CSE-ID (`/` and one segment).
+fn namespace_ae<'a>(cse: &str, claim: &'a str) -> Option<&'a str> {
+    if !is_cse_id(cse) {
+        return None;
+    }
+    claim
+        .strip_prefix(cse)
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|ae| !ae.is_empty())
+}
+
+/// The refusal of an AE registration outside a CSE's `cse_ae_ids` pattern.
+pub const REGISTRATION_REFUSED: &str =
+    "AE-ID not allowed for an AE registered through this CSE (originator.cse_ae_ids)";
 
 /// Exactly `/` and one segment: `/id-mn`, not `//sp` nor `/id-mn/Cae1`.
 fn is_cse_id(o: &str) -> bool {
@@ -309,17 +334,19 @@ mod tests {
             p.decide(&mn, &["//acme.example.com/id-mn/Cmn-1"]),
             Ok("/id-mn/Cmn-1")
         );
-        for claim in [
-            "/id-mn/Cx",
-            "/id-mn/Cmn-1/x",
-            "/id-mn/mn-1",
-            "/id-mn/",
-            "/id-mn2/Cmn-1",
-        ] {
+        for claim in ["/id-mn/Cmn-1/x", "/id-mn/mn-1", "/id-mn/", "/id-mn2/Cmn-1"] {
             assert_eq!(p.decide(&mn, &[claim]), Err(Refusal::NotAllowed), "{claim}");
         }
+        // the AE-ID pattern is for registrations: other requests need the AE-ID shape only
+        assert!(p.checks_registrations());
+        assert_eq!(p.decide(&mn, &["/id-mn/CAdmin"]), Ok("/id-mn/CAdmin"));
+        assert!(!p.may_register(&mn, "/id-mn/CAdmin"));
+        assert!(p.may_register(&mn, "/id-mn/Cmn-1"));
+        assert!(p.may_register(&mn, "/id-mn"));
         let other = id("/id-mn2", &[]);
         assert_eq!(p.decide(&other, &["/id-mn2/Sany"]), Ok("/id-mn2/Sany"));
+        assert!(p.may_register(&other, "/id-mn2/Sany"));
+        assert!(p.may_register(&id("Cae1", &[]), "Cae1"));
         for (who, claim) in [
             ("//acme.example.com", "//acme.example.com/id-in/CAdmin"),
             ("//acme.example.com", "//acme.example.com/Cx"),

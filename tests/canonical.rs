@@ -386,8 +386,8 @@ fn cse_namespaces_reach_one_ae_id_segment_of_csee_ids_only() {
     let s = verify();
     for (cert, claim, status) in [
         ("/id-mn", "/id-mn/Cmn-ae1", 200),
-        ("/id-mn", "/id-mn/Smn-ae1", 403), // not `^Cmn-`
-        ("/id-mn", "/id-mn/Cmnae", 403),   // the registrar's own AE-ID space
+        // not `^Cmn-`: may act (the MN's admin across Mcc), see below for registrations
+        ("/id-mn", "/id-mn/CAdmin", 200),
         ("/id-mn", "/id-mn/Cmn-x/id-mn2", 403),
         ("/id-mn", "/id-mn/id-mn2", 403),
         ("/id-mn", "/id-mn/", 403),
@@ -412,6 +412,57 @@ fn cse_namespaces_reach_one_ae_id_segment_of_csee_ids_only() {
             );
         } else {
             assert_eq!(resp.header("X-M2M-RSC"), Some("4103"));
+        }
+    }
+    // an AE registered through /id-mn must have the MN's prefix: it cannot take the AE-ID of
+    // one of this CSE's AEs (one flat resource-ID space); a type that cannot be read counts
+    let register = |claim: &str, content_type: &str| {
+        as_cert(
+            &s,
+            "/id-mn",
+            &Request::post("/cse-in", br#"{"m2m:ae":{"rn":"x"}}"#.to_vec())
+                .header("Content-Type", content_type)
+                .header("X-M2M-Origin", claim),
+        )
+    };
+    let before = s.upstream.count();
+    for (claim, ct) in [
+        ("/id-mn/Cinae", "application/json;ty=2"),
+        ("/id-mn/CAdmin", "application/json;ty=2"),
+        ("/id-mn/Smn-1", "application/json; ty=2"),
+        ("/id-mn/Cinae", "application/json;ty=two"),
+    ] {
+        let resp = register(claim, ct);
+        assert_eq!(resp.status, 403, "{claim} {ct}: {}", resp.text());
+        assert!(dbg(&resp).contains("cse_ae_ids"), "{}", dbg(&resp));
+    }
+    assert_eq!(s.upstream.count(), before, "no registration forwarded");
+    assert_eq!(
+        register("/id-mn/Cmn-ae2", "application/json;ty=2").status,
+        200
+    );
+    // other creates of the namespace are not registrations
+    assert_eq!(
+        register("/id-mn/CAdmin", "application/json;ty=3").status,
+        200
+    );
+    // the same over the WebSocket binding
+    let client = s.client(ClientOpts::uri("/id-mn"));
+    let mut conn: Conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let resp = conn
+        .request(&Request::websocket(WS_PATH, &["oneM2M.json"]))
+        .unwrap();
+    assert_eq!(resp.status, 101);
+    for (fr, rsc) in [("/id-mn/Cinae", Some(4103)), ("/id-mn/Cmn-ws", None)] {
+        let msg = json!({"op": 1, "ty": 2, "to": "cse-in", "fr": fr, "rqi": "reg", "rvi": "3", "pc": {"m2m:ae": {}}});
+        conn.ws_send(WS_TEXT, msg.to_string().as_bytes(), true)
+            .unwrap();
+        let (_, answer, _) = conn.ws_recv().unwrap();
+        let v: Value = serde_json::from_slice(&answer).unwrap();
+        match rsc {
+            Some(rsc) => assert_eq!(v["rsc"], rsc, "{fr}: {v}"),
+            None => assert_eq!(v["fr"], fr, "{fr}: {v}"),
         }
     }
 }

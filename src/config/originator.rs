@@ -21,9 +21,9 @@ pub struct OriginatorConfig {
     /// of one AE-ID segment inside its own namespace (`/id-mn/Cae1`), as a CSE forwarding for
     /// its AEs does.
     pub cse_namespace: bool,
-    /// With `cse_namespace`: per CSE-ID, a regex the AE-ID segment must match
-    /// (`/id-mn: "^Cmn-"`), so that AEs registered through that CSE cannot take AE-IDs of
-    /// the CSE behind the proxy (its resource IDs are one flat space).
+    /// With `cse_namespace`: per CSE-ID, a regex the AE-ID of an AE registering through that
+    /// CSE must match (`/id-mn: "^Cmn-"`), so that it cannot take an AE-ID of the CSE behind
+    /// the proxy (its resource IDs are one flat space).
     pub cse_ae_ids: BTreeMap<String, String>,
     /// verify mode: further originator patterns (`*` = any run of characters) an identity may
     /// use, keyed by its authenticated originator.

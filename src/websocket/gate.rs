@@ -233,7 +233,19 @@ impl Gate {
         let claimed: Vec<&str> = request.fr.as_deref().into_iter().collect();
         let policy = self.policy.load();
         let decision = policy.decide(&self.identity, &claimed);
+        // an AE registration through a CSE namespace with an AE-ID pattern (cse_ae_ids)
+        let registration_refused = |originator: &str| {
+            request.op == Some(1)
+                && request.ty.is_none_or(|t| t == 2)
+                && !policy.may_register(&self.identity, originator)
+        };
         let refusal: Refused = match decision {
+            Ok(originator) if registration_refused(originator) => (
+                Rsc::OriginatorHasNoPrivilege.code(),
+                Cow::Borrowed(crate::originator::REGISTRATION_REFUSED),
+                None,
+                None,
+            ),
             Ok(originator) => match self.authorize(&request, originator) {
                 Ok(()) => {
                     let forwarded = if request.fr.as_deref() == Some(originator) {
