@@ -97,7 +97,11 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<String> {
         identity.roles.join(", "),
         operation.as_str(),
         target.display(),
-        canonical_of(q.target, target.as_str()),
+        // the query is not part of the target (its rcn/fu show in the scope line)
+        canonical_of(
+            q.target.split_once('?').map_or(q.target, |(path, _)| path),
+            target.as_str()
+        ),
         resource_type.map_or(String::new(), |t| format!(
             " ty={}{}",
             t.0,

@@ -528,6 +528,7 @@ fn check_needs_cse_for_targets_and_explain_shows_the_canonical_target() {
     assert!(out.contains("decision: deny by rule 1"), "{out}");
     let (code, out, err) = explain(&["--as", "Cae-1", "retrieve", "/cse-in/app?rcn=4"]);
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("request: retrieve /cse-in/app\n"), "{out}");
     assert!(out.contains("descendants"), "{out}");
     assert!(
         out.contains("decision: deny by rule 2 (no-secret-reads)"),
