@@ -539,3 +539,85 @@ fn canonical_with(
     };
     Ok(t.with_descendants(reach))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CseConfig;
+
+    fn cse() -> LocalCse {
+        LocalCse::from_config(&CseConfig {
+            id: "/id-in".into(),
+            name: "cse-in".into(),
+            sp_id: Some("//sp.example.com".into()),
+        })
+        .unwrap()
+    }
+
+    fn canon(path: &str) -> (String, Scope) {
+        let t = http_request_target(path, Some(&cse())).unwrap();
+        (t.as_str().to_string(), t.scope())
+    }
+
+    #[test]
+    fn local_targets_become_cse_relative_and_structured() {
+        let exact = |s: &str| (s.to_string(), Scope::Exact);
+        assert_eq!(canon("/cse-in/a/b"), exact("/cse-in/a/b"));
+        assert_eq!(canon("/~/id-in/cse-in/a"), exact("/cse-in/a"));
+        assert_eq!(
+            canon("/_/sp.example.com/id-in/cse-in/a"),
+            exact("/cse-in/a")
+        );
+        assert_eq!(canon("/-/a"), exact("/cse-in/a"));
+        assert_eq!(canon("/~/id-in"), exact("/cse-in"));
+        assert_eq!(canon("/_/sp.example.com/id-in"), exact("/cse-in"));
+        assert_eq!(canon("/"), exact("/"));
+        // `-` only in the CSEBase-name position
+        assert_eq!(canon("/cse-in/-/a"), exact("/cse-in/-/a"));
+        // another CSE, another SP
+        assert_eq!(canon("/~/id-mn/-/a"), exact("/~/id-mn/-/a"));
+        assert_eq!(canon("/_/sp.example.com/id-mn/x"), exact("/~/id-mn/x"));
+        assert_eq!(
+            canon("/_/other/id-in/cse-in"),
+            exact("/_/other/id-in/cse-in")
+        );
+        assert_eq!(canon("/_/sp.example.com"), exact("/_/sp.example.com"));
+    }
+
+    #[test]
+    fn what_cannot_be_placed_is_marked() {
+        assert_eq!(
+            canon("/cae1"),
+            ("/cae1".into(), Scope::Unplaced(UNSTRUCTURED))
+        );
+        assert_eq!(
+            canon("/~/id-in/cae1/x?rcn=4"),
+            ("/cae1/x".into(), Scope::Unplaced(UNSTRUCTURED))
+        );
+        assert_eq!(canon("/cse-in/g/fopt").1, Scope::Unplaced(FAN_OUT));
+        assert_eq!(
+            canon("/~/id-mn/cse-mn/g/fopt/x").1,
+            Scope::Unplaced(FAN_OUT)
+        );
+        assert_eq!(canon("/cse-in/a?rcn=4").1, Scope::Subtree(BY_RCN));
+        assert_eq!(canon("/cse-in/a?fu=1").1, Scope::Subtree(BY_DISCOVERY));
+        assert_eq!(
+            canon("/cse-in/a?rcn=%2B4").1,
+            Scope::Subtree(UNREADABLE_RCN)
+        );
+        assert_eq!(canon("/cse-in/a?rcn=1&fu=2").1, Scope::Exact);
+        let t = primitive_request_target("/id-in/-/a", Some(5), None, Some(&cse())).unwrap();
+        assert_eq!(
+            (t.as_str(), t.scope()),
+            ("/cse-in/a", Scope::Subtree(BY_RCN))
+        );
+        assert_eq!(primitive_reach(None, Some(1)), Some(BY_DISCOVERY));
+        assert_eq!(primitive_reach(Some(7), Some(2)), None);
+        // without a local CSE: as parsed, with the reach
+        let t = http_request_target("/~/id-in/cse-in?rcn=8", None).unwrap();
+        assert_eq!(
+            (t.as_str(), t.scope()),
+            ("/~/id-in/cse-in", Scope::Subtree(BY_RCN))
+        );
+    }
+}
