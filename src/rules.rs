@@ -1062,6 +1062,19 @@ fn compile_rule(
         describe(Key::UnlessRoles, list.clone());
     }
 
+    // originators are matched in canonical form: `/id-in/CAdmin` arrives as `CAdmin`, so a
+    // regex written for the SP-relative form of a local originator would never match
+    if let (Some(cse), Some(list)) = (cse, &rc.originators) {
+        let local = format!("{}/", cse.id());
+        if let Some(p) = list.iter().find(|p| p.contains(&local)) {
+            return Err(KeyError::new(
+                key(Key::Originators),
+                format!(
+                    "{p:?} names an originator of the local CSE in SP-relative or absolute form; rules see it in canonical form ({local}CAdmin is CAdmin): write it without {local:?}"
+                ),
+            ));
+        }
+    }
     let targets = rc
         .targets
         .as_ref()
@@ -2008,6 +2021,17 @@ mod tests {
         ] {
             assert!(query_reach(q).is_some(), "{q}");
         }
+    }
+
+    #[test]
+    fn originator_regexes_in_a_local_sp_relative_form_are_refused() {
+        let e =
+            compile_err("rules:\n  - {name: r, originators: ['^/id-in/CAdmin$'], effect: deny}\n");
+        assert_eq!(e.key, "authorization.rules[0].originators");
+        assert!(e.message.contains("canonical"), "{}", e.message);
+        // another CSE's originators keep their form
+        let s = one("originators: ['^/id-mn/']");
+        assert_eq!(req("a").origin(Some("/id-mn/C1")).on(&s), by_rule(DENY, 0));
     }
 
     #[test]
