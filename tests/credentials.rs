@@ -5,6 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use common::scenario::{bin, Scenario, ScenarioFiles, ScenarioOpts};
@@ -386,13 +387,11 @@ fn failed_attempts_are_rate_limited_and_good_clients_are_not() {
     // the blocked user is refused before any password check, even with the right password
     let resp = s.tls(None).connect_and_request(s.addr, &good).unwrap();
     assert_eq!(resp.status, 429);
-    let metrics = s.proxy.admin_get("/metrics").unwrap().1;
-    assert!(
-        metrics.contains(
-            "m2m_auth_proxy_auth_failures_total{method=\"basic\",reason=\"rate_limited\"}"
-        ),
-        "{metrics}"
+    let (found, metrics) = s.proxy.wait_metrics(
+        "m2m_auth_proxy_auth_failures_total{method=\"basic\",reason=\"rate_limited\"}",
+        Duration::from_secs(5),
     );
+    assert!(found, "{metrics}");
 }
 
 fn check(config: &Path) -> (i32, String, String) {

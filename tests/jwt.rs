@@ -488,14 +488,15 @@ fn introspection_fails_closed_when_the_endpoint_is_slow_or_down() {
     let resp = get(&s, "IDENTITY-TOKEN//good");
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert_eq!(s.upstream.count(), 0, "never admitted");
-    let (_, metrics) = s.proxy.admin_get("/metrics").unwrap();
+    let (found, metrics) = s.proxy.wait_metrics(
+        r#"m2m_auth_proxy_auth_failures_total{method="introspection",reason="unavailable"} 2"#,
+        Duration::from_secs(5),
+    );
+    assert!(found, "{metrics}");
     assert!(
         metrics.contains(r#"m2m_auth_proxy_introspection_calls_total{result="timeout"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(
-        r#"m2m_auth_proxy_auth_failures_total{method="introspection",reason="unavailable"} 2"#
-    ));
 }
 
 #[test]
