@@ -380,6 +380,7 @@ fn policy(c: &mut Criterion) {
         mode: OriginatorMode::Verify,
         cse_namespace: true,
         allow: [("Cgw".to_string(), vec!["Cgw-*".to_string()])].into(),
+        ..Default::default()
     })
     .unwrap();
     g.bench_function("overwrite_spoofed", |b| {
@@ -905,10 +906,19 @@ fn rule_set_100() -> RuleSet {
             },
         })
         .collect();
-    RuleSet::compile(&AuthorizationConfig {
-        default: Effect::Allow,
-        rules,
+    let cse = m2m_auth_proxy::cse::LocalCse::from_config(&m2m_auth_proxy::config::CseConfig {
+        id: "/id-in".into(),
+        name: "cse-in".into(),
+        sp_id: None,
     })
+    .unwrap();
+    RuleSet::compile_for(
+        &AuthorizationConfig {
+            default: Effect::Allow,
+            rules,
+        },
+        Some(&cse),
+    )
     .unwrap()
 }
 
@@ -919,7 +929,7 @@ fn rules_group(c: &mut Criterion) {
     let mut me = identity("Cae-sensor1");
     me.roles = vec!["viewer".into()];
     let path = "/cse-in/Cae-sensor1/temperature/la";
-    let target = rules::parse_target(path).unwrap();
+    let target = set.http_target(path).unwrap();
     let request = |originator| rules::Request {
         identity: Some(&me),
         originator: Some(originator),
@@ -944,9 +954,16 @@ fn rules_group(c: &mut Criterion) {
     g.bench_function("parse_target_sp_encoded", |b| {
         b.iter(|| rules::parse_target(black_box(encoded)).unwrap())
     });
+    // the targets the rules judge: parsed, made canonical, query read for rcn/fu
+    g.bench_function("http_target_sp_encoded", |b| {
+        b.iter(|| set.http_target(black_box(encoded)).unwrap())
+    });
     let to = "/id-in/cse-in/Cae-sensor1/temperature/la";
     g.bench_function("primitive_target", |b| {
         b.iter(|| rules::primitive_target(black_box(to)).unwrap())
+    });
+    g.bench_function("primitive_target_canonical", |b| {
+        b.iter(|| set.primitive_target(black_box(to), None, None).unwrap())
     });
     g.bench_function("http_operation_create", |b| {
         b.iter(|| {

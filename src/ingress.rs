@@ -118,6 +118,8 @@ pub struct RequestCtx {
     pub websocket: Option<Box<Gate>>,
     /// The authorization rule that decided (`None`: no rules, or the default).
     pub rule: Option<String>,
+    /// The target in the canonical form the rules judged (`None`: no rules).
+    pub target: Option<String>,
     /// `poa` rewriting of the bodies.
     pub bodies: BodyRewrite,
 }
@@ -137,6 +139,7 @@ impl Default for RequestCtx {
             onem2m_offer: None,
             websocket: None,
             rule: None,
+            target: None,
             bodies: BodyRewrite::default(),
         }
     }
@@ -148,6 +151,18 @@ fn uri_len(uri: &http::Uri) -> usize {
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path().len()
         + uri.query().map_or(0, |q| "?".len() + q.len())
+}
+
+/// A create whose type is AE (2), or cannot be read (a CSE might read it as 2).
+fn registers_ae(req: &RequestHeader) -> bool {
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("ty=?"));
+    match rules::http_operation(req.method.as_str(), content_type) {
+        (Some(crate::config::Operation::Create), ty) => ty.is_none_or(|t| t.0 == 2),
+        _ => false,
+    }
 }
 
 /// What a refusal is counted as.
@@ -265,7 +280,21 @@ impl Ingress {
         }
         if let Some(identity) = &identity {
             let claimed = headers::client_originators(req);
-            match self.policy.load().decide(identity, &claimed) {
+            let policy = self.policy.load();
+            match policy.decide(identity, &claimed) {
+                Ok(originator)
+                    if policy.checks_registrations()
+                        && registers_ae(req)
+                        && !policy.may_register(identity, originator) =>
+                {
+                    return Err(Refusal {
+                        kind: AuthOrPolicy::Auth(
+                            Some(identity.proven_by),
+                            Failure::OriginatorNotAllowed,
+                        ),
+                        err: M2mError::forbidden(crate::originator::REGISTRATION_REFUSED),
+                    })
+                }
                 Ok(originator) => ctx.originator = Some(originator.to_owned()),
                 Err(refusal) => {
                     return Err(Refusal {
@@ -314,8 +343,10 @@ impl Ingress {
             return Ok(());
         }
         let raw = String::from_utf8_lossy(req.raw_path());
-        let target =
-            rules::parse_target(&raw).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        let target = rules
+            .http_target(&raw)
+            .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        ctx.target = Some(target.as_str().to_owned());
         let content_type = req
             .headers
             .get(http::header::CONTENT_TYPE)
@@ -535,6 +566,7 @@ impl Ingress {
                     rsc: refused.rsc,
                     reason: &refused.reason,
                     rule: refused.rule.as_deref(),
+                    target: refused.target.as_deref(),
                 });
             }
         }
@@ -611,6 +643,7 @@ impl Ingress {
             upstream_status: ctx.upstream_status,
             auth_failure: failure.map(Failure::label),
             rule: ctx.rule.as_deref(),
+            target: ctx.target.as_deref(),
             duration_ms: elapsed * 1000.0,
             bytes_sent,
         });

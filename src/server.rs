@@ -23,6 +23,7 @@ use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, Effect, KeyError, Method, RequestPath, Resolved};
+use crate::cse::LocalCse;
 use crate::egress::proxy::EgressProxy;
 use crate::egress::rewrite::PoaRewriter;
 use crate::egress::Route;
@@ -100,10 +101,11 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
         .enumerate()
         .map(|(i, r)| Route::build(i, r))
         .collect::<Result<Vec<_>, _>>()?;
+    let cse = config.cse.as_ref().map(LocalCse::from_config).transpose()?;
     Ok(Sections {
-        policy: OriginatorPolicy::from_config(&config.originator)?,
+        policy: OriginatorPolicy::build(&config.originator, cse.as_ref())?,
         roles: Roles::from_config(&config.auth.roles)?,
-        rules: RuleSet::compile(&config.authorization)?,
+        rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
         routes,
         mtls,
         jwt,
@@ -146,6 +148,9 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     );
     let invalid = |e: KeyError| ConfigError::invalid(config_path, e);
     let sections = build_sections(&config).map_err(invalid)?;
+    if config.websocket.cse_id.is_some() {
+        log::warn!("websocket.cse_id is deprecated: set cse.id (and cse.name) instead");
+    }
     let tls = match &config.tls {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
         None => None,
@@ -386,7 +391,16 @@ pub fn run(p: Prepared) -> Result<()> {
             idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
         },
         connections: connections.clone(),
-        websocket: p.config.websocket.clone(),
+        websocket: crate::config::WebSocketConfig {
+            // `cse.id` replaces the deprecated `websocket.cse_id` (validation: they agree)
+            cse_id: p
+                .config
+                .cse
+                .as_ref()
+                .map(|c| c.id.clone())
+                .or_else(|| p.config.websocket.cse_id.clone()),
+            ..p.config.websocket.clone()
+        },
         anonymous: p.config.auth.anonymous,
         forward_authorization: p.config.auth.forward_authorization,
         tls: p.config.tls.is_some(),

@@ -156,6 +156,25 @@ pub fn render(p: &Prepared) -> String {
             },
         ));
     }
+    match &c.cse {
+        Some(cse) => line(format!(
+            "cse: {} (CSEBase {}, SP-ID {}): its targets and originators are matched in one canonical form",
+            cse.id,
+            cse.name,
+            cse.sp_id_bare().unwrap_or("any")
+        )),
+        None => line("cse: not configured (rules cannot use targets; originators are taken as written)".into()),
+    }
+    if let Some(old) = &c.websocket.cse_id {
+        line(format!(
+            "WARNING: websocket.cse_id ({old}) is deprecated: set cse.id{}",
+            if c.cse.is_some() {
+                " and remove websocket.cse_id"
+            } else {
+                " (and cse.name)"
+            }
+        ));
+    }
     let rules = p.rules.load();
     if !rules.is_empty() {
         line("authorization rules (first match decides):".to_string());
@@ -167,9 +186,24 @@ pub fn render(p: &Prepared) -> String {
         "originator: {:?}{}{}",
         c.originator.mode,
         if c.originator.cse_namespace {
-            ", CSE namespaces allowed"
+            format!(
+                ", CSE namespaces allowed (one C/S AE-ID segment{})",
+                if c.originator.cse_ae_ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; AE-ID patterns for {}",
+                        c.originator
+                            .cse_ae_ids
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            )
         } else {
-            ""
+            String::new()
         },
         if c.originator.allow.is_empty() {
             String::new()

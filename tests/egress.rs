@@ -258,6 +258,142 @@ fn an_originator_outside_the_routes_list_is_refused_before_leaving_the_pod() {
 }
 
 #[test]
+fn every_originator_value_must_be_readable_single_and_allowed_before_anything_leaves() {
+    let p = pair("    originators: [\"^/id-mn(/.*)?$\"]\n");
+    let raw = |origins: &[&[u8]]| {
+        let mut head = b"GET /cse-in HTTP/1.1\r\nHost: peer\r\nX-M2M-RI: ri-o\r\n".to_vec();
+        for o in origins {
+            head.extend_from_slice(b"X-M2M-Origin: ");
+            head.extend_from_slice(o);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let mut conn = Conn::plain(p.b.egress).unwrap();
+        conn.send_raw(&head).unwrap();
+        conn.read_response().unwrap()
+    };
+    for origins in [
+        &[&b"CAdmin\xff"[..], b"/id-mn/a"][..],
+        &[b"/id-mn/a", b"CAdmin\xff"],
+        &[b"/id-mn/a", b"/id-mn/b"],
+        &[b"/id-mn/a", b"/id-mn/a"],
+        &[b"/id-mn/a,CAdmin"],
+        &[b"/id-mn/\xc3\xa9"],
+        &[],
+    ] {
+        let resp = raw(origins);
+        assert_eq!(resp.status, 403, "{origins:?}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4103"));
+    }
+    assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer");
+    let resp = raw(&[b"/id-mn/Ca"]);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(p.a.upstream.count(), 1);
+}
+
+/// Issue 29 through both sidecars, in front of an IN that gives AEs resource IDs in one flat
+/// space as ACME does: what the MN forwards for its AEs stays in its namespace, one AE-ID
+/// segment with its own prefix, and cannot take or shadow the IN's IDs.
+#[test]
+fn an_mn_cannot_take_in_side_ae_ids_or_shadow_a_cse_through_its_namespace() {
+    let (a, b) = (Side::new(), Side::new());
+    let mn_cert = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
+    let local_ae = a.pki.client(&a.ca, ClientOpts::uri("Cinae"));
+    a.upstream.assign_ae_ids();
+    let yaml_a = a
+        .yaml("[mtls]", "", "")
+        .replace(
+            "  cse_namespace: true\n",
+            "  cse_namespace: true\n  cse_ae_ids:\n    /id-mn: \"^Cmn-\"\n",
+        )
+        .replace(
+            "shutdown:\n",
+            "cse:\n  id: /id-in\n  name: cse-in\n  sp_id: acme.example.com\nshutdown:\n",
+        );
+    let _pa = a.start(&yaml_a);
+    // no originators list on B's route: A's ingress is what decides here
+    let _pb = b.start(&b.yaml(
+        "[mtls]",
+        "",
+        &b.route("registrar", &a, &a.ca, Some(&mn_cert), ""),
+    ));
+    let register = |origin: &str| {
+        egress_request(
+            b.egress,
+            &Request::post(
+                "/~/id-in/cse-in",
+                br#"{"m2m:ae":{"rn":"x","api":"Nx","rr":false}}"#.to_vec(),
+            )
+            .header("Content-Type", "application/json;ty=2")
+            .header("X-M2M-Origin", origin),
+        )
+    };
+    // the MN may not register an AE under the IN's own AE-ID space, nor anything but one
+    // AE-ID segment: no AE named after a CSE
+    for origin in [
+        "/id-mn/Cinae",
+        "/id-mn/Cmn-x/id-mn2",
+        "/id-mn/id-mn2",
+        "/id-in/Cinae",
+        "//acme.example.com/id-in/Cinae",
+        "/id-mn2/Cmn-1",
+    ] {
+        let resp = register(origin);
+        assert_eq!(resp.status, 403, "{origin}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4103"), "{origin}");
+    }
+    assert!(a.upstream.ae_ids().is_empty(), "{:?}", a.upstream.ae_ids());
+    // the IN's own AE registers under its ID, the MN's AEs under their prefix, in any form
+    let resp = s_request(&a, &local_ae, "Cinae");
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    for (origin, forwarded) in [
+        ("/id-mn/Cmn-ae1", "/id-mn/Cmn-ae1"),
+        ("//acme.example.com/id-mn/Cmn-ae2", "/id-mn/Cmn-ae2"),
+    ] {
+        let resp = register(origin);
+        assert_eq!(resp.status, 201, "{origin}: {}", resp.text());
+        assert_eq!(
+            a.upstream.last().unwrap().header_values("X-M2M-Origin"),
+            [forwarded]
+        );
+    }
+    let ids = a.upstream.ae_ids();
+    assert_eq!(ids.get("Cinae").map(String::as_str), Some("Cinae"));
+    assert_eq!(
+        ids.get("Cmn-ae1").map(String::as_str),
+        Some("/id-mn/Cmn-ae1")
+    );
+    assert_eq!(
+        ids.get("Cmn-ae2").map(String::as_str),
+        Some("/id-mn/Cmn-ae2")
+    );
+    assert_eq!(ids.len(), 3);
+    // the IN's AE written SP-relative is still itself: its ID is taken, by itself
+    let resp = s_request(&a, &local_ae, "/id-in/Cinae");
+    assert_eq!(resp.status, 409, "{}", resp.text());
+    assert_eq!(
+        a.upstream.last().unwrap().header_values("X-M2M-Origin"),
+        ["Cinae"]
+    );
+}
+
+/// An AE registration at `side`'s ingress with the certificate `cert`, claiming `origin`.
+fn s_request(side: &Side, cert: &CertKey, origin: &str) -> common::Response {
+    common::ClientTls::new(&side.ca.cert)
+        .cert(cert)
+        .connect_and_request(
+            side.addr,
+            &Request::post(
+                "/cse-in",
+                br#"{"m2m:ae":{"rn":"x","api":"Nx","rr":false}}"#.to_vec(),
+            )
+            .header("Content-Type", "application/json;ty=2")
+            .header("X-M2M-Origin", origin),
+        )
+        .unwrap()
+}
+
+#[test]
 fn a_peer_certificate_from_another_ca_is_refused_with_502_5103() {
     let (a, b) = (Side::new(), Side::new());
     let mn_cert = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));

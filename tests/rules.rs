@@ -38,6 +38,9 @@ const RULES: &str = "authorization:
       effect: deny
 ";
 
+/// The local CSE, which rules with targets need.
+const CSE: &str = "cse:\n  id: /id-in\n  name: cse-in\n  sp_id: sp.example.com\n";
+
 const ROLES: &str = "roles:
   sysop: [Cadmin-tool]
   cse:
@@ -48,7 +51,7 @@ fn scenario(extra_auth: &str, rules: &str) -> Scenario {
         client_cert: "optional".into(),
         originator: "mode: verify\ncse_namespace: true\nallow:\n  Cadmin-tool: [\"CAdmin\"]".into(),
         extra_auth: format!("{ROLES}\n{extra_auth}"),
-        extra: rules.into(),
+        extra: format!("{CSE}{rules}"),
         ..Default::default()
     })
 }
@@ -114,8 +117,8 @@ fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted(
         ("/cse-%69n", 403),
         ("/cse-in/x", 200),
         ("/~/id-in/cse-in/x", 200),
-        // a pattern matches the form it is written in: no absolute form among them
-        ("/_/sp.example.com/id-in/cse-in", 200),
+        // every form of the CSEBase meets the rule (issue 19), the absolute one too
+        ("/_/sp.example.com/id-in/cse-in", 403),
     ] {
         let resp = as_cert(&s, "Cae-1", &Request::new("DELETE", path));
         assert_eq!(resp.status, status, "{path}: {}", resp.text());
@@ -156,7 +159,7 @@ fn operators_only_admin_only_cses_register_cses_and_the_cse_base_is_not_deleted(
             &format!("m2m_auth_proxy_authorization_decisions_total{{effect=\"{effect}\",rule=\"{rule}\"}}"),
         )
     };
-    assert_eq!(series("no-cse-base-delete", "deny"), 4.0, "{scrape}");
+    assert_eq!(series("no-cse-base-delete", "deny"), 5.0, "{scrape}");
     assert_eq!(series("operators-only-admin", "deny"), 1.0);
     assert!(series("default", "allow") >= 5.0);
     let line = s
@@ -284,7 +287,7 @@ fn roles_from_a_jwt_claim_and_the_introspection_operator_flag_count_for_unless_r
         client_cert: "optional".into(),
         methods: "[mtls, jwt, introspection]".into(),
         extra_auth: format!("{ROLES}\n{auth}"),
-        extra: RULES.into(),
+        extra: format!("{CSE}{RULES}"),
         ..Default::default()
     });
     let bearer = |token: &str| {

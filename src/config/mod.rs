@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod authorization;
+pub mod cse;
 pub mod egress;
 pub mod originator;
 pub mod service;
@@ -25,6 +26,7 @@ pub use auth::{
     IntrospectionConfig, JwtConfig, JwtIssuerConfig, MtlsConfig, RateLimitConfig,
 };
 pub use authorization::{AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig};
+pub use cse::CseConfig;
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
@@ -90,6 +92,9 @@ pub struct Config {
     /// Rules on who may do what where, after authentication.
     #[serde(default)]
     pub authorization: AuthorizationConfig,
+    /// The local CSE's identity: targets and originators in every form are read as one.
+    #[serde(default)]
+    pub cse: Option<CseConfig>,
     /// Which code carries ingress requests (experimental `lean`).
     #[serde(default)]
     pub request_path: RequestPath,
@@ -159,6 +164,7 @@ impl Config {
             // reloaded: the originator policy and the rules
             originator: _,
             authorization: _,
+            cse: _,
             shutdown,
             reload,
             log,
@@ -221,6 +227,18 @@ impl Config {
         self.reload.validate()?;
         self.limits.validate()?;
         self.websocket.validate()?;
+        if let Some(cse) = &self.cse {
+            cse.validate()?;
+            if let Some(old) = self.websocket.cse_id.as_ref().filter(|o| **o != cse.id) {
+                return Err(KeyError::new(
+                    "websocket.cse_id",
+                    format!(
+                        "deprecated, and {old:?} differs from cse.id {:?}: remove websocket.cse_id",
+                        cse.id
+                    ),
+                ));
+            }
+        }
         egress::validate(&self.egress)?;
         self.authorization.validate()?;
         for (i, route) in self.egress.iter().enumerate() {

@@ -18,8 +18,13 @@ pub enum OriginatorMode {
 pub struct OriginatorConfig {
     pub mode: OriginatorMode,
     /// verify mode: an identity whose originator is a CSE-ID (`/id-mn`) may send originators
-    /// inside its own namespace (`/id-mn/...`), as a CSE forwarding for its AEs does.
+    /// of one AE-ID segment inside its own namespace (`/id-mn/Cae1`), as a CSE forwarding for
+    /// its AEs does.
     pub cse_namespace: bool,
+    /// With `cse_namespace`: per CSE-ID, a regex the AE-ID of an AE registering through that
+    /// CSE must match (`/id-mn: "^Cmn-"`), so that it cannot take an AE-ID of the CSE behind
+    /// the proxy (its resource IDs are one flat space).
+    pub cse_ae_ids: BTreeMap<String, String>,
     /// verify mode: further originator patterns (`*` = any run of characters) an identity may
     /// use, keyed by its authenticated originator.
     pub allow: BTreeMap<String, Vec<String>>,

@@ -20,6 +20,7 @@ use regex::Regex;
 
 use crate::config::{EgressRoute, KeyError, PeerUrl};
 use crate::metrics;
+use crate::originator_syntax::validate_originator;
 use crate::reload::{self, FileKind, Reloadable};
 use crate::tls::material::{not_after_unix, parse_ca_bundle, subject_label, ServerCert};
 
@@ -164,6 +165,23 @@ impl Route {
             (None, _) => true,
             (Some(patterns), Some(o)) => patterns.iter().any(|p| p.is_match(o)),
             (Some(_), None) => false,
+        }
+    }
+
+    /// Whether a request with these `X-M2M-Origin` values may leave on this route. With
+    /// `originators`, there must be exactly one, readable as an originator, and allowed: a
+    /// peer could read any of several, or one the route could not read.
+    pub fn originators_allowed(&self, values: &[&HeaderValue]) -> bool {
+        if self.originators.is_none() {
+            return true;
+        }
+        match values {
+            [one] => one
+                .to_str()
+                .ok()
+                .filter(|o| validate_originator(o).is_ok())
+                .is_some_and(|o| self.originator_allowed(Some(o))),
+            _ => false,
         }
     }
 

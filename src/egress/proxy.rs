@@ -163,19 +163,12 @@ impl ProxyHttp for EgressProxy {
         }
         let req = session.req_header();
         ctx.request_id = onem2m::request_id(req);
-        let origins: Vec<&str> = req
-            .headers
-            .get_all(ORIGIN)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        ctx.originator = origins.first().map(|o| o.to_string());
-        let allowed = match origins.as_slice() {
-            [] => self.route.originator_allowed(None),
-            [one] => self.route.originator_allowed(Some(one)),
-            // several: each would have to be allowed, and a peer may read any of them
-            many => many.iter().all(|o| self.route.originator_allowed(Some(o))),
-        };
+        let values: Vec<&http::HeaderValue> = req.headers.get_all(ORIGIN).iter().collect();
+        ctx.originator = values
+            .first()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let allowed = self.route.originators_allowed(&values);
         if !allowed {
             ctx.outcome = Outcome::Refused;
             let reason = format!(

@@ -94,6 +94,8 @@ pub struct RefusedMessage {
     pub reason: Cow<'static, str>,
     /// The authorization rule that refused it, if a rule did.
     pub rule: Option<String>,
+    /// `to` in the canonical form the rules judged, when they did.
+    pub target: Option<String>,
 }
 
 /// What one chunk from the client turns into.
@@ -108,6 +110,9 @@ pub struct ClientOutput {
     /// Close code when the gate closed the connection because of this chunk.
     pub closed_with: Option<u16>,
 }
+
+/// A refusal: (rsc, reason, rule, canonical target).
+type Refused = (u16, Cow<'static, str>, Option<String>, Option<String>);
 
 /// Per-connection state after a oneM2M upgrade.
 pub struct Gate {
@@ -228,7 +233,19 @@ impl Gate {
         let claimed: Vec<&str> = request.fr.as_deref().into_iter().collect();
         let policy = self.policy.load();
         let decision = policy.decide(&self.identity, &claimed);
-        let refusal: (u16, Cow<'static, str>, Option<String>) = match decision {
+        // an AE registration through a CSE namespace with an AE-ID pattern (cse_ae_ids)
+        let registration_refused = |originator: &str| {
+            request.op == Some(1)
+                && request.ty.is_none_or(|t| t == 2)
+                && !policy.may_register(&self.identity, originator)
+        };
+        let refusal: Refused = match decision {
+            Ok(originator) if registration_refused(originator) => (
+                Rsc::OriginatorHasNoPrivilege.code(),
+                Cow::Borrowed(crate::originator::REGISTRATION_REFUSED),
+                None,
+                None,
+            ),
             Ok(originator) => match self.authorize(&request, originator) {
                 Ok(()) => {
                     let forwarded = if request.fr.as_deref() == Some(originator) {
@@ -256,10 +273,11 @@ impl Gate {
                     Rsc::OriginatorHasNoPrivilege.code(),
                     Cow::Borrowed(refusal.reason()),
                     None,
+                    None,
                 )
             }
         };
-        let (rsc, reason, rule) = refusal;
+        let (rsc, reason, rule, target) = refusal;
         metrics::websocket_message("to_cse", "refused");
         let answer = primitive::refusal(
             self.encoding,
@@ -278,18 +296,14 @@ impl Gate {
             rsc,
             reason,
             rule,
+            target,
         });
         Ok(())
     }
 
     /// The authorization rules for a request primitive, as for an HTTP request: its `op`,
-    /// `to` and `ty`, the bound originator. `Err`: (rsc, reason, rule) of the refusal.
-    #[allow(clippy::type_complexity)]
-    fn authorize(
-        &self,
-        request: &primitive::Primitive,
-        originator: &str,
-    ) -> Result<(), (u16, Cow<'static, str>, Option<String>)> {
+    /// `to` (with `rcn`, `fc.fu`) and `ty`, the bound originator.
+    fn authorize(&self, request: &primitive::Primitive, originator: &str) -> Result<(), Refused> {
         let rules = self.rules.load();
         let Some(op) = request.op else {
             return Ok(()); // responses to the CSE's notifications are not requests
@@ -297,8 +311,11 @@ impl Gate {
         if rules.is_empty() {
             return Ok(());
         }
-        let target = rules::primitive_target(request.to.as_deref().unwrap_or(""))
-            .map_err(|e| (Rsc::BadRequest.code(), Cow::Borrowed(e.0), None))?;
+        // op 6 (discovery in older releases) returns descendants like fu=1
+        let fu = if op == 6 { Some(1) } else { request.fu };
+        let target = rules
+            .primitive_target(request.to.as_deref().unwrap_or(""), request.rcn, fu)
+            .map_err(|e| (Rsc::BadRequest.code(), Cow::Borrowed(e.0), None, None))?;
         let decision = rules.decide(&rules::Request {
             identity: Some(&self.identity),
             originator: Some(originator),
@@ -317,6 +334,7 @@ impl Gate {
                 Rsc::OriginatorHasNoPrivilege.code(),
                 Cow::Owned(format!("denied by rule {rule}")),
                 Some(rule.to_string()),
+                Some(target.as_str().to_owned()),
             )),
         }
     }

@@ -28,6 +28,10 @@ pub struct Primitive {
     pub to: Option<String>,
     /// Resource type of a create (`ty`).
     pub ty: Option<u64>,
+    /// Result content (`rcn`).
+    pub rcn: Option<u64>,
+    /// Filter usage inside the filter criteria (`fc.fu`): 1 is discovery.
+    pub fu: Option<u64>,
     pub rqi: Option<String>,
     pub rvi: Option<String>,
     encoding: Encoding,
@@ -68,6 +72,8 @@ pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive, Invalid> {
         fr: fields.fr,
         to: fields.to,
         ty: fields.ty,
+        rcn: fields.rcn,
+        fu: fields.fu,
         rqi: fields.rqi,
         rvi: fields.rvi,
         encoding,
@@ -177,6 +183,8 @@ struct Fields {
     fr_span: Option<Range<usize>>,
     to: Option<String>,
     ty: Option<u64>,
+    rcn: Option<u64>,
+    fu: Option<u64>,
     rqi: Option<String>,
     rvi: Option<String>,
     insert: Insert,
@@ -191,6 +199,8 @@ impl Fields {
             fr_span: None,
             to: None,
             ty: None,
+            rcn: None,
+            fu: None,
             rqi: None,
             rvi: None,
             insert,
@@ -258,10 +268,32 @@ fn json_fields(payload: &[u8]) -> Result<Fields, Invalid> {
             }
             "rqi" => fields.rqi = Some(json_str(text, "rqi must be a string")?),
             "rvi" => fields.rvi = Some(json_str(text, "rvi must be a string")?),
+            "rcn" => fields.rcn = Some(json_uint(text, "rcn must be an integer")?),
+            "fc" => fields.fu = json_fu(text)?,
             _ => {}
         }
     }
     Ok(fields)
+}
+
+fn json_uint(raw: &str, err: Invalid) -> Result<u64, Invalid> {
+    serde_json::from_str(raw).map_err(|_| err)
+}
+
+/// `fu` of a filter criteria object (the rules read it: 1 is discovery).
+fn json_fu(raw: &str) -> Result<Option<u64>, Invalid> {
+    const FC: Invalid = "fc must be an object";
+    let entries: Entries = serde_json::from_str(raw).map_err(|_| FC)?;
+    let mut fu = None;
+    for (key, value) in entries.0 {
+        if key == "fu" {
+            if fu.is_some() {
+                return Err("duplicate key in the primitive");
+            }
+            fu = Some(json_uint(value.get(), "fu must be an integer")?);
+        }
+    }
+    Ok(fu)
 }
 
 fn json_str(raw: &str, err: Invalid) -> Result<String, Invalid> {
@@ -328,6 +360,8 @@ fn cbor_fields(payload: &[u8]) -> Result<Fields, Invalid> {
             "ty" => fields.ty = Some(cbor_uint(&mut d, "ty must be an integer")?),
             "rqi" => fields.rqi = Some(cbor_str(&mut d, "rqi must be a string")?),
             "rvi" => fields.rvi = Some(cbor_str(&mut d, "rvi must be a string")?),
+            "rcn" => fields.rcn = Some(cbor_uint(&mut d, "rcn must be an integer")?),
+            "fc" => fields.fu = cbor_fu(&mut d)?,
             _ => d.skip().map_err(|_| NOT_A_MAP)?,
         }
     }
@@ -335,6 +369,40 @@ fn cbor_fields(payload: &[u8]) -> Result<Fields, Invalid> {
         return Err("trailing bytes after the primitive");
     }
     Ok(fields)
+}
+
+/// `fu` of a filter criteria map (the rules read it: 1 is discovery).
+fn cbor_fu(d: &mut Decoder) -> Result<Option<u64>, Invalid> {
+    const FC: Invalid = "fc must be a map";
+    let entries = d.map().map_err(|_| FC)?;
+    let mut fu = None;
+    let mut read = 0u64;
+    loop {
+        match entries {
+            Some(n) if read == n => break,
+            None if d.datatype().map_err(|_| FC)? == Type::Break => {
+                d.skip().map_err(|_| FC)?;
+                break;
+            }
+            _ => {}
+        }
+        read += 1;
+        let is_fu = match d.datatype().map_err(|_| FC)? {
+            Type::String => d.str().map_err(|_| FC)? == "fu",
+            _ => {
+                d.skip().map_err(|_| FC)?;
+                false
+            }
+        };
+        if !is_fu {
+            d.skip().map_err(|_| FC)?;
+        } else if fu.is_some() {
+            return Err("duplicate key in the primitive");
+        } else {
+            fu = Some(cbor_uint(d, "fu must be an integer")?);
+        }
+    }
+    Ok(fu)
 }
 
 fn cbor_uint(d: &mut Decoder, err: Invalid) -> Result<u64, Invalid> {
