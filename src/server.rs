@@ -60,6 +60,8 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     /// One line per file of the first load.
     pub loaded: Vec<String>,
+    /// JWKS files of the JWT issuers (what `check` shows of them).
+    pub jwks_files: Vec<Arc<JwksFile>>,
     /// Egress routes, in config order.
     pub routes: Vec<Arc<Route>>,
     /// `poa` rewriting between the routes' peer and local URLs (ingress and egress).
@@ -198,8 +200,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     if let Some(basic) = &basic {
         items.push(Box::new(HtpasswdReload(basic.clone())));
     }
-    for file in jwks_files {
-        items.push(Box::new(JwksReload(file)));
+    for file in &jwks_files {
+        items.push(Box::new(JwksReload(file.clone())));
     }
     if let Some(bearer) = &bearer {
         items.push(Box::new(TokensReload(bearer.clone())));
@@ -249,6 +251,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         verifiers,
         reloader,
         loaded,
+        jwks_files,
         routes,
         poa: Arc::new(poa),
     })

@@ -104,15 +104,25 @@ pub fn render(p: &Prepared) -> String {
                 (_, _, Some(f)) => format!("shared secret {}", f.display()),
                 _ => "no keys".into(),
             };
+            let file = p.jwks_files.iter().find(|f| f.issuer == issuer.issuer);
+            let loaded = file.map(|f| f.keys());
             line(format!(
-                "jwt: issuer {:?}, audiences {:?}, {keys}, originator from claim {:?}",
-                issuer.issuer, issuer.audiences, issuer.originator_claim
+                "jwt: issuer {:?}, audiences {:?}, {keys}{}, originator from claim `{}`",
+                issuer.issuer,
+                issuer.audiences,
+                loaded
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(" ({})", k.summary())),
+                issuer.originator_claim
             ));
+            for skipped in loaded.iter().flat_map(|k| k.skipped()) {
+                line(format!("  WARNING: JWKS key skipped: {skipped}"));
+            }
         }
     }
     if let Some(intro) = &c.auth.introspection {
         line(format!(
-            "introspection: {} (timeout {:?}, cache {:?}), originator from field {:?}{}",
+            "introspection: {} (timeout {:?}, cache {:?}), originator from field `{}`{}",
             intro.url,
             intro.timeout,
             intro.cache_ttl,

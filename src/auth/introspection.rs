@@ -15,7 +15,7 @@ use tokio::sync::OnceCell;
 use super::authorization::BearerToken;
 use super::fetch::{ClientAuth, FetchError, HttpsEndpoint};
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
-use crate::config::IntrospectionConfig;
+use crate::config::{ClaimPath, IntrospectionConfig};
 use crate::identity::{Identity, Method};
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
@@ -52,9 +52,9 @@ impl Answer {
 
 pub struct Introspection {
     endpoint: HttpsEndpoint,
-    originator_field: String,
-    name_field: String,
-    operator_field: Option<String>,
+    originator_field: ClaimPath,
+    name_field: ClaimPath,
+    operator_field: Option<ClaimPath>,
     cache_ttl: Duration,
     negative_ttl: Duration,
     /// Keyed by a salted hash of the token: the cache never holds a token.
@@ -184,8 +184,7 @@ impl Introspection {
             }
             until = until.min(now + Duration::from_secs(exp - unix_now));
         }
-        let field = |path: &str| path.split('.').try_fold(answer, |v, k| v.get(k));
-        let Some(originator) = field(&self.originator_field).and_then(Value::as_str) else {
+        let Some(originator) = self.originator_field.get(answer).and_then(Value::as_str) else {
             return refused(IntrospectionError::Unusable(
                 "introspection answer without an originator",
             ));
@@ -195,13 +194,15 @@ impl Introspection {
                 "introspection answer names an unusable originator",
             ));
         }
-        let name = field(&self.name_field)
+        let name = self
+            .name_field
+            .get(answer)
             .and_then(Value::as_str)
             .unwrap_or(originator);
         let sysop = self
             .operator_field
-            .as_deref()
-            .and_then(field)
+            .as_ref()
+            .and_then(|f| f.get(answer))
             .and_then(Value::as_bool)
             == Some(true);
         Answer::Active(

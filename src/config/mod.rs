@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod authorization;
+pub mod claim_path;
 pub mod egress;
 pub mod originator;
 pub mod service;
@@ -25,6 +26,7 @@ pub use auth::{
     IntrospectionConfig, JwtConfig, JwtIssuerConfig, MtlsConfig, RateLimitConfig,
 };
 pub use authorization::{AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig};
+pub use claim_path::ClaimPath;
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
