@@ -133,6 +133,12 @@ pub fn render(p: &Prepared) -> String {
                 ""
             }
         ));
+        if !intro.audiences.is_empty() || intro.issuer.is_some() || !intro.token_types.is_empty() {
+            line(format!(
+                "introspection answers need: audiences {:?}, issuer {:?}, token types {:?}",
+                intro.audiences, intro.issuer, intro.token_types
+            ));
+        }
     }
     if p.mtls.is_some() {
         let fields: Vec<_> = c.auth.mtls.identity.iter().map(|f| f.as_str()).collect();

@@ -790,3 +790,107 @@ fn a_claim_whose_name_holds_dots_can_be_the_originator() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(origin(&s), "Cintro-ns");
 }
+
+/// `now` with its fraction of a second.
+fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Introspection answers are read as RFC 7519 and 7662 say: fractional dates are dates, a date
+/// that is not a number makes the token inactive, a cached answer ends at its `exp`, and the
+/// configured audience, issuer and token types are checked.
+#[test]
+fn introspection_answers_are_checked_as_numeric_dates_audience_issuer_and_token_type() {
+    let (_pki, ca, server) = https_pki();
+    // "soon" expires 4.5 s after the proxy is ready, with a fraction (set below)
+    let soon = Arc::new(std::sync::Mutex::new(0.0f64));
+    let soon_at = soon.clone();
+    let endpoint = HttpsEndpoint::start(&server, None, move |call| {
+        let soon_exp = *soon_at.lock().unwrap();
+        let token = call.body.strip_prefix("token=").unwrap_or("");
+        let now = now_f64();
+        let good = json!({"active": true, "sub": "Cintro-1", "aud": ["other", AUD], "iss": ISS,
+                   "token_type": "Access_Token", "exp": now + 600.5, "iat": now - 1.5});
+        let patch = match token {
+            "good" => json!({}),
+            "soon" => json!({"exp": soon_exp}),
+            "fractional-past" => json!({"exp": now - 3600.5}),
+            "string-exp" => json!({"exp": format!("{}", now as i64 + 600)}),
+            "null-exp" => json!({"exp": null}),
+            "nbf-tomorrow" => json!({"nbf": now + 86_400.0}),
+            "iat-tomorrow" => json!({"iat": now + 86_400.0}),
+            "foreign-aud" => json!({"aud": "someone-else"}),
+            "no-aud" => json!({"aud": null}),
+            "foreign-iss" => json!({"iss": "https://evil.test"}),
+            "refresh" => json!({"token_type": "refresh_token"}),
+            _ => return (200, json!({"active": false}).to_string()),
+        };
+        let mut answer = good;
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() && k != "exp" {
+                answer.as_object_mut().unwrap().remove(k);
+            } else {
+                answer[k] = v.clone();
+            }
+        }
+        (200, answer.to_string())
+    });
+    let s = introspection_scenario(
+        &endpoint,
+        &ca,
+        &format!("  audiences: [{AUD}]\n  issuer: {ISS}\n  token_types: [access_token]\n"),
+    );
+    let soon_exp = now_f64() + 4.5;
+    *soon.lock().unwrap() = soon_exp;
+    let resp = get(&s, "IDENTITY-TOKEN//soon");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = get(&s, "IDENTITY-TOKEN//good");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(origin(&s), "Cintro-1");
+    for (token, why) in [
+        ("fractional-past", "not active"),
+        ("string-exp", "not active"),
+        ("null-exp", "not active"),
+        ("nbf-tomorrow", "not active"),
+        ("iat-tomorrow", "not active"),
+        ("foreign-aud", "audience"),
+        ("no-aud", "audience"),
+        ("foreign-iss", "issuer"),
+        ("refresh", "token type"),
+    ] {
+        let resp = get(&s, &format!("IDENTITY-TOKEN//{token}"));
+        assert_eq!(resp.status, 401, "{token}: {}", resp.text());
+        assert!(resp.text().contains(why), "{token}: {}", resp.text());
+        let challenge = resp.header_all("WWW-Authenticate").join(" | ");
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{challenge}"
+        );
+    }
+    assert_eq!(
+        s.upstream.count(),
+        2,
+        "only the good answers were forwarded"
+    );
+
+    // "soon" was cached until its fractional exp (cache_ttl is 30 s), not a second longer
+    let calls = endpoint.count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while now_f64() <= soon_exp + 0.2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clock did not advance"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resp = get(&s, "IDENTITY-TOKEN//soon");
+    assert_eq!(resp.status, 401, "admitted past its exp: {}", resp.text());
+    assert_eq!(
+        endpoint.count(),
+        calls + 1,
+        "asked again once the answer expired"
+    );
+}

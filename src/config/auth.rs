@@ -209,6 +209,19 @@ pub struct IntrospectionConfig {
     /// Connect + answer time limit; slower is a failure (503), never an admission.
     #[serde(default = "default_fetch_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Accepted `aud` values; when set, an answer needs one of them (`aud` a string or a list).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Expected `iss` of an answer; when set, an answer without it or with another is refused.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted `token_type` values (compared without case); when set, an answer needs one.
+    #[serde(default)]
+    pub token_types: Vec<String>,
+    /// Allowed clock difference for `nbf` and `iat` (never for `exp`: a cached answer does not
+    /// outlive it).
+    #[serde(default = "default_jwt_leeway", with = "duration")]
+    pub leeway: Duration,
 }
 
 fn default_introspection_ttl() -> Duration {
@@ -483,6 +496,25 @@ impl IntrospectionConfig {
             return Err(KeyError::new(
                 "auth.introspection",
                 "expected timeout and cache_ttl > 0",
+            ));
+        }
+        let empty = |values: &[String]| values.iter().any(String::is_empty);
+        if empty(&self.audiences) {
+            return Err(KeyError::new(
+                "auth.introspection.audiences",
+                "expected non-empty audience values",
+            ));
+        }
+        if empty(&self.token_types) {
+            return Err(KeyError::new(
+                "auth.introspection.token_types",
+                "expected non-empty token types (e.g. access_token)",
+            ));
+        }
+        if self.issuer.as_deref() == Some("") {
+            return Err(KeyError::new(
+                "auth.introspection.issuer",
+                "expected the issuer's identifier, or no key",
             ));
         }
         Ok(())
