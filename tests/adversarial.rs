@@ -657,6 +657,49 @@ fn hostile_certificate_identities_are_refused_or_forwarded_as_one_clean_header()
     assert!(matches!(attempt(&s, &ok), Outcome::Forwarded(o) if o == vec!["Cae-cn"]));
 }
 
+/// A CN is read as its ASN.1 string type says: a BMPString whose bytes spell `CAdmin` is
+/// `䍁摭楮` (refused, not an originator), a BMPString or UniversalString of `Cbmp-1` is
+/// `Cbmp-1`, and a type without a faithful reading (TeletexString) names nobody.
+#[test]
+fn a_cn_is_decoded_by_its_asn1_string_type() {
+    use openssl::asn1::Asn1Type;
+    let s = Scenario::start(ScenarioOpts {
+        mtls: "identity: [cn]".into(),
+        ..Default::default()
+    });
+    let utf16 = |t: &str| -> Vec<u8> { t.encode_utf16().flat_map(u16::to_be_bytes).collect() };
+    let utf32 = |t: &str| -> Vec<u8> { t.chars().flat_map(|c| (c as u32).to_be_bytes()).collect() };
+    let refused = |case: &str, opts: ClientOpts| match attempt(&s, &s.client(opts)) {
+        Outcome::Refused(status, rsc, _) => {
+            assert_eq!((status, rsc.as_deref()), (403, Some("4103")), "{case}")
+        }
+        other => panic!("{case}: expected 403/4103, got {other:?}"),
+    };
+    let forwarded = |case: &str, opts: ClientOpts, as_who: &str| match attempt(&s, &s.client(opts))
+    {
+        Outcome::Forwarded(origins) => assert_eq!(origins, vec![as_who], "{case}"),
+        other => panic!("{case}: expected forwarding as {as_who}, got {other:?}"),
+    };
+    let cn = |ty, bytes: &[u8]| ClientOpts::default().with_cn_as(ty, bytes);
+    refused("BMPString 䍁摭楮", cn(Asn1Type::BMPSTRING, b"CAdmin"));
+    refused("TeletexString", cn(Asn1Type::T61STRING, b"Ct61-1"));
+    forwarded(
+        "BMPString Cbmp-1",
+        cn(Asn1Type::BMPSTRING, &utf16("Cbmp-1")),
+        "Cbmp-1",
+    );
+    forwarded(
+        "UniversalString Cuni-1",
+        cn(Asn1Type::UNIVERSALSTRING, &utf32("Cuni-1")),
+        "Cuni-1",
+    );
+    forwarded(
+        "PrintableString",
+        cn(Asn1Type::PRINTABLESTRING, b"Cprint-1"),
+        "Cprint-1",
+    );
+}
+
 /// Several URI SANs: the first one is the identity (documented in SECURITY.md); later ones
 /// name nobody.
 #[test]

@@ -18,6 +18,7 @@ use crate::identity::{Identity, Method};
 use crate::originator_syntax::validate_originator;
 use crate::tls::handshake::{CertIdentify, PeerCertificate};
 use crate::tls::trust::ClientTrust;
+use crate::tls::x509_text;
 
 pub struct MtlsAuthenticator {
     fields: Vec<CertField>,
@@ -146,12 +147,13 @@ impl Verifier for MtlsVerifier {
 /// originators like `//openmtc.org/mn-cse-1/CTestIPE` are not URLs.
 fn field_value(cert: &X509Ref, field: CertField) -> Option<String> {
     if field == CertField::Cn {
+        // decoded by its string type; one that cannot be read is an empty value (refused), not
+        // a reason to look at the next field
         return cert
             .subject_name()
             .entries_by_nid(Nid::COMMONNAME)
             .next()
-            .and_then(|e| std::str::from_utf8(e.data().as_slice()).ok())
-            .map(str::to_owned);
+            .map(|e| x509_text::decode(e.data()).unwrap_or_default());
     }
     let wanted = match field {
         CertField::Uri => openssl_sys::GEN_URI,
@@ -172,7 +174,8 @@ fn field_value(cert: &X509Ref, field: CertField) -> Option<String> {
         CertField::Email => first.email(),
         CertField::Cn => None,
     };
-    Some(text.unwrap_or_default().to_owned())
+    // these are IA5Strings: anything but ASCII is a malformed value
+    Some(text.filter(|t| t.is_ascii()).unwrap_or_default().to_owned())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! TLS termination, one job per file: certificate material from PEM (`material`), the client
 //! trust store (`trust`), the state every handshake reads (`state`), the listener settings and
 //! handshake hooks (`handshake`), session tickets that carry the trust generation (`tickets`),
-//! and the TLS files as reloadables (`reload`).
+//! the TLS files as reloadables (`reload`), and the text of certificate names (`x509_text`).
 //!
 //! The server certificate and the client trust store are installed per handshake from `ArcSwap`
 //! snapshots, so a reload replaces them for every new handshake without touching the listener.
@@ -12,6 +12,7 @@ pub mod reload;
 pub mod state;
 pub mod tickets;
 pub mod trust;
+pub mod x509_text;
 
 pub use material::{ServerCert, TlsError};
 pub use state::TlsState;

@@ -149,6 +149,9 @@ pub struct ClientOpts {
     /// Subject CN (any UTF-8, any length: it is stored as a raw UTF8String, so 10 KB or
     /// control characters are fine). None = no CN.
     pub cn: Option<String>,
+    /// ASN.1 string type of the CN, its bytes those of `cn` as they are (default UTF8String):
+    /// `with_cn_as(Asn1Type::BMPSTRING, b"CAdmin")` is the BMPString "䍁摭楮".
+    pub cn_type: Option<Asn1Type>,
     /// SAN URIs, stored verbatim as IA5String (need not be URLs or even ASCII).
     pub uris: Vec<String>,
     /// SAN URIs as raw bytes (for invalid UTF-8), after `uris`.
@@ -176,6 +179,7 @@ impl Default for ClientOpts {
     fn default() -> Self {
         ClientOpts {
             cn: None,
+            cn_type: None,
             uris: Vec::new(),
             raw_uris: Vec::new(),
             dns: Vec::new(),
@@ -221,6 +225,13 @@ impl ClientOpts {
 
     pub fn with_cn(mut self, cn: &str) -> Self {
         self.cn = Some(cn.to_string());
+        self
+    }
+    /// A CN of ASN.1 string type `ty` holding exactly `bytes` (which must be UTF-8 to the
+    /// openssl builder: NULs are, so UTF-16 and UTF-32 of ASCII text work).
+    pub fn with_cn_as(mut self, ty: Asn1Type, bytes: &[u8]) -> Self {
+        self.cn = Some(String::from_utf8(bytes.to_vec()).expect("CN bytes as UTF-8"));
+        self.cn_type = Some(ty);
         self
     }
     pub fn with_uri(mut self, uri: &str) -> Self {
@@ -316,6 +327,7 @@ impl Default for Pki {
 /// What a certificate to build looks like (internal).
 struct Spec<'a> {
     cn: Option<&'a str>,
+    cn_type: Asn1Type,
     sans: Vec<(u8, Vec<u8>)>,
     not_before_days: i64,
     not_after_days: i64,
@@ -387,6 +399,7 @@ impl Pki {
     pub fn ca_with(&self, name: &str, opts: CaOpts) -> CertKey {
         let spec = Spec {
             cn: Some(name),
+            cn_type: Asn1Type::UTF8STRING,
             sans: Vec::new(),
             not_before_days: opts.not_before_days,
             not_after_days: opts.not_after_days,
@@ -402,6 +415,7 @@ impl Pki {
     pub fn intermediate(&self, parent: &CertKey, name: &str, opts: CaOpts) -> CertKey {
         let spec = Spec {
             cn: Some(name),
+            cn_type: Asn1Type::UTF8STRING,
             sans: Vec::new(),
             not_before_days: opts.not_before_days,
             not_after_days: opts.not_after_days,
@@ -452,6 +466,7 @@ impl Pki {
                 .unwrap_or_default();
         Spec {
             cn: o.cn.as_deref(),
+            cn_type: o.cn_type.unwrap_or(Asn1Type::UTF8STRING),
             sans,
             not_before_days: o.not_before_days,
             not_after_days: o.not_after_days,
@@ -467,7 +482,7 @@ impl Pki {
         let mut name = X509NameBuilder::new().unwrap();
         if let Some(cn) = spec.cn {
             // A raw UTF8String: no ub-common-name length check, any bytes.
-            name.append_entry_by_nid_with_type(Nid::COMMONNAME, cn, Asn1Type::UTF8STRING)
+            name.append_entry_by_nid_with_type(Nid::COMMONNAME, cn, spec.cn_type)
                 .expect("subject CN");
         }
         name.append_entry_by_nid(Nid::ORGANIZATIONNAME, ORG)
