@@ -30,9 +30,17 @@ pub fn render(p: &Prepared) -> String {
                     ", CA bundle {} ({} certificate(s)){}",
                     tls.client_ca.as_deref().unwrap_or(Path::new("?")).display(),
                     trust.ca_count(),
-                    match &tls.crl {
-                        Some(crl) => format!(", CRL {}", crl.display()),
-                        None => String::new(),
+                    match (&tls.crl, trust.crl_coverage()) {
+                        (Some(crl), Some(c)) => format!(
+                            ", CRL {} (checked for the {})",
+                            crl.display(),
+                            match c.scope {
+                                crate::config::CrlScope::Chain => "whole chain",
+                                crate::config::CrlScope::Leaf => "client certificate only",
+                            }
+                        ),
+                        (Some(crl), None) => format!(", CRL {}", crl.display()),
+                        _ => String::new(),
                     }
                 ),
                 None => String::new(),
@@ -41,6 +49,18 @@ pub fn render(p: &Prepared) -> String {
                 "client certificates: {}{ca}",
                 tls.client_cert_mode().as_str()
             ));
+            if let Some(c) = state.trust.as_ref().and_then(|t| t.crl_coverage()) {
+                if !c.uncovered.is_empty() && tls.crl_scope != Some(crate::config::CrlScope::Leaf) {
+                    line(format!(
+                        "WARNING: tls.crl has no CRL from {}: {}",
+                        c.uncovered.join(", "),
+                        match tls.crl_scope {
+                            None => "intermediates are not checked for revocation (add their CRLs, or set tls.crl_scope: leaf)",
+                            _ => "tls.crl_scope is chain: certificates issued through it are refused",
+                        }
+                    ));
+                }
+            }
         }
         _ => line(format!(
             "listen: {} (plain HTTP: only behind something that terminates TLS)",

@@ -866,6 +866,97 @@ fn hostile_client_certificates_are_refused_at_the_handshake_or_with_401_403() {
     }
 }
 
+/// `tls.crl` holding the root's CRL, which revokes an intermediate: a leaf under that
+/// intermediate is refused at the handshake, since every certificate of the chain is checked
+/// (CRL_CHECK_ALL) when the CRLs cover every CA. `crl_scope: leaf` is the explicit choice not
+/// to; a CA without a CRL makes the default `leaf` and `check` warns.
+#[test]
+fn a_root_crl_revoking_an_intermediate_refuses_the_leaves_under_it() {
+    let mut made = None;
+    let s = Scenario::start_with_opts(ScenarioOpts::default(), |f| {
+        let revoked = f.pki.intermediate(&f.ca, "int-revoked", CaOpts::default());
+        let kept = f.pki.intermediate(&f.ca, "int-kept", CaOpts::default());
+        let mut pem = Vec::new();
+        for crl in [
+            f.pki.crl(&f.ca, &[&revoked]),
+            f.pki.crl(&revoked, &[]),
+            f.pki.crl(&kept, &[]),
+        ] {
+            pem.extend(std::fs::read(crl).unwrap());
+        }
+        let crl = f.pki.write("chain-crls.pem", &pem);
+        made = Some((revoked, kept, crl.clone()));
+        ScenarioOpts {
+            extra_tls: format!("crl: {}", crl.display()),
+            ..f.opts.clone()
+        }
+    });
+    let (revoked, kept, crl) = made.unwrap();
+    let under_revoked = s.pki.client(&revoked, ClientOpts::uri("Cae-under-revoked"));
+    let under_kept = s.pki.client(&kept, ClientOpts::uri("Cae-under-kept"));
+    let get = |cert: &CertKey, addr| {
+        s.tls(Some(cert))
+            .connect_and_request(addr, &Request::get("/x").header("X-M2M-RI", "crl-1"))
+    };
+    let resp = get(&under_kept, s.addr).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(
+        get(&under_revoked, s.addr).is_err(),
+        "refused at the handshake"
+    );
+    assert_eq!(s.upstream.count(), 1);
+    let (_, metrics) = s.proxy.admin_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("m2m_auth_proxy_tls_handshake_failures_total{reason=\"revoked\"} 1"),
+        "{metrics}"
+    );
+    let check = |yaml: &str| {
+        let path = s.pki.write("check.yaml", yaml.as_bytes());
+        common::run_cli(
+            &common::scenario::bin(),
+            &["check", "--config", path.to_str().unwrap()],
+        )
+    };
+    let (code, out, err) = check(&s.config_yaml());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("checked for the whole chain") && !out.contains("WARNING"),
+        "{out}"
+    );
+
+    // crl_scope: leaf is the explicit choice to check the client's own certificate only
+    let leaf = ScenarioOpts {
+        extra_tls: format!("crl: {}\ncrl_scope: leaf", crl.display()),
+        ..s.opts.clone()
+    };
+    let (addr, admin) = (common::free_addr(), common::free_addr());
+    let yaml = s
+        .config_with(&leaf)
+        .replace(&s.addr.to_string(), &addr)
+        .replace(&s.proxy.admin_addr().to_string(), &admin);
+    let (code, out, err) = check(&yaml);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("client certificate only") && !out.contains("WARNING"),
+        "{out}"
+    );
+    let _leaf_only = common::ProxyProcess::start(&common::scenario::bin(), &yaml);
+    let resp = get(&under_revoked, addr.parse().unwrap()).unwrap();
+    assert_eq!(resp.status, 200, "crl_scope: leaf: {}", resp.text());
+
+    // a CA of the bundle without a CRL: the default falls back to leaf, and check says so
+    let extra_ca = s.pki.ca("no-crl-ca");
+    std::fs::write(&s.ca.cert, [s.ca.pem(), extra_ca.pem()].concat()).unwrap();
+    let (code, out, err) = check(&s.config_yaml());
+    assert_eq!(code, 0, "{err}");
+    let warning = out
+        .lines()
+        .find(|l| l.contains("WARNING"))
+        .unwrap_or_else(|| panic!("no warning: {out}"));
+    assert!(warning.contains("no-crl-ca"), "{warning}");
+    assert!(out.contains("client certificate only"), "{out}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Upstream faults
 // ---------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
     LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, WebSocketConfig,
 };
-pub use tls::{ClientCertMode, TlsConfig, TlsVersion};
+pub use tls::{ClientCertMode, CrlScope, TlsConfig, TlsVersion};
 pub use value::{FilePath, KeyError};
 
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,11 @@ pub struct TlsConfig {
     /// CRLs (PEM) for client certificates, checked at the handshake and reloaded at run time.
     #[serde(default)]
     pub crl: Option<FilePath>,
+    /// Which certificates of a client's chain the CRLs are checked for: `chain` (every one:
+    /// a CRL from every CA on the chain is needed) or `leaf` (the client's own only). Default:
+    /// `chain` when `crl` has a CRL from every CA of `client_ca`, else `leaf` with a warning.
+    #[serde(default)]
+    pub crl_scope: Option<CrlScope>,
     /// Offer TLS session tickets (resumption). Off by default: every connection then does a
     /// full handshake with certificate verification.
     #[serde(default)]
@@ -44,6 +49,22 @@ impl ClientCertMode {
             ClientCertMode::Off => "off",
             ClientCertMode::Optional => "optional",
             ClientCertMode::Required => "required",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CrlScope {
+    Leaf,
+    Chain,
+}
+
+impl CrlScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrlScope::Leaf => "leaf",
+            CrlScope::Chain => "chain",
         }
     }
 }
@@ -84,6 +105,12 @@ impl TlsConfig {
                     "expected a CA bundle file: tls.client_cert is {}, which verifies client certificates",
                     mode.as_str()
                 ),
+            ));
+        }
+        if self.crl_scope.is_some() && self.crl.is_none() {
+            return Err(KeyError::new(
+                "tls.crl_scope",
+                "says which certificates the CRLs of tls.crl cover: set tls.crl, or remove it",
             ));
         }
         Ok(())
