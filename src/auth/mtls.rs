@@ -4,6 +4,7 @@
 //! read the stored result.
 
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use foreign_types::ForeignTypeRef;
@@ -17,6 +18,7 @@ use crate::config::{CertField, KeyError, MtlsConfig};
 use crate::identity::{Identity, Method};
 use crate::originator_syntax::validate_originator;
 use crate::tls::handshake::{CertIdentify, PeerCertificate};
+use crate::tls::material::not_after_unix;
 use crate::tls::trust::ClientTrust;
 use crate::tls::x509_text;
 
@@ -27,6 +29,9 @@ pub struct MtlsAuthenticator {
 
 /// Reason given when a connection's certificate was revoked or its CA removed by a reload.
 pub const REVOKED: &str = "client certificate no longer trusted";
+
+/// Reason given when a connection's certificate passed its notAfter since the handshake.
+pub const EXPIRED: &str = "client certificate expired";
 
 impl MtlsAuthenticator {
     pub fn from_config(config: &MtlsConfig) -> Result<Self, KeyError> {
@@ -57,6 +62,7 @@ impl MtlsAuthenticator {
         };
         CertIdentity {
             result,
+            not_after: not_after_unix(&cert),
             cert,
             intermediates,
             generation,
@@ -133,6 +139,12 @@ impl Verifier for MtlsVerifier {
 
     async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
         let cert = presented.client_cert.ok_or(super::verifier::NOT_CLAIMED)?;
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if cert.expired(unix_now) {
+            return Err(Rejection::uncounted(Failure::Expired, EXPIRED));
+        }
         if !cert.still_trusted(&self.trust) {
             return Err(Rejection::uncounted(Failure::Revoked, REVOKED));
         }

@@ -166,6 +166,9 @@ pub struct ClientOpts {
     pub not_before_days: i64,
     /// notAfter as days from now (negative = expired). Default +30.
     pub not_after_days: i64,
+    /// notAfter as seconds from now, instead of `not_after_days` (a certificate that expires
+    /// while a test runs).
+    pub not_after_secs: Option<i64>,
     pub eku: Eku,
     /// basicConstraints CA:TRUE (with keyCertSign) instead of CA:FALSE.
     pub is_ca: bool,
@@ -187,6 +190,7 @@ impl Default for ClientOpts {
             ips: Vec::new(),
             not_before_days: -1,
             not_after_days: 30,
+            not_after_secs: None,
             eku: Eku::ClientAuth,
             is_ca: false,
             key: KeyKind::EcP256,
@@ -264,6 +268,11 @@ impl ClientOpts {
     pub fn expired(self) -> Self {
         self.valid_days(-30, -1)
     }
+    /// Expires `secs` seconds after it is made (`CertKey::x509.not_after()` says when).
+    pub fn expires_in_secs(mut self, secs: i64) -> Self {
+        self.not_after_secs = Some(secs);
+        self
+    }
     /// Valid from tomorrow.
     pub fn not_yet_valid(self) -> Self {
         self.valid_days(1, 30)
@@ -331,6 +340,7 @@ struct Spec<'a> {
     sans: Vec<(u8, Vec<u8>)>,
     not_before_days: i64,
     not_after_days: i64,
+    not_after_secs: Option<i64>,
     ca: Option<Option<u32>>,
     eku: Eku,
     key: KeyKind,
@@ -403,6 +413,7 @@ impl Pki {
             sans: Vec::new(),
             not_before_days: opts.not_before_days,
             not_after_days: opts.not_after_days,
+            not_after_secs: None,
             ca: Some(opts.path_len),
             eku: Eku::None,
             key: opts.key,
@@ -419,6 +430,7 @@ impl Pki {
             sans: Vec::new(),
             not_before_days: opts.not_before_days,
             not_after_days: opts.not_after_days,
+            not_after_secs: None,
             ca: Some(opts.path_len),
             eku: Eku::None,
             key: opts.key,
@@ -470,6 +482,7 @@ impl Pki {
             sans,
             not_before_days: o.not_before_days,
             not_after_days: o.not_after_days,
+            not_after_secs: o.not_after_secs,
             ca: if o.is_ca { Some(None) } else { None },
             eku: o.eku,
             key: o.key,
@@ -501,8 +514,11 @@ impl Pki {
         b.set_pubkey(&pkey).unwrap();
         b.set_not_before(&time_from_now(spec.not_before_days))
             .unwrap();
-        b.set_not_after(&time_from_now(spec.not_after_days))
-            .unwrap();
+        let not_after = match spec.not_after_secs {
+            Some(secs) => secs_from_now(secs),
+            None => time_from_now(spec.not_after_days),
+        };
+        b.set_not_after(&not_after).unwrap();
 
         let mut bc = BasicConstraints::new();
         bc.critical();
@@ -687,11 +703,16 @@ fn is_self_signed(x: &X509) -> bool {
 
 /// Now + `days` days (may be negative).
 fn time_from_now(days: i64) -> Asn1Time {
+    secs_from_now(days * DAY)
+}
+
+/// Now + `secs` seconds (may be negative).
+fn secs_from_now(secs: i64) -> Asn1Time {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64;
-    Asn1Time::from_unix(now + days * DAY).expect("Asn1Time")
+    Asn1Time::from_unix(now + secs).expect("Asn1Time")
 }
 
 /// One DER TLV.
