@@ -894,3 +894,71 @@ fn introspection_answers_are_checked_as_numeric_dates_audience_issuer_and_token_
         "asked again once the answer expired"
     );
 }
+
+/// The JWKS fetch and the introspection call (which carries the token itself) refuse peers that
+/// break the outbound TLS policy: static-RSA or CBC suites only, a name in the CN only. Nothing
+/// is sent to them; the same peers with a policy-conforming setup are used.
+#[test]
+fn jwks_and_introspection_refuse_peers_without_forward_secrecy_aead_or_a_san() {
+    let key = Key::ec();
+    let pki = Pki::new();
+    let ca = pki.ca("svc-ca");
+    for (what, server, tls) in common::https::policy_breaking_peers(&pki, &ca, "localhost") {
+        let doc = jwks(&[(&key, "k1")]);
+        let jwks_peer = HttpsEndpoint::start_with(&server, None, tls, move |_| (200, doc.clone()));
+        let s = jwt_scenario(
+            &format!(
+                "jwks_url: {}\n      jwks_ca: {}",
+                jwks_peer.url("/jwks"),
+                ca.cert.display()
+            ),
+            "",
+        );
+        let resp = get(&s, &token(&key, "k1", &claims("Cjwt-1")));
+        assert_eq!(
+            resp.status,
+            401,
+            "JWKS from a peer with {what}: {}",
+            resp.text()
+        );
+        assert!(
+            resp.text().contains("keys not available"),
+            "{what}: {}",
+            resp.text()
+        );
+        assert_eq!(
+            jwks_peer.count(),
+            0,
+            "{what}: a request reached the JWKS peer"
+        );
+
+        let intro_peer = HttpsEndpoint::start_with(&server, None, tls, answer);
+        let s = introspection_scenario(&intro_peer, &ca, "");
+        let resp = get(&s, "IDENTITY-TOKEN//good");
+        assert_eq!(
+            resp.status,
+            503,
+            "introspection at a peer with {what}: {}",
+            resp.text()
+        );
+        assert_eq!(intro_peer.count(), 0, "{what}: the token reached the peer");
+        let log = s.proxy.stderr_text();
+        assert!(
+            log.contains("ECDHE and AEAD") || log.contains("does not name the peer"),
+            "{what}: the log says why: {log}"
+        );
+    }
+    // the control: a peer as the policy wants it serves both
+    let server = pki.server(&ca, "localhost", &["127.0.0.1"]);
+    let doc = jwks(&[(&key, "k1")]);
+    let jwks_peer = HttpsEndpoint::start(&server, None, move |_| (200, doc.clone()));
+    let s = jwt_scenario(
+        &format!(
+            "jwks_url: {}\n      jwks_ca: {}",
+            jwks_peer.url("/jwks"),
+            ca.cert.display()
+        ),
+        "",
+    );
+    assert_eq!(get(&s, &token(&key, "k1", &claims("Cjwt-1"))).status, 200);
+}
