@@ -250,3 +250,34 @@ fn resumed_sessions_keep_their_identity_and_a_trust_change_forces_a_full_handsha
         }
     }
 }
+
+/// Ticket keys rotate on `tls.session_ticket_rotation`: a ticket resumes while its key or the
+/// one after it is in force, and not once its key is two periods old.
+#[test]
+fn ticket_keys_rotate_on_their_schedule() {
+    const PERIOD: u64 = 3;
+    let s = Scenario::start(ScenarioOpts {
+        extra_tls: format!("session_tickets: true\nsession_ticket_rotation: {PERIOD}s"),
+        ..Default::default()
+    });
+    let client = s.client(ClientOpts::uri("Crotate"));
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = s.pki.path(&format!("rotate{version}.sess"));
+        assert_eq!(get(&s, &client, version, &session).unwrap(), (200, false));
+        assert_eq!(
+            get(&s, &client, version, &session).unwrap(),
+            (200, true),
+            "{version}: a fresh ticket resumes"
+        );
+        // whatever ticket the client holds now, its key was made no later than this: wait
+        // until that key is two periods old
+        let renewed = std::time::Instant::now();
+        std::thread::sleep(Duration::from_secs(2 * PERIOD) + Duration::from_millis(300));
+        assert!(renewed.elapsed() >= Duration::from_secs(2 * PERIOD));
+        assert_eq!(
+            get(&s, &client, version, &session).unwrap(),
+            (200, false),
+            "{version}: a ticket whose key is two periods old does not resume"
+        );
+    }
+}

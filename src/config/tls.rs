@@ -2,7 +2,9 @@
 
 use serde::Deserialize;
 
-use super::value::{FilePath, KeyError};
+use std::time::Duration;
+
+use super::value::{duration, FilePath, KeyError};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,11 +30,19 @@ pub struct TlsConfig {
     /// full handshake with certificate verification.
     #[serde(default)]
     pub session_tickets: bool,
+    /// How often the key that encrypts session tickets is replaced (the one before still
+    /// decrypts for one more period); a CA or CRL change replaces it at once.
+    #[serde(default = "default_ticket_rotation", with = "duration")]
+    pub session_ticket_rotation: Duration,
     /// Key-exchange groups in OpenSSL's list syntax ("X25519:P-256"); default: OpenSSL's,
     /// which puts the post-quantum hybrid X25519MLKEM768 first. Checked by the listener's
     /// builder (OpenSSL knows which names exist).
     #[serde(default)]
     pub groups: Option<String>,
+}
+
+fn default_ticket_rotation() -> Duration {
+    Duration::from_secs(3600)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -105,6 +115,12 @@ impl TlsConfig {
                     "expected a CA bundle file: tls.client_cert is {}, which verifies client certificates",
                     mode.as_str()
                 ),
+            ));
+        }
+        if self.session_ticket_rotation.is_zero() {
+            return Err(KeyError::new(
+                "tls.session_ticket_rotation",
+                "expected a duration > 0 (e.g. 1h)",
             ));
         }
         if self.crl_scope.is_some() && self.crl.is_none() {

@@ -17,6 +17,7 @@ use pingora::tls::ext;
 use super::material::{setup, TlsError};
 use super::outbound::TLS12_CIPHERS;
 use super::state::TlsState;
+use super::ticket_keys::{self, TicketKeys};
 use super::tickets;
 use super::trust::is_ca;
 use crate::config::{ClientCertMode, TlsConfig, TlsVersion};
@@ -242,6 +243,8 @@ pub fn listener_settings<I: CertIdentify>(
         settings.set_groups_list(groups).map_err(setup)?;
     }
     if config.session_tickets {
+        let keys = TicketKeys::new(config.session_ticket_rotation, ticket_trust.clone());
+        ticket_keys::install(&mut settings, keys).map_err(setup)?;
         tickets::install(&mut settings, ticket_trust).map_err(setup)?;
     } else {
         settings.set_options(SslOptions::NO_TICKET);
