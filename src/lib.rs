@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod demo;
 pub mod echo;
 pub mod egress;
+pub mod example_credentials;
 pub mod explain;
 pub mod forward;
 pub mod headers;

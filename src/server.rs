@@ -141,6 +141,12 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
 pub fn prepare(config_path: &Path) -> Result<Prepared> {
     crate::random::init()?;
     let (config, resolved) = Config::load(config_path)?;
+    if config.allow_example_credentials {
+        log::warn!(
+            "allow_example_credentials is ON: the published example keys, passwords and tokens (certs/dev, deploy's example Secret) are accepted. Never outside a trial."
+        );
+        crate::example_credentials::allow();
+    }
     let names = |n: &mut dyn Iterator<Item = &String>| n.cloned().collect::<Vec<_>>();
     init_metrics(
         &names(&mut config.egress.iter().map(|r| &r.name)),

@@ -67,6 +67,12 @@ pub fn render(p: &Prepared) -> String {
             p.resolved.listen
         )),
     }
+    if c.allow_example_credentials {
+        line(
+            "WARNING: allow_example_credentials is ON: published example credentials are accepted"
+                .to_string(),
+        );
+    }
     line(format!(
         "upstream: {} -> {} (connect timeout {:?}, timeout {:?})",
         c.upstream.url, p.resolved.upstream, c.upstream.connect_timeout, c.upstream.timeout

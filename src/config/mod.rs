@@ -95,6 +95,10 @@ pub struct Config {
     /// Which code carries ingress requests (experimental `lean`).
     #[serde(default)]
     pub request_path: RequestPath,
+    /// Accept the credentials this project publishes as examples (certs/dev, the deploy
+    /// example Secret), which are otherwise refused. For a throwaway trial only.
+    #[serde(default)]
+    pub allow_example_credentials: bool,
 }
 
 /// The request path of the public listener: Pingora's proxy pipeline, or the lean per-connection
@@ -168,6 +172,7 @@ impl Config {
             websocket,
             egress,
             request_path,
+            allow_example_credentials,
         } = self;
         let auth_except_reloaded = |a: &AuthConfig| {
             let mut a = a.clone();
@@ -177,7 +182,7 @@ impl Config {
             a.roles.clear();
             a
         };
-        let checks: [(&'static str, bool); 13] = [
+        let checks: [(&'static str, bool); 14] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -194,6 +199,10 @@ impl Config {
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
             ("request_path", *request_path == new.request_path),
+            (
+                "allow_example_credentials",
+                *allow_example_credentials == new.allow_example_credentials,
+            ),
         ];
         checks
             .into_iter()
