@@ -92,10 +92,9 @@ fn published_key(cert: &X509Ref) -> Option<&'static str> {
         .map(|(file, _)| *file)
 }
 
-/// Refuses `certs` (read from `file` for `key`) when one has a published key.
-/// `replace` says what to use instead.
+/// Refuses `certs` (read from `file`) when one has a published key. `replace` says what to
+/// use instead. (The caller's error names the config key.)
 pub fn check_certs<'a>(
-    key: &str,
     file: &Path,
     certs: impl IntoIterator<Item = &'a X509Ref>,
     replace: &str,
@@ -105,7 +104,7 @@ pub fn check_certs<'a>(
     }
     match certs.into_iter().find_map(published_key) {
         Some(example) => Err(format!(
-            "{key}: {} holds the published example certificate {example}, whose private key is in the m2m-auth-proxy repository: anyone can use it. Replace it with {replace} ({ESCAPE})",
+            "{} holds the published example certificate {example}, whose private key is in the m2m-auth-proxy repository: anyone can use it. Replace it with {replace} ({ESCAPE})",
             file.display()
         )),
         None => Ok(()),
@@ -125,7 +124,7 @@ pub fn check_htpasswd(file: &Path, users: &HtpasswdFile) -> Result<(), String> {
         })
     {
         Some((user, _, example)) => Err(format!(
-            "auth.basic.htpasswd: {}: user {user:?} has the password published in {example}: anyone can log in as it. Set a password of your own (m2m-auth-proxy passwd {user}) ({ESCAPE})",
+            "{}: user {user:?} has the password published in {example}: anyone can log in as it. Set a password of your own (m2m-auth-proxy passwd {user}) ({ESCAPE})",
             file.display()
         )),
         None => Ok(()),
@@ -145,7 +144,7 @@ pub fn check_tokens(file: &Path, tokens: &TokenFile) -> Result<(), String> {
     };
     match TOKENS.iter().find(|(token, _)| listed(token)) {
         Some((_, example)) => Err(format!(
-            "auth.bearer.tokens: {} lists the token published in {example}: anyone can use it. Make tokens of your own (m2m-auth-proxy token NAME --originator ORIGINATOR) ({ESCAPE})",
+            "{} lists the token published in {example}: anyone can use it. Make tokens of your own (m2m-auth-proxy token NAME --originator ORIGINATOR) ({ESCAPE})",
             file.display()
         )),
         None => Ok(()),

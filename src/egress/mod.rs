@@ -217,7 +217,6 @@ impl Reloadable for CaReload {
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let ca = parse_ca_bundle(&self.path, &contents[0]).map_err(|e| e.to_string())?;
         example_credentials::check_certs(
-            "egress[].tls.ca",
             &self.path,
             ca.iter().map(|c| &**c),
             "the CA that issues the peer's server certificate",
@@ -256,7 +255,6 @@ impl Reloadable for ClientCertReload {
         let parsed = ServerCert::parse(&self.cert, &contents[0], &self.key, &contents[1])
             .map_err(|e| e.to_string())?;
         example_credentials::check_certs(
-            "egress[].tls.cert",
             &self.cert,
             [&*parsed.leaf],
             "this pod's own client certificate, issued by a CA the peer trusts",

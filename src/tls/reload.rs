@@ -56,7 +56,6 @@ impl Reloadable for ServerCertReload {
         let server = ServerCert::parse(&self.cert, &contents[0], &self.key, &contents[1])
             .map_err(|e| e.to_string())?;
         example_credentials::check_certs(
-            "tls.cert",
             &self.cert,
             [&*server.leaf],
             "a certificate for this host from your own CA",
@@ -107,7 +106,6 @@ impl Reloadable for TrustReload {
             TrustPart::Ca => {
                 let ca = parse_ca_bundle(&self.path, &contents[0]).map_err(|e| e.to_string())?;
                 example_credentials::check_certs(
-                    "tls.client_ca",
                     &self.path,
                     ca.iter().map(|c| &**c),
                     "your own CA, which alone can issue client certificates",
