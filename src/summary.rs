@@ -49,6 +49,12 @@ pub fn render(p: &Prepared) -> String {
                 "client certificates: {}{ca}",
                 tls.client_cert_mode().as_str()
             ));
+            if tls.session_tickets {
+                line(format!(
+                    "session tickets: on, key replaced every {:?} and on a CA/CRL change",
+                    tls.session_ticket_rotation
+                ));
+            }
             if let Some(c) = state.trust.as_ref().and_then(|t| t.crl_coverage()) {
                 if !c.uncovered.is_empty() && tls.crl_scope != Some(crate::config::CrlScope::Leaf) {
                     line(format!(
