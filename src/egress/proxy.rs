@@ -114,15 +114,13 @@ impl EgressProxy {
         let text = format!("{e}").to_ascii_lowercase();
         let refused_our_cert =
             text.contains("alert") && (text.contains("certificate") || text.contains("unknown ca"));
+        if let Custom(name) = e.etype() {
+            if let Some((violation, _)) = POLICY_ERRORS.iter().find(|(_, n)| n == name) {
+                return (502, violation.reason());
+            }
+        }
         match e.etype() {
             InvalidCert => (502, "peer certificate not trusted"),
-            Custom(name) if POLICY_ERRORS.iter().any(|(_, n)| n == name) => {
-                let violation = POLICY_ERRORS.iter().find(|(_, n)| n == name);
-                (
-                    502,
-                    violation.map_or("peer TLS refused", |(v, _)| v.reason()),
-                )
-            }
             Custom(PEER_UNRESOLVED) => (502, "peer name does not resolve"),
             _ if refused_our_cert => (502, "peer refused our client certificate"),
             TLSHandshakeFailure => (502, "TLS handshake with the peer failed"),
