@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod authorization;
+pub mod claim_path;
 pub mod cse;
 pub mod egress;
 pub mod originator;
@@ -26,13 +27,14 @@ pub use auth::{
     IntrospectionConfig, JwtConfig, JwtIssuerConfig, MtlsConfig, RateLimitConfig,
 };
 pub use authorization::{AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig};
+pub use claim_path::ClaimPath;
 pub use cse::CseConfig;
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
     LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, WebSocketConfig,
 };
-pub use tls::{ClientCertMode, TlsConfig, TlsVersion};
+pub use tls::{ClientCertMode, CrlScope, TlsConfig, TlsVersion};
 pub use value::{FilePath, KeyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,10 @@ pub struct Config {
     /// Which code carries ingress requests (experimental `lean`).
     #[serde(default)]
     pub request_path: RequestPath,
+    /// Accept the credentials this project publishes as examples (certs/dev, the deploy
+    /// example Secret), which are otherwise refused. For a throwaway trial only.
+    #[serde(default)]
+    pub allow_example_credentials: bool,
 }
 
 /// The request path of the public listener: Pingora's proxy pipeline, or the lean per-connection
@@ -172,6 +178,7 @@ impl Config {
             websocket,
             egress,
             request_path,
+            allow_example_credentials,
         } = self;
         let auth_except_reloaded = |a: &AuthConfig| {
             let mut a = a.clone();
@@ -181,7 +188,7 @@ impl Config {
             a.roles.clear();
             a
         };
-        let checks: [(&'static str, bool); 13] = [
+        let checks: [(&'static str, bool); 14] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -198,6 +205,10 @@ impl Config {
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
             ("request_path", *request_path == new.request_path),
+            (
+                "allow_example_credentials",
+                *allow_example_credentials == new.allow_example_credentials,
+            ),
         ];
         checks
             .into_iter()
