@@ -83,7 +83,7 @@ fn metric(s: &Scenario, line_start: &str) -> f64 {
 }
 
 #[test]
-fn overwrite_sets_fr_to_the_proven_originator_and_keeps_the_other_bytes() {
+fn overwrite_sets_fr_to_the_proven_originator_in_the_proxys_own_encoding() {
     let s = start("overwrite", "");
     let mut conn = open(&s, "oneM2M.json");
     let spoofed =
@@ -92,8 +92,8 @@ fn overwrite_sets_fr_to_the_proven_originator_and_keeps_the_other_bytes() {
     let echoed = recv_message(&mut conn).1;
     assert_eq!(
         String::from_utf8(echoed).unwrap(),
-        r#"{"op":4, "to":"/id-in/cse-in/CAdmin/cnt", "fr":"Cae-ws","rqi":"del-1","rvi":"3"}"#,
-        "only the value of fr changes"
+        r#"{"op":4,"to":"\/id-in\/cse-in\/CAdmin\/cnt","fr":"Cae-ws","rqi":"del-1","rvi":"3"}"#,
+        "fr in its place; the rest as the proxy decoded it, canonically re-encoded"
     );
 
     // no fr at all: the proven one is added
@@ -105,10 +105,13 @@ fn overwrite_sets_fr_to_the_proven_originator_and_keeps_the_other_bytes() {
     .unwrap();
     assert_eq!(recv_json(&mut conn)["fr"], PROVEN);
 
-    // the proven originator itself passes untouched
-    let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"r3","rvi":"3"}"#;
+    // the proven originator itself: the same primitive, never the client's bytes
+    let own = br#"{"op":2, "to":"/id-in/cse-in","fr":"Cae-ws","rqi":"r3","rvi":"3"}"#;
     conn.ws_send(WS_TEXT, own, true).unwrap();
-    assert_eq!(recv_message(&mut conn).1, own.to_vec());
+    assert_eq!(
+        recv_message(&mut conn).1,
+        br#"{"op":2,"to":"\/id-in\/cse-in","fr":"Cae-ws","rqi":"r3","rvi":"3"}"#.to_vec()
+    );
 
     let seen = cse_received_json(&s);
     assert_eq!(seen.len(), 3);
@@ -146,7 +149,10 @@ fn verify_answers_a_foreign_fr_with_4103_on_the_same_connection_and_forwards_not
     // the connection stays usable: the AE's own fr goes through
     let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"ok-1","rvi":"3"}"#;
     conn.ws_send(WS_TEXT, own, true).unwrap();
-    assert_eq!(recv_message(&mut conn).1, own.to_vec());
+    assert_eq!(
+        recv_json(&mut conn),
+        serde_json::from_slice::<Value>(own).unwrap()
+    );
     let seen = cse_received_json(&s);
     assert_eq!(
         seen.len(),
@@ -238,18 +244,6 @@ fn malformed_traffic_closes_the_connection_with_the_right_code() {
     let s = start("overwrite", "websocket:\n  max_message: 1024\n");
     let cases = [
         (
-            "not a primitive",
-            "oneM2M.json",
-            (WS_TEXT, b"hello there".to_vec()),
-            1007,
-        ),
-        (
-            "JSON without op or rsc",
-            "oneM2M.json",
-            (WS_TEXT, br#"{"fr":"CAdmin","to":"/id-in"}"#.to_vec()),
-            1007,
-        ),
-        (
             "binary frame on oneM2M.json",
             "oneM2M.json",
             (WS_BINARY, br#"{"op":2,"to":"/id-in","rqi":"1"}"#.to_vec()),
@@ -266,6 +260,12 @@ fn malformed_traffic_closes_the_connection_with_the_right_code() {
             "oneM2M.json",
             (WS_TEXT, vec![b' '; 2000]),
             1009,
+        ),
+        (
+            "text that is not UTF-8",
+            "oneM2M.json",
+            (WS_TEXT, b"{\"op\":2,\"to\":\"\xff\"}".to_vec()),
+            1007,
         ),
     ];
     for (case, protocol, (opcode, payload), code) in cases {
@@ -287,9 +287,62 @@ fn malformed_traffic_closes_the_connection_with_the_right_code() {
     assert_eq!(
         metric(
             &s,
-            r#"m2m_auth_proxy_websocket_closed_by_proxy_total{code="1007"}"#
+            r#"m2m_auth_proxy_websocket_closed_by_proxy_total{code="1003"}"#
         ),
         2.0
+    );
+}
+
+/// A message the proxy cannot decode strictly is a bad request, answered as a CSE answers one
+/// (4000, its `rqi` when that can be read), and the connection goes on.
+#[test]
+fn an_undecodable_primitive_is_answered_4000_on_the_same_connection() {
+    let s = start("overwrite", "websocket:\n  cse_id: /id-in\n");
+    let mut conn = open(&s, "oneM2M.json");
+    let cases: [(&str, &[u8], Option<&str>); 5] = [
+        ("not JSON", b"hello there", None),
+        (
+            "neither op nor rsc",
+            br#"{"fr":"CAdmin","to":"/id-in","rqi":"n1"}"#,
+            Some("n1"),
+        ),
+        (
+            "a comment",
+            br#"{"op":2,"to":"/id-in","rqi":"n2"/* x */}"#,
+            None,
+        ),
+        (
+            "a nested duplicate",
+            br#"{"op":2,"rqi":"n3","pc":{"m2m:ae":{"rn":"a","rn":"b"}}}"#,
+            Some("n3"),
+        ),
+        (
+            "a lone surrogate",
+            br#"{"op":2,"rqi":"n4","to":"\ud800"}"#,
+            Some("n4"),
+        ),
+    ];
+    for (case, msg, rqi) in cases {
+        conn.ws_send(WS_TEXT, msg, true).unwrap();
+        let answer = recv_json(&mut conn);
+        assert_eq!(answer["rsc"], 4000, "{case}: {answer}");
+        assert_eq!(answer["fr"], "/id-in", "{case}");
+        assert!(
+            answer.get("to").is_none(),
+            "{case}: the fr of what could not be read is not echoed"
+        );
+        assert_eq!(answer["rqi"].as_str(), rqi, "{case}: {answer}");
+    }
+    let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"ok","rvi":"3"}"#;
+    conn.ws_send(WS_TEXT, own, true).unwrap();
+    assert_eq!(recv_json(&mut conn)["rqi"], "ok", "the connection goes on");
+    assert_eq!(s.upstream.ws_messages().len(), 1, "only the decodable one");
+    assert_eq!(
+        metric(
+            &s,
+            r#"m2m_auth_proxy_websocket_messages_total{direction="to_cse",outcome="invalid"}"#
+        ),
+        5.0
     );
 }
 

@@ -221,8 +221,20 @@ impl Gate {
         let request = match primitive::parse(self.encoding, payload) {
             Ok(p) => p,
             Err(reason) => {
+                // answered like a CSE answers a bad request; the connection goes on
                 metrics::websocket_message("to_cse", "invalid");
-                return Err((1007, reason));
+                let answer =
+                    primitive::undecodable(self.encoding, payload, self.cse_id.as_deref(), reason);
+                self.waiting_for_client
+                    .extend_from_slice(&encode_frame(expected, &answer, None));
+                out.refused.push(RefusedMessage {
+                    request_id: None,
+                    to: None,
+                    rsc: Rsc::BadRequest.code(),
+                    reason: Cow::Borrowed(reason),
+                    rule: None,
+                });
+                return Ok(());
             }
         };
         let claimed: Vec<&str> = request.fr.as_deref().into_iter().collect();
@@ -231,15 +243,16 @@ impl Gate {
         let refusal: (u16, Cow<'static, str>, Option<String>) = match decision {
             Ok(originator) => match self.authorize(&request, originator) {
                 Ok(()) => {
-                    let forwarded = if request.fr.as_deref() == Some(originator) {
-                        metrics::websocket_message("to_cse", "forwarded");
-                        self.frame_for_upstream(opcode, payload)
+                    let outcome = if request.fr.as_deref() == Some(originator) {
+                        "forwarded"
                     } else {
-                        metrics::websocket_message("to_cse", "rewritten");
-                        let rewritten = request.with_originator(payload, originator);
-                        self.frame_for_upstream(opcode, &rewritten)
+                        "rewritten"
                     };
-                    out.to_upstream.extend_from_slice(&forwarded);
+                    metrics::websocket_message("to_cse", outcome);
+                    // what the proxy decoded, re-encoded: never the client's bytes
+                    let forwarded = request.encode(Some(originator));
+                    let frame = self.frame_for_upstream(opcode, &forwarded);
+                    out.to_upstream.extend_from_slice(&frame);
                     return Ok(());
                 }
                 Err(refused) => refused,
