@@ -17,6 +17,7 @@ pub mod egress;
 pub mod explain;
 pub mod forward;
 pub mod headers;
+pub mod http_head;
 pub mod identity;
 pub mod ingress;
 pub mod limits;

@@ -480,3 +480,55 @@ fn a_cse_that_picks_no_onem2m_subprotocol_gets_no_tunnel_and_anonymous_clients_g
         "nothing passed after the refused 101"
     );
 }
+
+/// Issue 27, item 2: the gate starts at the 101, so an upgrade request may carry no body (it
+/// would reach the CSE unchecked); bytes the client sends after the head, before the 101, wait
+/// for the gate.
+#[test]
+fn an_upgrade_request_with_a_body_is_refused_and_early_frames_wait_for_the_gate() {
+    let s = start("overwrite", "");
+    let spoofed = common::client::ws_frame(
+        WS_TEXT,
+        br#"{"op":4,"to":"/id-in/cse-in/x","fr":"CAdmin","rqi":"early"}"#,
+        true,
+        Some([1, 2, 3, 4]),
+    );
+    let host = s.addr.to_string();
+    let with_length = Request::websocket("/ws", &["oneM2M.json"])
+        .header("Content-Length", &spoofed.len().to_string())
+        .body(spoofed.clone());
+    let chunked = Request::websocket("/ws", &["oneM2M.json"]).chunked(&[&spoofed]);
+    let identity = Request::websocket("/ws", &["oneM2M.json"])
+        .header("Transfer-Encoding", "identity")
+        .header("Content-Length", "0");
+    // (Pingora itself refuses a Transfer-Encoding other than chunked, in plain HTTP form)
+    for (case, req, rsc) in [
+        ("Content-Length", with_length, Some("4000")),
+        ("chunked", chunked, Some("4000")),
+        ("Transfer-Encoding: identity", identity, None),
+    ] {
+        let mut conn = s.tls(Some(&client_of(&s))).connect(s.addr).unwrap();
+        conn.send_raw(&req.to_bytes(&host)).unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!(resp.status, 400, "{case}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), rsc, "{case}");
+    }
+    assert_eq!(s.upstream.count(), 0, "nothing was forwarded");
+
+    // a frame right behind the head, while the CSE takes its time to answer: judged by the
+    // gate once the upgrade is done, never passed on raw
+    s.upstream.set_delay(Duration::from_millis(300));
+    let mut conn = s.tls(Some(&client_of(&s))).connect(s.addr).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let mut bytes = Request::websocket("/ws", &["oneM2M.json"]).to_bytes(&host);
+    bytes.extend_from_slice(&spoofed);
+    conn.send_raw(&bytes).unwrap();
+    let resp = conn.read_response().unwrap();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    let echoed = recv_json(&mut conn);
+    assert_eq!(echoed["fr"], PROVEN, "{echoed}");
+    assert_eq!(echoed["rqi"], "early");
+    let seen = cse_received_json(&s);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["fr"], PROVEN);
+}
