@@ -552,6 +552,37 @@ mod gate_tests {
     }
 
     #[test]
+    fn an_undecodable_message_is_answered_4000_and_the_next_one_goes_on() {
+        let mut g = gate(OriginatorMode::Overwrite);
+        let dup = encode_frame(
+            Opcode::Text,
+            br#"{"op":2,"rqi":"q","pc":{"a":1,"a":2}}"#,
+            KEY,
+        );
+        let out = g.on_client_data(&dup);
+        assert!(out.to_upstream.is_empty(), "nothing forwarded");
+        assert_eq!(out.closed_with, None);
+        assert_eq!(
+            (out.refused[0].rsc, out.refused[0].request_id.as_deref()),
+            (4000, None)
+        );
+        let answer = out.to_client.expect("an answer at once");
+        let p = primitive::parse(Encoding::Json, &answer[2..]).unwrap();
+        assert_eq!((p.rsc, p.rqi.as_deref()), (Some(4000), Some("q")));
+        let ok = encode_frame(Opcode::Text, br#"{"op":2,"to":"/a/b","rqi":"r"}"#, KEY);
+        let out = g.on_client_data(&ok);
+        let mut reader = ClientStream::new(1024);
+        let events = reader.push(&out.to_upstream).unwrap();
+        let [ClientEvent::Message { payload, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            &payload[..],
+            br#"{"fr":"Cae-1","op":2,"to":"\/a\/b","rqi":"r"}"#
+        );
+    }
+
+    #[test]
     fn after_a_violation_the_client_gets_a_close_and_nothing_more_is_read() {
         let mut g = gate(OriginatorMode::Overwrite);
         let out = g.on_client_data(&encode_frame(Opcode::Binary, b"{}", KEY));
