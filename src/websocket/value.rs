@@ -10,17 +10,23 @@
 //! can be found in the text, even by one that has lost track of where strings end.
 //! CBOR out: definite lengths, shortest heads, no tags.
 
+use std::cell::Cell;
 use std::fmt;
 
 use minicbor::data::Type;
 use minicbor::Decoder;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 /// The reason a message cannot be decoded; safe to send back to the client.
 pub type Invalid = &'static str;
 
 /// Deepest nesting accepted (serde_json's own recursion limit, used for CBOR too).
 pub const MAX_DEPTH: usize = 128;
+
+/// Most items (values, keys included) in one message. A decoded item takes ~32 bytes whatever
+/// its encoded size (one byte in CBOR): this bounds what a message costs in memory beyond
+/// `websocket.max_message`, far above what a request primitive holds.
+pub const MAX_ITEMS: usize = 65_536;
 
 const DUPLICATE: Invalid = "duplicate key in the primitive";
 const TOO_DEEP: Invalid = "primitive nested too deeply";
@@ -31,6 +37,7 @@ const TAGGED_KEY: Invalid = "a CBOR map key is tagged";
 const NON_TEXT_KEY: Invalid = "a CBOR map key is not a text string";
 const SIMPLE: Invalid = "CBOR simple values other than false, true and null are not accepted";
 const TRAILING: Invalid = "trailing bytes after the primitive";
+const TOO_MANY: Invalid = "more than 65536 items in the primitive";
 
 /// CBOR's self-describe tag (RFC 8949 §3.4.6): no meaning beyond "this is CBOR"; accepted on
 /// the whole message only, and dropped.
@@ -88,13 +95,20 @@ fn has_duplicate(entries: &Map) -> bool {
 /// (comments, trailing commas, control characters in strings, invalid UTF-8, lone surrogates,
 /// leading zeros, NaN) and nesting beyond `MAX_DEPTH`; duplicate keys are refused at every level.
 pub fn decode_json(payload: &[u8]) -> Result<Map, Invalid> {
-    match serde_json::from_slice::<Json>(payload) {
-        Ok(Json(Value::Map(map))) => Ok(map),
+    let items = Cell::new(0);
+    let mut d = serde_json::Deserializer::from_slice(payload);
+    let decoded = Json(&items)
+        .deserialize(&mut d)
+        .and_then(|v| d.end().map(|()| v));
+    match decoded {
+        Ok(Value::Map(map)) => Ok(map),
         Ok(_) => Err(NOT_JSON),
         Err(e) => {
             let text = e.to_string();
             Err(if text.starts_with(DUPLICATE) {
                 DUPLICATE
+            } else if text.starts_with(TOO_MANY) {
+                TOO_MANY
             } else if text.starts_with("recursion limit") {
                 TOO_DEEP
             } else {
@@ -104,60 +118,75 @@ pub fn decode_json(payload: &[u8]) -> Result<Map, Invalid> {
     }
 }
 
-struct Json(Value);
+/// One JSON value; counts the items of the whole message in `.0`.
+#[derive(Clone, Copy)]
+struct Json<'a>(&'a Cell<usize>);
 
-impl<'de> Deserialize<'de> for Json {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(JsonVisitor)
+impl Json<'_> {
+    fn count<E: de::Error>(self) -> Result<(), E> {
+        let n = self.0.get() + 1;
+        self.0.set(n);
+        if n > MAX_ITEMS {
+            return Err(E::custom(TOO_MANY));
+        }
+        Ok(())
     }
 }
 
-struct JsonVisitor;
+impl<'de> DeserializeSeed<'de> for Json<'_> {
+    type Value = Value;
 
-impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.count()?;
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Json<'_> {
+    type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_unit<E>(self) -> Result<Json, E> {
-        Ok(Json(Value::Null))
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
     }
-    fn visit_bool<E>(self, b: bool) -> Result<Json, E> {
-        Ok(Json(Value::Bool(b)))
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
     }
-    fn visit_i64<E>(self, n: i64) -> Result<Json, E> {
-        Ok(Json(Value::Int(n.into())))
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Int(n.into()))
     }
-    fn visit_u64<E>(self, n: u64) -> Result<Json, E> {
-        Ok(Json(Value::Int(n.into())))
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Int(n.into()))
     }
-    fn visit_f64<E>(self, n: f64) -> Result<Json, E> {
-        Ok(Json(Value::Float(n)))
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Float(n))
     }
-    fn visit_str<E>(self, s: &str) -> Result<Json, E> {
-        Ok(Json(Value::Text(s.to_owned())))
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::Text(s.to_owned()))
     }
-    fn visit_string<E>(self, s: String) -> Result<Json, E> {
-        Ok(Json(Value::Text(s)))
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::Text(s))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(Json(item)) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
-        Ok(Json(Value::Array(items)))
+        Ok(Value::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut entries = Map::new();
         // keys unescaped: "f\u0072" is `fr`
-        while let Some((key, Json(value))) = map.next_entry::<String, Json>()? {
-            entries.push((key, value));
+        while let Some(key) = map.next_key::<String>()? {
+            self.count()?;
+            entries.push((key, map.next_value_seed(self)?));
         }
         if has_duplicate(&entries) {
             return Err(de::Error::custom(DUPLICATE));
         }
-        Ok(Json(Value::Map(entries)))
+        Ok(Value::Map(entries))
     }
 }
 
@@ -260,8 +289,9 @@ pub fn decode_cbor(payload: &[u8]) -> Result<Map, Invalid> {
             return Err(TAG);
         }
     }
+    let mut items = 0;
     let map = match d.datatype().map_err(|_| NOT_CBOR)? {
-        Type::Map | Type::MapIndef => cbor_map(&mut d, 1)?,
+        Type::Map | Type::MapIndef => cbor_map(&mut d, 1, &mut items)?,
         _ => return Err(NOT_CBOR),
     };
     if d.position() != payload.len() {
@@ -270,10 +300,20 @@ pub fn decode_cbor(payload: &[u8]) -> Result<Map, Invalid> {
     Ok(map)
 }
 
-fn cbor_item(d: &mut Decoder, depth: usize) -> Result<Value, Invalid> {
+/// Counts one more item of the message.
+fn count(items: &mut usize) -> Result<(), Invalid> {
+    *items += 1;
+    if *items > MAX_ITEMS {
+        return Err(TOO_MANY);
+    }
+    Ok(())
+}
+
+fn cbor_item(d: &mut Decoder, depth: usize, items: &mut usize) -> Result<Value, Invalid> {
     if depth > MAX_DEPTH {
         return Err(TOO_DEEP);
     }
+    count(items)?;
     let m = |_| NOT_CBOR;
     Ok(match d.datatype().map_err(m)? {
         Type::Bool => Value::Bool(d.bool().map_err(m)?),
@@ -302,22 +342,22 @@ fn cbor_item(d: &mut Decoder, depth: usize) -> Result<Value, Invalid> {
         Type::String | Type::StringIndef => Value::Text(cbor_text(d)?),
         Type::Array | Type::ArrayIndef => {
             let len = d.array().map_err(m)?;
-            let mut items = Vec::with_capacity(capacity(d, len));
+            let mut array = Vec::with_capacity(capacity(d, len));
             for _ in 0..len.unwrap_or(u64::MAX) {
                 if len.is_none() && at_break(d)? {
                     break;
                 }
-                items.push(cbor_item(d, depth + 1)?);
+                array.push(cbor_item(d, depth + 1, items)?);
             }
-            Value::Array(items)
+            Value::Array(array)
         }
-        Type::Map | Type::MapIndef => Value::Map(cbor_map(d, depth + 1)?),
+        Type::Map | Type::MapIndef => Value::Map(cbor_map(d, depth + 1, items)?),
         Type::Tag => return Err(TAG),
         Type::Break | Type::Unknown(_) => return Err(NOT_CBOR),
     })
 }
 
-fn cbor_map(d: &mut Decoder, depth: usize) -> Result<Map, Invalid> {
+fn cbor_map(d: &mut Decoder, depth: usize, items: &mut usize) -> Result<Map, Invalid> {
     if depth > MAX_DEPTH {
         return Err(TOO_DEEP);
     }
@@ -328,12 +368,15 @@ fn cbor_map(d: &mut Decoder, depth: usize) -> Result<Map, Invalid> {
             break;
         }
         let key = match d.datatype().map_err(|_| NOT_CBOR)? {
-            Type::String | Type::StringIndef => cbor_text(d)?,
+            Type::String | Type::StringIndef => {
+                count(items)?;
+                cbor_text(d)?
+            }
             // a lenient decoder would unwrap the tag and see a plain key
             Type::Tag => return Err(TAGGED_KEY),
             _ => return Err(NON_TEXT_KEY),
         };
-        let value = cbor_item(d, depth)?;
+        let value = cbor_item(d, depth, items)?;
         entries.push((key, value));
     }
     if has_duplicate(&entries) {
@@ -630,6 +673,23 @@ mod tests {
         expected.extend([0x62, b'o', b'p', 0x18, 0x18]);
         assert_eq!(out, expected);
         assert_eq!(decode_cbor(&out).unwrap(), map);
+    }
+
+    #[test]
+    fn a_message_of_more_than_max_items_is_refused_in_both_encodings() {
+        let json = |n: usize| format!("{{\"a\":[{}0]}}", "0,".repeat(n - 1));
+        // the map, its key, the array: 3 items besides the elements
+        assert!(decode_json(json(MAX_ITEMS - 3).as_bytes()).is_ok());
+        assert_eq!(decode_json(json(MAX_ITEMS - 2).as_bytes()), Err(TOO_MANY));
+        let cbor = |n: usize| {
+            let mut out = vec![0xa1, 0x61, b'a'];
+            cbor_head(&mut out, 4, n as u64);
+            out.extend(std::iter::repeat_n(0xf6, n));
+            out
+        };
+        // the key and the array (the top-level map is not an item here)
+        assert!(decode_cbor(&cbor(MAX_ITEMS - 2)).is_ok());
+        assert_eq!(decode_cbor(&cbor(MAX_ITEMS - 1)), Err(TOO_MANY));
     }
 
     #[test]
