@@ -19,9 +19,10 @@ pub enum Encoding {
     Cbor,
 }
 
-/// The fields the proxy needs from a primitive, and the whole primitive as decoded.
+/// The fields the proxy needs from a primitive, and the whole primitive as decoded (borrowing
+/// from the message).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Primitive {
+pub struct Primitive<'a> {
     /// Operation (1 create … 6 discovery): present in requests.
     pub op: Option<u64>,
     /// Response status code: present in responses.
@@ -34,10 +35,12 @@ pub struct Primitive {
     pub rvi: Option<String>,
     encoding: Encoding,
     /// Every top-level entry, in order: what the CSE receives, re-encoded.
-    entries: Map,
+    entries: Map<'a>,
+    /// Bytes of the message it was decoded from: the re-encoding is about as long.
+    size_hint: usize,
 }
 
-pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive, Invalid> {
+pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive<'_>, Invalid> {
     let entries = match encoding {
         Encoding::Json => value::decode_json(payload)?,
         Encoding::Cbor => value::decode_cbor(payload)?,
@@ -52,10 +55,11 @@ pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive, Invalid> {
         rvi: None,
         encoding,
         entries: Map::new(),
+        size_hint: payload.len(),
     };
     for (key, v) in &entries {
         let text = |err| v.as_str().map(str::to_owned).ok_or(err);
-        match key.as_str() {
+        match key.as_ref() {
             "op" => p.op = Some(v.as_u64().ok_or("op must be an integer")?),
             "rsc" => p.rsc = Some(v.as_u64().ok_or("rsc must be an integer")?),
             "fr" => p.fr = Some(text("fr must be a string")?),
@@ -78,24 +82,24 @@ pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive, Invalid> {
     Ok(p)
 }
 
-impl Primitive {
+impl Primitive<'_> {
     /// The primitive as the CSE receives it: the proxy's canonical encoding of what it decoded
     /// (`value`), with `fr` set to `originator` (in its place, or first when there was none).
     pub fn encode(&self, originator: Option<&str>) -> Bytes {
-        let fr = originator.map(|o| Value::Text(o.to_owned()));
+        let fr = originator.map(|o| Value::Text(o.into()));
         let added = fr.as_ref().filter(|_| self.fr.is_none());
         let entries = added
             .map(|v| ("fr", v))
             .into_iter()
             .chain(self.entries.iter().map(|(k, v)| {
-                let v = match (&fr, k.as_str()) {
+                let v = match (&fr, k.as_ref()) {
                     (Some(fr), "fr") => fr,
                     _ => v,
                 };
-                (k.as_str(), v)
+                (k.as_ref(), v)
             }));
         let len = self.entries.len() + usize::from(added.is_some());
-        let mut out = Vec::with_capacity(64);
+        let mut out = Vec::with_capacity(self.size_hint + 64);
         match self.encoding {
             Encoding::Json => {
                 out.push(b'{');
@@ -125,7 +129,7 @@ impl Primitive {
 /// request's originator, `fr` the CSE, `pc` a `m2m:dbg` reason.
 pub fn refusal(
     encoding: Encoding,
-    request: &Primitive,
+    request: &Primitive<'_>,
     rsc: u16,
     cse_id: Option<&str>,
     reason: &str,

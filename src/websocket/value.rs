@@ -10,6 +10,7 @@
 //! can be found in the text, even by one that has lost track of where strings end.
 //! CBOR out: definite lengths, shortest heads, no tags.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
@@ -44,24 +45,25 @@ const TOO_MANY: Invalid = "more than 65536 items in the primitive";
 const SELF_DESCRIBE: u64 = 55799;
 
 /// A decoded item. JSON gives all but `Bytes`; integers are exact (JSON: within 64 bits, a
-/// larger one is read as a float, as serde_json does), floats are IEEE doubles.
+/// larger one is read as a float, as serde_json does), floats are IEEE doubles. Strings and
+/// byte strings borrow from the message where they can (no escapes, no chunks).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub enum Value<'a> {
     Null,
     Bool(bool),
     /// CBOR's whole range, -2^64 … 2^64-1.
     Int(i128),
     Float(f64),
-    Text(String),
-    Bytes(Vec<u8>),
-    Array(Vec<Value>),
-    Map(Map),
+    Text(Cow<'a, str>),
+    Bytes(Cow<'a, [u8]>),
+    Array(Vec<Value<'a>>),
+    Map(Map<'a>),
 }
 
 /// Map entries in the sender's order; keys are unique.
-pub type Map = Vec<(String, Value)>;
+pub type Map<'a> = Vec<(Cow<'a, str>, Value<'a>)>;
 
-impl Value {
+impl Value<'_> {
     pub fn as_u64(&self) -> Option<u64> {
         match self {
             Value::Int(n) => u64::try_from(*n).ok(),
@@ -77,14 +79,14 @@ impl Value {
     }
 }
 
-fn has_duplicate(entries: &Map) -> bool {
+fn has_duplicate(entries: &Map<'_>) -> bool {
     if entries.len() <= 8 {
         return entries
             .iter()
             .enumerate()
             .any(|(i, (k, _))| entries[..i].iter().any(|(other, _)| other == k));
     }
-    let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+    let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_ref()).collect();
     keys.sort_unstable();
     keys.windows(2).any(|w| w[0] == w[1])
 }
@@ -94,7 +96,7 @@ fn has_duplicate(entries: &Map) -> bool {
 /// The top-level object of a JSON text. serde_json refuses what RFC 8259 does not allow
 /// (comments, trailing commas, control characters in strings, invalid UTF-8, lone surrogates,
 /// leading zeros, NaN) and nesting beyond `MAX_DEPTH`; duplicate keys are refused at every level.
-pub fn decode_json(payload: &[u8]) -> Result<Map, Invalid> {
+pub fn decode_json(payload: &[u8]) -> Result<Map<'_>, Invalid> {
     let items = Cell::new(0);
     let mut d = serde_json::Deserializer::from_slice(payload);
     let decoded = Json(&items)
@@ -134,52 +136,55 @@ impl Json<'_> {
 }
 
 impl<'de> DeserializeSeed<'de> for Json<'_> {
-    type Value = Value;
+    type Value = Value<'de>;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value<'de>, D::Error> {
         self.count()?;
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for Json<'_> {
-    type Value = Value;
+    type Value = Value<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_unit<E>(self) -> Result<Value, E> {
+    fn visit_unit<E>(self) -> Result<Value<'de>, E> {
         Ok(Value::Null)
     }
-    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+    fn visit_bool<E>(self, b: bool) -> Result<Value<'de>, E> {
         Ok(Value::Bool(b))
     }
-    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+    fn visit_i64<E>(self, n: i64) -> Result<Value<'de>, E> {
         Ok(Value::Int(n.into()))
     }
-    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+    fn visit_u64<E>(self, n: u64) -> Result<Value<'de>, E> {
         Ok(Value::Int(n.into()))
     }
-    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+    fn visit_f64<E>(self, n: f64) -> Result<Value<'de>, E> {
         Ok(Value::Float(n))
     }
-    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
-        Ok(Value::Text(s.to_owned()))
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Value<'de>, E> {
+        Ok(Value::Text(Cow::Borrowed(s)))
     }
-    fn visit_string<E>(self, s: String) -> Result<Value, E> {
-        Ok(Value::Text(s))
+    fn visit_str<E>(self, s: &str) -> Result<Value<'de>, E> {
+        Ok(Value::Text(Cow::Owned(s.to_owned())))
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+    fn visit_string<E>(self, s: String) -> Result<Value<'de>, E> {
+        Ok(Value::Text(Cow::Owned(s)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'de>, A::Error> {
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(self)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
         let mut entries = Map::new();
         // keys unescaped: "f\u0072" is `fr`
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             self.count()?;
             entries.push((key, map.next_value_seed(self)?));
         }
@@ -190,7 +195,46 @@ impl<'de> Visitor<'de> for Json<'_> {
     }
 }
 
+/// A map key, borrowed from the message unless it has escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(s))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s.to_owned()))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(s))
+    }
+}
+
 // --- JSON out ---------------------------------------------------------------------------------
+
+/// Bytes written as they are: printable ASCII but `"` `\\` `/` `*` `#` `;`.
+const PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = b' ';
+    while b <= b'~' {
+        t[b as usize] = !matches!(b, b'"' | b'\\' | b'/' | b'*' | b'#' | b';');
+        b += 1;
+    }
+    t
+};
 
 /// The JSON text of a string, escaped as the module doc says.
 pub fn json_string(s: &str, out: &mut Vec<u8>) {
@@ -201,16 +245,22 @@ pub fn json_string(s: &str, out: &mut Vec<u8>) {
             out.push(HEX[usize::from((u >> shift) & 0xf)]);
         }
     };
+    out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
-    let mut plain = 0; // start of the run of bytes written as they are
-    for (i, c) in s.char_indices() {
-        let safe = matches!(c, ' '..='~') && !matches!(c, '"' | '\\' | '/' | '*' | '#' | ';');
-        if safe {
-            continue;
-        }
-        out.extend_from_slice(&bytes[plain..i]);
-        plain = i + c.len_utf8();
+    let mut i = 0;
+    while i < bytes.len() {
+        // the run of plain bytes, copied at once
+        let run = bytes[i..]
+            .iter()
+            .position(|b| !PLAIN[usize::from(*b)])
+            .unwrap_or(bytes.len() - i);
+        out.extend_from_slice(&bytes[i..i + run]);
+        i += run;
+        let Some(c) = s.get(i..).and_then(|rest| rest.chars().next()) else {
+            break;
+        };
+        i += c.len_utf8();
         match c {
             '"' => out.extend_from_slice(b"\\\""),
             '\\' => out.extend_from_slice(b"\\\\"),
@@ -226,12 +276,11 @@ pub fn json_string(s: &str, out: &mut Vec<u8>) {
             }
         }
     }
-    out.extend_from_slice(&bytes[plain..]);
     out.push(b'"');
 }
 
 /// The canonical JSON text of a value.
-pub fn json_value(v: &Value, out: &mut Vec<u8>) {
+pub fn json_value(v: &Value<'_>, out: &mut Vec<u8>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -247,7 +296,7 @@ pub fn json_value(v: &Value, out: &mut Vec<u8>) {
         Value::Text(s) => json_string(s, out),
         // never decoded from JSON; written as numbers so that the encoder is total
         Value::Bytes(b) => {
-            let items: Vec<Value> = b.iter().map(|x| Value::Int((*x).into())).collect();
+            let items: Vec<Value<'_>> = b.iter().map(|x| Value::Int((*x).into())).collect();
             json_value(&Value::Array(items), out);
         }
         Value::Array(items) => {
@@ -281,7 +330,7 @@ pub fn json_value(v: &Value, out: &mut Vec<u8>) {
 /// map key at every level an untagged text string, no duplicate keys, no tag anywhere (but a
 /// self-describe tag on the whole message), no simple values but false, true and null, nesting
 /// at most `MAX_DEPTH`, nothing after the item.
-pub fn decode_cbor(payload: &[u8]) -> Result<Map, Invalid> {
+pub fn decode_cbor(payload: &[u8]) -> Result<Map<'_>, Invalid> {
     let mut d = Decoder::new(payload);
     if d.datatype().map_err(|_| NOT_CBOR)? == Type::Tag {
         let tag = d.tag().map_err(|_| NOT_CBOR)?;
@@ -309,7 +358,11 @@ fn count(items: &mut usize) -> Result<(), Invalid> {
     Ok(())
 }
 
-fn cbor_item(d: &mut Decoder, depth: usize, items: &mut usize) -> Result<Value, Invalid> {
+fn cbor_item<'a>(
+    d: &mut Decoder<'a>,
+    depth: usize,
+    items: &mut usize,
+) -> Result<Value<'a>, Invalid> {
     if depth > MAX_DEPTH {
         return Err(TOO_DEEP);
     }
@@ -332,12 +385,13 @@ fn cbor_item(d: &mut Decoder, depth: usize, items: &mut usize) -> Result<Value, 
         | Type::I64
         | Type::Int => Value::Int(i128::from(d.int().map_err(m)?)),
         Type::F16 | Type::F32 | Type::F64 => Value::Float(d.f64().map_err(m)?),
-        Type::Bytes | Type::BytesIndef => {
+        Type::Bytes => Value::Bytes(Cow::Borrowed(d.bytes().map_err(m)?)),
+        Type::BytesIndef => {
             let mut bytes = Vec::new();
             for chunk in d.bytes_iter().map_err(m)? {
                 bytes.extend_from_slice(chunk.map_err(m)?);
             }
-            Value::Bytes(bytes)
+            Value::Bytes(Cow::Owned(bytes))
         }
         Type::String | Type::StringIndef => Value::Text(cbor_text(d)?),
         Type::Array | Type::ArrayIndef => {
@@ -357,7 +411,7 @@ fn cbor_item(d: &mut Decoder, depth: usize, items: &mut usize) -> Result<Value, 
     })
 }
 
-fn cbor_map(d: &mut Decoder, depth: usize, items: &mut usize) -> Result<Map, Invalid> {
+fn cbor_map<'a>(d: &mut Decoder<'a>, depth: usize, items: &mut usize) -> Result<Map<'a>, Invalid> {
     if depth > MAX_DEPTH {
         return Err(TOO_DEEP);
     }
@@ -385,13 +439,16 @@ fn cbor_map(d: &mut Decoder, depth: usize, items: &mut usize) -> Result<Map, Inv
     Ok(entries)
 }
 
-/// A text string, definite or in chunks (joined).
-fn cbor_text(d: &mut Decoder) -> Result<String, Invalid> {
+/// A text string, definite (borrowed) or in chunks (joined).
+fn cbor_text<'a>(d: &mut Decoder<'a>) -> Result<Cow<'a, str>, Invalid> {
+    if d.datatype().map_err(|_| NOT_CBOR)? == Type::String {
+        return d.str().map(Cow::Borrowed).map_err(|_| NOT_CBOR);
+    }
     let mut text = String::new();
     for chunk in d.str_iter().map_err(|_| NOT_CBOR)? {
         text.push_str(chunk.map_err(|_| NOT_CBOR)?);
     }
-    Ok(text)
+    Ok(Cow::Owned(text))
 }
 
 /// At the break of an indefinite-length item: consumes it.
@@ -439,7 +496,7 @@ pub fn cbor_string(s: &str, out: &mut Vec<u8>) {
 
 /// The canonical CBOR encoding of a value: definite lengths, shortest heads, floats in single
 /// precision when that keeps the value exactly, else double.
-pub fn cbor_value(v: &Value, out: &mut Vec<u8>) {
+pub fn cbor_value(v: &Value<'_>, out: &mut Vec<u8>) {
     match v {
         Value::Null => out.push(0xf6),
         Value::Bool(false) => out.push(0xf4),
@@ -481,7 +538,7 @@ pub fn cbor_value(v: &Value, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn json_out(map: &Map) -> String {
+    fn json_out(map: &Map<'_>) -> String {
         let mut out = Vec::new();
         json_value(&Value::Map(map.clone()), &mut out);
         String::from_utf8(out).unwrap()
@@ -659,7 +716,7 @@ mod tests {
         msg.extend([0x41, 0x00, 0xff]);
         msg.extend([0x62, b'o', b'p', 0x19, 0x00, 0x18, 0xff]);
         let map = decode_cbor(&msg).unwrap();
-        assert_eq!(map[0], ("fr".to_string(), Value::Text("CAdmin".into())));
+        assert_eq!(map[0], ("fr".into(), Value::Text("CAdmin".into())));
         let mut out = Vec::new();
         cbor_value(&Value::Map(map.clone()), &mut out);
         let mut expected = vec![0xa3, 0x62, b'f', b'r', 0x66];
