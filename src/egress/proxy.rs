@@ -18,6 +18,7 @@ use super::rewrite::{BodyRewrite, PoaRewriter};
 use super::Route;
 use crate::access_log;
 use crate::headers::{self, ORIGIN};
+use crate::http_head;
 use crate::metrics::{self, Outcome};
 use crate::onem2m::{self, M2mError};
 use crate::poa::Direction;
@@ -158,6 +159,11 @@ impl ProxyHttp for EgressProxy {
         }
         let req = session.req_header();
         ctx.request_id = onem2m::request_id(req);
+        // the peer's CSE must read the head as the peer's sidecar does
+        if let Err(err) = http_head::check(req) {
+            ctx.outcome = Outcome::Error;
+            return self.refuse(session, ctx, err).await;
+        }
         let values: Vec<&http::HeaderValue> = req.headers.get_all(ORIGIN).iter().collect();
         ctx.originator = values
             .first()
