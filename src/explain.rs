@@ -34,7 +34,7 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<String> {
         .transpose()
         .map_err(invalid)?;
     let rules = RuleSet::compile_for(&config.authorization, cse.as_ref()).map_err(invalid)?;
-    let roles = Roles::from_config(&config.auth.roles).map_err(invalid)?;
+    let roles = Roles::from_config(&config.auth.roles, &config.auth.methods).map_err(invalid)?;
     let operation = Operation::parse(q.operation).ok_or_else(|| {
         anyhow!(
             "OPERATION: expected create, retrieve, update, delete or notify, got {:?}",

@@ -14,7 +14,7 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use serde_json::{json, Value};
 
-use common::creds::metric;
+use common::creds::{self, metric};
 use common::https::HttpsEndpoint;
 use common::scenario::{bin, Scenario, ScenarioOpts};
 use common::{run_cli, ClientOpts, Conn, Request, Response, WS_BINARY, WS_TEXT};
@@ -42,8 +42,9 @@ const RULES: &str = "authorization:
 const CSE: &str = "cse:\n  id: /id-in\n  name: cse-in\n  sp_id: sp.example.com\n";
 
 const ROLES: &str = "roles:
-  sysop: [Cadmin-tool]
+  sysop: {methods: [mtls], names: [Cadmin-tool]}
   cse:
+    methods: [mtls]
     patterns: [\"^/id-[a-z0-9-]+$\"]";
 
 fn scenario(extra_auth: &str, rules: &str) -> Scenario {
@@ -454,4 +455,127 @@ fn explain_walks_the_rules_for_one_request_and_check_prints_them() {
     let (code, out, err) = run_cli(&bin(), &["check", "--config", &config]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("only-cses-register-cses"), "{out}");
+}
+
+/// Issue 25.2: `auth.roles` names identities per method. A Basic user or a token named like a
+/// certificate identity does not get the certificate's role; a bare entry with several methods
+/// enabled is refused with the rewrite to make.
+#[test]
+fn a_role_is_given_only_to_names_proven_by_its_methods() {
+    let rules = "authorization:\n  default: allow\n  rules:\n    - name: sysop-only-deletes\n      operations: [delete]\n      unless_roles: [sysop]\n      effect: deny\n";
+    let (s, _) = creds::start_with_credentials(
+        ("Cadmin-tool", "pw-1"),
+        ("Cadmin-tool", "token-of-a-namesake", "Cadmin-tool"),
+        "roles:\n  sysop: {methods: [mtls], names: [Cadmin-tool]}",
+        rules,
+    );
+    let delete = Request::new("DELETE", "/cse-in/x");
+    assert_eq!(
+        as_cert(
+            &s,
+            "Cadmin-tool",
+            &delete.clone().header("X-M2M-RI", "cert")
+        )
+        .status,
+        200
+    );
+    let with = |auth: &str, ri: &str| {
+        s.tls(None)
+            .connect_and_request(
+                s.addr,
+                &delete
+                    .clone()
+                    .header("Authorization", auth)
+                    .header("X-M2M-RI", ri),
+            )
+            .unwrap()
+    };
+    for (auth, ri) in [
+        (creds::basic("Cadmin-tool", "pw-1"), "basic"),
+        ("Bearer token-of-a-namesake".to_string(), "bearer"),
+    ] {
+        let resp = with(&auth, ri);
+        assert_eq!(resp.status, 403, "{ri}: {}", resp.text());
+        assert_eq!(dbg(&resp), "denied by rule sysop-only-deletes");
+    }
+    let needle = "\"request_id\":\"bearer\"";
+    let log = s
+        .proxy
+        .wait_stdout(needle, Duration::from_secs(5))
+        .expect("access log");
+    let line = |ri: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("\"request_id\":\"{ri}\"")))
+            .unwrap_or_else(|| panic!("no line for {ri}: {log}"))
+            .to_string()
+    };
+    assert!(
+        line("cert").contains("\"roles\":[\"sysop\"]"),
+        "{}",
+        line("cert")
+    );
+    assert!(line("basic").contains("\"roles\":[]"), "{}", line("basic"));
+    assert!(
+        line("bearer").contains("\"roles\":[]"),
+        "{}",
+        line("bearer")
+    );
+
+    // an old config (a bare name, several methods) is refused, by check and by a reload, with
+    // the rewrite to make
+    let old = s.config_yaml().replace(
+        "sysop: {methods: [mtls], names: [Cadmin-tool]}",
+        "sysop: [Cadmin-tool]",
+    );
+    let path = s.proxy.dir().join("old.yaml");
+    std::fs::write(&path, &old).unwrap();
+    let (code, _, err) = run_cli(&bin(), &["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("auth.roles.sysop"), "{err}");
+    assert!(
+        err.contains("sysop: {methods: [mtls], names: [\"Cadmin-tool\"]}"),
+        "{err}"
+    );
+    let scrape = || s.proxy.admin_get("/metrics").unwrap().1;
+    let failures = || {
+        metric(
+            &scrape(),
+            "m2m_auth_proxy_reloads_total{file=\"config\",result=\"failure\"}",
+        )
+    };
+    s.proxy.rewrite_config(&old);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while failures() < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            s.proxy.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        with(&creds::basic("Cadmin-tool", "pw-1"), "after").status,
+        403
+    );
+    // with one method enabled a bare entry means that method, and check says to write it
+    let one = s
+        .config_yaml()
+        .replace("methods: [mtls, bearer, basic]", "methods: [mtls]")
+        .replace(
+            "sysop: {methods: [mtls], names: [Cadmin-tool]}",
+            "sysop: [Cadmin-tool]",
+        );
+    assert!(one.contains("methods: [mtls]\n"), "{one}");
+    std::fs::write(&path, &one).unwrap();
+    let (code, out, err) = run_cli(&bin(), &["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("auth.roles: sysop: {names: [\"Cadmin-tool\"]}"),
+        "{out}"
+    );
+    assert!(
+        out.contains("WARNING: auth.roles.sysop has no `methods`")
+            && out.contains("`methods: [mtls]`"),
+        "{out}"
+    );
 }
