@@ -51,6 +51,8 @@ pub struct Prepared {
     pub mtls: Option<Arc<MtlsAuthenticator>>,
     pub basic: Option<Arc<BasicAuth>>,
     pub bearer: Option<Arc<BearerAuth>>,
+    pub jwt: Option<Arc<JwtAuth>>,
+    pub introspection: Option<Arc<Introspection>>,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     /// `auth.roles`, replaced whole by a config reload.
     pub roles: Arc<ArcSwap<Roles>>,
@@ -264,6 +266,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         mtls,
         basic,
         bearer,
+        jwt,
+        introspection,
         policy,
         roles,
         rules,

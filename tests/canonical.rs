@@ -511,7 +511,7 @@ fn check_needs_cse_for_targets_and_explain_shows_the_canonical_target() {
         run_cli(&bin(), &all)
     };
     let (code, out, err) = explain(&["--as", "Cae-1", "delete", "/_/acme.example.com/id-in/-/AE1"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
         out.contains(
             "request: delete /cse-in/AE1 (canonical form of /_/acme.example.com/id-in/-/AE1)"
@@ -523,17 +523,19 @@ fn check_needs_cse_for_targets_and_explain_shows_the_canonical_target() {
         "{out}"
     );
     let (code, out, err) = explain(&["--as", "Cae-1", "delete", "/cae123"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(out.contains("unstructured resource ID"), "{out}");
     assert!(out.contains("decision: deny by rule 1"), "{out}");
     let (code, out, err) = explain(&["--as", "Cae-1", "retrieve", "/cse-in/app?rcn=4"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(out.contains("request: retrieve /cse-in/app\n"), "{out}");
     assert!(out.contains("descendants"), "{out}");
     assert!(
         out.contains("decision: deny by rule 2 (no-secret-reads)"),
         "{out}"
     );
+    // overwrite mode: what the client sends is replaced by the bound originator, in
+    // canonical form (`--originator` is the client's X-M2M-Origin, issue 25.3)
     let (code, out, err) = explain(&[
         "--as",
         "Ctool",
@@ -543,8 +545,16 @@ fn check_needs_cse_for_targets_and_explain_shows_the_canonical_target() {
         "cse-in",
     ]);
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("originator: Ctool (mode overwrite;"), "{out}");
+    let (code, out, err) = explain(&[
+        "--as",
+        "//acme.example.com/id-in/CAdmin",
+        "retrieve",
+        "cse-in",
+    ]);
+    assert_eq!(code, 1, "{err}");
     assert!(
-        out.contains("originator CAdmin (canonical form of //acme.example.com/id-in/CAdmin)"),
+        out.contains("originator: CAdmin (canonical form of //acme.example.com/id-in/CAdmin)"),
         "{out}"
     );
     assert!(

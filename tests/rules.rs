@@ -434,8 +434,9 @@ fn explain_walks_the_rules_for_one_request_and_check_prints_them() {
         all.extend_from_slice(args);
         run_cli(&bin(), &all)
     };
+    // exit status: 0 allowed, 1 refused, 2 an error in the question
     let (code, out, err) = explain(&["--as", "Cae-1", "delete", "/cse-in"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(out.contains("Cae-1"), "{out}");
     assert!(
         out.contains("operators-only-admin") && out.contains("no-cse-base-delete"),
@@ -450,7 +451,7 @@ fn explain_walks_the_rules_for_one_request_and_check_prints_them() {
     );
     assert!(out.to_lowercase().contains("allow"), "{out}");
     let (code, _, err) = explain(&["--as", "x", "destroy", "/cse-in"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2);
     assert!(err.contains("OPERATION"), "{err}");
     let (code, out, err) = run_cli(&bin(), &["check", "--config", &config]);
     assert_eq!(code, 0, "{err}");
@@ -578,4 +579,317 @@ fn a_role_is_given_only_to_names_proven_by_its_methods() {
             && out.contains("`methods: [mtls]`"),
         "{out}"
     );
+}
+
+/// What `explain` printed, read back: originator (`None`: refused), roles, deciding rule.
+struct Explained {
+    code: i32,
+    originator: Option<String>,
+    roles: Vec<String>,
+    rule: Option<String>,
+}
+
+fn read_explain((code, out, err): (i32, String, String)) -> Explained {
+    assert!(code == 0 || code == 1, "exit {code}: {err}\n{out}");
+    let line = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line: {out}"))
+            .to_string()
+    };
+    let identity = line("identity: ");
+    let roles = identity
+        .split_once("roles [")
+        .and_then(|(_, r)| r.split_once(']'))
+        .map(|(r, _)| {
+            r.split(", ")
+                .filter(|r| !r.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_else(|| panic!("no roles: {identity}"));
+    let originator = line("originator: ");
+    let originator = (!originator.contains(" refused ("))
+        .then(|| originator.split(' ').next().unwrap_or_default().to_string());
+    let decision = line("decision: ");
+    let rule = if decision.contains("(default, no rule matched)") {
+        Some("default".to_string())
+    } else {
+        decision
+            .split_once(" (")
+            .filter(|_| decision.contains(" by rule "))
+            .map(|(_, name)| name.trim_end_matches(')').to_string())
+    };
+    Explained {
+        code,
+        originator,
+        roles,
+        rule,
+    }
+}
+
+/// Issue 25.3: `explain` is enforcement. For every method, a real request through the proxy and
+/// `explain` with the same inputs (a certificate, a user name, a tokens-file entry, a JWT's
+/// claims, an introspection answer; the client's X-M2M-Origin; the operation and target) agree
+/// on the originator bound, the roles, the deciding rule and the decision; `explain` exits 0
+/// when the proxy forwards and 1 when it refuses.
+#[test]
+fn explain_and_the_proxy_agree_for_every_method() {
+    let idp = common::Pki::new();
+    let idp_ca = idp.ca("idp-ca");
+    let idp_server = idp.server(&idp_ca, "localhost", &["127.0.0.1"]);
+    let answer_mn = json!({"active": true, "sub": "/id-mn", "exp": now() + 600}).to_string();
+    let answer = answer_mn.clone();
+    let endpoint = HttpsEndpoint::start(&idp_server, None, move |call| {
+        match call.body.strip_prefix("token=") {
+            Some("tok-mn") => (200, answer.clone()),
+            _ => (200, json!({"active": false}).to_string()),
+        }
+    });
+    let jwt_claims =
+        json!({"iss": ISS, "aud": AUD, "sub": "CAdmin", "exp": now() + 300, "roles": ["sysop"]});
+    let mut cert_files = Vec::new();
+    let s = Scenario::start_with_opts(
+        ScenarioOpts {
+            client_cert: "optional".into(),
+            methods: "[mtls, basic, bearer, jwt, introspection]".into(),
+            originator: "mode: overwrite\nby_role:\n  - {role: sysop, mode: verify}\n  - {role: cse, mode: verify, cse_namespace: true}\nallow:\n  Cadmin-tool: [CAdmin]".into(),
+            extra: format!("{CSE}{RULES}"),
+            ..Default::default()
+        },
+        |f| {
+            let htpasswd = f.pki.write(
+                "htpasswd",
+                format!("{}\n", creds::htpasswd_line("ops-admin", "pw-ops")).as_bytes(),
+            );
+            let tokens = f.pki.write(
+                "tokens.yaml",
+                creds::tokens_yaml(&[("gateway-1", "tok-gw", "Cgw")]).as_bytes(),
+            );
+            let secret = f.pki.write("jwt.secret", SECRET);
+            for who in ["Cadmin-tool", "/id-mn"] {
+                let c = f.pki.client(&f.ca, ClientOpts::uri(who));
+                cert_files.push((who, c));
+            }
+            ScenarioOpts {
+                extra_auth: format!(
+                    "{ROLES}\n  auditor: {{methods: [basic], names: [ops-admin]}}\nbasic:\n  htpasswd: {}\n  originators:\n    ops-admin: CAdmin\nbearer:\n  tokens: {}\njwt:\n  issuers:\n    - issuer: {ISS}\n      audiences: [{AUD}]\n      algorithms: [HS256]\n      secret_file: {}\n      roles_claim: roles\nintrospection:\n  url: {}\n  ca: {}\n  timeout: 2s",
+                    htpasswd.display(),
+                    tokens.display(),
+                    secret.display(),
+                    endpoint.url("/introspect"),
+                    idp_ca.cert.display()
+                ),
+                ..f.opts.clone()
+            }
+        },
+    );
+    let cert = |who: &str| &cert_files.iter().find(|(w, _)| *w == who).unwrap().1;
+    let config = s.proxy.config_path().to_str().unwrap().to_string();
+    let jwt = hs256(&jwt_claims);
+    let cadmin_pem = cert("Cadmin-tool").cert.display().to_string();
+    struct Case<'a> {
+        ri: &'a str,
+        cert: Option<&'a str>,
+        authorization: Option<String>,
+        request: Request,
+        explain: Vec<String>,
+        status: u16,
+    }
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let create_csr = || create(16);
+    let cases = [
+        Case {
+            ri: "mtls-admin",
+            cert: Some("Cadmin-tool"),
+            authorization: None,
+            request: Request::get("/cse-in").header("X-M2M-Origin", "/id-in/CAdmin"),
+            explain: args(&[
+                "--cert",
+                &cadmin_pem,
+                "--originator",
+                "/id-in/CAdmin",
+                "retrieve",
+                "/cse-in",
+            ]),
+            status: 200,
+        },
+        Case {
+            ri: "mtls-mn-registers",
+            cert: Some("/id-mn"),
+            authorization: None,
+            request: create_csr(),
+            explain: args(&["--as", "/id-mn", "create", "/cse-in", "--ty", "16"]),
+            status: 200,
+        },
+        Case {
+            ri: "mtls-mn-claims-admin",
+            cert: Some("/id-mn"),
+            authorization: None,
+            request: Request::get("/cse-in").header("X-M2M-Origin", "CAdmin"),
+            explain: args(&[
+                "--as",
+                "/id-mn",
+                "--originator",
+                "CAdmin",
+                "retrieve",
+                "/cse-in",
+            ]),
+            status: 403,
+        },
+        Case {
+            ri: "basic-ops",
+            cert: None,
+            authorization: Some(creds::basic("ops-admin", "pw-ops")),
+            request: Request::get("/cse-in"),
+            explain: args(&[
+                "--method",
+                "basic",
+                "--as",
+                "ops-admin",
+                "retrieve",
+                "/cse-in",
+            ]),
+            status: 403,
+        },
+        Case {
+            ri: "bearer-gw",
+            cert: None,
+            authorization: Some("Bearer tok-gw".into()),
+            request: Request::new("DELETE", "/~/id-in/cse-in"),
+            explain: args(&[
+                "--method",
+                "bearer",
+                "--as",
+                "gateway-1",
+                "delete",
+                "/~/id-in/cse-in",
+            ]),
+            status: 403,
+        },
+        Case {
+            ri: "jwt-admin",
+            cert: None,
+            authorization: Some(format!("Bearer {jwt}")),
+            request: Request::get("/cse-in/x").header("X-M2M-Origin", "CAdmin"),
+            explain: args(&[
+                "--method",
+                "jwt",
+                "--claims",
+                &jwt_claims.to_string(),
+                "--originator",
+                "CAdmin",
+                "retrieve",
+                "/cse-in/x",
+            ]),
+            status: 200,
+        },
+        Case {
+            ri: "introspection-mn",
+            cert: None,
+            authorization: Some("Bearer IDENTITY-TOKEN//tok-mn".into()),
+            request: create_csr(),
+            explain: args(&[
+                "--method",
+                "introspection",
+                "--claims",
+                &answer_mn,
+                "create",
+                "/cse-in",
+                "--ty",
+                "remoteCSE",
+            ]),
+            status: 403,
+        },
+    ];
+    for case in &cases {
+        let mut req = case.request.clone().header("X-M2M-RI", case.ri);
+        if let Some(a) = &case.authorization {
+            req = req.header("Authorization", a);
+        }
+        let client = case.cert.map(cert);
+        let resp = s.tls(client).connect_and_request(s.addr, &req).unwrap();
+        assert_eq!(resp.status, case.status, "{}: {}", case.ri, resp.text());
+        let needle = format!("\"request_id\":\"{}\"", case.ri);
+        let log = s
+            .proxy
+            .wait_stdout(&needle, Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("{}: no access-log line", case.ri));
+        let line: Value =
+            serde_json::from_str(log.lines().find(|l| l.contains(&needle)).unwrap()).unwrap();
+        let mut all = vec!["explain", "--config", config.as_str()];
+        all.extend(case.explain.iter().map(String::as_str));
+        let explained = read_explain(run_cli(&bin(), &all));
+        let ri = case.ri;
+        assert_eq!(
+            explained.code,
+            if case.status == 200 { 0 } else { 1 },
+            "{ri}"
+        );
+        assert_eq!(
+            line["originator"].as_str(),
+            explained.originator.as_deref(),
+            "{ri}: originator"
+        );
+        if explained.originator.is_some() {
+            let roles: Vec<String> =
+                serde_json::from_value(line["roles"].clone()).unwrap_or_default();
+            assert_eq!(roles, explained.roles, "{ri}: roles");
+        }
+        assert_eq!(
+            line["rule"].as_str(),
+            explained.rule.as_deref(),
+            "{ri}: rule"
+        );
+    }
+    // the issue's case: a Basic user mapped to CAdmin is explained with the originator the
+    // proxy binds, and no role of the certificate named like it
+    let (code, out, _) = run_cli(
+        &bin(),
+        &[
+            "explain",
+            "--config",
+            &config,
+            "--method",
+            "basic",
+            "--as",
+            "ops-admin",
+            "retrieve",
+            "/cse-in",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("identity: ops-admin (method basic, roles [auditor])"),
+        "{out}"
+    );
+    assert!(out.contains("originator: CAdmin (mode overwrite"), "{out}");
+    let (code, out, _) = run_cli(
+        &bin(),
+        &[
+            "explain",
+            "--config",
+            &config,
+            "--method",
+            "basic",
+            "--as",
+            "Cadmin-tool",
+            "retrieve",
+            "/cse-in",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("roles [])"),
+        "no certificate role for a Basic user: {out}"
+    );
+    // an error in the question is exit 2
+    let (code, _, err) = run_cli(
+        &bin(),
+        &[
+            "explain", "--config", &config, "--method", "jwt", "--as", "x", "retrieve", "/cse-in",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--claims"), "{err}");
 }
