@@ -70,13 +70,15 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<Answer> {
     let req = request_head(operation, resource_type, &path, q.originator)?;
     let identity = match identity(&p, q)? {
         Ok(identity) => identity,
-        Err(refused) => return Ok(Answer {
-            text: format!(
+        Err(refused) => {
+            return Ok(Answer {
+                text: format!(
                 "identity: refused by {}: {refused}\ndecision: deny (401, RSC 4107: {refused})\n",
                 q.method.as_str()
             ),
-            allowed: false,
-        }),
+                allowed: false,
+            })
+        }
     };
     let mut identity = p.roles.load().apply(identity);
     if !q.roles.is_empty() {

@@ -893,3 +893,124 @@ fn explain_and_the_proxy_agree_for_every_method() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--claims"), "{err}");
 }
+
+/// The rule set of the README's "Rules and Mcc" example: deletes are for sysops, except that a
+/// registered CSE may delete its own `<remoteCSE>` (ACME deletes it before it registers again,
+/// and when it stops).
+const MCC_RULES: &str = "authorization:
+  default: allow
+  rules:
+    - name: mn-manages-its-registration
+      identities: [\"/id-mn\"]
+      methods: [mtls]
+      originators: [\"^/id-mn$\"]
+      operations: [delete]
+      targets: [\"/cse-in/id-mn\"]
+      effect: allow
+    - name: sysop-only-deletes
+      operations: [delete]
+      unless_roles: [sysop]
+      effect: deny
+    - name: only-cses-register-cses
+      operations: [create]
+      resource_types: [remoteCSE]
+      unless_roles: [cse]
+      effect: deny
+";
+
+/// Issue 25.5: the MN's registration sequence at its registrar (as ACME sends it through its
+/// egress route: tests/e2e/acme-mcc.sh, ../shared/notes/onem2m-mcc.md) passes the rules above,
+/// de-registration included; the same delete from anyone else is refused.
+#[test]
+fn a_registered_cse_may_delete_and_recreate_its_remote_cse_and_nobody_else_may() {
+    // the IN's sidecar of deploy/README.md: devices overwritten, CSEs verified in their namespace
+    let s = Scenario::start_with_opts(
+        ScenarioOpts {
+            client_cert: "optional".into(),
+            methods: "[mtls, basic]".into(),
+            originator:
+                "mode: overwrite\nby_role:\n  - {role: cse, mode: verify, cse_namespace: true}"
+                    .into(),
+            extra: format!("{CSE}{MCC_RULES}"),
+            ..Default::default()
+        },
+        |f| {
+            let htpasswd = f.pki.write(
+                "htpasswd",
+                format!("{}\n", creds::htpasswd_line("/id-mn", "pw-namesake")).as_bytes(),
+            );
+            ScenarioOpts {
+                extra_auth: format!("{ROLES}\nbasic:\n  htpasswd: {}", htpasswd.display()),
+                ..f.opts.clone()
+            }
+        },
+    );
+    let csr = || {
+        Request::post(
+            "/~/id-in/cse-in",
+            br#"{"m2m:csr":{"rn":"id-mn","csi":"/id-mn","cb":"/id-mn/cse-mn","rr":true,"poa":["https://mn.example:8443"]}}"#.to_vec(),
+        )
+        .header("Content-Type", "application/json;ty=16")
+    };
+    let own = "/~/id-in/cse-in/id-mn";
+    // what the MN sends at (re-)registration, at its periodic check and when it stops
+    let sequence = [
+        ("delete the stale registration", Request::new("DELETE", own)),
+        ("register", csr()),
+        (
+            "retrieve the registrar's CSEBase",
+            Request::get("/~/id-in/cse-in"),
+        ),
+        ("check the registration", Request::get(own)),
+        ("deregister", Request::new("DELETE", own)),
+    ];
+    for (what, req) in sequence {
+        let before = s.upstream.count();
+        let resp = as_cert(&s, "/id-mn", &req.header("X-M2M-Origin", "/id-mn"));
+        assert_eq!(resp.status, 200, "{what}: {}", resp.text());
+        assert_eq!(s.upstream.count(), before + 1, "{what}: forwarded");
+    }
+    // the same delete from anyone else: another CSE, an AE of the MN forwarded by it, a Basic
+    // user named like the MN, a device; and the MN deleting anything else
+    let delete_own = || Request::new("DELETE", own);
+    let before = s.upstream.count();
+    for (who, resp) in [
+        ("another CSE", as_cert(&s, "/id-mn2", &delete_own())),
+        (
+            "an AE of the MN",
+            as_cert(
+                &s,
+                "/id-mn",
+                &delete_own().header("X-M2M-Origin", "/id-mn/Cae1"),
+            ),
+        ),
+        (
+            "a Basic user named /id-mn",
+            s.tls(None)
+                .connect_and_request(
+                    s.addr,
+                    &delete_own().header("Authorization", &creds::basic("/id-mn", "pw-namesake")),
+                )
+                .unwrap(),
+        ),
+        ("a device", as_cert(&s, "Cae-1", &delete_own())),
+        (
+            "the MN deleting something else",
+            as_cert(
+                &s,
+                "/id-mn",
+                &Request::new("DELETE", "/~/id-in/cse-in/id-mn2"),
+            ),
+        ),
+        (
+            "a device registering a CSE",
+            as_cert(&s, "Cae-1", &csr().header("X-M2M-Origin", "Cae-1")),
+        ),
+    ] {
+        assert_eq!(resp.status, 403, "{who}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4103"), "{who}");
+    }
+    assert_eq!(s.upstream.count(), before, "nothing refused was forwarded");
+    // a sysop still deletes
+    assert_eq!(as_cert(&s, "Cadmin-tool", &delete_own()).status, 200);
+}
