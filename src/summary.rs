@@ -167,8 +167,13 @@ pub fn render(p: &Prepared) -> String {
         ));
         if !intro.audiences.is_empty() || intro.issuer.is_some() || !intro.token_types.is_empty() {
             line(format!(
-                "introspection answers need: audiences {:?}, issuer {:?}, token types {:?}",
-                intro.audiences, intro.issuer, intro.token_types
+                "introspection answers need: audiences {:?}, issuer {}, token types {:?}",
+                intro.audiences,
+                intro
+                    .issuer
+                    .as_deref()
+                    .map_or("(any)".to_string(), |i| format!("{i:?}")),
+                intro.token_types
             ));
         }
     }
