@@ -51,6 +51,8 @@ pub struct Prepared {
     pub mtls: Option<Arc<MtlsAuthenticator>>,
     pub basic: Option<Arc<BasicAuth>>,
     pub bearer: Option<Arc<BearerAuth>>,
+    pub jwt: Option<Arc<JwtAuth>>,
+    pub introspection: Option<Arc<Introspection>>,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     /// `auth.roles`, replaced whole by a config reload.
     pub roles: Arc<ArcSwap<Roles>>,
@@ -106,7 +108,7 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
     let cse = config.cse.as_ref().map(LocalCse::from_config).transpose()?;
     Ok(Sections {
         policy: OriginatorPolicy::build(&config.originator, cse.as_ref())?,
-        roles: Roles::from_config(&config.auth.roles)?,
+        roles: Roles::from_config(&config.auth.roles, &config.auth.methods)?,
         rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
         routes,
         mtls,
@@ -158,6 +160,14 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     let sections = build_sections(&config).map_err(invalid)?;
     if config.websocket.cse_id.is_some() {
         log::warn!("websocket.cse_id is deprecated: set cse.id (and cse.name) instead");
+    }
+    for (role, members) in &config.auth.roles {
+        if let (None, [only]) = (&members.methods, config.auth.methods.as_slice()) {
+            log::warn!(
+                "auth.roles.{role} has no `methods`: given to identities proven by {0} only; write `methods: [{0}]` in it (enabling another method would make it an error)",
+                only.as_str()
+            );
+        }
     }
     let tls = match &config.tls {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
@@ -256,6 +266,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         mtls,
         basic,
         bearer,
+        jwt,
+        introspection,
         policy,
         roles,
         rules,
@@ -277,8 +289,8 @@ fn upstream_peer(p: &Prepared) -> HttpPeer {
     peer
 }
 
-/// Reload of the config file itself: the originator mappings (`originator.*`,
-/// `auth.basic.originators`) are applied; other changes are reported as needing a restart.
+/// Reload of the config file itself: the keys of [`crate::config::LIVE_KEYS`] are applied;
+/// other changes are reported as needing a restart.
 struct ConfigReload {
     path: PathBuf,
     running: Config,
@@ -306,14 +318,14 @@ impl Reloadable for ConfigReload {
         let restart = self.running.restart_only_changes(&new);
         if !restart.is_empty() {
             log::warn!(
-                "{}: changes to {} need a restart and are NOT applied; the originator mappings are",
+                "{}: changes to {} need a restart and are NOT applied; {} are",
                 self.path.display(),
-                restart.join(", ")
+                restart.join(", "),
+                crate::config::LIVE_KEYS.join(", ")
             );
         }
         self.policy.store(Arc::new(sections.policy));
         self.roles.store(Arc::new(sections.roles));
-        let rule_count = new.authorization.rules.len();
         self.rules.store(Arc::new(sections.rules));
         let mapped = match (&self.basic, &new.auth.basic) {
             (Some(basic), Some(cfg)) => {
@@ -322,12 +334,31 @@ impl Reloadable for ConfigReload {
             }
             _ => 0,
         };
-        Ok(format!(
-            "originator mode {:?}, {} identities with extra patterns, {mapped} Basic user originators, {rule_count} authorization rules",
-            new.originator.mode,
-            new.originator.allow.len()
-        ))
+        Ok(live_summary(&new, mapped))
     }
+}
+
+/// What a load of the config file put in force, in the order of `LIVE_KEYS`.
+fn live_summary(c: &Config, basic_originators: usize) -> String {
+    let o = &c.originator;
+    format!(
+        "applied: cse {}, originator mode {}{}, auth.roles {} role(s), auth.basic.originators {basic_originators} user(s), authorization {} rule(s) (default {})",
+        c.cse.as_ref().map_or("(none)", |c| c.id.as_str()),
+        o.mode.as_str(),
+        if o.by_role.is_empty() {
+            String::new()
+        } else {
+            let roles: Vec<_> = o
+                .by_role
+                .iter()
+                .map(|r| format!("{} {}", r.role, r.mode.as_str()))
+                .collect();
+            format!(" (by_role: {})", roles.join(", "))
+        },
+        c.auth.roles.len(),
+        c.authorization.rules.len(),
+        c.authorization.default.label(),
+    )
 }
 
 /// Run until a shutdown signal; returns when the server has stopped.

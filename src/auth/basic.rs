@@ -66,8 +66,8 @@ impl BasicAuth {
             .then(|| self.outcome_for(user))
     }
 
-    /// The identity of a user whose password was verified.
-    fn outcome_for(&self, user: &str) -> BasicOutcome {
+    /// The identity of a user whose password was verified (`explain` asks it for a user name).
+    pub fn outcome_for(&self, user: &str) -> BasicOutcome {
         let originator = self
             .originators
             .load()

@@ -37,6 +37,17 @@ pub enum IntrospectionError {
     Unavailable,
 }
 
+impl IntrospectionError {
+    /// The reason a client is given.
+    pub fn reason(self) -> &'static str {
+        match self {
+            IntrospectionError::Inactive => "token not active",
+            IntrospectionError::Unusable(reason) | IntrospectionError::NotForUs(reason) => reason,
+            IntrospectionError::Unavailable => "token verification service unavailable",
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Answer {
     Active(Arc<Identity>, Instant),
@@ -178,6 +189,16 @@ impl Introspection {
             _ => "inactive",
         });
         answer
+    }
+
+    /// The identity an answer of the endpoint gives, judged as a fresh answer is (`active`,
+    /// dates, audience, issuer, token type, originator). For `explain`.
+    pub fn identity_of_answer(&self, answer: &Value) -> Result<Arc<Identity>, IntrospectionError> {
+        match self.judge(answer) {
+            Answer::Active(identity, _) => Ok(identity),
+            Answer::Refused(e, _) => Err(e),
+            Answer::Unavailable => Err(IntrospectionError::Unavailable),
+        }
     }
 
     fn judge(&self, answer: &Value) -> Answer {
@@ -325,21 +346,16 @@ impl Verifier for Introspection {
         };
         match self.introspect(token).await {
             Ok(identity) => Ok(identity),
-            Err(IntrospectionError::Inactive) => Err(Rejection::counted(
-                Failure::BadCredentials,
-                "token not active",
-            )),
-            Err(IntrospectionError::Unusable(reason)) => {
-                Err(Rejection::uncounted(Failure::BadCredentials, reason))
+            Err(e @ (IntrospectionError::Inactive | IntrospectionError::NotForUs(_))) => {
+                Err(Rejection::counted(Failure::BadCredentials, e.reason()))
             }
-            Err(IntrospectionError::NotForUs(reason)) => {
-                Err(Rejection::counted(Failure::BadCredentials, reason))
+            Err(e @ IntrospectionError::Unusable(_)) => {
+                Err(Rejection::uncounted(Failure::BadCredentials, e.reason()))
             }
             // not the client's fault: no rate-limit count
-            Err(IntrospectionError::Unavailable) => Err(Rejection::uncounted(
-                Failure::Unavailable,
-                "token verification service unavailable",
-            )),
+            Err(e @ IntrospectionError::Unavailable) => {
+                Err(Rejection::uncounted(Failure::Unavailable, e.reason()))
+            }
         }
     }
 }

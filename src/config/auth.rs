@@ -19,8 +19,8 @@ pub struct AuthConfig {
     pub bearer: Option<BearerConfig>,
     pub jwt: Option<JwtConfig>,
     pub introspection: Option<IntrospectionConfig>,
-    /// Roles given to identities: `role: [names]`, or `role: {names: [...], patterns: [regexes
-    /// on the identity name]}`. Used by the authorization rules and logged.
+    /// Roles given to identities: `role: {methods: [...], names: [...], patterns: [regexes on
+    /// the identity name]}`, or `role: [names]`. Used by the authorization rules and logged.
     pub roles: BTreeMap<String, RoleMembers>,
     pub rate_limit: RateLimitConfig,
     pub anonymous: Anonymous,
@@ -293,9 +293,13 @@ impl Default for MtlsConfig {
     }
 }
 
-/// Who holds a role: a list of identity names, or names and patterns.
+/// Who holds a role: identity names or patterns, as proven by some methods.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoleMembers {
+    /// The methods whose identities the names and patterns grant to; `None`: not written, so
+    /// valid only while one method is enabled (an identity name means nothing without the
+    /// method that proved it: a Basic user may be named like a certificate's SAN).
+    pub methods: Option<Vec<Method>>,
     pub names: Vec<String>,
     /// Regexes on the identity name.
     pub patterns: Vec<String>,
@@ -306,6 +310,8 @@ impl<'de> Deserialize<'de> for RoleMembers {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Spec {
+            #[serde(default)]
+            methods: Option<Vec<Method>>,
             #[serde(default)]
             names: Vec<String>,
             #[serde(default)]
@@ -319,14 +325,16 @@ impl<'de> Deserialize<'de> for RoleMembers {
         }
         match Form::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "expected a list of identity names, or a map with keys names and patterns",
+                "expected `{methods: [mtls, ...], names: [...], patterns: [...]}` (methods: mtls, basic, bearer, jwt, introspection), or a list of identity names",
             )
         })? {
             Form::Names(names) => Ok(RoleMembers {
+                methods: None,
                 names,
                 patterns: Vec::new(),
             }),
             Form::Spec(s) => Ok(RoleMembers {
+                methods: s.methods,
                 names: s.names,
                 patterns: s.patterns,
             }),
@@ -340,6 +348,16 @@ pub enum Anonymous {
     #[default]
     Deny,
     Allow,
+}
+
+impl Anonymous {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anonymous::Deny => "deny",
+            Anonymous::Allow => "allow",
+        }
+    }
 }
 
 impl AuthConfig {
@@ -408,7 +426,13 @@ impl AuthConfig {
             if role.is_empty() || empty || members.names.iter().any(String::is_empty) {
                 return Err(KeyError::new(
                     "auth.roles",
-                    "expected `role: [identity names]` or `role: {names: [...], patterns: [...]}` with non-empty names",
+                    "expected `role: {methods: [...], names: [...], patterns: [...]}` with non-empty names",
+                ));
+            }
+            if members.methods.as_ref().is_some_and(Vec::is_empty) {
+                return Err(KeyError::new(
+                    format!("auth.roles.{role}.methods"),
+                    "expected at least one of mtls, basic, bearer, jwt, introspection",
                 ));
             }
         }

@@ -106,6 +106,16 @@ pub struct Config {
     pub allow_example_credentials: bool,
 }
 
+/// The keys of the config file a reload applies (every other change needs a restart), in the
+/// words of the reload log line and the docs.
+pub const LIVE_KEYS: [&str; 5] = [
+    "cse",
+    "originator",
+    "auth.roles",
+    "auth.basic.originators",
+    "authorization",
+];
+
 /// The request path of the public listener: Pingora's proxy pipeline, or the lean per-connection
 /// loop on pingora-core (experimental).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
