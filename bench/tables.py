@@ -47,7 +47,7 @@ def f0(x):
 
 
 def f1(x):
-    return "-" if x != x else "%.1f" % x
+    return "-" if x != x else ("%.1f" % x if x < 1000 else "%.0f" % x)
 
 
 def f2(x):
@@ -128,7 +128,7 @@ def cmd_memory(memtsv, bursttsv=None):
         print()
     burst = read_tsv(bursttsv)
     if burst:
-        print("| proxy | burst: silent + slow-loris connections | closed by the proxy while held | RSS idle after 1 req (MiB) | peak (MiB) | RSS after the burst (MiB) | after − idle (MiB) |")
+        print("| proxy | burst: silent + slow-loris connections | closed by the proxy while held (silent + slow) | RSS idle after 1 req (MiB) | peak (MiB) | RSS after the burst (MiB) | after − idle (MiB) |")
         print("|---|---|---|---|---|---|---|")
         for r in burst:
             i, a = fnum(r["idle1_kb"]) / 1024, fnum(r["after_kb"]) / 1024
