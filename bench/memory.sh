@@ -36,7 +36,7 @@ RES=${OUT:-$WORK/results/memory-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RES"
 MEMTSV=$RES/memory.tsv BURSTTSV=$RES/burst.tsv
 printf 'proxy\tN\topened\tbad\terrors\testab\tidle0_kb\tidle1_kb\theld_kb\tclosed_kb\tstill_open\tidle1_pss_kb\theld_pss_kb\n' > "$MEMTSV"
-printf 'proxy\tsilent\tslow\terrors\tidle1_kb\tpeak_kb\tafter_kb\tafter_s\tclosed_by_proxy\n' > "$BURSTTSV"
+printf 'proxy\tsilent\tslow\terrors\tidle1_kb\tpeak_kb\tafter_kb\tafter_s\tclosed_by_proxy\tafter_max_kb\n' > "$BURSTTSV"
 
 render_anchors
 sed "s/worker_connections [0-9]*;/worker_connections 12000;/" "$RUN/nginx-mtls-san.conf" > "$RUN/mem-nginx-mtls-san.conf"
@@ -116,14 +116,19 @@ for px in $PROXIES; do
   stop "$cpid"
   ready=$(grep '^READY' "$RUN/burst-$NAME.out"); closed=$(grep '^CLOSED' "$RUN/burst-$NAME.out")
   log "$NAME burst: $ready; $closed; peak $peak kB; waiting ${BURST_AFTER}s"
-  sleep "$BURST_AFTER"
+  amax=0 t_end=$((SECONDS + BURST_AFTER))
+  while [ "$SECONDS" -lt "$t_end" ]; do   # sampled each second: the highest after the burst, too
+    read -r r _ _ < <(tree_mem "$PPID_")
+    [ "${r:-0}" -gt "$amax" ] && amax=$r
+    sleep 1
+  done
   read -r ra _ _ < <(tree_mem "$PPID_")
   silent=$(sed -n 's/.*silent=\([0-9]*\).*/\1/p' <<< "$ready"); slow=$(sed -n 's/.*slow=\([0-9]*\).*/\1/p' <<< "$ready")
   errs=$(sed -n 's/.* errors=\([0-9]*\).*/\1/p' <<< "$ready")
   byproxy=$(sed -n 's/.*silent_closed_by_server=\([0-9]*\) of [0-9]* slow_closed_by_server=\([0-9]*\).*/\1+\2/p' <<< "$closed")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$NAME" "${silent:-0}" "${slow:-0}" "${errs:-?}" "$R1" "$peak" "$ra" \
-    "$BURST_AFTER" "${byproxy:-?}" >> "$BURSTTSV"
-  log "$NAME burst: idle $R1 kB, peak $peak kB, ${BURST_AFTER}s after $ra kB"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$NAME" "${silent:-0}" "${slow:-0}" "${errs:-?}" "$R1" "$peak" "$ra" \
+    "$BURST_AFTER" "${byproxy:-?}" "$amax" >> "$BURSTTSV"
+  log "$NAME burst: idle $R1 kB, peak $peak kB while open, at most $amax kB after, ${BURST_AFTER}s after $ra kB"
   stop "$PPID_"; sleep 1
 done
 stop "$UPID"

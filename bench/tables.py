@@ -128,13 +128,13 @@ def cmd_memory(memtsv, bursttsv=None):
         print()
     burst = read_tsv(bursttsv)
     if burst:
-        print("| proxy | burst: silent + slow-loris connections | closed by the proxy while held (silent + slow) | RSS idle after 1 req (MiB) | peak (MiB) | RSS after the burst (MiB) | after − idle (MiB) |")
-        print("|---|---|---|---|---|---|---|")
+        print("| proxy | burst: silent + slow-loris connections | closed by the proxy while held (silent + slow) | RSS idle after 1 req (MiB) | peak while open (MiB) | highest after (MiB) | RSS after the burst (MiB) | after − idle (MiB) |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in burst:
             i, a = fnum(r["idle1_kb"]) / 1024, fnum(r["after_kb"]) / 1024
-            print("| %s | %s + %s (errors %s) | %s | %.1f | %.1f | %.1f (%s s after) | %+.1f |" % (
+            print("| %s | %s + %s (errors %s) | %s | %.1f | %.1f | %.1f | %.1f (%s s after) | %+.1f |" % (
                 r["proxy"], r["silent"], r["slow"], r["errors"], r["closed_by_proxy"], i,
-                fnum(r["peak_kb"]) / 1024, a, r["after_s"], a - i))
+                fnum(r["peak_kb"]) / 1024, fnum(r.get("after_max_kb")) / 1024, a, r["after_s"], a - i))
         print()
 
 
