@@ -8,9 +8,9 @@
 #   OLD_REF=main bench/compare.sh                   # builds main's and the checkout's binaries
 #   OLD=/tmp/bins/old NEW=/tmp/bins/new bench/compare.sh
 #
-# OLD_REF / NEW_REF: a git ref of this repository, built in a worktree under WORK with the same
-# CARGO_TARGET_DIR (only the project's crate is rebuilt when the dependencies are the same) and
-# copied to WORK/bins; NEW defaults to the checkout, built. Binaries are copied so that a later
+# OLD_REF / NEW_REF: a git ref of this repository, exported (git archive) under WORK and built
+# with the same CARGO_TARGET_DIR (only the project's crate is rebuilt when the dependencies are
+# the same) and copied to WORK/bins; NEW defaults to the checkout, built. Binaries are copied so that a later
 # build cannot replace them during the run. Installs what is missing (bench/setup.sh) unless
 # SKIP_SETUP=1. Knobs: ROUNDS (2), DURATION (10), NS ("1000 5000"), MEMORY (1), MODES (harness
 # rows of ours: "mtls mtls-t2 mtls-resumed egress"), NAMES ("old new"; [a-z0-9] only), WORK.
@@ -35,7 +35,9 @@ build_ref() { # ref -> path of a copy of its release binary
   local sha src
   sha=$(git -C "$ROOT" rev-parse --short "$1^{commit}") || { log "unknown ref $1"; return 1; }
   src=$WORK/src-$sha
-  [ -d "$src" ] || git -C "$ROOT" worktree add -q --detach "$src" "$sha" >&2 || return 1
+  if [ ! -d "$src" ]; then   # an export of the commit (no worktree registered in the repository)
+    mkdir -p "$src.tmp" && git -C "$ROOT" archive "$sha" | tar -x -C "$src.tmp" && mv "$src.tmp" "$src" || return 1
+  fi
   log "building $1 ($sha) in $src"
   (cd "$src" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet) >&2 || return 1
   cp "$TARGET_DIR/release/m2m-auth-proxy" "$BINS/m2m-auth-proxy-$sha"
