@@ -9,9 +9,10 @@
 #   OLD=/tmp/bins/old NEW=/tmp/bins/new bench/compare.sh
 #
 # OLD_REF / NEW_REF: a git ref of this repository, exported (git archive) under WORK and built
-# with the same CARGO_TARGET_DIR (only the project's crate is rebuilt when the dependencies are
-# the same) and copied to WORK/bins; NEW defaults to the checkout, built. Binaries are copied so that a later
-# build cannot replace them during the run. Installs what is missing (bench/setup.sh) unless
+# in REF_TARGET_DIR (WORK/target-refs: the first build compiles the dependencies, later ones
+# only the project's crate; never the checkout's target dir, whose binary cargo would then take
+# for up to date); NEW defaults to the checkout, built as usual. Binaries are copied to WORK/bins
+# so that a later build cannot replace them during the run. Installs what is missing (bench/setup.sh) unless
 # SKIP_SETUP=1. Knobs: ROUNDS (2), DURATION (10), NS ("1000 5000"), MEMORY (1), MODES (harness
 # rows of ours: "mtls mtls-t2 mtls-resumed egress"), NAMES ("old new"; [a-z0-9] only), WORK.
 set -uo pipefail
@@ -30,6 +31,7 @@ step() { "$@" & CHILD=$!; wait "$CHILD"; local rc=$?; CHILD=; return $rc; }
 [ "${SKIP_SETUP:-0}" = 1 ] || bash "$BENCH/setup.sh" || { log "setup failed"; exit 1; }
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+REF_TARGET_DIR=${REF_TARGET_DIR:-$WORK/target-refs}
 
 build_ref() { # ref -> path of a copy of its release binary
   local sha src
@@ -38,9 +40,11 @@ build_ref() { # ref -> path of a copy of its release binary
   if [ ! -d "$src" ]; then   # an export of the commit (no worktree registered in the repository)
     mkdir -p "$src.tmp" && git -C "$ROOT" archive "$sha" | tar -x -C "$src.tmp" && mv "$src.tmp" "$src" || return 1
   fi
-  log "building $1 ($sha) in $src"
-  (cd "$src" && CARGO_TARGET_DIR=$TARGET_DIR cargo build --release --quiet) >&2 || return 1
-  cp "$TARGET_DIR/release/m2m-auth-proxy" "$BINS/m2m-auth-proxy-$sha"
+  # cargo decides by modification times: make the sources newer than the other ref's build
+  find "$src" -type f -exec touch {} +
+  log "building $1 ($sha) in $src, target dir $REF_TARGET_DIR"
+  (cd "$src" && CARGO_TARGET_DIR=$REF_TARGET_DIR cargo build --release --quiet) >&2 || return 1
+  cp "$REF_TARGET_DIR/release/m2m-auth-proxy" "$BINS/m2m-auth-proxy-$sha"
   echo "$BINS/m2m-auth-proxy-$sha"
 }
 if [ -z "${OLD:-}" ]; then
