@@ -8,7 +8,7 @@
 # $WORK/results/<stamp>/).
 #
 #   bench/run.sh              # full: 2 rounds of 10 s, N = 1000 and 5000; ~15 min on 2 quiet CPUs
-#   QUICK=1 bench/run.sh      # every row once, briefly (1 round of 5 s); ~6-8 min
+#   QUICK=1 bench/run.sh      # every row once, briefly (1 round of 5 s); ~6-10 min
 #   SYSSSL=1 bench/run.sh     # also a build against Debian's OpenSSL 3.0 (OPENSSL_NO_VENDOR=1, into
 #                             # SYSSSL_TARGET) and its mTLS rows
 # Knobs: SKIP_SETUP=1, SKIP_BUILD=1, WORK (/tmp/proxybench), CARGO_TARGET_DIR (honoured), and
