@@ -97,6 +97,26 @@ metric!(INTROSPECTIONS: IntCounterVec = register_int_counter_vec!(
     "Calls to the token introspection endpoint by result (active, inactive, timeout, error); cached answers make no call.",
     &["result"]
 ));
+metric!(RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_rate_limited_total",
+    "Guesses refused (429) before verification, by method and the bucket that was empty (address, user, global).",
+    &["method", "bucket"]
+));
+metric!(VERIFICATIONS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_verifications_total",
+    "Expensive verifications started, by queue (password: hash checks on a cache miss; introspection: endpoint calls).",
+    &["queue"]
+));
+metric!(VERIFICATIONS_RUNNING: IntGaugeVec = register_int_gauge_vec!(
+    "m2m_auth_proxy_verifications_in_progress",
+    "Expensive verifications running now, by queue.",
+    &["queue"]
+));
+metric!(VERIFICATIONS_REFUSED: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_verifications_refused_total",
+    "Requests refused (503) without verifying because every slot and the queue were taken, by queue.",
+    &["queue"]
+));
 metric!(EGRESS_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_egress_requests_total",
     "Requests of the local CSE on an egress route, by route and outcome (forwarded, refused, error).",
@@ -166,7 +186,14 @@ pub struct KnownLabels {
     /// Names of the authorization rules (bounded by the config), with `default`.
     pub rules: Vec<String>,
     pub effects: Vec<&'static str>,
+    /// `method` of the rate-limit metric: the methods whose guesses are limited.
+    pub limited_methods: Vec<&'static str>,
+    /// `bucket` of the rate-limit metric.
+    pub buckets: Vec<&'static str>,
 }
+
+/// The `queue` label of the verification metrics.
+pub const VERIFY_QUEUES: [&str; 2] = ["password", "introspection"];
 
 /// Register everything at start so that every metric is exported before its first event;
 /// known label values start at 0, so that a first event is visible to increase()/rate().
@@ -237,6 +264,16 @@ pub fn init(known: &KnownLabels) {
     for result in ["active", "inactive", "timeout", "error"] {
         INTROSPECTIONS.with_label_values(&[result]);
     }
+    for method in &known.limited_methods {
+        for bucket in &known.buckets {
+            RATE_LIMITED.with_label_values(&[method, bucket]);
+        }
+    }
+    for queue in VERIFY_QUEUES {
+        VERIFICATIONS.with_label_values(&[queue]);
+        VERIFICATIONS_RUNNING.with_label_values(&[queue]);
+        VERIFICATIONS_REFUSED.with_label_values(&[queue]);
+    }
     for limit in ["max_connections", "header_timeout"] {
         CONNECTIONS_REFUSED.with_label_values(&[limit]);
     }
@@ -267,6 +304,23 @@ pub fn egress_poa_rewrites(route: &str, direction: &str, count: u64) {
 
 pub fn poa_body_too_large(direction: &str) {
     POA_TOO_LARGE.with_label_values(&[direction]).inc();
+}
+
+pub fn rate_limited(method: &str, bucket: &str) {
+    RATE_LIMITED.with_label_values(&[method, bucket]).inc();
+}
+
+pub fn verification_started(queue: &str) {
+    VERIFICATIONS.with_label_values(&[queue]).inc();
+    VERIFICATIONS_RUNNING.with_label_values(&[queue]).inc();
+}
+
+pub fn verification_finished(queue: &str) {
+    VERIFICATIONS_RUNNING.with_label_values(&[queue]).dec();
+}
+
+pub fn verification_refused(queue: &str) {
+    VERIFICATIONS_REFUSED.with_label_values(&[queue]).inc();
 }
 
 pub fn introspection(result: &str) {

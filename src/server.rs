@@ -20,6 +20,8 @@ use crate::auth::introspection::Introspection;
 use crate::auth::jwks::{JwksFile, JwksReload};
 use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
+use crate::auth::queue::VerifyQueue;
+use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, Effect, KeyError, Method, RequestPath, Resolved};
@@ -131,6 +133,15 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
             .chain([crate::rules::DEFAULT_RULE.to_string()])
             .collect(),
         effects: Effect::ALL.map(Effect::label).to_vec(),
+        limited_methods: [
+            Method::Basic,
+            Method::Bearer,
+            Method::Jwt,
+            Method::Introspection,
+        ]
+        .map(Method::as_str)
+        .to_vec(),
+        buckets: Bucket::ALL.map(Bucket::label).to_vec(),
     });
 }
 
@@ -220,9 +231,11 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
                 .as_ref()
                 .and_then(|t| t.trust.clone())
                 .map(|trust| Arc::new(MtlsVerifier { trust }) as Arc<dyn Verifier>),
-            Method::Basic => basic
-                .clone()
-                .map(|b| Arc::new(BasicVerifier(b)) as Arc<dyn Verifier>),
+            Method::Basic => basic.clone().map(|b| {
+                let limits = &config.limits.verifications;
+                let queue = VerifyQueue::new("password", limits.concurrent(), limits.max_queued);
+                Arc::new(BasicVerifier::new(b, Arc::new(queue))) as Arc<dyn Verifier>
+            }),
             Method::Bearer => bearer.clone().map(|b| b as Arc<dyn Verifier>),
             Method::Jwt => jwt.clone().map(|j| j as Arc<dyn Verifier>),
             Method::Introspection => introspection.clone().map(|i| i as Arc<dyn Verifier>),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
+use super::queue::VerifyQueue;
 use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::BasicConfig;
 use crate::credentials::cache::VerifyCache;
@@ -129,8 +130,18 @@ impl Reloadable for HtpasswdReload {
     }
 }
 
-/// The Basic method.
-pub struct BasicVerifier(pub Arc<BasicAuth>);
+/// The Basic method. Hash checks on a cache miss take a slot of the password queue
+/// (`limits.verifications`) and run off the request-serving threads.
+pub struct BasicVerifier {
+    auth: Arc<BasicAuth>,
+    queue: Arc<VerifyQueue>,
+}
+
+impl BasicVerifier {
+    pub fn new(auth: Arc<BasicAuth>, queue: Arc<VerifyQueue>) -> Self {
+        BasicVerifier { auth, queue }
+    }
+}
 
 #[async_trait]
 impl Verifier for BasicVerifier {
@@ -153,15 +164,26 @@ impl Verifier for BasicVerifier {
         let Claim::Mine((user, password)) = presented.basic() else {
             return Err(NOT_CLAIMED);
         };
-        let basic = &self.0;
+        let basic = &self.auth;
         let outcome = match basic.verify_cached(user, password) {
             Some(outcome) => outcome,
             None => {
+                let Ok(slot) = self.queue.enter().await else {
+                    return Err(Rejection::uncounted(
+                        Failure::Busy,
+                        "too many password checks in progress; try again",
+                    ));
+                };
                 // bcrypt takes tens of milliseconds: keep it off the request-serving threads.
+                // The slot goes with the work: a request that goes away does not free it early.
                 let (basic, user, password) = (basic.clone(), user.to_owned(), password.to_vec());
-                tokio::task::spawn_blocking(move || basic.verify(&user, &password))
-                    .await
-                    .unwrap_or(BasicOutcome::Invalid)
+                tokio::task::spawn_blocking(move || {
+                    let outcome = basic.verify(&user, &password);
+                    drop(slot);
+                    outcome
+                })
+                .await
+                .unwrap_or(BasicOutcome::Invalid)
             }
         };
         match outcome {

@@ -28,7 +28,8 @@ pub use authorization::{AuthorizationConfig, Effect, Operation, ResourceType, Ru
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
-    LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, WebSocketConfig,
+    LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, VerificationLimits,
+    WebSocketConfig,
 };
 pub use tls::{ClientCertMode, TlsConfig, TlsVersion};
 pub use value::{FilePath, KeyError};

@@ -125,6 +125,35 @@ pub struct LimitsConfig {
     /// oneM2M JSON/CBOR bodies up to this size are read whole to rewrite their `poa` values
     /// (egress routes with `rewrite_poa`); larger ones pass unchanged.
     pub egress_rewrite_max_body: usize,
+    /// Password hash checks (cache misses) running at once, and waiting for a turn.
+    pub verifications: VerificationLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationLimits {
+    /// Default: half the CPUs (at least 1), so that hashing never takes every core.
+    pub max_concurrent: Option<usize>,
+    /// Beyond the running ones; more are refused at once (503) without verifying.
+    pub max_queued: usize,
+}
+
+impl Default for VerificationLimits {
+    fn default() -> Self {
+        VerificationLimits {
+            max_concurrent: None,
+            max_queued: 32,
+        }
+    }
+}
+
+impl VerificationLimits {
+    /// `max_concurrent`, or its default for this machine.
+    pub fn concurrent(&self) -> usize {
+        self.max_concurrent.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        })
+    }
 }
 
 impl Default for LimitsConfig {
@@ -136,6 +165,7 @@ impl Default for LimitsConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             egress_rewrite_max_body: 1024 * 1024,
+            verifications: VerificationLimits::default(),
         }
     }
 }
@@ -150,6 +180,12 @@ impl LimitsConfig {
             return Err(KeyError::new(
                 "limits",
                 "expected max_header_bytes >= 1024, max_connections >= 1, header_timeout > 0 and idle_timeout >= 1s",
+            ));
+        }
+        if self.verifications.max_concurrent == Some(0) {
+            return Err(KeyError::new(
+                "limits.verifications.max_concurrent",
+                "expected at least 1",
             ));
         }
         Ok(())

@@ -16,6 +16,7 @@ pub fn auth_error(e: &AuthError) -> M2mError {
         }
         // fail closed: the verification service, not the client, is the problem
         Failure::Unavailable => M2mError::upstream(503, e.reason),
+        Failure::Busy => M2mError::busy(e.reason),
         _ => M2mError::unauthenticated(e.reason),
     }
 }

@@ -30,7 +30,7 @@ pub struct M2mError {
     pub reason: Cow<'static, str>,
     /// Add the `WWW-Authenticate` challenges (401 only).
     pub challenge: bool,
-    /// Seconds for `Retry-After` (429 only).
+    /// Seconds for `Retry-After` (429, and 503 when the proxy itself is busy).
     pub retry_after: Option<u64>,
 }
 
@@ -58,6 +58,17 @@ impl M2mError {
             reason: "too many failed authentication attempts".into(),
             challenge: false,
             retry_after: Some(retry_after.max(1)),
+        }
+    }
+
+    /// The proxy is at a limit of its own (verification slots, buffer budget): try again soon.
+    pub fn busy(reason: impl Into<Cow<'static, str>>) -> Self {
+        M2mError {
+            status: 503,
+            rsc: Rsc::InternalServerError,
+            reason: reason.into(),
+            challenge: false,
+            retry_after: Some(1),
         }
     }
 
