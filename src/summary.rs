@@ -85,12 +85,13 @@ pub fn render(p: &Prepared) -> String {
     ));
     if let (Some(basic), Some(cfg)) = (&p.basic, &c.auth.basic) {
         line(format!(
-            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}{}",
+            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}, every check costs at least {}{}",
             cfg.htpasswd.display(),
             basic.user_count(),
             cfg.realm,
             cfg.cache.max_entries,
             cfg.cache.ttl,
+            basic.timing_floor(),
             if cfg.allow_insecure_hashes {
                 ", INSECURE hashes allowed"
             } else {

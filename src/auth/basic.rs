@@ -24,6 +24,7 @@ pub struct BasicAuth {
     originators: ArcSwap<HashMap<String, String>>,
     path: PathBuf,
     allow_insecure: bool,
+    timing_floor: Option<u32>,
 }
 
 pub enum BasicOutcome {
@@ -43,11 +44,17 @@ impl BasicAuth {
             originators: ArcSwap::from_pointee(config.originators.clone().into_iter().collect()),
             path: config.htpasswd.to_path_buf(),
             allow_insecure: config.allow_insecure_hashes,
+            timing_floor: config.timing_floor,
         })
     }
 
     pub fn user_count(&self) -> usize {
         self.file.load().len()
+    }
+
+    /// What every password check costs at least, for `check`.
+    pub fn timing_floor(&self) -> String {
+        self.file.load().timing_floor()
     }
 
     /// Verify a user's password (possibly slow: bcrypt on a cache miss).
@@ -108,7 +115,8 @@ impl Reloadable for HtpasswdReload {
         let auth = &self.0;
         let text = reload::utf8(&auth.path, &contents[0])?;
         let file = HtpasswdFile::parse(&auth.path, text, auth.allow_insecure)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| e.to_string())?
+            .with_timing_floor(auth.timing_floor);
         if file.is_empty() {
             // An empty file is far more often half-written than meant to lock everyone out.
             return Err(format!(

@@ -59,6 +59,10 @@ pub struct BasicConfig {
     pub originators: BTreeMap<String, String>,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Every password check costs at least a bcrypt check of this cost (also for unknown users
+    /// and cheaper hashes); default: the most expensive hash in the file.
+    #[serde(default)]
+    pub timing_floor: Option<u32>,
 }
 
 pub fn default_realm() -> String {
@@ -484,6 +488,14 @@ impl BasicConfig {
                 "auth.basic.realm",
                 "expected a non-empty realm without quotes, backslashes or control characters",
             ));
+        }
+        if let Some(cost) = self.timing_floor {
+            if !(4..=31).contains(&cost) {
+                return Err(KeyError::new(
+                    "auth.basic.timing_floor",
+                    format!("expected a bcrypt cost 4 to 31, got {cost}"),
+                ));
+            }
         }
         for (user, originator) in &self.originators {
             validate_originator(originator).map_err(|m| {
