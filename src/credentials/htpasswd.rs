@@ -4,7 +4,7 @@
 //! the hash ends at the next `:` (anything after it is ignored). Every parse builds a fresh
 //! snapshot; the caller swaps whole snapshots on reload.
 
-use std::collections::{hash_map, BTreeMap, HashMap};
+use std::collections::{hash_map, HashMap};
 use std::fmt;
 use std::path::Path;
 
