@@ -464,6 +464,7 @@ fn authenticate(c: &mut Criterion) {
             allow_insecure_hashes: false,
             originators: Default::default(),
             cache: CacheConfig::default(),
+            timing_floor: None,
         })
         .unwrap(),
     );
