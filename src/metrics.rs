@@ -67,6 +67,11 @@ metric!(RELOADS: IntCounterVec = register_int_counter_vec!(
     "Reload attempts by file kind and result (success, failure).",
     &["file", "result"]
 ));
+metric!(RELOAD_REFUSED_FILES: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_reload_files_refused_total",
+    "Reloads that kept the loaded version because a file could not be read, by file kind and reason (not_regular, too_large, timeout, unreadable); counted once while the same failure lasts.",
+    &["file", "reason"]
+));
 metric!(LAST_RELOAD: IntGaugeVec = register_int_gauge_vec!(
     "m2m_auth_proxy_last_reload_success_timestamp_seconds",
     "Unix time of the last successful load per file kind.",
@@ -181,6 +186,8 @@ pub struct KnownLabels {
     pub upstream_errors: Vec<&'static str>,
     pub handshake_failures: Vec<&'static str>,
     pub files: Vec<&'static str>,
+    /// `reason` of the refused-files metric.
+    pub file_refusals: Vec<&'static str>,
     /// Names of the egress routes (bounded by the config).
     pub egress_routes: Vec<String>,
     /// Names of the authorization rules (bounded by the config), with `default`.
@@ -232,6 +239,9 @@ pub fn init(known: &KnownLabels) {
     for file in &known.files {
         for result in ["success", "failure"] {
             RELOADS.with_label_values(&[file, result]);
+        }
+        for reason in &known.file_refusals {
+            RELOAD_REFUSED_FILES.with_label_values(&[file, reason]);
         }
     }
     for route in &known.egress_routes {
@@ -389,6 +399,12 @@ pub fn reload(file: &str, success: bool) {
     if success {
         loaded(file);
     }
+}
+
+pub fn reload_file_refused(file: &str, reason: &str) {
+    RELOAD_REFUSED_FILES
+        .with_label_values(&[file, reason])
+        .inc();
 }
 
 /// A file kind was loaded successfully (at start or by a reload).

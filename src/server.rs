@@ -35,7 +35,7 @@ use crate::metrics::Outcome;
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
 use crate::proxy::AuthProxy;
-use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
+use crate::reload::{FileKind, ReadSettings, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
 use crate::tls::handshake::HandshakeFailure;
 use crate::tls::{self, TlsState};
@@ -126,6 +126,7 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
         upstream_errors: UpstreamError::ALL.map(UpstreamError::label).to_vec(),
         handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
         files: FileKind::ALL.map(FileKind::label).to_vec(),
+        file_refusals: crate::reload::REFUSAL_REASONS.to_vec(),
         egress_routes: egress_routes.to_vec(),
         rules: rules
             .iter()
@@ -218,7 +219,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     for route in &routes {
         items.extend(route.reloadables());
     }
-    let reloader = Arc::new(Reloader::new(items));
+    let read_settings = ReadSettings::from_config(&config.reload).map_err(invalid)?;
+    let reloader = Arc::new(Reloader::with_settings(items, read_settings));
     let loaded = reloader
         .load_all()
         .map_err(|e| invalid(KeyError::new(e.key, e.message)))?;

@@ -69,6 +69,13 @@ pub fn render(p: &Prepared) -> String {
             "removed"
         }
     ));
+    line(format!(
+        "reload: poll {:?}{}, changes in place applied after {:?} unchanged, reads time out after {:?}",
+        c.reload.poll_interval,
+        if c.reload.watch { " and file events" } else { "" },
+        c.reload.settle,
+        c.reload.read_timeout
+    ));
     let rl = &c.auth.rate_limit;
     line(format!(
         "failed-guess limit: {} + {}/min per client /{} (IPv4) or /{} (IPv6) and per user{}; password checks {} at once, {} queued",

@@ -1,5 +1,6 @@
 //! The sections around the request path: upstream, limits, WebSocket, reload, shutdown, log.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -213,6 +214,16 @@ pub struct ReloadConfig {
     pub poll_interval: Duration,
     /// React to file-system events in the files' directories (off: SIGHUP and polling only).
     pub watch: bool,
+    /// A file changed in place (or a replacement much smaller than the file in force) is
+    /// loaded only once it has not changed for this long: a half-written file is never loaded.
+    #[serde(with = "duration")]
+    pub settle: Duration,
+    /// A read that takes longer is given up (a hung file system); the other files go on.
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
+    /// Largest file per kind (`htpasswd`, `tokens`, `client_ca`, …), in bytes; defaults per
+    /// kind.
+    pub max_file_size: BTreeMap<String, u64>,
 }
 
 impl Default for ReloadConfig {
@@ -220,6 +231,9 @@ impl Default for ReloadConfig {
         ReloadConfig {
             poll_interval: Duration::from_secs(10),
             watch: true,
+            settle: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(5),
+            max_file_size: BTreeMap::new(),
         }
     }
 }
@@ -230,6 +244,12 @@ impl ReloadConfig {
             return Err(KeyError::new(
                 "reload.poll_interval",
                 "expected at least 100ms (e.g. \"10s\")",
+            ));
+        }
+        if self.read_timeout < Duration::from_millis(100) {
+            return Err(KeyError::new(
+                "reload.read_timeout",
+                "expected at least 100ms (e.g. \"5s\")",
             ));
         }
         Ok(())
