@@ -547,6 +547,14 @@ impl Ingress {
         Ok((out.to_upstream.freeze(), out.to_client))
     }
 
+    /// At shutdown: the close frames 1001 of a oneM2M WebSocket, (toward the CSE, toward the
+    /// client now); `None` without a gate, or when the client side is already closed.
+    pub fn websocket_going_away(&self, ctx: &mut RequestCtx) -> Option<(Bytes, Option<Bytes>)> {
+        let out = ctx.websocket.as_mut()?.going_away();
+        out.closed_with?;
+        Some((out.to_upstream.freeze(), out.to_client))
+    }
+
     /// The request's metrics and access-log line; `response` is what the client was sent.
     pub fn log(
         &self,

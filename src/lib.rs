@@ -32,6 +32,7 @@ pub mod random;
 pub mod reload;
 pub mod rules;
 pub mod server;
+pub mod shutdown;
 pub mod summary;
 pub mod tls;
 pub mod websocket;

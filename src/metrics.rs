@@ -94,7 +94,7 @@ metric!(WS_REFUSALS: IntCounterVec = register_int_counter_vec!(
 ));
 metric!(WS_CLOSES: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_websocket_closed_by_proxy_total",
-    "WebSocket connections the proxy closed, by close code (1002 protocol, 1003 wrong type, 1007 invalid primitive, 1008 policy, 1009 too big).",
+    "WebSocket connections the proxy closed, by close code (1001 shutting down, 1002 protocol, 1003 wrong type, 1007 invalid primitive, 1008 policy, 1009 too big, 1013 buffer budget exhausted).",
     &["code"]
 ));
 metric!(INTROSPECTIONS: IntCounterVec = register_int_counter_vec!(
@@ -292,7 +292,7 @@ pub fn init(known: &KnownLabels) {
     }
 }
 
-const WS_CLOSE_CODES: [&str; 5] = ["1002", "1003", "1007", "1008", "1009"];
+const WS_CLOSE_CODES: [&str; 7] = ["1001", "1002", "1003", "1007", "1008", "1009", "1013"];
 
 pub fn authorization_decision(rule: &str, effect: &str) {
     DECISIONS.with_label_values(&[rule, effect]).inc();

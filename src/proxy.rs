@@ -11,10 +11,13 @@ use pingora::{Error, Result};
 
 use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 use crate::poa::Direction;
+use crate::shutdown::WebSockets;
 
 pub struct AuthProxy {
     pub ingress: Arc<Ingress>,
     pub upstream: HttpPeer,
+    /// The listener's connections, for closing WebSockets properly at shutdown.
+    pub sockets: Arc<WebSockets>,
 }
 
 fn client(session: &Session) -> Client<'_> {
@@ -22,6 +25,13 @@ fn client(session: &Session) -> Client<'_> {
 }
 
 impl AuthProxy {
+    /// During the grace period every answer says `Connection: close`, and the connection ends.
+    fn close_if_shutting_down(&self, session: &mut Session) {
+        if self.sockets.shutting_down() || session.is_process_shutting_down() {
+            session.set_keepalive(None);
+        }
+    }
+
     /// Answer the request ourselves; `Ok(true)` tells Pingora the request is done.
     async fn refuse(
         &self,
@@ -58,6 +68,7 @@ impl ProxyHttp for AuthProxy {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(ingress.limits.idle_timeout_secs));
         }
+        self.close_if_shutting_down(session);
         if let Some(refusal) = ingress.size_error(session.req_header()) {
             // the body of an oversized request is not read: close instead of draining it
             session.set_keepalive(None);
@@ -90,6 +101,16 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<()> {
         if ctx.websocket.is_some() && session.was_upgraded() {
             let Some(data) = body.as_ref() else {
+                // the read side ended at shutdown (crate::shutdown): close frames 1001 to the
+                // client, and to the CSE as the last bytes of the client's stream
+                if self.sockets.shutting_down() {
+                    if let Some((to_upstream, to_client)) = self.ingress.websocket_going_away(ctx) {
+                        if let Some(frames) = to_client {
+                            session.write_response_body(Some(frames), false).await?;
+                        }
+                        *body = Some(to_upstream);
+                    }
+                }
                 return Ok(());
             };
             let (to_upstream, to_client) =
@@ -135,7 +156,12 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<()> {
         let method = session.req_header().method.clone();
         self.ingress
-            .upstream_response(&method, upstream_response, ctx)
+            .upstream_response(&method, upstream_response, ctx)?;
+        if ctx.websocket.is_some() {
+            self.sockets.upgraded(session.client_addr());
+        }
+        self.close_if_shutting_down(session);
+        Ok(())
     }
 
     fn response_body_filter(

@@ -37,6 +37,7 @@ use crate::originator::OriginatorPolicy;
 use crate::proxy::AuthProxy;
 use crate::reload::{FileKind, ReadSettings, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
+use crate::shutdown::{GoingAway, WebSockets};
 use crate::tls::handshake::HandshakeFailure;
 use crate::tls::{self, TlsState};
 
@@ -427,11 +428,18 @@ pub fn run(p: Prepared) -> Result<()> {
     };
     match p.config.request_path {
         RequestPath::Pipeline => {
+            let sockets = Arc::new(WebSockets::default());
             let proxy = AuthProxy {
                 ingress,
                 upstream: upstream_peer(&p),
+                sockets: sockets.clone(),
             };
-            let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+            // wrapped so that its WebSockets can be closed properly at shutdown
+            let app = GoingAway {
+                inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
+                sockets,
+            };
+            let mut service = Service::new("Pingora HTTP Proxy Service".to_string(), app);
             public_listener(&mut service, tls_listener, connections, &listen);
             server.add_service(service);
         }

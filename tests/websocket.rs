@@ -427,3 +427,47 @@ fn a_cse_that_picks_no_onem2m_subprotocol_gets_no_tunnel_and_anonymous_clients_g
         "nothing passed after the refused 101"
     );
 }
+
+/// Issue 28: at SIGTERM a proxied WebSocket was cut at the end of the grace period with a plain
+/// TCP close. Now the client and the CSE each get a close frame 1001 (going away) at once.
+#[test]
+fn sigterm_sends_close_1001_to_the_client_and_to_the_cse() {
+    let mut s = Scenario::start(ScenarioOpts {
+        originator: "mode: overwrite".into(),
+        grace_period: "5s".into(),
+        ..Default::default()
+    });
+    let mut conn = open(&s, "oneM2M.json");
+    let msg = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"r1","rvi":"3"}"#;
+    conn.ws_send(WS_TEXT, msg, true).unwrap();
+    assert_eq!(recv_message(&mut conn).1, msg.to_vec());
+
+    let signalled = std::time::Instant::now();
+    assert!(s.proxy.signal("TERM"));
+    let (code, reason) = recv_close(&mut conn);
+    assert_eq!(code, 1001, "{reason}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "the close came at once, not at the end of the grace period ({:?})",
+        signalled.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let cse_codes = loop {
+        let codes: Vec<u16> = s
+            .upstream
+            .ws_closes()
+            .iter()
+            .filter(|p| p.len() >= 2)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+            .collect();
+        if !codes.is_empty() || std::time::Instant::now() > deadline {
+            break codes;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(cse_codes, vec![1001], "the CSE got a close frame 1001");
+    // the client answers the close; the proxy exits cleanly
+    let _ = conn.ws_send(WS_CLOSE, &1001u16.to_be_bytes(), true);
+    let status = s.proxy.wait_exit(Duration::from_secs(15)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", s.proxy.stderr_text());
+}

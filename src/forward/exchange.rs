@@ -177,7 +177,7 @@ impl Exchange<'_> {
             down.write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
-            tunnel::relay(ingress, &self.client, down, &mut up, ctx).await?;
+            tunnel::relay(ingress, &self.client, down, &mut up, ctx, self.shutdown).await?;
             down.finish_body().await.map_err(|e| e.into_down())?;
             return Ok(false);
         }
