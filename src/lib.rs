@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod buffers;
 pub mod cli;
 pub mod config;
 pub mod credentials;

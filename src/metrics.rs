@@ -122,6 +122,19 @@ metric!(VERIFICATIONS_REFUSED: IntCounterVec = register_int_counter_vec!(
     "Requests refused (503) without verifying because every slot and the queue were taken, by queue.",
     &["queue"]
 ));
+metric!(BUFFERED: IntGauge = register_int_gauge!(
+    "m2m_auth_proxy_buffered_bytes",
+    "Bytes held in the proxy's buffers counted against limits.buffer_budget (WebSocket messages, bodies read whole for poa rewriting)."
+));
+metric!(BUFFER_BUDGET: IntGauge = register_int_gauge!(
+    "m2m_auth_proxy_buffer_budget_bytes",
+    "limits.buffer_budget in force."
+));
+metric!(BUFFER_REFUSALS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_buffer_budget_refusals_total",
+    "Messages and bodies refused because limits.buffer_budget was exhausted, by what (websocket: close 1013; request_body: 503; response_body: response cut).",
+    &["what"]
+));
 metric!(EGRESS_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_egress_requests_total",
     "Requests of the local CSE on an egress route, by route and outcome (forwarded, refused, error).",
@@ -198,6 +211,9 @@ pub struct KnownLabels {
     /// `bucket` of the rate-limit metric.
     pub buckets: Vec<&'static str>,
 }
+
+/// The `what` label of the buffer-budget refusals.
+pub const BUFFER_HOLDERS: [&str; 3] = ["websocket", "request_body", "response_body"];
 
 /// The `queue` label of the verification metrics.
 pub const VERIFY_QUEUES: [&str; 2] = ["password", "introspection"];
@@ -279,6 +295,10 @@ pub fn init(known: &KnownLabels) {
             RATE_LIMITED.with_label_values(&[method, bucket]);
         }
     }
+    LazyLock::force(&BUFFERED);
+    for what in BUFFER_HOLDERS {
+        BUFFER_REFUSALS.with_label_values(&[what]);
+    }
     for queue in VERIFY_QUEUES {
         VERIFICATIONS.with_label_values(&[queue]);
         VERIFICATIONS_RUNNING.with_label_values(&[queue]);
@@ -314,6 +334,18 @@ pub fn egress_poa_rewrites(route: &str, direction: &str, count: u64) {
 
 pub fn poa_body_too_large(direction: &str) {
     POA_TOO_LARGE.with_label_values(&[direction]).inc();
+}
+
+pub fn buffered_bytes(delta: i64) {
+    BUFFERED.add(delta);
+}
+
+pub fn buffer_budget(bytes: usize) {
+    BUFFER_BUDGET.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+}
+
+pub fn buffer_budget_refused(what: &str) {
+    BUFFER_REFUSALS.with_label_values(&[what]).inc();
 }
 
 pub fn rate_limited(method: &str, bucket: &str) {

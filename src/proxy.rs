@@ -84,6 +84,8 @@ impl ProxyHttp for AuthProxy {
         if ctx.upgraded {
             // Pingora's default downstream read timeout (60 s) would close idle WebSockets.
             session.set_read_timeout(Some(ingress.websocket.idle_timeout));
+            // a client that stops reading must not hold the connection (and its buffers)
+            session.set_write_timeout(Some(ingress.websocket.write_timeout));
         } else {
             ctx.bodies
                 .plan_request(&ingress.poa, session, Direction::TowardLocal)
@@ -126,16 +128,20 @@ impl ProxyHttp for AuthProxy {
             self.ingress.count_body(ctx, chunk.len())?;
         }
         ctx.bodies
-            .request_chunk(&self.ingress.poa, body, end_of_stream);
-        Ok(())
+            .request_chunk(&self.ingress.poa, body, end_of_stream)
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.upstream.clone()))
+        let mut peer = Box::new(self.upstream.clone());
+        if ctx.upgraded {
+            // a CSE that stops reading must not hold the connection (and its buffers)
+            peer.options.write_timeout = Some(self.ingress.websocket.write_timeout);
+        }
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -173,7 +179,7 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<Option<std::time::Duration>> {
         if ctx
             .bodies
-            .response_chunk(&self.ingress.poa, body, end_of_stream)
+            .response_chunk(&self.ingress.poa, body, end_of_stream)?
         {
             return Ok(None);
         }

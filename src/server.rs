@@ -380,6 +380,11 @@ pub fn run(p: Prepared) -> Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let (budget, source) = p.config.limits.buffer_budget();
+    crate::buffers::BUDGET.set_limit(budget);
+    crate::metrics::buffer_budget(budget);
+    log::info!("buffer budget {budget} bytes ({source})");
+
     let connections = Arc::new(ConnectionLimits::new(
         p.config.limits.max_connections,
         p.config.limits.header_timeout,

@@ -76,6 +76,10 @@ pub fn render(p: &Prepared) -> String {
         c.reload.settle,
         c.reload.read_timeout
     ));
+    let (budget, source) = c.limits.buffer_budget();
+    line(format!(
+        "buffer budget: {budget} bytes ({source}) for WebSocket messages and bodies read whole"
+    ));
     let rl = &c.auth.rate_limit;
     line(format!(
         "failed-guess limit: {} + {}/min per client /{} (IPv4) or /{} (IPv6) and per user{}; password checks {} at once, {} queued",

@@ -471,3 +471,66 @@ fn sigterm_sends_close_1001_to_the_client_and_to_the_cse() {
     let status = s.proxy.wait_exit(Duration::from_secs(15)).expect("exits");
     assert_eq!(status.code(), Some(0), "{}", s.proxy.stderr_text());
 }
+
+/// Issue 28: 1 000 connections each sending 1 MiB minus one byte of a frame took 1.1 GiB. What
+/// the proxy buffers counts against `limits.buffer_budget`: a partial frame beyond it closes
+/// its connection with 1013 (try again later), and a finished message gives its bytes back.
+#[test]
+fn partial_frames_beyond_the_buffer_budget_are_refused_with_1013() {
+    const FRAME: usize = 400 * 1024;
+    let s = start(
+        "overwrite",
+        "limits:\n  buffer_budget: 1048576\nwebsocket:\n  max_message: 524288\n",
+    );
+    let buffered = "m2m_auth_proxy_buffered_bytes";
+    let mut msg =
+        br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"big","rvi":"3","pc":""#.to_vec();
+    msg.resize(FRAME - 3, b'x');
+    msg.extend_from_slice(b"\"}");
+    msg.push(b' ');
+    assert_eq!(msg.len(), FRAME);
+    let frame = common::client::ws_frame(WS_TEXT, &msg, true, Some([1, 2, 3, 4]));
+    let (almost, last) = frame.split_at(frame.len() - 1);
+
+    // two partial frames fit in 1 MiB (each waits for its last byte) ...
+    let mut held = Vec::new();
+    for n in 1..=2 {
+        let mut conn = open(&s, "oneM2M.json");
+        conn.send_raw(almost).unwrap();
+        let want = (n * FRAME) as f64;
+        assert!(
+            common::creds::wait_metric(&s.proxy, buffered, want) >= want,
+            "partial frame {n} not buffered"
+        );
+        held.push(conn);
+    }
+    // ... a third does not: closed with 1013, nothing forwarded
+    let mut third = open(&s, "oneM2M.json");
+    let _ = third.send_raw(almost);
+    let (code, reason) = recv_close(&mut third);
+    assert_eq!(code, 1013, "{reason}");
+    assert_eq!(
+        metric(
+            &s,
+            r#"m2m_auth_proxy_buffer_budget_refusals_total{what="websocket"}"#
+        ),
+        1.0
+    );
+    assert!(metric(&s, buffered) <= 1048576.0);
+
+    // the first one completes: forwarded, echoed, and its bytes given back
+    held[0].send_raw(last).unwrap();
+    assert_eq!(recv_message(&mut held[0]).1.len(), FRAME);
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&s, buffered) > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "buffers not given back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut again = open(&s, "oneM2M.json");
+    again.send_raw(&frame).unwrap();
+    assert_eq!(recv_message(&mut again).1.len(), FRAME);
+}

@@ -74,6 +74,10 @@ pub struct WebSocketConfig {
     /// How long an upgraded connection may stay silent in both directions.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    /// A write to either side that has not completed after this long (a peer that stopped
+    /// reading) closes the connection.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
 }
 
 impl Default for WebSocketConfig {
@@ -83,6 +87,7 @@ impl Default for WebSocketConfig {
             allow_opaque: false,
             cse_id: None,
             idle_timeout: Duration::from_secs(3600),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +103,12 @@ impl WebSocketConfig {
         if self.idle_timeout.as_secs() == 0 {
             return Err(KeyError::new(
                 "websocket.idle_timeout",
+                "expected at least 1s",
+            ));
+        }
+        if self.write_timeout.as_secs() == 0 {
+            return Err(KeyError::new(
+                "websocket.write_timeout",
                 "expected at least 1s",
             ));
         }
@@ -128,6 +139,9 @@ pub struct LimitsConfig {
     pub egress_rewrite_max_body: usize,
     /// Password hash checks (cache misses) running at once, and waiting for a turn.
     pub verifications: VerificationLimits,
+    /// Bytes all buffering together may hold (WebSocket messages, bodies read whole); default:
+    /// a quarter of the container's memory limit when one is visible, else 256 MiB.
+    pub buffer_budget: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -167,11 +181,20 @@ impl Default for LimitsConfig {
             idle_timeout: Duration::from_secs(60),
             egress_rewrite_max_body: 1024 * 1024,
             verifications: VerificationLimits::default(),
+            buffer_budget: None,
         }
     }
 }
 
 impl LimitsConfig {
+    /// `buffer_budget`, or its default here, with where it came from.
+    pub fn buffer_budget(&self) -> (usize, String) {
+        match self.buffer_budget {
+            Some(bytes) => (bytes, "configured".to_owned()),
+            None => crate::buffers::default_budget(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), KeyError> {
         if self.max_header_bytes < 1024
             || self.max_connections == 0
@@ -181,6 +204,12 @@ impl LimitsConfig {
             return Err(KeyError::new(
                 "limits",
                 "expected max_header_bytes >= 1024, max_connections >= 1, header_timeout > 0 and idle_timeout >= 1s",
+            ));
+        }
+        if self.buffer_budget.is_some_and(|b| b < 1024 * 1024) {
+            return Err(KeyError::new(
+                "limits.buffer_budget",
+                "expected at least 1048576 bytes (1 MiB)",
             ));
         }
         if self.verifications.max_concurrent == Some(0) {

@@ -9,6 +9,7 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
 use super::Route;
+use crate::buffers::{Exhausted, Held};
 use crate::headers::expects_continue;
 use crate::metrics;
 use crate::poa::{encoding_of, Direction, Encoding, PoaMap};
@@ -108,8 +109,23 @@ pub struct Collecting {
     pub encoding: Encoding,
     pub direction: Direction,
     buf: BytesMut,
+    /// `buf`, counted against the buffer budget.
+    held: Held,
     /// Gave up (grew past the limit): the rest streams as it comes.
     passed_on: bool,
+}
+
+/// The error that ends a request or response whose body would exceed the buffer budget
+/// (`limits.buffer_budget`): 503 in oneM2M form when no answer has started, counted per `what`
+/// (`request_body`, `response_body`).
+pub fn budget_exhausted(what: &str) -> Box<pingora::Error> {
+    metrics::buffer_budget_refused(what);
+    pingora::Error::explain(pingora::ErrorType::HTTPStatus(503), Exhausted.to_string())
+}
+
+/// Take `n` bytes for a body being read whole, or the error that refuses it.
+pub fn hold_body(held: &mut Held, n: usize, what: &str) -> pingora::Result<()> {
+    held.resize(n).map_err(|_| budget_exhausted(what))
 }
 
 impl Collecting {
@@ -118,38 +134,49 @@ impl Collecting {
             encoding,
             direction,
             buf: BytesMut::new(),
+            held: Held::default(),
             passed_on: false,
         }
     }
 
-    /// One chunk of the body: what to send on now (empty while collecting).
+    /// One chunk of the body: what to send on now (empty while collecting). `what` names the
+    /// body for the budget's refusal (`request_body`, `response_body`).
     pub fn feed(
         &mut self,
         rewriter: &PoaRewriter,
         chunk: Option<Bytes>,
         end: bool,
-    ) -> Option<Bytes> {
+        what: &str,
+    ) -> pingora::Result<Option<Bytes>> {
         if self.passed_on {
-            return chunk;
+            return Ok(chunk);
         }
         if let Some(chunk) = chunk {
+            let needed = self.buf.len() + chunk.len();
+            if needed <= rewriter.max_body() {
+                let want = needed.max(self.held.bytes());
+                hold_body(&mut self.held, want, what)?;
+            }
             self.buf.extend_from_slice(&chunk);
+            self.held.set_in_hand(self.buf.capacity());
         }
         if self.buf.len() > rewriter.max_body() {
             // too large after all: what was held back goes now, unchanged
             self.passed_on = true;
             metrics::poa_body_too_large(direction_label(self.direction));
-            return Some(std::mem::take(&mut self.buf).freeze());
+            self.held.set_in_hand(0);
+            return Ok(Some(std::mem::take(&mut self.buf).freeze()));
         }
         if !end {
-            return Some(Bytes::new());
+            return Ok(Some(Bytes::new()));
         }
         let body = std::mem::take(&mut self.buf).freeze();
-        Some(
+        self.held.set_in_hand(0);
+        Ok(Some(
             rewriter
                 .rewrite(&body, self.encoding, self.direction)
                 .unwrap_or(body),
-        )
+        ))
     }
 }
 
@@ -164,6 +191,8 @@ pub struct BodyRewrite {
     continued: bool,
     request: Option<Collecting>,
     response: Option<Collecting>,
+    /// A request body read whole (`pre_read`), counted against the buffer budget.
+    held: Held,
 }
 
 impl BodyRewrite {
@@ -189,6 +218,8 @@ impl BodyRewrite {
                 }
                 // kept in Pingora's retry buffer, which the proxy sends after the head
                 session.enable_retry_buffering();
+                // the body and its rewrite, for as long as the request lasts
+                hold_body(&mut self.held, 2 * n, "request_body")?;
                 let mut body = BytesMut::with_capacity(n);
                 while let Some(chunk) = session.read_request_body().await? {
                     body.extend_from_slice(&chunk);
@@ -240,6 +271,11 @@ impl BodyRewrite {
         body
     }
 
+    /// `held` counts a request body read whole; kept for as long as this request.
+    pub fn keep_counted(&mut self, held: Held) {
+        self.held = held;
+    }
+
     /// The framing of the request head going upstream.
     pub fn request_head(&self, req: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
         if self.continued {
@@ -254,15 +290,22 @@ impl BodyRewrite {
         Ok(())
     }
 
-    pub fn request_chunk(&mut self, rewriter: &PoaRewriter, body: &mut Option<Bytes>, end: bool) {
+    /// A chunk of the request body; `Err` when collecting it would exceed the buffer budget.
+    pub fn request_chunk(
+        &mut self,
+        rewriter: &PoaRewriter,
+        body: &mut Option<Bytes>,
+        end: bool,
+    ) -> pingora::Result<()> {
         if let Some(pre_read) = &self.pre_read {
             // Pingora replays the original from its retry buffer; the rewritten one goes instead
             if body.is_some() {
                 *body = Some(pre_read.clone());
             }
         } else if let Some(collecting) = self.request.as_mut() {
-            *body = collecting.feed(rewriter, body.take(), end);
+            *body = collecting.feed(rewriter, body.take(), end, "request_body")?;
         }
+        Ok(())
     }
 
     /// The response head from upstream; its body travels opposite to `request_direction`.
@@ -294,19 +337,20 @@ impl BodyRewrite {
         self.response.is_some()
     }
 
-    /// `true` when the response body is being rewritten (the chunk is handled).
+    /// `true` when the response body is being rewritten (the chunk is handled); `Err` when
+    /// collecting it would exceed the buffer budget (the response is cut).
     pub fn response_chunk(
         &mut self,
         rewriter: &PoaRewriter,
         body: &mut Option<Bytes>,
         end: bool,
-    ) -> bool {
+    ) -> pingora::Result<bool> {
         match self.response.as_mut() {
             Some(collecting) => {
-                *body = collecting.feed(rewriter, body.take(), end);
-                true
+                *body = collecting.feed(rewriter, body.take(), end, "response_body")?;
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 }

@@ -14,7 +14,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
-use crate::egress::rewrite::{direction_label, BodyRewrite};
+use crate::buffers::Held;
+use crate::egress::rewrite::{direction_label, hold_body, BodyRewrite};
 use crate::headers;
 use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 use crate::metrics;
@@ -174,6 +175,10 @@ impl Exchange<'_> {
         up.respect_keepalive();
         ingress.upstream_response(&method, &mut resp, ctx)?;
         if switching {
+            // a peer that stops reading must not hold the connection (and its buffers)
+            let write_timeout = Some(ingress.websocket.write_timeout);
+            down.set_write_timeout(write_timeout);
+            up.write_timeout = write_timeout;
             down.write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
@@ -260,14 +265,23 @@ impl Exchange<'_> {
                 .map_err(|e| e.into_down())?;
         }
         let mut body = BytesMut::new();
+        let mut held = Held::default();
         while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
             self.ingress.count_body(ctx, chunk.len())?;
+            let needed = body.len() + chunk.len();
+            if needed <= poa.max_body() {
+                let want = needed.max(held.bytes());
+                hold_body(&mut held, want, "request_body")?;
+            }
             body.extend_from_slice(&chunk);
+            held.set_in_hand(body.capacity());
             if body.len() > poa.max_body() {
                 metrics::poa_body_too_large(direction_label(TOWARD));
                 return Ok(Some(body.freeze()));
             }
         }
+        // counted for as long as the request keeps the body
+        ctx.bodies.keep_counted(held);
         Ok(Some(ctx.bodies.whole_request(
             poa,
             body.freeze(),
@@ -288,7 +302,7 @@ impl Exchange<'_> {
             let chunk = up.read_body_bytes().await.map_err(|e| e.into_up())?;
             let end = chunk.is_none();
             let mut body = chunk;
-            ctx.bodies.response_chunk(poa, &mut body, end);
+            ctx.bodies.response_chunk(poa, &mut body, end)?;
             if let Some(data) = body.filter(|d| !d.is_empty()) {
                 down.write_body(&data).await.map_err(|e| e.into_down())?;
             }
