@@ -78,6 +78,8 @@ def start(binary, d, extra, env_extra):
             f"auth:\n  methods: [mtls, basic]\n  mtls:\n    identity: [uri]\n"
             f"  basic:\n    htpasswd: {d}/htpasswd\n"
             f"originator:\n  mode: overwrite\nlog:\n  access: false\nshutdown:\n  grace_period: 1s\n"
+            # the attack's connections are all opened before they send: no header timeout then
+            f"limits:\n  header_timeout: 300s\n"
             + extra.get("yaml", ""))
     with open(os.path.join(d, "proxy.yaml"), "w") as f:
         f.write(yaml)
@@ -203,7 +205,8 @@ def guesses(args):
         print(f"binary {args.bin}")
         print(f"{args.guesses} concurrent wrong guesses: statuses {counts}, all answered in {attack_s:.1f} s")
         print(f"right password afterwards: {right}")
-        print(f"password checks run (verifications_total): {metric(admin, 'm2m_auth_proxy_verifications_total{queue=\"password\"}')}")
+        checks = metric(admin, 'm2m_auth_proxy_verifications_total{queue="password"}')
+        print(f"password checks run (verifications_total): {checks}")
         print(f"proxy CPU during the attack: {cpu:.2f} s (utime+stime); peak threads {peak_threads[0]}")
         if lat:
             print(f"mTLS probe (new connection + request, every 100 ms, {len(lat)} probes): "
@@ -216,8 +219,9 @@ def guesses(args):
         proc.wait(timeout=30)
 
 
-def ws_upstream(port):
-    """Accepts oneM2M WebSocket upgrades and reads (and drops) whatever comes."""
+def ws_upstream(port, reads=True):
+    """Accepts oneM2M WebSocket upgrades and reads (and drops) whatever comes; with
+    `reads=False` it never reads after the 101 (a stuck CSE)."""
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind(("127.0.0.1", port))
@@ -236,6 +240,9 @@ def ws_upstream(port):
             accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
             conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                          b"Sec-WebSocket-Accept: " + accept + b"\r\nSec-WebSocket-Protocol: oneM2M.json\r\n\r\n")
+            if not reads:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                time.sleep(3600)
             while conn.recv(65536):
                 pass
 
@@ -306,7 +313,7 @@ def ws(args):
         time.sleep(args.hold)
         held = rss_kib(proc.pid)
         buffered = metric(admin, "m2m_auth_proxy_buffered_bytes")
-        refused = metric(admin, "m2m_auth_proxy_websocket_closed_by_proxy_total{code=\"1013\"}")
+        refused = metric(admin, 'm2m_auth_proxy_websocket_closed_by_proxy_total{code="1013"}')
         for s in socks:
             try:
                 s.setblocking(False)
@@ -335,6 +342,85 @@ def ws(args):
         proc.wait(timeout=30)
 
 
+def ws_stall(args):
+    """--conns clients each send --messages complete messages of --size bytes to a CSE that
+    does not read, then abort after --hold s: peak RSS, and how long the proxy keeps their
+    connections (m2m_auth_proxy_open_connections back to 0)."""
+    d = tempfile.mkdtemp(prefix="bounded-")
+    pki(d)
+    with open(os.path.join(d, "htpasswd"), "w") as f:
+        f.write("Cuser:{SHA}" + base64.b64encode(hashlib.sha1(b"x").digest()).decode() + "\n")
+    up = free_port()
+    ws_upstream(up, reads=False)
+    extra = {"upstream": up, "yaml": "".join(f"{y}\n" for y in args.yaml)}
+    proc, port, admin = start(args.bin, d, extra, {})
+    try:
+        mtls = ctx(d)
+        idle = rss_kib(proc.pid)
+        n = args.size
+        prefix = b'{"op":2,"to":"/x","fr":"Cae-bench","rqi":"1","rvi":"3","pc":"'
+        payload = prefix + b"x" * (n - len(prefix) - 2) + b'"}'
+        frame = bytes([0x81, 0x80 | 127]) + n.to_bytes(8, "big") + b"\0\0\0\0" + payload
+        upgrade = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                   b"Sec-WebSocket-Protocol: oneM2M.json\r\n\r\n")
+        peak, stop, socks, lock = [idle], threading.Event(), [], threading.Lock()
+
+        def watch():
+            while not stop.is_set():
+                peak[0] = max(peak[0], rss_kib(proc.pid))
+                time.sleep(0.05)
+
+        def one():
+            try:
+                s = mtls.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5),
+                                     server_hostname="localhost")
+                with lock:
+                    socks.append(s)
+                if request(s, upgrade) != 101:
+                    return
+                for _ in range(args.messages):
+                    s.sendall(frame)
+            except OSError:
+                pass
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        workers = [threading.Thread(target=one) for _ in range(args.conns)]
+        for w in workers:
+            w.start()
+        time.sleep(args.hold)
+        held = rss_kib(proc.pid)
+        opened = metric(admin, "m2m_auth_proxy_open_connections")
+        for s in socks:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                s.close()  # abort: RST
+            except OSError:
+                pass
+        aborted = time.time()
+        gone = None
+        while time.time() - aborted < args.wait:
+            if (metric(admin, "m2m_auth_proxy_open_connections") or 0) == 0:
+                gone = time.time() - aborted
+                break
+            time.sleep(0.5)
+        after = rss_kib(proc.pid)
+        stop.set()
+        watcher.join()
+        mib = lambda k: f"{k / 1024:.0f} MiB"
+        print(f"binary {args.bin} yaml {args.yaml}")
+        print(f"{args.conns} clients x {args.messages} messages of {n} bytes to a CSE that does not read; "
+              f"RSS idle {mib(idle)}, peak {mib(peak[0])}, after {args.hold} s {mib(held)} ({opened} connections open)")
+        print(f"clients aborted: connections gone after "
+              f"{'%.1f s' % gone if gone is not None else f'more than {args.wait} s'}; RSS then {mib(after)}")
+        for w in workers:
+            w.join(timeout=1)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -348,8 +434,16 @@ def main():
     w.add_argument("--hold", type=float, default=5)
     w.add_argument("--env", action="append", default=[])
     w.add_argument("--yaml", action="append", default=[], help="extra top-level config line")
+    st = sub.add_parser("ws-stall")
+    st.add_argument("--bin", required=True)
+    st.add_argument("--conns", type=int, default=100)
+    st.add_argument("--messages", type=int, default=3)
+    st.add_argument("--size", type=int, default=1024 * 1024)
+    st.add_argument("--hold", type=float, default=10)
+    st.add_argument("--wait", type=float, default=180)
+    st.add_argument("--yaml", action="append", default=[], help="extra top-level config line")
     args = p.parse_args()
-    {"guesses": guesses, "ws": ws}[args.cmd](args)
+    {"guesses": guesses, "ws": ws, "ws-stall": ws_stall}[args.cmd](args)
 
 
 if __name__ == "__main__":

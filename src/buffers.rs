@@ -23,6 +23,8 @@ pub const LIMIT_SHARE: usize = 4;
 pub struct BufferBudget {
     limit: AtomicUsize,
     used: AtomicUsize,
+    /// The most used since the last [`BufferBudget::take_peak`].
+    peak: AtomicUsize,
 }
 
 /// The process's budget, sized at start ([`BufferBudget::set_limit`]).
@@ -43,6 +45,7 @@ impl BufferBudget {
         BufferBudget {
             limit: AtomicUsize::new(limit),
             used: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
         }
     }
 
@@ -59,19 +62,26 @@ impl BufferBudget {
         self.used.load(Ordering::Relaxed)
     }
 
+    /// The most held since the last call (the first call: since start).
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.used(), Ordering::AcqRel)
+    }
+
     fn take(&self, n: usize) -> Result<(), Exhausted> {
         let before = self.used.fetch_add(n, Ordering::AcqRel);
         if before.saturating_add(n) > self.limit() {
             self.used.fetch_sub(n, Ordering::AcqRel);
             return Err(Exhausted);
         }
+        self.peak.fetch_max(before + n, Ordering::AcqRel);
         metrics::buffered_bytes(n as i64);
         Ok(())
     }
 
     /// Counted even beyond the limit (bytes already in hand): later takes are refused.
     fn force(&self, n: usize) {
-        self.used.fetch_add(n, Ordering::AcqRel);
+        let before = self.used.fetch_add(n, Ordering::AcqRel);
+        self.peak.fetch_max(before.saturating_add(n), Ordering::AcqRel);
         metrics::buffered_bytes(n as i64);
     }
 

@@ -21,6 +21,7 @@ pub mod headers;
 pub mod identity;
 pub mod ingress;
 pub mod limits;
+pub mod memory;
 pub mod log_limit;
 pub mod metrics;
 pub mod onem2m;

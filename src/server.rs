@@ -380,6 +380,7 @@ pub fn run(p: Prepared) -> Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    crate::memory::tune_allocator();
     let (budget, source) = p.config.limits.buffer_budget();
     crate::buffers::BUDGET.set_limit(budget);
     crate::metrics::buffer_budget(budget);
@@ -504,6 +505,7 @@ pub fn run(p: Prepared) -> Result<()> {
         server.add_service(egress);
     }
     server.add_service(reload);
+    server.add_service(background_service("memory trim", crate::memory::TrimService));
     server.add_service(admin);
     server.add_service(probe);
     log::info!(
