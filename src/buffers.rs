@@ -81,7 +81,8 @@ impl BufferBudget {
     /// Counted even beyond the limit (bytes already in hand): later takes are refused.
     fn force(&self, n: usize) {
         let before = self.used.fetch_add(n, Ordering::AcqRel);
-        self.peak.fetch_max(before.saturating_add(n), Ordering::AcqRel);
+        self.peak
+            .fetch_max(before.saturating_add(n), Ordering::AcqRel);
         metrics::buffered_bytes(n as i64);
     }
 

@@ -505,7 +505,10 @@ pub fn run(p: Prepared) -> Result<()> {
         server.add_service(egress);
     }
     server.add_service(reload);
-    server.add_service(background_service("memory trim", crate::memory::TrimService));
+    server.add_service(background_service(
+        "memory trim",
+        crate::memory::TrimService,
+    ));
     server.add_service(admin);
     server.add_service(probe);
     log::info!(

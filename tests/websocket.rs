@@ -534,3 +534,59 @@ fn partial_frames_beyond_the_buffer_budget_are_refused_with_1013() {
     again.send_raw(&frame).unwrap();
     assert_eq!(recv_message(&mut again).1.len(), FRAME);
 }
+
+/// Issue 28: a peer that stops reading must not hold its connection (and the bytes buffered
+/// for it). The client here never reads while the CSE echoes what it sends: once the buffers
+/// between them are full, the proxy's write to the client times out after
+/// `websocket.write_timeout` and the connection ends (its upstream side too).
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let s = start("overwrite", "websocket:\n  write_timeout: 1s\n");
+    let conn = open(&s, "oneM2M.json");
+    let mut tls = conn.into_tls_stream();
+    // small receive buffer: the echoes fill it soon
+    {
+        use std::os::fd::AsRawFd;
+        let small: libc::c_int = 16 * 1024;
+        // SAFETY: a valid socket and option value
+        unsafe {
+            libc::setsockopt(
+                tls.get_ref().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    let mut msg = br#"{"op":2,"to":"/id-in/cse-in","rqi":"w","rvi":"3","pc":""#.to_vec();
+    msg.resize(256 * 1024 - 2, b'w');
+    msg.extend_from_slice(b"\"}");
+    let frame = common::client::ws_frame(WS_TEXT, &msg, true, Some([9, 8, 7, 6]));
+    let upstream_before = s.upstream.live_connections();
+    assert!(upstream_before >= 1);
+    // sends until the proxy stops reading, then fails once it has closed the connection
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        use std::io::Write;
+        if tls.write_all(&frame).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent >= 4, "only {sent} messages went out before the end");
+    let log = s.proxy.stderr_text();
+    assert!(
+        log.to_lowercase().contains("timed out") || log.contains("WriteTimedout"),
+        "the connection did not end by the write timeout:\n{log}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.upstream.live_connections() >= upstream_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CSE side stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
