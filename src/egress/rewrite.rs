@@ -128,6 +128,27 @@ pub fn hold_body(held: &mut Held, n: usize, what: &str) -> pingora::Result<()> {
     held.resize(n).map_err(|_| budget_exhausted(what))
 }
 
+/// Make room in `buf` for `add` more bytes, taken from the budget before it is allocated
+/// (growing by doubling, but never past `limit` unless the bytes need it). `held` then counts
+/// the capacity.
+pub fn grow_body(
+    buf: &mut BytesMut,
+    held: &mut Held,
+    add: usize,
+    limit: usize,
+    what: &str,
+) -> pingora::Result<()> {
+    let needed = buf.len() + add;
+    let capacity = buf.capacity();
+    if needed > capacity {
+        let grown = needed.max(capacity.saturating_mul(2).min(limit));
+        hold_body(held, grown.max(held.bytes()), what)?;
+        buf.reserve(grown - buf.len());
+    }
+    held.set_in_hand(buf.capacity());
+    Ok(())
+}
+
 impl Collecting {
     pub fn new(encoding: Encoding, direction: Direction) -> Self {
         Collecting {
@@ -137,6 +158,19 @@ impl Collecting {
             held: Held::default(),
             passed_on: false,
         }
+    }
+
+    /// A body whose length is declared: its room is taken from the budget now, so that one
+    /// that does not fit is refused before any of it is read.
+    pub fn declared(
+        encoding: Encoding,
+        direction: Direction,
+        len: usize,
+        what: &str,
+    ) -> pingora::Result<Self> {
+        let mut collecting = Self::new(encoding, direction);
+        grow_body(&mut collecting.buf, &mut collecting.held, len, len, what)?;
+        Ok(collecting)
     }
 
     /// One chunk of the body: what to send on now (empty while collecting). `what` names the
@@ -152,13 +186,11 @@ impl Collecting {
             return Ok(chunk);
         }
         if let Some(chunk) = chunk {
-            let needed = self.buf.len() + chunk.len();
-            if needed <= rewriter.max_body() {
-                let want = needed.max(self.held.bytes());
-                hold_body(&mut self.held, want, what)?;
+            if self.buf.len() + chunk.len() <= rewriter.max_body() {
+                let limit = rewriter.max_body();
+                grow_body(&mut self.buf, &mut self.held, chunk.len(), limit, what)?;
             }
             self.buf.extend_from_slice(&chunk);
-            self.held.set_in_hand(self.buf.capacity());
         }
         if self.buf.len() > rewriter.max_body() {
             // too large after all: what was held back goes now, unchanged
@@ -230,6 +262,17 @@ impl BodyRewrite {
                         .unwrap_or_else(|| body.freeze()),
                 );
             }
+            Plan::Inspect {
+                encoding,
+                declared: Some(n),
+            } => {
+                self.request = Some(Collecting::declared(
+                    encoding,
+                    direction,
+                    n,
+                    "request_body",
+                )?);
+            }
             Plan::Inspect { encoding, .. } => {
                 self.request = Some(Collecting::new(encoding, direction));
             }
@@ -240,16 +283,16 @@ impl BodyRewrite {
     }
 
     /// For a request path that reads a body to rewrite whole before the head goes upstream
-    /// (the lean path): the encoding to read it for, `None` when it passes untouched (a body
-    /// declared larger than the limit is counted here).
+    /// (the lean path): the encoding to read it for and its declared length, `None` when it
+    /// passes untouched (a body declared larger than the limit is counted here).
     pub fn whole_request_plan(
         rewriter: &PoaRewriter,
         headers: &HeaderMap,
         has_body: bool,
         direction: Direction,
-    ) -> Option<Encoding> {
+    ) -> Option<(Encoding, Option<usize>)> {
         match rewriter.plan(headers, has_body) {
-            Plan::Inspect { encoding, .. } => Some(encoding),
+            Plan::Inspect { encoding, declared } => Some((encoding, declared)),
             Plan::TooLarge => {
                 metrics::poa_body_too_large(direction_label(direction));
                 None
@@ -321,10 +364,14 @@ impl BodyRewrite {
             Direction::AwayFromLocal => Direction::TowardLocal,
         };
         match rewriter.plan(&resp.headers, has_body) {
-            Plan::Inspect { encoding, .. } => {
+            Plan::Inspect { encoding, declared } => {
+                let collecting = match declared {
+                    Some(n) => Collecting::declared(encoding, direction, n, "response_body")?,
+                    None => Collecting::new(encoding, direction),
+                };
                 resp.remove_header(&http::header::CONTENT_LENGTH);
                 resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                self.response = Some(Collecting::new(encoding, direction));
+                self.response = Some(collecting);
             }
             Plan::TooLarge => metrics::poa_body_too_large(direction_label(direction)),
             Plan::Untouched => {}
@@ -352,5 +399,42 @@ impl BodyRewrite {
             }
             None => Ok(false),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffers::BufferBudget;
+
+    /// The room for a body is taken from the budget before it is allocated, so that doubling
+    /// never takes a body past the budget unnoticed.
+    #[test]
+    fn a_growing_body_is_refused_at_the_budget_not_past_it() {
+        static B: BufferBudget = BufferBudget::new(100_000);
+        let (mut buf, mut held) = (BytesMut::new(), Held::new(&B));
+        let chunk = [0u8; 16_384];
+        let mut read = 0;
+        while grow_body(&mut buf, &mut held, chunk.len(), 1 << 20, "request_body").is_ok() {
+            buf.extend_from_slice(&chunk);
+            read += chunk.len();
+            assert!(B.used() <= 100_000, "{}", B.used());
+            assert!(read < 200_000, "never refused");
+        }
+        assert!(read >= 32_768, "refused too early at {read}");
+        assert_eq!(B.used(), buf.capacity());
+        drop(held);
+        assert_eq!(B.used(), 0);
+        // a declared body over the budget is refused before anything is read
+        let mut held = Held::new(&B);
+        let e = grow_body(
+            &mut BytesMut::new(),
+            &mut held,
+            150_000,
+            150_000,
+            "request_body",
+        );
+        assert!(e.is_err());
+        assert_eq!(held.bytes(), 0);
     }
 }

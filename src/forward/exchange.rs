@@ -15,7 +15,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
 use crate::buffers::Held;
-use crate::egress::rewrite::{direction_label, hold_body, BodyRewrite};
+use crate::egress::rewrite::{direction_label, grow_body, BodyRewrite};
 use crate::headers;
 use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 use crate::metrics;
@@ -254,9 +254,15 @@ impl Exchange<'_> {
         let has_body = !down.is_body_empty();
         let plan =
             BodyRewrite::whole_request_plan(poa, &down.req_header().headers, has_body, TOWARD);
-        let Some(encoding) = plan else {
+        let Some((encoding, declared)) = plan else {
             return Ok(None);
         };
+        // a declared body that does not fit in the buffer budget is refused before it is sent
+        let mut body = BytesMut::new();
+        let mut held = Held::default();
+        if let Some(n) = declared {
+            grow_body(&mut body, &mut held, n, n, "request_body")?;
+        }
         if expect_continue {
             // the client waits for it before it sends the body read here
             sent.continued = true;
@@ -264,17 +270,18 @@ impl Exchange<'_> {
                 .await
                 .map_err(|e| e.into_down())?;
         }
-        let mut body = BytesMut::new();
-        let mut held = Held::default();
         while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
             self.ingress.count_body(ctx, chunk.len())?;
-            let needed = body.len() + chunk.len();
-            if needed <= poa.max_body() {
-                let want = needed.max(held.bytes());
-                hold_body(&mut held, want, "request_body")?;
+            if body.len() + chunk.len() <= poa.max_body() {
+                grow_body(
+                    &mut body,
+                    &mut held,
+                    chunk.len(),
+                    poa.max_body(),
+                    "request_body",
+                )?;
             }
             body.extend_from_slice(&chunk);
-            held.set_in_hand(body.capacity());
             if body.len() > poa.max_body() {
                 metrics::poa_body_too_large(direction_label(TOWARD));
                 return Ok(Some(body.freeze()));
