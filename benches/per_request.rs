@@ -27,9 +27,9 @@
 //!   serde_yaml_ng). The bytes a load keeps are printed once per case (`retained`, requested
 //!   and as malloc chunks, and the `peak` above the file's text during the load), counted by
 //!   the bench binary's global allocator
-//! * `websocket`    one oneM2M WebSocket message through the gate (unmask, parse, policy, `fr`
-//!   splice, re-mask): JSON with the proven `fr` (forwarded as is), JSON and CBOR with a spoofed
-//!   one (rewritten), a 4 KiB JSON primitive
+//! * `websocket`    one oneM2M WebSocket message through the gate (unmask, strict decode,
+//!   policy, canonical re-encode, re-mask): JSON with the proven `fr`, JSON and CBOR with a
+//!   spoofed one (rewritten), a 4 KiB JSON primitive (instruction counts: gate_callgrind.rs)
 //! * `rules`        authorization rules: `decide` over 100 rules (30 originator regexes, 30 target
 //!   globs, 20 identity/role rules, 20 operation/type rules) when none matches (the default
 //!   decides) and when rule 50 does; `parse_target` and `primitive_target` of typical targets
@@ -381,6 +381,7 @@ fn policy(c: &mut Criterion) {
         mode: OriginatorMode::Verify,
         cse_namespace: true,
         allow: [("Cgw".to_string(), vec!["Cgw-*".to_string()])].into(),
+        ..Default::default()
     })
     .unwrap();
     g.bench_function("overwrite_spoofed", |b| {
@@ -910,10 +911,19 @@ fn rule_set_100() -> RuleSet {
             },
         })
         .collect();
-    RuleSet::compile(&AuthorizationConfig {
-        default: Effect::Allow,
-        rules,
+    let cse = m2m_auth_proxy::cse::LocalCse::from_config(&m2m_auth_proxy::config::CseConfig {
+        id: "/id-in".into(),
+        name: "cse-in".into(),
+        sp_id: None,
     })
+    .unwrap();
+    RuleSet::compile_for(
+        &AuthorizationConfig {
+            default: Effect::Allow,
+            rules,
+        },
+        Some(&cse),
+    )
     .unwrap()
 }
 
@@ -924,7 +934,7 @@ fn rules_group(c: &mut Criterion) {
     let mut me = identity("Cae-sensor1");
     me.roles = vec!["viewer".into()];
     let path = "/cse-in/Cae-sensor1/temperature/la";
-    let target = rules::parse_target(path).unwrap();
+    let target = set.http_target(path).unwrap();
     let request = |originator| rules::Request {
         identity: Some(&me),
         originator: Some(originator),
@@ -949,9 +959,16 @@ fn rules_group(c: &mut Criterion) {
     g.bench_function("parse_target_sp_encoded", |b| {
         b.iter(|| rules::parse_target(black_box(encoded)).unwrap())
     });
+    // the targets the rules judge: parsed, made canonical, query read for rcn/fu
+    g.bench_function("http_target_sp_encoded", |b| {
+        b.iter(|| set.http_target(black_box(encoded)).unwrap())
+    });
     let to = "/id-in/cse-in/Cae-sensor1/temperature/la";
     g.bench_function("primitive_target", |b| {
         b.iter(|| rules::primitive_target(black_box(to)).unwrap())
+    });
+    g.bench_function("primitive_target_canonical", |b| {
+        b.iter(|| set.primitive_target(black_box(to), None, None).unwrap())
     });
     g.bench_function("http_operation_create", |b| {
         b.iter(|| {

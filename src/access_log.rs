@@ -27,6 +27,9 @@ pub struct AccessRecord<'a> {
     pub auth_failure: Option<&'a str>,
     /// The authorization rule that decided (`default` when none matched); absent without rules.
     pub rule: Option<&'a str>,
+    /// The target in the canonical form the rules judged (`/cse-in/x` for `/~/id-in/cse-in/x`);
+    /// absent without rules.
+    pub target: Option<&'a str>,
     pub duration_ms: f64,
     pub bytes_sent: usize,
 }
@@ -70,6 +73,8 @@ pub struct WebSocketRefusal<'a> {
     pub reason: &'a str,
     /// The authorization rule that refused the primitive, if a rule did.
     pub rule: Option<&'a str>,
+    /// `to` in the canonical form the rules judged, when they did.
+    pub target: Option<&'a str>,
 }
 
 pub fn now_rfc3339() -> String {

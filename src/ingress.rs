@@ -22,6 +22,7 @@ use crate::buffers;
 use crate::config::{Anonymous, Effect, WebSocketConfig};
 use crate::egress::rewrite::{BodyRewrite, PoaRewriter};
 use crate::headers::{self, Forwarding};
+use crate::http_head;
 use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Outcome};
@@ -119,8 +120,13 @@ pub struct RequestCtx {
     pub websocket: Option<Box<Gate>>,
     /// The authorization rule that decided (`None`: no rules, or the default).
     pub rule: Option<String>,
+    /// The target in the canonical form the rules judged (`None`: no rules).
+    pub target: Option<String>,
     /// `poa` rewriting of the bodies.
     pub bodies: BodyRewrite,
+    /// The `Content-Type` the CSE receives, when the rules read the client's
+    /// (`http_head::canonical_content_type`).
+    pub content_type: Option<HeaderValue>,
 }
 
 impl Default for RequestCtx {
@@ -138,8 +144,88 @@ impl Default for RequestCtx {
             onem2m_offer: None,
             websocket: None,
             rule: None,
+            target: None,
             bodies: BodyRewrite::default(),
+            content_type: None,
         }
+    }
+}
+
+/// Once the identity is known (`ctx.identity`, `None` when anonymous): the originator policy,
+/// the AE registration bound and the rules, in this order. `Ok`: the request may be forwarded,
+/// with `ctx.originator`, `ctx.rule` and `ctx.target` set. The same code for every request and
+/// for `explain`.
+pub fn decide(
+    policy: &OriginatorPolicy,
+    rules: &RuleSet,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(), Refusal> {
+    if let Some(identity) = ctx.identity.as_deref() {
+        let refused = |reason: &'static str| Refusal {
+            kind: AuthOrPolicy::Auth(Some(identity.proven_by), Failure::OriginatorNotAllowed),
+            err: M2mError::forbidden(reason),
+        };
+        let claimed = headers::client_originators(req);
+        match policy.decide(identity, &claimed) {
+            Ok(originator)
+                if policy.checks_registrations()
+                    && registers_ae(req)
+                    && !policy.may_register(identity, originator) =>
+            {
+                return Err(refused(crate::originator::REGISTRATION_REFUSED))
+            }
+            Ok(originator) => ctx.originator = Some(originator.to_owned()),
+            Err(refusal) => return Err(refused(refusal.reason())),
+        }
+    }
+    authorize(rules, req, ctx)
+}
+
+/// The authorization rules, after the originator policy: who may do what where.
+fn authorize(
+    rules: &RuleSet,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(), Refusal> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let raw = String::from_utf8_lossy(req.raw_path());
+    let target = rules
+        .http_target(&raw)
+        .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+    ctx.target = Some(target.as_str().to_owned());
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule;
+    // the CSE gets the Content-Type in a form with only the proxy's reading in it
+    if let Some(ct) = content_type {
+        let ty =
+            rules::content_type_ty(ct).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        let canonical = http_head::canonical_content_type(ct, ty.map(|t| t.0))
+            .map_err(|e| Refusal::other(M2mError::other(400, e)))?;
+        ctx.content_type = Some(canonical);
+    }
+    let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+    let decision = rules.decide(&rules::Request {
+        identity: ctx.identity.as_deref(),
+        originator: ctx.originator.as_deref(),
+        operation,
+        resource_type,
+        target: &target,
+    });
+    let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
+    metrics::authorization_decision(rule, decision.effect.label());
+    ctx.rule = Some(rule.to_string());
+    match decision.effect {
+        Effect::Allow => Ok(()),
+        Effect::Deny => Err(Refusal {
+            kind: AuthOrPolicy::Rule,
+            err: M2mError::forbidden(format!("denied by rule {rule}")),
+        }),
     }
 }
 
@@ -149,6 +235,18 @@ fn uri_len(uri: &http::Uri) -> usize {
         + uri.authority().map_or(0, |a| a.as_str().len())
         + uri.path().len()
         + uri.query().map_or(0, |q| "?".len() + q.len())
+}
+
+/// A create whose type is AE (2), or cannot be read (a CSE might read it as 2).
+fn registers_ae(req: &RequestHeader) -> bool {
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("ty=?"));
+    match rules::http_operation(req.method.as_str(), content_type) {
+        (Some(crate::config::Operation::Create), ty) => ty.is_none_or(|t| t.0 == 2),
+        _ => false,
+    }
 }
 
 /// What a refusal is counted as.
@@ -172,6 +270,15 @@ impl Refusal {
             kind: AuthOrPolicy::Other,
             err,
         }
+    }
+
+    /// Whether the connection ends with this answer: its client certificate expired, so no
+    /// later request on it can be admitted.
+    pub fn ends_connection(&self) -> bool {
+        matches!(
+            self.kind,
+            AuthOrPolicy::Auth(Some(Method::Mtls), Failure::Expired)
+        )
     }
 }
 
@@ -238,8 +345,9 @@ impl Ingress {
         Ok(())
     }
 
-    /// Authentication, the upgrade's kind, the originator policy and the rules, in this order.
-    /// `Ok` means the request may be forwarded; `ctx` then holds who it is and what for.
+    /// The head's form (`http_head`), authentication, the upgrade's kind, the originator policy
+    /// and the rules, in this order. `Ok` means the request may be forwarded; `ctx` then holds
+    /// who it is and what for.
     pub async fn admit(
         &self,
         req: &RequestHeader,
@@ -247,6 +355,7 @@ impl Ingress {
         is_upgrade: bool,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<(), Refusal> {
+        http_head::check(req).map_err(Refusal::other)?;
         let identity = match self.authenticate(req, client).await {
             Ok(identity) => identity,
             Err(e) => {
@@ -264,22 +373,7 @@ impl Ingress {
                 return Err(Refusal::other(err));
             }
         }
-        if let Some(identity) = &identity {
-            let claimed = headers::client_originators(req);
-            match self.policy.load().decide(identity, &claimed) {
-                Ok(originator) => ctx.originator = Some(originator.to_owned()),
-                Err(refusal) => {
-                    return Err(Refusal {
-                        kind: AuthOrPolicy::Auth(
-                            Some(identity.proven_by),
-                            Failure::OriginatorNotAllowed,
-                        ),
-                        err: M2mError::forbidden(refusal.reason()),
-                    })
-                }
-            }
-        }
-        self.authorize(req, ctx)
+        decide(&self.policy.load(), &self.rules.load(), req, ctx)
     }
 
     async fn authenticate(
@@ -304,47 +398,6 @@ impl Ingress {
         }
     }
 
-    /// The authorization rules, after the originator policy: who may do what where.
-    fn authorize(
-        &self,
-        req: &RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Refusal> {
-        let rules = self.rules.load();
-        if rules.is_empty() {
-            return Ok(());
-        }
-        let raw = String::from_utf8_lossy(req.raw_path());
-        let target =
-            rules::parse_target(&raw).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
-        let content_type = req
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule
-        if let Some(ct) = content_type {
-            rules::content_type_ty(ct).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
-        }
-        let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
-        let decision = rules.decide(&rules::Request {
-            identity: ctx.identity.as_deref(),
-            originator: ctx.originator.as_deref(),
-            operation,
-            resource_type,
-            target: &target,
-        });
-        let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
-        metrics::authorization_decision(rule, decision.effect.label());
-        ctx.rule = Some(rule.to_string());
-        match decision.effect {
-            Effect::Allow => Ok(()),
-            Effect::Deny => Err(Refusal {
-                kind: AuthOrPolicy::Rule,
-                err: M2mError::forbidden(format!("denied by rule {rule}")),
-            }),
-        }
-    }
-
     /// `None` when the upgrade may go on; records in `ctx` whether it is inspected.
     fn check_upgrade(
         &self,
@@ -352,6 +405,9 @@ impl Ingress {
         authenticated: bool,
         ctx: &mut RequestCtx,
     ) -> Option<M2mError> {
+        if let Err(e) = http_head::check_upgrade(req) {
+            return Some(e);
+        }
         match gate::classify(req) {
             Upgrade::OneM2M { .. } if !authenticated => Some(M2mError::unauthenticated(
                 "a oneM2M WebSocket needs an authenticated originator",
@@ -446,6 +502,9 @@ impl Ingress {
             },
             forwarded_for,
         )?;
+        if let Some(ct) = &ctx.content_type {
+            upstream_request.insert_header(http::header::CONTENT_TYPE, ct.clone())?;
+        }
         ctx.bodies.request_head(upstream_request)
     }
 
@@ -536,6 +595,7 @@ impl Ingress {
                     rsc: refused.rsc,
                     reason: &refused.reason,
                     rule: refused.rule.as_deref(),
+                    target: refused.target.as_deref(),
                 });
             }
         }
@@ -621,6 +681,7 @@ impl Ingress {
             upstream_status: ctx.upstream_status,
             auth_failure: failure.map(Failure::label),
             rule: ctx.rule.as_deref(),
+            target: ctx.target.as_deref(),
             duration_ms: elapsed * 1000.0,
             bytes_sent,
         });

@@ -94,7 +94,7 @@ metric!(WS_REFUSALS: IntCounterVec = register_int_counter_vec!(
 ));
 metric!(WS_CLOSES: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_websocket_closed_by_proxy_total",
-    "WebSocket connections the proxy closed, by close code (1001 shutting down, 1002 protocol, 1003 wrong type, 1007 invalid primitive, 1008 policy, 1009 too big, 1013 buffer budget exhausted).",
+    "WebSocket connections the proxy closed, by close code (1001 shutting down, 1002 protocol, 1003 wrong type, 1007 text not UTF-8, 1008 policy, 1009 too big, 1013 buffer budget exhausted).",
     &["code"]
 ));
 metric!(INTROSPECTIONS: IntCounterVec = register_int_counter_vec!(
@@ -134,6 +134,11 @@ metric!(BUFFER_REFUSALS: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_buffer_budget_refusals_total",
     "Messages and bodies refused because limits.buffer_budget was exhausted, by what (websocket: close 1013; request_body: 503; response_body: response cut).",
     &["what"]
+));
+metric!(JWKS_SKIPPED: IntGaugeVec = register_int_gauge_vec!(
+    "m2m_auth_proxy_jwks_keys_skipped",
+    "Keys of the JWKS in force that are unusable and left out (unknown kty/crv, use/key_ops/alg not for signatures, RSA under 2048 bits, ...), by issuer.",
+    &["issuer"]
 ));
 metric!(EGRESS_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_egress_requests_total",
@@ -437,6 +442,13 @@ pub fn reload_file_refused(file: &str, reason: &str) {
     RELOAD_REFUSED_FILES
         .with_label_values(&[file, reason])
         .inc();
+}
+
+/// How many keys of `issuer`'s JWKS in force were left out as unusable.
+pub fn jwks_keys_skipped(issuer: &str, count: usize) {
+    JWKS_SKIPPED
+        .with_label_values(&[issuer])
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 
 /// A file kind was loaded successfully (at start or by a reload).

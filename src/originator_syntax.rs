@@ -18,6 +18,11 @@ impl OriginatorPattern {
         })
     }
 
+    /// The pattern as written.
+    pub fn source(&self) -> String {
+        self.parts.join("*")
+    }
+
     pub fn matches(&self, candidate: &str) -> bool {
         let (first, rest) = match self.parts.split_first() {
             Some(split) => split,

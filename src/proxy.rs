@@ -39,6 +39,9 @@ impl AuthProxy {
         ctx: &mut RequestCtx,
         refusal: Refusal,
     ) -> Result<bool> {
+        if refusal.ends_connection() {
+            session.set_keepalive(None);
+        }
         let resp = self.ingress.refusal_response(ctx, refusal)?;
         respond(session, resp).await?;
         Ok(true)

@@ -13,13 +13,15 @@
 //!   - `roles`: the identity holds one of the roles.
 //!   - `unless_roles`: the rule does *not* match when the identity holds one of the roles.
 //!   - `methods`: the identity was proven by one of the methods.
-//!   - `originators`: a regex matches the bound originator (what the CSE receives). A request
-//!     without an originator (anonymous) never matches an `originators` condition.
+//!   - `originators`: a regex matches the bound originator (what the CSE receives; canonical
+//!     with a local CSE, `crate::cse::LocalCse::originator`). A request without an originator
+//!     (anonymous) never matches an `originators` condition.
 //!   - `operations`: the request's operation is one of them. A request without an operation
 //!     (an HTTP method outside the binding) never matches.
 //!   - `resource_types`: the request's `ty` is one of them. Only creates carry `ty`; a request
 //!     without one never matches.
-//!   - `targets`: a target pattern matches the request target (below).
+//!   - `targets`: a target pattern matches the request target, read in canonical form; what
+//!     the proxy cannot place is read fail-closed by the rule's effect (below).
 //! * HTTP operations ([`http_operation`]): POST with a `ty` parameter in Content-Type is a
 //!   create, POST without one a notify; GET and HEAD retrieve; PUT update; DELETE delete; any
 //!   other method (compared case-sensitively, as HTTP does) has no operation. The `ty` parameter
@@ -31,17 +33,28 @@
 //!   is refused when it holds (after cutting the query at the first `?`): a dot segment (`.`,
 //!   `..`, raw or encoded), an encoded `/`, `\` or `%`, a raw `\`, a raw `;` (path parameters,
 //!   which some servers strip: `..;/`), a raw `#`, an empty segment (`//`), a control character
-//!   after decoding, an invalid percent-escape, non-UTF-8 after decoding, or a first segment
-//!   that decodes to `~` or `_` without being written so. One trailing slash is dropped:
-//!   `/cse-in/` is the target `/cse-in`.
+//!   after decoding, an invalid percent-escape, non-UTF-8 after decoding, a first segment
+//!   that decodes to `~` or `_` without being written so, or an ID segment (the first; the
+//!   CSE-ID; the SP-ID) that starts with `~` or `_` (`/~cse-in`, `/_id-in/…`: a marker glued to
+//!   the ID for some CSEs). One trailing slash is dropped: `/cse-in/` is the target `/cse-in`.
 //! * Forms (TS-0009): CSE-relative `/cse-in/…`, SP-relative `/~/id-in/cse-in/…`, absolute
 //!   `/_/sp.example.com/id-in/cse-in/…`. `/~` and `/_` alone are refused (incomplete).
 //!   WebSocket primitives ([`primitive_target`]) write them `cse-in/…`, `/id-in/cse-in/…` and
 //!   `//sp.example.com/id-in/cse-in/…`; they map to the same targets, without percent-decoding
 //!   but with the same refusals of dot and empty segments, backslashes and control characters,
-//!   and a CSE-relative `to` may not start with a `~` or `_` segment.
-//! * Target patterns are written in one of the three HTTP forms, decoded, and match targets of
-//!   that form only (`/cse-in/**` never matches `/~/id-in/cse-in`). A literal segment matches
+//!   and no ID segment of a `to` may start with `~` or `_`.
+//! * Canonical form (`crate::target::canonical`, with the local CSE of the `cse` section, which
+//!   `targets` need): every form of a target of the local CSE, `-` for its CSEBase name, is the
+//!   CSE-relative `/cse-in/…` ([`RuleSet::http_target`], [`RuleSet::primitive_target`] are the
+//!   one way requests get there); another CSE of the local SP is SP-relative. Patterns are
+//!   written in any form and made canonical the same way (`*` as CSE-ID or SP-ID expands to the
+//!   local CSE and the others); a pattern of the local CSE must start with the CSEBase.
+//! * Scopes ([`Scope`]): a target the proxy cannot place (unstructured resource ID, fan-out
+//!   point) matches every `deny` rule with `targets` and no `allow` rule with `targets`; a
+//!   retrieve whose result includes descendants (`rcn` 4, 5, 6, 8, `fu=1`) matches a `deny`
+//!   rule whose pattern matches the target or a descendant, an `allow` rule whose pattern ends
+//!   in `**` and matches the target (covers the subtree).
+//! * Target patterns are decoded; a literal segment matches
 //!   exactly (case-sensitive), `*` exactly one segment, `**` (last segment only) any tail of zero
 //!   or more segments: `/cse-in/*` matches `/cse-in/x` but not `/cse-in` nor `/cse-in/x/y`;
 //!   `/cse-in/**` matches `/cse-in` and `/cse-in/x/y`, `/**` every CSE-relative target. `*`
@@ -59,274 +72,10 @@ use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind, PatternID, PatternSet};
 
 use crate::config::{AuthorizationConfig, Effect, KeyError, Operation, ResourceType, RuleConfig};
+use crate::cse::LocalCse;
 use crate::identity::{Identity, Method};
-
-// ------------------------------------------------------------------ targets
-
-/// Why a target was refused; short and safe to send back to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetError(pub &'static str);
-
-impl std::fmt::Display for TargetError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for TargetError {}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetForm {
-    /// `/cse-in/…`
-    CseRelative,
-    /// `/~/id-in/cse-in/…`
-    SpRelative,
-    /// `/_/sp.example.com/id-in/cse-in/…`
-    Absolute,
-}
-
-impl TargetForm {
-    /// The HTTP path prefix before the first segment.
-    fn prefix(self) -> &'static str {
-        match self {
-            TargetForm::CseRelative => "/",
-            TargetForm::SpRelative => "/~/",
-            TargetForm::Absolute => "/_/",
-        }
-    }
-}
-
-/// A request target: its form and its decoded segments (without the `~`/`_` marker).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    form: TargetForm,
-    /// The normalised HTTP form: prefix, then the decoded segments joined by `/`.
-    text: String,
-    /// Where each segment is in `text`, so that rules compare without splitting again.
-    spans: Vec<Span>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Span {
-    start: u32,
-    end: u32,
-    /// The first 8 bytes, zero-padded: most literals are decided by comparing this.
-    head: u64,
-}
-
-fn head(bytes: &[u8]) -> u64 {
-    let mut h = [0u8; 8];
-    for (d, s) in h.iter_mut().zip(bytes) {
-        *d = *s;
-    }
-    u64::from_le_bytes(h)
-}
-
-impl Target {
-    pub fn form(&self) -> TargetForm {
-        self.form
-    }
-
-    /// Normalised, in HTTP form, decoded (for logs and `explain`, not for forwarding).
-    pub fn display(&self) -> String {
-        self.text.clone()
-    }
-
-    /// [`Target::display`] without the copy.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// The decoded segments.
-    pub fn segments(&self) -> impl Iterator<Item = &str> {
-        self.spans.iter().map(|s| {
-            self.text
-                .get(s.start as usize..s.end as usize)
-                .unwrap_or("")
-        })
-    }
-}
-
-/// Record the segment from byte `start` to the end of `text`.
-fn push_span(spans: &mut Vec<Span>, text: &[u8], start: usize) -> Result<(), TargetError> {
-    let offset = |n: usize| u32::try_from(n).map_err(|_| TargetError("target too long"));
-    spans.push(Span {
-        start: offset(start)?,
-        end: offset(text.len())?,
-        head: head(text.get(start..).unwrap_or_default()),
-    });
-    Ok(())
-}
-
-const EMPTY: TargetError = TargetError("empty target");
-const NOT_ABSOLUTE: TargetError = TargetError("target path must start with /");
-const INCOMPLETE: TargetError = TargetError("incomplete target (/~ or /_ without an id)");
-const EMPTY_SEGMENT: TargetError = TargetError("empty path segment");
-const DOT_SEGMENT: TargetError = TargetError("dot segment in target");
-const BACKSLASH: TargetError = TargetError("backslash in target");
-const ENCODED_SLASH: TargetError = TargetError("encoded / in target");
-const ENCODED_BACKSLASH: TargetError = TargetError("encoded \\ in target");
-const ENCODED_PERCENT: TargetError = TargetError("encoded % in target");
-const BAD_ESCAPE: TargetError = TargetError("invalid percent-escape in target");
-const CONTROL: TargetError = TargetError("control character in target");
-const NOT_UTF8: TargetError = TargetError("target is not UTF-8 after decoding");
-const PATH_PARAMETER: TargetError = TargetError("path parameter (;) in target");
-const FRAGMENT: TargetError = TargetError("fragment (#) in target");
-const ENCODED_MARKER: TargetError = TargetError("encoded ~ or _ as first segment");
-const MARKER: TargetError = TargetError("~ or _ as first segment of a primitive target");
-
-/// Parse an HTTP request path (`uri.path()`, a query is ignored) into a [`Target`], refusing
-/// what two parsers could read differently (see the module documentation).
-pub fn parse_target(raw_path: &str) -> Result<Target, TargetError> {
-    let path = raw_path.split_once('?').map_or(raw_path, |(p, _)| p);
-    if path.is_empty() {
-        return Err(EMPTY);
-    }
-    let body = path.strip_prefix('/').ok_or(NOT_ABSOLUTE)?;
-    let mut raw = split_body(body);
-    let (form, first) = match raw.next() {
-        Some("~") => (TargetForm::SpRelative, None),
-        Some("_") => (TargetForm::Absolute, None),
-        other => (TargetForm::CseRelative, other),
-    };
-    let mut out = Vec::with_capacity(path.len() + 2);
-    out.extend_from_slice(form.prefix().as_bytes());
-    let mut spans = Vec::with_capacity(path.bytes().filter(|&b| b == b'/').count());
-    if let Some(first) = first {
-        push_decoded(&mut out, first)?;
-        // `/%7e/…` would be SP-relative to a CSE that decodes before looking at the form.
-        if matches!(out.get(1..), Some(b"~") | Some(b"_")) {
-            return Err(ENCODED_MARKER);
-        }
-        push_span(&mut spans, &out, 1)?;
-    }
-    for seg in raw {
-        if !spans.is_empty() {
-            out.push(b'/');
-        }
-        let start = out.len();
-        push_decoded(&mut out, seg)?;
-        push_span(&mut spans, &out, start)?;
-    }
-    if spans.is_empty() && form != TargetForm::CseRelative {
-        return Err(INCOMPLETE);
-    }
-    let text = String::from_utf8(out).map_err(|_| NOT_UTF8)?;
-    // C1 controls are only visible after UTF-8 decoding (ASCII ones were refused already).
-    if !text.is_ascii() && text.chars().any(char::is_control) {
-        return Err(CONTROL);
-    }
-    Ok(Target { form, text, spans })
-}
-
-/// The segments of a path without its leading `/`; one trailing slash is dropped, `""` has none.
-fn split_body(body: &str) -> std::iter::Take<std::str::Split<'_, char>> {
-    let trimmed = if body.is_empty() {
-        body
-    } else {
-        body.strip_suffix('/').unwrap_or(body)
-    };
-    // `body == ""` is the root `/`: no segment. `body == "/"` (path `//`) keeps one empty one.
-    let count = if body.is_empty() { 0 } else { usize::MAX };
-    trimmed.split('/').take(count)
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Append one raw HTTP path segment, percent-decoded, after checking it.
-fn push_decoded(out: &mut Vec<u8>, raw: &str) -> Result<(), TargetError> {
-    if raw.is_empty() {
-        return Err(EMPTY_SEGMENT);
-    }
-    let start = out.len();
-    let mut bytes = raw.bytes();
-    while let Some(b) = bytes.next() {
-        let decoded = match b {
-            b'%' => {
-                let hi = bytes.next().and_then(hex).ok_or(BAD_ESCAPE)?;
-                let lo = bytes.next().and_then(hex).ok_or(BAD_ESCAPE)?;
-                match (hi << 4) | lo {
-                    b'/' => return Err(ENCODED_SLASH),
-                    b'\\' => return Err(ENCODED_BACKSLASH),
-                    // a CSE that decodes twice would see `%2e` as `.`
-                    b'%' => return Err(ENCODED_PERCENT),
-                    d => d,
-                }
-            }
-            b'\\' => return Err(BACKSLASH),
-            b';' => return Err(PATH_PARAMETER),
-            b'#' => return Err(FRAGMENT),
-            _ => b,
-        };
-        if decoded < 0x20 || decoded == 0x7f {
-            return Err(CONTROL);
-        }
-        out.push(decoded);
-    }
-    if matches!(out.get(start..), Some(b".") | Some(b"..")) {
-        return Err(DOT_SEGMENT);
-    }
-    Ok(())
-}
-
-/// Check one segment taken as is (primitive `to`, target patterns).
-fn check_plain(seg: &str) -> Result<(), TargetError> {
-    if seg.is_empty() {
-        return Err(EMPTY_SEGMENT);
-    }
-    if seg == "." || seg == ".." {
-        return Err(DOT_SEGMENT);
-    }
-    if seg.contains('\\') {
-        return Err(BACKSLASH);
-    }
-    if seg.chars().any(char::is_control) {
-        return Err(CONTROL);
-    }
-    Ok(())
-}
-
-/// Map a WebSocket primitive's `to` (`cse-in/x`, `/id-in/cse-in/x`, `//sp/id-in/cse-in/x`) to
-/// the [`Target`] of the equivalent HTTP path. No percent-decoding: `to` is not a URI path.
-pub fn primitive_target(to: &str) -> Result<Target, TargetError> {
-    if to.is_empty() {
-        return Err(EMPTY);
-    }
-    let (form, body) = if let Some(rest) = to.strip_prefix("//") {
-        (TargetForm::Absolute, rest)
-    } else if let Some(rest) = to.strip_prefix('/') {
-        (TargetForm::SpRelative, rest)
-    } else {
-        (TargetForm::CseRelative, to)
-    };
-    if body.is_empty() {
-        return Err(INCOMPLETE);
-    }
-    let mut text = String::with_capacity(to.len() + 3);
-    text.push_str(form.prefix());
-    let mut spans = Vec::with_capacity(to.bytes().filter(|&b| b == b'/').count() + 1);
-    for seg in split_body(body) {
-        check_plain(seg)?;
-        // `cse-in/…` has no form marker; `~/…` would read as one to an HTTP-minded CSE
-        if spans.is_empty() && form == TargetForm::CseRelative && (seg == "~" || seg == "_") {
-            return Err(MARKER);
-        }
-        if !spans.is_empty() {
-            text.push('/');
-        }
-        let start = text.len();
-        text.push_str(seg);
-        push_span(&mut spans, text.as_bytes(), start)?;
-    }
-    Ok(Target { form, text, spans })
-}
+use crate::target::{check_plain, head, Span};
+pub use crate::target::{parse_target, primitive_target, Scope, Target, TargetError, TargetForm};
 
 // ------------------------------------------------------------------ operations
 
@@ -505,6 +254,156 @@ impl TargetPattern {
             .zip(&t.spans)
             .all(|(p, &span)| p.matches(t, span))
     }
+
+    /// Matches `t` or one of its descendants.
+    fn overlaps(&self, t: &Target) -> bool {
+        let (n, len) = (self.segments.len(), t.spans.len());
+        if t.form != self.form || (len > n && !self.tail) {
+            return false;
+        }
+        self.segments
+            .iter()
+            .zip(&t.spans)
+            .all(|(p, &span)| p.matches(t, span))
+    }
+
+    /// Matches `t` and every descendant of it.
+    fn covers(&self, t: &Target) -> bool {
+        self.tail && self.matches(t)
+    }
+
+    /// The patterns in canonical form (`crate::target::canonical`) that together match what
+    /// this one matches in any form: `/~/id-in/cse-in/**` is `/cse-in/**`, `/~/*/**` is
+    /// `/**` and `/~/*/**`. A pattern of the local CSE must name the CSEBase (by its name, `-`
+    /// or `*`) first: the proxy cannot place unstructured resource IDs.
+    fn canonical(self, cse: &LocalCse) -> Result<Vec<TargetPattern>, String> {
+        let mut segs: Vec<PSeg> = self
+            .segments
+            .iter()
+            .map(|s| match s {
+                Segment::Literal { text, .. } => PSeg::Lit(text.clone()),
+                Segment::One => PSeg::One,
+            })
+            .collect();
+        if self.tail {
+            segs.push(PSeg::Tail);
+        }
+        let mut out = Vec::new();
+        let id = cse.id_segment();
+        let is_id = |s: &PSeg| matches!(s, PSeg::Lit(c) if &**c == id);
+        match self.form {
+            TargetForm::CseRelative => local_pattern(&segs, false, true, cse, &mut out)?,
+            TargetForm::SpRelative => match segs.first() {
+                Some(PSeg::Tail) => {
+                    local_pattern(&segs, false, false, cse, &mut out)?;
+                    out.push((TargetForm::SpRelative, segs.clone()));
+                }
+                Some(c) if is_id(c) => local_pattern(&segs[1..], true, true, cse, &mut out)?,
+                Some(PSeg::One) => {
+                    local_pattern(&segs[1..], true, false, cse, &mut out)?;
+                    out.push((TargetForm::SpRelative, segs.clone()));
+                }
+                _ => out.push((TargetForm::SpRelative, segs.clone())),
+            },
+            TargetForm::Absolute => {
+                let sp = segs.first();
+                let (local_sp, known_sp) = match sp {
+                    Some(PSeg::Lit(x)) => (cse.is_local_sp(x), cse.is_known_sp(x)),
+                    _ => (true, cse.sp_id().is_some()),
+                };
+                match (sp, segs.get(1)) {
+                    (Some(PSeg::Tail), _) => {
+                        local_pattern(&segs, false, false, cse, &mut out)?;
+                        out.push((TargetForm::SpRelative, segs.clone()));
+                    }
+                    (_, None) => {}
+                    (_, Some(c)) => {
+                        let any = matches!(c, PSeg::One | PSeg::Tail);
+                        if local_sp && (any || is_id(c)) {
+                            let rest = if matches!(c, PSeg::Tail) {
+                                &segs[1..]
+                            } else {
+                                &segs[2..]
+                            };
+                            let strict = !any && matches!(sp, Some(PSeg::Lit(_)));
+                            local_pattern(rest, !matches!(c, PSeg::Tail), strict, cse, &mut out)?;
+                        }
+                        if known_sp && (any || !is_id(c)) {
+                            out.push((TargetForm::SpRelative, segs[1..].to_vec()));
+                        }
+                    }
+                }
+                // other SPs, or an SP that is not known to be the local one
+                if !(matches!(sp, Some(PSeg::Lit(_))) && known_sp) {
+                    out.push((TargetForm::Absolute, segs.clone()));
+                }
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(form, segs)| TargetPattern::of(form, &segs))
+            .collect())
+    }
+
+    fn of(form: TargetForm, segs: &[PSeg]) -> TargetPattern {
+        let tail = matches!(segs.last(), Some(PSeg::Tail));
+        let segments = segs
+            .iter()
+            .filter_map(|s| match s {
+                PSeg::Lit(text) => Some(Segment::Literal {
+                    head: head(text.as_bytes()),
+                    text: text.clone(),
+                }),
+                PSeg::One => Some(Segment::One),
+                PSeg::Tail => None,
+            })
+            .collect();
+        TargetPattern {
+            form,
+            segments,
+            tail,
+        }
+    }
+}
+
+/// A pattern segment while it is made canonical.
+#[derive(Debug, Clone)]
+enum PSeg {
+    Lit(Box<str>),
+    One,
+    Tail,
+}
+
+/// The CSE-relative pattern of the local CSE from `rest` (what follows the CSE-ID, or a whole
+/// CSE-relative pattern), into `out`.
+/// `strict`: the pattern names the local CSE itself (not through a wildcard CSE-ID), so a first
+/// segment other than the CSEBase is an error rather than a pattern for other CSEs only.
+fn local_pattern(
+    rest: &[PSeg],
+    by_id: bool,
+    strict: bool,
+    cse: &LocalCse,
+    out: &mut Vec<(TargetForm, Vec<PSeg>)>,
+) -> Result<(), String> {
+    let name = || PSeg::Lit(cse.name().into());
+    let segs = match rest.split_first() {
+        None if by_id => vec![name()],
+        None => Vec::new(),
+        Some((PSeg::Tail, _)) => vec![PSeg::Tail],
+        Some((PSeg::One, tail)) => std::iter::once(name()).chain(tail.iter().cloned()).collect(),
+        Some((PSeg::Lit(first), tail)) if &**first == cse.name() || &**first == "-" => {
+            std::iter::once(name()).chain(tail.iter().cloned()).collect()
+        }
+        Some((PSeg::Lit(_), _)) if !strict => return Ok(()),
+        Some((PSeg::Lit(first), _)) => {
+            return Err(format!(
+                "{first:?} is not the CSEBase name {:?} (cse.name): a pattern of the local CSE starts with the CSEBase (its name, - or *); unstructured resource IDs cannot be placed by the proxy (deny rules with targets meet every request by one anyway)",
+                cse.name()
+            ))
+        }
+    };
+    out.push((TargetForm::CseRelative, segs));
+    Ok(())
 }
 
 /// The condition keys of a rule.
@@ -637,10 +536,16 @@ impl Rule {
             }),
             Key::Roles => self.roles.as_ref().is_none_or(|r| ev.holds_any(r)),
             Key::UnlessRoles => self.unless_roles.as_ref().is_none_or(|r| !ev.holds_any(r)),
-            Key::Targets => self
-                .targets
-                .as_ref()
-                .is_none_or(|ps| ps.iter().any(|p| p.matches(req.target))),
+            Key::Targets => self.targets.as_ref().is_none_or(|ps| match ev.scope {
+                Scope::Exact => ps.iter().any(|p| p.matches(req.target)),
+                // fail closed: what the result may include is denied by any deny rule on it,
+                // and allowed only by an allow rule on all of it
+                Scope::Subtree(_) => match self.effect {
+                    Effect::Deny => ps.iter().any(|p| p.overlaps(req.target)),
+                    Effect::Allow => ps.iter().any(|p| p.covers(req.target)),
+                },
+                Scope::Unplaced(_) => self.effect == Effect::Deny,
+            }),
             Key::Patterns => self
                 .patterns
                 .as_ref()
@@ -790,6 +695,8 @@ impl Lazy<'_> {
 /// One request under evaluation, with what is worked out once for all rules.
 struct Eval<'a> {
     req: &'a Request<'a>,
+    /// The target's scope for this operation (descendants count for retrieves only).
+    scope: Scope,
     method: u8,
     operation: u8,
     role_table: &'a [String],
@@ -820,6 +727,8 @@ pub struct RuleSet {
     role_table: Vec<String>,
     names: RegexGroup,
     originators: RegexGroup,
+    /// The local CSE (config `cse`): targets and patterns are read in its canonical form.
+    cse: Option<LocalCse>,
 }
 
 /// What `explain` found: every rule's conditions, then the decision.
@@ -839,8 +748,33 @@ pub struct RuleTrace {
 }
 
 impl RuleSet {
+    /// Without the local CSE: a rule set with `targets` is refused (see [`RuleSet::compile_for`]).
     pub fn compile(c: &AuthorizationConfig) -> Result<RuleSet, KeyError> {
+        RuleSet::compile_for(c, None)
+    }
+
+    /// The rules for the local CSE `cse`, which `targets` need: without it a target could not
+    /// be read in one canonical form.
+    pub fn compile_for(
+        c: &AuthorizationConfig,
+        cse: Option<&LocalCse>,
+    ) -> Result<RuleSet, KeyError> {
         c.validate()?;
+        if let (None, Some((i, rule))) = (
+            cse,
+            c.rules
+                .iter()
+                .enumerate()
+                .find(|(_, r)| r.targets.is_some()),
+        ) {
+            return Err(KeyError::new(
+                "cse",
+                format!(
+                    "authorization.rules[{i}] ({}) has targets, which need the local CSE's identity to be read in every form: add `cse: {{id: \"/id-in\", name: \"cse-in\"}}` with your CSE's values",
+                    rule.name
+                ),
+            ));
+        }
         let mut role_table: Vec<String> = c
             .rules
             .iter()
@@ -862,6 +796,7 @@ impl RuleSet {
                 &role_table,
                 &mut names,
                 &mut originators,
+                cse,
             )?);
         }
         names.build("patterns")?;
@@ -872,7 +807,31 @@ impl RuleSet {
             role_table,
             names,
             originators,
+            cse: cse.cloned(),
         })
+    }
+
+    /// The local CSE the rules were compiled for.
+    pub fn cse(&self) -> Option<&LocalCse> {
+        self.cse.as_ref()
+    }
+
+    /// The target the rules judge for an HTTP request target (path and query): refusals,
+    /// canonical form, and `rcn`/`fu` (`crate::target::http_request_target`). The one function
+    /// for HTTP requests on every listener.
+    pub fn http_target(&self, path_and_query: &str) -> Result<Target, TargetError> {
+        crate::target::http_request_target(path_and_query, self.cse.as_ref())
+    }
+
+    /// The same for a WebSocket request primitive: its `to`, `rcn` and `fc.fu` (pass `fu`
+    /// `Some(1)` for `op` 6, discovery).
+    pub fn primitive_target(
+        &self,
+        to: &str,
+        rcn: Option<u64>,
+        fu: Option<u64>,
+    ) -> Result<Target, TargetError> {
+        crate::target::primitive_request_target(to, rcn, fu, self.cse.as_ref())
     }
 
     /// No rules: every request gets the default (the proxy skips target parsing).
@@ -911,8 +870,13 @@ impl RuleSet {
     }
 
     fn eval<'a>(&'a self, req: &'a Request<'a>, scratch: &'a mut Scratch) -> Eval<'a> {
+        let scope = match (req.target.scope(), req.operation) {
+            (Scope::Subtree(_), op) if op != Some(Operation::Retrieve) => Scope::Exact,
+            (scope, _) => scope,
+        };
         Eval {
             req,
+            scope,
             method: req.identity.map_or(NO_METHOD, |i| method_bit(i.proven_by)),
             operation: op_bit(req.operation),
             role_table: &self.role_table,
@@ -1051,6 +1015,7 @@ fn compile_rule(
     role_table: &[String],
     names: &mut RegexGroup,
     originators: &mut RegexGroup,
+    cse: Option<&LocalCse>,
 ) -> Result<Rule, KeyError> {
     let key = |k: Key| format!("authorization.rules[{i}].{}", k.name());
     let or = |items: &[String]| items.join(" or ");
@@ -1110,14 +1075,36 @@ fn compile_rule(
         describe(Key::UnlessRoles, list.clone());
     }
 
+    // originators are matched in canonical form: `/id-in/CAdmin` arrives as `CAdmin`, so a
+    // regex written for the SP-relative form of a local originator would never match
+    if let (Some(cse), Some(list)) = (cse, &rc.originators) {
+        let local = format!("{}/", cse.id());
+        if let Some(p) = list.iter().find(|p| p.contains(&local)) {
+            return Err(KeyError::new(
+                key(Key::Originators),
+                format!(
+                    "{p:?} names an originator of the local CSE in SP-relative or absolute form; rules see it in canonical form ({local}CAdmin is CAdmin): write it without {local:?}"
+                ),
+            ));
+        }
+    }
     let targets = rc
         .targets
         .as_ref()
         .map(|list| {
-            list.iter()
-                .map(|t| TargetPattern::parse(t))
-                .collect::<Result<Box<[_]>, _>>()
-                .map_err(|m| KeyError::new(key(Key::Targets), m))
+            let mut all = Vec::with_capacity(list.len());
+            for t in list {
+                let pattern = TargetPattern::parse(t);
+                let canonical = match cse {
+                    Some(cse) => pattern.and_then(|p| p.canonical(cse)),
+                    None => pattern.map(|p| vec![p]),
+                };
+                all.extend(
+                    canonical
+                        .map_err(|m| KeyError::new(key(Key::Targets), format!("{t:?}: {m}")))?,
+                );
+            }
+            Ok(all.into_boxed_slice())
         })
         .transpose()?;
     Ok(Rule {
@@ -1161,15 +1148,30 @@ pub const DEFAULT_RULE: &str = "default";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::*;
+
+    /// The local CSE of the tests: `/id-in`, `cse-in`, SP-ID `sp.example.com`.
+    fn test_cse() -> LocalCse {
+        cse_with(Some("sp.example.com"))
+    }
+
+    fn cse_with(sp: Option<&str>) -> LocalCse {
+        LocalCse::from_config(&crate::config::CseConfig {
+            id: "/id-in".into(),
+            name: "cse-in".into(),
+            sp_id: sp.map(str::to_string),
+        })
+        .unwrap()
+    }
 
     fn set(yaml: &str) -> RuleSet {
         let c: AuthorizationConfig = serde_yaml_ng::from_str(yaml).unwrap();
-        RuleSet::compile(&c).unwrap()
+        RuleSet::compile_for(&c, Some(&test_cse())).unwrap()
     }
 
     fn compile_err(yaml: &str) -> KeyError {
         let c: AuthorizationConfig = serde_yaml_ng::from_str(yaml).unwrap();
-        RuleSet::compile(&c).unwrap_err()
+        RuleSet::compile_for(&c, Some(&test_cse())).unwrap_err()
     }
 
     fn who(name: &str, method: Method, roles: &[&str]) -> Identity {
@@ -1224,7 +1226,7 @@ mod tests {
             self
         }
         fn with<T>(&self, f: impl FnOnce(&Request<'_>) -> T) -> T {
-            let target = parse_target(self.path).unwrap();
+            let target = http_request_target(self.path, Some(&test_cse())).unwrap();
             let (operation, resource_type) = http_operation(self.method, self.content_type);
             f(&Request {
                 identity: Some(&self.identity),
@@ -1413,7 +1415,7 @@ mod tests {
 
     #[test]
     fn targets_condition() {
-        let s = one("targets: [/cse-in/admin/**, /~/id-in/cse-in/admin/**]");
+        let s = one("targets: [/cse-in/admin/**]");
         assert_eq!(req("a").at("/cse-in/admin/x").on(&s), by_rule(DENY, 0));
         assert_eq!(
             req("a").at("/~/id-in/cse-in/admin").on(&s),
@@ -1422,7 +1424,7 @@ mod tests {
         assert_eq!(req("a").at("/cse-in/other").on(&s), by_default(ALLOW));
         assert_eq!(
             req("a").at("/_/sp.example.com/id-in/cse-in/admin").on(&s),
-            by_default(ALLOW)
+            by_rule(DENY, 0)
         );
     }
 
@@ -1721,6 +1723,14 @@ mod tests {
             ("/~/", INCOMPLETE),
             ("/_", INCOMPLETE),
             ("/%7e/id-in/cse-in", ENCODED_MARKER),
+            ("/~cse-in/x", GLUED_MARKER),
+            ("/_id-in/cse-in/x", GLUED_MARKER),
+            ("/%7Ecse-in/x", GLUED_MARKER),
+            ("/%5fid-in/cse-in", GLUED_MARKER),
+            ("/~/~id-in/cse-in", GLUED_MARKER),
+            ("/~/_/cse-in", GLUED_MARKER),
+            ("/_/~sp/id-in/cse-in", GLUED_MARKER),
+            ("/_/sp/_id-in/cse-in", GLUED_MARKER),
             ("/%5F/sp/id-in", ENCODED_MARKER),
             ("cse-in", NOT_ABSOLUTE),
             ("", EMPTY),
@@ -1733,27 +1743,327 @@ mod tests {
         assert!(parse_target("/cse-in/x?a=../%2f%zz").is_ok());
         // encodings of harmless characters, `~` and `_` further in, dots inside a name
         assert!(parse_target("/cse-in/%7e/_/a.b/..c/%41").is_ok());
+        assert!(parse_target("/cse-in/~x/_y").is_ok());
+        assert!(parse_target("/~/id-in/_cse").is_ok());
     }
 
     #[test]
-    fn pattern_form_isolation() {
-        let s = one("targets: [/cse-in/**]");
-        assert_eq!(req("a").at("/cse-in").on(&s), by_rule(DENY, 0));
-        assert_eq!(req("a").at("/~/id-in/cse-in").on(&s), by_default(ALLOW));
-        assert_eq!(req("a").at("/_/sp/id-in/cse-in").on(&s), by_default(ALLOW));
-        let s = one("targets: [/~/id-in/**]");
-        assert_eq!(req("a").at("/~/id-in/cse-in").on(&s), by_rule(DENY, 0));
-        assert_eq!(req("a").at("/id-in/cse-in").on(&s), by_default(ALLOW));
-        let s = one("targets: [/_/*/id-in/**]");
+    fn every_form_of_a_target_meets_the_same_rule_both_ways() {
+        // the HTTP forms (raw and percent-encoded) and the WebSocket `to` forms
+        let http = [
+            "/cse-in/AE1",
+            "/~/id-in/cse-in/AE1",
+            "/_/sp.example.com/id-in/cse-in/AE1",
+            "/_/SP.Example.COM/id-in/cse-in/AE1",
+            "/-/AE1",
+            "/~/id-in/-/AE1",
+            "/_/sp.example.com/id-in/-/AE1",
+            "/cse-%69n/AE1",
+            "/~/id-%69n/cse-in/%41E1",
+            "/%2D/AE1",
+            "/cse-in/AE1/",
+        ];
+        let to = [
+            "cse-in/AE1",
+            "/id-in/cse-in/AE1",
+            "//sp.example.com/id-in/cse-in/AE1",
+            "-/AE1",
+            "/id-in/-/AE1",
+        ];
+        let patterns = [
+            "/cse-in/AE1",
+            "/~/id-in/cse-in/AE1",
+            "/_/sp.example.com/id-in/cse-in/AE1",
+            "/-/AE1",
+            "/cse-in/*",
+            "/cse-in/**",
+            "/~/id-in/**",
+            "/~/*/cse-in/AE1",
+            "/_/*/id-in/cse-in/**",
+            "/_/*/*/-/AE1",
+            "/*/AE1",
+            "/**",
+        ];
+        let cse = test_cse();
+        for pattern in patterns {
+            let s = one(&format!("targets: ['{pattern}']"));
+            for path in http {
+                assert_eq!(
+                    req("a").at(path).on(&s),
+                    by_rule(DENY, 0),
+                    "{pattern} {path}"
+                );
+                let t = http_request_target(path, Some(&cse)).unwrap();
+                assert_eq!(t.as_str(), "/cse-in/AE1", "{path}");
+                assert_eq!(t.scope(), Scope::Exact);
+            }
+            for to in to {
+                let t =
+                    crate::target::primitive_request_target(to, None, None, Some(&cse)).unwrap();
+                assert_eq!(t.as_str(), "/cse-in/AE1", "{to}");
+                let (op, _) = http_operation("GET", None);
+                let who = who("a", Method::Mtls, &[]);
+                let d = s.decide(&Request {
+                    identity: Some(&who),
+                    originator: Some("a"),
+                    operation: op,
+                    resource_type: None,
+                    target: &t,
+                });
+                assert_eq!(d, by_rule(DENY, 0), "{pattern} {to}");
+            }
+            // another resource, and another CSE's resource of the same name, do not
+            for other in [
+                "/cse-in/AE2",
+                "/~/id-mn/cse-in/AE1",
+                "/_/other.sp/id-in/cse-in/AE1",
+            ] {
+                if pattern.contains('*') {
+                    continue; // wildcards cover more, by design
+                }
+                assert_eq!(
+                    req("a").at(other).on(&s),
+                    by_default(ALLOW),
+                    "{pattern} {other}"
+                );
+            }
+        }
+        // the CSE-ID alone is the CSEBase
+        let s = one("targets: [/cse-in]");
+        for path in [
+            "/cse-in",
+            "/~/id-in",
+            "/_/sp.example.com/id-in",
+            "/-",
+            "/~/id-in/-",
+        ] {
+            assert_eq!(req("a").at(path).on(&s), by_rule(DENY, 0), "{path}");
+        }
+        assert_eq!(req("a").at("/cse-in/x").on(&s), by_default(ALLOW));
+    }
+
+    #[test]
+    fn other_cses_and_sps_keep_their_form() {
+        let cse = test_cse();
+        let canon = |path: &str| {
+            http_request_target(path, Some(&cse))
+                .unwrap()
+                .as_str()
+                .to_string()
+        };
+        assert_eq!(canon("/~/id-mn/cse-mn/x"), "/~/id-mn/cse-mn/x");
+        // the local SP's other CSEs are SP-relative
         assert_eq!(
-            req("a").at("/_/sp.example.com/id-in/cse-in").on(&s),
+            canon("/_/sp.example.com/id-mn/cse-mn/x"),
+            "/~/id-mn/cse-mn/x"
+        );
+        assert_eq!(
+            canon("/_/other.sp/id-in/cse-in/x"),
+            "/_/other.sp/id-in/cse-in/x"
+        );
+        // CSE-IDs and names are compared exactly
+        assert_eq!(canon("/~/ID-IN/cse-in/x"), "/~/ID-IN/cse-in/x");
+        let s = one("targets: [/cse-in/**]");
+        assert_eq!(req("a").at("/~/id-mn/cse-mn/x").on(&s), by_default(ALLOW));
+        let s = one("targets: ['/~/id-mn/**']");
+        assert_eq!(req("a").at("/~/id-mn/cse-mn/x").on(&s), by_rule(DENY, 0));
+        assert_eq!(
+            req("a").at("/_/sp.example.com/id-mn").on(&s),
             by_rule(DENY, 0)
         );
-        assert_eq!(req("a").at("/~/id-in/cse-in").on(&s), by_default(ALLOW));
-        let s = one("targets: ['/**']");
-        assert_eq!(req("a").at("/").on(&s), by_rule(DENY, 0));
-        assert_eq!(req("a").at("/x/y").on(&s), by_rule(DENY, 0));
-        assert_eq!(req("a").at("/~/id-in").on(&s), by_default(ALLOW));
+        assert_eq!(req("a").at("/cse-in/x").on(&s), by_default(ALLOW));
+        let s = one("targets: ['/_/sp.example.com/id-mn/**']");
+        assert_eq!(req("a").at("/~/id-mn/x").on(&s), by_rule(DENY, 0));
+        // `*` as CSE-ID: the local CSE and every other
+        let s = one("targets: ['/~/*/**']");
+        for path in ["/cse-in/x", "/~/id-mn/x", "/_/sp.example.com/id-mn/x"] {
+            assert_eq!(req("a").at(path).on(&s), by_rule(DENY, 0), "{path}");
+        }
+        assert_eq!(req("a").at("/_/other.sp/id-mn/x").on(&s), by_default(ALLOW));
+        let s = one("targets: ['/_/**']");
+        for path in ["/cse-in/x", "/~/id-mn/x", "/_/other.sp/id-mn/x", "/"] {
+            assert_eq!(req("a").at(path).on(&s), by_rule(DENY, 0), "{path}");
+        }
+        let s = one("targets: ['/~/*/cse-mn/**']");
+        assert_eq!(req("a").at("/~/id-mn/cse-mn/x").on(&s), by_rule(DENY, 0));
+        assert_eq!(req("a").at("/cse-in/cse-mn/x").on(&s), by_default(ALLOW));
+        // without an SP-ID configured, any SP-ID names the local SP for the local CSE-ID
+        let open = cse_with(None);
+        let t = http_request_target("/_/any.sp/id-in/cse-in/x", Some(&open)).unwrap();
+        assert_eq!(t.as_str(), "/cse-in/x");
+        let t = http_request_target("/_/any.sp/id-mn/cse-mn/x", Some(&open)).unwrap();
+        assert_eq!(t.as_str(), "/_/any.sp/id-mn/cse-mn/x");
+    }
+
+    #[test]
+    fn unstructured_ids_meet_deny_rules_with_targets_and_no_allow_rule_with_targets() {
+        let s = set(concat!(
+            "default: deny\n",
+            "rules:\n",
+            "  - {name: allow-all-under-base, targets: ['/cse-in/**'], effect: allow}\n",
+        ));
+        assert_eq!(req("a").at("/cse-in/x").on(&s), by_rule(ALLOW, 0));
+        for path in [
+            "/cae123",
+            "/~/id-in/cae123",
+            "/_/sp.example.com/id-in/cae123/x",
+            "/CSE-IN/x",
+        ] {
+            assert_eq!(req("a").at(path).on(&s), by_default(DENY), "{path}");
+            let t = http_request_target(path, Some(&test_cse())).unwrap();
+            assert_eq!(
+                t.scope(),
+                Scope::Unplaced(crate::target::UNSTRUCTURED),
+                "{path}"
+            );
+        }
+        let s = set(concat!(
+            "default: allow\n",
+            "rules:\n",
+            "  - {name: no-delete-secret, operations: [delete], targets: ['/cse-in/secret/**'], effect: deny}\n",
+            "  - {name: other, identities: [nobody], effect: deny}\n",
+        ));
+        let del = |p: &'static str| req("a").http("DELETE", None).at(p);
+        assert_eq!(del("/cae123").on(&s), by_rule(DENY, 0));
+        assert_eq!(del("/~/id-in/cae123").on(&s), by_rule(DENY, 0));
+        // the other conditions still count; rules without targets as before
+        assert_eq!(req("a").at("/cae123").on(&s), by_default(ALLOW));
+        assert_eq!(del("/cse-in/other").on(&s), by_default(ALLOW));
+        // another CSE's unstructured ID is not placed (its CSE-ID is the scope)
+        assert_eq!(del("/~/id-mn/cae1").on(&s), by_default(ALLOW));
+        // a pattern of the local CSE must start with the CSEBase
+        let e = compile_err("rules:\n  - {name: r, targets: ['/cae123/**'], effect: deny}\n");
+        assert_eq!(e.key, "authorization.rules[0].targets");
+        assert!(e.message.contains("unstructured"), "{}", e.message);
+        let e = compile_err("rules:\n  - {name: r, targets: ['/~/id-in/x'], effect: deny}\n");
+        assert_eq!(e.key, "authorization.rules[0].targets");
+    }
+
+    #[test]
+    fn fan_out_points_are_not_placed() {
+        let s = set(concat!(
+            "default: allow\n",
+            "rules:\n",
+            "  - {name: no-secret, targets: ['/cse-in/secret/**'], effect: deny}\n",
+        ));
+        for path in [
+            "/cse-in/grp/fopt",
+            "/cse-in/grp/fopt/x",
+            "/~/id-in/cse-in/a/grp/fopt",
+        ] {
+            assert_eq!(req("a").at(path).on(&s), by_rule(DENY, 0), "{path}");
+        }
+        assert_eq!(req("a").at("/cse-in/grp").on(&s), by_default(ALLOW));
+        let s =
+            set("default: deny\nrules:\n  - {name: all, targets: ['/cse-in/**'], effect: allow}\n");
+        assert_eq!(req("a").at("/cse-in/grp/fopt").on(&s), by_default(DENY));
+        let t = crate::target::primitive_request_target(
+            "cse-in/grp/fopt",
+            None,
+            None,
+            Some(&test_cse()),
+        )
+        .unwrap();
+        assert_eq!(t.scope(), Scope::Unplaced(crate::target::FAN_OUT));
+    }
+
+    #[test]
+    fn retrieves_with_descendants_meet_deny_rules_below_them() {
+        let s = set(concat!(
+            "default: allow\n",
+            "rules:\n",
+            "  - {name: no-secret, operations: [retrieve], targets: ['/cse-in/app/secret/**'], effect: deny}\n",
+        ));
+        for (path, decision) in [
+            ("/cse-in/app", by_default(ALLOW)),
+            ("/cse-in/app?rcn=1", by_default(ALLOW)),
+            ("/cse-in/app?rcn=4", by_rule(DENY, 0)),
+            ("/cse-in?rcn=5", by_rule(DENY, 0)),
+            ("/~/id-in/cse-in?rcn=6", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=8&x=1", by_rule(DENY, 0)),
+            ("/cse-in/app?fu=1&ty=3", by_rule(DENY, 0)),
+            ("/cse-in/app?fu=2", by_default(ALLOW)),
+            ("/cse-in/app?%72cn=4", by_rule(DENY, 0)),
+            ("/cse-in/app?RCN=4", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=04", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=1&rcn=4", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=+4", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=x", by_rule(DENY, 0)),
+            ("/cse-in/app/secret/x?rcn=1", by_rule(DENY, 0)),
+            // beside the denied subtree, not above it
+            ("/cse-in/other?rcn=4", by_default(ALLOW)),
+            ("/cse-in/app/public?rcn=4", by_default(ALLOW)),
+        ] {
+            assert_eq!(req("a").at(path).on(&s), decision, "{path}");
+        }
+        // only for retrieves: a delete with rcn=4 is judged on its target
+        assert_eq!(
+            req("a").http("DELETE", None).at("/cse-in/app?rcn=4").on(&s),
+            by_default(ALLOW)
+        );
+        // allow rules with targets allow a subtree retrieve only when they cover all of it
+        let s = set(concat!(
+            "default: deny\n",
+            "rules:\n",
+            "  - {name: base-only, targets: ['/cse-in'], effect: allow}\n",
+            "  - {name: app-tree, targets: ['/cse-in/app/**'], effect: allow}\n",
+        ));
+        assert_eq!(req("a").at("/cse-in").on(&s), by_rule(ALLOW, 0));
+        assert_eq!(req("a").at("/cse-in?rcn=4").on(&s), by_default(DENY));
+        assert_eq!(req("a").at("/cse-in/app?rcn=4").on(&s), by_rule(ALLOW, 1));
+        assert_eq!(req("a").at("/cse-in/app/x?fu=1").on(&s), by_rule(ALLOW, 1));
+    }
+
+    #[test]
+    fn query_reach_reads_rcn_and_fu_fail_closed() {
+        use crate::target::query_reach;
+        assert_eq!(query_reach(""), None);
+        assert_eq!(query_reach("rcn=1&fu=2&ty=4"), None);
+        assert_eq!(query_reach("rcnx=4&xfu=1"), None);
+        for q in [
+            "rcn=4",
+            "rcn=5",
+            "rcn=6",
+            "rcn=8",
+            "fu=1",
+            "rcn=",
+            "rcn",
+            "fu=%31",
+            "a=1;rcn=4",
+            "rcn=4%00",
+        ] {
+            assert!(query_reach(q).is_some(), "{q}");
+        }
+    }
+
+    #[test]
+    fn originator_regexes_in_a_local_sp_relative_form_are_refused() {
+        let e =
+            compile_err("rules:\n  - {name: r, originators: ['^/id-in/CAdmin$'], effect: deny}\n");
+        assert_eq!(e.key, "authorization.rules[0].originators");
+        assert!(e.message.contains("canonical"), "{}", e.message);
+        // another CSE's originators keep their form
+        let s = one("originators: ['^/id-mn/']");
+        assert_eq!(req("a").origin(Some("/id-mn/C1")).on(&s), by_rule(DENY, 0));
+    }
+
+    #[test]
+    fn targets_need_the_local_cse() {
+        let c: AuthorizationConfig = serde_yaml_ng::from_str(
+            "rules:\n  - {name: ok, identities: [a], effect: deny}\n  - {name: t, targets: [/cse-in], effect: deny}\n",
+        )
+        .unwrap();
+        let e = RuleSet::compile(&c).unwrap_err();
+        assert_eq!(e.key, "cse");
+        assert!(
+            e.message.contains("authorization.rules[1] (t)"),
+            "{}",
+            e.message
+        );
+        let c: AuthorizationConfig =
+            serde_yaml_ng::from_str("rules:\n  - {name: ok, identities: [a], effect: deny}\n")
+                .unwrap();
+        assert!(RuleSet::compile(&c).is_ok());
     }
 
     #[test]
@@ -1839,6 +2149,12 @@ mod tests {
             ("cse-in/x\u{85}", CONTROL),
             ("~/id-in/cse-in", MARKER),
             ("_/sp/id-in", MARKER),
+            ("~cse-in/x", GLUED_MARKER),
+            ("_id-in/cse-in", GLUED_MARKER),
+            ("/~id-in/cse-in", GLUED_MARKER),
+            ("/~/id-in/cse-in", MARKER),
+            ("//_sp/id-in", GLUED_MARKER),
+            ("//sp/~/x", MARKER),
         ];
         for (to, err) in cases {
             assert_eq!(primitive_target(to).as_ref().err(), Some(err), "{to:?}");

@@ -25,6 +25,7 @@ use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, Effect, KeyError, Method, RequestPath, Resolved};
+use crate::cse::LocalCse;
 use crate::egress::proxy::EgressProxy;
 use crate::egress::rewrite::PoaRewriter;
 use crate::egress::Route;
@@ -53,6 +54,8 @@ pub struct Prepared {
     pub mtls: Option<Arc<MtlsAuthenticator>>,
     pub basic: Option<Arc<BasicAuth>>,
     pub bearer: Option<Arc<BearerAuth>>,
+    pub jwt: Option<Arc<JwtAuth>>,
+    pub introspection: Option<Arc<Introspection>>,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     /// `auth.roles`, replaced whole by a config reload.
     pub roles: Arc<ArcSwap<Roles>>,
@@ -63,6 +66,8 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     /// One line per file of the first load.
     pub loaded: Vec<String>,
+    /// JWKS files of the JWT issuers (what `check` shows of them).
+    pub jwks_files: Vec<Arc<JwksFile>>,
     /// Egress routes, in config order.
     pub routes: Vec<Arc<Route>>,
     /// `poa` rewriting between the routes' peer and local URLs (ingress and egress).
@@ -103,10 +108,11 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
         .enumerate()
         .map(|(i, r)| Route::build(i, r))
         .collect::<Result<Vec<_>, _>>()?;
+    let cse = config.cse.as_ref().map(LocalCse::from_config).transpose()?;
     Ok(Sections {
-        policy: OriginatorPolicy::from_config(&config.originator)?,
-        roles: Roles::from_config(&config.auth.roles)?,
-        rules: RuleSet::compile(&config.authorization)?,
+        policy: OriginatorPolicy::build(&config.originator, cse.as_ref())?,
+        roles: Roles::from_config(&config.auth.roles, &config.auth.methods)?,
+        rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
         routes,
         mtls,
         jwt,
@@ -152,6 +158,12 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
 pub fn prepare(config_path: &Path) -> Result<Prepared> {
     crate::random::init()?;
     let (config, resolved) = Config::load(config_path)?;
+    if config.allow_example_credentials {
+        log::warn!(
+            "allow_example_credentials is ON: the published example keys, passwords and tokens (certs/dev, deploy's example Secret) are accepted. Never outside a trial."
+        );
+        crate::example_credentials::allow();
+    }
     let names = |n: &mut dyn Iterator<Item = &String>| n.cloned().collect::<Vec<_>>();
     init_metrics(
         &names(&mut config.egress.iter().map(|r| &r.name)),
@@ -159,6 +171,17 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     );
     let invalid = |e: KeyError| ConfigError::invalid(config_path, e);
     let sections = build_sections(&config).map_err(invalid)?;
+    if config.websocket.cse_id.is_some() {
+        log::warn!("websocket.cse_id is deprecated: set cse.id (and cse.name) instead");
+    }
+    for (role, members) in &config.auth.roles {
+        if let (None, [only]) = (&members.methods, config.auth.methods.as_slice()) {
+            log::warn!(
+                "auth.roles.{role} has no `methods`: given to identities proven by {0} only; write `methods: [{0}]` in it (enabling another method would make it an error)",
+                only.as_str()
+            );
+        }
+    }
     let tls = match &config.tls {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
         None => None,
@@ -211,8 +234,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     if let Some(basic) = &basic {
         items.push(Box::new(HtpasswdReload(basic.clone())));
     }
-    for file in jwks_files {
-        items.push(Box::new(JwksReload(file)));
+    for file in &jwks_files {
+        items.push(Box::new(JwksReload(file.clone())));
     }
     if let Some(bearer) = &bearer {
         items.push(Box::new(TokensReload(bearer.clone())));
@@ -259,12 +282,15 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         mtls,
         basic,
         bearer,
+        jwt,
+        introspection,
         policy,
         roles,
         rules,
         verifiers,
         reloader,
         loaded,
+        jwks_files,
         routes,
         poa: Arc::new(poa),
     })
@@ -279,8 +305,8 @@ fn upstream_peer(p: &Prepared) -> HttpPeer {
     peer
 }
 
-/// Reload of the config file itself: the originator mappings (`originator.*`,
-/// `auth.basic.originators`) are applied; other changes are reported as needing a restart.
+/// Reload of the config file itself: the keys of [`crate::config::LIVE_KEYS`] are applied;
+/// other changes are reported as needing a restart.
 struct ConfigReload {
     path: PathBuf,
     running: Config,
@@ -308,14 +334,14 @@ impl Reloadable for ConfigReload {
         let restart = self.running.restart_only_changes(&new);
         if !restart.is_empty() {
             log::warn!(
-                "{}: changes to {} need a restart and are NOT applied; the originator mappings are",
+                "{}: changes to {} need a restart and are NOT applied; {} are",
                 self.path.display(),
-                restart.join(", ")
+                restart.join(", "),
+                crate::config::LIVE_KEYS.join(", ")
             );
         }
         self.policy.store(Arc::new(sections.policy));
         self.roles.store(Arc::new(sections.roles));
-        let rule_count = new.authorization.rules.len();
         self.rules.store(Arc::new(sections.rules));
         let mapped = match (&self.basic, &new.auth.basic) {
             (Some(basic), Some(cfg)) => {
@@ -324,12 +350,31 @@ impl Reloadable for ConfigReload {
             }
             _ => 0,
         };
-        Ok(format!(
-            "originator mode {:?}, {} identities with extra patterns, {mapped} Basic user originators, {rule_count} authorization rules",
-            new.originator.mode,
-            new.originator.allow.len()
-        ))
+        Ok(live_summary(&new, mapped))
     }
+}
+
+/// What a load of the config file put in force, in the order of `LIVE_KEYS`.
+fn live_summary(c: &Config, basic_originators: usize) -> String {
+    let o = &c.originator;
+    format!(
+        "applied: cse {}, originator mode {}{}, auth.roles {} role(s), auth.basic.originators {basic_originators} user(s), authorization {} rule(s) (default {})",
+        c.cse.as_ref().map_or("(none)", |c| c.id.as_str()),
+        o.mode.as_str(),
+        if o.by_role.is_empty() {
+            String::new()
+        } else {
+            let roles: Vec<_> = o
+                .by_role
+                .iter()
+                .map(|r| format!("{} {}", r.role, r.mode.as_str()))
+                .collect();
+            format!(" (by_role: {})", roles.join(", "))
+        },
+        c.auth.roles.len(),
+        c.authorization.rules.len(),
+        c.authorization.default.label(),
+    )
 }
 
 /// Run until a shutdown signal; returns when the server has stopped.
@@ -408,7 +453,16 @@ pub fn run(p: Prepared) -> Result<()> {
             idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
         },
         connections: connections.clone(),
-        websocket: p.config.websocket.clone(),
+        websocket: crate::config::WebSocketConfig {
+            // `cse.id` replaces the deprecated `websocket.cse_id` (validation: they agree)
+            cse_id: p
+                .config
+                .cse
+                .as_ref()
+                .map(|c| c.id.clone())
+                .or_else(|| p.config.websocket.cse_id.clone()),
+            ..p.config.websocket.clone()
+        },
         anonymous: p.config.auth.anonymous,
         forward_authorization: p.config.auth.forward_authorization,
         tls: p.config.tls.is_some(),

@@ -30,9 +30,17 @@ pub fn render(p: &Prepared) -> String {
                     ", CA bundle {} ({} certificate(s)){}",
                     tls.client_ca.as_deref().unwrap_or(Path::new("?")).display(),
                     trust.ca_count(),
-                    match &tls.crl {
-                        Some(crl) => format!(", CRL {}", crl.display()),
-                        None => String::new(),
+                    match (&tls.crl, trust.crl_coverage()) {
+                        (Some(crl), Some(c)) => format!(
+                            ", CRL {} (checked for the {})",
+                            crl.display(),
+                            match c.scope {
+                                crate::config::CrlScope::Chain => "whole chain",
+                                crate::config::CrlScope::Leaf => "client certificate only",
+                            }
+                        ),
+                        (Some(crl), None) => format!(", CRL {}", crl.display()),
+                        _ => String::new(),
                     }
                 ),
                 None => String::new(),
@@ -41,11 +49,35 @@ pub fn render(p: &Prepared) -> String {
                 "client certificates: {}{ca}",
                 tls.client_cert_mode().as_str()
             ));
+            if tls.session_tickets {
+                line(format!(
+                    "session tickets: on, key replaced every {:?} and on a CA/CRL change",
+                    tls.session_ticket_rotation
+                ));
+            }
+            if let Some(c) = state.trust.as_ref().and_then(|t| t.crl_coverage()) {
+                if !c.uncovered.is_empty() && tls.crl_scope != Some(crate::config::CrlScope::Leaf) {
+                    line(format!(
+                        "WARNING: tls.crl has no CRL from {}: {}",
+                        c.uncovered.join(", "),
+                        match tls.crl_scope {
+                            None => "intermediates are not checked for revocation (add their CRLs, or set tls.crl_scope: leaf)",
+                            _ => "tls.crl_scope is chain: certificates issued through it are refused",
+                        }
+                    ));
+                }
+            }
         }
         _ => line(format!(
             "listen: {} (plain HTTP: only behind something that terminates TLS)",
             p.resolved.listen
         )),
+    }
+    if c.allow_example_credentials {
+        line(
+            "WARNING: allow_example_credentials is ON: published example credentials are accepted"
+                .to_string(),
+        );
     }
     line(format!(
         "upstream: {} -> {} (connect timeout {:?}, timeout {:?})",
@@ -60,9 +92,9 @@ pub fn render(p: &Prepared) -> String {
     ));
     let methods: Vec<_> = c.auth.methods.iter().map(|m| m.as_str()).collect();
     line(format!(
-        "auth: methods [{}], anonymous {:?}, Authorization {}",
+        "auth: methods [{}], anonymous {}, Authorization {}",
         methods.join(", "),
-        c.auth.anonymous,
+        c.auth.anonymous.as_str(),
         if c.auth.forward_authorization {
             "forwarded"
         } else {
@@ -130,15 +162,25 @@ pub fn render(p: &Prepared) -> String {
                 (_, _, Some(f)) => format!("shared secret {}", f.display()),
                 _ => "no keys".into(),
             };
+            let file = p.jwks_files.iter().find(|f| f.issuer == issuer.issuer);
+            let loaded = file.map(|f| f.keys());
             line(format!(
-                "jwt: issuer {:?}, audiences {:?}, {keys}, originator from claim {:?}",
-                issuer.issuer, issuer.audiences, issuer.originator_claim
+                "jwt: issuer {:?}, audiences {:?}, {keys}{}, originator from claim `{}`",
+                issuer.issuer,
+                issuer.audiences,
+                loaded
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(" ({})", k.summary())),
+                issuer.originator_claim
             ));
+            for skipped in loaded.iter().flat_map(|k| k.skipped()) {
+                line(format!("  WARNING: JWKS key skipped: {skipped}"));
+            }
         }
     }
     if let Some(intro) = &c.auth.introspection {
         line(format!(
-            "introspection: {} (timeout {:?}, cache {:?}, {} calls at once, {} queued), originator from field {:?}{}",
+            "introspection: {} (timeout {:?}, cache {:?}, {} calls at once, {} queued), originator from field `{}`{}",
             intro.url,
             intro.timeout,
             intro.cache_ttl,
@@ -151,6 +193,17 @@ pub fn render(p: &Prepared) -> String {
                 ""
             }
         ));
+        if !intro.audiences.is_empty() || intro.issuer.is_some() || !intro.token_types.is_empty() {
+            line(format!(
+                "introspection answers need: audiences {:?}, issuer {}, token types {:?}",
+                intro.audiences,
+                intro
+                    .issuer
+                    .as_deref()
+                    .map_or("(any)".to_string(), |i| format!("{i:?}")),
+                intro.token_types
+            ));
+        }
     }
     if p.mtls.is_some() {
         let fields: Vec<_> = c.auth.mtls.identity.iter().map(|f| f.as_str()).collect();
@@ -184,6 +237,25 @@ pub fn render(p: &Prepared) -> String {
             },
         ));
     }
+    match &c.cse {
+        Some(cse) => line(format!(
+            "cse: {} (CSEBase {}, SP-ID {}): its targets and originators are matched in one canonical form",
+            cse.id,
+            cse.name,
+            cse.sp_id_bare().unwrap_or("any")
+        )),
+        None => line("cse: not configured (rules cannot use targets; originators are taken as written)".into()),
+    }
+    if let Some(old) = &c.websocket.cse_id {
+        line(format!(
+            "WARNING: websocket.cse_id ({old}) is deprecated: set cse.id{}",
+            if c.cse.is_some() {
+                " and remove websocket.cse_id"
+            } else {
+                " (and cse.name)"
+            }
+        ));
+    }
     let rules = p.rules.load();
     if !rules.is_empty() {
         line("authorization rules (first match decides):".to_string());
@@ -191,22 +263,94 @@ pub fn render(p: &Prepared) -> String {
             line(format!("  {row}"));
         }
     }
-    line(format!(
-        "originator: {:?}{}{}",
-        c.originator.mode,
-        if c.originator.cse_namespace {
-            ", CSE namespaces allowed"
-        } else {
-            ""
-        },
-        if c.originator.allow.is_empty() {
+    for row in roles_lines(c) {
+        line(row);
+    }
+    for row in originator_lines(&c.originator) {
+        line(row);
+    }
+    out
+}
+
+/// `auth.roles` in the config's own words, one line per role, and a warning for an entry
+/// bound to the one enabled method only by having no `methods`.
+fn roles_lines(c: &crate::config::Config) -> Vec<String> {
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::new();
+    for (role, m) in &c.auth.roles {
+        let mut keys = Vec::new();
+        if let Some(methods) = &m.methods {
+            let names: Vec<_> = methods.iter().map(|m| m.as_str()).collect();
+            keys.push(format!("methods: [{}]", names.join(", ")));
+        }
+        if !m.names.is_empty() {
+            keys.push(format!("names: [{}]", list(&m.names)));
+        }
+        if !m.patterns.is_empty() {
+            keys.push(format!("patterns: [{}]", list(&m.patterns)));
+        }
+        out.push(format!("auth.roles: {role}: {{{}}}", keys.join(", ")));
+        if m.methods.is_none() {
+            if let Some(only) = c.auth.methods.first() {
+                out.push(format!(
+                    "WARNING: auth.roles.{role} has no `methods`: it is given to identities proven by {0}, the only enabled method; write `methods: [{0}]` in it, or enabling another method makes this config an error",
+                    only.as_str()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `originator` in the config's own words: the mode for everyone, then per role.
+fn originator_lines(o: &crate::config::OriginatorConfig) -> Vec<String> {
+    let namespace = |on: bool| {
+        if !on {
+            return String::new();
+        }
+        format!(
+            ", cse_namespace (one C/S AE-ID segment{})",
+            if o.cse_ae_ids.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; AE-ID patterns for {}",
+                    o.cse_ae_ids.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        )
+    };
+    let mut out = vec![format!(
+        "originator: mode {}{}{}{}",
+        o.mode.as_str(),
+        namespace(o.cse_namespace),
+        if o.allow.is_empty() {
             String::new()
         } else {
-            format!(
-                ", {} identities with extra patterns",
-                c.originator.allow.len()
-            )
+            format!(", allow: patterns for {} originators", o.allow.len())
+        },
+        if o.by_role.is_empty() {
+            String::new()
+        } else {
+            " (for identities without a role below)".to_string()
         }
-    ));
+    )];
+    for (i, r) in o.by_role.iter().enumerate() {
+        out.push(format!(
+            "originator.by_role[{i}]: role {}: mode {}{}",
+            r.role,
+            r.mode.as_str(),
+            namespace(r.cse_namespace)
+        ));
+    }
+    if !o.by_role.is_empty() {
+        out.push("originator.by_role: the first entry whose role an identity holds decides".into());
+    }
     out
 }

@@ -5,6 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use base64::Engine;
 use common::creds::metric;
@@ -387,13 +388,11 @@ fn failed_attempts_are_rate_limited_and_good_clients_are_not() {
     // the blocked user is refused before any password check, even with the right password
     let resp = s.tls(None).connect_and_request(s.addr, &good).unwrap();
     assert_eq!(resp.status, 429);
-    let metrics = s.proxy.admin_get("/metrics").unwrap().1;
-    assert!(
-        metrics.contains(
-            "m2m_auth_proxy_auth_failures_total{method=\"basic\",reason=\"rate_limited\"}"
-        ),
-        "{metrics}"
+    let (found, metrics) = s.proxy.wait_metrics(
+        "m2m_auth_proxy_auth_failures_total{method=\"basic\",reason=\"rate_limited\"}",
+        Duration::from_secs(5),
     );
+    assert!(found, "{metrics}");
 }
 
 fn check(config: &Path) -> (i32, String, String) {
@@ -623,4 +622,42 @@ fn password_checks_beyond_the_slots_and_queue_are_refused_without_work() {
     );
     let busy = "m2m_auth_proxy_auth_failures_total{method=\"basic\",reason=\"busy\"}";
     assert_eq!(common::creds::wait_metric(&s.proxy, busy, 1.0), 1.0);
+}
+
+/// An `expires:` left empty (a template without a value) is an error, at start and on a reload,
+/// never "this token does not expire".
+#[test]
+fn an_empty_expires_is_refused_at_start_and_on_reload() {
+    let (s, c) = start("[bearer]", "");
+    let (token, entry) = make_token("gateway-2", "CgatewayB", None);
+    let good = std::fs::read_to_string(&c.tokens).unwrap();
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(get(&s, &[("Authorization", &bearer(&token))]).status, 401);
+
+    common::proxy::write_atomic(&c.tokens, format!("{good}{entry}    expires:\n").as_bytes());
+    assert!(
+        s.proxy
+            .wait_stderr("expires is empty", std::time::Duration::from_secs(10)),
+        "{}",
+        s.proxy.stderr_text()
+    );
+    assert!(s
+        .proxy
+        .stderr_text()
+        .contains("tokens[2] (name \"gateway-2\")"));
+    // the file in force stays: the new token is not admitted, the old ones are
+    assert_eq!(get(&s, &[("Authorization", &bearer(&token))]).status, 401);
+    let resp = get(&s, &[("Authorization", &bearer(&c.gateway_token))]);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    for empty in ["    expires:\n", "    expires: ~\n", "    expires: null\n"] {
+        common::proxy::write_atomic(&c.tokens, format!("{good}{entry}{empty}").as_bytes());
+        let config = s.pki.write("check.yaml", s.config_yaml().as_bytes());
+        let (code, out, err) = check(&config);
+        assert_eq!(code, 1, "{empty:?}: {out}");
+        assert!(
+            err.contains("tokens[2] (name \"gateway-2\"): expires is empty"),
+            "{empty:?}: {err}"
+        );
+    }
 }

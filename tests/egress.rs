@@ -257,6 +257,164 @@ fn an_originator_outside_the_routes_list_is_refused_before_leaving_the_pod() {
     assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer");
 }
 
+/// The peer's CSE must read a head as the peer's sidecar does (issue 26, class 3): the egress
+/// listener forwards only the binding's methods in capitals and one plain-ASCII Content-Type.
+#[test]
+fn heads_a_peer_could_read_two_ways_do_not_leave_the_pod() {
+    let p = pair("");
+    let delete = Request::new("delete", "/~/id-in/cse-in/x")
+        .header("X-M2M-Origin", "/id-mn")
+        .header("X-M2M-RI", "ri-8");
+    let resp = egress_request(p.b.egress, &delete);
+    assert_eq!(resp.status, 405, "{}", resp.text());
+    assert_eq!(resp.header("X-M2M-RSC"), Some("4005"));
+    assert_eq!(resp.header("X-M2M-RI"), Some("ri-8"));
+    let two = Request::post("/~/id-in/cse-in", b"{}".to_vec())
+        .header("X-M2M-Origin", "/id-mn")
+        .header("Content-Type", "application/json")
+        .header("Content-Type", "application/json;ty=3");
+    let resp = egress_request(p.b.egress, &two);
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert_eq!(resp.header("X-M2M-RSC"), Some("4000"));
+    assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer");
+}
+
+#[test]
+fn every_originator_value_must_be_readable_single_and_allowed_before_anything_leaves() {
+    let p = pair("    originators: [\"^/id-mn(/.*)?$\"]\n");
+    let raw = |origins: &[&[u8]]| {
+        let mut head = b"GET /cse-in HTTP/1.1\r\nHost: peer\r\nX-M2M-RI: ri-o\r\n".to_vec();
+        for o in origins {
+            head.extend_from_slice(b"X-M2M-Origin: ");
+            head.extend_from_slice(o);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        let mut conn = Conn::plain(p.b.egress).unwrap();
+        conn.send_raw(&head).unwrap();
+        conn.read_response().unwrap()
+    };
+    for origins in [
+        &[&b"CAdmin\xff"[..], b"/id-mn/a"][..],
+        &[b"/id-mn/a", b"CAdmin\xff"],
+        &[b"/id-mn/a", b"/id-mn/b"],
+        &[b"/id-mn/a", b"/id-mn/a"],
+        &[b"/id-mn/a,CAdmin"],
+        &[b"/id-mn/\xc3\xa9"],
+        &[],
+    ] {
+        let resp = raw(origins);
+        assert_eq!(resp.status, 403, "{origins:?}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4103"));
+    }
+    assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer");
+    let resp = raw(&[b"/id-mn/Ca"]);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(p.a.upstream.count(), 1);
+}
+
+/// Issue 29 through both sidecars, in front of an IN that gives AEs resource IDs in one flat
+/// space as ACME does: what the MN forwards for its AEs stays in its namespace, one AE-ID
+/// segment with its own prefix, and cannot take or shadow the IN's IDs.
+#[test]
+fn an_mn_cannot_take_in_side_ae_ids_or_shadow_a_cse_through_its_namespace() {
+    let (a, b) = (Side::new(), Side::new());
+    let mn_cert = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
+    let local_ae = a.pki.client(&a.ca, ClientOpts::uri("Cinae"));
+    a.upstream.assign_ae_ids();
+    let yaml_a = a
+        .yaml("[mtls]", "", "")
+        .replace(
+            "  cse_namespace: true\n",
+            "  cse_namespace: true\n  cse_ae_ids:\n    /id-mn: \"^Cmn-\"\n",
+        )
+        .replace(
+            "shutdown:\n",
+            "cse:\n  id: /id-in\n  name: cse-in\n  sp_id: acme.example.com\nshutdown:\n",
+        );
+    let _pa = a.start(&yaml_a);
+    // no originators list on B's route: A's ingress is what decides here
+    let _pb = b.start(&b.yaml(
+        "[mtls]",
+        "",
+        &b.route("registrar", &a, &a.ca, Some(&mn_cert), ""),
+    ));
+    let register = |origin: &str| {
+        egress_request(
+            b.egress,
+            &Request::post(
+                "/~/id-in/cse-in",
+                br#"{"m2m:ae":{"rn":"x","api":"Nx","rr":false}}"#.to_vec(),
+            )
+            .header("Content-Type", "application/json;ty=2")
+            .header("X-M2M-Origin", origin),
+        )
+    };
+    // the MN may not register an AE under the IN's own AE-ID space, nor anything but one
+    // AE-ID segment: no AE named after a CSE
+    for origin in [
+        "/id-mn/Cinae",
+        "/id-mn/Cmn-x/id-mn2",
+        "/id-mn/id-mn2",
+        "/id-in/Cinae",
+        "//acme.example.com/id-in/Cinae",
+        "/id-mn2/Cmn-1",
+    ] {
+        let resp = register(origin);
+        assert_eq!(resp.status, 403, "{origin}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4103"), "{origin}");
+    }
+    assert!(a.upstream.ae_ids().is_empty(), "{:?}", a.upstream.ae_ids());
+    // the IN's own AE registers under its ID, the MN's AEs under their prefix, in any form
+    let resp = s_request(&a, &local_ae, "Cinae");
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    for (origin, forwarded) in [
+        ("/id-mn/Cmn-ae1", "/id-mn/Cmn-ae1"),
+        ("//acme.example.com/id-mn/Cmn-ae2", "/id-mn/Cmn-ae2"),
+    ] {
+        let resp = register(origin);
+        assert_eq!(resp.status, 201, "{origin}: {}", resp.text());
+        assert_eq!(
+            a.upstream.last().unwrap().header_values("X-M2M-Origin"),
+            [forwarded]
+        );
+    }
+    let ids = a.upstream.ae_ids();
+    assert_eq!(ids.get("Cinae").map(String::as_str), Some("Cinae"));
+    assert_eq!(
+        ids.get("Cmn-ae1").map(String::as_str),
+        Some("/id-mn/Cmn-ae1")
+    );
+    assert_eq!(
+        ids.get("Cmn-ae2").map(String::as_str),
+        Some("/id-mn/Cmn-ae2")
+    );
+    assert_eq!(ids.len(), 3);
+    // the IN's AE written SP-relative is still itself: its ID is taken, by itself
+    let resp = s_request(&a, &local_ae, "/id-in/Cinae");
+    assert_eq!(resp.status, 409, "{}", resp.text());
+    assert_eq!(
+        a.upstream.last().unwrap().header_values("X-M2M-Origin"),
+        ["Cinae"]
+    );
+}
+
+/// An AE registration at `side`'s ingress with the certificate `cert`, claiming `origin`.
+fn s_request(side: &Side, cert: &CertKey, origin: &str) -> common::Response {
+    common::ClientTls::new(&side.ca.cert)
+        .cert(cert)
+        .connect_and_request(
+            side.addr,
+            &Request::post(
+                "/cse-in",
+                br#"{"m2m:ae":{"rn":"x","api":"Nx","rr":false}}"#.to_vec(),
+            )
+            .header("Content-Type", "application/json;ty=2")
+            .header("X-M2M-Origin", origin),
+        )
+        .unwrap()
+}
+
 #[test]
 fn a_peer_certificate_from_another_ca_is_refused_with_502_5103() {
     let (a, b) = (Side::new(), Side::new());
@@ -856,4 +1014,50 @@ fn a_body_read_for_poa_rewriting_beyond_the_buffer_budget_is_refused_503() {
         ),
         1.0
     );
+}
+
+/// An egress route refuses a peer that breaks the outbound TLS policy (static-RSA or CBC suites
+/// only, or a certificate that names `server_name` in its CN only) with 502/5103 naming why,
+/// and nothing reaches the peer.
+#[test]
+fn a_peer_without_forward_secrecy_aead_or_a_san_is_refused() {
+    let b = Side::new();
+    let peer_pki = Pki::new();
+    let peer_ca = peer_pki.ca("weak-peer-ca");
+    let peers = common::https::policy_breaking_peers(&peer_pki, &peer_ca, "peer.test");
+    let mut routes = String::new();
+    let mut endpoints = Vec::new();
+    let mut listeners = Vec::new();
+    for (i, (what, cert, tls)) in peers.into_iter().enumerate() {
+        let endpoint =
+            common::https::HttpsEndpoint::start_with(&cert, None, tls, |_| (200, "{}".into()));
+        let listen = loopback(free_port());
+        // the CN-only certificate is checked for peer.test, the others for 127.0.0.1
+        let server_name = if what.contains("CN") {
+            "      server_name: peer.test\n"
+        } else {
+            ""
+        };
+        routes.push_str(&format!(
+            "\n  - name: weak-{i}\n    listen: \"{listen}\"\n    peer: \"https://127.0.0.1:{}\"\n    tls:\n      ca: {}\n{server_name}",
+            endpoint.addr.port(),
+            peer_ca.cert.display()
+        ));
+        endpoints.push((what, endpoint));
+        listeners.push(listen);
+    }
+    let _pb = b.start(&b.yaml("[mtls]", "", &routes));
+    for ((what, endpoint), listen) in endpoints.iter().zip(&listeners) {
+        let resp = egress_request(*listen, &Request::get("/x").header("X-M2M-RI", "weak-1"));
+        assert_eq!(resp.status, 502, "{what}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("5103"), "{what}");
+        let why = dbg(&resp);
+        let expected = if what.contains("CN") {
+            "does not name the peer"
+        } else {
+            "ECDHE and AEAD"
+        };
+        assert!(why.contains(expected), "{what}: {why}");
+        assert_eq!(endpoint.count(), 0, "{what}: a request reached the peer");
+    }
 }

@@ -280,8 +280,10 @@ fn ca_removal_and_crl_revocation_refuse_existing_connections() {
         Duration::from_secs(5)
     ));
     assert_eq!(conn_kept.request(&Request::get("/x")).unwrap().status, 401);
-    let metrics = s.proxy.admin_get("/metrics").unwrap().1;
-    assert!(metrics.contains("reason=\"revoked\""), "{metrics}");
+    let (found, metrics) = s
+        .proxy
+        .wait_metrics("reason=\"revoked\"", Duration::from_secs(5));
+    assert!(found, "{metrics}");
 }
 
 #[test]

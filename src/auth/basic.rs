@@ -12,6 +12,7 @@ use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier, NOT
 use crate::config::BasicConfig;
 use crate::credentials::cache::VerifyCache;
 use crate::credentials::htpasswd::HtpasswdFile;
+use crate::example_credentials;
 use crate::identity::{Identity, Method};
 use crate::originator_syntax::validate_originator;
 use crate::random::RandomUnavailable;
@@ -73,8 +74,8 @@ impl BasicAuth {
             .then(|| self.outcome_for(user))
     }
 
-    /// The identity of a user whose password was verified.
-    fn outcome_for(&self, user: &str) -> BasicOutcome {
+    /// The identity of a user whose password was verified (`explain` asks it for a user name).
+    pub fn outcome_for(&self, user: &str) -> BasicOutcome {
         let originator = self
             .originators
             .load()
@@ -115,8 +116,10 @@ impl Reloadable for HtpasswdReload {
         let auth = &self.0;
         let text = reload::utf8(&auth.path, &contents[0])?;
         let file = HtpasswdFile::parse(&auth.path, text, auth.allow_insecure)
-            .map_err(|e| e.to_string())?
-            .with_timing_floor(auth.timing_floor);
+            .map_err(|e| e.to_string())?;
+        // before the floor: the check verifies published passwords, at their own cost
+        example_credentials::check_htpasswd(&auth.path, &file)?;
+        let file = file.with_timing_floor(auth.timing_floor);
         if file.is_empty() {
             // An empty file is far more often half-written than meant to lock everyone out.
             return Err(format!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::claim_path::ClaimPath;
 use super::value::{duration, FilePath, KeyError};
 use crate::identity::Method;
 use crate::originator_syntax::validate_originator;
@@ -18,8 +19,8 @@ pub struct AuthConfig {
     pub bearer: Option<BearerConfig>,
     pub jwt: Option<JwtConfig>,
     pub introspection: Option<IntrospectionConfig>,
-    /// Roles given to identities: `role: [names]`, or `role: {names: [...], patterns: [regexes
-    /// on the identity name]}`. Used by the authorization rules and logged.
+    /// Roles given to identities: `role: {methods: [...], names: [...], patterns: [regexes on
+    /// the identity name]}`, or `role: [names]`. Used by the authorization rules and logged.
     pub roles: BTreeMap<String, RoleMembers>,
     pub rate_limit: RateLimitConfig,
     pub anonymous: Anonymous,
@@ -141,18 +142,19 @@ pub struct JwtIssuerConfig {
     /// Connect + answer time limit of a JWKS fetch.
     #[serde(default = "default_fetch_timeout", with = "duration")]
     pub jwks_timeout: Duration,
-    /// Claim (dotted path for nested claims) holding the originator.
+    /// Claim holding the originator: a name, a dotted path for nested claims, a quoted
+    /// segment or a list of names for names with dots ([`ClaimPath`]).
     #[serde(default = "default_sub")]
-    pub originator_claim: String,
+    pub originator_claim: ClaimPath,
     /// Array claim of further originators (patterns) the token may use in verify mode.
     #[serde(default)]
-    pub originators_claim: Option<String>,
+    pub originators_claim: Option<ClaimPath>,
     /// Claim naming the identity in logs; default: the originator claim.
     #[serde(default)]
-    pub name_claim: Option<String>,
+    pub name_claim: Option<ClaimPath>,
     /// Array (or string) claim of roles.
     #[serde(default)]
-    pub roles_claim: Option<String>,
+    pub roles_claim: Option<ClaimPath>,
 }
 
 fn default_jwks_refresh() -> Duration {
@@ -167,8 +169,8 @@ fn default_fetch_timeout() -> Duration {
     Duration::from_secs(3)
 }
 
-fn default_sub() -> String {
-    "sub".into()
+fn default_sub() -> ClaimPath {
+    ClaimPath::from("sub")
 }
 
 /// Tokens only a verification service can judge (RFC 7662 introspection, Arrowhead's
@@ -193,15 +195,15 @@ pub struct IntrospectionConfig {
     /// Also send plain bearer tokens (not only `IDENTITY-TOKEN//<token>`) to the endpoint.
     #[serde(default)]
     pub plain_bearer: bool,
-    /// Answer field (dotted path) holding the originator.
+    /// Answer field holding the originator (a [`ClaimPath`], like `originator_claim`).
     #[serde(default = "default_sub")]
-    pub originator_field: String,
+    pub originator_field: ClaimPath,
     /// Answer field naming the identity in logs; default: the originator field.
     #[serde(default)]
-    pub name_field: Option<String>,
+    pub name_field: Option<ClaimPath>,
     /// Boolean answer field that makes the identity a system operator (role `sysop`).
     #[serde(default)]
-    pub operator_field: Option<String>,
+    pub operator_field: Option<ClaimPath>,
     /// Positive answers are kept this long (or until the answer's `exp`, if sooner).
     #[serde(default = "default_introspection_ttl", with = "duration")]
     pub cache_ttl: Duration,
@@ -217,6 +219,19 @@ pub struct IntrospectionConfig {
     pub max_concurrent: usize,
     #[serde(default = "default_introspection_queued")]
     pub max_queued: usize,
+    /// Accepted `aud` values; when set, an answer needs one of them (`aud` a string or a list).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Expected `iss` of an answer; when set, an answer without it or with another is refused.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted `token_type` values (compared without case); when set, an answer needs one.
+    #[serde(default)]
+    pub token_types: Vec<String>,
+    /// Allowed clock difference for `nbf` and `iat` (never for `exp`: a cached answer does not
+    /// outlive it).
+    #[serde(default = "default_jwt_leeway", with = "duration")]
+    pub leeway: Duration,
 }
 
 fn default_introspection_concurrent() -> usize {
@@ -348,9 +363,13 @@ impl Default for MtlsConfig {
     }
 }
 
-/// Who holds a role: a list of identity names, or names and patterns.
+/// Who holds a role: identity names or patterns, as proven by some methods.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoleMembers {
+    /// The methods whose identities the names and patterns grant to; `None`: not written, so
+    /// valid only while one method is enabled (an identity name means nothing without the
+    /// method that proved it: a Basic user may be named like a certificate's SAN).
+    pub methods: Option<Vec<Method>>,
     pub names: Vec<String>,
     /// Regexes on the identity name.
     pub patterns: Vec<String>,
@@ -361,6 +380,8 @@ impl<'de> Deserialize<'de> for RoleMembers {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Spec {
+            #[serde(default)]
+            methods: Option<Vec<Method>>,
             #[serde(default)]
             names: Vec<String>,
             #[serde(default)]
@@ -374,14 +395,16 @@ impl<'de> Deserialize<'de> for RoleMembers {
         }
         match Form::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "expected a list of identity names, or a map with keys names and patterns",
+                "expected `{methods: [mtls, ...], names: [...], patterns: [...]}` (methods: mtls, basic, bearer, jwt, introspection), or a list of identity names",
             )
         })? {
             Form::Names(names) => Ok(RoleMembers {
+                methods: None,
                 names,
                 patterns: Vec::new(),
             }),
             Form::Spec(s) => Ok(RoleMembers {
+                methods: s.methods,
                 names: s.names,
                 patterns: s.patterns,
             }),
@@ -395,6 +418,16 @@ pub enum Anonymous {
     #[default]
     Deny,
     Allow,
+}
+
+impl Anonymous {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anonymous::Deny => "deny",
+            Anonymous::Allow => "allow",
+        }
+    }
 }
 
 impl AuthConfig {
@@ -463,7 +496,13 @@ impl AuthConfig {
             if role.is_empty() || empty || members.names.iter().any(String::is_empty) {
                 return Err(KeyError::new(
                     "auth.roles",
-                    "expected `role: [identity names]` or `role: {names: [...], patterns: [...]}` with non-empty names",
+                    "expected `role: {methods: [...], names: [...], patterns: [...]}` with non-empty names",
+                ));
+            }
+            if members.methods.as_ref().is_some_and(Vec::is_empty) {
+                return Err(KeyError::new(
+                    format!("auth.roles.{role}.methods"),
+                    "expected at least one of mtls, basic, bearer, jwt, introspection",
                 ));
             }
         }
@@ -560,6 +599,25 @@ impl IntrospectionConfig {
             return Err(KeyError::new(
                 "auth.introspection.max_concurrent",
                 "expected at least 1",
+            ));
+        }
+        let empty = |values: &[String]| values.iter().any(String::is_empty);
+        if empty(&self.audiences) {
+            return Err(KeyError::new(
+                "auth.introspection.audiences",
+                "expected non-empty audience values",
+            ));
+        }
+        if empty(&self.token_types) {
+            return Err(KeyError::new(
+                "auth.introspection.token_types",
+                "expected non-empty token types (e.g. access_token)",
+            ));
+        }
+        if self.issuer.as_deref() == Some("") {
+            return Err(KeyError::new(
+                "auth.introspection.issuer",
+                "expected the issuer's identifier, or no key",
             ));
         }
         Ok(())

@@ -8,6 +8,8 @@
 
 pub mod auth;
 pub mod authorization;
+pub mod claim_path;
+pub mod cse;
 pub mod egress;
 pub mod originator;
 pub mod service;
@@ -25,13 +27,15 @@ pub use auth::{
     IntrospectionConfig, JwtConfig, JwtIssuerConfig, MtlsConfig, RateLimitConfig,
 };
 pub use authorization::{AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig};
+pub use claim_path::ClaimPath;
+pub use cse::CseConfig;
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
     LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, VerificationLimits,
     WebSocketConfig,
 };
-pub use tls::{ClientCertMode, TlsConfig, TlsVersion};
+pub use tls::{ClientCertMode, CrlScope, TlsConfig, TlsVersion};
 pub use value::{FilePath, KeyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -91,10 +95,27 @@ pub struct Config {
     /// Rules on who may do what where, after authentication.
     #[serde(default)]
     pub authorization: AuthorizationConfig,
+    /// The local CSE's identity: targets and originators in every form are read as one.
+    #[serde(default)]
+    pub cse: Option<CseConfig>,
     /// Which code carries ingress requests (experimental `lean`).
     #[serde(default)]
     pub request_path: RequestPath,
+    /// Accept the credentials this project publishes as examples (certs/dev, the deploy
+    /// example Secret), which are otherwise refused. For a throwaway trial only.
+    #[serde(default)]
+    pub allow_example_credentials: bool,
 }
+
+/// The keys of the config file a reload applies (every other change needs a restart), in the
+/// words of the reload log line and the docs.
+pub const LIVE_KEYS: [&str; 5] = [
+    "cse",
+    "originator",
+    "auth.roles",
+    "auth.basic.originators",
+    "authorization",
+];
 
 /// The request path of the public listener: Pingora's proxy pipeline, or the lean per-connection
 /// loop on pingora-core (experimental).
@@ -160,6 +181,7 @@ impl Config {
             // reloaded: the originator policy and the rules
             originator: _,
             authorization: _,
+            cse: _,
             shutdown,
             reload,
             log,
@@ -167,6 +189,7 @@ impl Config {
             websocket,
             egress,
             request_path,
+            allow_example_credentials,
         } = self;
         let auth_except_reloaded = |a: &AuthConfig| {
             let mut a = a.clone();
@@ -176,7 +199,7 @@ impl Config {
             a.roles.clear();
             a
         };
-        let checks: [(&'static str, bool); 13] = [
+        let checks: [(&'static str, bool); 14] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -193,6 +216,10 @@ impl Config {
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
             ("request_path", *request_path == new.request_path),
+            (
+                "allow_example_credentials",
+                *allow_example_credentials == new.allow_example_credentials,
+            ),
         ];
         checks
             .into_iter()
@@ -222,6 +249,18 @@ impl Config {
         self.reload.validate()?;
         self.limits.validate()?;
         self.websocket.validate()?;
+        if let Some(cse) = &self.cse {
+            cse.validate()?;
+            if let Some(old) = self.websocket.cse_id.as_ref().filter(|o| **o != cse.id) {
+                return Err(KeyError::new(
+                    "websocket.cse_id",
+                    format!(
+                        "deprecated, and {old:?} differs from cse.id {:?}: remove websocket.cse_id",
+                        cse.id
+                    ),
+                ));
+            }
+        }
         egress::validate(&self.egress)?;
         self.authorization.validate()?;
         for (i, route) in self.egress.iter().enumerate() {

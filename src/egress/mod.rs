@@ -19,7 +19,9 @@ use pingora::utils::tls::CertKey;
 use regex::Regex;
 
 use crate::config::{EgressRoute, KeyError, PeerUrl};
+use crate::example_credentials;
 use crate::metrics;
+use crate::originator_syntax::validate_originator;
 use crate::reload::{self, FileKind, Reloadable};
 use crate::tls::material::{not_after_unix, parse_ca_bundle, subject_label, ServerCert};
 
@@ -167,6 +169,23 @@ impl Route {
         }
     }
 
+    /// Whether a request with these `X-M2M-Origin` values may leave on this route. With
+    /// `originators`, there must be exactly one, readable as an originator, and allowed: a
+    /// peer could read any of several, or one the route could not read.
+    pub fn originators_allowed(&self, values: &[&HeaderValue]) -> bool {
+        if self.originators.is_none() {
+            return true;
+        }
+        match values {
+            [one] => one
+                .to_str()
+                .ok()
+                .filter(|o| validate_originator(o).is_ok())
+                .is_some_and(|o| self.originator_allowed(Some(o))),
+            _ => false,
+        }
+    }
+
     /// The route's files, each reloaded on its own.
     pub fn reloadables(self: &Arc<Self>) -> Vec<Box<dyn Reloadable>> {
         let mut items: Vec<Box<dyn Reloadable>> = Vec::new();
@@ -215,6 +234,11 @@ impl Reloadable for CaReload {
     }
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let ca = parse_ca_bundle(&self.path, &contents[0]).map_err(|e| e.to_string())?;
+        example_credentials::check_certs(
+            &self.path,
+            ca.iter().map(|c| &**c),
+            "the CA that issues the peer's server certificate",
+        )?;
         let series: Vec<_> = ca
             .iter()
             .map(|c| (subject_label(c), not_after_unix(c)))
@@ -248,6 +272,11 @@ impl Reloadable for ClientCertReload {
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let parsed = ServerCert::parse(&self.cert, &contents[0], &self.key, &contents[1])
             .map_err(|e| e.to_string())?;
+        example_credentials::check_certs(
+            &self.cert,
+            [&*parsed.leaf],
+            "this pod's own client certificate, issued by a CA the peer trusts",
+        )?;
         let subject = subject_label(&parsed.leaf);
         metrics::certificates(
             &self.route.metric_kind("client"),

@@ -94,6 +94,8 @@ pub struct RefusedMessage {
     pub reason: Cow<'static, str>,
     /// The authorization rule that refused it, if a rule did.
     pub rule: Option<String>,
+    /// `to` in the canonical form the rules judged, when they did.
+    pub target: Option<String>,
 }
 
 /// What one chunk from the client turns into.
@@ -108,6 +110,9 @@ pub struct ClientOutput {
     /// Close code when the gate closed the connection because of this chunk.
     pub closed_with: Option<u16>,
 }
+
+/// A refusal: (rsc, reason, rule, canonical target).
+type Refused = (u16, Cow<'static, str>, Option<String>, Option<String>);
 
 /// Per-connection state after a oneM2M upgrade.
 pub struct Gate {
@@ -221,25 +226,51 @@ impl Gate {
         let request = match primitive::parse(self.encoding, payload) {
             Ok(p) => p,
             Err(reason) => {
+                // answered like a CSE answers a bad request; the connection goes on
                 metrics::websocket_message("to_cse", "invalid");
-                return Err((1007, reason));
+                let answer =
+                    primitive::undecodable(self.encoding, payload, self.cse_id.as_deref(), reason);
+                self.waiting_for_client
+                    .extend_from_slice(&encode_frame(expected, &answer, None));
+                out.refused.push(RefusedMessage {
+                    request_id: None,
+                    to: None,
+                    target: None,
+                    rsc: Rsc::BadRequest.code(),
+                    reason: Cow::Borrowed(reason),
+                    rule: None,
+                });
+                return Ok(());
             }
         };
         let claimed: Vec<&str> = request.fr.as_deref().into_iter().collect();
         let policy = self.policy.load();
         let decision = policy.decide(&self.identity, &claimed);
-        let refusal: (u16, Cow<'static, str>, Option<String>) = match decision {
+        // an AE registration through a CSE namespace with an AE-ID pattern (cse_ae_ids)
+        let registration_refused = |originator: &str| {
+            request.op == Some(1)
+                && request.ty.is_none_or(|t| t == 2)
+                && !policy.may_register(&self.identity, originator)
+        };
+        let refusal: Refused = match decision {
+            Ok(originator) if registration_refused(originator) => (
+                Rsc::OriginatorHasNoPrivilege.code(),
+                Cow::Borrowed(crate::originator::REGISTRATION_REFUSED),
+                None,
+                None,
+            ),
             Ok(originator) => match self.authorize(&request, originator) {
                 Ok(()) => {
-                    let forwarded = if request.fr.as_deref() == Some(originator) {
-                        metrics::websocket_message("to_cse", "forwarded");
-                        self.frame_for_upstream(opcode, payload)
+                    let outcome = if request.fr.as_deref() == Some(originator) {
+                        "forwarded"
                     } else {
-                        metrics::websocket_message("to_cse", "rewritten");
-                        let rewritten = request.with_originator(payload, originator);
-                        self.frame_for_upstream(opcode, &rewritten)
+                        "rewritten"
                     };
-                    out.to_upstream.extend_from_slice(&forwarded);
+                    metrics::websocket_message("to_cse", outcome);
+                    // what the proxy decoded, re-encoded: never the client's bytes
+                    let forwarded = request.encode(Some(originator));
+                    let frame = self.frame_for_upstream(opcode, &forwarded);
+                    out.to_upstream.extend_from_slice(&frame);
                     return Ok(());
                 }
                 Err(refused) => refused,
@@ -256,10 +287,11 @@ impl Gate {
                     Rsc::OriginatorHasNoPrivilege.code(),
                     Cow::Borrowed(refusal.reason()),
                     None,
+                    None,
                 )
             }
         };
-        let (rsc, reason, rule) = refusal;
+        let (rsc, reason, rule, target) = refusal;
         metrics::websocket_message("to_cse", "refused");
         let answer = primitive::refusal(
             self.encoding,
@@ -278,18 +310,14 @@ impl Gate {
             rsc,
             reason,
             rule,
+            target,
         });
         Ok(())
     }
 
     /// The authorization rules for a request primitive, as for an HTTP request: its `op`,
-    /// `to` and `ty`, the bound originator. `Err`: (rsc, reason, rule) of the refusal.
-    #[allow(clippy::type_complexity)]
-    fn authorize(
-        &self,
-        request: &primitive::Primitive,
-        originator: &str,
-    ) -> Result<(), (u16, Cow<'static, str>, Option<String>)> {
+    /// `to` (with `rcn`, `fc.fu`) and `ty`, the bound originator.
+    fn authorize(&self, request: &primitive::Primitive, originator: &str) -> Result<(), Refused> {
         let rules = self.rules.load();
         let Some(op) = request.op else {
             return Ok(()); // responses to the CSE's notifications are not requests
@@ -297,8 +325,11 @@ impl Gate {
         if rules.is_empty() {
             return Ok(());
         }
-        let target = rules::primitive_target(request.to.as_deref().unwrap_or(""))
-            .map_err(|e| (Rsc::BadRequest.code(), Cow::Borrowed(e.0), None))?;
+        // op 6 (discovery in older releases) returns descendants like fu=1
+        let fu = if op == 6 { Some(1) } else { request.fu };
+        let target = rules
+            .primitive_target(request.to.as_deref().unwrap_or(""), request.rcn, fu)
+            .map_err(|e| (Rsc::BadRequest.code(), Cow::Borrowed(e.0), None, None))?;
         let decision = rules.decide(&rules::Request {
             identity: Some(&self.identity),
             originator: Some(originator),
@@ -317,6 +348,7 @@ impl Gate {
                 Rsc::OriginatorHasNoPrivilege.code(),
                 Cow::Owned(format!("denied by rule {rule}")),
                 Some(rule.to_string()),
+                Some(target.as_str().to_owned()),
             )),
         }
     }
@@ -558,6 +590,37 @@ mod gate_tests {
         assert_eq!(reader.push(ours).unwrap(), Some(0));
         assert!(reader.at_message_boundary(), "one whole frame of ours");
         assert!(std::str::from_utf8(&ours[2..]).unwrap().contains("4103"));
+    }
+
+    #[test]
+    fn an_undecodable_message_is_answered_4000_and_the_next_one_goes_on() {
+        let mut g = gate(OriginatorMode::Overwrite);
+        let dup = encode_frame(
+            Opcode::Text,
+            br#"{"op":2,"rqi":"q","pc":{"a":1,"a":2}}"#,
+            KEY,
+        );
+        let out = g.on_client_data(&dup);
+        assert!(out.to_upstream.is_empty(), "nothing forwarded");
+        assert_eq!(out.closed_with, None);
+        assert_eq!(
+            (out.refused[0].rsc, out.refused[0].request_id.as_deref()),
+            (4000, None)
+        );
+        let answer = out.to_client.expect("an answer at once");
+        let p = primitive::parse(Encoding::Json, &answer[2..]).unwrap();
+        assert_eq!((p.rsc, p.rqi.as_deref()), (Some(4000), Some("q")));
+        let ok = encode_frame(Opcode::Text, br#"{"op":2,"to":"/a/b","rqi":"r"}"#, KEY);
+        let out = g.on_client_data(&ok);
+        let mut reader = ClientStream::new(1024);
+        let events = reader.push(&out.to_upstream).unwrap();
+        let [ClientEvent::Message { payload, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            &payload[..],
+            br#"{"fr":"Cae-1","op":2,"to":"\/a\/b","rqi":"r"}"#
+        );
     }
 
     #[test]

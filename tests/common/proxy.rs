@@ -267,6 +267,23 @@ impl ProxyProcess {
     pub fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
         http_get(self.admin, path)
     }
+    /// Polls `/metrics` until the scrape contains `needle`; returns the last scrape either way.
+    /// Counters of a request are updated just after its response is sent, so a scrape taken at
+    /// once may miss them.
+    pub fn wait_metrics(&self, needle: &str, timeout: Duration) -> (bool, String) {
+        let mut scrape = String::new();
+        let found = wait_for(
+            || {
+                scrape = self
+                    .admin_get("/metrics")
+                    .map(|(_, b)| b)
+                    .unwrap_or_default();
+                scrape.contains(needle)
+            },
+            timeout,
+        );
+        (found, scrape)
+    }
     /// Replaces the config file atomically (for reload tests).
     pub fn rewrite_config(&self, yaml: &str) {
         write_atomic(&self.config, with_request_path(yaml).as_bytes());

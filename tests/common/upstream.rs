@@ -76,6 +76,9 @@ struct Shared {
     status: AtomicU16,
     /// A fixed response (content type, body) instead of the echo.
     canned: Mutex<Option<(String, Vec<u8>)>>,
+    /// `Some`: AE registrations get resource IDs as a CSE gives them (see `assign_ae_ids`):
+    /// resource ID -> the originator that registered it.
+    ae_ids: Mutex<Option<HashMap<String, String>>>,
     stopping: AtomicBool,
     stop_lock: Mutex<bool>,
     stop_cv: Condvar,
@@ -135,6 +138,7 @@ impl EchoUpstream {
             delay: Mutex::new(Duration::ZERO),
             status: AtomicU16::new(200),
             canned: Mutex::new(None),
+            ae_ids: Mutex::new(None),
             stopping: AtomicBool::new(false),
             stop_lock: Mutex::new(false),
             stop_cv: Condvar::new(),
@@ -222,6 +226,23 @@ impl EchoUpstream {
     pub fn set_response(&self, canned: Option<(&str, &[u8])>) {
         *self.shared.canned.lock().unwrap() = canned.map(|(t, b)| (t.to_string(), b.to_vec()));
     }
+    /// From now on, answer AE registrations (POST with `ty=2` in Content-Type) as ACME does
+    /// (../shared/notes/onem2m-mcc.md): the new AE's resource ID is the last segment of its
+    /// `X-M2M-Origin`, in one flat space; a taken ID is 409 / RSC 4105, a new one 201 / 2001
+    /// with `{"m2m:ae": {"ri", "aei"}}`.
+    pub fn assign_ae_ids(&self) {
+        *self.shared.ae_ids.lock().unwrap() = Some(HashMap::new());
+    }
+    /// The resource IDs registered so far, with the originator that took each.
+    pub fn ae_ids(&self) -> HashMap<String, String> {
+        self.shared
+            .ae_ids
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_default()
+    }
+
     /// Status of every later response (default 200).
     pub fn set_status(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
@@ -340,6 +361,7 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
+        409 => "Conflict",
         404 => "Not Found",
         500 => "Internal Server Error",
         502 => "Bad Gateway",
@@ -453,8 +475,12 @@ fn serve(stream: TcpStream, conn_id: u64, shared: &Shared) {
             return;
         }
 
-        let status = shared.status.load(Ordering::SeqCst);
-        let canned = shared.canned.lock().unwrap().clone();
+        let mut status = shared.status.load(Ordering::SeqCst);
+        let mut canned = shared.canned.lock().unwrap().clone();
+        let mut rsc = "2000".to_string();
+        if let Some((code, answer, answer_rsc)) = register_ae(shared, &json) {
+            (status, canned, rsc) = (code, Some(("application/json".into(), answer)), answer_rsc);
+        }
         let (content_type, body) = match canned {
             _ if matches!(status, 204 | 304) || status < 200 => {
                 ("application/json".into(), Vec::new())
@@ -472,7 +498,7 @@ fn serve(stream: TcpStream, conn_id: u64, shared: &Shared) {
         } else if !matches!(status, 204 | 304) {
             resp.push_str("Content-Length: 0\r\n");
         }
-        resp.push_str("X-M2M-RSC: 2000\r\n");
+        resp.push_str(&format!("X-M2M-RSC: {rsc}\r\n"));
         if let Some(ri) = &ri {
             resp.push_str(&format!("X-M2M-RI: {ri}\r\n"));
         }
@@ -489,6 +515,34 @@ fn serve(stream: TcpStream, conn_id: u64, shared: &Shared) {
             return;
         }
     }
+}
+
+/// An AE registration in `assign_ae_ids` mode: (status, body, rsc), or `None` for any other
+/// request or mode.
+fn register_ae(shared: &Shared, req: &serde_json::Value) -> Option<(u16, Vec<u8>, String)> {
+    let mut ids = shared.ae_ids.lock().unwrap();
+    let ids = ids.as_mut()?;
+    let headers = req["headers"].as_array()?;
+    let header = |name: &str| {
+        headers.iter().find_map(|h| {
+            (h[0].as_str()?.eq_ignore_ascii_case(name))
+                .then(|| h[1].as_str().map(str::to_string))?
+        })
+    };
+    let is_ae = req["method"] == "POST"
+        && header("content-type").is_some_and(|ct| ct.replace(' ', "").contains(";ty=2"));
+    if !is_ae {
+        return None;
+    }
+    let origin = header("x-m2m-origin").unwrap_or_default();
+    let ri = origin.rsplit('/').next().unwrap_or_default().to_string();
+    if ids.contains_key(&ri) {
+        let body = serde_json::json!({"m2m:dbg": format!("resource with ID {ri} already exists")});
+        return Some((409, body.to_string().into_bytes(), "4105".into()));
+    }
+    ids.insert(ri.clone(), origin.clone());
+    let body = serde_json::json!({"m2m:ae": {"ri": ri, "aei": origin}});
+    Some((201, body.to_string().into_bytes(), "2001".into()))
 }
 
 /// Echoes WebSocket messages until close, error, idle timeout or stop.
