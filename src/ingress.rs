@@ -18,6 +18,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access_log::{self, AccessRecord};
 use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
+use crate::buffers;
 use crate::config::{Anonymous, Effect, WebSocketConfig};
 use crate::egress::rewrite::{BodyRewrite, PoaRewriter};
 use crate::headers::{self, Forwarding};
@@ -604,7 +605,16 @@ impl Ingress {
                 ctx.identity.as_deref().map_or("?", |i| i.name.as_str())
             );
         }
-        Ok((out.to_upstream.freeze(), out.to_client))
+        // counted until the CSE has taken them: a CSE that stops reading holds them
+        Ok((buffers::counted(out.to_upstream.freeze()), out.to_client))
+    }
+
+    /// At shutdown: the close frames 1001 of a oneM2M WebSocket, (toward the CSE, toward the
+    /// client now); `None` without a gate, or when the client side is already closed.
+    pub fn websocket_going_away(&self, ctx: &mut RequestCtx) -> Option<(Bytes, Option<Bytes>)> {
+        let out = ctx.websocket.as_mut()?.going_away();
+        out.closed_with?;
+        Some((out.to_upstream.freeze(), out.to_client))
     }
 
     /// The request's metrics and access-log line; `response` is what the client was sent.

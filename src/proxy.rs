@@ -11,10 +11,13 @@ use pingora::{Error, Result};
 
 use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 use crate::poa::Direction;
+use crate::shutdown::WebSockets;
 
 pub struct AuthProxy {
     pub ingress: Arc<Ingress>,
     pub upstream: HttpPeer,
+    /// The listener's connections, for closing WebSockets properly at shutdown.
+    pub sockets: Arc<WebSockets>,
 }
 
 fn client(session: &Session) -> Client<'_> {
@@ -22,6 +25,13 @@ fn client(session: &Session) -> Client<'_> {
 }
 
 impl AuthProxy {
+    /// During the grace period every answer says `Connection: close`, and the connection ends.
+    fn close_if_shutting_down(&self, session: &mut Session) {
+        if self.sockets.shutting_down() || session.is_process_shutting_down() {
+            session.set_keepalive(None);
+        }
+    }
+
     /// Answer the request ourselves; `Ok(true)` tells Pingora the request is done.
     async fn refuse(
         &self,
@@ -61,6 +71,7 @@ impl ProxyHttp for AuthProxy {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(ingress.limits.idle_timeout_secs));
         }
+        self.close_if_shutting_down(session);
         if let Some(refusal) = ingress.size_error(session.req_header()) {
             // the body of an oversized request is not read: close instead of draining it
             session.set_keepalive(None);
@@ -76,6 +87,8 @@ impl ProxyHttp for AuthProxy {
         if ctx.upgraded {
             // Pingora's default downstream read timeout (60 s) would close idle WebSockets.
             session.set_read_timeout(Some(ingress.websocket.idle_timeout));
+            // a client that stops reading must not hold the connection (and its buffers)
+            session.set_write_timeout(Some(ingress.websocket.write_timeout));
         } else {
             ctx.bodies
                 .plan_request(&ingress.poa, session, Direction::TowardLocal)
@@ -93,6 +106,16 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<()> {
         if ctx.websocket.is_some() && session.was_upgraded() {
             let Some(data) = body.as_ref() else {
+                // the read side ended at shutdown (crate::shutdown): close frames 1001 to the
+                // client, and to the CSE as the last bytes of the client's stream
+                if self.sockets.shutting_down() {
+                    if let Some((to_upstream, to_client)) = self.ingress.websocket_going_away(ctx) {
+                        if let Some(frames) = to_client {
+                            session.write_response_body(Some(frames), false).await?;
+                        }
+                        *body = Some(to_upstream);
+                    }
+                }
                 return Ok(());
             };
             let (to_upstream, to_client) =
@@ -108,16 +131,20 @@ impl ProxyHttp for AuthProxy {
             self.ingress.count_body(ctx, chunk.len())?;
         }
         ctx.bodies
-            .request_chunk(&self.ingress.poa, body, end_of_stream);
-        Ok(())
+            .request_chunk(&self.ingress.poa, body, end_of_stream)
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.upstream.clone()))
+        let mut peer = Box::new(self.upstream.clone());
+        if ctx.upgraded {
+            // a CSE that stops reading must not hold the connection (and its buffers)
+            peer.options.write_timeout = Some(self.ingress.websocket.write_timeout);
+        }
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
@@ -138,7 +165,12 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<()> {
         let method = session.req_header().method.clone();
         self.ingress
-            .upstream_response(&method, upstream_response, ctx)
+            .upstream_response(&method, upstream_response, ctx)?;
+        if ctx.websocket.is_some() {
+            self.sockets.upgraded(session.client_addr());
+        }
+        self.close_if_shutting_down(session);
+        Ok(())
     }
 
     fn response_body_filter(
@@ -150,7 +182,7 @@ impl ProxyHttp for AuthProxy {
     ) -> Result<Option<std::time::Duration>> {
         if ctx
             .bodies
-            .response_chunk(&self.ingress.poa, body, end_of_stream)
+            .response_chunk(&self.ingress.poa, body, end_of_stream)?
         {
             return Ok(None);
         }

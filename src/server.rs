@@ -20,6 +20,8 @@ use crate::auth::introspection::Introspection;
 use crate::auth::jwks::{JwksFile, JwksReload};
 use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
+use crate::auth::queue::VerifyQueue;
+use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, Effect, KeyError, Method, RequestPath, Resolved};
@@ -34,8 +36,9 @@ use crate::metrics::Outcome;
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
 use crate::proxy::AuthProxy;
-use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
+use crate::reload::{FileKind, ReadSettings, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
+use crate::shutdown::{GoingAway, WebSockets};
 use crate::tls::handshake::HandshakeFailure;
 use crate::tls::{self, TlsState};
 
@@ -130,6 +133,7 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
         upstream_errors: UpstreamError::ALL.map(UpstreamError::label).to_vec(),
         handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
         files: FileKind::ALL.map(FileKind::label).to_vec(),
+        file_refusals: crate::reload::REFUSAL_REASONS.to_vec(),
         egress_routes: egress_routes.to_vec(),
         rules: rules
             .iter()
@@ -137,6 +141,15 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
             .chain([crate::rules::DEFAULT_RULE.to_string()])
             .collect(),
         effects: Effect::ALL.map(Effect::label).to_vec(),
+        limited_methods: [
+            Method::Basic,
+            Method::Bearer,
+            Method::Jwt,
+            Method::Introspection,
+        ]
+        .map(Method::as_str)
+        .to_vec(),
+        buckets: Bucket::ALL.map(Bucket::label).to_vec(),
     });
 }
 
@@ -230,7 +243,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     for route in &routes {
         items.extend(route.reloadables());
     }
-    let reloader = Arc::new(Reloader::new(items));
+    let read_settings = ReadSettings::from_config(&config.reload).map_err(invalid)?;
+    let reloader = Arc::new(Reloader::with_settings(items, read_settings));
     let loaded = reloader
         .load_all()
         .map_err(|e| invalid(KeyError::new(e.key, e.message)))?;
@@ -243,9 +257,11 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
                 .as_ref()
                 .and_then(|t| t.trust.clone())
                 .map(|trust| Arc::new(MtlsVerifier { trust }) as Arc<dyn Verifier>),
-            Method::Basic => basic
-                .clone()
-                .map(|b| Arc::new(BasicVerifier(b)) as Arc<dyn Verifier>),
+            Method::Basic => basic.clone().map(|b| {
+                let limits = &config.limits.verifications;
+                let queue = VerifyQueue::new("password", limits.concurrent(), limits.max_queued);
+                Arc::new(BasicVerifier::new(b, Arc::new(queue))) as Arc<dyn Verifier>
+            }),
             Method::Bearer => bearer.clone().map(|b| b as Arc<dyn Verifier>),
             Method::Jwt => jwt.clone().map(|j| j as Arc<dyn Verifier>),
             Method::Introspection => introspection.clone().map(|i| i as Arc<dyn Verifier>),
@@ -409,6 +425,12 @@ pub fn run(p: Prepared) -> Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    crate::memory::tune_allocator();
+    let (budget, source) = p.config.limits.buffer_budget();
+    crate::buffers::BUDGET.set_limit(budget);
+    crate::metrics::buffer_budget(budget);
+    log::info!("buffer budget {budget} bytes ({source})");
+
     let connections = Arc::new(ConnectionLimits::new(
         p.config.limits.max_connections,
         p.config.limits.header_timeout,
@@ -466,11 +488,18 @@ pub fn run(p: Prepared) -> Result<()> {
     };
     match p.config.request_path {
         RequestPath::Pipeline => {
+            let sockets = Arc::new(WebSockets::default());
             let proxy = AuthProxy {
                 ingress,
                 upstream: upstream_peer(&p),
+                sockets: sockets.clone(),
             };
-            let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
+            // wrapped so that its WebSockets can be closed properly at shutdown
+            let app = GoingAway {
+                inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
+                sockets,
+            };
+            let mut service = Service::new("Pingora HTTP Proxy Service".to_string(), app);
             public_listener(&mut service, tls_listener, connections, &listen);
             server.add_service(service);
         }
@@ -530,6 +559,10 @@ pub fn run(p: Prepared) -> Result<()> {
         server.add_service(egress);
     }
     server.add_service(reload);
+    server.add_service(background_service(
+        "memory trim",
+        crate::memory::TrimService,
+    ));
     server.add_service(admin);
     server.add_service(probe);
     log::info!(

@@ -101,14 +101,40 @@ pub fn render(p: &Prepared) -> String {
             "removed"
         }
     ));
+    line(format!(
+        "reload: poll {:?}{}, changes in place applied after {:?} unchanged, reads time out after {:?}",
+        c.reload.poll_interval,
+        if c.reload.watch { " and file events" } else { "" },
+        c.reload.settle,
+        c.reload.read_timeout
+    ));
+    let (budget, source) = c.limits.buffer_budget();
+    line(format!(
+        "buffer budget: {budget} bytes ({source}) for WebSocket messages and bodies read whole"
+    ));
+    let rl = &c.auth.rate_limit;
+    line(format!(
+        "failed-guess limit: {} + {}/min per client /{} (IPv4) or /{} (IPv6) and per user{}; password checks {} at once, {} queued",
+        rl.burst,
+        rl.failures_per_minute,
+        rl.ipv4_prefix,
+        rl.ipv6_prefix,
+        match &rl.global {
+            Some(g) => format!(", {} + {}/min per method for all clients", g.burst, g.failures_per_minute),
+            None => String::new(),
+        },
+        c.limits.verifications.concurrent(),
+        c.limits.verifications.max_queued
+    ));
     if let (Some(basic), Some(cfg)) = (&p.basic, &c.auth.basic) {
         line(format!(
-            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}{}",
+            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}, every check costs at least {}{}",
             cfg.htpasswd.display(),
             basic.user_count(),
             cfg.realm,
             cfg.cache.max_entries,
             cfg.cache.ttl,
+            basic.timing_floor(),
             if cfg.allow_insecure_hashes {
                 ", INSECURE hashes allowed"
             } else {
@@ -154,10 +180,12 @@ pub fn render(p: &Prepared) -> String {
     }
     if let Some(intro) = &c.auth.introspection {
         line(format!(
-            "introspection: {} (timeout {:?}, cache {:?}), originator from field `{}`{}",
+            "introspection: {} (timeout {:?}, cache {:?}, {} calls at once, {} queued), originator from field `{}`{}",
             intro.url,
             intro.timeout,
             intro.cache_ttl,
+            intro.max_concurrent,
+            intro.max_queued,
             intro.originator_field,
             if intro.plain_bearer {
                 ", plain bearer tokens too"

@@ -32,7 +32,8 @@ pub use cse::CseConfig;
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
-    LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, WebSocketConfig,
+    LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, VerificationLimits,
+    WebSocketConfig,
 };
 pub use tls::{ClientCertMode, CrlScope, TlsConfig, TlsVersion};
 pub use value::{FilePath, KeyError};

@@ -281,8 +281,7 @@ impl ProxyHttp for EgressProxy {
         end_of_stream: bool,
         ctx: &mut EgressCtx,
     ) -> Result<()> {
-        ctx.bodies.request_chunk(&self.poa, body, end_of_stream);
-        Ok(())
+        ctx.bodies.request_chunk(&self.poa, body, end_of_stream)
     }
 
     async fn upstream_response_filter(
@@ -317,7 +316,7 @@ impl ProxyHttp for EgressProxy {
         end_of_stream: bool,
         ctx: &mut EgressCtx,
     ) -> Result<Option<std::time::Duration>> {
-        ctx.bodies.response_chunk(&self.poa, body, end_of_stream);
+        ctx.bodies.response_chunk(&self.poa, body, end_of_stream)?;
         Ok(None)
     }
 

@@ -14,7 +14,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
-use crate::egress::rewrite::{direction_label, BodyRewrite};
+use crate::buffers::Held;
+use crate::egress::rewrite::{direction_label, grow_body, BodyRewrite};
 use crate::headers;
 use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 use crate::metrics;
@@ -179,10 +180,14 @@ impl Exchange<'_> {
         up.respect_keepalive();
         ingress.upstream_response(&method, &mut resp, ctx)?;
         if switching {
+            // a peer that stops reading must not hold the connection (and its buffers)
+            let write_timeout = Some(ingress.websocket.write_timeout);
+            down.set_write_timeout(write_timeout);
+            up.write_timeout = write_timeout;
             down.write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
-            tunnel::relay(ingress, &self.client, down, &mut up, ctx).await?;
+            tunnel::relay(ingress, &self.client, down, &mut up, ctx, self.shutdown).await?;
             down.finish_body().await.map_err(|e| e.into_down())?;
             return Ok(false);
         }
@@ -254,9 +259,15 @@ impl Exchange<'_> {
         let has_body = !down.is_body_empty();
         let plan =
             BodyRewrite::whole_request_plan(poa, &down.req_header().headers, has_body, TOWARD);
-        let Some(encoding) = plan else {
+        let Some((encoding, declared)) = plan else {
             return Ok(None);
         };
+        // a declared body that does not fit in the buffer budget is refused before it is sent
+        let mut body = BytesMut::new();
+        let mut held = Held::default();
+        if let Some(n) = declared {
+            grow_body(&mut body, &mut held, n, n, "request_body")?;
+        }
         if expect_continue {
             // the client waits for it before it sends the body read here
             sent.continued = true;
@@ -264,15 +275,25 @@ impl Exchange<'_> {
                 .await
                 .map_err(|e| e.into_down())?;
         }
-        let mut body = BytesMut::new();
         while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
             self.ingress.count_body(ctx, chunk.len())?;
+            if body.len() + chunk.len() <= poa.max_body() {
+                grow_body(
+                    &mut body,
+                    &mut held,
+                    chunk.len(),
+                    poa.max_body(),
+                    "request_body",
+                )?;
+            }
             body.extend_from_slice(&chunk);
             if body.len() > poa.max_body() {
                 metrics::poa_body_too_large(direction_label(TOWARD));
                 return Ok(Some(body.freeze()));
             }
         }
+        // counted for as long as the request keeps the body
+        ctx.bodies.keep_counted(held);
         Ok(Some(ctx.bodies.whole_request(
             poa,
             body.freeze(),
@@ -293,7 +314,7 @@ impl Exchange<'_> {
             let chunk = up.read_body_bytes().await.map_err(|e| e.into_up())?;
             let end = chunk.is_none();
             let mut body = chunk;
-            ctx.bodies.response_chunk(poa, &mut body, end);
+            ctx.bodies.response_chunk(poa, &mut body, end)?;
             if let Some(data) = body.filter(|d| !d.is_empty()) {
                 down.write_body(&data).await.map_err(|e| e.into_down())?;
             }

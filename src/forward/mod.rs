@@ -11,7 +11,7 @@
 //! - `tunnel`: WebSocket bytes after a 101, through the gate
 
 mod bufwrite;
-mod delegate;
+pub(crate) mod delegate;
 mod early;
 mod exchange;
 mod hop;
