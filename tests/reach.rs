@@ -18,6 +18,9 @@
 //!   rules judged only the create of the `<action>`.
 //! - Finding 5 (for issue 27.1, not merged): `X-M2M-RTU` with `rt=2` makes the CSE send the
 //!   result at once, as its own CSE-ID, to any URL: an egress listener included.
+//! - Finding 6: `originator.allow` patterns (`Cgw-*`) admit originators of several segments;
+//!   ACME gives a new AE the last one as its resource ID, in one flat space with the
+//!   `<remoteCSE>`s (issue 29.2 bounded `cse_namespace` to one segment, not `allow`).
 
 mod common;
 
@@ -257,4 +260,49 @@ fn finding_5_a_response_target_cannot_point_at_an_egress_listener() {
         &s,
         &[json!({"op": 2, "to": "cse-in/app", "rt": {"rtv": 2, "nu": [target]}})],
     );
+}
+
+#[test]
+#[ignore = "finding 6: an originator.allow pattern (Cgw-*) admits several segments; ACME gives the AE the last one as its resource ID"]
+fn finding_6_an_allow_pattern_reaches_one_ae_id_segment() {
+    // `Cgw` may act for its sub-AEs `Cgw-…` (the docs' example); ACME takes a new AE's
+    // resource ID from the last segment of its originator, in one flat space with the
+    // <remoteCSE>s: `Cgw-x/id-mn2` registers an AE `id-mn2`, to whose poa ACME then routes
+    // `/~/id-mn2/…` (with the requester's originator); `Cgw-x/Cvictim` takes `Cvictim`.
+    let s = Scenario::start(ScenarioOpts {
+        originator: "mode: verify\nallow:\n  Cgw: [\"Cgw-*\"]".into(),
+        extra: CSE.into(),
+        ..Default::default()
+    });
+    let before = s.upstream.count();
+    let client = s.client(ClientOpts::uri("Cgw"));
+    let ae = br#"{"m2m:ae":{"rn":"gw","api":"Ngw","rr":true,"srv":["3"],"poa":["http://127.0.0.1:9/"]}}"#;
+    let mut forwarded = Vec::new();
+    for claim in ["Cgw-x/id-mn2", "Cgw-x/Cvictim", "/id-in/Cgw-x/Cvictim"] {
+        let req = Request::post("/cse-in", ae.to_vec())
+            .header("Content-Type", "application/json;ty=2")
+            .header("X-M2M-Origin", claim);
+        let resp = s
+            .tls(Some(&client))
+            .connect_and_request(s.addr, &req)
+            .unwrap();
+        if !(resp.status == 403 && resp.header("X-M2M-RSC") == Some("4103")) {
+            forwarded.push(format!("{claim} -> {} {}", resp.status, resp.text()));
+        }
+    }
+    assert!(
+        forwarded.is_empty(),
+        "not refused:\n{}",
+        forwarded.join("\n")
+    );
+    assert_eq!(s.upstream.count(), before, "nothing forwarded");
+    // one segment is what the pattern is for
+    let req = Request::post("/cse-in", ae.to_vec())
+        .header("Content-Type", "application/json;ty=2")
+        .header("X-M2M-Origin", "Cgw-sensor1");
+    let resp = s
+        .tls(Some(&client))
+        .connect_and_request(s.addr, &req)
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
 }

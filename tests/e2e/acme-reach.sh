@@ -175,6 +175,8 @@ leaf() { # leaf NAME EKU SAN
 leaf server serverAuth "IP:127.0.0.1,DNS:localhost"
 leaf cadmin clientAuth "URI:CAdmin"
 leaf ctool clientAuth "URI:Ctool"
+leaf cgw clientAuth "URI:Cgw"
+leaf cvictim clientAuth "URI:Cvictim"
 chmod 600 "$PKI"/*.key
 
 # sidecar_config NAME LISTEN UPSTREAM ADMIN
@@ -200,6 +202,7 @@ originator:
   mode: verify
   allow:
     Ctool: ["C*"]
+    Cgw: ["Cgw-*"]
 cse:
   id: "/id-in"
   name: "cse-in"
@@ -408,7 +411,25 @@ finding 5 "X-M2M-RTU: http://$H:$SINK/… with rt=2 does not make the CSE send t
   "$(summary 5-1): $(body 5-1 100); the sink saw: $(tail -n +$((before + 1)) "$WORK/sink.log" | cut -c1-200 | tr '\n' ';')" \
   bash -c "[ \$(tail -n +$((before + 1)) '$WORK/sink.log' | grep -c 'POST /cse-in/anything') = 0 ]"
 
-section "6. the same over ACME's WebSocket binding (sidecar W)"
+section "6. an allow pattern reaches past one AE-ID segment (finding 6)"
+# Cgw may act for its sub-AEs Cgw-… (originator.allow: Cgw: ["Cgw-*"], the docs' example)
+AE_SQ='{"m2m:ae":{"rn":"gwsq","api":"Ngw","rr":true,"srv":["3"],"poa":["http://127.0.0.1:'"$SINK"'"]}}'
+req 6-1 POST "$PX/cse-in" "Cgw-x/id-mn2" cgw "$AE_SQ" 'application/json;ty=2'
+finding 6 "Cgw (allowed Cgw-*) cannot register an AE as Cgw-x/id-mn2 (ACME: resource ID id-mn2)" \
+  "$(summary 6-1): $(jqb 6-1 '.["m2m:ae"] | {ri, aei}')" refused 6-1
+before=$(wc -l <"$WORK/sink.log" 2>/dev/null || echo 0)
+req 6-2 GET "$PX/~/id-mn2/cse-mn2/x" CAdmin cadmin
+sleep 1
+finding 6 "CAdmin's GET /~/id-mn2/cse-mn2/x does not go to the squatter's poa" \
+  "$(summary 6-2): $(body 6-2 120); the sink saw: $(tail -n +$((before + 1)) "$WORK/sink.log" | cut -d'|' -f1,2 | tr '\n' ';')" \
+  bash -c "[ \$(tail -n +$((before + 1)) '$WORK/sink.log' | grep -c 'id-mn2') = 0 ]"
+req 6-3 POST "$PX/cse-in" "Cgw-x/Cvictim" cgw '{"m2m:ae":{"rn":"gwsq2","api":"Ngw","rr":false,"srv":["3"]}}' 'application/json;ty=2'
+req 6-4 POST "$PX/cse-in" Cvictim cvictim '{"m2m:ae":{"rn":"victimApp","api":"Nvictim","rr":false,"srv":["3"]}}' 'application/json;ty=2'
+finding 6 "the AE Cvictim registers after Cgw tried Cgw-x/Cvictim" \
+  "$(summary 6-3): $(jqb 6-3 '.["m2m:ae"] | {ri, aei}'); Cvictim: $(summary 6-4): $(body 6-4 120)" \
+  test "$STATUS" = 201
+
+section "7. the same over ACME's WebSocket binding (sidecar W)"
 cat >"$WORK/ws.py" <<'EOF'
 import json, ssl, sys
 from websockets.sync.client import connect
@@ -432,9 +453,9 @@ set +e
   <"$WS_IN" >"$WORK/ws.out" 2>"$WORK/ws.err"
 ws_rc=$?
 set -e
-[ "$ws_rc" = 0 ] || fail "6.0 WebSocket client" "exit $ws_rc: $(tail -5 "$WORK/ws.err")"
+[ "$ws_rc" = 0 ] || fail "7.0 WebSocket client" "exit $ws_rc: $(tail -5 "$WORK/ws.err")"
 ws_rsc() { jq -r "select(.rqi==\"$1\") | .rsc" "$WORK/ws.out" 2>/dev/null | head -1; }
-check "6.1 WebSocket retrieve of cse-in/secret: rsc 4103" "$(ws_rsc ws-plain)" test "$(ws_rsc ws-plain)" = 4103
+check "7.1 WebSocket retrieve of cse-in/secret: rsc 4103" "$(ws_rsc ws-plain)" test "$(ws_rsc ws-plain)" = 4103
 finding 1 "WebSocket retrieve of cse-in with rcn 12 is refused (no secret subtree)" \
   "rsc $(ws_rsc ws-rcn12), deep-s3cret in it: $(grep -c deep-s3cret "$WORK/ws.out" || true)" \
   test "$(ws_rsc ws-rcn12)" = 4103
@@ -442,16 +463,16 @@ finding 2 "WebSocket retrieve of cse-in/secret#lbl is refused" \
   "$(jq -c 'select(.rqi=="ws-frag") | {rsc, pc}' "$WORK/ws.out" 2>/dev/null)" \
   bash -c "[ '$(ws_rsc ws-frag)' = 4103 ] || [ '$(ws_rsc ws-frag)' = 4000 ]"
 
-section "7. non-findings tried on the way (the sidecar holds)"
+section "8. non-findings tried on the way (the sidecar holds)"
 n=0
 for path in "/cse-in?RCN=4" "/cse-in?r%63n=4" "/cse-in?rcn=%2B4" "/cse-in?rcn=1&rcn=4" "/cse-in?x=1;rcn=4" \
     "/cse-in?fu=1" "/cse-in/%73ecret" "/~/id-in/-/secret" "/_/ACME.EXAMPLE.COM/id-in/cse-in/secret"; do
   n=$((n + 1))
-  req "7-$n" GET "$PX$path" CAdmin cadmin
-  check "7.$n GET $path: refused by no-secret-reads" "$(summary "7-$n")" test "$STATUS/$RSC" = 403/4103
+  req "8-$n" GET "$PX$path" CAdmin cadmin
+  check "8.$n GET $path: refused by no-secret-reads" "$(summary "8-$n")" test "$STATUS/$RSC" = 403/4103
 done
 for claim in CAdmin /id-in/CAdmin "//$SP/id-in/CAdmin" "//ACME.EXAMPLE.COM/id-in/CAdmin" /id-in; do
   n=$((n + 1))
-  req "7-$n" GET "$PX/cse-in/pub" "$claim" ctool
-  check "7.$n Ctool claiming $claim: 403 / 4103" "$(summary "7-$n"): $(body "7-$n" 120)" test "$STATUS/$RSC" = 403/4103
+  req "8-$n" GET "$PX/cse-in/pub" "$claim" ctool
+  check "8.$n Ctool claiming $claim: 403 / 4103" "$(summary "8-$n"): $(body "8-$n" 120)" test "$STATUS/$RSC" = 403/4103
 done
