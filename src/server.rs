@@ -25,7 +25,6 @@ use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, Effect, KeyError, Method, RequestPath, Resolved};
 use crate::cse::LocalCse;
 use crate::egress::proxy::EgressProxy;
-use crate::egress::rewrite::PoaRewriter;
 use crate::egress::Route;
 use crate::forward::Lean;
 use crate::ingress::{Ingress, RequestLimits, ANONYMOUS};
@@ -33,6 +32,7 @@ use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::metrics::Outcome;
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
+use crate::poa::rewrite::PoaRewriter;
 use crate::proxy::AuthProxy;
 use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
@@ -176,7 +176,17 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     };
     let introspection = sections.introspection.map(Arc::new);
     let routes: Vec<Arc<Route>> = sections.routes.into_iter().map(Arc::new).collect();
-    let poa = PoaRewriter::new(&routes, config.limits.egress_rewrite_max_body)
+    let pairs: Vec<(String, String)> = routes
+        .iter()
+        .map(|r| (r.peer.base(), r.local_url.clone()))
+        .collect();
+    let rewriting: Vec<(&str, &str, &str)> = routes
+        .iter()
+        .zip(&pairs)
+        .filter(|(r, _)| r.rewrite_poa)
+        .map(|(r, (peer, local))| (r.name.as_str(), peer.as_str(), local.as_str()))
+        .collect();
+    let poa = PoaRewriter::new(&rewriting, config.limits.egress_rewrite_max_body)
         .map_err(|m| invalid(KeyError::new("egress", m)))?;
     for (route, c) in routes.iter().zip(&config.egress) {
         if c.allow_plain_peer && !route.peer.tls {

@@ -4,7 +4,6 @@
 //! checked against the route's CA. The route's files are reloadables like the ingress files.
 
 pub mod proxy;
-pub mod rewrite;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

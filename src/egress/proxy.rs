@@ -15,12 +15,12 @@ use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
-use super::rewrite::{BodyRewrite, PoaRewriter};
 use super::Route;
 use crate::access_log;
 use crate::headers::{self, ORIGIN};
 use crate::metrics::{self, Outcome};
 use crate::onem2m::{self, M2mError};
+use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
 use crate::poa::Direction;
 
 /// Headers of the local CSE that never reach the peer: its own credentials (the route's

@@ -14,10 +14,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
-use crate::egress::rewrite::{direction_label, BodyRewrite};
 use crate::headers;
 use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 use crate::metrics;
+use crate::poa::rewrite::{direction_label, BodyRewrite};
 use crate::poa::Direction;
 
 /// Ingress request bodies travel toward the local CSE.

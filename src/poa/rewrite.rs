@@ -3,15 +3,12 @@
 //! request goes upstream, so its `Content-Length` is recomputed; larger request bodies and all
 //! response bodies are collected as they stream and sent chunked).
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
-use super::Route;
+use super::{encoding_of, Direction, Encoding, PoaMap};
 use crate::headers::expects_continue;
 use crate::metrics;
-use crate::poa::{encoding_of, Direction, Encoding, PoaMap};
 
 /// Pingora's retry buffer (64 KiB in pingora-core 0.9): a request body up to this size can be
 /// read before the request head goes upstream.
@@ -24,11 +21,11 @@ pub struct PoaRewriter {
 }
 
 impl PoaRewriter {
-    pub fn new(routes: &[Arc<Route>], max_body: usize) -> Result<PoaRewriter, String> {
+    /// `routes`: (name, peer URL, local URL) of each route that rewrites `poa`.
+    pub fn new(routes: &[(&str, &str, &str)], max_body: usize) -> Result<PoaRewriter, String> {
         let maps = routes
             .iter()
-            .filter(|r| r.rewrite_poa)
-            .map(|r| PoaMap::new(&[(&r.peer.base(), &r.local_url)]).map(|m| (r.name.clone(), m)))
+            .map(|(name, peer, local)| PoaMap::new(&[(peer, local)]).map(|m| (name.to_string(), m)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PoaRewriter { maps, max_body })
     }
