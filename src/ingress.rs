@@ -1,7 +1,7 @@
-//! What the proxy decides about an ingress request, whichever request path carries it (the
-//! pingora-proxy pipeline in `proxy`, or the lean loop in `forward`): size limits, who it is,
-//! the originator policy, the rules, the upgrade, the head the CSE sees, the oneM2M answer to a
-//! failure, and the request's metrics and access-log line. Nothing here reads or writes a socket.
+//! What the proxy decides about an ingress request (the request loop in `forward` carries it):
+//! size limits, who it is, the originator policy, the rules, the upgrade, the head the CSE sees,
+//! the oneM2M answer to a failure, and the request's metrics and access-log line. Nothing here
+//! reads or writes a socket.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -27,7 +27,6 @@ pub mod operator;
 pub mod originator;
 pub mod originator_syntax;
 pub mod poa;
-pub mod proxy;
 pub mod random;
 pub mod reload;
 pub mod rules;

@@ -22,18 +22,17 @@ use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
-use crate::config::{Config, ConfigError, Effect, KeyError, Method, RequestPath, Resolved};
+use crate::config::{Config, ConfigError, Effect, KeyError, Method, Resolved};
 use crate::cse::LocalCse;
 use crate::egress::proxy::EgressProxy;
 use crate::egress::Route;
-use crate::forward::Lean;
+use crate::forward::Forward;
 use crate::ingress::{Ingress, RequestLimits, ANONYMOUS};
 use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::metrics::Outcome;
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
 use crate::poa::rewrite::PoaRewriter;
-use crate::proxy::AuthProxy;
 use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
 use crate::tls::handshake::HandshakeFailure;
@@ -362,8 +361,8 @@ pub fn run(p: Prepared) -> Result<()> {
         graceful_shutdown_timeout_seconds: Some(5),
         // One single-threaded runtime per thread instead of tokio's work-stealing pool: a
         // connection stays on the thread that accepted it. Measured with `threads: 2` at 32
-        // keep-alive mTLS connections: -27 % CPU per request on the pipeline, -41 % on the lean
-        // path (BENCHMARKS.md, 2026-12-01). Blocking work (bcrypt) goes to spawn_blocking.
+        // keep-alive mTLS connections: -41 % CPU per request on this request path (-27 % on the
+        // former pipeline; BENCHMARKS.md, 2026-12-01). Blocking work goes to spawn_blocking.
         work_stealing: false,
         // Every TLS connection the proxy makes (egress peers, JWKS, introspection) brings its
         // own CA; without a file here Pingora's connectors would load the system CA bundle
@@ -434,24 +433,10 @@ pub fn run(p: Prepared) -> Result<()> {
         }
         _ => None,
     };
-    match p.config.request_path {
-        RequestPath::Pipeline => {
-            let proxy = AuthProxy {
-                ingress,
-                upstream: upstream_peer(&p),
-            };
-            let mut service = pingora::proxy::http_proxy_service(&server.configuration, proxy);
-            public_listener(&mut service, tls_listener, connections, &listen);
-            server.add_service(service);
-        }
-        RequestPath::Lean => {
-            let app = Lean::new(ingress, upstream_peer(&p));
-            let mut service = Service::new("lean proxy".to_string(), app);
-            public_listener(&mut service, tls_listener, connections, &listen);
-            log::info!("request_path: lean (experimental)");
-            server.add_service(service);
-        }
-    }
+    let app = Forward::new(ingress, upstream_peer(&p));
+    let mut service = Service::new("proxy".to_string(), app);
+    public_listener(&mut service, tls_listener, connections, &listen);
+    server.add_service(service);
 
     let readiness = Readiness::default();
     let mut admin = Service::new(

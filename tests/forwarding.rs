@@ -356,7 +356,6 @@ fn an_answer_the_upstream_sends_before_reading_the_body_reaches_the_client() {
 /// (RFC 9112 §9.6), at the latest once the client stops sending: a client told "close" that
 /// does not close itself must not hold a connection (and an upstream one) for long.
 #[test]
-#[ignore = "current path: says Connection: close but keeps the connection open waiting for the rest of the body, also after the upstream closed its side (5 s); closed 60 s after the answer by Pingora's body read timeout"]
 fn after_an_early_answer_saying_close_the_client_connection_is_closed() {
     let (_s, _client, up, mut conn, resp, _, sent) = early_answer();
     if !says_close(&resp) {
@@ -656,7 +655,6 @@ fn head_204_and_304_answers_carry_no_body_and_keep_the_connection_in_step() {
 /// each forwarded with the proven originator only (RFC 9112 §9.3.2: a server must answer
 /// pipelined requests in order; dropping them makes the client retry on a new connection).
 #[test]
-#[ignore = "current path: answers the first request only and closes the connection (Pingora serves no pipelines by default; SECURITY.md documents it, adversarial::a_dropped_pipelined_request_closes_the_connection_promptly pins the prompt close)"]
 fn pipelined_requests_are_answered_in_order() {
     let s = Scenario::start(ScenarioOpts::default());
     let client = s.client(ClientOpts::uri(PROVEN));

@@ -1,4 +1,4 @@
-//! The upstream stream of the lean path, able to notice an early answer: a CSE may answer an
+//! The upstream stream, able to notice an early answer: a CSE may answer an
 //! upload from its head (413, 401) and stop reading the body. Writing the rest of the body
 //! would then wait for the upstream write timeout while the answer sits unread. When a write
 //! has to wait, this layer looks at the read side; bytes there end the write with

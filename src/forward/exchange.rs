@@ -1,7 +1,6 @@
-//! One request on the lean path, from its head to the log line: the shared decisions
-//! (`ingress`), then the request to the CSE and its answer back, with the framing both ways.
-//! Errors carry their side (`into_up`/`into_down`) so that the answer and the metrics are
-//! those of the pipeline.
+//! One request, from its head to the log line: the decisions (`ingress`), then the request to
+//! the CSE and its answer back, with the framing both ways. Errors carry their side
+//! (`into_up`/`into_down`), which decides the answer and the metrics.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -219,7 +218,7 @@ impl Exchange<'_> {
     }
 
     /// The head the CSE receives: the client's, without its connection-specific fields, with
-    /// the proxy's identity headers (shared with the pipeline), framed for its body.
+    /// the proxy's identity headers, framed for its body.
     fn upstream_head(
         &self,
         down: &ServerSession,

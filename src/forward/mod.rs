@@ -1,7 +1,6 @@
-//! The lean request path (`request_path: lean`): one loop per client connection, directly on
-//! pingora-core's HTTP/1.1 sessions, instead of pingora-proxy's per-request machinery
-//! (channels, spawned tasks, a pooled upstream connection per request). The decisions are the
-//! pipeline's own (`crate::ingress`); this module moves the bytes.
+//! The request path: one loop per client connection, directly on pingora-core's HTTP/1.1
+//! sessions (no per-request channels, spawned tasks or shared pool entry). The decisions are
+//! `crate::ingress`'s; this module moves the bytes.
 //!
 //! - `exchange`: one request and its answer (framing, bodies, 100-continue, early answers)
 //! - `upstream`: the connections to the CSE and their idle pool
@@ -39,15 +38,15 @@ use upstream::{Upstream, Upstreams};
 /// TLS listeners `limits.header_timeout` closes it sooner).
 const FIRST_REQUEST_WAIT_SECS: u64 = 60;
 
-pub struct Lean {
+pub struct Forward {
     ingress: Arc<Ingress>,
     upstreams: Upstreams,
 }
 
-impl Lean {
+impl Forward {
     /// `upstream` carries the CSE's address and the connect, read and write timeouts.
     pub fn new(ingress: Arc<Ingress>, upstream: HttpPeer) -> Self {
-        Lean {
+        Forward {
             ingress,
             upstreams: Upstreams::new(upstream),
         }
@@ -144,7 +143,7 @@ impl Lean {
 }
 
 #[async_trait]
-impl ServerApp for Lean {
+impl ServerApp for Forward {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,

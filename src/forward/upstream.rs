@@ -1,4 +1,4 @@
-//! Connections to the CSE for the lean path. A downstream connection holds one upstream
+//! Connections to the CSE. A downstream connection holds one upstream
 //! connection while it is busy and gives it back to a small shared pool when it goes idle, so a
 //! new client reuses a warm connection and idle clients hold no upstream socket. No task per
 //! pooled connection: a connection the CSE closed while it sat in the pool is noticed when it
