@@ -294,6 +294,9 @@ def proxy_check(where, cm, secrets):
         os.makedirs(os.path.join(tmp, "tls"))
         os.makedirs(os.path.join(tmp, "credentials"))
         text = cm["data"]["proxy.yaml"].replace(root, tmp + "/")
+        # the stand-ins are the published dev certificates and the example Secret, which the
+        # proxy refuses by default: this checks the config's keys and files, not their secrecy
+        text += "\nallow_example_credentials: true\n"
         with open(os.path.join(tmp, "proxy.yaml"), "w") as f:
             f.write(text)
         for s in secrets:

@@ -9,6 +9,8 @@ use crate::server;
 use crate::summary;
 
 pub fn run(config_path: &Path) -> Result<()> {
+    // the demo runs on the published development credentials by design
+    crate::example_credentials::allow();
     let prepared = server::prepare(config_path)?;
     let upstream = prepared.resolved.upstream;
     crate::echo::spawn(upstream).with_context(|| {

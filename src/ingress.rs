@@ -187,6 +187,15 @@ impl Refusal {
             err,
         }
     }
+
+    /// Whether the connection ends with this answer: its client certificate expired, so no
+    /// later request on it can be admitted.
+    pub fn ends_connection(&self) -> bool {
+        matches!(
+            self.kind,
+            AuthOrPolicy::Auth(Some(Method::Mtls), Failure::Expired)
+        )
+    }
 }
 
 /// A complete response the proxy makes itself.

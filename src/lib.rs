@@ -15,6 +15,7 @@ pub mod cse;
 pub mod demo;
 pub mod echo;
 pub mod egress;
+pub mod example_credentials;
 pub mod explain;
 pub mod forward;
 pub mod headers;

@@ -97,6 +97,11 @@ metric!(INTROSPECTIONS: IntCounterVec = register_int_counter_vec!(
     "Calls to the token introspection endpoint by result (active, inactive, timeout, error); cached answers make no call.",
     &["result"]
 ));
+metric!(JWKS_SKIPPED: IntGaugeVec = register_int_gauge_vec!(
+    "m2m_auth_proxy_jwks_keys_skipped",
+    "Keys of the JWKS in force that are unusable and left out (unknown kty/crv, use/key_ops/alg not for signatures, RSA under 2048 bits, ...), by issuer.",
+    &["issuer"]
+));
 metric!(EGRESS_REQUESTS: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_egress_requests_total",
     "Requests of the local CSE on an egress route, by route and outcome (forwarded, refused, error).",
@@ -335,6 +340,13 @@ pub fn reload(file: &str, success: bool) {
     if success {
         loaded(file);
     }
+}
+
+/// How many keys of `issuer`'s JWKS in force were left out as unusable.
+pub fn jwks_keys_skipped(issuer: &str, count: usize) {
+    JWKS_SKIPPED
+        .with_label_values(&[issuer])
+        .set(i64::try_from(count).unwrap_or(i64::MAX));
 }
 
 /// A file kind was loaded successfully (at start or by a reload).

@@ -60,6 +60,8 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     /// One line per file of the first load.
     pub loaded: Vec<String>,
+    /// JWKS files of the JWT issuers (what `check` shows of them).
+    pub jwks_files: Vec<Arc<JwksFile>>,
     /// Egress routes, in config order.
     pub routes: Vec<Arc<Route>>,
     /// `poa` rewriting between the routes' peer and local URLs (ingress and egress).
@@ -140,6 +142,12 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
 pub fn prepare(config_path: &Path) -> Result<Prepared> {
     crate::random::init()?;
     let (config, resolved) = Config::load(config_path)?;
+    if config.allow_example_credentials {
+        log::warn!(
+            "allow_example_credentials is ON: the published example keys, passwords and tokens (certs/dev, deploy's example Secret) are accepted. Never outside a trial."
+        );
+        crate::example_credentials::allow();
+    }
     let names = |n: &mut dyn Iterator<Item = &String>| n.cloned().collect::<Vec<_>>();
     init_metrics(
         &names(&mut config.egress.iter().map(|r| &r.name)),
@@ -212,8 +220,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     if let Some(basic) = &basic {
         items.push(Box::new(HtpasswdReload(basic.clone())));
     }
-    for file in jwks_files {
-        items.push(Box::new(JwksReload(file)));
+    for file in &jwks_files {
+        items.push(Box::new(JwksReload(file.clone())));
     }
     if let Some(bearer) = &bearer {
         items.push(Box::new(TokensReload(bearer.clone())));
@@ -263,6 +271,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         verifiers,
         reloader,
         loaded,
+        jwks_files,
         routes,
         poa: Arc::new(poa),
     })

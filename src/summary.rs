@@ -30,9 +30,17 @@ pub fn render(p: &Prepared) -> String {
                     ", CA bundle {} ({} certificate(s)){}",
                     tls.client_ca.as_deref().unwrap_or(Path::new("?")).display(),
                     trust.ca_count(),
-                    match &tls.crl {
-                        Some(crl) => format!(", CRL {}", crl.display()),
-                        None => String::new(),
+                    match (&tls.crl, trust.crl_coverage()) {
+                        (Some(crl), Some(c)) => format!(
+                            ", CRL {} (checked for the {})",
+                            crl.display(),
+                            match c.scope {
+                                crate::config::CrlScope::Chain => "whole chain",
+                                crate::config::CrlScope::Leaf => "client certificate only",
+                            }
+                        ),
+                        (Some(crl), None) => format!(", CRL {}", crl.display()),
+                        _ => String::new(),
                     }
                 ),
                 None => String::new(),
@@ -41,11 +49,35 @@ pub fn render(p: &Prepared) -> String {
                 "client certificates: {}{ca}",
                 tls.client_cert_mode().as_str()
             ));
+            if tls.session_tickets {
+                line(format!(
+                    "session tickets: on, key replaced every {:?} and on a CA/CRL change",
+                    tls.session_ticket_rotation
+                ));
+            }
+            if let Some(c) = state.trust.as_ref().and_then(|t| t.crl_coverage()) {
+                if !c.uncovered.is_empty() && tls.crl_scope != Some(crate::config::CrlScope::Leaf) {
+                    line(format!(
+                        "WARNING: tls.crl has no CRL from {}: {}",
+                        c.uncovered.join(", "),
+                        match tls.crl_scope {
+                            None => "intermediates are not checked for revocation (add their CRLs, or set tls.crl_scope: leaf)",
+                            _ => "tls.crl_scope is chain: certificates issued through it are refused",
+                        }
+                    ));
+                }
+            }
         }
         _ => line(format!(
             "listen: {} (plain HTTP: only behind something that terminates TLS)",
             p.resolved.listen
         )),
+    }
+    if c.allow_example_credentials {
+        line(
+            "WARNING: allow_example_credentials is ON: published example credentials are accepted"
+                .to_string(),
+        );
     }
     line(format!(
         "upstream: {} -> {} (connect timeout {:?}, timeout {:?})",
@@ -101,15 +133,25 @@ pub fn render(p: &Prepared) -> String {
                 (_, _, Some(f)) => format!("shared secret {}", f.display()),
                 _ => "no keys".into(),
             };
+            let file = p.jwks_files.iter().find(|f| f.issuer == issuer.issuer);
+            let loaded = file.map(|f| f.keys());
             line(format!(
-                "jwt: issuer {:?}, audiences {:?}, {keys}, originator from claim {:?}",
-                issuer.issuer, issuer.audiences, issuer.originator_claim
+                "jwt: issuer {:?}, audiences {:?}, {keys}{}, originator from claim `{}`",
+                issuer.issuer,
+                issuer.audiences,
+                loaded
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(" ({})", k.summary())),
+                issuer.originator_claim
             ));
+            for skipped in loaded.iter().flat_map(|k| k.skipped()) {
+                line(format!("  WARNING: JWKS key skipped: {skipped}"));
+            }
         }
     }
     if let Some(intro) = &c.auth.introspection {
         line(format!(
-            "introspection: {} (timeout {:?}, cache {:?}), originator from field {:?}{}",
+            "introspection: {} (timeout {:?}, cache {:?}), originator from field `{}`{}",
             intro.url,
             intro.timeout,
             intro.cache_ttl,
@@ -120,6 +162,12 @@ pub fn render(p: &Prepared) -> String {
                 ""
             }
         ));
+        if !intro.audiences.is_empty() || intro.issuer.is_some() || !intro.token_types.is_empty() {
+            line(format!(
+                "introspection answers need: audiences {:?}, issuer {:?}, token types {:?}",
+                intro.audiences, intro.issuer, intro.token_types
+            ));
+        }
     }
     if p.mtls.is_some() {
         let fields: Vec<_> = c.auth.mtls.identity.iter().map(|f| f.as_str()).collect();

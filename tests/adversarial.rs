@@ -651,6 +651,49 @@ fn hostile_certificate_identities_are_refused_or_forwarded_as_one_clean_header()
     assert!(matches!(attempt(&s, &ok), Outcome::Forwarded(o) if o == vec!["Cae-cn"]));
 }
 
+/// A CN is read as its ASN.1 string type says: a BMPString whose bytes spell `CAdmin` is
+/// `䍁摭楮` (refused, not an originator), a BMPString or UniversalString of `Cbmp-1` is
+/// `Cbmp-1`, and a type without a faithful reading (TeletexString) names nobody.
+#[test]
+fn a_cn_is_decoded_by_its_asn1_string_type() {
+    use openssl::asn1::Asn1Type;
+    let s = Scenario::start(ScenarioOpts {
+        mtls: "identity: [cn]".into(),
+        ..Default::default()
+    });
+    let utf16 = |t: &str| -> Vec<u8> { t.encode_utf16().flat_map(u16::to_be_bytes).collect() };
+    let utf32 = |t: &str| -> Vec<u8> { t.chars().flat_map(|c| (c as u32).to_be_bytes()).collect() };
+    let refused = |case: &str, opts: ClientOpts| match attempt(&s, &s.client(opts)) {
+        Outcome::Refused(status, rsc, _) => {
+            assert_eq!((status, rsc.as_deref()), (403, Some("4103")), "{case}")
+        }
+        other => panic!("{case}: expected 403/4103, got {other:?}"),
+    };
+    let forwarded = |case: &str, opts: ClientOpts, as_who: &str| match attempt(&s, &s.client(opts))
+    {
+        Outcome::Forwarded(origins) => assert_eq!(origins, vec![as_who], "{case}"),
+        other => panic!("{case}: expected forwarding as {as_who}, got {other:?}"),
+    };
+    let cn = |ty, bytes: &[u8]| ClientOpts::default().with_cn_as(ty, bytes);
+    refused("BMPString 䍁摭楮", cn(Asn1Type::BMPSTRING, b"CAdmin"));
+    refused("TeletexString", cn(Asn1Type::T61STRING, b"Ct61-1"));
+    forwarded(
+        "BMPString Cbmp-1",
+        cn(Asn1Type::BMPSTRING, &utf16("Cbmp-1")),
+        "Cbmp-1",
+    );
+    forwarded(
+        "UniversalString Cuni-1",
+        cn(Asn1Type::UNIVERSALSTRING, &utf32("Cuni-1")),
+        "Cuni-1",
+    );
+    forwarded(
+        "PrintableString",
+        cn(Asn1Type::PRINTABLESTRING, b"Cprint-1"),
+        "Cprint-1",
+    );
+}
+
 /// Several URI SANs: the first one is the identity (documented in SECURITY.md); later ones
 /// name nobody.
 #[test]
@@ -815,6 +858,97 @@ fn hostile_client_certificates_are_refused_at_the_handshake_or_with_401_403() {
         assert_serves(&s, &good, mode);
         eprintln!("client certificates:\n  {}", report.join("\n  "));
     }
+}
+
+/// `tls.crl` holding the root's CRL, which revokes an intermediate: a leaf under that
+/// intermediate is refused at the handshake, since every certificate of the chain is checked
+/// (CRL_CHECK_ALL) when the CRLs cover every CA. `crl_scope: leaf` is the explicit choice not
+/// to; a CA without a CRL makes the default `leaf` and `check` warns.
+#[test]
+fn a_root_crl_revoking_an_intermediate_refuses_the_leaves_under_it() {
+    let mut made = None;
+    let s = Scenario::start_with_opts(ScenarioOpts::default(), |f| {
+        let revoked = f.pki.intermediate(&f.ca, "int-revoked", CaOpts::default());
+        let kept = f.pki.intermediate(&f.ca, "int-kept", CaOpts::default());
+        let mut pem = Vec::new();
+        for crl in [
+            f.pki.crl(&f.ca, &[&revoked]),
+            f.pki.crl(&revoked, &[]),
+            f.pki.crl(&kept, &[]),
+        ] {
+            pem.extend(std::fs::read(crl).unwrap());
+        }
+        let crl = f.pki.write("chain-crls.pem", &pem);
+        made = Some((revoked, kept, crl.clone()));
+        ScenarioOpts {
+            extra_tls: format!("crl: {}", crl.display()),
+            ..f.opts.clone()
+        }
+    });
+    let (revoked, kept, crl) = made.unwrap();
+    let under_revoked = s.pki.client(&revoked, ClientOpts::uri("Cae-under-revoked"));
+    let under_kept = s.pki.client(&kept, ClientOpts::uri("Cae-under-kept"));
+    let get = |cert: &CertKey, addr| {
+        s.tls(Some(cert))
+            .connect_and_request(addr, &Request::get("/x").header("X-M2M-RI", "crl-1"))
+    };
+    let resp = get(&under_kept, s.addr).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(
+        get(&under_revoked, s.addr).is_err(),
+        "refused at the handshake"
+    );
+    assert_eq!(s.upstream.count(), 1);
+    let (_, metrics) = s.proxy.admin_get("/metrics").unwrap();
+    assert!(
+        metrics.contains("m2m_auth_proxy_tls_handshake_failures_total{reason=\"revoked\"} 1"),
+        "{metrics}"
+    );
+    let check = |yaml: &str| {
+        let path = s.pki.write("check.yaml", yaml.as_bytes());
+        common::run_cli(
+            &common::scenario::bin(),
+            &["check", "--config", path.to_str().unwrap()],
+        )
+    };
+    let (code, out, err) = check(&s.config_yaml());
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("checked for the whole chain") && !out.contains("WARNING"),
+        "{out}"
+    );
+
+    // crl_scope: leaf is the explicit choice to check the client's own certificate only
+    let leaf = ScenarioOpts {
+        extra_tls: format!("crl: {}\ncrl_scope: leaf", crl.display()),
+        ..s.opts.clone()
+    };
+    let (addr, admin) = (common::free_addr(), common::free_addr());
+    let yaml = s
+        .config_with(&leaf)
+        .replace(&s.addr.to_string(), &addr)
+        .replace(&s.proxy.admin_addr().to_string(), &admin);
+    let (code, out, err) = check(&yaml);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("client certificate only") && !out.contains("WARNING"),
+        "{out}"
+    );
+    let _leaf_only = common::ProxyProcess::start(&common::scenario::bin(), &yaml);
+    let resp = get(&under_revoked, addr.parse().unwrap()).unwrap();
+    assert_eq!(resp.status, 200, "crl_scope: leaf: {}", resp.text());
+
+    // a CA of the bundle without a CRL: the default falls back to leaf, and check says so
+    let extra_ca = s.pki.ca("no-crl-ca");
+    std::fs::write(&s.ca.cert, [s.ca.pem(), extra_ca.pem()].concat()).unwrap();
+    let (code, out, err) = check(&s.config_yaml());
+    assert_eq!(code, 0, "{err}");
+    let warning = out
+        .lines()
+        .find(|l| l.contains("WARNING"))
+        .unwrap_or_else(|| panic!("no warning: {out}"));
+    assert!(warning.contains("no-crl-ca"), "{warning}");
+    assert!(out.contains("client certificate only"), "{out}");
 }
 
 // ---------------------------------------------------------------------------------------

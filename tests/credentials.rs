@@ -485,3 +485,41 @@ fn passwd_output_verifies_with_apache_htpasswd() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+/// An `expires:` left empty (a template without a value) is an error, at start and on a reload,
+/// never "this token does not expire".
+#[test]
+fn an_empty_expires_is_refused_at_start_and_on_reload() {
+    let (s, c) = start("[bearer]", "");
+    let (token, entry) = make_token("gateway-2", "CgatewayB", None);
+    let good = std::fs::read_to_string(&c.tokens).unwrap();
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(get(&s, &[("Authorization", &bearer(&token))]).status, 401);
+
+    common::proxy::write_atomic(&c.tokens, format!("{good}{entry}    expires:\n").as_bytes());
+    assert!(
+        s.proxy
+            .wait_stderr("expires is empty", std::time::Duration::from_secs(10)),
+        "{}",
+        s.proxy.stderr_text()
+    );
+    assert!(s
+        .proxy
+        .stderr_text()
+        .contains("tokens[2] (name \"gateway-2\")"));
+    // the file in force stays: the new token is not admitted, the old ones are
+    assert_eq!(get(&s, &[("Authorization", &bearer(&token))]).status, 401);
+    let resp = get(&s, &[("Authorization", &bearer(&c.gateway_token))]);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    for empty in ["    expires:\n", "    expires: ~\n", "    expires: null\n"] {
+        common::proxy::write_atomic(&c.tokens, format!("{good}{entry}{empty}").as_bytes());
+        let config = s.pki.write("check.yaml", s.config_yaml().as_bytes());
+        let (code, out, err) = check(&config);
+        assert_eq!(code, 1, "{empty:?}: {out}");
+        assert!(
+            err.contains("tokens[2] (name \"gateway-2\"): expires is empty"),
+            "{empty:?}: {err}"
+        );
+    }
+}

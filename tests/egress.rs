@@ -940,3 +940,49 @@ fn a_client_expecting_100_continue_gets_it_when_the_poa_body_is_read_first() {
         assert_eq!(seen.header("Expect"), None, "{side}: answered by the proxy");
     }
 }
+
+/// An egress route refuses a peer that breaks the outbound TLS policy (static-RSA or CBC suites
+/// only, or a certificate that names `server_name` in its CN only) with 502/5103 naming why,
+/// and nothing reaches the peer.
+#[test]
+fn a_peer_without_forward_secrecy_aead_or_a_san_is_refused() {
+    let b = Side::new();
+    let peer_pki = Pki::new();
+    let peer_ca = peer_pki.ca("weak-peer-ca");
+    let peers = common::https::policy_breaking_peers(&peer_pki, &peer_ca, "peer.test");
+    let mut routes = String::new();
+    let mut endpoints = Vec::new();
+    let mut listeners = Vec::new();
+    for (i, (what, cert, tls)) in peers.into_iter().enumerate() {
+        let endpoint =
+            common::https::HttpsEndpoint::start_with(&cert, None, tls, |_| (200, "{}".into()));
+        let listen = loopback(free_port());
+        // the CN-only certificate is checked for peer.test, the others for 127.0.0.1
+        let server_name = if what.contains("CN") {
+            "      server_name: peer.test\n"
+        } else {
+            ""
+        };
+        routes.push_str(&format!(
+            "\n  - name: weak-{i}\n    listen: \"{listen}\"\n    peer: \"https://127.0.0.1:{}\"\n    tls:\n      ca: {}\n{server_name}",
+            endpoint.addr.port(),
+            peer_ca.cert.display()
+        ));
+        endpoints.push((what, endpoint));
+        listeners.push(listen);
+    }
+    let _pb = b.start(&b.yaml("[mtls]", "", &routes));
+    for ((what, endpoint), listen) in endpoints.iter().zip(&listeners) {
+        let resp = egress_request(*listen, &Request::get("/x").header("X-M2M-RI", "weak-1"));
+        assert_eq!(resp.status, 502, "{what}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("5103"), "{what}");
+        let why = dbg(&resp);
+        let expected = if what.contains("CN") {
+            "does not name the peer"
+        } else {
+            "ECDHE and AEAD"
+        };
+        assert!(why.contains(expected), "{what}: {why}");
+        assert_eq!(endpoint.count(), 0, "{what}: a request reached the peer");
+    }
+}

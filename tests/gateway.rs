@@ -611,3 +611,144 @@ fn demo_runs_the_example_config_with_its_echo_upstream() {
     assert_eq!(resp.json()["origin"], "Cae-sensor1", "{}", resp.text());
     assert_eq!(resp.json()["echo"], "m2m-auth-proxy demo upstream");
 }
+
+/// The credentials this project publishes (certs/dev, the deploy example Secret) are refused
+/// at start and on reload, with an error that says what to replace, unless the config allows
+/// them (or the process is `demo`, tested above).
+#[test]
+fn published_example_credentials_are_refused_unless_allowed() {
+    use common::creds::{htpasswd_line, tokens_yaml};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dev = |f: &str| root.join("certs/dev").join(f).display().to_string();
+    let deploy = |f: &str| {
+        root.join("deploy/kubernetes/base/example-credentials")
+            .join(f)
+            .display()
+            .to_string()
+    };
+    let opts = ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[mtls, bearer, basic]".into(),
+        ..Default::default()
+    };
+    let files = Scenario::files_only(opts.clone());
+    let htpasswd = files.pki.write(
+        "htpasswd",
+        format!("{}\n", htpasswd_line("Cown", "own password")).as_bytes(),
+    );
+    let tokens = files.pki.write(
+        "tokens.yaml",
+        tokens_yaml(&[("own", "own-token-0123456789", "Cown-gw")]).as_bytes(),
+    );
+    let with = |htpasswd: &str, tokens: &str, extra: &str| ScenarioOpts {
+        extra_auth: format!("basic:\n  htpasswd: {htpasswd}\nbearer:\n  tokens: {tokens}"),
+        extra: extra.into(),
+        ..opts.clone()
+    };
+    let (own_h, own_t) = (htpasswd.display().to_string(), tokens.display().to_string());
+    let own = files.config_yaml_with(&with(&own_h, &own_t, ""));
+    let check = |yaml: &str| {
+        let path = files.write_config(yaml);
+        run_cli(&bin(), &["check", "--config", path.to_str().unwrap()])
+    };
+    let (code, _, err) = check(&own);
+    assert_eq!(code, 0, "{err}");
+
+    let server = (
+        files.server.chain.display().to_string(),
+        files.server.key.display().to_string(),
+    );
+    let egress = format!(
+        "egress:\n  - name: r\n    listen: \"127.0.0.1:{}\"\n    peer: \"https://127.0.0.1:1\"\n    tls:\n      ca: {}\n      cert: {}\n      key: {}\n",
+        free_port(),
+        files.ca.cert.display(),
+        dev("client-id-mn.pem"),
+        dev("client-id-mn.key")
+    );
+    let cases = [
+        (
+            own.replace(&server.0, &dev("server.pem"))
+                .replace(&server.1, &dev("server.key")),
+            &["key `tls.cert`", "certs/dev/server.pem", "Replace it with"][..],
+        ),
+        (
+            own.replace(&files.ca.cert.display().to_string(), &dev("ca.pem")),
+            &["key `tls.client_ca`", "certs/dev/ca.pem"][..],
+        ),
+        (
+            files.config_yaml_with(&with(&deploy("htpasswd"), &own_t, "")),
+            &[
+                "auth.basic.htpasswd",
+                "\"example\"",
+                "m2m-auth-proxy passwd example",
+            ][..],
+        ),
+        (
+            files.config_yaml_with(&with(&dev("htpasswd"), &own_t, "")),
+            &["\"Cae-basic1\"", "certs/dev/htpasswd"][..],
+        ),
+        (
+            files.config_yaml_with(&with(&own_h, &dev("tokens.yaml"), "")),
+            &[
+                "auth.bearer.tokens",
+                "certs/dev/tokens.yaml",
+                "m2m-auth-proxy token",
+            ][..],
+        ),
+        (
+            files.config_yaml_with(&with(&own_h, &deploy("tokens.yaml"), "")),
+            &["deploy/kubernetes/base/example-credentials/tokens.yaml"][..],
+        ),
+        (
+            files.config_yaml_with(&with(&own_h, &own_t, &egress)),
+            &["egress[].tls.cert", "certs/dev/client-id-mn.pem"][..],
+        ),
+    ];
+    for (yaml, expected) in &cases {
+        let (code, out, err) = check(yaml);
+        assert_eq!(code, 1, "accepted: {out}");
+        for e in *expected {
+            assert!(err.contains(e), "{e:?} missing in: {err}");
+        }
+        assert!(err.contains("allow_example_credentials: true"), "{err}");
+    }
+    // allowed explicitly: every one of them loads, with a warning
+    for (yaml, _) in &cases {
+        let (code, out, err) = check(&format!("{yaml}\nallow_example_credentials: true\n"));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("WARNING: allow_example_credentials"), "{out}");
+    }
+
+    // on reload: the published tokens file is refused, the one in force stays
+    let s = Scenario::start_with_opts(opts.clone(), |f| {
+        let h = f
+            .pki
+            .write("htpasswd", std::fs::read(&htpasswd).unwrap().as_slice());
+        let t = f
+            .pki
+            .write("tokens.yaml", std::fs::read(&tokens).unwrap().as_slice());
+        with(&h.display().to_string(), &t.display().to_string(), "")
+    });
+    let bearer = |token: &str| {
+        s.tls(None)
+            .connect_and_request(
+                s.addr,
+                &Request::get("/x").header("Authorization", &format!("Bearer {token}")),
+            )
+            .unwrap()
+            .status
+    };
+    assert_eq!(bearer("own-token-0123456789"), 200);
+    common::proxy::write_atomic(
+        &s.pki.path("tokens.yaml"),
+        &std::fs::read(root.join("certs/dev/tokens.yaml")).unwrap(),
+    );
+    assert!(
+        s.proxy
+            .wait_stderr("certs/dev/tokens.yaml", Duration::from_secs(10)),
+        "{}",
+        s.proxy.stderr_text()
+    );
+    assert_eq!(bearer("demo-token-INSECURE"), 401);
+    assert_eq!(bearer("own-token-0123456789"), 200);
+}

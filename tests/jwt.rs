@@ -41,16 +41,24 @@ fn b64(b: &[u8]) -> String {
 enum Key {
     Rsa(PKey<Private>),
     Ec(PKey<Private>),
+    Ec384(PKey<Private>),
     Ed(PKey<Private>),
 }
 
 impl Key {
     fn rsa() -> Key {
-        Key::Rsa(PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap())
+        Self::rsa_bits(2048)
+    }
+    fn rsa_bits(bits: u32) -> Key {
+        Key::Rsa(PKey::from_rsa(Rsa::generate(bits).unwrap()).unwrap())
     }
     fn ec() -> Key {
         let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
         Key::Ec(PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap())
+    }
+    fn ec384() -> Key {
+        let group = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
+        Key::Ec384(PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap())
     }
     fn ed() -> Key {
         Key::Ed(PKey::generate_ed25519().unwrap())
@@ -60,6 +68,7 @@ impl Key {
         match self {
             Key::Rsa(_) => "RS256",
             Key::Ec(_) => "ES256",
+            Key::Ec384(_) => "ES384",
             Key::Ed(_) => "EdDSA",
         }
     }
@@ -71,7 +80,11 @@ impl Key {
                 json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
                        "n": b64(&rsa.n().to_vec()), "e": b64(&rsa.e().to_vec())})
             }
-            Key::Ec(k) => {
+            Key::Ec(k) | Key::Ec384(k) => {
+                let (crv, size) = match self {
+                    Key::Ec384(_) => ("P-384", 48),
+                    _ => ("P-256", 32),
+                };
                 let ec = k.ec_key().unwrap();
                 let (mut x, mut y) = (
                     openssl::bn::BigNum::new().unwrap(),
@@ -85,8 +98,8 @@ impl Key {
                         &mut BigNumContext::new().unwrap(),
                     )
                     .unwrap();
-                json!({"kty": "EC", "kid": kid, "crv": "P-256",
-                       "x": b64(&x.to_vec_padded(32).unwrap()), "y": b64(&y.to_vec_padded(32).unwrap())})
+                json!({"kty": "EC", "kid": kid, "crv": crv,
+                       "x": b64(&x.to_vec_padded(size).unwrap()), "y": b64(&y.to_vec_padded(size).unwrap())})
             }
             Key::Ed(k) => json!({"kty": "OKP", "kid": kid, "crv": "Ed25519",
                                  "x": b64(&k.raw_public_key().unwrap())}),
@@ -99,12 +112,16 @@ impl Key {
                 let mut s = Signer::new(MessageDigest::sha256(), k).unwrap();
                 s.sign_oneshot_to_vec(input).unwrap()
             }
-            Key::Ec(k) => {
-                let mut s = Signer::new(MessageDigest::sha256(), k).unwrap();
+            Key::Ec(k) | Key::Ec384(k) => {
+                let (md, size) = match self {
+                    Key::Ec384(_) => (MessageDigest::sha384(), 48),
+                    _ => (MessageDigest::sha256(), 32),
+                };
+                let mut s = Signer::new(md, k).unwrap();
                 let der = s.sign_oneshot_to_vec(input).unwrap();
                 let sig = EcdsaSig::from_der(&der).unwrap();
-                let mut raw = sig.r().to_vec_padded(32).unwrap();
-                raw.extend(sig.s().to_vec_padded(32).unwrap());
+                let mut raw = sig.r().to_vec_padded(size).unwrap();
+                raw.extend(sig.s().to_vec_padded(size).unwrap());
                 raw
             }
             Key::Ed(k) => {
@@ -161,15 +178,29 @@ fn origin(s: &Scenario) -> String {
         .join(",")
 }
 
-fn jwt_scenario(issuer_keys: &str, extra: &str) -> Scenario {
-    Scenario::start(ScenarioOpts {
+fn jwt_opts(issuer_keys: &str, extra: &str) -> ScenarioOpts {
+    ScenarioOpts {
         client_cert: "optional".into(),
         methods: "[mtls, jwt]".into(),
         extra_auth: format!(
             "rate_limit:\n  failures_per_minute: 1000\n  burst: 1000\njwt:\n  leeway: 5s\n  issuers:\n    - issuer: {ISS}\n      audiences: [{AUD}]\n      roles_claim: roles\n      {issuer_keys}{extra}"
         ),
         ..Default::default()
-    })
+    }
+}
+
+fn jwt_scenario(issuer_keys: &str, extra: &str) -> Scenario {
+    Scenario::start(jwt_opts(issuer_keys, extra))
+}
+
+/// `m2m-auth-proxy check` on the config `opts` make: (exit code, stdout, stderr).
+fn check(opts: ScenarioOpts) -> (i32, String, String) {
+    let files = Scenario::files_only(opts);
+    let path = files.write_config(&files.config_yaml());
+    common::run_cli(
+        &common::scenario::bin(),
+        &["check", "--config", path.to_str().unwrap()],
+    )
 }
 
 fn write_jwks(dir: &tempfile::TempDir, body: &str) -> PathBuf {
@@ -278,6 +309,15 @@ fn bad_tokens_are_401_with_an_rfc6750_challenge_and_never_forwarded() {
                 b64(claims("Cjwt-1").to_string().as_bytes())
             ),
             "",
+        ),
+        (
+            "crit names an extension the proxy does not implement",
+            token_with(
+                json!({"alg": "RS256", "kid": "r1", "crit": ["x-must-understand"], "x-must-understand": true}),
+                &claims("Cjwt-1"),
+                |i| rsa.sign(i),
+            ),
+            "unsupported critical header",
         ),
         (
             "RS256 -> HS256 key confusion",
@@ -549,4 +589,377 @@ fn roles_from_the_config_are_logged_for_any_method() {
         let line = log.lines().find(|l| l.contains(&needle)).unwrap();
         assert!(line.contains(roles), "{who}: {line}");
     }
+}
+
+/// PS256 over `input` with an RSA key.
+fn pss256(key: &Key, input: &[u8]) -> Vec<u8> {
+    let Key::Rsa(k) = key else {
+        unreachable!("an RSA key")
+    };
+    let mut s = Signer::new(MessageDigest::sha256(), k).unwrap();
+    s.set_rsa_padding(openssl::rsa::Padding::PKCS1_PSS).unwrap();
+    s.set_rsa_pss_saltlen(openssl::sign::RsaPssSaltlen::DIGEST_LENGTH)
+        .unwrap();
+    s.sign_oneshot_to_vec(input).unwrap()
+}
+
+/// A key of a type no JOSE library of today verifies (post-quantum ML-DSA, `kty: AKP`).
+fn post_quantum_jwk(kid: &str) -> Value {
+    json!({"kty": "AKP", "kid": kid, "alg": "ML-DSA-65", "pub": b64(&[7u8; 64])})
+}
+
+#[test]
+fn unusable_jwks_keys_are_skipped_and_named_while_the_usable_ones_verify() {
+    let (good, weak, p384) = (Key::rsa(), Key::rsa_bits(1024), Key::ec384());
+    let mut liar = p384.jwk("liar");
+    liar["crv"] = json!("P-256");
+    let mut enc = Key::rsa().jwk("enc1");
+    enc["use"] = json!("enc");
+    let mut oaep = Key::rsa().jwk("oaep");
+    oaep["alg"] = json!("RSA-OAEP");
+    let document = json!({"keys": [
+        good.jwk("r1"),
+        weak.jwk("weak"),
+        liar,
+        enc,
+        oaep,
+        {"kty": "oct", "kid": "sym", "k": b64(&[7u8; 32])},
+        post_quantum_jwk("pq"),
+        {"kty": "OKP", "crv": "Ed448", "kid": "ed448", "x": b64(&[1u8; 57])},
+    ]});
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_jwks(&dir, &document.to_string());
+    let keys = format!("jwks_file: {}", file.display());
+
+    let (code, out, err) = check(jwt_opts(&keys, ""));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(1 keys, 7 unusable skipped)"), "{out}");
+    for (kid, why) in [
+        ("weak", "under 2048"),
+        ("liar", "32 bytes"),
+        ("enc1", "use"),
+        ("oaep", "RSA-OAEP"),
+        ("sym", "symmetric"),
+        ("pq", "AKP"),
+        ("ed448", "Ed448"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("key {kid:?} (keys[")))
+            .unwrap_or_else(|| panic!("check does not name {kid}: {out}"));
+        assert!(line.contains("WARNING") && line.contains(why), "{line}");
+    }
+
+    let s = jwt_scenario(&keys, "");
+    let resp = get(&s, &token(&good, "r1", &claims("Cjwt-1")));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // the skipped keys verify nothing; the RS256 key verifies RS256 only
+    let ps256 = token_with(
+        json!({"alg": "PS256", "kid": "r1"}),
+        &claims("Cjwt-1"),
+        |i| pss256(&good, i),
+    );
+    for (case, t, why) in [
+        (
+            "a 1024-bit RSA key",
+            token(&weak, "weak", &claims("Cjwt-1")),
+            "unknown key",
+        ),
+        (
+            "a P-384 key labelled P-256",
+            token(&p384, "liar", &claims("Cjwt-1")),
+            "unknown key",
+        ),
+        ("PS256 with an RS256 key", ps256, "does not fit"),
+    ] {
+        let resp = get(&s, &t);
+        assert_eq!(resp.status, 401, "{case}: {}", resp.text());
+        assert!(resp.text().contains(why), "{case}: {}", resp.text());
+    }
+    let (_, metrics) = s.proxy.admin_get("/metrics").unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "m2m_auth_proxy_jwks_keys_skipped{{issuer=\"{ISS}\"}} 7"
+        )),
+        "{metrics}"
+    );
+    assert_eq!(
+        s.proxy.stderr_text().matches("skipped key \"pq\"").count(),
+        1,
+        "logged once"
+    );
+
+    // a set with no usable key at all is refused, naming every key
+    let only_bad = json!({"keys": [weak.jwk("weak"), post_quantum_jwk("pq")]});
+    let file = write_jwks(&dir, &only_bad.to_string());
+    let (code, out, err) = check(jwt_opts(&format!("jwks_file: {}", file.display()), ""));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("no usable") || err.contains("at least one usable signing key"),
+        "{err}"
+    );
+    assert!(err.contains("\"weak\"") && err.contains("\"pq\""), "{err}");
+}
+
+/// The issuer rotates `c1` out and adds `new1` plus a key type the proxy does not know: the new
+/// key verifies, the removed one stops verifying, the unknown one is logged once.
+#[test]
+fn a_rotated_jwks_url_with_an_unknown_key_type_drops_the_removed_key() {
+    let (c1, new1) = (Key::ec(), Key::rsa());
+    let (_pki, ca, server) = https_pki();
+    let served = Arc::new(std::sync::Mutex::new(jwks(&[(&c1, "c1")])));
+    let body = served.clone();
+    let endpoint =
+        HttpsEndpoint::start(&server, None, move |_| (200, body.lock().unwrap().clone()));
+    let s = jwt_scenario(
+        &format!(
+            "jwks_url: {}\n      jwks_ca: {}\n      jwks_min_refetch: 1s",
+            endpoint.url("/jwks"),
+            ca.cert.display()
+        ),
+        "",
+    );
+    let old = token(&c1, "c1", &claims("Cjwt-1"));
+    assert_eq!(get(&s, &old).status, 200);
+
+    *served.lock().unwrap() =
+        json!({"keys": [new1.jwk("new1"), post_quantum_jwk("pq")]}).to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    let resp = get(&s, &token(&new1, "new1", &claims("Cjwt-2")));
+    assert_eq!(resp.status, 200, "the new key verifies: {}", resp.text());
+    assert_eq!(endpoint.count(), 2);
+    let resp = get(&s, &old);
+    assert_eq!(resp.status, 401, "the removed key no longer verifies");
+    assert!(resp.text().contains("unknown key"), "{}", resp.text());
+
+    // another fetch of the same set logs the unusable key no second time
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&s, &token(&new1, "zz", &claims("Cjwt-3"))).status, 401);
+    assert_eq!(endpoint.count(), 3);
+    assert_eq!(
+        s.proxy.stderr_text().matches("skipped key \"pq\"").count(),
+        1,
+        "{}",
+        s.proxy.stderr_text()
+    );
+    let (_, metrics) = s.proxy.admin_get("/metrics").unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "m2m_auth_proxy_jwks_keys_skipped{{issuer=\"{ISS}\"}} 1"
+        )),
+        "{metrics}"
+    );
+}
+
+/// Identity providers name claims by URL (`https://m2m.example/orig`): a list of segments or a
+/// quoted segment names them whole, for JWTs and introspection answers.
+#[test]
+fn a_claim_whose_name_holds_dots_can_be_the_originator() {
+    let rsa = Key::rsa();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_jwks(&dir, &jwks(&[(&rsa, "r1")]));
+    let s = jwt_scenario(
+        &format!("jwks_file: {}", file.display()),
+        "\n      originator_claim: [\"https://m2m.example/orig\"]",
+    );
+    let mut c = claims("Csub-is-not-it");
+    c["https://m2m.example/orig"] = json!("Cnamespaced-1");
+    let resp = get(&s, &token(&rsa, "r1", &c));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(origin(&s), "Cnamespaced-1");
+    // read as a nested path, the same name finds nothing: refused, never `sub`
+    let nested = json!({"https:": {"//m2m": {"example/orig": "Cwrong"}}});
+    let mut c = claims("Csub-is-not-it");
+    c["https:"] = nested["https:"].clone();
+    let resp = get(&s, &token(&rsa, "r1", &c));
+    assert_eq!(resp.status, 401, "{}", resp.text());
+
+    let (_pki, ca, server) = https_pki();
+    let endpoint = HttpsEndpoint::start(&server, None, |_| {
+        (
+            200,
+            json!({"active": true, "sub": "Cnot-this", "https://m2m.example/orig": "Cintro-ns", "exp": now() + 60})
+                .to_string(),
+        )
+    });
+    let s = introspection_scenario(
+        &endpoint,
+        &ca,
+        "  originator_field: '\"https://m2m.example/orig\"'\n",
+    );
+    let resp = get(&s, "IDENTITY-TOKEN//t1");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(origin(&s), "Cintro-ns");
+}
+
+/// `now` with its fraction of a second.
+fn now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Introspection answers are read as RFC 7519 and 7662 say: fractional dates are dates, a date
+/// that is not a number makes the token inactive, a cached answer ends at its `exp`, and the
+/// configured audience, issuer and token types are checked.
+#[test]
+fn introspection_answers_are_checked_as_numeric_dates_audience_issuer_and_token_type() {
+    let (_pki, ca, server) = https_pki();
+    // "soon" expires 4.5 s after the proxy is ready, with a fraction (set below)
+    let soon = Arc::new(std::sync::Mutex::new(0.0f64));
+    let soon_at = soon.clone();
+    let endpoint = HttpsEndpoint::start(&server, None, move |call| {
+        let soon_exp = *soon_at.lock().unwrap();
+        let token = call.body.strip_prefix("token=").unwrap_or("");
+        let now = now_f64();
+        let good = json!({"active": true, "sub": "Cintro-1", "aud": ["other", AUD], "iss": ISS,
+                   "token_type": "Access_Token", "exp": now + 600.5, "iat": now - 1.5});
+        let patch = match token {
+            "good" => json!({}),
+            "soon" => json!({"exp": soon_exp}),
+            "fractional-past" => json!({"exp": now - 3600.5}),
+            "string-exp" => json!({"exp": format!("{}", now as i64 + 600)}),
+            "null-exp" => json!({"exp": null}),
+            "nbf-tomorrow" => json!({"nbf": now + 86_400.0}),
+            "iat-tomorrow" => json!({"iat": now + 86_400.0}),
+            "foreign-aud" => json!({"aud": "someone-else"}),
+            "no-aud" => json!({"aud": null}),
+            "foreign-iss" => json!({"iss": "https://evil.test"}),
+            "refresh" => json!({"token_type": "refresh_token"}),
+            _ => return (200, json!({"active": false}).to_string()),
+        };
+        let mut answer = good;
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() && k != "exp" {
+                answer.as_object_mut().unwrap().remove(k);
+            } else {
+                answer[k] = v.clone();
+            }
+        }
+        (200, answer.to_string())
+    });
+    let s = introspection_scenario(
+        &endpoint,
+        &ca,
+        &format!("  audiences: [{AUD}]\n  issuer: {ISS}\n  token_types: [access_token]\n"),
+    );
+    let soon_exp = now_f64() + 4.5;
+    *soon.lock().unwrap() = soon_exp;
+    let resp = get(&s, "IDENTITY-TOKEN//soon");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let resp = get(&s, "IDENTITY-TOKEN//good");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(origin(&s), "Cintro-1");
+    for (token, why) in [
+        ("fractional-past", "not active"),
+        ("string-exp", "not active"),
+        ("null-exp", "not active"),
+        ("nbf-tomorrow", "not active"),
+        ("iat-tomorrow", "not active"),
+        ("foreign-aud", "audience"),
+        ("no-aud", "audience"),
+        ("foreign-iss", "issuer"),
+        ("refresh", "token type"),
+    ] {
+        let resp = get(&s, &format!("IDENTITY-TOKEN//{token}"));
+        assert_eq!(resp.status, 401, "{token}: {}", resp.text());
+        assert!(resp.text().contains(why), "{token}: {}", resp.text());
+        let challenge = resp.header_all("WWW-Authenticate").join(" | ");
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{challenge}"
+        );
+    }
+    assert_eq!(
+        s.upstream.count(),
+        2,
+        "only the good answers were forwarded"
+    );
+
+    // "soon" was cached until its fractional exp (cache_ttl is 30 s), not a second longer
+    let calls = endpoint.count();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while now_f64() <= soon_exp + 0.2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "clock did not advance"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resp = get(&s, "IDENTITY-TOKEN//soon");
+    assert_eq!(resp.status, 401, "admitted past its exp: {}", resp.text());
+    assert_eq!(
+        endpoint.count(),
+        calls + 1,
+        "asked again once the answer expired"
+    );
+}
+
+/// The JWKS fetch and the introspection call (which carries the token itself) refuse peers that
+/// break the outbound TLS policy: static-RSA or CBC suites only, a name in the CN only. Nothing
+/// is sent to them; the same peers with a policy-conforming setup are used.
+#[test]
+fn jwks_and_introspection_refuse_peers_without_forward_secrecy_aead_or_a_san() {
+    let key = Key::ec();
+    let pki = Pki::new();
+    let ca = pki.ca("svc-ca");
+    for (what, server, tls) in common::https::policy_breaking_peers(&pki, &ca, "localhost") {
+        let doc = jwks(&[(&key, "k1")]);
+        let jwks_peer = HttpsEndpoint::start_with(&server, None, tls, move |_| (200, doc.clone()));
+        let s = jwt_scenario(
+            &format!(
+                "jwks_url: {}\n      jwks_ca: {}",
+                jwks_peer.url("/jwks"),
+                ca.cert.display()
+            ),
+            "",
+        );
+        let resp = get(&s, &token(&key, "k1", &claims("Cjwt-1")));
+        assert_eq!(
+            resp.status,
+            401,
+            "JWKS from a peer with {what}: {}",
+            resp.text()
+        );
+        assert!(
+            resp.text().contains("keys not available"),
+            "{what}: {}",
+            resp.text()
+        );
+        assert_eq!(
+            jwks_peer.count(),
+            0,
+            "{what}: a request reached the JWKS peer"
+        );
+
+        let intro_peer = HttpsEndpoint::start_with(&server, None, tls, answer);
+        let s = introspection_scenario(&intro_peer, &ca, "");
+        let resp = get(&s, "IDENTITY-TOKEN//good");
+        assert_eq!(
+            resp.status,
+            503,
+            "introspection at a peer with {what}: {}",
+            resp.text()
+        );
+        assert_eq!(intro_peer.count(), 0, "{what}: the token reached the peer");
+        let log = s.proxy.stderr_text();
+        assert!(
+            log.contains("ECDHE and AEAD") || log.contains("does not name the peer"),
+            "{what}: the log says why: {log}"
+        );
+    }
+    // the control: a peer as the policy wants it serves both
+    let server = pki.server(&ca, "localhost", &["127.0.0.1"]);
+    let doc = jwks(&[(&key, "k1")]);
+    let jwks_peer = HttpsEndpoint::start(&server, None, move |_| (200, doc.clone()));
+    let s = jwt_scenario(
+        &format!(
+            "jwks_url: {}\n      jwks_ca: {}",
+            jwks_peer.url("/jwks"),
+            ca.cert.display()
+        ),
+        "",
+    );
+    assert_eq!(get(&s, &token(&key, "k1", &claims("Cjwt-1"))).status, 200);
 }

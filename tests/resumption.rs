@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::proxy::write_atomic;
 use common::scenario::{Scenario, ScenarioOpts};
-use common::{CertKey, ClientOpts};
+use common::{CertKey, ClientOpts, Request};
 
 /// One GET on a new connection with the `openssl s_client` CLI, resuming the session stored
 /// in `session_file` when it exists; returns (HTTP status, resumed?). The session to resume
@@ -20,6 +20,25 @@ fn get(
     version: &str,
     session_file: &std::path::Path,
 ) -> Result<(u16, bool), String> {
+    let stdout = s_client(s, client, version, session_file)?;
+    let resumed = stdout.contains("Reused, TLS");
+    let status = stdout
+        .lines()
+        // the response may follow a hex dump of the session ticket on the same line
+        .find_map(|l| l.split_once("HTTP/1.1 ").map(|(_, rest)| rest))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| "no HTTP response".to_string())?;
+    Ok((status, resumed))
+}
+
+/// What `openssl s_client` printed for one GET (see [`get`]).
+fn s_client(
+    s: &Scenario,
+    client: &CertKey,
+    version: &str,
+    session_file: &std::path::Path,
+) -> Result<String, String> {
     let mut cmd = Command::new("openssl");
     cmd.args([
         "s_client",
@@ -75,15 +94,79 @@ fn get(
     if out_file.exists() {
         std::fs::rename(&out_file, session_file).unwrap();
     }
-    let resumed = stdout.contains("Reused, TLS");
-    let status = stdout
-        .lines()
-        // the response may follow a hex dump of the session ticket on the same line
-        .find_map(|l| l.split_once("HTTP/1.1 ").map(|(_, rest)| rest))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| "no HTTP response".to_string())?;
-    Ok((status, resumed))
+    Ok(stdout)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A client certificate that expires while the test runs: on its keep-alive connection the
+/// next request is 401/4107 "client certificate expired" and the connection ends; its TLS 1.2
+/// and 1.3 sessions are not resumed (the full handshake then refuses it). Nothing is timed
+/// but the certificate's own notAfter, which the test waits past.
+#[test]
+fn an_expired_certificate_is_refused_on_its_connection_and_its_sessions_never_resume() {
+    const LIFETIME: i64 = 12;
+    let s = Scenario::start(ScenarioOpts {
+        extra_tls: "session_tickets: true".into(),
+        ..Default::default()
+    });
+    let client = s.client(ClientOpts::uri("Cshort-lived").expires_in_secs(LIFETIME));
+    let not_after = unix_now() + LIFETIME;
+
+    let mut conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+    assert_eq!(conn.request(&Request::get("/x")).unwrap().status, 200);
+    let mut sessions = Vec::new();
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = s.pki.path(&format!("short{version}.sess"));
+        assert_eq!(get(&s, &client, version, &session).unwrap(), (200, false));
+        assert_eq!(
+            get(&s, &client, version, &session).unwrap(),
+            (200, true),
+            "{version}: resumes while the certificate is valid"
+        );
+        sessions.push((version, session));
+    }
+    assert!(
+        unix_now() < not_after,
+        "this machine took over {LIFETIME} s for five handshakes: nothing left to test"
+    );
+
+    // past notAfter (second resolution: one more second), bounded by the certificate itself
+    while unix_now() <= not_after + 1 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resp = conn
+        .request(&Request::get("/x").header("X-M2M-RI", "late"))
+        .unwrap();
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert_eq!(resp.header("X-M2M-RSC"), Some("4107"));
+    assert!(
+        resp.text().contains("client certificate expired"),
+        "{}",
+        resp.text()
+    );
+    assert_eq!(resp.header("Connection"), Some("close"));
+    conn.expect_closed().unwrap();
+
+    let forwarded = s.upstream.count();
+    for (version, session) in &sessions {
+        let out = s_client(&s, &client, version, session).unwrap_or_default();
+        assert!(
+            !out.contains("Reused, TLS"),
+            "{version}: an expired certificate's session resumed:\n{out}"
+        );
+        assert!(!out.contains("HTTP/1.1 200"), "{version}: admitted:\n{out}");
+    }
+    assert_eq!(
+        s.upstream.count(),
+        forwarded,
+        "nothing forwarded after notAfter"
+    );
 }
 
 #[test]
@@ -165,5 +248,36 @@ fn resumed_sessions_keep_their_identity_and_a_trust_change_forces_a_full_handsha
             Err(_) | Ok((401, _)) => break,
             other => panic!("unexpected outcome {other:?}"),
         }
+    }
+}
+
+/// Ticket keys rotate on `tls.session_ticket_rotation`: a ticket resumes while its key or the
+/// one after it is in force, and not once its key is two periods old.
+#[test]
+fn ticket_keys_rotate_on_their_schedule() {
+    const PERIOD: u64 = 3;
+    let s = Scenario::start(ScenarioOpts {
+        extra_tls: format!("session_tickets: true\nsession_ticket_rotation: {PERIOD}s"),
+        ..Default::default()
+    });
+    let client = s.client(ClientOpts::uri("Crotate"));
+    for version in ["-tls1_3", "-tls1_2"] {
+        let session = s.pki.path(&format!("rotate{version}.sess"));
+        assert_eq!(get(&s, &client, version, &session).unwrap(), (200, false));
+        assert_eq!(
+            get(&s, &client, version, &session).unwrap(),
+            (200, true),
+            "{version}: a fresh ticket resumes"
+        );
+        // whatever ticket the client holds now, its key was made no later than this: wait
+        // until that key is two periods old
+        let renewed = std::time::Instant::now();
+        std::thread::sleep(Duration::from_secs(2 * PERIOD) + Duration::from_millis(300));
+        assert!(renewed.elapsed() >= Duration::from_secs(2 * PERIOD));
+        assert_eq!(
+            get(&s, &client, version, &session).unwrap(),
+            (200, false),
+            "{version}: a ticket whose key is two periods old does not resume"
+        );
     }
 }

@@ -11,6 +11,7 @@ use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier, NOT
 use crate::config::BasicConfig;
 use crate::credentials::cache::VerifyCache;
 use crate::credentials::htpasswd::HtpasswdFile;
+use crate::example_credentials;
 use crate::identity::{Identity, Method};
 use crate::originator_syntax::validate_originator;
 use crate::random::RandomUnavailable;
@@ -108,6 +109,7 @@ impl Reloadable for HtpasswdReload {
         let text = reload::utf8(&auth.path, &contents[0])?;
         let file = HtpasswdFile::parse(&auth.path, text, auth.allow_insecure)
             .map_err(|e| e.to_string())?;
+        example_credentials::check_htpasswd(&auth.path, &file)?;
         if file.is_empty() {
             // An empty file is far more often half-written than meant to lock everyone out.
             return Err(format!(

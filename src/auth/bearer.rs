@@ -11,6 +11,7 @@ use super::authorization::BearerToken;
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::BearerConfig;
 use crate::credentials::tokens::{TokenFile, TokenLookup};
+use crate::example_credentials;
 use crate::identity::{Identity, Method};
 use crate::originator_syntax::validate_originator;
 use crate::reload::{self, FileKind, Reloadable};
@@ -93,6 +94,7 @@ impl Reloadable for TokensReload {
         let auth = &self.0;
         let text = reload::utf8(&auth.path, &contents[0])?;
         let tokens = TokenFile::parse(&auth.path, text).map_err(|e| e.to_string())?;
+        example_credentials::check_tokens(&auth.path, &tokens)?;
         if tokens.is_empty() {
             // An empty list is far more often half-written than meant to lock everyone out.
             return Err(format!(

@@ -15,11 +15,19 @@ pub struct CertIdentity {
     pub(super) intermediates: Vec<X509>,
     /// Trust generation the certificate was verified under.
     pub(super) generation: u64,
+    /// The certificate's notAfter (Unix time), read once at the handshake.
+    pub(super) not_after: f64,
     /// Re-verification after a trust change: (generation, still trusted).
     pub(super) recheck: Mutex<Option<(u64, bool)>>,
 }
 
 impl CertIdentity {
+    /// Whether the certificate's notAfter has passed at `unix_now`: a keep-alive connection
+    /// (or a resumed session) must not outlive its certificate.
+    pub fn expired(&self, unix_now: f64) -> bool {
+        unix_now > self.not_after
+    }
+
     /// Whether the certificate is still trusted. Only when the CA bundle or CRL changed since
     /// the handshake is it verified again (once per connection and trust generation), so that a
     /// keep-alive connection cannot outlive its revocation.

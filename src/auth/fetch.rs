@@ -1,6 +1,7 @@
 //! HTTPS calls the proxy makes itself (JWKS URLs, token introspection), over Pingora's own
-//! connector: one TLS stack (OpenSSL), the endpoint's own CA, optional client authentication,
-//! and one time limit for the whole exchange.
+//! connector: one TLS stack (OpenSSL), the endpoint's own CA, the outbound TLS policy
+//! (`tls::outbound`), optional client authentication, and one time limit for the whole
+//! exchange.
 
 use std::net::ToSocketAddrs;
 use std::path::Path;
@@ -16,6 +17,8 @@ use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::utils::tls::CertKey;
+
+use crate::tls::outbound::{self, PeerName};
 
 /// Largest answer read from an endpoint.
 const MAX_ANSWER: usize = 1024 * 1024;
@@ -89,6 +92,11 @@ impl HttpsEndpoint {
         }
         let mut peer = HttpPeer::new(addr, true, host.clone());
         peer.options.ca = Some(Arc::new(cas.into_boxed_slice()));
+        // the proxy's outbound TLS policy (checked in `exchange` before anything is sent);
+        // OpenSSL's own host check knows no IP SANs, the policy's does
+        let name = PeerName::of(&host);
+        peer.options.verify_hostname = matches!(name, PeerName::Dns(_));
+        peer.options.upstream_tls_handshake_complete_hook = Some(outbound::hook(name));
         peer.options.connection_timeout = Some(timeout);
         peer.options.total_connection_timeout = Some(timeout);
         peer.options.read_timeout = Some(timeout);
@@ -170,6 +178,7 @@ impl HttpsEndpoint {
             .get_http_session(&self.peer)
             .await
             .map_err(|e| format!("connect: {e}"))?;
+        outbound::verdict(Some(session.digest())).map_err(|v| v.reason().to_owned())?;
         session
             .write_request_header(Box::new(req))
             .await

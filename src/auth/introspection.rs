@@ -1,6 +1,8 @@
 //! Outsourced token verification: a token only an identity service can judge is sent to its
-//! endpoint (RFC 7662 shape: POST `token=…` → `{"active": true, "sub": …, "exp": …}`). Answers
-//! are cached (positive until the smaller of `exp` and `cache_ttl`, negative for
+//! endpoint (RFC 7662 shape: POST `token=…` → `{"active": true, "sub": …, "exp": …}`). An
+//! active answer is also checked: `exp`, `nbf` and `iat` are RFC 7519 NumericDates (anything
+//! else makes it inactive), and `aud`, `iss` and `token_type` when the config names them.
+//! Answers are cached (positive until the smaller of `exp` and `cache_ttl`, negative for
 //! `negative_ttl`), concurrent requests with the same token share one call, and an endpoint that
 //! is down or slow fails closed.
 
@@ -15,7 +17,7 @@ use tokio::sync::OnceCell;
 use super::authorization::BearerToken;
 use super::fetch::{ClientAuth, FetchError, HttpsEndpoint};
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
-use crate::config::IntrospectionConfig;
+use crate::config::{ClaimPath, IntrospectionConfig};
 use crate::identity::{Identity, Method};
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
@@ -29,6 +31,8 @@ pub enum IntrospectionError {
     Inactive,
     /// Active, but the answer gives no usable originator.
     Unusable(&'static str),
+    /// Active, but not for this proxy: another audience, issuer or token type.
+    NotForUs(&'static str),
     /// No answer: endpoint down, slow or broken. Never an admission.
     Unavailable,
 }
@@ -52,9 +56,13 @@ impl Answer {
 
 pub struct Introspection {
     endpoint: HttpsEndpoint,
-    originator_field: String,
-    name_field: String,
-    operator_field: Option<String>,
+    originator_field: ClaimPath,
+    name_field: ClaimPath,
+    operator_field: Option<ClaimPath>,
+    audiences: Vec<String>,
+    issuer: Option<String>,
+    token_types: Vec<String>,
+    leeway: f64,
     cache_ttl: Duration,
     negative_ttl: Duration,
     /// Keyed by a salted hash of the token: the cache never holds a token.
@@ -80,6 +88,10 @@ impl Introspection {
             originator_field: c.originator_field.clone(),
             name_field: c.name_field.clone().unwrap_or(c.originator_field.clone()),
             operator_field: c.operator_field.clone(),
+            audiences: c.audiences.clone(),
+            issuer: c.issuer.clone(),
+            token_types: c.token_types.clone(),
+            leeway: c.leeway.as_secs_f64(),
             cache_ttl: c.cache_ttl,
             negative_ttl: c.negative_ttl,
             cache: Mutex::new(HashMap::new()),
@@ -174,18 +186,30 @@ impl Introspection {
         if answer.get("active").and_then(Value::as_bool) != Some(true) {
             return refused(IntrospectionError::Inactive);
         }
-        let mut until = now + self.cache_ttl;
-        if let Some(exp) = answer.get("exp").and_then(Value::as_u64) {
-            let unix_now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            if exp <= unix_now {
-                return refused(IntrospectionError::Inactive);
-            }
-            until = until.min(now + Duration::from_secs(exp - unix_now));
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        // exp, nbf and iat as RFC 7519 NumericDates; a value of another kind is no date
+        let (Ok(exp), Ok(nbf), Ok(iat)) = (
+            numeric_date(answer, "exp"),
+            numeric_date(answer, "nbf"),
+            numeric_date(answer, "iat"),
+        ) else {
+            return refused(IntrospectionError::Inactive);
+        };
+        let ahead = |t: Option<f64>| t.is_some_and(|t| t > unix_now + self.leeway);
+        if exp.is_some_and(|exp| exp <= unix_now) || ahead(nbf) || ahead(iat) {
+            return refused(IntrospectionError::Inactive);
         }
-        let field = |path: &str| path.split('.').try_fold(answer, |v, k| v.get(k));
-        let Some(originator) = field(&self.originator_field).and_then(Value::as_str) else {
+        if let Some(reason) = self.not_for_us(answer) {
+            return refused(IntrospectionError::NotForUs(reason));
+        }
+        let mut until = now + self.cache_ttl;
+        if let Some(exp) = exp {
+            // a cached answer never outlives the token
+            until = until.min(now + Duration::from_secs_f64(exp - unix_now));
+        }
+        let Some(originator) = self.originator_field.get(answer).and_then(Value::as_str) else {
             return refused(IntrospectionError::Unusable(
                 "introspection answer without an originator",
             ));
@@ -195,13 +219,15 @@ impl Introspection {
                 "introspection answer names an unusable originator",
             ));
         }
-        let name = field(&self.name_field)
+        let name = self
+            .name_field
+            .get(answer)
             .and_then(Value::as_str)
             .unwrap_or(originator);
         let sysop = self
             .operator_field
-            .as_deref()
-            .and_then(field)
+            .as_ref()
+            .and_then(|f| f.get(answer))
             .and_then(Value::as_bool)
             == Some(true);
         Answer::Active(
@@ -218,6 +244,51 @@ impl Introspection {
             }),
             until,
         )
+    }
+}
+
+/// `name` of an answer as an RFC 7519 NumericDate (seconds since the epoch, integer or
+/// fractional): `Ok(None)` when absent, `Err` when present but not a number.
+fn numeric_date(answer: &Value, name: &str) -> Result<Option<f64>, ()> {
+    match answer.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_f64().filter(|t| t.is_finite()).map(Some).ok_or(()),
+    }
+}
+
+impl Introspection {
+    /// Why an active answer is not for this proxy, when `audiences`, `issuer` or
+    /// `token_types` say so.
+    fn not_for_us(&self, answer: &Value) -> Option<&'static str> {
+        if !self.audiences.is_empty() {
+            let ours = |v: &Value| {
+                v.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|o| o == a))
+            };
+            let matched = match answer.get("aud") {
+                Some(Value::Array(values)) => values.iter().any(ours),
+                Some(v) => ours(v),
+                None => false,
+            };
+            if !matched {
+                return Some("token not for this audience");
+            }
+        }
+        if let Some(issuer) = &self.issuer {
+            if answer.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+                return Some("token from another issuer");
+            }
+        }
+        if !self.token_types.is_empty() {
+            let accepted = answer
+                .get("token_type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| self.token_types.iter().any(|a| a.eq_ignore_ascii_case(t)));
+            if !accepted {
+                return Some("token type not accepted");
+            }
+        }
+        None
     }
 }
 
@@ -260,6 +331,9 @@ impl Verifier for Introspection {
             )),
             Err(IntrospectionError::Unusable(reason)) => {
                 Err(Rejection::uncounted(Failure::BadCredentials, reason))
+            }
+            Err(IntrospectionError::NotForUs(reason)) => {
+                Err(Rejection::counted(Failure::BadCredentials, reason))
             }
             // not the client's fault: no rate-limit count
             Err(IntrospectionError::Unavailable) => Err(Rejection::uncounted(

@@ -7,43 +7,47 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use jsonwebtoken::jwk::{JwkSet, PublicKeyUse};
-use jsonwebtoken::{AlgorithmFamily, DecodingKey};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
 
 use super::fetch::HttpsEndpoint;
+use super::jwk::{self, SigningKey, Skipped};
 use crate::reload::{self, FileKind, Reloadable};
 
-/// Usable keys of one JWKS document.
+/// The usable keys of one JWKS document, and those left out with their reasons.
 pub struct KeySet {
-    keys: Vec<(Option<String>, DecodingKey)>,
+    keys: Vec<SigningKey>,
+    skipped: Vec<Skipped>,
 }
 
 impl KeySet {
+    /// Every usable key of the document; refused only when it is not a JWKS or no key in it is
+    /// usable (then the reasons of all of them).
     pub fn parse(json: &[u8]) -> Result<KeySet, String> {
-        let set: JwkSet =
+        let document: Value =
             serde_json::from_slice(json).map_err(|e| format!("not a JWKS document: {e}"))?;
-        let mut keys = Vec::new();
-        for jwk in &set.keys {
-            // encryption keys are not for checking signatures
-            if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
-                continue;
+        let Some(entries) = document.get("keys").and_then(Value::as_array) else {
+            return Err("not a JWKS document: expected an object with a `keys` array".into());
+        };
+        let mut set = KeySet {
+            keys: Vec::new(),
+            skipped: Vec::new(),
+        };
+        for (index, entry) in entries.iter().enumerate() {
+            match jwk::parse(index, entry) {
+                Ok(key) => set.keys.push(key),
+                Err(skipped) => set.skipped.push(skipped),
             }
-            let key = DecodingKey::from_jwk(jwk).map_err(|e| {
-                format!(
-                    "key {:?}: {e}",
-                    jwk.common.key_id.as_deref().unwrap_or("(no kid)")
-                )
-            })?;
-            // symmetric keys in a JWKS would let anyone who reads it sign tokens
-            if key.family() == AlgorithmFamily::Hmac {
-                return Err("symmetric (oct) keys are not accepted from a JWKS".into());
-            }
-            keys.push((jwk.common.key_id.clone(), key));
         }
-        if keys.is_empty() {
-            return Err("expected at least one signing key".into());
+        if set.keys.is_empty() {
+            let reasons: Vec<String> = set.skipped.iter().map(|s| s.to_string()).collect();
+            return Err(format!(
+                "expected at least one usable signing key{}{}",
+                if reasons.is_empty() { "" } else { "; " },
+                reasons.join("; ")
+            ));
         }
-        Ok(KeySet { keys })
+        Ok(set)
     }
 
     pub fn len(&self) -> usize {
@@ -54,24 +58,50 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// Candidate keys: the one with this `kid`, or without a `kid` every key of the family.
-    pub fn candidates(&self, kid: Option<&str>, family: AlgorithmFamily) -> Vec<&DecodingKey> {
+    /// The keys left out, with their reasons.
+    pub fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// Candidate keys for a token signed with `alg`: the one with this `kid` (or, without a
+    /// `kid`, every key) whose type, curve and `alg` fit `alg`.
+    pub fn candidates(&self, kid: Option<&str>, alg: Algorithm) -> Vec<&DecodingKey> {
         self.keys
             .iter()
-            .filter(|(k, key)| {
-                key.family() == family
+            .filter(|k| {
+                k.verifies(alg)
                     && match kid {
-                        Some(kid) => k.as_deref() == Some(kid),
+                        Some(kid) => k.kid.as_deref() == Some(kid),
                         None => true,
                     }
             })
-            .map(|(_, key)| key)
+            .map(|k| &k.key)
             .collect()
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
-        self.keys.iter().any(|(k, _)| k.as_deref() == Some(kid))
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
     }
+
+    /// "N keys" and, when some were left out, how many.
+    pub fn summary(&self) -> String {
+        match self.skipped.len() {
+            0 => format!("{} keys", self.keys.len()),
+            n => format!("{} keys, {n} unusable skipped", self.keys.len()),
+        }
+    }
+}
+
+/// Logs each skipped key of `keys` that `seen` has not had yet (a URL refetched every few
+/// minutes logs a key once, not on every fetch) and publishes the issuer's count.
+fn report_skipped(issuer: &str, source: &str, keys: &KeySet, seen: &mut Vec<Skipped>) {
+    for s in keys.skipped() {
+        if !seen.contains(s) {
+            log::warn!("JWKS {source} (issuer {issuer:?}): skipped {s}");
+        }
+    }
+    *seen = keys.skipped().to_vec();
+    crate::metrics::jwks_keys_skipped(issuer, keys.skipped().len());
 }
 
 pub enum KeySource {
@@ -82,15 +112,24 @@ pub enum KeySource {
 
 pub struct JwksFile {
     pub path: PathBuf,
+    /// The issuer whose keys these are (logs, metric label).
+    pub issuer: String,
     keys: ArcSwap<KeySet>,
+    /// The skipped keys already logged.
+    reported: std::sync::Mutex<Vec<Skipped>>,
 }
 
 impl JwksFile {
     /// No keys until the reloader's first load.
-    pub fn new(path: PathBuf) -> Self {
+    pub fn new(path: PathBuf, issuer: &str) -> Self {
         JwksFile {
             path,
-            keys: ArcSwap::from_pointee(KeySet { keys: Vec::new() }),
+            issuer: issuer.to_owned(),
+            keys: ArcSwap::from_pointee(KeySet {
+                keys: Vec::new(),
+                skipped: Vec::new(),
+            }),
+            reported: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -116,7 +155,10 @@ impl Reloadable for JwksReload {
         reload::utf8(&self.0.path, &contents[0])?;
         let keys =
             KeySet::parse(&contents[0]).map_err(|e| format!("{}: {e}", self.0.path.display()))?;
-        let summary = format!("{} keys", keys.len());
+        let summary = keys.summary();
+        let mut reported = self.0.reported.lock().unwrap_or_else(|e| e.into_inner());
+        let source = self.0.path.display().to_string();
+        report_skipped(&self.0.issuer, &source, &keys, &mut reported);
         self.0.keys.store(Arc::new(keys));
         Ok(summary)
     }
@@ -124,6 +166,7 @@ impl Reloadable for JwksReload {
 
 pub struct JwksUrl {
     endpoint: HttpsEndpoint,
+    issuer: String,
     keys: ArcSwap<Option<Arc<KeySet>>>,
     refresh: Duration,
     min_refetch: Duration,
@@ -136,12 +179,20 @@ pub struct JwksUrl {
 struct FetchTimes {
     attempted: Option<Instant>,
     succeeded: Option<Instant>,
+    /// The skipped keys already logged.
+    reported: Vec<Skipped>,
 }
 
 impl JwksUrl {
-    pub fn new(endpoint: HttpsEndpoint, refresh: Duration, min_refetch: Duration) -> Self {
+    pub fn new(
+        endpoint: HttpsEndpoint,
+        issuer: &str,
+        refresh: Duration,
+        min_refetch: Duration,
+    ) -> Self {
         JwksUrl {
             endpoint,
+            issuer: issuer.to_owned(),
             keys: ArcSwap::from_pointee(None),
             refresh,
             min_refetch,
@@ -175,7 +226,9 @@ impl JwksUrl {
             times.attempted = Some(Instant::now());
             match self.fetch().await {
                 Ok(keys) => {
-                    log::info!("JWKS {}: {} keys", self.endpoint.url(), keys.len());
+                    log::info!("JWKS {}: {}", self.endpoint.url(), keys.summary());
+                    let url = self.endpoint.url().to_owned();
+                    report_skipped(&self.issuer, &url, &keys, &mut times.reported);
                     crate::metrics::reload(FileKind::Jwks.label(), true);
                     self.keys.store(Arc::new(Some(Arc::new(keys))));
                     times.succeeded = Some(Instant::now());

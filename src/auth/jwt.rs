@@ -17,7 +17,7 @@ use super::authorization::BearerToken;
 use super::fetch::{ClientAuth, HttpsEndpoint};
 use super::jwks::{JwksFile, JwksUrl, KeySet, KeySource};
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
-use crate::config::{JwtConfig, JwtIssuerConfig, KeyError};
+use crate::config::{ClaimPath, JwtConfig, JwtIssuerConfig, KeyError};
 use crate::identity::{Identity, Method};
 use crate::originator_syntax::{validate_originator, OriginatorPattern};
 
@@ -105,10 +105,10 @@ struct Issuer {
     /// belong to the key's family.
     validations: Vec<(Algorithm, Validation)>,
     keys: KeySource,
-    originator_claim: String,
-    originators_claim: Option<String>,
-    name_claim: String,
-    roles_claim: Option<String>,
+    originator_claim: ClaimPath,
+    originators_claim: Option<ClaimPath>,
+    name_claim: ClaimPath,
+    roles_claim: Option<ClaimPath>,
 }
 
 pub struct JwtAuth {
@@ -201,7 +201,7 @@ impl JwtAuth {
                 })
                 .collect();
             let keys = if let Some(path) = &c.jwks_file {
-                let file = Arc::new(JwksFile::new(path.to_path_buf()));
+                let file = Arc::new(JwksFile::new(path.to_path_buf(), &c.issuer));
                 files.push(file.clone());
                 KeySource::File(file)
             } else if let (Some(url), Some(ca)) = (&c.jwks_url, &c.jwks_ca) {
@@ -217,6 +217,7 @@ impl JwtAuth {
                 .map_err(|e| invalid(format!("jwks_url: {e}")))?;
                 KeySource::Url(Box::new(JwksUrl::new(
                     endpoint,
+                    &c.issuer,
                     c.jwks_refresh,
                     c.jwks_min_refetch,
                 )))
@@ -283,6 +284,10 @@ impl JwtAuth {
     async fn verify_uncached(&self, token: &str) -> Result<Verified, JwtError> {
         const MALFORMED: JwtError = JwtError::Invalid("malformed JWT");
         let header = jsonwebtoken::decode_header(token).map_err(|_| MALFORMED)?;
+        // RFC 7515 4.1.11: every extension `crit` names must be understood; none is here
+        if header.crit.is_some() {
+            return Err(JwtError::Invalid("unsupported critical header"));
+        }
         let iss = unverified_issuer(token).ok_or(JwtError::Invalid("JWT without iss"))?;
         let (index, issuer) = self
             .issuers
@@ -294,7 +299,6 @@ impl JwtAuth {
         else {
             return Err(JwtError::Invalid("JWT algorithm not accepted"));
         };
-        let family = header.alg.family();
         let keys = match &issuer.keys {
             KeySource::File(file) => Some(file.keys()),
             KeySource::Url(url) => url.keys(header.kid.as_deref()).await,
@@ -304,9 +308,15 @@ impl JwtAuth {
             }
         };
         let keys = keys.ok_or(JwtError::Invalid("issuer keys not available"))?;
-        let candidates = keys.candidates(header.kid.as_deref(), family);
+        let candidates = keys.candidates(header.kid.as_deref(), header.alg);
         if candidates.is_empty() {
-            return Err(JwtError::Invalid("JWT signed with an unknown key"));
+            return Err(match header.kid.as_deref() {
+                // the key exists, but its type, curve or `alg` is not the token's algorithm
+                Some(kid) if keys.has_kid(kid) => {
+                    JwtError::Invalid("JWT algorithm does not fit its key")
+                }
+                _ => JwtError::Invalid("JWT signed with an unknown key"),
+            });
         }
         let claims = decode(token, &candidates, validation)?;
         verified(index, Some(keys), issuer, claims)
@@ -375,24 +385,23 @@ fn decode(token: &str, keys: &[&DecodingKey], validation: &Validation) -> Result
     Err(last)
 }
 
-/// A claim by dotted path: `sub`, `m2m.originator`.
-fn claim<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(claims, |v, key| v.get(key))
-}
-
 fn claims_identity(issuer: &Issuer, claims: Value) -> Result<Arc<Identity>, JwtError> {
-    let originator = claim(&claims, &issuer.originator_claim)
+    let originator = issuer
+        .originator_claim
+        .get(&claims)
         .and_then(Value::as_str)
         .ok_or(JwtError::Invalid(
             "JWT originator claim missing or not a string",
         ))?;
     validate_originator(originator)
         .map_err(|_| JwtError::Invalid("JWT originator claim is not a usable originator"))?;
-    let name = claim(&claims, &issuer.name_claim)
+    let name = issuer
+        .name_claim
+        .get(&claims)
         .and_then(Value::as_str)
         .unwrap_or(originator);
-    let strings = |path: &Option<String>| -> Vec<String> {
-        match path.as_deref().and_then(|p| claim(&claims, p)) {
+    let strings = |path: &Option<ClaimPath>| -> Vec<String> {
+        match path.as_ref().and_then(|p| p.get(&claims)) {
             Some(Value::Array(items)) => items
                 .iter()
                 .filter_map(Value::as_str)
@@ -500,18 +509,6 @@ mod tests {
             let err = check_issuer_config(&issuer_config(yaml)).unwrap_err();
             assert!(err.contains(why), "{yaml}: {err}");
         }
-    }
-
-    #[test]
-    fn claims_by_dotted_path() {
-        let claims = serde_json::json!({"sub": "x", "m2m": {"originator": "Cae-1", "n": 3}});
-        assert_eq!(
-            claim(&claims, "m2m.originator"),
-            Some(&Value::from("Cae-1"))
-        );
-        assert_eq!(claim(&claims, "sub"), Some(&Value::from("x")));
-        assert_eq!(claim(&claims, "m2m.missing"), None);
-        assert_eq!(claim(&claims, "sub.deeper"), None);
     }
 
     /// Through `JwtAuth::build`, which installs the OpenSSL provider: a PS256 token from a JWKS

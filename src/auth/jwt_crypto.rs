@@ -9,7 +9,8 @@
 //! * the key's family must be the algorithm's (an HMAC secret never checks an RSA, EC or Ed
 //!   signature, nor a public key an HMAC: no RS256 -> HS256 confusion);
 //! * RSA keys as `RsaPublicKey::new` of the `rsa` crate takes them (modulus odd and at most 4096
-//!   bits, exponent odd, 3 ..= 2^33 - 1 and below the modulus), the signature exactly as long
+//!   bits, exponent odd, 3 ..= 2^33 - 1 and below the modulus) and at least 2048 bits long
+//!   (RFC 7518 3.3; the pure-Rust backend took shorter ones), the signature exactly as long
 //!   as the modulus; PKCS#1 v1.5 for RS*, PSS with a salt as long as the hash and MGF1 with the
 //!   same hash for PS*;
 //! * ECDSA on P-256 for ES256 and P-384 for ES384, the key an uncompressed point on that curve
@@ -153,6 +154,14 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifie
     Ok(Box::new(OpensslVerifier { alg: *alg, check }))
 }
 
+/// Whether `key` can check `alg` signatures: parsed and checked exactly as for a token, so a
+/// key set keeps only keys that will verify (the reason otherwise, without key material).
+pub fn check_key(alg: Algorithm, key: &DecodingKey) -> Result<(), String> {
+    new_verifier(&alg, key)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// The SHA-2 of an RS* or PS* algorithm.
 fn sha(alg: Algorithm) -> MessageDigest {
     match alg {
@@ -176,6 +185,8 @@ fn hmac_matches<M: Mac + Clone>(keyed: &M, msg: &[u8], tag: &[u8]) -> bool {
 /// Largest RSA modulus accepted, in bits, and largest public exponent: the limits of the
 /// `rsa` crate's `RsaPublicKey::new`, which the pure-Rust backend applied.
 const RSA_MAX_BITS: i32 = 4096;
+/// Smallest RSA modulus, in bits (RFC 7518 3.3).
+const RSA_MIN_BITS: i32 = 2048;
 const RSA_MAX_EXPONENT_BITS: i32 = 33;
 
 fn rsa_key(key: &DecodingKey) -> Result<PKey<Public>, Error> {
@@ -194,6 +205,12 @@ fn rsa_key(key: &DecodingKey) -> Result<PKey<Public>, Error> {
     let odd = |b: &openssl::bn::BigNumRef| b.is_bit_set(0);
     if n.num_bits() > RSA_MAX_BITS || !odd(n) {
         return Err(invalid(&"modulus even or larger than 4096 bits"));
+    }
+    if n.num_bits() < RSA_MIN_BITS {
+        return Err(invalid(&format!(
+            "modulus of {} bits, under 2048 (RFC 7518 3.3)",
+            n.num_bits()
+        )));
     }
     // odd and at least 2: at least 3
     if e.num_bits() > RSA_MAX_EXPONENT_BITS || !odd(e) || e.num_bits() < 2 || e >= n {
@@ -525,6 +542,24 @@ mod tests {
                 ErrorKind::InvalidRsaKey(_)
             ));
         }
+    }
+
+    #[test]
+    fn rsa_keys_under_2048_bits_are_refused() {
+        let (key, public) = rsa_signer(1024);
+        let t = token(
+            "RS256",
+            &claims(),
+            rsa_sign(&key, MessageDigest::sha256(), None),
+        );
+        assert!(matches!(
+            refused(&t, &public, Algorithm::RS256),
+            ErrorKind::InvalidRsaKey(_)
+        ));
+        assert!(check_key(Algorithm::RS256, &public)
+            .unwrap_err()
+            .contains("under 2048"));
+        assert!(check_key(Algorithm::RS256, &rsa_signer(2048).1).is_ok());
     }
 
     #[test]

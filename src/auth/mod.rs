@@ -13,6 +13,7 @@ pub mod bearer;
 pub mod client_cert;
 pub mod fetch;
 pub mod introspection;
+pub mod jwk;
 pub mod jwks;
 pub mod jwt;
 pub mod jwt_crypto;

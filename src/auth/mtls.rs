@@ -4,6 +4,7 @@
 //! read the stored result.
 
 use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use foreign_types::ForeignTypeRef;
@@ -17,7 +18,9 @@ use crate::config::{CertField, KeyError, MtlsConfig};
 use crate::identity::{Identity, Method};
 use crate::originator_syntax::validate_originator;
 use crate::tls::handshake::{CertIdentify, PeerCertificate};
+use crate::tls::material::not_after_unix;
 use crate::tls::trust::ClientTrust;
+use crate::tls::x509_text;
 
 pub struct MtlsAuthenticator {
     fields: Vec<CertField>,
@@ -26,6 +29,9 @@ pub struct MtlsAuthenticator {
 
 /// Reason given when a connection's certificate was revoked or its CA removed by a reload.
 pub const REVOKED: &str = "client certificate no longer trusted";
+
+/// Reason given when a connection's certificate passed its notAfter since the handshake.
+pub const EXPIRED: &str = "client certificate expired";
 
 impl MtlsAuthenticator {
     pub fn from_config(config: &MtlsConfig) -> Result<Self, KeyError> {
@@ -56,6 +62,7 @@ impl MtlsAuthenticator {
         };
         CertIdentity {
             result,
+            not_after: not_after_unix(&cert),
             cert,
             intermediates,
             generation,
@@ -132,6 +139,12 @@ impl Verifier for MtlsVerifier {
 
     async fn verify(&self, presented: &Presented<'_>) -> Result<Arc<Identity>, Rejection> {
         let cert = presented.client_cert.ok_or(super::verifier::NOT_CLAIMED)?;
+        let unix_now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        if cert.expired(unix_now) {
+            return Err(Rejection::uncounted(Failure::Expired, EXPIRED));
+        }
         if !cert.still_trusted(&self.trust) {
             return Err(Rejection::uncounted(Failure::Revoked, REVOKED));
         }
@@ -146,12 +159,13 @@ impl Verifier for MtlsVerifier {
 /// originators like `//openmtc.org/mn-cse-1/CTestIPE` are not URLs.
 fn field_value(cert: &X509Ref, field: CertField) -> Option<String> {
     if field == CertField::Cn {
+        // decoded by its string type; one that cannot be read is an empty value (refused), not
+        // a reason to look at the next field
         return cert
             .subject_name()
             .entries_by_nid(Nid::COMMONNAME)
             .next()
-            .and_then(|e| std::str::from_utf8(e.data().as_slice()).ok())
-            .map(str::to_owned);
+            .map(|e| x509_text::decode(e.data()).unwrap_or_default());
     }
     let wanted = match field {
         CertField::Uri => openssl_sys::GEN_URI,
@@ -172,7 +186,8 @@ fn field_value(cert: &X509Ref, field: CertField) -> Option<String> {
         CertField::Email => first.email(),
         CertField::Cn => None,
     };
-    Some(text.unwrap_or_default().to_owned())
+    // these are IA5Strings: anything but ASCII is a malformed value
+    Some(text.filter(|t| t.is_ascii()).unwrap_or_default().to_owned())
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::claim_path::ClaimPath;
 use super::value::{duration, FilePath, KeyError};
 use crate::identity::Method;
 use crate::originator_syntax::validate_originator;
@@ -137,18 +138,19 @@ pub struct JwtIssuerConfig {
     /// Connect + answer time limit of a JWKS fetch.
     #[serde(default = "default_fetch_timeout", with = "duration")]
     pub jwks_timeout: Duration,
-    /// Claim (dotted path for nested claims) holding the originator.
+    /// Claim holding the originator: a name, a dotted path for nested claims, a quoted
+    /// segment or a list of names for names with dots ([`ClaimPath`]).
     #[serde(default = "default_sub")]
-    pub originator_claim: String,
+    pub originator_claim: ClaimPath,
     /// Array claim of further originators (patterns) the token may use in verify mode.
     #[serde(default)]
-    pub originators_claim: Option<String>,
+    pub originators_claim: Option<ClaimPath>,
     /// Claim naming the identity in logs; default: the originator claim.
     #[serde(default)]
-    pub name_claim: Option<String>,
+    pub name_claim: Option<ClaimPath>,
     /// Array (or string) claim of roles.
     #[serde(default)]
-    pub roles_claim: Option<String>,
+    pub roles_claim: Option<ClaimPath>,
 }
 
 fn default_jwks_refresh() -> Duration {
@@ -163,8 +165,8 @@ fn default_fetch_timeout() -> Duration {
     Duration::from_secs(3)
 }
 
-fn default_sub() -> String {
-    "sub".into()
+fn default_sub() -> ClaimPath {
+    ClaimPath::from("sub")
 }
 
 /// Tokens only a verification service can judge (RFC 7662 introspection, Arrowhead's
@@ -189,15 +191,15 @@ pub struct IntrospectionConfig {
     /// Also send plain bearer tokens (not only `IDENTITY-TOKEN//<token>`) to the endpoint.
     #[serde(default)]
     pub plain_bearer: bool,
-    /// Answer field (dotted path) holding the originator.
+    /// Answer field holding the originator (a [`ClaimPath`], like `originator_claim`).
     #[serde(default = "default_sub")]
-    pub originator_field: String,
+    pub originator_field: ClaimPath,
     /// Answer field naming the identity in logs; default: the originator field.
     #[serde(default)]
-    pub name_field: Option<String>,
+    pub name_field: Option<ClaimPath>,
     /// Boolean answer field that makes the identity a system operator (role `sysop`).
     #[serde(default)]
-    pub operator_field: Option<String>,
+    pub operator_field: Option<ClaimPath>,
     /// Positive answers are kept this long (or until the answer's `exp`, if sooner).
     #[serde(default = "default_introspection_ttl", with = "duration")]
     pub cache_ttl: Duration,
@@ -207,6 +209,19 @@ pub struct IntrospectionConfig {
     /// Connect + answer time limit; slower is a failure (503), never an admission.
     #[serde(default = "default_fetch_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Accepted `aud` values; when set, an answer needs one of them (`aud` a string or a list).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Expected `iss` of an answer; when set, an answer without it or with another is refused.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted `token_type` values (compared without case); when set, an answer needs one.
+    #[serde(default)]
+    pub token_types: Vec<String>,
+    /// Allowed clock difference for `nbf` and `iat` (never for `exp`: a cached answer does not
+    /// outlive it).
+    #[serde(default = "default_jwt_leeway", with = "duration")]
+    pub leeway: Duration,
 }
 
 fn default_introspection_ttl() -> Duration {
@@ -481,6 +496,25 @@ impl IntrospectionConfig {
             return Err(KeyError::new(
                 "auth.introspection",
                 "expected timeout and cache_ttl > 0",
+            ));
+        }
+        let empty = |values: &[String]| values.iter().any(String::is_empty);
+        if empty(&self.audiences) {
+            return Err(KeyError::new(
+                "auth.introspection.audiences",
+                "expected non-empty audience values",
+            ));
+        }
+        if empty(&self.token_types) {
+            return Err(KeyError::new(
+                "auth.introspection.token_types",
+                "expected non-empty token types (e.g. access_token)",
+            ));
+        }
+        if self.issuer.as_deref() == Some("") {
+            return Err(KeyError::new(
+                "auth.introspection.issuer",
+                "expected the issuer's identifier, or no key",
             ));
         }
         Ok(())

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod authorization;
+pub mod claim_path;
 pub mod cse;
 pub mod egress;
 pub mod originator;
@@ -26,13 +27,14 @@ pub use auth::{
     IntrospectionConfig, JwtConfig, JwtIssuerConfig, MtlsConfig, RateLimitConfig,
 };
 pub use authorization::{AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig};
+pub use claim_path::ClaimPath;
 pub use cse::CseConfig;
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
     LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, WebSocketConfig,
 };
-pub use tls::{ClientCertMode, TlsConfig, TlsVersion};
+pub use tls::{ClientCertMode, CrlScope, TlsConfig, TlsVersion};
 pub use value::{FilePath, KeyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,10 @@ pub struct Config {
     /// than as an unknown key.
     #[serde(default)]
     pub request_path: Option<serde_yaml_ng::Value>,
+    /// Accept the credentials this project publishes as examples (certs/dev, the deploy
+    /// example Secret), which are otherwise refused. For a throwaway trial only.
+    #[serde(default)]
+    pub allow_example_credentials: bool,
 }
 
 /// The error for a config that still sets `request_path`.
@@ -168,6 +174,7 @@ impl Config {
             egress,
             // refused by `validate`
             request_path: _,
+            allow_example_credentials,
         } = self;
         let auth_except_reloaded = |a: &AuthConfig| {
             let mut a = a.clone();
@@ -177,7 +184,7 @@ impl Config {
             a.roles.clear();
             a
         };
-        let checks: [(&'static str, bool); 12] = [
+        let checks: [(&'static str, bool); 13] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -193,6 +200,10 @@ impl Config {
             ("limits", *limits == new.limits),
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
+            (
+                "allow_example_credentials",
+                *allow_example_credentials == new.allow_example_credentials,
+            ),
         ];
         checks
             .into_iter()

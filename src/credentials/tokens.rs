@@ -148,7 +148,13 @@ impl TokenFile {
                 .collect::<Result<Vec<_>, _>>()?;
             let expires = match &token.expires {
                 None => None,
-                Some(text) => Some(parse_expires(text).ok_or_else(|| {
+                // an empty value is a mistake, never "does not expire"
+                Some(None) => {
+                    return Err(error(
+                        "expires is empty: expected an RFC 3339 time like 2027-06-30T00:00:00Z, or no expires key for a token that does not expire".into(),
+                    ))
+                }
+                Some(Some(text)) => Some(parse_expires(text).ok_or_else(|| {
                     error("expected expires as an RFC 3339 time like 2027-06-30T00:00:00Z".into())
                 })?),
             };

@@ -50,8 +50,19 @@ pub(super) struct RawToken<'a> {
     pub originator: Cow<'a, str>,
     #[serde(default)]
     pub originators: Vec<Cow<'a, str>>,
-    #[serde(default)]
-    pub expires: Option<Cow<'a, str>>,
+    /// `None`: no `expires` key; `Some(None)`: the key with an empty or null value.
+    #[serde(default, deserialize_with = "present")]
+    pub expires: Option<Option<Cow<'a, str>>>,
+}
+
+/// A key that is there, whatever its value (null included): serde's `Option` alone reads an
+/// empty `expires:` as no key at all, which would make a templating slip mean "never expires".
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The entries of the tokens file's `tokens:` list; errors are serde_yaml_ng's.
@@ -234,7 +245,7 @@ impl<'a> Entry<'a> {
             sha256: self.sha256?,
             originator: self.originator?,
             originators: self.originators.unwrap_or_default(),
-            expires: self.expires.flatten(),
+            expires: self.expires,
         })
     }
 }

@@ -18,6 +18,7 @@ use pingora::utils::tls::CertKey;
 use regex::Regex;
 
 use crate::config::{EgressRoute, KeyError, PeerUrl};
+use crate::example_credentials;
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
 use crate::reload::{self, FileKind, Reloadable};
@@ -232,6 +233,11 @@ impl Reloadable for CaReload {
     }
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let ca = parse_ca_bundle(&self.path, &contents[0]).map_err(|e| e.to_string())?;
+        example_credentials::check_certs(
+            &self.path,
+            ca.iter().map(|c| &**c),
+            "the CA that issues the peer's server certificate",
+        )?;
         let series: Vec<_> = ca
             .iter()
             .map(|c| (subject_label(c), not_after_unix(c)))
@@ -265,6 +271,11 @@ impl Reloadable for ClientCertReload {
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let parsed = ServerCert::parse(&self.cert, &contents[0], &self.key, &contents[1])
             .map_err(|e| e.to_string())?;
+        example_credentials::check_certs(
+            &self.cert,
+            [&*parsed.leaf],
+            "this pod's own client certificate, issued by a CA the peer trusts",
+        )?;
         let subject = subject_label(&parsed.leaf);
         metrics::certificates(
             &self.route.metric_kind("client"),

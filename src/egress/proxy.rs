@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
-use pingora::protocols::tls::TlsRef;
 use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
@@ -22,6 +21,7 @@ use crate::metrics::{self, Outcome};
 use crate::onem2m::{self, M2mError};
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
 use crate::poa::Direction;
+use crate::tls::outbound::{self, PeerName, Violation};
 
 /// Headers of the local CSE that never reach the peer: its own credentials (the route's
 /// replace them) and forwarding information about the pod's loopback.
@@ -36,10 +36,13 @@ const DROPPED: &[&str] = &[
     "x-real-ip",
 ];
 
-/// Error type of a peer certificate that does not name the IP address it was reached at.
-const PEER_NAME: &str = "EgressPeerName";
-/// Error type of a peer that negotiated a TLS version below 1.2.
-const PEER_OLD_TLS: &str = "EgressPeerOldTls";
+/// Error types of a peer whose TLS breaks the outbound policy (`tls::outbound`), one per way.
+const POLICY_ERRORS: [(Violation, &str); 4] = [
+    (Violation::OldVersion, "EgressPeerOldTls"),
+    (Violation::WeakCipher, "EgressPeerWeakTls"),
+    (Violation::NameMismatch, "EgressPeerName"),
+    (Violation::Unchecked, "EgressPeerTlsUnchecked"),
+];
 /// Error type of a peer host name that does not resolve.
 const PEER_UNRESOLVED: &str = "EgressPeerUnresolved";
 
@@ -65,9 +68,6 @@ pub struct EgressCtx {
     bodies: BodyRewrite,
     failure: Option<&'static str>,
 }
-
-/// The result of the IP-address check of a peer certificate (hostnames are checked by OpenSSL).
-struct PeerNamed(bool);
 
 impl EgressProxy {
     async fn refuse(
@@ -98,20 +98,12 @@ impl EgressProxy {
             o.verify_cert = true;
             o.ca = route.ca.load_full();
             peer.client_cert_key = route.client.load_full();
-            if let Some(ip) = route.server_ip {
-                // OpenSSL's host check does not look at IP SANs: checked after the handshake
-                peer.options.verify_hostname = false;
-                peer.options.upstream_tls_handshake_complete_hook = Some(Arc::new(
-                    move |ssl: &TlsRef| -> Option<Arc<dyn std::any::Any + Send + Sync>> {
-                        let named = ssl
-                            .peer_certificate()
-                            .is_some_and(|c| crate::tls::material::names_ip(&c, ip));
-                        Some(Arc::new(PeerNamed(named)))
-                    },
-                ));
-            } else {
-                peer.options.verify_hostname = true;
-            }
+            // OpenSSL's host check knows no IP SANs: the policy's own check does both kinds
+            o.verify_hostname = route.server_ip.is_none();
+            o.upstream_tls_handshake_complete_hook = Some(outbound::hook(match route.server_ip {
+                Some(ip) => PeerName::Ip(ip),
+                None => PeerName::Dns(route.server_name.clone()),
+            }));
         }
         peer
     }
@@ -122,11 +114,14 @@ impl EgressProxy {
         let text = format!("{e}").to_ascii_lowercase();
         let refused_our_cert =
             text.contains("alert") && (text.contains("certificate") || text.contains("unknown ca"));
+        if let Custom(name) = e.etype() {
+            if let Some((violation, _)) = POLICY_ERRORS.iter().find(|(_, n)| n == name) {
+                return (502, violation.reason());
+            }
+        }
         match e.etype() {
             InvalidCert => (502, "peer certificate not trusted"),
-            Custom(PEER_NAME) => (502, "peer certificate does not name the peer"),
             Custom(PEER_UNRESOLVED) => (502, "peer name does not resolve"),
-            Custom(PEER_OLD_TLS) => (502, "peer offers no TLS 1.2 or 1.3"),
             _ if refused_our_cert => (502, "peer refused our client certificate"),
             TLSHandshakeFailure => (502, "TLS handshake with the peer failed"),
             ConnectTimedout => (504, "peer did not accept the connection in time"),
@@ -225,30 +220,18 @@ impl ProxyHttp for EgressProxy {
         if reused || !self.route.peer.tls {
             return Ok(());
         }
-        let tls = digest.and_then(|d| d.ssl_digest.as_ref());
-        // Pingora's client context allows TLS 1.0; this project's floor is 1.2, both ways
-        let version = tls.map(|t| t.version.as_ref()).unwrap_or("");
-        if !matches!(version, "TLSv1.2" | "TLSv1.3") {
-            return Error::e_explain(
-                ErrorType::Custom(PEER_OLD_TLS),
-                format!("peer negotiated {version:?}, below TLS 1.2"),
-            )
-            .map_err(|e| e.into_up());
-        }
-        if self.route.server_ip.is_none() {
-            return Ok(());
-        }
-        let named = tls
-            .and_then(|t| t.extension.get::<PeerNamed>())
-            .is_some_and(|n| n.0);
-        if named {
-            Ok(())
-        } else {
-            Error::e_explain(
-                ErrorType::Custom(PEER_NAME),
-                "peer certificate has no IP SAN for the peer's address",
-            )
-            .map_err(|e| e.into_up())
+        // Pingora's client context allows TLS 1.0, static RSA, CBC and names in the CN: the
+        // outbound policy refuses them here, before the request is sent
+        match outbound::verdict(digest) {
+            Ok(()) => Ok(()),
+            Err(violation) => {
+                let name = POLICY_ERRORS
+                    .iter()
+                    .find(|(v, _)| *v == violation)
+                    .map_or("EgressPeerTlsUnchecked", |(_, n)| n);
+                Error::e_explain(ErrorType::Custom(name), violation.reason())
+                    .map_err(|e| e.into_up())
+            }
         }
     }
 

@@ -94,9 +94,14 @@ impl Exchange<'_> {
             .admit(down.req_header(), &self.client, is_upgrade, ctx)
             .await
         {
-            // kept alive if the client sent no body; otherwise Pingora closes after the answer
+            // kept alive if the client sent no body (otherwise Pingora closes after the
+            // answer), unless the refusal ends the connection
+            let keep = !refusal.ends_connection();
+            if !keep {
+                down.set_server_keepalive(None);
+            }
             self.refuse(down, ctx, refusal).await?;
-            return Ok(true);
+            return Ok(keep);
         }
         if ctx.upgraded {
             // an idle WebSocket lives as long as `websocket.idle_timeout`, not a request read

@@ -15,16 +15,13 @@ use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
 
 use super::material::{setup, TlsError};
+use super::outbound::TLS12_CIPHERS;
 use super::state::TlsState;
+use super::ticket_keys::{self, TicketKeys};
 use super::tickets;
 use super::trust::is_ca;
 use crate::config::{ClientCertMode, TlsConfig, TlsVersion};
 use crate::metrics;
-
-/// TLS 1.2 suites: ECDHE with AEAD only. TLS 1.3 suites are OpenSSL's defaults (all AEAD).
-const TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
-ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:\
-ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 /// Needed whenever clients are verified, or every resumption fails ("session id context
 /// uninitialized").
@@ -246,6 +243,8 @@ pub fn listener_settings<I: CertIdentify>(
         settings.set_groups_list(groups).map_err(setup)?;
     }
     if config.session_tickets {
+        let keys = TicketKeys::new(config.session_ticket_rotation, ticket_trust.clone());
+        ticket_keys::install(&mut settings, keys).map_err(setup)?;
         tickets::install(&mut settings, ticket_trust).map_err(setup)?;
     } else {
         settings.set_options(SslOptions::NO_TICKET);

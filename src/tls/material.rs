@@ -41,11 +41,7 @@ pub fn subject_label(cert: &X509Ref) -> String {
     cert.subject_name()
         .entries_by_nid(Nid::COMMONNAME)
         .next()
-        .and_then(|e| {
-            std::str::from_utf8(e.data().as_slice())
-                .ok()
-                .map(str::to_owned)
-        })
+        .and_then(|e| super::x509_text::decode(e.data()))
         .unwrap_or_else(|| format!("{:?}", cert.subject_name()))
 }
 

@@ -8,6 +8,7 @@ use super::material::{parse_ca_bundle, parse_crls, subject_label, ServerCert};
 use super::state::TlsState;
 use super::trust::ClientTrust;
 use crate::config::TlsConfig;
+use crate::example_credentials;
 use crate::reload::{FileKind, Reloadable};
 
 /// Every TLS file of `config` that `state` uses, each reloaded on its own.
@@ -54,6 +55,11 @@ impl Reloadable for ServerCertReload {
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let server = ServerCert::parse(&self.cert, &contents[0], &self.key, &contents[1])
             .map_err(|e| e.to_string())?;
+        example_credentials::check_certs(
+            &self.cert,
+            [&*server.leaf],
+            "a certificate for this host from your own CA",
+        )?;
         let summary = format!(
             "subject {}, valid until {}",
             subject_label(&server.leaf),
@@ -99,6 +105,11 @@ impl Reloadable for TrustReload {
         let summary = match self.part {
             TrustPart::Ca => {
                 let ca = parse_ca_bundle(&self.path, &contents[0]).map_err(|e| e.to_string())?;
+                example_credentials::check_certs(
+                    &self.path,
+                    ca.iter().map(|c| &**c),
+                    "your own CA, which alone can issue client certificates",
+                )?;
                 let count = ca.len();
                 self.trust.replace_ca(ca).map_err(|e| e.to_string())?;
                 format!("{count} CA certificate(s)")

@@ -21,7 +21,7 @@ impl TlsState {
     pub fn new(config: &TlsConfig) -> Result<Self, TlsError> {
         let trust = match config.client_cert_mode() {
             ClientCertMode::Off => None,
-            _ => Some(Arc::new(ClientTrust::empty()?)),
+            _ => Some(Arc::new(ClientTrust::empty(config.crl_scope)?)),
         };
         Ok(TlsState {
             server: ArcSwapOption::empty(),

@@ -1,7 +1,8 @@
 //! TLS session tickets that carry the client-trust generation the client certificate was
 //! verified under. A ticket from an older generation (the CA bundle or CRL changed since) is
 //! not resumed: the client does a full handshake and its certificate is verified again. A
-//! ticket from the current generation resumes without a second verification.
+//! ticket from the current generation resumes without a second verification, unless the
+//! certificate in its session has expired since (then the full handshake refuses it).
 //!
 //! The openssl crate does not wrap these calls (OpenSSL ≥ 1.1.1), hence the declarations here.
 
@@ -9,9 +10,11 @@ use std::ffi::{c_int, c_uchar, c_void};
 use std::sync::{Arc, LazyLock};
 
 use foreign_types::ForeignTypeRef;
+use openssl::asn1::Asn1Time;
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{Ssl, SslContextBuilder, SslRef};
+use openssl::x509::X509Ref;
 use openssl_sys::{SSL, SSL_CTX, SSL_SESSION};
 
 use super::trust::ClientTrust;
@@ -43,6 +46,7 @@ extern "C" {
         data: *mut *mut c_void,
         len: *mut usize,
     ) -> c_int;
+    fn SSL_SESSION_get0_peer(ss: *mut SSL_SESSION) -> *mut openssl_sys::X509;
 }
 
 // SSL_TICKET_STATUS and SSL_TICKET_RETURN values (ssl.h)
@@ -120,6 +124,27 @@ pub fn install(
     }
 }
 
+/// Whether `cert` is past its notAfter now.
+fn expired(cert: &X509Ref) -> bool {
+    Asn1Time::days_from_now(0).is_ok_and(|now| cert.not_after() < now)
+}
+
+/// Whether the client certificate a session carries has expired (a session without one has
+/// nothing to expire).
+///
+/// # Safety
+/// `ss` must be a valid session for the duration of the call.
+unsafe fn session_cert_expired(ss: *mut SSL_SESSION) -> bool {
+    // SAFETY: `ss` is valid (this function's contract); the certificate, if any, is owned by
+    // the session and only borrowed here.
+    let peer = unsafe { SSL_SESSION_get0_peer(ss) };
+    if peer.is_null() {
+        return false;
+    }
+    // SAFETY: a valid X509 pointer owned by the session, which outlives this borrow.
+    expired(unsafe { X509Ref::from_ptr(peer) })
+}
+
 /// Stamp the ticket being issued with the generation the certificate was verified under.
 ///
 /// # Safety
@@ -131,6 +156,10 @@ unsafe extern "C" fn generate(ssl: *mut SSL, _arg: *mut c_void) -> c_int {
         // no stamp: this ticket will not resume
         return 1;
     };
+    if ssl.peer_certificate().is_some_and(|c| expired(&c)) {
+        // an expired certificate's session must not resume: no stamp
+        return 1;
+    }
     let bytes = generation.to_le_bytes();
     // SAFETY: a valid session; OpenSSL copies the 8 bytes.
     unsafe {
@@ -139,7 +168,8 @@ unsafe extern "C" fn generate(ssl: *mut SSL, _arg: *mut c_void) -> c_int {
     1
 }
 
-/// Resume only tickets stamped with the current trust generation.
+/// Resume only tickets stamped with the current trust generation whose client certificate
+/// has not expired since.
 ///
 /// # Safety
 /// Called by OpenSSL only, with a valid `ss` and the `arg` given to [`install`]: null or a
@@ -156,11 +186,13 @@ unsafe extern "C" fn decrypt(
         TICKET_SUCCESS | TICKET_SUCCESS_RENEW => {
             // SAFETY: `arg` is null or a leaked Arc<ClientTrust> (see `install`).
             let trust = unsafe { (arg as *const ClientTrust).as_ref() };
-            let usable = match trust {
+            let current = match trust {
                 None => true, // no client certificates: nothing to re-verify
                 // SAFETY: OpenSSL passes a valid session.
                 Some(trust) => (unsafe { ticket_generation(ss) }) == Some(trust.generation()),
             };
+            // SAFETY: OpenSSL passes a valid session.
+            let usable = current && !unsafe { session_cert_expired(ss) };
             match (usable, status) {
                 (true, TICKET_SUCCESS_RENEW) => RETURN_USE_RENEW,
                 (true, _) => RETURN_USE,

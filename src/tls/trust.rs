@@ -13,6 +13,7 @@ use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509Crl, X509Ref, X509StoreContext, X509};
 
 use super::material::{not_after_unix, setup, subject_label, TlsError};
+use crate::config::CrlScope;
 use crate::metrics;
 
 /// Client-certificate trust: CA bundle, optional CRLs, and the verification store built from
@@ -23,29 +24,47 @@ pub struct ClientTrust {
     crls: ArcSwapOption<Vec<X509Crl>>,
     store: ArcSwap<X509Store>,
     generation: AtomicU64,
+    /// `tls.crl_scope`; `None`: `chain` when every CA of the bundle has a CRL, else `leaf`.
+    crl_scope: Option<CrlScope>,
+}
+
+/// What the CRLs in force cover.
+pub struct CrlCoverage {
+    /// The scope in force: `Chain` checks every certificate of a client's chain.
+    pub scope: CrlScope,
+    /// Subjects of the bundle's CAs that no CRL in force comes from.
+    pub uncovered: Vec<String>,
 }
 
 impl ClientTrust {
     pub fn new(ca: Vec<X509>, crls: Option<Vec<X509Crl>>) -> Result<Self, TlsError> {
-        let store = build_store(&ca, crls.as_deref())?;
+        let store = build_store(&ca, crls.as_deref(), None)?;
         let trust = ClientTrust {
             ca: ArcSwap::from_pointee(ca),
             crls: ArcSwapOption::from(crls.map(Arc::new)),
             store: ArcSwap::from_pointee(store),
             generation: AtomicU64::new(1),
+            crl_scope: None,
         };
         trust.publish_expiry();
         Ok(trust)
     }
 
     /// Nothing trusted yet (generation 0): the state before the first load of the CA bundle.
-    pub fn empty() -> Result<Self, TlsError> {
+    pub fn empty(crl_scope: Option<CrlScope>) -> Result<Self, TlsError> {
         Ok(ClientTrust {
             ca: ArcSwap::from_pointee(Vec::new()),
             crls: ArcSwapOption::empty(),
-            store: ArcSwap::from_pointee(build_store(&[], None)?),
+            store: ArcSwap::from_pointee(build_store(&[], None, crl_scope)?),
             generation: AtomicU64::new(0),
+            crl_scope,
         })
+    }
+
+    /// What the CRLs in force cover (`None` without CRLs).
+    pub fn crl_coverage(&self) -> Option<CrlCoverage> {
+        let crls = self.crls.load_full()?;
+        Some(coverage(&self.ca.load(), &crls, self.crl_scope))
     }
 
     pub fn generation(&self) -> u64 {
@@ -67,7 +86,8 @@ impl ClientTrust {
     }
 
     pub fn replace_ca(&self, ca: Vec<X509>) -> Result<(), TlsError> {
-        let store = build_store(&ca, self.crls.load().as_deref().map(|v| v.as_slice()))?;
+        let crls = self.crls.load();
+        let store = build_store(&ca, crls.as_deref().map(|v| v.as_slice()), self.crl_scope)?;
         self.ca.store(Arc::new(ca));
         self.install(store);
         self.publish_expiry();
@@ -75,7 +95,7 @@ impl ClientTrust {
     }
 
     pub fn replace_crls(&self, crls: Vec<X509Crl>) -> Result<(), TlsError> {
-        let store = build_store(&self.ca.load(), Some(&crls))?;
+        let store = build_store(&self.ca.load(), Some(&crls), self.crl_scope)?;
         self.crls.store(Some(Arc::new(crls)));
         self.install(store);
         Ok(())
@@ -119,7 +139,36 @@ extern "C" {
     ) -> std::ffi::c_int;
 }
 
-fn build_store(ca: &[X509], crls: Option<&[X509Crl]>) -> Result<X509Store, TlsError> {
+/// The scope `configured` comes to with these CAs and CRLs, and the CAs no CRL comes from.
+fn coverage(ca: &[X509], crls: &[X509Crl], configured: Option<CrlScope>) -> CrlCoverage {
+    let uncovered: Vec<String> = ca
+        .iter()
+        .filter(|ca| !crls.iter().any(|crl| issued_by(crl, ca)))
+        .map(|ca| subject_label(ca))
+        .collect();
+    let scope = configured.unwrap_or(if uncovered.is_empty() {
+        CrlScope::Chain
+    } else {
+        CrlScope::Leaf
+    });
+    CrlCoverage { scope, uncovered }
+}
+
+/// Whether `ca` signed `crl` (its name and its key: OpenSSL would not use it otherwise).
+fn issued_by(crl: &X509Crl, ca: &X509) -> bool {
+    let same_name = crl.issuer_name().to_der().ok() == ca.subject_name().to_der().ok();
+    same_name
+        && ca
+            .public_key()
+            .and_then(|key| crl.verify(&key))
+            .unwrap_or(false)
+}
+
+fn build_store(
+    ca: &[X509],
+    crls: Option<&[X509Crl]>,
+    crl_scope: Option<CrlScope>,
+) -> Result<X509Store, TlsError> {
     let mut builder = X509StoreBuilder::new().map_err(setup)?;
     for cert in ca {
         builder.add_cert(cert.clone()).map_err(setup)?;
@@ -135,9 +184,23 @@ fn build_store(ca: &[X509], crls: Option<&[X509Crl]>) -> Result<X509Store, TlsEr
                 ));
             }
         }
-        builder
-            .set_flags(X509VerifyFlags::CRL_CHECK)
-            .map_err(setup)?;
+        let coverage = coverage(ca, crls, crl_scope);
+        let flags = match coverage.scope {
+            CrlScope::Chain => X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL,
+            CrlScope::Leaf => X509VerifyFlags::CRL_CHECK,
+        };
+        if !ca.is_empty() && !coverage.uncovered.is_empty() {
+            log::warn!(
+                "tls.crl has no CRL from {}: {}",
+                coverage.uncovered.join(", "),
+                match crl_scope {
+                    None => "revocation is checked for client certificates only, not for their intermediates (add the missing CRLs, or set tls.crl_scope: leaf to make this the choice)",
+                    Some(CrlScope::Chain) => "with tls.crl_scope: chain, client certificates on a chain through it are refused (crl_missing)",
+                    Some(CrlScope::Leaf) => "tls.crl_scope: leaf checks client certificates only",
+                }
+            );
+        }
+        builder.set_flags(flags).map_err(setup)?;
     }
     Ok(builder.build())
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+use openssl::ssl::{
+    SslAcceptor, SslAcceptorBuilder, SslFiletype, SslMethod, SslVerifyMode, SslVersion,
+};
 
 use super::http1::Wire;
 use super::CertKey;
@@ -40,6 +42,16 @@ impl HttpsEndpoint {
         client_ca: Option<&CertKey>,
         handler: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static,
     ) -> HttpsEndpoint {
+        Self::start_with(server, client_ca, |_| {}, handler)
+    }
+
+    /// `start` with the TLS settings changed by `tls` (e.g. only some cipher suites).
+    pub fn start_with(
+        server: &CertKey,
+        client_ca: Option<&CertKey>,
+        tls: impl FnOnce(&mut SslAcceptorBuilder),
+        handler: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static,
+    ) -> HttpsEndpoint {
         let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
         acceptor.set_certificate_chain_file(&server.chain).unwrap();
         acceptor
@@ -49,6 +61,7 @@ impl HttpsEndpoint {
             acceptor.set_ca_file(&ca.cert).unwrap();
             acceptor.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
         }
+        tls(&mut acceptor);
         let acceptor = Arc::new(acceptor.build());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -179,4 +192,39 @@ fn serve(
         .as_bytes(),
     );
     let _ = wire.stream.shutdown();
+}
+
+/// Changes to a test peer's TLS settings.
+pub type TlsSetup = fn(&mut SslAcceptorBuilder);
+
+/// TLS peers that break the proxy's outbound policy, each `(what, server certificate, TLS
+/// settings)`: only static-RSA suites, only CBC suites (both TLS 1.2), and a certificate that
+/// names `host` in its CN only (no SAN). The certificates come from `ca`; `host` is what the
+/// proxy will check (the static-RSA and CBC certificates name `localhost` and 127.0.0.1).
+pub fn policy_breaking_peers(
+    pki: &super::Pki,
+    ca: &CertKey,
+    host: &str,
+) -> Vec<(&'static str, CertKey, TlsSetup)> {
+    use super::{ClientOpts, Eku};
+    fn tls12(a: &mut SslAcceptorBuilder, ciphers: &str) {
+        a.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
+        a.set_cipher_list(ciphers).unwrap();
+    }
+    let rsa = || pki.client(ca, ClientOpts::server("localhost", &["127.0.0.1"]).rsa());
+    let cn_only = ClientOpts {
+        cn: Some(host.to_string()),
+        eku: Eku::ServerAuthOnly,
+        not_after_days: 365,
+        ..Default::default()
+    };
+    vec![
+        ("static RSA only", rsa(), |a| {
+            tls12(a, "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA")
+        }),
+        ("CBC only", rsa(), |a| {
+            tls12(a, "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA")
+        }),
+        ("name in the CN only", pki.client(ca, cn_only), |_| {}),
+    ]
 }

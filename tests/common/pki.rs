@@ -149,6 +149,9 @@ pub struct ClientOpts {
     /// Subject CN (any UTF-8, any length: it is stored as a raw UTF8String, so 10 KB or
     /// control characters are fine). None = no CN.
     pub cn: Option<String>,
+    /// ASN.1 string type of the CN, its bytes those of `cn` as they are (default UTF8String):
+    /// `with_cn_as(Asn1Type::BMPSTRING, b"CAdmin")` is the BMPString "䍁摭楮".
+    pub cn_type: Option<Asn1Type>,
     /// SAN URIs, stored verbatim as IA5String (need not be URLs or even ASCII).
     pub uris: Vec<String>,
     /// SAN URIs as raw bytes (for invalid UTF-8), after `uris`.
@@ -163,6 +166,9 @@ pub struct ClientOpts {
     pub not_before_days: i64,
     /// notAfter as days from now (negative = expired). Default +30.
     pub not_after_days: i64,
+    /// notAfter as seconds from now, instead of `not_after_days` (a certificate that expires
+    /// while a test runs).
+    pub not_after_secs: Option<i64>,
     pub eku: Eku,
     /// basicConstraints CA:TRUE (with keyCertSign) instead of CA:FALSE.
     pub is_ca: bool,
@@ -176,6 +182,7 @@ impl Default for ClientOpts {
     fn default() -> Self {
         ClientOpts {
             cn: None,
+            cn_type: None,
             uris: Vec::new(),
             raw_uris: Vec::new(),
             dns: Vec::new(),
@@ -183,6 +190,7 @@ impl Default for ClientOpts {
             ips: Vec::new(),
             not_before_days: -1,
             not_after_days: 30,
+            not_after_secs: None,
             eku: Eku::ClientAuth,
             is_ca: false,
             key: KeyKind::EcP256,
@@ -223,6 +231,13 @@ impl ClientOpts {
         self.cn = Some(cn.to_string());
         self
     }
+    /// A CN of ASN.1 string type `ty` holding exactly `bytes` (which must be UTF-8 to the
+    /// openssl builder: NULs are, so UTF-16 and UTF-32 of ASCII text work).
+    pub fn with_cn_as(mut self, ty: Asn1Type, bytes: &[u8]) -> Self {
+        self.cn = Some(String::from_utf8(bytes.to_vec()).expect("CN bytes as UTF-8"));
+        self.cn_type = Some(ty);
+        self
+    }
     pub fn with_uri(mut self, uri: &str) -> Self {
         self.uris.push(uri.to_string());
         self
@@ -252,6 +267,11 @@ impl ClientOpts {
     /// Expired yesterday (valid from 30 days ago).
     pub fn expired(self) -> Self {
         self.valid_days(-30, -1)
+    }
+    /// Expires `secs` seconds after it is made (`CertKey::x509.not_after()` says when).
+    pub fn expires_in_secs(mut self, secs: i64) -> Self {
+        self.not_after_secs = Some(secs);
+        self
     }
     /// Valid from tomorrow.
     pub fn not_yet_valid(self) -> Self {
@@ -316,9 +336,11 @@ impl Default for Pki {
 /// What a certificate to build looks like (internal).
 struct Spec<'a> {
     cn: Option<&'a str>,
+    cn_type: Asn1Type,
     sans: Vec<(u8, Vec<u8>)>,
     not_before_days: i64,
     not_after_days: i64,
+    not_after_secs: Option<i64>,
     ca: Option<Option<u32>>,
     eku: Eku,
     key: KeyKind,
@@ -387,9 +409,11 @@ impl Pki {
     pub fn ca_with(&self, name: &str, opts: CaOpts) -> CertKey {
         let spec = Spec {
             cn: Some(name),
+            cn_type: Asn1Type::UTF8STRING,
             sans: Vec::new(),
             not_before_days: opts.not_before_days,
             not_after_days: opts.not_after_days,
+            not_after_secs: None,
             ca: Some(opts.path_len),
             eku: Eku::None,
             key: opts.key,
@@ -402,9 +426,11 @@ impl Pki {
     pub fn intermediate(&self, parent: &CertKey, name: &str, opts: CaOpts) -> CertKey {
         let spec = Spec {
             cn: Some(name),
+            cn_type: Asn1Type::UTF8STRING,
             sans: Vec::new(),
             not_before_days: opts.not_before_days,
             not_after_days: opts.not_after_days,
+            not_after_secs: None,
             ca: Some(opts.path_len),
             eku: Eku::None,
             key: opts.key,
@@ -452,9 +478,11 @@ impl Pki {
                 .unwrap_or_default();
         Spec {
             cn: o.cn.as_deref(),
+            cn_type: o.cn_type.unwrap_or(Asn1Type::UTF8STRING),
             sans,
             not_before_days: o.not_before_days,
             not_after_days: o.not_after_days,
+            not_after_secs: o.not_after_secs,
             ca: if o.is_ca { Some(None) } else { None },
             eku: o.eku,
             key: o.key,
@@ -467,7 +495,7 @@ impl Pki {
         let mut name = X509NameBuilder::new().unwrap();
         if let Some(cn) = spec.cn {
             // A raw UTF8String: no ub-common-name length check, any bytes.
-            name.append_entry_by_nid_with_type(Nid::COMMONNAME, cn, Asn1Type::UTF8STRING)
+            name.append_entry_by_nid_with_type(Nid::COMMONNAME, cn, spec.cn_type)
                 .expect("subject CN");
         }
         name.append_entry_by_nid(Nid::ORGANIZATIONNAME, ORG)
@@ -486,8 +514,11 @@ impl Pki {
         b.set_pubkey(&pkey).unwrap();
         b.set_not_before(&time_from_now(spec.not_before_days))
             .unwrap();
-        b.set_not_after(&time_from_now(spec.not_after_days))
-            .unwrap();
+        let not_after = match spec.not_after_secs {
+            Some(secs) => secs_from_now(secs),
+            None => time_from_now(spec.not_after_days),
+        };
+        b.set_not_after(&not_after).unwrap();
 
         let mut bc = BasicConstraints::new();
         bc.critical();
@@ -672,11 +703,16 @@ fn is_self_signed(x: &X509) -> bool {
 
 /// Now + `days` days (may be negative).
 fn time_from_now(days: i64) -> Asn1Time {
+    secs_from_now(days * DAY)
+}
+
+/// Now + `secs` seconds (may be negative).
+fn secs_from_now(secs: i64) -> Asn1Time {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970")
         .as_secs() as i64;
-    Asn1Time::from_unix(now + days * DAY).expect("Asn1Time")
+    Asn1Time::from_unix(now + secs).expect("Asn1Time")
 }
 
 /// One DER TLV.
