@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use anyhow::Result;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::prelude::HttpPeer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -24,9 +25,10 @@ use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, Effect, KeyError, Method, Resolved};
 use crate::cse::LocalCse;
-use crate::egress::proxy::EgressProxy;
+use crate::egress::listener::Egress;
+use crate::egress::peer::PeerTarget;
 use crate::egress::Route;
-use crate::forward::Forward;
+use crate::forward::{Fixed, Forward, Upstreams};
 use crate::ingress::{Ingress, RequestLimits, ANONYMOUS};
 use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::metrics::Outcome;
@@ -277,13 +279,13 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     })
 }
 
-fn upstream_peer(p: &Prepared) -> HttpPeer {
+/// The connections to the CSE.
+fn cse_upstreams(p: &Prepared, connector: Arc<TransportConnector>) -> Upstreams {
     let mut peer = HttpPeer::new(p.resolved.upstream, false, String::new());
     peer.options.connection_timeout = Some(p.config.upstream.connect_timeout);
     peer.options.total_connection_timeout = Some(p.config.upstream.connect_timeout);
-    peer.options.read_timeout = Some(p.config.upstream.timeout);
-    peer.options.write_timeout = Some(p.config.upstream.timeout);
-    peer
+    let timeout = Some(p.config.upstream.timeout);
+    Upstreams::new(Box::new(Fixed(peer)), connector, timeout, timeout)
 }
 
 /// Reload of the config file itself: the originator mappings (`originator.*`,
@@ -442,7 +444,12 @@ pub fn run(p: Prepared) -> Result<()> {
         }
         _ => None,
     };
-    let app = Forward::new(ingress, upstream_peer(&p));
+    // one connector (its TLS context) for the CSE and every egress peer; each connection brings
+    // its own CA and client certificate
+    let connector = Arc::new(TransportConnector::new(Some(
+        ConnectorOptions::from_server_conf(&server.configuration),
+    )));
+    let app = Forward::new(ingress, cse_upstreams(&p, connector.clone()));
     let mut service = Service::new("proxy".to_string(), app);
     public_listener(&mut service, tls_listener, connections, &listen);
     server.add_service(service);
@@ -473,16 +480,24 @@ pub fn run(p: Prepared) -> Result<()> {
     );
 
     for route in &p.routes {
-        let mut egress = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            EgressProxy {
-                route: route.clone(),
-                poa: p.poa.clone(),
-                access_log: p.config.log.access,
-                max_body: p.config.limits.max_body,
-                idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
-            },
-            &format!("egress {}", route.name),
+        let side = Egress {
+            route: route.clone(),
+            poa: p.poa.clone(),
+            access_log: p.config.log.access,
+            max_body: p.config.limits.max_body,
+            idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
+            websocket_idle_timeout: p.config.websocket.idle_timeout,
+        };
+        let timeout = Some(route.timeout);
+        let upstreams = Upstreams::new(
+            Box::new(PeerTarget(route.clone())),
+            connector.clone(),
+            timeout,
+            timeout,
+        );
+        let mut egress = Service::new(
+            format!("egress {}", route.name),
+            Forward::new(Arc::new(side), upstreams),
         );
         egress.add_tcp(&route.listen.to_string());
         log::info!(

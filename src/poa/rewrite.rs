@@ -1,18 +1,13 @@
 //! `poa` rewriting on the request path, for ingress and egress alike: which bodies are read
-//! whole, and how (a request body small enough for Pingora's retry buffer is read before the
-//! request goes upstream, so its `Content-Length` is recomputed; larger request bodies and all
-//! response bodies are collected as they stream and sent chunked).
+//! whole (oneM2M JSON and CBOR, up to `limits.egress_rewrite_max_body`), rewritten, and sent on
+//! with their exact `Content-Length`. The request loop (`crate::forward`) reads and writes them;
+//! a body that turns out larger passes unchanged.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 
 use super::{encoding_of, Direction, Encoding, PoaMap};
-use crate::headers::expects_continue;
 use crate::metrics;
-
-/// Pingora's retry buffer (64 KiB in pingora-core 0.9): a request body up to this size can be
-/// read before the request head goes upstream.
-pub const PRE_READ_MAX: usize = 64 * 1024;
 
 /// The routes' URL pairs, one map per route so that rewrites are counted per route.
 pub struct PoaRewriter {
@@ -100,115 +95,20 @@ pub enum Plan {
     },
 }
 
-/// A body being collected to be rewritten at its end.
-pub struct Collecting {
-    pub encoding: Encoding,
-    pub direction: Direction,
-    buf: BytesMut,
-    /// Gave up (grew past the limit): the rest streams as it comes.
-    passed_on: bool,
-}
-
-impl Collecting {
-    pub fn new(encoding: Encoding, direction: Direction) -> Self {
-        Collecting {
-            encoding,
-            direction,
-            buf: BytesMut::new(),
-            passed_on: false,
-        }
-    }
-
-    /// One chunk of the body: what to send on now (empty while collecting).
-    pub fn feed(
-        &mut self,
-        rewriter: &PoaRewriter,
-        chunk: Option<Bytes>,
-        end: bool,
-    ) -> Option<Bytes> {
-        if self.passed_on {
-            return chunk;
-        }
-        if let Some(chunk) = chunk {
-            self.buf.extend_from_slice(&chunk);
-        }
-        if self.buf.len() > rewriter.max_body() {
-            // too large after all: what was held back goes now, unchanged
-            self.passed_on = true;
-            metrics::poa_body_too_large(direction_label(self.direction));
-            return Some(std::mem::take(&mut self.buf).freeze());
-        }
-        if !end {
-            return Some(Bytes::new());
-        }
-        let body = std::mem::take(&mut self.buf).freeze();
-        Some(
-            rewriter
-                .rewrite(&body, self.encoding, self.direction)
-                .unwrap_or(body),
-        )
-    }
-}
-
 /// The `poa` rewriting of one request and its response, the same on ingress and egress: only
-/// the direction differs (`outbound`: the direction of the request body; the response travels
-/// the other way).
+/// the direction differs (the request body's; the response travels the other way).
 #[derive(Default)]
 pub struct BodyRewrite {
-    /// A request body read before the request went upstream, rewritten.
-    pre_read: Option<Bytes>,
-    /// The proxy answered the client's `Expect: 100-continue` itself (to read the body).
-    continued: bool,
-    request: Option<Collecting>,
-    response: Option<Collecting>,
+    /// The length of the request body read whole and rewritten: its `Content-Length`.
+    request_len: Option<usize>,
+    /// The response body is read whole to be rewritten: its encoding and direction.
+    response: Option<(Encoding, Direction)>,
 }
 
 impl BodyRewrite {
-    /// Before the request goes upstream: a small body is read now (so that its
-    /// `Content-Length` is exact), a larger one is collected as it streams.
-    pub async fn plan_request(
-        &mut self,
-        rewriter: &PoaRewriter,
-        session: &mut pingora::proxy::Session,
-        direction: Direction,
-    ) -> pingora::Result<()> {
-        let has_body = !session.is_body_empty();
-        match rewriter.plan(&session.req_header().headers, has_body) {
-            Plan::Inspect {
-                encoding,
-                declared: Some(n),
-            } if n <= PRE_READ_MAX => {
-                // The body is read before anything goes upstream, so no CSE can say
-                // "100 Continue": the client waiting for it would stall until its own timeout.
-                if expects_continue(session.req_header()) {
-                    session.write_continue_response().await?;
-                    self.continued = true;
-                }
-                // kept in Pingora's retry buffer, which the proxy sends after the head
-                session.enable_retry_buffering();
-                let mut body = BytesMut::with_capacity(n);
-                while let Some(chunk) = session.read_request_body().await? {
-                    body.extend_from_slice(&chunk);
-                }
-                self.pre_read = Some(
-                    rewriter
-                        .rewrite(&body, encoding, direction)
-                        .unwrap_or_else(|| body.freeze()),
-                );
-            }
-            Plan::Inspect { encoding, .. } => {
-                self.request = Some(Collecting::new(encoding, direction));
-            }
-            Plan::TooLarge => metrics::poa_body_too_large(direction_label(direction)),
-            Plan::Untouched => {}
-        }
-        Ok(())
-    }
-
-    /// For a request path that reads a body to rewrite whole before the head goes upstream
-    /// (the lean path): the encoding to read it for, `None` when it passes untouched (a body
-    /// declared larger than the limit is counted here).
-    pub fn whole_request_plan(
+    /// Before the request goes upstream: the encoding to read its body whole for, `None` when
+    /// it passes untouched (a body declared larger than the limit is counted here).
+    pub fn request_plan(
         rewriter: &PoaRewriter,
         headers: &HeaderMap,
         has_body: bool,
@@ -233,40 +133,26 @@ impl BodyRewrite {
         direction: Direction,
     ) -> Bytes {
         let body = rewriter.rewrite(&body, encoding, direction).unwrap_or(body);
-        self.pre_read = Some(body.clone());
+        self.request_len = Some(body.len());
         body
     }
 
-    /// The framing of the request head going upstream.
+    /// The framing of the request head going upstream: the rewritten body's exact length.
     pub fn request_head(&self, req: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
-        if self.continued {
-            req.remove_header(&http::header::EXPECT);
-        }
-        if let Some(body) = &self.pre_read {
-            req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-        } else if self.request.is_some() {
-            // the rewritten length is known only at the end: Pingora sends it chunked
-            req.remove_header(&http::header::CONTENT_LENGTH);
+        if let Some(len) = self.request_len {
+            req.remove_header(&http::header::TRANSFER_ENCODING);
+            req.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
         }
         Ok(())
     }
 
-    pub fn request_chunk(&mut self, rewriter: &PoaRewriter, body: &mut Option<Bytes>, end: bool) {
-        if let Some(pre_read) = &self.pre_read {
-            // Pingora replays the original from its retry buffer; the rewritten one goes instead
-            if body.is_some() {
-                *body = Some(pre_read.clone());
-            }
-        } else if let Some(collecting) = self.request.as_mut() {
-            *body = collecting.feed(rewriter, body.take(), end);
-        }
-    }
-
-    /// The response head from upstream; its body travels opposite to `request_direction`.
+    /// The response head from upstream: whether its body is read whole to be rewritten. It
+    /// travels opposite to `request_direction`. The head is left as it is: its framing is set
+    /// when the body is known (`whole_response`).
     pub fn plan_response(
         &mut self,
         rewriter: &PoaRewriter,
-        resp: &mut pingora::http::ResponseHeader,
+        resp: &pingora::http::ResponseHeader,
         has_body: bool,
         request_direction: Direction,
     ) -> pingora::Result<()> {
@@ -275,35 +161,33 @@ impl BodyRewrite {
             Direction::AwayFromLocal => Direction::TowardLocal,
         };
         match rewriter.plan(&resp.headers, has_body) {
-            Plan::Inspect { encoding, .. } => {
-                resp.remove_header(&http::header::CONTENT_LENGTH);
-                resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
-                self.response = Some(Collecting::new(encoding, direction));
-            }
+            Plan::Inspect { encoding, .. } => self.response = Some((encoding, direction)),
             Plan::TooLarge => metrics::poa_body_too_large(direction_label(direction)),
             Plan::Untouched => {}
         }
         Ok(())
     }
 
-    /// Whether the response body is collected to be rewritten.
-    pub fn rewrites_response(&self) -> bool {
-        self.response.is_some()
+    /// The direction of a response body to read whole, if it is one.
+    pub fn response_direction(&self) -> Option<Direction> {
+        self.response.map(|(_, direction)| direction)
     }
 
-    /// `true` when the response body is being rewritten (the chunk is handled).
-    pub fn response_chunk(
-        &mut self,
+    /// The whole response body, rewritten, with the head framed for its exact length.
+    pub fn whole_response(
+        &self,
         rewriter: &PoaRewriter,
-        body: &mut Option<Bytes>,
-        end: bool,
-    ) -> bool {
-        match self.response.as_mut() {
-            Some(collecting) => {
-                *body = collecting.feed(rewriter, body.take(), end);
-                true
+        resp: &mut pingora::http::ResponseHeader,
+        body: Bytes,
+    ) -> pingora::Result<Bytes> {
+        let body = match self.response {
+            Some((encoding, direction)) => {
+                rewriter.rewrite(&body, encoding, direction).unwrap_or(body)
             }
-            None => false,
-        }
+            None => body,
+        };
+        resp.remove_header(&http::header::TRANSFER_ENCODING);
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+        Ok(body)
     }
 }
