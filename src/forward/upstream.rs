@@ -200,7 +200,67 @@ fn still_open(stream: &mut Stream) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
     use tokio::io::AsyncWriteExt;
+
+    /// A plain peer whose settings change when the test says so.
+    struct Changing {
+        peer: HttpPeer,
+        generation: Arc<AtomicU64>,
+    }
+
+    #[async_trait]
+    impl Target for Changing {
+        async fn peer(&self) -> Result<(HttpPeer, u64)> {
+            Ok((self.peer.clone(), self.generation()))
+        }
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::SeqCst)
+        }
+        fn check(&self, _stream: &Stream) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn connections_made_before_the_settings_changed_are_not_reused() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // accepts and keeps every connection open and quiet
+        let server = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                open.push(s);
+            }
+        });
+        let generation = Arc::new(AtomicU64::new(0));
+        let ups = Upstreams::new(
+            Box::new(Changing {
+                peer: HttpPeer::new(addr, false, String::new()),
+                generation: generation.clone(),
+            }),
+            Arc::new(TransportConnector::new(None)),
+            None,
+            None,
+        );
+        let first = ups.checkout().await.unwrap();
+        assert!(!first.reused);
+        ups.checkin(first);
+        let again = ups.checkout().await.unwrap();
+        assert!(again.reused, "same settings: the pooled connection");
+
+        // a reload: the one in hand is not taken back, the pool hands out no old one
+        generation.fetch_add(1, Ordering::SeqCst);
+        ups.checkin(again);
+        let fresh = ups.checkout().await.unwrap();
+        assert!(!fresh.reused, "new settings: a new connection");
+        assert_eq!(fresh.generation, 1);
+        ups.checkin(fresh);
+        generation.fetch_add(1, Ordering::SeqCst);
+        let fresh = ups.checkout().await.unwrap();
+        assert!(!fresh.reused, "a pooled connection of an older generation");
+        server.abort();
+    }
 
     async fn pair() -> (Stream, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
