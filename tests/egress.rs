@@ -1288,3 +1288,66 @@ fn a_chunked_egress_body_over_max_body_is_refused_with_413_and_the_peer_connecti
         "the next request went on the connection that carried the cut body"
     );
 }
+
+/// A route's connections to its peer are pooled with the client certificate they were made
+/// with: after the certificate file is replaced, the next request (on the same keep-alive
+/// connection of the local CSE) reaches the peer with the new certificate's identity.
+#[test]
+fn after_the_routes_client_certificate_is_replaced_new_requests_carry_the_new_one() {
+    let (a, b) = (Side::new(), Side::new());
+    let first = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
+    let cert = b
+        .pki
+        .write("own-client.pem", &std::fs::read(&first.chain).unwrap());
+    let key = b
+        .pki
+        .write("own-client.key", &std::fs::read(&first.key).unwrap());
+    let route = format!(
+        "\n  - name: registrar\n    listen: \"{}\"\n    peer: \"{}\"\n    tls:\n      ca: {}\n      cert: {}\n      key: {}\n",
+        b.egress,
+        a.public(),
+        a.ca.cert.display(),
+        cert.display(),
+        key.display()
+    );
+    let _pa = a.start(&a.yaml("[mtls]", "", ""));
+    let pb = b.start(&b.yaml("[mtls]", "", &route));
+    let mut conn = Conn::plain(b.egress).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let as_origin = |o: &str| Request::get("/cse-in").header("X-M2M-Origin", o);
+    let resp = conn.request(&as_origin("/id-mn")).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        a.upstream.last().unwrap().header_values("X-M2M-Origin"),
+        ["/id-mn"]
+    );
+
+    let reloads = || {
+        let (_, scrape) = pb.admin_get("/metrics").unwrap();
+        metric(
+            &scrape,
+            "m2m_auth_proxy_reloads_total{file=\"egress_client_cert\",result=\"success\"}",
+        )
+    };
+    let before = reloads();
+    let second = a.pki.client(&a.ca, ClientOpts::uri("/id-mn2"));
+    write_atomic(&key, &std::fs::read(&second.key).unwrap());
+    write_atomic(&cert, &std::fs::read(&second.chain).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "not reloaded\n{}",
+            pb.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // the peer holds the originator to the certificate's identity (verify mode): a request on
+    // a connection made with the old certificate would be refused there
+    let resp = conn.request(&as_origin("/id-mn2")).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        a.upstream.last().unwrap().header_values("X-M2M-Origin"),
+        ["/id-mn2"]
+    );
+}
