@@ -27,9 +27,9 @@
 //!   serde_yaml_ng). The bytes a load keeps are printed once per case (`retained`, requested
 //!   and as malloc chunks, and the `peak` above the file's text during the load), counted by
 //!   the bench binary's global allocator
-//! * `websocket`    one oneM2M WebSocket message through the gate (unmask, parse, policy, `fr`
-//!   splice, re-mask): JSON with the proven `fr` (forwarded as is), JSON and CBOR with a spoofed
-//!   one (rewritten), a 4 KiB JSON primitive
+//! * `websocket`    one oneM2M WebSocket message through the gate (unmask, strict decode,
+//!   policy, canonical re-encode, re-mask): JSON with the proven `fr`, JSON and CBOR with a
+//!   spoofed one (rewritten), a 4 KiB JSON primitive (instruction counts: gate_callgrind.rs)
 //! * `rules`        authorization rules: `decide` over 100 rules (30 originator regexes, 30 target
 //!   globs, 20 identity/role rules, 20 operation/type rules) when none matches (the default
 //!   decides) and when rule 50 does; `parse_target` and `primitive_target` of typical targets

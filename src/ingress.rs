@@ -21,6 +21,7 @@ use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
 use crate::config::{Anonymous, Effect, WebSocketConfig};
 use crate::forward::{OwnResponse, Refused, Side};
 use crate::headers::{self, Forwarding};
+use crate::http_head;
 use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Outcome};
@@ -119,6 +120,9 @@ pub struct RequestCtx {
     pub target: Option<String>,
     /// `poa` rewriting of the bodies.
     pub bodies: BodyRewrite,
+    /// The `Content-Type` the CSE receives, when the rules read the client's
+    /// (`http_head::canonical_content_type`).
+    pub content_type: Option<HeaderValue>,
 }
 
 impl Default for RequestCtx {
@@ -138,6 +142,7 @@ impl Default for RequestCtx {
             rule: None,
             target: None,
             bodies: BodyRewrite::default(),
+            content_type: None,
         }
     }
 }
@@ -245,8 +250,9 @@ impl Ingress {
         Ok(())
     }
 
-    /// Authentication, the upgrade's kind, the originator policy and the rules, in this order.
-    /// `Ok` means the request may be forwarded; `ctx` then holds who it is and what for.
+    /// The head's form (`http_head`), authentication, the upgrade's kind, the originator policy
+    /// and the rules, in this order. `Ok` means the request may be forwarded; `ctx` then holds
+    /// who it is and what for.
     pub async fn admit(
         &self,
         req: &RequestHeader,
@@ -254,6 +260,7 @@ impl Ingress {
         is_upgrade: bool,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<(), Refusal> {
+        http_head::check(req).map_err(Refusal::other)?;
         let identity = match self.authenticate(req, client).await {
             Ok(identity) => identity,
             Err(e) => {
@@ -344,9 +351,14 @@ impl Ingress {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule
+        // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule;
+        // the CSE gets the Content-Type in a form with only the proxy's reading in it
         if let Some(ct) = content_type {
-            rules::content_type_ty(ct).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+            let ty = rules::content_type_ty(ct)
+                .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+            let canonical = http_head::canonical_content_type(ct, ty.map(|t| t.0))
+                .map_err(|e| Refusal::other(M2mError::other(400, e)))?;
+            ctx.content_type = Some(canonical);
         }
         let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
         let decision = rules.decide(&rules::Request {
@@ -375,6 +387,9 @@ impl Ingress {
         authenticated: bool,
         ctx: &mut RequestCtx,
     ) -> Option<M2mError> {
+        if let Err(e) = http_head::check_upgrade(req) {
+            return Some(e);
+        }
         match gate::classify(req) {
             Upgrade::OneM2M { .. } if !authenticated => Some(M2mError::unauthenticated(
                 "a oneM2M WebSocket needs an authenticated originator",
@@ -469,6 +484,9 @@ impl Ingress {
             },
             forwarded_for,
         )?;
+        if let Some(ct) = &ctx.content_type {
+            upstream_request.insert_header(http::header::CONTENT_TYPE, ct.clone())?;
+        }
         ctx.bodies.request_head(upstream_request)
     }
 

@@ -19,6 +19,7 @@ pub mod example_credentials;
 pub mod explain;
 pub mod forward;
 pub mod headers;
+pub mod http_head;
 pub mod identity;
 pub mod ingress;
 pub mod limits;

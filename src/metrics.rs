@@ -89,7 +89,7 @@ metric!(WS_REFUSALS: IntCounterVec = register_int_counter_vec!(
 ));
 metric!(WS_CLOSES: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_websocket_closed_by_proxy_total",
-    "WebSocket connections the proxy closed, by close code (1002 protocol, 1003 wrong type, 1007 invalid primitive, 1008 policy, 1009 too big).",
+    "WebSocket connections the proxy closed, by close code (1002 protocol, 1003 wrong type, 1007 text not UTF-8, 1008 policy, 1009 too big).",
     &["code"]
 ));
 metric!(INTROSPECTIONS: IntCounterVec = register_int_counter_vec!(

@@ -257,6 +257,28 @@ fn an_originator_outside_the_routes_list_is_refused_before_leaving_the_pod() {
     assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer");
 }
 
+/// The peer's CSE must read a head as the peer's sidecar does (issue 26, class 3): the egress
+/// listener forwards only the binding's methods in capitals and one plain-ASCII Content-Type.
+#[test]
+fn heads_a_peer_could_read_two_ways_do_not_leave_the_pod() {
+    let p = pair("");
+    let delete = Request::new("delete", "/~/id-in/cse-in/x")
+        .header("X-M2M-Origin", "/id-mn")
+        .header("X-M2M-RI", "ri-8");
+    let resp = egress_request(p.b.egress, &delete);
+    assert_eq!(resp.status, 405, "{}", resp.text());
+    assert_eq!(resp.header("X-M2M-RSC"), Some("4005"));
+    assert_eq!(resp.header("X-M2M-RI"), Some("ri-8"));
+    let two = Request::post("/~/id-in/cse-in", b"{}".to_vec())
+        .header("X-M2M-Origin", "/id-mn")
+        .header("Content-Type", "application/json")
+        .header("Content-Type", "application/json;ty=3");
+    let resp = egress_request(p.b.egress, &two);
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    assert_eq!(resp.header("X-M2M-RSC"), Some("4000"));
+    assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer");
+}
+
 #[test]
 fn every_originator_value_must_be_readable_single_and_allowed_before_anything_leaves() {
     let p = pair("    originators: [\"^/id-mn(/.*)?$\"]\n");

@@ -439,7 +439,11 @@ fn websocket_upgrade_passes_after_the_same_authentication() {
     conn.ws_send(1, msg, true).unwrap();
     let (opcode, payload, fin) = conn.ws_recv().unwrap();
     assert_eq!((opcode, fin), (1, true));
-    assert_eq!(payload, msg.to_vec());
+    assert_eq!(
+        payload,
+        br#"{"op":2,"to":"\/cse-in","fr":"Cae-ws","rqi":"1","rvi":"3"}"#.to_vec(),
+        "the primitive as the proxy re-encoded it"
+    );
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn metric(s: &Scenario, line_start: &str) -> f64 {
 }
 
 #[test]
-fn overwrite_sets_fr_to_the_proven_originator_and_keeps_the_other_bytes() {
+fn overwrite_sets_fr_to_the_proven_originator_in_the_proxys_own_encoding() {
     let s = start("overwrite", "");
     let mut conn = open(&s, "oneM2M.json");
     let spoofed =
@@ -92,8 +92,8 @@ fn overwrite_sets_fr_to_the_proven_originator_and_keeps_the_other_bytes() {
     let echoed = recv_message(&mut conn).1;
     assert_eq!(
         String::from_utf8(echoed).unwrap(),
-        r#"{"op":4, "to":"/id-in/cse-in/CAdmin/cnt", "fr":"Cae-ws","rqi":"del-1","rvi":"3"}"#,
-        "only the value of fr changes"
+        r#"{"op":4,"to":"\/id-in\/cse-in\/CAdmin\/cnt","fr":"Cae-ws","rqi":"del-1","rvi":"3"}"#,
+        "fr in its place; the rest as the proxy decoded it, canonically re-encoded"
     );
 
     // no fr at all: the proven one is added
@@ -105,10 +105,13 @@ fn overwrite_sets_fr_to_the_proven_originator_and_keeps_the_other_bytes() {
     .unwrap();
     assert_eq!(recv_json(&mut conn)["fr"], PROVEN);
 
-    // the proven originator itself passes untouched
-    let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"r3","rvi":"3"}"#;
+    // the proven originator itself: the same primitive, never the client's bytes
+    let own = br#"{"op":2, "to":"/id-in/cse-in","fr":"Cae-ws","rqi":"r3","rvi":"3"}"#;
     conn.ws_send(WS_TEXT, own, true).unwrap();
-    assert_eq!(recv_message(&mut conn).1, own.to_vec());
+    assert_eq!(
+        recv_message(&mut conn).1,
+        br#"{"op":2,"to":"\/id-in\/cse-in","fr":"Cae-ws","rqi":"r3","rvi":"3"}"#.to_vec()
+    );
 
     let seen = cse_received_json(&s);
     assert_eq!(seen.len(), 3);
@@ -146,7 +149,10 @@ fn verify_answers_a_foreign_fr_with_4103_on_the_same_connection_and_forwards_not
     // the connection stays usable: the AE's own fr goes through
     let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"ok-1","rvi":"3"}"#;
     conn.ws_send(WS_TEXT, own, true).unwrap();
-    assert_eq!(recv_message(&mut conn).1, own.to_vec());
+    assert_eq!(
+        recv_json(&mut conn),
+        serde_json::from_slice::<Value>(own).unwrap()
+    );
     let seen = cse_received_json(&s);
     assert_eq!(
         seen.len(),
@@ -238,18 +244,6 @@ fn malformed_traffic_closes_the_connection_with_the_right_code() {
     let s = start("overwrite", "websocket:\n  max_message: 1024\n");
     let cases = [
         (
-            "not a primitive",
-            "oneM2M.json",
-            (WS_TEXT, b"hello there".to_vec()),
-            1007,
-        ),
-        (
-            "JSON without op or rsc",
-            "oneM2M.json",
-            (WS_TEXT, br#"{"fr":"CAdmin","to":"/id-in"}"#.to_vec()),
-            1007,
-        ),
-        (
             "binary frame on oneM2M.json",
             "oneM2M.json",
             (WS_BINARY, br#"{"op":2,"to":"/id-in","rqi":"1"}"#.to_vec()),
@@ -266,6 +260,12 @@ fn malformed_traffic_closes_the_connection_with_the_right_code() {
             "oneM2M.json",
             (WS_TEXT, vec![b' '; 2000]),
             1009,
+        ),
+        (
+            "text that is not UTF-8",
+            "oneM2M.json",
+            (WS_TEXT, b"{\"op\":2,\"to\":\"\xff\"}".to_vec()),
+            1007,
         ),
     ];
     for (case, protocol, (opcode, payload), code) in cases {
@@ -287,9 +287,62 @@ fn malformed_traffic_closes_the_connection_with_the_right_code() {
     assert_eq!(
         metric(
             &s,
-            r#"m2m_auth_proxy_websocket_closed_by_proxy_total{code="1007"}"#
+            r#"m2m_auth_proxy_websocket_closed_by_proxy_total{code="1003"}"#
         ),
         2.0
+    );
+}
+
+/// A message the proxy cannot decode strictly is a bad request, answered as a CSE answers one
+/// (4000, its `rqi` when that can be read), and the connection goes on.
+#[test]
+fn an_undecodable_primitive_is_answered_4000_on_the_same_connection() {
+    let s = start("overwrite", "websocket:\n  cse_id: /id-in\n");
+    let mut conn = open(&s, "oneM2M.json");
+    let cases: [(&str, &[u8], Option<&str>); 5] = [
+        ("not JSON", b"hello there", None),
+        (
+            "neither op nor rsc",
+            br#"{"fr":"CAdmin","to":"/id-in","rqi":"n1"}"#,
+            Some("n1"),
+        ),
+        (
+            "a comment",
+            br#"{"op":2,"to":"/id-in","rqi":"n2"/* x */}"#,
+            None,
+        ),
+        (
+            "a nested duplicate",
+            br#"{"op":2,"rqi":"n3","pc":{"m2m:ae":{"rn":"a","rn":"b"}}}"#,
+            Some("n3"),
+        ),
+        (
+            "a lone surrogate",
+            br#"{"op":2,"rqi":"n4","to":"\ud800"}"#,
+            Some("n4"),
+        ),
+    ];
+    for (case, msg, rqi) in cases {
+        conn.ws_send(WS_TEXT, msg, true).unwrap();
+        let answer = recv_json(&mut conn);
+        assert_eq!(answer["rsc"], 4000, "{case}: {answer}");
+        assert_eq!(answer["fr"], "/id-in", "{case}");
+        assert!(
+            answer.get("to").is_none(),
+            "{case}: the fr of what could not be read is not echoed"
+        );
+        assert_eq!(answer["rqi"].as_str(), rqi, "{case}: {answer}");
+    }
+    let own = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"ok","rvi":"3"}"#;
+    conn.ws_send(WS_TEXT, own, true).unwrap();
+    assert_eq!(recv_json(&mut conn)["rqi"], "ok", "the connection goes on");
+    assert_eq!(s.upstream.ws_messages().len(), 1, "only the decodable one");
+    assert_eq!(
+        metric(
+            &s,
+            r#"m2m_auth_proxy_websocket_messages_total{direction="to_cse",outcome="invalid"}"#
+        ),
+        5.0
     );
 }
 
@@ -426,4 +479,56 @@ fn a_cse_that_picks_no_onem2m_subprotocol_gets_no_tunnel_and_anonymous_clients_g
         upstream.tunneled().is_empty(),
         "nothing passed after the refused 101"
     );
+}
+
+/// Issue 27, item 2: the gate starts at the 101, so an upgrade request may carry no body (it
+/// would reach the CSE unchecked); bytes the client sends after the head, before the 101, wait
+/// for the gate.
+#[test]
+fn an_upgrade_request_with_a_body_is_refused_and_early_frames_wait_for_the_gate() {
+    let s = start("overwrite", "");
+    let spoofed = common::client::ws_frame(
+        WS_TEXT,
+        br#"{"op":4,"to":"/id-in/cse-in/x","fr":"CAdmin","rqi":"early"}"#,
+        true,
+        Some([1, 2, 3, 4]),
+    );
+    let host = s.addr.to_string();
+    let with_length = Request::websocket("/ws", &["oneM2M.json"])
+        .header("Content-Length", &spoofed.len().to_string())
+        .body(spoofed.clone());
+    let chunked = Request::websocket("/ws", &["oneM2M.json"]).chunked(&[&spoofed]);
+    let identity = Request::websocket("/ws", &["oneM2M.json"])
+        .header("Transfer-Encoding", "identity")
+        .header("Content-Length", "0");
+    // (Pingora itself refuses a Transfer-Encoding other than chunked, in plain HTTP form)
+    for (case, req, rsc) in [
+        ("Content-Length", with_length, Some("4000")),
+        ("chunked", chunked, Some("4000")),
+        ("Transfer-Encoding: identity", identity, None),
+    ] {
+        let mut conn = s.tls(Some(&client_of(&s))).connect(s.addr).unwrap();
+        conn.send_raw(&req.to_bytes(&host)).unwrap();
+        let resp = conn.read_response().unwrap();
+        assert_eq!(resp.status, 400, "{case}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), rsc, "{case}");
+    }
+    assert_eq!(s.upstream.count(), 0, "nothing was forwarded");
+
+    // a frame right behind the head, while the CSE takes its time to answer: judged by the
+    // gate once the upgrade is done, never passed on raw
+    s.upstream.set_delay(Duration::from_millis(300));
+    let mut conn = s.tls(Some(&client_of(&s))).connect(s.addr).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let mut bytes = Request::websocket("/ws", &["oneM2M.json"]).to_bytes(&host);
+    bytes.extend_from_slice(&spoofed);
+    conn.send_raw(&bytes).unwrap();
+    let resp = conn.read_response().unwrap();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    let echoed = recv_json(&mut conn);
+    assert_eq!(echoed["fr"], PROVEN, "{echoed}");
+    assert_eq!(echoed["rqi"], "early");
+    let seen = cse_received_json(&s);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0]["fr"], PROVEN);
 }

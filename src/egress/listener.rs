@@ -17,6 +17,7 @@ use super::Route;
 use crate::access_log;
 use crate::forward::{OwnResponse, Refused, Side};
 use crate::headers::{self, ORIGIN};
+use crate::http_head;
 use crate::metrics::{self, Outcome};
 use crate::onem2m::{self, mapping, M2mError};
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
@@ -162,6 +163,14 @@ impl Side for Egress {
         is_upgrade: bool,
         ctx: &mut EgressCtx,
     ) -> Result<Option<Refused>> {
+        // the peer's CSE must read the head as the peer's sidecar does
+        if let Err(err) = http_head::check(req) {
+            ctx.outcome = Outcome::Error;
+            return Ok(Some(Refused {
+                response: self.answer(ctx, &err)?,
+                ends_connection: false,
+            }));
+        }
         let values: Vec<&http::HeaderValue> = req.headers.get_all(ORIGIN).iter().collect();
         if !self.route.originators_allowed(&values) {
             ctx.outcome = Outcome::Refused;

@@ -14,6 +14,7 @@ use pingora::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rsc {
     BadRequest = 4000,
+    OperationNotAllowed = 4005,
     OriginatorHasNoPrivilege = 4103,
     SecurityAssociationRequired = 4107,
     InternalServerError = 5000,
@@ -32,6 +33,8 @@ pub struct M2mError {
     pub challenge: bool,
     /// Seconds for `Retry-After` (429 only).
     pub retry_after: Option<u64>,
+    /// The `Allow` header (405 only).
+    pub allow: Option<&'static str>,
 }
 
 impl Rsc {
@@ -48,6 +51,7 @@ impl M2mError {
             reason: reason.into(),
             challenge: true,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -58,6 +62,7 @@ impl M2mError {
             reason: "too many failed authentication attempts".into(),
             challenge: false,
             retry_after: Some(retry_after.max(1)),
+            allow: None,
         }
     }
 
@@ -68,6 +73,7 @@ impl M2mError {
             reason: reason.into(),
             challenge: false,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -78,6 +84,19 @@ impl M2mError {
             reason: reason.into(),
             challenge: false,
             retry_after: None,
+            allow: None,
+        }
+    }
+
+    /// 405 / RSC 4005 with `Allow`: a method the proxy does not forward.
+    pub fn method_not_allowed(reason: impl Into<Cow<'static, str>>, allow: &'static str) -> Self {
+        M2mError {
+            status: 405,
+            rsc: Rsc::OperationNotAllowed,
+            reason: reason.into(),
+            challenge: false,
+            retry_after: None,
+            allow: Some(allow),
         }
     }
 
@@ -93,6 +112,7 @@ impl M2mError {
             reason: reason.into(),
             challenge: false,
             retry_after: None,
+            allow: None,
         }
     }
 
@@ -115,6 +135,9 @@ impl M2mError {
         resp.insert_header("X-M2M-RSC", (self.rsc as u16).to_string())?;
         if let Some(ri) = request_id {
             resp.insert_header("X-M2M-RI", ri)?;
+        }
+        if let Some(allow) = self.allow {
+            resp.insert_header("Allow", allow)?;
         }
         if let Some(seconds) = self.retry_after {
             resp.insert_header("Retry-After", seconds.to_string())?;

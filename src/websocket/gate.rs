@@ -226,8 +226,21 @@ impl Gate {
         let request = match primitive::parse(self.encoding, payload) {
             Ok(p) => p,
             Err(reason) => {
+                // answered like a CSE answers a bad request; the connection goes on
                 metrics::websocket_message("to_cse", "invalid");
-                return Err((1007, reason));
+                let answer =
+                    primitive::undecodable(self.encoding, payload, self.cse_id.as_deref(), reason);
+                self.waiting_for_client
+                    .extend_from_slice(&encode_frame(expected, &answer, None));
+                out.refused.push(RefusedMessage {
+                    request_id: None,
+                    to: None,
+                    target: None,
+                    rsc: Rsc::BadRequest.code(),
+                    reason: Cow::Borrowed(reason),
+                    rule: None,
+                });
+                return Ok(());
             }
         };
         let claimed: Vec<&str> = request.fr.as_deref().into_iter().collect();
@@ -248,15 +261,16 @@ impl Gate {
             ),
             Ok(originator) => match self.authorize(&request, originator) {
                 Ok(()) => {
-                    let forwarded = if request.fr.as_deref() == Some(originator) {
-                        metrics::websocket_message("to_cse", "forwarded");
-                        self.frame_for_upstream(opcode, payload)
+                    let outcome = if request.fr.as_deref() == Some(originator) {
+                        "forwarded"
                     } else {
-                        metrics::websocket_message("to_cse", "rewritten");
-                        let rewritten = request.with_originator(payload, originator);
-                        self.frame_for_upstream(opcode, &rewritten)
+                        "rewritten"
                     };
-                    out.to_upstream.extend_from_slice(&forwarded);
+                    metrics::websocket_message("to_cse", outcome);
+                    // what the proxy decoded, re-encoded: never the client's bytes
+                    let forwarded = request.encode(Some(originator));
+                    let frame = self.frame_for_upstream(opcode, &forwarded);
+                    out.to_upstream.extend_from_slice(&frame);
                     return Ok(());
                 }
                 Err(refused) => refused,
@@ -554,6 +568,37 @@ mod gate_tests {
         assert_eq!(reader.push(ours).unwrap(), Some(0));
         assert!(reader.at_message_boundary(), "one whole frame of ours");
         assert!(std::str::from_utf8(&ours[2..]).unwrap().contains("4103"));
+    }
+
+    #[test]
+    fn an_undecodable_message_is_answered_4000_and_the_next_one_goes_on() {
+        let mut g = gate(OriginatorMode::Overwrite);
+        let dup = encode_frame(
+            Opcode::Text,
+            br#"{"op":2,"rqi":"q","pc":{"a":1,"a":2}}"#,
+            KEY,
+        );
+        let out = g.on_client_data(&dup);
+        assert!(out.to_upstream.is_empty(), "nothing forwarded");
+        assert_eq!(out.closed_with, None);
+        assert_eq!(
+            (out.refused[0].rsc, out.refused[0].request_id.as_deref()),
+            (4000, None)
+        );
+        let answer = out.to_client.expect("an answer at once");
+        let p = primitive::parse(Encoding::Json, &answer[2..]).unwrap();
+        assert_eq!((p.rsc, p.rqi.as_deref()), (Some(4000), Some("q")));
+        let ok = encode_frame(Opcode::Text, br#"{"op":2,"to":"/a/b","rqi":"r"}"#, KEY);
+        let out = g.on_client_data(&ok);
+        let mut reader = ClientStream::new(1024);
+        let events = reader.push(&out.to_upstream).unwrap();
+        let [ClientEvent::Message { payload, .. }] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(
+            &payload[..],
+            br#"{"fr":"Cae-1","op":2,"to":"\/a\/b","rqi":"r"}"#
+        );
     }
 
     #[test]

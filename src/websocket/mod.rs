@@ -2,9 +2,12 @@
 //! client sends is held to the same originator policy as `X-M2M-Origin` over HTTP.
 //!
 //! - [`frame`]: RFC 6455 framing of both directions (no Pingora, no I/O).
-//! - [`primitive`]: the fields of a JSON or CBOR primitive, and `fr` changed by splicing.
+//! - [`value`]: strict decoding of a JSON or CBOR message, and the proxy's canonical encoding.
+//! - [`primitive`]: the fields of a primitive the proxy decides on, and the primitive the CSE
+//!   receives (re-encoded, `fr` set).
 //! - [`gate`]: which upgrades pass, and what happens to each message.
 
 pub mod frame;
 pub mod gate;
 pub mod primitive;
+pub mod value;

@@ -1,15 +1,17 @@
 //! oneM2M primitives in a WebSocket message, JSON (`oneM2M.json`) or CBOR (`oneM2M.cbor`):
-//! read the few fields the proxy needs, and change `fr` by splicing its bytes so that the rest
-//! of the message reaches the CSE exactly as the client wrote it.
+//! decoded strictly and whole (`value`), the few fields the proxy decides on read from that
+//! decoding, and the primitive re-encoded by the proxy, `fr` set, for the CSE. The client's
+//! bytes never reach the CSE: what it receives is what the proxy read.
 
-use std::collections::HashSet;
-use std::ops::Range;
-
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use minicbor::data::Type;
 use minicbor::Decoder;
 use serde::de::{MapAccess, Visitor};
 use serde_json::value::RawValue;
+
+use super::value::{self, Map, Value};
+
+pub use super::value::Invalid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -17,9 +19,10 @@ pub enum Encoding {
     Cbor,
 }
 
-/// The fields the proxy needs from a primitive, and where `fr` sits in its bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Primitive {
+/// The fields the proxy needs from a primitive, and the whole primitive as decoded (borrowing
+/// from the message).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Primitive<'a> {
     /// Operation (1 create … 6 discovery): present in requests.
     pub op: Option<u64>,
     /// Response status code: present in responses.
@@ -35,95 +38,111 @@ pub struct Primitive {
     pub rqi: Option<String>,
     pub rvi: Option<String>,
     encoding: Encoding,
-    /// Bytes of `fr`'s value, when present.
-    fr_span: Option<Range<usize>>,
-    /// JSON: just after the opening brace. CBOR: the map header, or the break byte of an
-    /// indefinite-length map.
-    insert: Insert,
+    /// Every top-level entry, in order: what the CSE receives, re-encoded.
+    entries: Map<'a>,
+    /// Bytes of the message it was decoded from: the re-encoding is about as long.
+    size_hint: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Insert {
-    JsonAfterBrace(usize),
-    CborDefinite { header: Range<usize>, entries: u64 },
-    CborBeforeBreak(usize),
-}
-
-/// The reason a message is not a usable primitive; safe to send back to the client.
-pub type Invalid = &'static str;
-
-pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive, Invalid> {
-    let fields = match encoding {
-        Encoding::Json => json_fields(payload)?,
-        Encoding::Cbor => cbor_fields(payload)?,
+pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive<'_>, Invalid> {
+    let entries = match encoding {
+        Encoding::Json => value::decode_json(payload)?,
+        Encoding::Cbor => value::decode_cbor(payload)?,
     };
-    let op = fields.op;
-    if let Some(op) = op {
+    let mut p = Primitive {
+        op: None,
+        rsc: None,
+        fr: None,
+        to: None,
+        ty: None,
+        rcn: None,
+        fu: None,
+        rqi: None,
+        rvi: None,
+        encoding,
+        entries: Map::new(),
+        size_hint: payload.len(),
+    };
+    for (key, v) in &entries {
+        let text = |err| v.as_str().map(str::to_owned).ok_or(err);
+        match key.as_ref() {
+            "op" => p.op = Some(v.as_u64().ok_or("op must be an integer")?),
+            "rsc" => p.rsc = Some(v.as_u64().ok_or("rsc must be an integer")?),
+            "fr" => p.fr = Some(text("fr must be a string")?),
+            "to" => p.to = Some(text("to must be a string")?),
+            "ty" => p.ty = Some(v.as_u64().ok_or("ty must be an integer")?),
+            "rqi" => p.rqi = Some(text("rqi must be a string")?),
+            "rvi" => p.rvi = Some(text("rvi must be a string")?),
+            "rcn" => p.rcn = Some(v.as_u64().ok_or("rcn must be an integer")?),
+            "fc" => p.fu = filter_usage(v)?,
+            _ => {}
+        }
+    }
+    if let Some(op) = p.op {
         if !(1..=6).contains(&op) {
             return Err("op must be 1 to 6");
         }
     }
-    if op.is_none() && fields.rsc.is_none() {
+    if p.op.is_none() && p.rsc.is_none() {
         return Err("not a oneM2M primitive: neither op nor rsc");
     }
-    Ok(Primitive {
-        op,
-        rsc: fields.rsc,
-        fr: fields.fr,
-        to: fields.to,
-        ty: fields.ty,
-        rcn: fields.rcn,
-        fu: fields.fu,
-        rqi: fields.rqi,
-        rvi: fields.rvi,
-        encoding,
-        fr_span: fields.fr_span,
-        insert: fields.insert,
-    })
+    p.entries = entries;
+    Ok(p)
 }
 
-impl Primitive {
-    /// `payload` (the bytes this was parsed from) with `fr` set to `originator`.
-    pub fn with_originator(&self, payload: &[u8], originator: &str) -> Bytes {
-        let value = match self.encoding {
-            Encoding::Json => json_string(originator),
-            Encoding::Cbor => cbor_text(originator),
-        };
-        let mut out = BytesMut::with_capacity(payload.len() + value.len() + 8);
-        if let Some(span) = &self.fr_span {
-            out.extend_from_slice(&payload[..span.start]);
-            out.extend_from_slice(&value);
-            out.extend_from_slice(&payload[span.end..]);
-            return out.freeze();
+/// `fu` of a filter criteria (the rules read it: 1 is discovery). The strict decoder has
+/// already refused duplicate keys.
+fn filter_usage(fc: &Value<'_>) -> Result<Option<u64>, Invalid> {
+    let Value::Map(entries) = fc else {
+        return Err("fc must be a map");
+    };
+    entries
+        .iter()
+        .find(|(k, _)| k == "fu")
+        .map(|(_, v)| v.as_u64().ok_or("fu must be an integer"))
+        .transpose()
+}
+
+impl Primitive<'_> {
+    /// The primitive as the CSE receives it: the proxy's canonical encoding of what it decoded
+    /// (`value`), with `fr` set to `originator` (in its place, or first when there was none).
+    pub fn encode(&self, originator: Option<&str>) -> Bytes {
+        let fr = originator.map(|o| Value::Text(o.into()));
+        let added = fr.as_ref().filter(|_| self.fr.is_none());
+        let entries = added
+            .map(|v| ("fr", v))
+            .into_iter()
+            .chain(self.entries.iter().map(|(k, v)| {
+                let v = match (&fr, k.as_ref()) {
+                    (Some(fr), "fr") => fr,
+                    _ => v,
+                };
+                (k.as_ref(), v)
+            }));
+        let len = self.entries.len() + usize::from(added.is_some());
+        let mut out = Vec::with_capacity(self.size_hint + 64);
+        match self.encoding {
+            Encoding::Json => {
+                out.push(b'{');
+                for (i, (k, v)) in entries.enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    value::json_string(k, &mut out);
+                    out.push(b':');
+                    value::json_value(v, &mut out);
+                }
+                out.push(b'}');
+            }
+            Encoding::Cbor => {
+                value::cbor_head(&mut out, 5, len as u64);
+                for (k, v) in entries {
+                    value::cbor_string(k, &mut out);
+                    value::cbor_value(v, &mut out);
+                }
+            }
         }
-        let key = match self.encoding {
-            Encoding::Json => b"\"fr\":".to_vec(),
-            Encoding::Cbor => cbor_text("fr"),
-        };
-        match &self.insert {
-            Insert::JsonAfterBrace(at) => {
-                // op or rsc is there, so a comma always follows the new entry
-                out.extend_from_slice(&payload[..*at]);
-                out.extend_from_slice(&key);
-                out.extend_from_slice(&value);
-                out.extend_from_slice(b",");
-                out.extend_from_slice(&payload[*at..]);
-            }
-            Insert::CborDefinite { header, entries } => {
-                out.extend_from_slice(&payload[..header.start]);
-                cbor_head(&mut out, 5, entries + 1);
-                out.extend_from_slice(&payload[header.end..]);
-                out.extend_from_slice(&key);
-                out.extend_from_slice(&value);
-            }
-            Insert::CborBeforeBreak(at) => {
-                out.extend_from_slice(&payload[..*at]);
-                out.extend_from_slice(&key);
-                out.extend_from_slice(&value);
-                out.extend_from_slice(&payload[*at..]);
-            }
-        }
-        out.freeze()
+        Bytes::from(out)
     }
 }
 
@@ -131,86 +150,141 @@ impl Primitive {
 /// request's originator, `fr` the CSE, `pc` a `m2m:dbg` reason.
 pub fn refusal(
     encoding: Encoding,
-    request: &Primitive,
+    request: &Primitive<'_>,
     rsc: u16,
     cse_id: Option<&str>,
     reason: &str,
 ) -> Bytes {
-    let texts = [
-        ("rqi", request.rqi.as_deref()),
-        ("rvi", request.rvi.as_deref()),
-        ("to", request.fr.as_deref()),
-        ("fr", cse_id),
-    ];
+    answer(
+        encoding,
+        rsc,
+        [
+            ("rqi", request.rqi.as_deref()),
+            ("rvi", request.rvi.as_deref()),
+            ("to", request.fr.as_deref()),
+            ("fr", cse_id),
+        ],
+        reason,
+    )
+}
+
+/// The 4000 response primitive to a message that cannot be decoded strictly: its `rqi` and
+/// `rvi` echoed when they can be read unambiguously, no `to` (its `fr` is not trusted).
+pub fn undecodable(
+    encoding: Encoding,
+    payload: &[u8],
+    cse_id: Option<&str>,
+    reason: &str,
+) -> Bytes {
+    let (rqi, rvi) = readable_ids(encoding, payload);
+    answer(
+        encoding,
+        4000,
+        [
+            ("rqi", rqi.as_deref()),
+            ("rvi", rvi.as_deref()),
+            ("to", None),
+            ("fr", cse_id),
+        ],
+        reason,
+    )
+}
+
+fn answer(encoding: Encoding, rsc: u16, texts: [(&str, Option<&str>); 4], reason: &str) -> Bytes {
+    let present = texts.iter().filter(|(_, v)| v.is_some()).count();
+    let mut out = Vec::with_capacity(96 + reason.len());
+    let dbg = Value::Map(vec![("m2m:dbg".into(), Value::Text(reason.into()))]);
     match encoding {
         Encoding::Json => {
-            let mut map = serde_json::Map::new();
-            map.insert("rsc".into(), rsc.into());
+            out.extend_from_slice(format!("{{\"rsc\":{rsc}").as_bytes());
             for (k, v) in texts {
                 if let Some(v) = v {
-                    map.insert(k.into(), v.into());
+                    out.push(b',');
+                    value::json_string(k, &mut out);
+                    out.push(b':');
+                    value::json_string(v, &mut out);
                 }
             }
-            map.insert("pc".into(), serde_json::json!({ "m2m:dbg": reason }));
-            Bytes::from(serde_json::Value::Object(map).to_string())
+            out.extend_from_slice(b",\"pc\":");
+            value::json_value(&dbg, &mut out);
+            out.push(b'}');
         }
         Encoding::Cbor => {
-            let present = texts.iter().filter(|(_, v)| v.is_some()).count() as u64;
-            let mut out = BytesMut::new();
-            cbor_head(&mut out, 5, present + 2);
-            out.extend_from_slice(&cbor_text("rsc"));
-            cbor_head(&mut out, 0, u64::from(rsc));
+            value::cbor_head(&mut out, 5, present as u64 + 2);
+            value::cbor_string("rsc", &mut out);
+            value::cbor_head(&mut out, 0, u64::from(rsc));
             for (k, v) in texts {
                 if let Some(v) = v {
-                    out.extend_from_slice(&cbor_text(k));
-                    out.extend_from_slice(&cbor_text(v));
+                    value::cbor_string(k, &mut out);
+                    value::cbor_string(v, &mut out);
                 }
             }
-            out.extend_from_slice(&cbor_text("pc"));
-            cbor_head(&mut out, 5, 1);
-            out.extend_from_slice(&cbor_text("m2m:dbg"));
-            out.extend_from_slice(&cbor_text(reason));
-            out.freeze()
+            value::cbor_string("pc", &mut out);
+            value::cbor_value(&dbg, &mut out);
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Longest `rqi`/`rvi` echoed back.
+const MAX_ECHO: usize = 256;
+
+/// `rqi` and `rvi` of a message the strict decoder refused, read the lenient way (top-level
+/// entries only, nothing else looked at); each only when it is there exactly once, as text.
+fn readable_ids(encoding: Encoding, payload: &[u8]) -> (Option<String>, Option<String>) {
+    let mut found: [(&str, Option<String>, u8); 2] = [("rqi", None, 0), ("rvi", None, 0)];
+    let mut note = |key: &str, v: Option<String>| {
+        for (name, value, seen) in found.iter_mut() {
+            if *name == key {
+                *seen = seen.saturating_add(1);
+                *value = v.clone().filter(|v| v.len() <= MAX_ECHO);
+            }
+        }
+    };
+    match encoding {
+        Encoding::Json => {
+            if let Ok(entries) = serde_json::from_slice::<Entries>(payload) {
+                for (k, raw) in entries.0 {
+                    note(&k, serde_json::from_str::<String>(raw.get()).ok());
+                }
+            }
+        }
+        Encoding::Cbor => cbor_top_level_texts(payload, &mut note),
+    }
+    let [(_, rqi, n), (_, rvi, m)] = found;
+    (rqi.filter(|_| n == 1), rvi.filter(|_| m == 1))
+}
+
+/// Calls `note` for each plain text key of a top-level CBOR map, with its value if that is
+/// plain text; stops at the first thing it cannot skip.
+fn cbor_top_level_texts(payload: &[u8], note: &mut impl FnMut(&str, Option<String>)) {
+    let mut d = Decoder::new(payload);
+    let Ok(len) = d.map() else { return };
+    for _ in 0..len.unwrap_or(u64::MAX) {
+        match d.datatype() {
+            Ok(Type::Break) | Err(_) => return,
+            Ok(Type::String) => {
+                let Ok(key) = d.str() else { return };
+                let value = match d.datatype() {
+                    Ok(Type::String) => d.str().ok().map(str::to_owned),
+                    _ => {
+                        // a value that cannot be skipped ends the walk at the next item
+                        let _ = d.skip();
+                        None
+                    }
+                };
+                note(key, value);
+            }
+            Ok(_) => {
+                if d.skip().and_then(|_| d.skip()).is_err() {
+                    return;
+                }
+            }
         }
     }
 }
 
-/// What both parsers collect.
-struct Fields {
-    op: Option<u64>,
-    rsc: Option<u64>,
-    fr: Option<String>,
-    fr_span: Option<Range<usize>>,
-    to: Option<String>,
-    ty: Option<u64>,
-    rcn: Option<u64>,
-    fu: Option<u64>,
-    rqi: Option<String>,
-    rvi: Option<String>,
-    insert: Insert,
-}
-
-impl Fields {
-    fn new(insert: Insert) -> Self {
-        Fields {
-            op: None,
-            rsc: None,
-            fr: None,
-            fr_span: None,
-            to: None,
-            ty: None,
-            rcn: None,
-            fu: None,
-            rqi: None,
-            rvi: None,
-            insert,
-        }
-    }
-}
-
-// --- JSON -----------------------------------------------------------------------------------
-
-/// Top-level entries in order, values left raw (borrowed from the payload).
+/// Top-level entries of a JSON object, values left raw.
 struct Entries<'a>(Vec<(String, &'a RawValue)>);
 
 impl<'de> serde::Deserialize<'de> for Entries<'de> {
@@ -223,7 +297,6 @@ impl<'de> serde::Deserialize<'de> for Entries<'de> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
-                // String keys: escapes decoded, so "f\u0072" is seen as "fr"
                 while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
                     entries.push((k, v));
                 }
@@ -234,255 +307,59 @@ impl<'de> serde::Deserialize<'de> for Entries<'de> {
     }
 }
 
-fn json_fields(payload: &[u8]) -> Result<Fields, Invalid> {
-    let entries: Entries =
-        serde_json::from_slice(payload).map_err(|_| "not a JSON object primitive")?;
-    let brace = payload
-        .iter()
-        .position(|b| *b == b'{')
-        .ok_or("not a JSON object primitive")?;
-    let mut fields = Fields::new(Insert::JsonAfterBrace(brace + 1));
-    let mut seen = HashSet::new();
-    for (key, raw) in entries.0 {
-        if !seen.insert(key.clone()) {
-            return Err("duplicate key in the primitive");
-        }
-        let text = raw.get();
-        match key.as_str() {
-            "op" => {
-                fields.op = Some(serde_json::from_str(text).map_err(|_| "op must be an integer")?)
-            }
-            "rsc" => {
-                fields.rsc = Some(serde_json::from_str(text).map_err(|_| "rsc must be an integer")?)
-            }
-            "fr" => {
-                let v: String = serde_json::from_str(text).map_err(|_| "fr must be a string")?;
-                // the raw value is a slice of the payload: its offset is the span
-                let start = text.as_ptr() as usize - payload.as_ptr() as usize;
-                fields.fr_span = Some(start..start + text.len());
-                fields.fr = Some(v);
-            }
-            "to" => fields.to = Some(json_str(text, "to must be a string")?),
-            "ty" => {
-                fields.ty = Some(serde_json::from_str(text).map_err(|_| "ty must be an integer")?)
-            }
-            "rqi" => fields.rqi = Some(json_str(text, "rqi must be a string")?),
-            "rvi" => fields.rvi = Some(json_str(text, "rvi must be a string")?),
-            "rcn" => fields.rcn = Some(json_uint(text, "rcn must be an integer")?),
-            "fc" => fields.fu = json_fu(text)?,
-            _ => {}
-        }
-    }
-    Ok(fields)
-}
-
-fn json_uint(raw: &str, err: Invalid) -> Result<u64, Invalid> {
-    serde_json::from_str(raw).map_err(|_| err)
-}
-
-/// `fu` of a filter criteria object (the rules read it: 1 is discovery).
-fn json_fu(raw: &str) -> Result<Option<u64>, Invalid> {
-    const FC: Invalid = "fc must be an object";
-    let entries: Entries = serde_json::from_str(raw).map_err(|_| FC)?;
-    let mut fu = None;
-    for (key, value) in entries.0 {
-        if key == "fu" {
-            if fu.is_some() {
-                return Err("duplicate key in the primitive");
-            }
-            fu = Some(json_uint(value.get(), "fu must be an integer")?);
-        }
-    }
-    Ok(fu)
-}
-
-fn json_str(raw: &str, err: Invalid) -> Result<String, Invalid> {
-    serde_json::from_str(raw).map_err(|_| err)
-}
-
-fn json_string(s: &str) -> Vec<u8> {
-    serde_json::to_vec(s).unwrap_or_else(|_| b"\"\"".to_vec())
-}
-
-// --- CBOR -----------------------------------------------------------------------------------
-
-fn cbor_fields(payload: &[u8]) -> Result<Fields, Invalid> {
-    const NOT_A_MAP: Invalid = "not a CBOR map primitive";
-    let mut d = Decoder::new(payload);
-    if d.datatype().map_err(|_| NOT_A_MAP)? != Type::Map
-        && d.datatype().map_err(|_| NOT_A_MAP)? != Type::MapIndef
-    {
-        return Err(NOT_A_MAP);
-    }
-    let entries = d.map().map_err(|_| NOT_A_MAP)?;
-    let header = 0..d.position();
-    let mut fields = Fields::new(match entries {
-        Some(n) => Insert::CborDefinite { header, entries: n },
-        None => Insert::CborBeforeBreak(0),
-    });
-    let mut seen = HashSet::new();
-    let mut read = 0u64;
-    loop {
-        match entries {
-            Some(n) if read == n => break,
-            None if d.datatype().map_err(|_| NOT_A_MAP)? == Type::Break => {
-                fields.insert = Insert::CborBeforeBreak(d.position());
-                d.skip().map_err(|_| NOT_A_MAP)?;
-                break;
-            }
-            _ => {}
-        }
-        read += 1;
-        let key = match d.datatype().map_err(|_| NOT_A_MAP)? {
-            Type::String => d.str().map_err(|_| NOT_A_MAP)?.to_owned(),
-            // a CSE would join the chunks: "f" "r" would be `fr` unseen by a simple check
-            Type::StringIndef => return Err("indefinite-length text keys are not supported"),
-            _ => {
-                // keys that are not text cannot be a field the proxy reads
-                d.skip().map_err(|_| NOT_A_MAP)?;
-                d.skip().map_err(|_| NOT_A_MAP)?;
-                continue;
-            }
-        };
-        if !seen.insert(key.clone()) {
-            return Err("duplicate key in the primitive");
-        }
-        let start = d.position();
-        match key.as_str() {
-            "op" => fields.op = Some(cbor_uint(&mut d, "op must be an integer")?),
-            "rsc" => fields.rsc = Some(cbor_uint(&mut d, "rsc must be an integer")?),
-            "fr" => {
-                let v = cbor_str(&mut d, "fr must be a string")?;
-                fields.fr_span = Some(start..d.position());
-                fields.fr = Some(v);
-            }
-            "to" => fields.to = Some(cbor_str(&mut d, "to must be a string")?),
-            "ty" => fields.ty = Some(cbor_uint(&mut d, "ty must be an integer")?),
-            "rqi" => fields.rqi = Some(cbor_str(&mut d, "rqi must be a string")?),
-            "rvi" => fields.rvi = Some(cbor_str(&mut d, "rvi must be a string")?),
-            "rcn" => fields.rcn = Some(cbor_uint(&mut d, "rcn must be an integer")?),
-            "fc" => fields.fu = cbor_fu(&mut d)?,
-            _ => d.skip().map_err(|_| NOT_A_MAP)?,
-        }
-    }
-    if d.position() != payload.len() {
-        return Err("trailing bytes after the primitive");
-    }
-    Ok(fields)
-}
-
-/// `fu` of a filter criteria map (the rules read it: 1 is discovery).
-fn cbor_fu(d: &mut Decoder) -> Result<Option<u64>, Invalid> {
-    const FC: Invalid = "fc must be a map";
-    let entries = d.map().map_err(|_| FC)?;
-    let mut fu = None;
-    let mut read = 0u64;
-    loop {
-        match entries {
-            Some(n) if read == n => break,
-            None if d.datatype().map_err(|_| FC)? == Type::Break => {
-                d.skip().map_err(|_| FC)?;
-                break;
-            }
-            _ => {}
-        }
-        read += 1;
-        let is_fu = match d.datatype().map_err(|_| FC)? {
-            Type::String => d.str().map_err(|_| FC)? == "fu",
-            _ => {
-                d.skip().map_err(|_| FC)?;
-                false
-            }
-        };
-        if !is_fu {
-            d.skip().map_err(|_| FC)?;
-        } else if fu.is_some() {
-            return Err("duplicate key in the primitive");
-        } else {
-            fu = Some(cbor_uint(d, "fu must be an integer")?);
-        }
-    }
-    Ok(fu)
-}
-
-fn cbor_uint(d: &mut Decoder, err: Invalid) -> Result<u64, Invalid> {
-    match d.datatype().map_err(|_| err)? {
-        Type::U8 | Type::U16 | Type::U32 | Type::U64 => d.u64().map_err(|_| err),
-        _ => Err(err),
-    }
-}
-
-fn cbor_str(d: &mut Decoder, err: Invalid) -> Result<String, Invalid> {
-    match d.datatype().map_err(|_| err)? {
-        Type::String => d.str().map(str::to_owned).map_err(|_| err),
-        _ => Err(err),
-    }
-}
-
-/// A CBOR head: major type and argument, shortest form.
-fn cbor_head(out: &mut BytesMut, major: u8, n: u64) {
-    let m = major << 5;
-    match n {
-        0..=23 => out.extend_from_slice(&[m | n as u8]),
-        24..=0xFF => out.extend_from_slice(&[m | 24, n as u8]),
-        0x100..=0xFFFF => {
-            out.extend_from_slice(&[m | 25]);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        0x1_0000..=0xFFFF_FFFF => {
-            out.extend_from_slice(&[m | 26]);
-            out.extend_from_slice(&(n as u32).to_be_bytes());
-        }
-        _ => {
-            out.extend_from_slice(&[m | 27]);
-            out.extend_from_slice(&n.to_be_bytes());
-        }
-    }
-}
-
-fn cbor_text(s: &str) -> Vec<u8> {
-    let mut out = BytesMut::with_capacity(s.len() + 9);
-    cbor_head(&mut out, 3, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-    out.to_vec()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const REQ: &[u8] = br#"{ "op":4, "to":"/id-in/cse-in/x" ,"fr": "CAdmin" , "rqi":"r1","rvi":"3","pc":{"fr":"inner"}}"#;
 
+    fn json(p: &Primitive, originator: Option<&str>) -> String {
+        String::from_utf8(p.encode(originator).to_vec()).unwrap()
+    }
+
     #[test]
-    fn json_fields_and_a_byte_exact_replacement() {
+    fn json_fields_and_the_canonical_form_with_fr_in_its_place() {
         let p = parse(Encoding::Json, REQ).unwrap();
         assert_eq!(p.op, Some(4));
         assert_eq!(p.fr.as_deref(), Some("CAdmin"));
         assert_eq!(p.to.as_deref(), Some("/id-in/cse-in/x"));
         assert_eq!(p.rqi.as_deref(), Some("r1"));
-        let out = p.with_originator(REQ, "Cae-1");
-        let expected =
-            String::from_utf8(REQ.to_vec())
-                .unwrap()
-                .replacen("\"CAdmin\"", "\"Cae-1\"", 1);
-        assert_eq!(std::str::from_utf8(&out).unwrap(), expected);
+        assert_eq!(
+            json(&p, Some("Cae-1")),
+            r#"{"op":4,"to":"\/id-in\/cse-in\/x","fr":"Cae-1","rqi":"r1","rvi":"3","pc":{"fr":"inner"}}"#
+        );
+        // as decoded, when the originator stays
+        assert_eq!(
+            json(&p, None),
+            r#"{"op":4,"to":"\/id-in\/cse-in\/x","fr":"CAdmin","rqi":"r1","rvi":"3","pc":{"fr":"inner"}}"#
+        );
     }
 
     #[test]
-    fn json_fr_is_added_when_absent_and_escaped_keys_count() {
-        let msg = br#"{"op":2,"to":"/id-in"}"#;
-        let out = parse(Encoding::Json, msg)
-            .unwrap()
-            .with_originator(msg, "C\"x");
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["fr"], "C\"x");
-        assert_eq!(v["op"], 2);
-
-        let escaped = br#"{"op":2,"f\u0072":"CAdmin"}"#;
-        let p = parse(Encoding::Json, escaped).unwrap();
+    fn json_fr_is_added_first_when_absent_and_escaped_keys_count() {
+        let p = parse(Encoding::Json, br#"{"op":2,"to":"/id-in"}"#).unwrap();
+        assert_eq!(
+            json(&p, Some("C\"x")),
+            r#"{"fr":"C\"x","op":2,"to":"\/id-in"}"#
+        );
+        let p = parse(Encoding::Json, br#"{"op":2,"f\u0072":"CAdmin"}"#).unwrap();
         assert_eq!(p.fr.as_deref(), Some("CAdmin"));
-        let out = p.with_originator(escaped, "Cae-1");
-        assert_eq!(&out[..], br#"{"op":2,"f\u0072":"Cae-1"}"#);
+        assert_eq!(json(&p, Some("Cae-1")), r#"{"op":2,"fr":"Cae-1"}"#);
+    }
+
+    #[test]
+    fn the_comment_forgery_is_read_once_and_forwarded_without_markers() {
+        // issue 26, class 1: a stripper that loses track after "\\" reads a delete by CAdmin
+        let forged = br#"{"op":2,"to":"cse-in/sensorApp","rqi":"x","rvi":"3","a":"\\","b":"/*","n":{"c":"*/","op":4,"to":"cse-in/mgmt","fr":"CAdmin","d":"/*"},"e":"*/"}"#;
+        let p = parse(Encoding::Json, forged).unwrap();
+        assert_eq!(
+            (p.op, p.to.as_deref(), p.fr.as_deref()),
+            (Some(2), Some("cse-in/sensorApp"), None)
+        );
+        let out = json(&p, Some("Csensor1"));
+        assert!(!out.contains("//") && !out.contains('*'), "{out}");
+        let back = parse(Encoding::Json, out.as_bytes()).unwrap();
+        assert_eq!((back.op, back.fr.as_deref()), (Some(2), Some("Csensor1")));
     }
 
     #[test]
@@ -490,8 +367,11 @@ mod tests {
         for bad in [
             &br#"{"op":2,"fr":"Cae-1","fr":"CAdmin"}"#[..],
             br#"{"op":2,"fr":"Cae-1","f\u0072":"CAdmin"}"#,
+            br#"{"op":2,"pc":{"a":1,"a":2}}"#,
+            br#"{"op":2 /* comment */}"#,
             br#"{"op":2,"fr":7}"#,
             br#"{"op":"2"}"#,
+            br#"{"op":2.0}"#,
             br#"{"op":9}"#,
             br#"{"fr":"CAdmin"}"#,
             br#"[{"op":2}]"#,
@@ -506,13 +386,6 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-        // deep nesting is judged without deep recursion (this must return at all)
-        let deep = format!(
-            "{{\"op\":2,\"pc\":{}{}}}",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
-        let _ = parse(Encoding::Json, deep.as_bytes());
     }
 
     #[test]
@@ -522,84 +395,93 @@ mod tests {
     }
 
     fn cbor(entries: &[(&str, Result<u64, &str>)], indefinite: bool) -> Vec<u8> {
-        let mut out = BytesMut::new();
+        let mut out = Vec::new();
         if indefinite {
-            out.extend_from_slice(&[0xbf]);
+            out.push(0xbf);
         } else {
-            cbor_head(&mut out, 5, entries.len() as u64);
+            value::cbor_head(&mut out, 5, entries.len() as u64);
         }
         for (k, v) in entries {
-            out.extend_from_slice(&cbor_text(k));
+            value::cbor_string(k, &mut out);
             match v {
-                Ok(n) => cbor_head(&mut out, 0, *n),
-                Err(s) => out.extend_from_slice(&cbor_text(s)),
+                Ok(n) => value::cbor_head(&mut out, 0, *n),
+                Err(s) => value::cbor_string(s, &mut out),
             }
         }
         if indefinite {
-            out.extend_from_slice(&[0xff]);
+            out.push(0xff);
         }
-        out.to_vec()
+        out
     }
 
     #[test]
-    fn cbor_replacement_and_insertion_in_both_map_forms() {
+    fn cbor_fr_is_replaced_or_added_and_the_map_is_definite() {
         for indefinite in [false, true] {
             let msg = cbor(
                 &[("op", Ok(2)), ("fr", Err("CAdmin")), ("rqi", Err("c1"))],
                 indefinite,
             );
-            let p = parse(Encoding::Cbor, &msg).unwrap();
-            assert_eq!(p.fr.as_deref(), Some("CAdmin"));
-            let out = p.with_originator(&msg, "Cae-1");
-            let again = parse(Encoding::Cbor, &out).unwrap();
-            assert_eq!(again.fr.as_deref(), Some("Cae-1"));
-            assert_eq!(again.rqi.as_deref(), Some("c1"));
+            let out = parse(Encoding::Cbor, &msg).unwrap().encode(Some("Cae-1"));
+            assert_eq!(
+                out,
+                cbor(
+                    &[("op", Ok(2)), ("fr", Err("Cae-1")), ("rqi", Err("c1"))],
+                    false
+                )
+            );
 
             let msg = cbor(&[("op", Ok(2)), ("rqi", Err("c2"))], indefinite);
-            let out = parse(Encoding::Cbor, &msg)
-                .unwrap()
-                .with_originator(&msg, "Cae-1");
-            let again = parse(Encoding::Cbor, &out).unwrap();
-            assert_eq!(again.fr.as_deref(), Some("Cae-1"), "{indefinite}");
-            assert_eq!(again.op, Some(2));
-            assert_eq!(out.len(), msg.len() + 3 + 6);
+            let out = parse(Encoding::Cbor, &msg).unwrap().encode(Some("Cae-1"));
+            assert_eq!(
+                out,
+                cbor(
+                    &[("fr", Err("Cae-1")), ("op", Ok(2)), ("rqi", Err("c2"))],
+                    false
+                )
+            );
         }
     }
 
     #[test]
     fn cbor_tricks_are_refused() {
-        // duplicate fr
         let dup = cbor(&[("op", Ok(2)), ("fr", Err("a")), ("fr", Err("b"))], false);
         assert!(parse(Encoding::Cbor, &dup).is_err());
-        // "fr" as an indefinite-length text key: 0x7f "f" "r" 0xff
-        let mut chunked = vec![0xa2];
-        chunked.extend(cbor_text("op"));
-        chunked.push(0x02);
-        chunked.extend([0x7f, 0x61, b'f', 0x61, b'r', 0xff]);
-        chunked.extend(cbor_text("CAdmin"));
-        assert!(parse(Encoding::Cbor, &chunked).is_err());
-        // a byte-string key "fr" is not the field fr
+        // issue 26, class 2: tag 55799 around keys after the plain ones
+        let mut tagged = vec![0xa4];
+        tagged.extend(&cbor(&[("op", Ok(2)), ("to", Err("cse-in/x"))], false)[1..]);
+        tagged.extend([0xd9, 0xd9, 0xf7]);
+        value::cbor_string("op", &mut tagged);
+        tagged.push(0x04);
+        tagged.extend([0xd9, 0xd9, 0xf7]);
+        value::cbor_string("fr", &mut tagged);
+        value::cbor_string("CAdmin", &mut tagged);
+        assert!(parse(Encoding::Cbor, &tagged).is_err());
+        // a byte-string key
         let mut bytes_key = vec![0xa2];
-        bytes_key.extend(cbor_text("op"));
+        value::cbor_string("op", &mut bytes_key);
         bytes_key.push(0x02);
         bytes_key.extend([0x42, b'f', b'r']);
-        bytes_key.extend(cbor_text("CAdmin"));
-        assert_eq!(parse(Encoding::Cbor, &bytes_key).unwrap().fr, None);
-        // trailing bytes, truncation, not a map, deep nesting
+        value::cbor_string("CAdmin", &mut bytes_key);
+        assert!(parse(Encoding::Cbor, &bytes_key).is_err());
+        // "fr" in chunks is `fr`, and re-encoded as one string
+        let mut chunked = vec![0xa2];
+        value::cbor_string("op", &mut chunked);
+        chunked.push(0x02);
+        chunked.extend([0x7f, 0x61, b'f', 0x61, b'r', 0xff]);
+        value::cbor_string("CAdmin", &mut chunked);
+        let p = parse(Encoding::Cbor, &chunked).unwrap();
+        assert_eq!(p.fr.as_deref(), Some("CAdmin"));
+        assert_eq!(
+            p.encode(Some("Cae-1")),
+            cbor(&[("op", Ok(2)), ("fr", Err("Cae-1"))], false)
+        );
+        // trailing bytes, truncation, not a map
         let mut trailing = cbor(&[("op", Ok(2))], false);
         trailing.push(0x00);
         assert!(parse(Encoding::Cbor, &trailing).is_err());
         let whole = cbor(&[("op", Ok(2)), ("fr", Err("CAdmin"))], false);
         assert!(parse(Encoding::Cbor, &whole[..whole.len() - 1]).is_err());
         assert!(parse(Encoding::Cbor, &[0x82, 0x01, 0x02]).is_err());
-        let mut deep = cbor(&[("op", Ok(2))], false);
-        deep[0] = 0xa2;
-        deep.extend(cbor_text("pc"));
-        deep.extend(std::iter::repeat_n(0x81, 100_000));
-        deep.push(0x00);
-        assert!(parse(Encoding::Cbor, &deep).is_ok(), "deep but well-formed");
-        deep.pop();
-        assert!(parse(Encoding::Cbor, &deep).is_err());
     }
 
     #[test]
@@ -636,5 +518,46 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         assert_eq!(v["pc"]["m2m:dbg"], "why");
         assert!(v.get("fr").is_none());
+    }
+
+    #[test]
+    fn an_undecodable_message_gets_4000_with_its_rqi_when_readable() {
+        let answer = |enc, msg: &[u8]| {
+            let bytes = undecodable(enc, msg, Some("/id-in"), "bad");
+            let p = parse(enc, &bytes).unwrap();
+            assert_eq!(
+                (p.rsc, p.fr.as_deref(), p.to.as_deref()),
+                (Some(4000), Some("/id-in"), None)
+            );
+            (p.rqi, p.rvi)
+        };
+        let r = |s: &str| Some(s.to_string());
+        assert_eq!(
+            answer(
+                Encoding::Json,
+                br#"{"op":2,"rqi":"q","rvi":"4","a":1,"a":2}"#
+            ),
+            (r("q"), r("4"))
+        );
+        assert_eq!(
+            answer(Encoding::Json, br#"{"op":2,"rqi":"q","rqi":"w"}"#),
+            (None, None)
+        );
+        assert_eq!(
+            answer(Encoding::Json, br#"{"op":2,"rqi":"q" /* c */}"#),
+            (None, None)
+        );
+        let mut tagged = vec![0xa3];
+        value::cbor_string("rqi", &mut tagged);
+        value::cbor_string("c-1", &mut tagged);
+        tagged.extend([0xd9, 0xd9, 0xf7]);
+        value::cbor_string("op", &mut tagged);
+        tagged.push(0x04);
+        value::cbor_string("rvi", &mut tagged);
+        value::cbor_string("3", &mut tagged);
+        assert_eq!(answer(Encoding::Cbor, &tagged), (r("c-1"), r("3")));
+        assert_eq!(answer(Encoding::Cbor, b"\xff"), (None, None));
+        let long = format!(r#"{{"op":2,"rqi":"{}","a":1,"a":1}}"#, "x".repeat(300));
+        assert_eq!(answer(Encoding::Json, long.as_bytes()), (None, None));
     }
 }

@@ -7,6 +7,7 @@
 //!   WebSocket client and a `curl` CLI helper.
 //! - [`http1`]: buffered reading of HTTP/1.1 heads and bodies (and WebSocket frames) over any
 //!   stream: the kit's only head reader and response-head parser.
+//! - [`lenient`]: what a lenient CSE (ACME's parsers) reads in what the upstream received.
 //! - [`proxy`]: runs the real proxy binary with a YAML config and waits until it is ready.
 //!
 //! Everything listens on and connects to 127.0.0.1 only; every socket has timeouts; every
@@ -19,6 +20,7 @@ pub mod client;
 pub mod creds;
 pub mod http1;
 pub mod https;
+pub mod lenient;
 pub mod pki;
 pub mod proxy;
 pub mod scenario;
