@@ -1373,3 +1373,34 @@ fn after_the_routes_client_certificate_is_replaced_new_requests_carry_the_new_on
         ["/id-mn2"]
     );
 }
+
+/// An upgrade request carries no body on the egress listener either: with one it is refused
+/// before anything leaves the pod (its bytes would reach the peer uncounted by
+/// `limits.max_body`).
+#[test]
+fn an_upgrade_request_with_a_body_does_not_leave_the_pod() {
+    let p = pair("");
+    for (case, req) in [
+        (
+            "Content-Length",
+            Request::websocket("/ws", &["oneM2M.json"]).body(b"hello".to_vec()),
+        ),
+        (
+            "chunked",
+            Request::websocket("/ws", &["oneM2M.json"]).chunked(&[b"hello"]),
+        ),
+    ] {
+        let resp = egress_request(p.b.egress, &req.header("X-M2M-Origin", "/id-mn"));
+        assert_eq!(resp.status, 400, "{case}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4000"), "{case}");
+    }
+    // the peer's sidecar saw no request at all (it would refuse them too)
+    let (_, scrape) = p.pa.admin_get("/metrics").unwrap();
+    let requests: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("m2m_auth_proxy_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(requests, 0.0, "{scrape}");
+    assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer's CSE");
+}

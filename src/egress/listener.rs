@@ -163,8 +163,13 @@ impl Side for Egress {
         is_upgrade: bool,
         ctx: &mut EgressCtx,
     ) -> Result<Option<Refused>> {
-        // the peer's CSE must read the head as the peer's sidecar does
-        if let Err(err) = http_head::check(req) {
+        // the peer's CSE must read the head as the peer's sidecar does; an upgrade carries no
+        // body (its bytes would not be counted against limits.max_body)
+        let checked = http_head::check(req).and_then(|()| match is_upgrade {
+            true => http_head::check_upgrade(req),
+            false => Ok(()),
+        });
+        if let Err(err) = checked {
             ctx.outcome = Outcome::Error;
             return Ok(Some(Refused {
                 response: self.answer(ctx, &err)?,
