@@ -7,26 +7,16 @@
 # perf.data / callgrind.out stay under $WORK/profile.
 # Knobs: MODES ("mtls mtls-newconn"), SECS (8), FREQ (999), M2M_BIN, OUT
 set -uo pipefail
-MYDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SHARED=${SHARED:-$(cd "$MYDIR/../../shared/bench" && pwd)}
-HERE=$SHARED
-. "$SHARED/lib.sh"
-M2M_BIN=${M2M_BIN:-$MYDIR/../target/release/m2m-auth-proxy}
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+MYDIR=$BENCH
 PROFILER=${PROFILER:-perf}
 MODES=${MODES:-mtls mtls-newconn}
 SECS=${SECS:-8}
 FREQ=${FREQ:-999}
-OHA=${OHA:-oha}
 OUT=${OUT:-$MYDIR/results/profile-$(date +%Y%m%d-%H%M%S)}
 PDIR=$WORK/profile
 mkdir -p "$OUT" "$PDIR"
-export ADMIN_PORT=${ADMIN_PORT:-$((PORT + 1))} M2M_BIN
-export LISTEN_HOST=$HOST LISTEN_PORT=$PORT LISTEN_ADDR=$HOST:$PORT UPSTREAM_ADDR=$HOST:$UPORT \
-       TLS_CERT=$PKI/server.crt TLS_KEY=$PKI/server.key CLIENT_CA=$PKI/ca.crt WORKERS=1
-URL="https://localhost:$PORT/m2m/cse-bench/cnt-1/la"
-MTLS_OPTS=(--cacert "$PKI/ca.crt" --cert "$PKI/client.crt" --key "$PKI/client.key"
-           -H 'X-M2M-Origin: spoofed-by-client' -H 'X-M2M-RI: bench-1')
-BASIC_CRED=$(cat "$PKI/basic.cred")
+MTLS_OPTS+=("${HDR[@]}")
 
 # the PID that actually runs the proxy (setsid -> taskset -> env -> bash exec -> binary)
 proxy_pid() { local p; for p in $(tree_pids "$1"); do

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Starts m2m-auth-proxy for one benchmark row. Adapted from ../shared/bench/project-proxy.sh:
-# renders a proxy.yaml from the environment that the shared run.sh (or bench/extras.sh) sets and
-# execs the binary. Differences from the shared script:
+# Starts m2m-auth-proxy for one benchmark row: renders a proxy.yaml from the environment that
+# bench/lib.sh and the row set, and execs the binary.
 #   * `log: {access: false}`: the anchors write no access log either (ours writes one JSON line
 #     per request to stdout when on);
 #   * `shutdown: {grace_period: 1s}`: the harness stops every row with SIGTERM and waits 5 s;
 #   * `admin` on ADMIN_PORT (default LISTEN_PORT+1), checked free before starting;
-#   * an extra mode `bearer` (TOKENS = tokens file), and BASIC_CACHE_ENTRIES for the Basic cache;
+#   * modes `mtls` (identity = URI SAN), `basic-*` (htpasswd HTPASSWD; BASIC_CACHE_ENTRIES),
+#     `bearer` (tokens file TOKENS);
+#   * WORKERS -> `threads` (1 like the anchors; 2 in the `-t2` rows);
 #   * SESSION_TICKETS=1 writes `tls.session_tickets: true` (resumption rows only);
 #   * LIMITS_IDLE=300s writes `limits.idle_timeout` (+ max_connections) for the memory rows;
-#   * REQUEST_PATH (pipeline | lean) writes `request_path` (binaries that know the key).
+#   * EGRESS_LISTEN + EGRESS_PEER add an egress route (`bench`) to that peer with the client
+#     certificate EGRESS_CERT / EGRESS_KEY and the CA CLIENT_CA (the egress row).
 # Environment: BENCH_MODE (mtls | basic-plain | basic-sha1 | basic-bcrypt5 | basic-bcrypt10 | bearer),
 # LISTEN_ADDR, UPSTREAM_ADDR, TLS_CERT, TLS_KEY, CLIENT_CA, HTPASSWD, TOKENS, WORKERS, M2M_BIN.
 set -eu
 BIN=${M2M_BIN:-target/release/m2m-auth-proxy}
-cfg=$(mktemp "${TMPDIR:-/tmp}/m2m-bench.XXXXXX.yaml")
+cfg=$(mktemp "${BENCH_RUN:-${TMPDIR:-/tmp}}/m2m-bench.XXXXXX.yaml")
 admin_port=${ADMIN_PORT:-$(( ${LISTEN_PORT:-38443} + 1 ))}
 if (exec 3<>"/dev/tcp/127.0.0.1/$admin_port") 2>/dev/null; then
   echo "project-proxy.sh: admin port $admin_port is busy; set ADMIN_PORT" >&2
@@ -52,8 +54,17 @@ YAML
   if [ -n "${LIMITS_IDLE:-}" ]; then
     printf 'limits:\n  idle_timeout: %s\n  max_connections: %s\n' "$LIMITS_IDLE" "${LIMITS_MAX_CONNS:-20000}"
   fi
-  if [ -n "${REQUEST_PATH:-}" ]; then
-    echo "request_path: $REQUEST_PATH"
+  if [ -n "${EGRESS_LISTEN:-}" ]; then
+    cat <<YAML
+egress:
+  - name: bench
+    listen: "$EGRESS_LISTEN"
+    peer: "$EGRESS_PEER"
+    tls:
+      ca: $CLIENT_CA
+      cert: $EGRESS_CERT
+      key: $EGRESS_KEY
+YAML
   fi
 }
 

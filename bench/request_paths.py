@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Proxy CPU per keep-alive mTLS request of two request paths (or two binaries) in the same run,
+"""Proxy CPU per keep-alive mTLS request of two binaries (or two configs) in the same run,
 or their instructions per request under callgrind: the evidence behind BENCHMARKS.md's issue-13
 sections ("why 43 % fewer instructions give 21 % less CPU").
 
@@ -7,8 +7,8 @@ The small keep-alive upstream, the openssl-CLI PKI and the sequential http.clien
 bench/egress_latency.py. Three paths, measured in interleaved rounds (the box may be noisy):
 
   direct  client -> upstream                    (plain HTTP, no proxy)
-  old     client -(mTLS)-> --old binary, config + --old-extra   (default request_path: pipeline)
-  new     client -(mTLS)-> --new binary, config + --new-extra   (default request_path: lean)
+  old     client -(mTLS)-> --old binary, config + --old-extra
+  new     client -(mTLS)-> --new binary, config + --new-extra
 
 (mtls, overwrite, threads 1, no access log.) Each round opens a new keep-alive connection per
 path, warms it up, then sends --requests sequential GETs. Prints p50/p99 and the proxy's CPU
@@ -93,11 +93,12 @@ def check_origin(ctx, port):
 
 def main():
     ap = argparse.ArgumentParser()
-    binary = os.path.join(ROOT, "target/release/m2m-auth-proxy")
+    target = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR", "target"))
+    binary = os.path.join(target, "release/m2m-auth-proxy")
     ap.add_argument("--old", default=binary)
     ap.add_argument("--new", default=binary)
-    ap.add_argument("--old-extra", default="request_path: pipeline\n", help="config lines for old")
-    ap.add_argument("--new-extra", default="request_path: lean\n", help="config lines for new")
+    ap.add_argument("--old-extra", default="", help="config lines for old")
+    ap.add_argument("--new-extra", default="", help="config lines for new")
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--callgrind", type=int, default=0)

@@ -66,6 +66,7 @@ use m2m_auth_proxy::auth::authorization;
 use m2m_auth_proxy::auth::basic::{BasicAuth, BasicVerifier, HtpasswdReload};
 use m2m_auth_proxy::auth::bearer::{BearerAuth, TokensReload};
 use m2m_auth_proxy::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
+use m2m_auth_proxy::auth::queue::VerifyQueue;
 use m2m_auth_proxy::auth::{Authenticator, Presented, Verifier};
 use m2m_auth_proxy::config::{
     AuthConfig, BasicConfig, BearerConfig, CacheConfig, CertField, Method, MtlsConfig,
@@ -464,6 +465,7 @@ fn authenticate(c: &mut Criterion) {
             allow_insecure_hashes: false,
             originators: Default::default(),
             cache: CacheConfig::default(),
+            timing_floor: None,
         })
         .unwrap(),
     );
@@ -484,7 +486,10 @@ fn authenticate(c: &mut Criterion) {
     };
     let verifiers: Vec<Arc<dyn Verifier>> = vec![
         Arc::new(MtlsVerifier { trust }),
-        Arc::new(BasicVerifier(basic)),
+        Arc::new(BasicVerifier::new(
+            basic,
+            Arc::new(VerifyQueue::new("password", 1, 1)),
+        )),
         bearer,
     ];
     let auth = Authenticator::new(&config, verifiers, Default::default());

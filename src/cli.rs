@@ -46,30 +46,44 @@ enum Command {
         #[arg(long, short, default_value = "proxy.yaml.example")]
         config: PathBuf,
     },
-    /// Show how the authorization rules decide one request: each rule in order, which of its
-    /// conditions matched, and the decision. Reads only the config file.
+    /// How the proxy would decide one request, with the code that decides real ones: the
+    /// identity the method makes, its roles, the originator bound, each rule in order, the
+    /// decision. Loads the config and the files it names, as `check` does. Exit status: 0 the
+    /// request would be forwarded, 1 refused, 2 the question or the config has an error.
     Explain {
         #[arg(long, short)]
         config: PathBuf,
-        /// The identity name (certificate field value, user or token name).
+        /// The identity as its method reads it: the certificate's identity value (mtls), the
+        /// user name (basic), the name of the tokens-file entry (bearer).
         #[arg(long = "as", value_name = "NAME")]
-        name: String,
-        /// A role the identity holds (besides those `auth.roles` gives it); repeatable.
+        name: Option<String>,
+        /// mtls: a client certificate (PEM) to take the identity from, instead of --as.
+        #[arg(long, value_name = "FILE")]
+        cert: Option<PathBuf>,
+        /// jwt: the token's claims; introspection: the endpoint's answer (a JSON object).
+        #[arg(long, value_name = "JSON")]
+        claims: Option<String>,
+        /// A further role the identity holds (besides those `auth.roles` gives it); repeatable.
         #[arg(long = "role", value_name = "ROLE")]
         roles: Vec<String>,
-        /// How it was proven: mtls, basic, bearer, jwt, introspection.
+        /// How it is proven: mtls, basic, bearer, jwt, introspection.
         #[arg(long, default_value = "mtls", value_parser = parse_method)]
         method: Method,
-        /// The bound originator (default: the identity name).
+        /// The X-M2M-Origin the client sends (default: none, the proxy sets the bound one).
         #[arg(long)]
         originator: Option<String>,
         /// create, retrieve, update, delete or notify.
         operation: String,
-        /// The request target: /cse-in/…, /~/id-in/cse-in/…, /_/…
+        /// The request target: /cse-in/…, /~/id-in/cse-in/…, /_/…, or a primitive's `to`.
         target: String,
         /// Resource type of a create: number or name (remoteCSE, AE, …).
         #[arg(long)]
         ty: Option<String>,
+    },
+    /// A stand-in CSE for trials: answers every request with what it received, as JSON.
+    Echo {
+        /// host:port to listen on, e.g. 127.0.0.1:8080.
+        listen: String,
     },
     /// Read a password from stdin (or prompt) and print a bcrypt htpasswd line for USER.
     Passwd { user: String },
@@ -94,6 +108,8 @@ pub fn main() -> Result<()> {
             Some(Command::Explain {
                 config,
                 name,
+                cert,
+                claims,
                 roles,
                 method,
                 originator,
@@ -104,7 +120,9 @@ pub fn main() -> Result<()> {
             _,
         ) => {
             let q = explain::Question {
-                name: &name,
+                name: name.as_deref(),
+                cert: cert.as_deref(),
+                claims: claims.as_deref(),
                 roles: &roles,
                 method,
                 originator: originator.as_deref(),
@@ -112,9 +130,18 @@ pub fn main() -> Result<()> {
                 target: &target,
                 ty: ty.as_deref(),
             };
-            print!("{}", explain::run(&config, &q)?);
-            Ok(())
+            match explain::run(&config, &q) {
+                Ok(answer) => {
+                    print!("{}", answer.text);
+                    exit(if answer.allowed { 0 } else { 1 })
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    exit(2)
+                }
+            }
         }
+        (Some(Command::Echo { listen }), _) => crate::echo::run(&listen),
         (
             Some(Command::Token {
                 name,
@@ -125,9 +152,16 @@ pub fn main() -> Result<()> {
         ) => crate::operator::token(&name, &originator, expires.as_deref()),
         (None, Some(config)) => run(&config),
         (None, None) => {
-            bail!("expected --config FILE (or a subcommand: check, demo, explain); see --help")
+            bail!("expected --config FILE (or a subcommand: check, demo, explain, …); see --help")
         }
     }
+}
+
+/// Ends the process with `code` (stdout flushed first).
+fn exit(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
 
 fn run(path: &Path) -> Result<()> {

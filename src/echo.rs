@@ -1,5 +1,5 @@
-//! A tiny echo upstream for `demo`: answers every request with what it received, so a newcomer
-//! sees which `X-M2M-Origin` reached "the CSE". Not for production use.
+//! A tiny echo upstream for `demo` and `m2m-auth-proxy echo`: answers every request with what
+//! it received, so a newcomer sees which `X-M2M-Origin` reached "the CSE". Not for production.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -7,6 +7,22 @@ use std::time::Duration;
 
 /// Largest request head or body the echo server reads.
 const MAX_READ: usize = 64 * 1024;
+
+/// `m2m-auth-proxy echo LISTEN`: serve until killed.
+pub fn run(listen: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::net::ToSocketAddrs;
+    let addr = listen
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .with_context(|| format!("expected host:port to listen on, got {listen:?}"))?;
+    let bound = spawn(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    eprintln!("echo: answering every request on {bound} with what it received (a stand-in CSE, not for production)");
+    loop {
+        std::thread::park();
+    }
+}
 
 pub fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;

@@ -1,40 +1,52 @@
-//! `m2m-auth-proxy explain`: the authorization rules applied to one request described on the
-//! command line, rule by rule, so an operator can test a rule set before deploying it. Only the
-//! config file is read (no certificates or credential files).
+//! `m2m-auth-proxy explain`: how the proxy would decide one request described on the command
+//! line, with the code that decides real requests. The config and every file it names are
+//! loaded as for a start (`server::prepare`); the identity is made by the method's own code from
+//! what the method reads (a certificate or its identity value, a Basic user name, a tokens-file
+//! entry, JWT claims, an introspection answer), `auth.roles` are added as for a request, and
+//! `ingress::decide` binds the originator and applies the rules to an HTTP request head built
+//! from the operation and target. Then each rule is shown in order. Nothing is verified that
+//! needs a secret (passwords, token signatures, the certificate's chain).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use pingora::http::RequestHeader;
 
-use crate::auth::roles::Roles;
-use crate::config::{Config, ConfigError, Operation, ResourceType};
-use crate::cse::LocalCse;
+use crate::auth::basic::BasicOutcome;
+use crate::config::{Operation, ResourceType};
 use crate::identity::{Identity, Method};
+use crate::ingress::{self, RequestCtx};
 use crate::rules::{self, RuleSet};
+use crate::server::{self, Prepared};
 
 /// The request to explain, as given on the command line.
 pub struct Question<'a> {
-    pub name: &'a str,
+    /// The identity's name as its method reads it: a certificate's identity value, a Basic
+    /// user, the `name` of a tokens-file entry.
+    pub name: Option<&'a str>,
+    /// mtls: a client certificate (PEM) instead of `name`.
+    pub cert: Option<&'a Path>,
+    /// jwt: the token's claims; introspection: the endpoint's answer (JSON).
+    pub claims: Option<&'a str>,
+    /// Further roles (as a JWT claim or the introspection flag would give).
     pub roles: &'a [String],
     pub method: Method,
+    /// The `X-M2M-Origin` the client sends (none: the proxy sets the bound one).
     pub originator: Option<&'a str>,
     pub operation: &'a str,
     pub target: &'a str,
     pub ty: Option<&'a str>,
 }
 
-pub fn run(config_path: &Path, q: &Question<'_>) -> Result<String> {
-    let (config, _) = Config::load(config_path)?;
-    let invalid = |e| anyhow!(ConfigError::invalid(config_path, e));
-    let cse = config
-        .cse
-        .as_ref()
-        .map(LocalCse::from_config)
-        .transpose()
-        .map_err(invalid)?;
-    let rules = RuleSet::compile_for(&config.authorization, cse.as_ref()).map_err(invalid)?;
-    let roles = Roles::from_config(&config.auth.roles).map_err(invalid)?;
+/// What `explain` prints, and whether the proxy would forward the request (exit 0, else 1).
+pub struct Answer {
+    pub text: String,
+    pub allowed: bool,
+}
+
+pub fn run(config_path: &Path, q: &Question<'_>) -> Result<Answer> {
+    let p = server::prepare(config_path)?;
     let operation = Operation::parse(q.operation).ok_or_else(|| {
         anyhow!(
             "OPERATION: expected create, retrieve, update, delete or notify, got {:?}",
@@ -50,58 +62,292 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<String> {
             })
         })
         .transpose()?;
-    // an HTTP path with its query (`/cse-in/…?rcn=4`, `/~/…`, `/_/…`) or a primitive's `to`
-    // (`cse-in/…`, `/id-in/…`), made canonical as the proxy does
-    let target = if q.target.starts_with('/') && !q.target.starts_with("//") {
-        rules.http_target(q.target)
-    } else {
-        rules.primitive_target(q.target, None, None)
+    if resource_type.is_some() && operation != Operation::Create {
+        bail!("--ty: only a create carries a resource type");
     }
-    .or_else(|e| {
-        // `/id-in/cse-in/x` is a primitive's SP-relative `to`, not a CSE-relative path
-        rules.primitive_target(q.target, None, None).map_err(|_| e)
-    })
-    .map_err(|e| anyhow!("TARGET {:?}: {}", q.target, e.0))?;
-    let identity = roles.apply(Arc::new(Identity {
-        name: q.name.to_string(),
-        proven_by: q.method,
-        originator: q.originator.unwrap_or(q.name).to_string(),
-        also_allowed: Vec::new(),
-        roles: q.roles.to_vec(),
-    }));
-    let written = identity.originator.clone();
-    let originator = cse
-        .as_ref()
-        .map_or(written.as_str(), |c| c.originator(&written))
-        .to_string();
-    let explanation = rules.explain(&rules::Request {
-        identity: Some(&identity),
-        originator: Some(&originator),
-        operation: Some(operation),
-        resource_type,
-        target: &target,
-    });
-    let canonical_of = |written: &str, canonical: &str| {
-        if written == canonical {
-            String::new()
-        } else {
-            format!(" (canonical form of {written})")
+    let rules = p.rules.load();
+    let path = http_path(&rules, q.target)?;
+    let req = request_head(operation, resource_type, &path, q.originator)?;
+    let identity = match identity(&p, q)? {
+        Ok(identity) => identity,
+        Err(refused) => {
+            return Ok(Answer {
+                text: format!(
+                "identity: refused by {}: {refused}\ndecision: deny (401, RSC 4107: {refused})\n",
+                q.method.as_str()
+            ),
+                allowed: false,
+            })
         }
     };
+    let mut identity = p.roles.load().apply(identity);
+    if !q.roles.is_empty() {
+        let mut with = (*identity).clone();
+        for role in q.roles {
+            if !with.roles.contains(role) {
+                with.roles.push(role.clone());
+            }
+        }
+        identity = Arc::new(with);
+    }
+    let mut ctx = RequestCtx {
+        identity: Some(identity.clone()),
+        ..Default::default()
+    };
+    let policy = p.policy.load();
+    let decided = ingress::decide(&policy, &rules, &req, &mut ctx);
+
+    let (mode, namespace) = policy.mode_for(&identity);
     let mut out = format!(
-        "identity: {} (method {}, originator {}{}, roles [{}])\nrequest: {} {}{}{}\n",
+        "identity: {} (method {}, roles [{}])\n",
         identity.name,
         identity.proven_by.as_str(),
-        originator,
-        canonical_of(&written, &originator),
         identity.roles.join(", "),
-        operation.as_str(),
+    );
+    let claimed = q.originator.unwrap_or("(none)");
+    let mode = format!(
+        "mode {}{}",
+        mode.as_str(),
+        if namespace { ", cse_namespace" } else { "" }
+    );
+    match &ctx.originator {
+        Some(bound) => {
+            let written = match q.originator {
+                Some(c) if policy.canonical(c) == bound => c,
+                _ => identity.originator.as_str(),
+            };
+            out.push_str(&format!(
+                "originator: {bound}{} ({mode}; X-M2M-Origin sent: {claimed})\n",
+                if written == bound {
+                    String::new()
+                } else {
+                    format!(" (canonical form of {written})")
+                }
+            ));
+        }
+        None => {
+            let reason = match &decided {
+                Err(refusal) => refusal.err.reason.to_string(),
+                Ok(()) => String::new(),
+            };
+            out.push_str(&format!(
+                "originator: {claimed} refused ({mode}): {reason}\ndecision: deny (403, RSC 4103: {reason})\n"
+            ));
+            return Ok(Answer {
+                text: out,
+                allowed: false,
+            });
+        }
+    }
+    out.push_str(&describe_rules(&rules, &ctx, &identity, &req, q.target)?);
+    if let Err(refusal) = &decided {
+        // the rules allowed, yet the request is refused: say by what (a target the rules
+        // cannot read one way is a 400)
+        if ctx.rule.is_none() || refusal.err.rsc.code() != 4103 {
+            out.push_str(&format!(
+                "refused: {} (RSC {})\n",
+                refusal.err.reason,
+                refusal.err.rsc.code()
+            ));
+        }
+    }
+    Ok(Answer {
+        text: out,
+        allowed: decided.is_ok(),
+    })
+}
+
+/// The identity the method's own code makes from what it reads; `Ok(Err(reason))` when the
+/// method would refuse it.
+fn identity(p: &Prepared, q: &Question<'_>) -> Result<std::result::Result<Arc<Identity>, String>> {
+    if !p.config.auth.methods.contains(&q.method) {
+        bail!(
+            "--method {}: not in auth.methods of the config, so the proxy never authenticates with it",
+            q.method.as_str()
+        );
+    }
+    let needs_name = || {
+        q.name.ok_or_else(|| {
+            anyhow!(
+                "--method {} needs --as NAME ({})",
+                q.method.as_str(),
+                match q.method {
+                    Method::Basic => "the user name",
+                    Method::Bearer => "the name of the tokens-file entry",
+                    _ => "the identity",
+                }
+            )
+        })
+    };
+    let claims = || -> Result<serde_json::Value> {
+        let text = q.claims.ok_or_else(|| {
+            anyhow!(
+                "--method {} needs --claims JSON ({})",
+                q.method.as_str(),
+                if q.method == Method::Jwt {
+                    "the token's claims"
+                } else {
+                    "the introspection endpoint's answer"
+                }
+            )
+        })?;
+        serde_json::from_str(text).context("--claims: expected a JSON object")
+    };
+    let refused = |r: &str| Ok(Err(r.to_string()));
+    match q.method {
+        Method::Mtls => {
+            let mtls = p
+                .mtls
+                .as_ref()
+                .ok_or_else(|| anyhow!("auth.mtls is not in use"))?;
+            let made = match (q.cert, q.name) {
+                (Some(file), None) => {
+                    let pem = std::fs::read(file)
+                        .with_context(|| format!("--cert {}: cannot read", file.display()))?;
+                    let cert = openssl::x509::X509::from_pem(&pem).with_context(|| {
+                        format!("--cert {}: expected a PEM certificate", file.display())
+                    })?;
+                    mtls.identify_inner(&cert)
+                }
+                (None, Some(value)) => mtls.identity_of_value(value.to_string()),
+                _ => bail!("--method mtls needs one of --as VALUE (the certificate's identity field value) and --cert FILE"),
+            };
+            match made {
+                Ok(identity) => Ok(Ok(Arc::new(identity))),
+                Err(reason) => refused(reason),
+            }
+        }
+        Method::Basic => {
+            let basic = p
+                .basic
+                .as_ref()
+                .ok_or_else(|| anyhow!("auth.basic is not configured"))?;
+            match basic.outcome_for(needs_name()?) {
+                BasicOutcome::Valid(identity) => Ok(Ok(Arc::new(identity))),
+                BasicOutcome::NoOriginator => refused(
+                    "the user name is not usable as an originator and auth.basic.originators has none for it",
+                ),
+                BasicOutcome::Invalid => refused("wrong password or unknown user"),
+            }
+        }
+        Method::Bearer => {
+            let bearer = p
+                .bearer
+                .as_ref()
+                .ok_or_else(|| anyhow!("auth.bearer is not configured"))?;
+            match bearer.identity_named(needs_name()?) {
+                Ok(identity) => Ok(Ok(identity)),
+                Err(reason) => refused(reason),
+            }
+        }
+        Method::Jwt => {
+            let jwt = p
+                .jwt
+                .as_ref()
+                .ok_or_else(|| anyhow!("auth.jwt is not configured"))?;
+            match jwt.identity_of_claims(claims()?) {
+                Ok(identity) => Ok(Ok(identity)),
+                Err(crate::auth::jwt::JwtError::Invalid(reason)) => refused(reason),
+                Err(crate::auth::jwt::JwtError::Expired) => refused("JWT expired"),
+            }
+        }
+        Method::Introspection => {
+            let intro = p
+                .introspection
+                .as_ref()
+                .ok_or_else(|| anyhow!("auth.introspection is not configured"))?;
+            match intro.identity_of_answer(&claims()?) {
+                Ok(identity) => Ok(Ok(identity)),
+                Err(e) => refused(e.reason()),
+            }
+        }
+    }
+}
+
+/// The target as an HTTP request path: an HTTP path (`/cse-in/…?rcn=4`, `/~/…`, `/_/…`) as
+/// given, a primitive's `to` (`cse-in/…`, `/id-in/…`, `//sp/…`) in its HTTP form (TS-0009).
+fn http_path(rules: &RuleSet, target: &str) -> Result<String> {
+    let as_path = target.starts_with('/') && !target.starts_with("//");
+    let path_error = match as_path.then(|| rules.http_target(target)) {
+        Some(Ok(_)) => return Ok(target.to_string()),
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
+    match rules.primitive_target(target, None, None) {
+        Ok(_) => Ok(
+            match (target.strip_prefix("//"), target.strip_prefix('/')) {
+                (Some(absolute), _) => format!("/_/{absolute}"),
+                (None, Some(sp_relative)) => format!("/~/{sp_relative}"),
+                (None, None) => format!("/{target}"),
+            },
+        ),
+        Err(e) => Err(anyhow!(
+            "TARGET {target:?}: {}",
+            path_error.map_or(e.0, |p| p.0)
+        )),
+    }
+}
+
+/// The request head a client would send for `operation` on `path`.
+fn request_head(
+    operation: Operation,
+    ty: Option<ResourceType>,
+    path: &str,
+    originator: Option<&str>,
+) -> Result<RequestHeader> {
+    let method = match operation {
+        Operation::Create | Operation::Notify => "POST",
+        Operation::Retrieve => "GET",
+        Operation::Update => "PUT",
+        Operation::Delete => "DELETE",
+    };
+    let mut req = RequestHeader::build(method, path.as_bytes(), None)
+        .map_err(|e| anyhow!("TARGET {path:?}: not usable as a request path: {e}"))?;
+    let content_type = match (operation, ty) {
+        (Operation::Create, Some(ty)) => Some(format!("application/json;ty={}", ty.0)),
+        (Operation::Create, None) => bail!("create needs --ty (the resource type it creates)"),
+        (Operation::Notify | Operation::Update, _) => Some("application/json".to_string()),
+        _ => None,
+    };
+    if let Some(ct) = content_type {
+        req.insert_header(http::header::CONTENT_TYPE, ct)
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    if let Some(o) = originator {
+        req.insert_header("X-M2M-Origin", o)
+            .map_err(|_| anyhow!("--originator {o:?}: not usable as a header value"))?;
+    }
+    Ok(req)
+}
+
+/// The request line and every rule in order, as `rules.explain` sees the request.
+fn describe_rules(
+    rules: &RuleSet,
+    ctx: &RequestCtx,
+    identity: &Identity,
+    req: &RequestHeader,
+    written: &str,
+) -> Result<String> {
+    let raw = String::from_utf8_lossy(req.raw_path());
+    let target = rules
+        .http_target(&raw)
+        .map_err(|e| anyhow!("TARGET {written:?}: {}", e.0))?;
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+    let written_path = written.split_once('?').map_or(written, |(path, _)| path);
+    let mut out = format!(
+        "request: {} {}{}{}\n",
+        operation.map_or("?", |o| o.as_str()),
         target.display(),
         // the query is not part of the target (its rcn/fu show in the scope line)
-        canonical_of(
-            q.target.split_once('?').map_or(q.target, |(path, _)| path),
-            target.as_str()
-        ),
+        if written_path == target.as_str() {
+            String::new()
+        } else {
+            format!(" (canonical form of {written_path})")
+        },
         resource_type.map_or(String::new(), |t| format!(
             " ty={}{}",
             t.0,
@@ -111,6 +357,17 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<String> {
     if let Some(note) = target.scope().describe() {
         out.push_str(&format!("target scope: {note}\n"));
     }
-    out.push_str(&explanation.render(&rules));
+    if rules.is_empty() {
+        out.push_str("decision: allow (no authorization rules)\n");
+        return Ok(out);
+    }
+    let explanation = rules.explain(&rules::Request {
+        identity: Some(identity),
+        originator: ctx.originator.as_deref(),
+        operation,
+        resource_type,
+        target: &target,
+    });
+    out.push_str(&explanation.render(rules));
     Ok(out)
 }

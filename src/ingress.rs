@@ -18,6 +18,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access_log::{self, AccessRecord};
 use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
+use crate::buffers;
 use crate::config::{Anonymous, Effect, WebSocketConfig};
 use crate::forward::{OwnResponse, Refused, Side};
 use crate::headers::{self, Forwarding};
@@ -144,6 +145,84 @@ impl Default for RequestCtx {
             bodies: BodyRewrite::default(),
             content_type: None,
         }
+    }
+}
+
+/// Once the identity is known (`ctx.identity`, `None` when anonymous): the originator policy,
+/// the AE registration bound and the rules, in this order. `Ok`: the request may be forwarded,
+/// with `ctx.originator`, `ctx.rule` and `ctx.target` set. The same code for every request and
+/// for `explain`.
+pub fn decide(
+    policy: &OriginatorPolicy,
+    rules: &RuleSet,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(), Refusal> {
+    if let Some(identity) = ctx.identity.as_deref() {
+        let refused = |reason: &'static str| Refusal {
+            kind: AuthOrPolicy::Auth(Some(identity.proven_by), Failure::OriginatorNotAllowed),
+            err: M2mError::forbidden(reason),
+        };
+        let claimed = headers::client_originators(req);
+        match policy.decide(identity, &claimed) {
+            Ok(originator)
+                if policy.checks_registrations()
+                    && registers_ae(req)
+                    && !policy.may_register(identity, originator) =>
+            {
+                return Err(refused(crate::originator::REGISTRATION_REFUSED))
+            }
+            Ok(originator) => ctx.originator = Some(originator.to_owned()),
+            Err(refusal) => return Err(refused(refusal.reason())),
+        }
+    }
+    authorize(rules, req, ctx)
+}
+
+/// The authorization rules, after the originator policy: who may do what where.
+fn authorize(
+    rules: &RuleSet,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(), Refusal> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let raw = String::from_utf8_lossy(req.raw_path());
+    let target = rules
+        .http_target(&raw)
+        .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+    ctx.target = Some(target.as_str().to_owned());
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule;
+    // the CSE gets the Content-Type in a form with only the proxy's reading in it
+    if let Some(ct) = content_type {
+        let ty =
+            rules::content_type_ty(ct).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        let canonical = http_head::canonical_content_type(ct, ty.map(|t| t.0))
+            .map_err(|e| Refusal::other(M2mError::other(400, e)))?;
+        ctx.content_type = Some(canonical);
+    }
+    let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+    let decision = rules.decide(&rules::Request {
+        identity: ctx.identity.as_deref(),
+        originator: ctx.originator.as_deref(),
+        operation,
+        resource_type,
+        target: &target,
+    });
+    let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
+    metrics::authorization_decision(rule, decision.effect.label());
+    ctx.rule = Some(rule.to_string());
+    match decision.effect {
+        Effect::Allow => Ok(()),
+        Effect::Deny => Err(Refusal {
+            kind: AuthOrPolicy::Rule,
+            err: M2mError::forbidden(format!("denied by rule {rule}")),
+        }),
     }
 }
 
@@ -278,36 +357,7 @@ impl Ingress {
                 return Err(Refusal::other(err));
             }
         }
-        if let Some(identity) = &identity {
-            let claimed = headers::client_originators(req);
-            let policy = self.policy.load();
-            match policy.decide(identity, &claimed) {
-                Ok(originator)
-                    if policy.checks_registrations()
-                        && registers_ae(req)
-                        && !policy.may_register(identity, originator) =>
-                {
-                    return Err(Refusal {
-                        kind: AuthOrPolicy::Auth(
-                            Some(identity.proven_by),
-                            Failure::OriginatorNotAllowed,
-                        ),
-                        err: M2mError::forbidden(crate::originator::REGISTRATION_REFUSED),
-                    })
-                }
-                Ok(originator) => ctx.originator = Some(originator.to_owned()),
-                Err(refusal) => {
-                    return Err(Refusal {
-                        kind: AuthOrPolicy::Auth(
-                            Some(identity.proven_by),
-                            Failure::OriginatorNotAllowed,
-                        ),
-                        err: M2mError::forbidden(refusal.reason()),
-                    })
-                }
-            }
-        }
-        self.authorize(req, ctx)
+        decide(&self.policy.load(), &self.rules.load(), req, ctx)
     }
 
     async fn authenticate(
@@ -329,54 +379,6 @@ impl Ingress {
                 Ok(None)
             }
             Err(e) => Err(e),
-        }
-    }
-
-    /// The authorization rules, after the originator policy: who may do what where.
-    fn authorize(
-        &self,
-        req: &RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Refusal> {
-        let rules = self.rules.load();
-        if rules.is_empty() {
-            return Ok(());
-        }
-        let raw = String::from_utf8_lossy(req.raw_path());
-        let target = rules
-            .http_target(&raw)
-            .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
-        ctx.target = Some(target.as_str().to_owned());
-        let content_type = req
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule;
-        // the CSE gets the Content-Type in a form with only the proxy's reading in it
-        if let Some(ct) = content_type {
-            let ty = rules::content_type_ty(ct)
-                .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
-            let canonical = http_head::canonical_content_type(ct, ty.map(|t| t.0))
-                .map_err(|e| Refusal::other(M2mError::other(400, e)))?;
-            ctx.content_type = Some(canonical);
-        }
-        let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
-        let decision = rules.decide(&rules::Request {
-            identity: ctx.identity.as_deref(),
-            originator: ctx.originator.as_deref(),
-            operation,
-            resource_type,
-            target: &target,
-        });
-        let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
-        metrics::authorization_decision(rule, decision.effect.label());
-        ctx.rule = Some(rule.to_string());
-        match decision.effect {
-            Effect::Allow => Ok(()),
-            Effect::Deny => Err(Refusal {
-                kind: AuthOrPolicy::Rule,
-                err: M2mError::forbidden(format!("denied by rule {rule}")),
-            }),
         }
     }
 
@@ -587,7 +589,16 @@ impl Ingress {
                 ctx.identity.as_deref().map_or("?", |i| i.name.as_str())
             );
         }
-        Ok((out.to_upstream.freeze(), out.to_client))
+        // counted until the CSE has taken them: a CSE that stops reading holds them
+        Ok((buffers::counted(out.to_upstream.freeze()), out.to_client))
+    }
+
+    /// At shutdown: the close frames 1001 of a oneM2M WebSocket, (toward the CSE, toward the
+    /// client now); `None` without a gate, or when the client side is already closed.
+    pub fn websocket_going_away(&self, ctx: &mut RequestCtx) -> Option<(Bytes, Option<Bytes>)> {
+        let out = ctx.websocket.as_mut()?.going_away();
+        out.closed_with?;
+        Some((out.to_upstream.freeze(), out.to_client))
     }
 
     /// The request's metrics and access-log line; `response` is what the client was sent.
@@ -709,6 +720,10 @@ impl Side for Ingress {
         self.websocket.idle_timeout
     }
 
+    fn websocket_write_timeout(&self) -> std::time::Duration {
+        self.websocket.write_timeout
+    }
+
     fn poa(&self) -> Option<(&PoaRewriter, Direction)> {
         Some((&self.poa, Direction::TowardLocal))
     }
@@ -792,6 +807,10 @@ impl Side for Ingress {
 
     fn websocket_from_server(&self, ctx: &mut RequestCtx, data: Bytes) -> Result<Bytes> {
         Ingress::websocket_from_server(self, ctx, data)
+    }
+
+    fn websocket_going_away(&self, ctx: &mut RequestCtx) -> Option<(Bytes, Option<Bytes>)> {
+        Ingress::websocket_going_away(self, ctx)
     }
 
     fn failure_response(

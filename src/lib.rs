@@ -8,6 +8,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod auth;
+pub mod buffers;
 pub mod cli;
 pub mod config;
 pub mod credentials;
@@ -23,6 +24,8 @@ pub mod http_head;
 pub mod identity;
 pub mod ingress;
 pub mod limits;
+pub mod log_limit;
+pub mod memory;
 pub mod metrics;
 pub mod onem2m;
 pub mod operator;

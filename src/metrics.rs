@@ -67,6 +67,11 @@ metric!(RELOADS: IntCounterVec = register_int_counter_vec!(
     "Reload attempts by file kind and result (success, failure).",
     &["file", "result"]
 ));
+metric!(RELOAD_REFUSED_FILES: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_reload_files_refused_total",
+    "Reloads that kept the loaded version because a file could not be read, by file kind and reason (not_regular, too_large, timeout, unreadable); counted once while the same failure lasts.",
+    &["file", "reason"]
+));
 metric!(LAST_RELOAD: IntGaugeVec = register_int_gauge_vec!(
     "m2m_auth_proxy_last_reload_success_timestamp_seconds",
     "Unix time of the last successful load per file kind.",
@@ -89,13 +94,46 @@ metric!(WS_REFUSALS: IntCounterVec = register_int_counter_vec!(
 ));
 metric!(WS_CLOSES: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_websocket_closed_by_proxy_total",
-    "WebSocket connections the proxy closed, by close code (1002 protocol, 1003 wrong type, 1007 text not UTF-8, 1008 policy, 1009 too big).",
+    "WebSocket connections the proxy closed, by close code (1001 shutting down, 1002 protocol, 1003 wrong type, 1007 text not UTF-8, 1008 policy, 1009 too big, 1013 buffer budget exhausted).",
     &["code"]
 ));
 metric!(INTROSPECTIONS: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_introspection_calls_total",
     "Calls to the token introspection endpoint by result (active, inactive, timeout, error); cached answers make no call.",
     &["result"]
+));
+metric!(RATE_LIMITED: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_rate_limited_total",
+    "Guesses refused (429) before verification, by method and the bucket that was empty (address, user, global).",
+    &["method", "bucket"]
+));
+metric!(VERIFICATIONS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_verifications_total",
+    "Expensive verifications started, by queue (password: hash checks on a cache miss; introspection: endpoint calls).",
+    &["queue"]
+));
+metric!(VERIFICATIONS_RUNNING: IntGaugeVec = register_int_gauge_vec!(
+    "m2m_auth_proxy_verifications_in_progress",
+    "Expensive verifications running now, by queue.",
+    &["queue"]
+));
+metric!(VERIFICATIONS_REFUSED: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_verifications_refused_total",
+    "Requests refused (503) without verifying because every slot and the queue were taken, by queue.",
+    &["queue"]
+));
+metric!(BUFFERED: IntGauge = register_int_gauge!(
+    "m2m_auth_proxy_buffered_bytes",
+    "Bytes held in the proxy's buffers counted against limits.buffer_budget (WebSocket messages, bodies read whole for poa rewriting)."
+));
+metric!(BUFFER_BUDGET: IntGauge = register_int_gauge!(
+    "m2m_auth_proxy_buffer_budget_bytes",
+    "limits.buffer_budget in force."
+));
+metric!(BUFFER_REFUSALS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_buffer_budget_refusals_total",
+    "Messages and bodies refused because limits.buffer_budget was exhausted, by what (websocket: close 1013; request_body: 503; response_body: response cut).",
+    &["what"]
 ));
 metric!(JWKS_SKIPPED: IntGaugeVec = register_int_gauge_vec!(
     "m2m_auth_proxy_jwks_keys_skipped",
@@ -166,12 +204,24 @@ pub struct KnownLabels {
     pub upstream_errors: Vec<&'static str>,
     pub handshake_failures: Vec<&'static str>,
     pub files: Vec<&'static str>,
+    /// `reason` of the refused-files metric.
+    pub file_refusals: Vec<&'static str>,
     /// Names of the egress routes (bounded by the config).
     pub egress_routes: Vec<String>,
     /// Names of the authorization rules (bounded by the config), with `default`.
     pub rules: Vec<String>,
     pub effects: Vec<&'static str>,
+    /// `method` of the rate-limit metric: the methods whose guesses are limited.
+    pub limited_methods: Vec<&'static str>,
+    /// `bucket` of the rate-limit metric.
+    pub buckets: Vec<&'static str>,
 }
+
+/// The `what` label of the buffer-budget refusals.
+pub const BUFFER_HOLDERS: [&str; 3] = ["websocket", "request_body", "response_body"];
+
+/// The `queue` label of the verification metrics.
+pub const VERIFY_QUEUES: [&str; 2] = ["password", "introspection"];
 
 /// Register everything at start so that every metric is exported before its first event;
 /// known label values start at 0, so that a first event is visible to increase()/rate().
@@ -211,6 +261,9 @@ pub fn init(known: &KnownLabels) {
         for result in ["success", "failure"] {
             RELOADS.with_label_values(&[file, result]);
         }
+        for reason in &known.file_refusals {
+            RELOAD_REFUSED_FILES.with_label_values(&[file, reason]);
+        }
     }
     for route in &known.egress_routes {
         for outcome in &known.outcomes {
@@ -242,6 +295,20 @@ pub fn init(known: &KnownLabels) {
     for result in ["active", "inactive", "timeout", "error"] {
         INTROSPECTIONS.with_label_values(&[result]);
     }
+    for method in &known.limited_methods {
+        for bucket in &known.buckets {
+            RATE_LIMITED.with_label_values(&[method, bucket]);
+        }
+    }
+    LazyLock::force(&BUFFERED);
+    for what in BUFFER_HOLDERS {
+        BUFFER_REFUSALS.with_label_values(&[what]);
+    }
+    for queue in VERIFY_QUEUES {
+        VERIFICATIONS.with_label_values(&[queue]);
+        VERIFICATIONS_RUNNING.with_label_values(&[queue]);
+        VERIFICATIONS_REFUSED.with_label_values(&[queue]);
+    }
     for limit in ["max_connections", "header_timeout"] {
         CONNECTIONS_REFUSED.with_label_values(&[limit]);
     }
@@ -250,7 +317,7 @@ pub fn init(known: &KnownLabels) {
     }
 }
 
-const WS_CLOSE_CODES: [&str; 5] = ["1002", "1003", "1007", "1008", "1009"];
+const WS_CLOSE_CODES: [&str; 7] = ["1001", "1002", "1003", "1007", "1008", "1009", "1013"];
 
 pub fn authorization_decision(rule: &str, effect: &str) {
     DECISIONS.with_label_values(&[rule, effect]).inc();
@@ -272,6 +339,35 @@ pub fn egress_poa_rewrites(route: &str, direction: &str, count: u64) {
 
 pub fn poa_body_too_large(direction: &str) {
     POA_TOO_LARGE.with_label_values(&[direction]).inc();
+}
+
+pub fn buffered_bytes(delta: i64) {
+    BUFFERED.add(delta);
+}
+
+pub fn buffer_budget(bytes: usize) {
+    BUFFER_BUDGET.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+}
+
+pub fn buffer_budget_refused(what: &str) {
+    BUFFER_REFUSALS.with_label_values(&[what]).inc();
+}
+
+pub fn rate_limited(method: &str, bucket: &str) {
+    RATE_LIMITED.with_label_values(&[method, bucket]).inc();
+}
+
+pub fn verification_started(queue: &str) {
+    VERIFICATIONS.with_label_values(&[queue]).inc();
+    VERIFICATIONS_RUNNING.with_label_values(&[queue]).inc();
+}
+
+pub fn verification_finished(queue: &str) {
+    VERIFICATIONS_RUNNING.with_label_values(&[queue]).dec();
+}
+
+pub fn verification_refused(queue: &str) {
+    VERIFICATIONS_REFUSED.with_label_values(&[queue]).inc();
 }
 
 pub fn introspection(result: &str) {
@@ -340,6 +436,12 @@ pub fn reload(file: &str, success: bool) {
     if success {
         loaded(file);
     }
+}
+
+pub fn reload_file_refused(file: &str, reason: &str) {
+    RELOAD_REFUSED_FILES
+        .with_label_values(&[file, reason])
+        .inc();
 }
 
 /// How many keys of `issuer`'s JWKS in force were left out as unusable.

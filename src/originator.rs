@@ -31,6 +31,8 @@ impl Refusal {
 pub struct OriginatorPolicy {
     mode: OriginatorMode,
     cse_namespace: bool,
+    /// `originator.by_role`, in order: (role, mode, cse_namespace).
+    by_role: Vec<(String, OriginatorMode, bool)>,
     /// Per CSE-ID: what the AE-ID segment of an originator in its namespace must match.
     cse_ae_ids: HashMap<String, Regex>,
     /// Keyed by the authenticated originator as written; patterns in canonical form.
@@ -64,13 +66,28 @@ impl OriginatorPolicy {
                 .collect::<Result<Vec<_>, _>>()?;
             allow.insert(who.clone(), parsed);
         }
+        let mut by_role = Vec::with_capacity(config.by_role.len());
+        for (i, entry) in config.by_role.iter().enumerate() {
+            let key = |k: &str| format!("originator.by_role[{i}].{k}");
+            if entry.role.is_empty() {
+                return Err(KeyError::new(key("role"), "expected a role name"));
+            }
+            if entry.cse_namespace && entry.mode == OriginatorMode::Overwrite {
+                return Err(KeyError::new(
+                    key("cse_namespace"),
+                    "has no effect with mode: overwrite (the identity's own originator is forwarded)",
+                ));
+            }
+            by_role.push((entry.role.clone(), entry.mode, entry.cse_namespace));
+        }
+        let any_namespace = config.cse_namespace || by_role.iter().any(|(_, _, ns)| *ns);
         let mut cse_ae_ids = HashMap::new();
         for (cse_id, pattern) in &config.cse_ae_ids {
             let key = || format!("originator.cse_ae_ids.{cse_id}");
-            if !config.cse_namespace {
+            if !any_namespace {
                 return Err(KeyError::new(
                     key(),
-                    "has no effect without originator.cse_namespace: true",
+                    "has no effect without cse_namespace: true (in originator or an originator.by_role entry)",
                 ));
             }
             if !is_cse_id(cse_id) {
@@ -86,6 +103,7 @@ impl OriginatorPolicy {
         Ok(OriginatorPolicy {
             mode: config.mode,
             cse_namespace: config.cse_namespace,
+            by_role,
             cse_ae_ids,
             allow,
             cse: cse.cloned(),
@@ -107,7 +125,8 @@ impl OriginatorPolicy {
         claimed: &[&'a str],
     ) -> Result<&'a str, Refusal> {
         let own = self.canonical(&identity.originator);
-        if self.mode == OriginatorMode::Overwrite {
+        let (mode, cse_namespace) = self.mode_for(identity);
+        if mode == OriginatorMode::Overwrite {
             return Ok(own);
         }
         let mut chosen: Option<&str> = None;
@@ -121,22 +140,33 @@ impl OriginatorPolicy {
             return Ok(own);
         };
         let claim = self.canonical(claim);
-        if self.may_use(identity, own, claim) {
+        if self.may_use(identity, own, claim, cse_namespace) {
             Ok(claim)
         } else {
             Err(Refusal::NotAllowed)
         }
     }
 
+    /// The mode and `cse_namespace` of `identity`: those of the first `by_role` entry whose role
+    /// it holds, else the top-level ones.
+    pub fn mode_for(&self, identity: &Identity) -> (OriginatorMode, bool) {
+        self.by_role
+            .iter()
+            .find(|(role, _, _)| identity.roles.contains(role))
+            .map_or((self.mode, self.cse_namespace), |(_, mode, ns)| {
+                (*mode, *ns)
+            })
+    }
+
     /// `claim` and `own` in canonical form.
-    fn may_use(&self, identity: &Identity, own: &str, claim: &str) -> bool {
+    fn may_use(&self, identity: &Identity, own: &str, claim: &str, cse_namespace: bool) -> bool {
         if claim == own {
             return true;
         }
         if validate_originator(claim).is_err() {
             return false;
         }
-        if self.cse_namespace && self.in_cse_namespace(own, claim) {
+        if cse_namespace && self.in_cse_namespace(own, claim) {
             return true;
         }
         identity
@@ -317,6 +347,53 @@ mod tests {
         // overwrite forwards the canonical form of the identity's own originator
         let o = OriginatorPolicy::build(&OriginatorConfig::default(), Some(&c)).unwrap();
         assert_eq!(o.decide(&me, &["x"]), Ok("Cae1"));
+    }
+
+    #[test]
+    fn the_first_by_role_entry_the_identity_holds_decides_the_mode() {
+        let config: OriginatorConfig = serde_yaml_ng::from_str(
+            "mode: overwrite\nby_role:\n  - {role: cse, mode: verify, cse_namespace: true}\n  - {role: gateway, mode: verify}\n  - {role: cse2, mode: overwrite}\nallow:\n  Cgw: [\"Cgw-*\"]\ncse_ae_ids:\n  /id-mn: \"^Cmn-\"\n",
+        )
+        .unwrap();
+        let p = OriginatorPolicy::from_config(&config).unwrap();
+        let with = |originator: &str, roles: &[&str]| Identity {
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..id(originator, &[])
+        };
+        // a device without a role: overwrite, whatever it claims
+        assert_eq!(p.decide(&with("Cae1", &[]), &["C"]), Ok("Cae1"));
+        assert_eq!(p.decide(&with("Cae1", &[]), &["/id-mn/Cx"]), Ok("Cae1"));
+        // a CSE: verify with its namespace
+        let mn = with("/id-mn", &["cse"]);
+        assert_eq!(p.decide(&mn, &["/id-mn/Cmn-1"]), Ok("/id-mn/Cmn-1"));
+        assert_eq!(p.decide(&mn, &["CAdmin"]), Err(Refusal::NotAllowed));
+        assert_eq!(p.mode_for(&mn), (OriginatorMode::Verify, true));
+        // verify without a namespace; the list order decides for several roles
+        let gw = with("Cgw", &["gateway"]);
+        assert_eq!(p.decide(&gw, &["Cgw-7"]), Ok("Cgw-7"));
+        let both = with("/id-mn", &["cse2", "gateway"]);
+        assert_eq!(p.decide(&both, &["/id-mn/Cx"]), Err(Refusal::NotAllowed));
+        let first = with("/id-mn", &["cse2", "cse"]);
+        assert_eq!(p.decide(&first, &["/id-mn/Cx"]), Ok("/id-mn/Cx"));
+        // cse_ae_ids needs a namespace somewhere; overwrite with a namespace is an error
+        let err = |yaml: &str| {
+            OriginatorPolicy::from_config(&serde_yaml_ng::from_str(yaml).unwrap())
+                .err()
+                .map(|e| e.key)
+        };
+        assert_eq!(
+            err("by_role: [{role: cse, mode: overwrite, cse_namespace: true}]"),
+            Some("originator.by_role[0].cse_namespace".into())
+        );
+        assert_eq!(
+            err("by_role: [{role: cse, mode: verify}]\ncse_ae_ids: {/id-mn: \"^C\"}"),
+            Some("originator.cse_ae_ids./id-mn".into())
+        );
+        assert_eq!(
+            err("by_role: [{role: \"\", mode: verify}]"),
+            Some("originator.by_role[0].role".into())
+        );
+        assert!(serde_yaml_ng::from_str::<OriginatorConfig>("by_role: [{role: cse}]").is_err());
     }
 
     #[test]

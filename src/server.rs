@@ -21,6 +21,8 @@ use crate::auth::introspection::Introspection;
 use crate::auth::jwks::{JwksFile, JwksReload};
 use crate::auth::jwt::JwtAuth;
 use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
+use crate::auth::queue::VerifyQueue;
+use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
 use crate::config::{Config, ConfigError, Effect, KeyError, Method, Resolved};
@@ -35,7 +37,7 @@ use crate::metrics::Outcome;
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
 use crate::poa::rewrite::PoaRewriter;
-use crate::reload::{FileKind, ReloadService, Reloadable, Reloader};
+use crate::reload::{FileKind, ReadSettings, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
 use crate::tls::handshake::HandshakeFailure;
 use crate::tls::{self, TlsState};
@@ -52,6 +54,8 @@ pub struct Prepared {
     pub mtls: Option<Arc<MtlsAuthenticator>>,
     pub basic: Option<Arc<BasicAuth>>,
     pub bearer: Option<Arc<BearerAuth>>,
+    pub jwt: Option<Arc<JwtAuth>>,
+    pub introspection: Option<Arc<Introspection>>,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     /// `auth.roles`, replaced whole by a config reload.
     pub roles: Arc<ArcSwap<Roles>>,
@@ -107,7 +111,7 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
     let cse = config.cse.as_ref().map(LocalCse::from_config).transpose()?;
     Ok(Sections {
         policy: OriginatorPolicy::build(&config.originator, cse.as_ref())?,
-        roles: Roles::from_config(&config.auth.roles)?,
+        roles: Roles::from_config(&config.auth.roles, &config.auth.methods)?,
         rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
         routes,
         mtls,
@@ -129,6 +133,7 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
         upstream_errors: UpstreamError::ALL.map(UpstreamError::label).to_vec(),
         handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
         files: FileKind::ALL.map(FileKind::label).to_vec(),
+        file_refusals: crate::reload::REFUSAL_REASONS.to_vec(),
         egress_routes: egress_routes.to_vec(),
         rules: rules
             .iter()
@@ -136,6 +141,15 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
             .chain([crate::rules::DEFAULT_RULE.to_string()])
             .collect(),
         effects: Effect::ALL.map(Effect::label).to_vec(),
+        limited_methods: [
+            Method::Basic,
+            Method::Bearer,
+            Method::Jwt,
+            Method::Introspection,
+        ]
+        .map(Method::as_str)
+        .to_vec(),
+        buckets: Bucket::ALL.map(Bucket::label).to_vec(),
     });
 }
 
@@ -159,6 +173,14 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     let sections = build_sections(&config).map_err(invalid)?;
     if config.websocket.cse_id.is_some() {
         log::warn!("websocket.cse_id is deprecated: set cse.id (and cse.name) instead");
+    }
+    for (role, members) in &config.auth.roles {
+        if let (None, [only]) = (&members.methods, config.auth.methods.as_slice()) {
+            log::warn!(
+                "auth.roles.{role} has no `methods`: given to identities proven by {0} only; write `methods: [{0}]` in it (enabling another method would make it an error)",
+                only.as_str()
+            );
+        }
     }
     let tls = match &config.tls {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
@@ -231,7 +253,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     for route in &routes {
         items.extend(route.reloadables());
     }
-    let reloader = Arc::new(Reloader::new(items));
+    let read_settings = ReadSettings::from_config(&config.reload).map_err(invalid)?;
+    let reloader = Arc::new(Reloader::with_settings(items, read_settings));
     let loaded = reloader
         .load_all()
         .map_err(|e| invalid(KeyError::new(e.key, e.message)))?;
@@ -244,9 +267,11 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
                 .as_ref()
                 .and_then(|t| t.trust.clone())
                 .map(|trust| Arc::new(MtlsVerifier { trust }) as Arc<dyn Verifier>),
-            Method::Basic => basic
-                .clone()
-                .map(|b| Arc::new(BasicVerifier(b)) as Arc<dyn Verifier>),
+            Method::Basic => basic.clone().map(|b| {
+                let limits = &config.limits.verifications;
+                let queue = VerifyQueue::new("password", limits.concurrent(), limits.max_queued);
+                Arc::new(BasicVerifier::new(b, Arc::new(queue))) as Arc<dyn Verifier>
+            }),
             Method::Bearer => bearer.clone().map(|b| b as Arc<dyn Verifier>),
             Method::Jwt => jwt.clone().map(|j| j as Arc<dyn Verifier>),
             Method::Introspection => introspection.clone().map(|i| i as Arc<dyn Verifier>),
@@ -267,6 +292,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         mtls,
         basic,
         bearer,
+        jwt,
+        introspection,
         policy,
         roles,
         rules,
@@ -288,8 +315,8 @@ fn cse_upstreams(p: &Prepared, connector: Arc<TransportConnector>) -> Upstreams 
     Upstreams::new(Box::new(Fixed(peer)), connector, timeout, timeout)
 }
 
-/// Reload of the config file itself: the originator mappings (`originator.*`,
-/// `auth.basic.originators`) are applied; other changes are reported as needing a restart.
+/// Reload of the config file itself: the keys of [`crate::config::LIVE_KEYS`] are applied;
+/// other changes are reported as needing a restart.
 struct ConfigReload {
     path: PathBuf,
     running: Config,
@@ -317,14 +344,14 @@ impl Reloadable for ConfigReload {
         let restart = self.running.restart_only_changes(&new);
         if !restart.is_empty() {
             log::warn!(
-                "{}: changes to {} need a restart and are NOT applied; the originator mappings are",
+                "{}: changes to {} need a restart and are NOT applied; {} are",
                 self.path.display(),
-                restart.join(", ")
+                restart.join(", "),
+                crate::config::LIVE_KEYS.join(", ")
             );
         }
         self.policy.store(Arc::new(sections.policy));
         self.roles.store(Arc::new(sections.roles));
-        let rule_count = new.authorization.rules.len();
         self.rules.store(Arc::new(sections.rules));
         let mapped = match (&self.basic, &new.auth.basic) {
             (Some(basic), Some(cfg)) => {
@@ -333,12 +360,31 @@ impl Reloadable for ConfigReload {
             }
             _ => 0,
         };
-        Ok(format!(
-            "originator mode {:?}, {} identities with extra patterns, {mapped} Basic user originators, {rule_count} authorization rules",
-            new.originator.mode,
-            new.originator.allow.len()
-        ))
+        Ok(live_summary(&new, mapped))
     }
+}
+
+/// What a load of the config file put in force, in the order of `LIVE_KEYS`.
+fn live_summary(c: &Config, basic_originators: usize) -> String {
+    let o = &c.originator;
+    format!(
+        "applied: cse {}, originator mode {}{}, auth.roles {} role(s), auth.basic.originators {basic_originators} user(s), authorization {} rule(s) (default {})",
+        c.cse.as_ref().map_or("(none)", |c| c.id.as_str()),
+        o.mode.as_str(),
+        if o.by_role.is_empty() {
+            String::new()
+        } else {
+            let roles: Vec<_> = o
+                .by_role
+                .iter()
+                .map(|r| format!("{} {}", r.role, r.mode.as_str()))
+                .collect();
+            format!(" (by_role: {})", roles.join(", "))
+        },
+        c.auth.roles.len(),
+        c.authorization.rules.len(),
+        c.authorization.default.label(),
+    )
 }
 
 /// Run until a shutdown signal; returns when the server has stopped.
@@ -388,6 +434,12 @@ pub fn run(p: Prepared) -> Result<()> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+
+    crate::memory::tune_allocator();
+    let (budget, source) = p.config.limits.buffer_budget();
+    crate::buffers::BUDGET.set_limit(budget);
+    crate::metrics::buffer_budget(budget);
+    log::info!("buffer budget {budget} bytes ({source})");
 
     let connections = Arc::new(ConnectionLimits::new(
         p.config.limits.max_connections,
@@ -487,6 +539,7 @@ pub fn run(p: Prepared) -> Result<()> {
             max_body: p.config.limits.max_body,
             idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
             websocket_idle_timeout: p.config.websocket.idle_timeout,
+            websocket_write_timeout: p.config.websocket.write_timeout,
         };
         let timeout = Some(route.timeout);
         let upstreams = Upstreams::new(
@@ -509,6 +562,10 @@ pub fn run(p: Prepared) -> Result<()> {
         server.add_service(egress);
     }
     server.add_service(reload);
+    server.add_service(background_service(
+        "memory trim",
+        crate::memory::TrimService,
+    ));
     server.add_service(admin);
     server.add_service(probe);
     log::info!(

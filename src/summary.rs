@@ -89,23 +89,49 @@ pub fn render(p: &Prepared) -> String {
     ));
     let methods: Vec<_> = c.auth.methods.iter().map(|m| m.as_str()).collect();
     line(format!(
-        "auth: methods [{}], anonymous {:?}, Authorization {}",
+        "auth: methods [{}], anonymous {}, Authorization {}",
         methods.join(", "),
-        c.auth.anonymous,
+        c.auth.anonymous.as_str(),
         if c.auth.forward_authorization {
             "forwarded"
         } else {
             "removed"
         }
     ));
+    line(format!(
+        "reload: poll {:?}{}, changes in place applied after {:?} unchanged, reads time out after {:?}",
+        c.reload.poll_interval,
+        if c.reload.watch { " and file events" } else { "" },
+        c.reload.settle,
+        c.reload.read_timeout
+    ));
+    let (budget, source) = c.limits.buffer_budget();
+    line(format!(
+        "buffer budget: {budget} bytes ({source}) for WebSocket messages and bodies read whole"
+    ));
+    let rl = &c.auth.rate_limit;
+    line(format!(
+        "failed-guess limit: {} + {}/min per client /{} (IPv4) or /{} (IPv6) and per user{}; password checks {} at once, {} queued",
+        rl.burst,
+        rl.failures_per_minute,
+        rl.ipv4_prefix,
+        rl.ipv6_prefix,
+        match &rl.global {
+            Some(g) => format!(", {} + {}/min per method for all clients", g.burst, g.failures_per_minute),
+            None => String::new(),
+        },
+        c.limits.verifications.concurrent(),
+        c.limits.verifications.max_queued
+    ));
     if let (Some(basic), Some(cfg)) = (&p.basic, &c.auth.basic) {
         line(format!(
-            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}{}",
+            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}, every check costs at least {}{}",
             cfg.htpasswd.display(),
             basic.user_count(),
             cfg.realm,
             cfg.cache.max_entries,
             cfg.cache.ttl,
+            basic.timing_floor(),
             if cfg.allow_insecure_hashes {
                 ", INSECURE hashes allowed"
             } else {
@@ -151,10 +177,12 @@ pub fn render(p: &Prepared) -> String {
     }
     if let Some(intro) = &c.auth.introspection {
         line(format!(
-            "introspection: {} (timeout {:?}, cache {:?}), originator from field `{}`{}",
+            "introspection: {} (timeout {:?}, cache {:?}, {} calls at once, {} queued), originator from field `{}`{}",
             intro.url,
             intro.timeout,
             intro.cache_ttl,
+            intro.max_concurrent,
+            intro.max_queued,
             intro.originator_field,
             if intro.plain_bearer {
                 ", plain bearer tokens too"
@@ -164,8 +192,13 @@ pub fn render(p: &Prepared) -> String {
         ));
         if !intro.audiences.is_empty() || intro.issuer.is_some() || !intro.token_types.is_empty() {
             line(format!(
-                "introspection answers need: audiences {:?}, issuer {:?}, token types {:?}",
-                intro.audiences, intro.issuer, intro.token_types
+                "introspection answers need: audiences {:?}, issuer {}, token types {:?}",
+                intro.audiences,
+                intro
+                    .issuer
+                    .as_deref()
+                    .map_or("(any)".to_string(), |i| format!("{i:?}")),
+                intro.token_types
             ));
         }
     }
@@ -227,37 +260,94 @@ pub fn render(p: &Prepared) -> String {
             line(format!("  {row}"));
         }
     }
-    line(format!(
-        "originator: {:?}{}{}",
-        c.originator.mode,
-        if c.originator.cse_namespace {
-            format!(
-                ", CSE namespaces allowed (one C/S AE-ID segment{})",
-                if c.originator.cse_ae_ids.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        "; AE-ID patterns for {}",
-                        c.originator
-                            .cse_ae_ids
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            )
-        } else {
-            String::new()
-        },
-        if c.originator.allow.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ", {} identities with extra patterns",
-                c.originator.allow.len()
-            )
+    for row in roles_lines(c) {
+        line(row);
+    }
+    for row in originator_lines(&c.originator) {
+        line(row);
+    }
+    out
+}
+
+/// `auth.roles` in the config's own words, one line per role, and a warning for an entry
+/// bound to the one enabled method only by having no `methods`.
+fn roles_lines(c: &crate::config::Config) -> Vec<String> {
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = Vec::new();
+    for (role, m) in &c.auth.roles {
+        let mut keys = Vec::new();
+        if let Some(methods) = &m.methods {
+            let names: Vec<_> = methods.iter().map(|m| m.as_str()).collect();
+            keys.push(format!("methods: [{}]", names.join(", ")));
         }
-    ));
+        if !m.names.is_empty() {
+            keys.push(format!("names: [{}]", list(&m.names)));
+        }
+        if !m.patterns.is_empty() {
+            keys.push(format!("patterns: [{}]", list(&m.patterns)));
+        }
+        out.push(format!("auth.roles: {role}: {{{}}}", keys.join(", ")));
+        if m.methods.is_none() {
+            if let Some(only) = c.auth.methods.first() {
+                out.push(format!(
+                    "WARNING: auth.roles.{role} has no `methods`: it is given to identities proven by {0}, the only enabled method; write `methods: [{0}]` in it, or enabling another method makes this config an error",
+                    only.as_str()
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `originator` in the config's own words: the mode for everyone, then per role.
+fn originator_lines(o: &crate::config::OriginatorConfig) -> Vec<String> {
+    let namespace = |on: bool| {
+        if !on {
+            return String::new();
+        }
+        format!(
+            ", cse_namespace (one C/S AE-ID segment{})",
+            if o.cse_ae_ids.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; AE-ID patterns for {}",
+                    o.cse_ae_ids.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        )
+    };
+    let mut out = vec![format!(
+        "originator: mode {}{}{}{}",
+        o.mode.as_str(),
+        namespace(o.cse_namespace),
+        if o.allow.is_empty() {
+            String::new()
+        } else {
+            format!(", allow: patterns for {} originators", o.allow.len())
+        },
+        if o.by_role.is_empty() {
+            String::new()
+        } else {
+            " (for identities without a role below)".to_string()
+        }
+    )];
+    for (i, r) in o.by_role.iter().enumerate() {
+        out.push(format!(
+            "originator.by_role[{i}]: role {}: mode {}{}",
+            r.role,
+            r.mode.as_str(),
+            namespace(r.cse_namespace)
+        ));
+    }
+    if !o.by_role.is_empty() {
+        out.push("originator.by_role: the first entry whose role an identity holds decides".into());
+    }
     out
 }

@@ -511,7 +511,7 @@ fn check_needs_cse_for_targets_and_explain_shows_the_canonical_target() {
         run_cli(&bin(), &all)
     };
     let (code, out, err) = explain(&["--as", "Cae-1", "delete", "/_/acme.example.com/id-in/-/AE1"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(
         out.contains(
             "request: delete /cse-in/AE1 (canonical form of /_/acme.example.com/id-in/-/AE1)"
@@ -523,17 +523,19 @@ fn check_needs_cse_for_targets_and_explain_shows_the_canonical_target() {
         "{out}"
     );
     let (code, out, err) = explain(&["--as", "Cae-1", "delete", "/cae123"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(out.contains("unstructured resource ID"), "{out}");
     assert!(out.contains("decision: deny by rule 1"), "{out}");
     let (code, out, err) = explain(&["--as", "Cae-1", "retrieve", "/cse-in/app?rcn=4"]);
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, 1, "{err}");
     assert!(out.contains("request: retrieve /cse-in/app\n"), "{out}");
     assert!(out.contains("descendants"), "{out}");
     assert!(
         out.contains("decision: deny by rule 2 (no-secret-reads)"),
         "{out}"
     );
+    // overwrite mode: what the client sends is replaced by the bound originator, in
+    // canonical form (`--originator` is the client's X-M2M-Origin, issue 25.3)
     let (code, out, err) = explain(&[
         "--as",
         "Ctool",
@@ -543,12 +545,108 @@ fn check_needs_cse_for_targets_and_explain_shows_the_canonical_target() {
         "cse-in",
     ]);
     assert_eq!(code, 0, "{err}");
+    assert!(out.contains("originator: Ctool (mode overwrite;"), "{out}");
+    let (code, out, err) = explain(&[
+        "--as",
+        "//acme.example.com/id-in/CAdmin",
+        "retrieve",
+        "cse-in",
+    ]);
+    assert_eq!(code, 1, "{err}");
     assert!(
-        out.contains("originator CAdmin (canonical form of //acme.example.com/id-in/CAdmin)"),
+        out.contains("originator: CAdmin (canonical form of //acme.example.com/id-in/CAdmin)"),
         "{out}"
     );
     assert!(
         out.contains("decision: deny by rule 3 (admin-for-sysop)"),
+        "{out}"
+    );
+}
+
+/// Issue 25.4: one listener for devices and CSEs. Devices (no role) are overwritten whatever
+/// they send (the usual initial `C`, a fixed originator from firmware); the MN (role `cse`,
+/// by certificate only) keeps the originators of its namespace, bounded by `cse_ae_ids`; the
+/// same per-role mode holds for the `fr` of a oneM2M WebSocket; `check` summarises it.
+#[test]
+fn devices_and_cses_get_their_own_originator_mode_on_one_listener() {
+    let s = Scenario::start(ScenarioOpts {
+        client_cert: "optional".into(),
+        originator: "mode: overwrite\nby_role:\n  - {role: cse, mode: verify, cse_namespace: true}\ncse_ae_ids:\n  /id-mn: \"^Cmn-\"".into(),
+        extra_auth: "roles:\n  cse: {methods: [mtls], names: [/id-mn]}".into(),
+        extra: format!("{CSE}{RULES}"),
+        ..Default::default()
+    });
+    // over a oneM2M WebSocket: the same modes for `fr` (first: on the pipeline an upgrade sent
+    // on a pooled upstream connection is sometimes closed right after its 101)
+    for (cert, fr, expect) in [
+        ("Cae-meter7", "C", Ok("Cae-meter7")),
+        ("/id-mn", "/id-mn/Cmn-ae1", Ok("/id-mn/Cmn-ae1")),
+        ("/id-mn", "CAdmin", Err(4103)),
+    ] {
+        let client = s.client(ClientOpts::uri(cert));
+        let mut conn: Conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+        conn.set_timeout(Duration::from_secs(5));
+        let resp = conn
+            .request(&Request::websocket(WS_PATH, &["oneM2M.json"]))
+            .unwrap();
+        assert_eq!(resp.status, 101);
+        let msg = json!({"op": 2, "to": "cse-in", "fr": fr, "rqi": "w", "rvi": "3"});
+        conn.ws_send(WS_TEXT, msg.to_string().as_bytes(), true)
+            .unwrap();
+        let (_, answer, _) = conn.ws_recv().unwrap();
+        let v: Value = serde_json::from_slice(&answer).unwrap();
+        match expect {
+            Ok(forwarded) => assert_eq!(v["fr"], forwarded, "{cert} {fr}: {v}"),
+            Err(rsc) => assert_eq!(v["rsc"], rsc, "{cert} {fr}: {v}"),
+        }
+    }
+    for (cert, claim, status, forwarded) in [
+        ("Cae-meter7", "C", 200, "Cae-meter7"),
+        ("Cae-meter7", "Cfirmware-fixed", 200, "Cae-meter7"),
+        ("Cae-meter7", "/id-mn/Cmn-1", 200, "Cae-meter7"),
+        ("/id-mn", "/id-mn/Cmn-ae1", 200, "/id-mn/Cmn-ae1"),
+        ("/id-mn", "/id-mn", 200, "/id-mn"),
+        ("/id-mn", "/id-in/CAdmin", 403, ""),
+        ("/id-mn", "C", 403, ""),
+        // a certificate named like a CSE but without the role is a device
+        ("/id-mn2", "/id-mn2/Cx", 200, "/id-mn2"),
+    ] {
+        let resp = as_cert(
+            &s,
+            cert,
+            &Request::get("/cse-in").header("X-M2M-Origin", claim),
+        );
+        assert_eq!(resp.status, status, "{cert} as {claim}: {}", resp.text());
+        if status == 200 {
+            assert_eq!(
+                s.upstream.last().unwrap().header_values("X-M2M-Origin"),
+                [forwarded],
+                "{cert} as {claim}"
+            );
+        } else {
+            assert_eq!(resp.header("X-M2M-RSC"), Some("4103"));
+        }
+    }
+    // the registration bound holds for the role's namespace
+    let resp = as_cert(
+        &s,
+        "/id-mn",
+        &Request::post("/cse-in", b"{\"m2m:ae\":{}}".to_vec())
+            .header("Content-Type", "application/json;ty=2")
+            .header("X-M2M-Origin", "/id-mn/Cin-ae"),
+    );
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    let (code, out, err) = run_cli(
+        &bin(),
+        &["check", "--config", s.proxy.config_path().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("originator: mode overwrite (for identities without a role below)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("originator.by_role[0]: role cse: mode verify, cse_namespace (one C/S AE-ID segment; AE-ID patterns for /id-mn)"),
         "{out}"
     );
 }

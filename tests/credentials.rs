@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine;
+use common::creds::metric;
 use common::scenario::{bin, Scenario, ScenarioFiles, ScenarioOpts};
 use common::{run_cli, ClientOpts, Request, Response};
 
@@ -484,6 +485,143 @@ fn passwd_output_verifies_with_apache_htpasswd() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+}
+
+/// A Basic user whose bcrypt cost makes each check take a while, so that guesses sent together
+/// are all in flight at once. `extra_auth` and `extra` go under `auth:` and the top level.
+fn start_slow_user(cost: &str, extra_auth: &str, extra: &str) -> Scenario {
+    Scenario::start_with_opts(
+        ScenarioOpts {
+            client_cert: "optional".into(),
+            methods: "[mtls, basic]".into(),
+            extra: extra.into(),
+            ..Default::default()
+        },
+        |f| {
+            let line = htpasswd(&["-nbB", "-C", cost, "Cslow", PASSWORD]);
+            let file = f.pki.write("htpasswd", format!("{line}\n").as_bytes());
+            ScenarioOpts {
+                extra_auth: format!("basic:\n  htpasswd: {}\n{extra_auth}", file.display()),
+                ..f.opts.clone()
+            }
+        },
+    )
+}
+
+fn scrape(s: &Scenario) -> String {
+    s.proxy.admin_get("/metrics").unwrap().1
+}
+
+/// Issue 28: guesses arriving together were all verified (the limiter counted failures after
+/// the check). Each guess is now charged before its check: of many concurrent wrong guesses
+/// from one address at most the allowance is verified, the rest get 429 at once, and the
+/// right password after them is refused too.
+#[test]
+fn concurrent_guesses_are_charged_before_they_are_verified() {
+    const GUESSES: usize = 120;
+    const BURST: usize = 5;
+    let s = start_slow_user("8", "rate_limit:\n  failures_per_minute: 1\n  burst: 5", "");
+    let started = std::time::Instant::now();
+    let wrong = Request::get("/x").header("Authorization", &basic("Cslow", "guess"));
+    let go = std::sync::Barrier::new(GUESSES);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..GUESSES)
+            .map(|_| {
+                let (s, wrong, go) = (&s, &wrong, &go);
+                scope.spawn(move || {
+                    let mut conn = s.tls(None).connect(s.addr).unwrap();
+                    go.wait();
+                    conn.request(wrong).unwrap().status
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let right = Request::get("/x").header("Authorization", &basic("Cslow", PASSWORD));
+    let resp = s.tls(None).connect_and_request(s.addr, &right).unwrap();
+    assert_eq!(resp.status, 429, "the right password after the allowance");
+    assert_eq!(s.upstream.count(), 0);
+
+    // one token comes back per minute: what the test's duration allows on top of the burst
+    let allowance = BURST + started.elapsed().as_secs() as usize / 60 + 1;
+    let unauthorized = statuses.iter().filter(|c| **c == 401).count();
+    let limited = statuses.iter().filter(|c| **c == 429).count();
+    assert_eq!(unauthorized + limited, GUESSES, "{statuses:?}");
+    assert!(
+        unauthorized <= allowance,
+        "{unauthorized} verified: {statuses:?}"
+    );
+    let metrics = scrape(&s);
+    let verified = metric(
+        &metrics,
+        "m2m_auth_proxy_verifications_total{queue=\"password\"}",
+    );
+    assert!(
+        verified as usize <= allowance && verified >= 1.0,
+        "{verified} password checks for {GUESSES} concurrent guesses"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "m2m_auth_proxy_rate_limited_total{bucket=\"address\",method=\"basic\"}"
+        ) >= (GUESSES - allowance) as f64,
+        "{metrics}"
+    );
+}
+
+/// Beyond the verification slots and the queue, a guess is refused 503 in oneM2M form without
+/// being checked, and without counting against the client.
+#[test]
+fn password_checks_beyond_the_slots_and_queue_are_refused_without_work() {
+    // one slow check at a time (cost 15: about two seconds), nobody waiting
+    let s = start_slow_user(
+        "15",
+        "rate_limit:\n  failures_per_minute: 1000\n  burst: 1000",
+        "limits:\n  verifications:\n    max_concurrent: 1\n    max_queued: 0",
+    );
+    let first = std::thread::scope(|scope| {
+        let slow = scope.spawn(|| {
+            let wrong = Request::get("/x").header("Authorization", &basic("Cslow", "guess"));
+            s.tls(None)
+                .connect_and_request(s.addr, &wrong)
+                .unwrap()
+                .status
+        });
+        // the first check holds the only slot
+        let running = "m2m_auth_proxy_verifications_in_progress{queue=\"password\"}";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while metric(&scrape(&s), running) < 1.0 {
+            assert!(std::time::Instant::now() < deadline, "no check started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let other = Request::get("/x")
+            .header("Authorization", &basic("Cother", "guess"))
+            .header("X-M2M-RI", "busy-1");
+        let resp = s.tls(None).connect_and_request(s.addr, &other).unwrap();
+        assert_eq!(resp.status, 503, "{}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("5000"));
+        assert_eq!(resp.header("X-M2M-RI"), Some("busy-1"));
+        assert_eq!(resp.header("Retry-After"), Some("1"));
+        slow.join().unwrap()
+    });
+    assert_eq!(first, 401);
+    let metrics = scrape(&s);
+    assert_eq!(
+        metric(
+            &metrics,
+            "m2m_auth_proxy_verifications_total{queue=\"password\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "m2m_auth_proxy_verifications_refused_total{queue=\"password\"}"
+        ),
+        1.0
+    );
+    let busy = "m2m_auth_proxy_auth_failures_total{method=\"basic\",reason=\"busy\"}";
+    assert_eq!(common::creds::wait_metric(&s.proxy, busy, 1.0), 1.0);
 }
 
 /// An `expires:` left empty (a template without a value) is an error, at start and on a reload,

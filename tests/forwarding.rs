@@ -822,6 +822,8 @@ fn sigterm_closes_idle_keep_alive_connections_at_once_and_lets_busy_ones_finish(
         .expect("the in-flight request completes");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["origin"], PROVEN);
+    // answered during the grace period: the answer says so (issue 28)
+    assert_eq!(resp.header("Connection"), Some("close"));
     // once answered it is idle too
     conn.set_timeout(secs(3));
     conn.expect_closed()

@@ -565,6 +565,113 @@ fn concurrent_requests_with_one_token_share_one_introspection_call() {
     assert_eq!(endpoint.count(), 1, "six concurrent requests, one call");
 }
 
+/// An introspection scenario with its own rate limit and endpoint limits (`introspection:` keys
+/// in `extra`).
+fn bounded_introspection(
+    endpoint: &HttpsEndpoint,
+    ca: &common::CertKey,
+    rate_limit: &str,
+    extra: &str,
+) -> Scenario {
+    Scenario::start(ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[mtls, introspection]".into(),
+        extra_auth: format!(
+            "rate_limit:\n  {rate_limit}\nintrospection:\n  url: {}\n  ca: {}\n  cache_ttl: 30s\n  negative_ttl: 30s\n{extra}",
+            endpoint.url("/introspect"),
+            ca.cert.display()
+        ),
+        ..Default::default()
+    })
+}
+
+/// Issue 28: calls to the endpoint go over kept-alive connections (not one TLS connection per
+/// call), and no more than `max_concurrent` are in progress at once; beyond the queue, a
+/// request is refused 503 without a call.
+#[test]
+fn introspection_calls_are_capped_and_reuse_their_connections() {
+    let (_pki, ca, server) = https_pki();
+    let endpoint = HttpsEndpoint::start(&server, None, answer);
+    endpoint.set_keep_alive(true);
+    let s = bounded_introspection(
+        &endpoint,
+        &ca,
+        "failures_per_minute: 1000\n  burst: 1000",
+        "  timeout: 5s\n  max_concurrent: 2\n  max_queued: 2\n",
+    );
+    for i in 0..10 {
+        assert_eq!(get(&s, &format!("IDENTITY-TOKEN//t{i}")).status, 401);
+    }
+    assert_eq!(endpoint.count(), 10, "a call per new token");
+    // Pingora's pool is shared by the two worker threads, and a connection it hands over
+    // between them is sometimes dropped: reused for most calls, not every one (without
+    // keep-alive: one connection per call)
+    assert!(
+        endpoint.connections() <= 5,
+        "{} connections for 10 calls",
+        endpoint.connections()
+    );
+
+    endpoint.set_delay(Duration::from_millis(400));
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let s = &s;
+                scope.spawn(move || get(s, &format!("IDENTITY-TOKEN//c{i}")).status)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        endpoint.max_in_flight() <= 2,
+        "{}",
+        endpoint.max_in_flight()
+    );
+    let busy = statuses.iter().filter(|c| **c == 503).count();
+    let answered = statuses.iter().filter(|c| **c == 401).count();
+    assert_eq!(busy + answered, 12, "{statuses:?}");
+    assert_eq!(
+        endpoint.count(),
+        10 + answered,
+        "no call for a refused request"
+    );
+    let (_, metrics) = s.proxy.admin_get("/metrics").unwrap();
+    assert_eq!(
+        common::creds::metric(
+            &metrics,
+            "m2m_auth_proxy_verifications_refused_total{queue=\"introspection\"}"
+        ),
+        busy as f64
+    );
+}
+
+/// Issue 28: a failing endpoint counts against the client's limit (a client could otherwise
+/// keep calls to it going without bound, each with a new token), and is logged once per
+/// interval with the count of the failures not logged, not once per request.
+#[test]
+fn introspection_failures_count_against_the_client_and_are_logged_sparingly() {
+    let (_pki, ca, server) = https_pki();
+    let endpoint = HttpsEndpoint::start(&server, None, answer);
+    let s = bounded_introspection(
+        &endpoint,
+        &ca,
+        "failures_per_minute: 1\n  burst: 6",
+        "  timeout: 2s\n",
+    );
+    drop(endpoint); // connections refused from now on
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| get(&s, &format!("IDENTITY-TOKEN//down{i}")).status)
+        .collect();
+    assert_eq!(statuses, [503, 503, 503, 503, 503, 503, 429, 429]);
+    let warnings = s
+        .proxy
+        .stderr_text()
+        .lines()
+        .filter(|l| l.contains("introspection https://"))
+        .count();
+    assert_eq!(warnings, 1, "{}", s.proxy.stderr_text());
+}
+
 #[test]
 fn roles_from_the_config_are_logged_for_any_method() {
     let s = Scenario::start(ScenarioOpts {

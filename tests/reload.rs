@@ -645,3 +645,166 @@ fn a_config_reload_refuses_what_check_refuses_with_the_same_error() {
         s.proxy.rewrite_config(&good);
     }
 }
+
+/// Replaces `path` by a FIFO (as `rm f; mkfifo f` would).
+fn make_fifo(path: &Path) {
+    std::fs::remove_file(path).unwrap();
+    let ok = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo");
+}
+
+fn refused_files(s: &Scenario, file: &str, reason: &str) -> f64 {
+    common::creds::metric(
+        &s.proxy.admin_get("/metrics").unwrap().1,
+        &format!(
+            "m2m_auth_proxy_reload_files_refused_total{{file=\"{file}\",reason=\"{reason}\"}}"
+        ),
+    )
+}
+
+/// Issue 28: a FIFO at a credential path blocked the reload thread in open() for good (no file
+/// of any kind reloaded afterwards, nothing logged, SIGTERM waited). FIFOs, devices and files
+/// over the size cap are now refused (logged, counted, the last good version kept) and every
+/// other file still reloads.
+#[test]
+fn a_fifo_device_or_huge_file_at_a_credential_path_is_refused_and_the_others_still_reload() {
+    let (mut s, f) = start("reload:\n  max_file_size:\n    htpasswd: 4096");
+    let mut conn = s.tls(None).connect(s.addr).unwrap();
+    let user = basic("Cuser1", "pw1");
+    assert_eq!(get(&mut conn, &user).status, 200);
+
+    let mut token = 2;
+    let mut tokens_change_reloads = |s: &Scenario| {
+        let before = reloads(s, "tokens", "success");
+        let name = format!("token-{token}");
+        write_atomic(&f.tokens, tokens_yaml(&[("t", &name, "Ctok")]).as_bytes());
+        signal_hup(s);
+        assert!(
+            wait_reload(s, "tokens", "success", before, Duration::from_secs(10)),
+            "the tokens file did not reload next to a refused htpasswd"
+        );
+        token += 1;
+        format!("Bearer {name}")
+    };
+
+    make_fifo(&f.htpasswd);
+    let bearer = tokens_change_reloads(&s);
+    assert_eq!(get(&mut conn, &bearer).status, 200);
+    assert_eq!(refused_files(&s, "htpasswd", "not_regular"), 1.0);
+    assert_eq!(get(&mut conn, &user).status, 200, "last good htpasswd kept");
+
+    std::fs::remove_file(&f.htpasswd).unwrap();
+    symlink("/dev/zero", &f.htpasswd).unwrap();
+    let bearer = tokens_change_reloads(&s);
+    assert_eq!(get(&mut conn, &bearer).status, 200);
+    assert_eq!(refused_files(&s, "htpasswd", "not_regular"), 2.0);
+
+    std::fs::remove_file(&f.htpasswd).unwrap();
+    let huge: String = (0..200)
+        .map(|i| format!("{}\n", htpasswd_line(&format!("Cbulk{i}"), "pw")))
+        .collect();
+    write_atomic(&f.htpasswd, huge.as_bytes());
+    let bearer = tokens_change_reloads(&s);
+    assert_eq!(get(&mut conn, &bearer).status, 200);
+    assert_eq!(refused_files(&s, "htpasswd", "too_large"), 1.0);
+    assert_eq!(get(&mut conn, &basic("Cbulk1", "pw")).status, 401);
+    assert_eq!(get(&mut conn, &user).status, 200);
+    let log = s.proxy.stderr_text();
+    assert!(log.contains("found a FIFO"), "{log}");
+    assert!(log.contains("over the limit of 4096"), "{log}");
+
+    // a regular file again: loaded
+    let before = reloads(&s, "htpasswd", "success");
+    write_atomic(
+        &f.htpasswd,
+        format!("{}\n", htpasswd_line("Cback", "pw")).as_bytes(),
+    );
+    signal_hup(&s);
+    assert!(wait_reload(
+        &s,
+        "htpasswd",
+        "success",
+        before,
+        Duration::from_secs(10)
+    ));
+    assert_eq!(get(&mut conn, &basic("Cback", "pw")).status, 200);
+    drop(conn);
+
+    // and nothing is stuck at shutdown (grace period 1 s)
+    let stopping = Instant::now();
+    assert!(s.proxy.signal("TERM"));
+    let status = s.proxy.wait_exit(Duration::from_secs(8)).expect("exited");
+    assert!(status.success(), "{status:?}");
+    assert!(stopping.elapsed() < Duration::from_secs(8));
+}
+
+/// Issue 28: a file rewritten in place in two steps (first line, a pause, the rest) was loaded
+/// as soon as the first part parsed, and valid users got 401 meanwhile. An in-place change is
+/// now applied only once it has been unchanged for `reload.settle`.
+#[test]
+fn a_slow_two_step_rewrite_never_yields_a_401_for_a_valid_user() {
+    let (s, f) = start("reload:\n  settle: 5s");
+    let lines = |users: &[&str]| -> String {
+        users
+            .iter()
+            .map(|u| format!("{}\n", htpasswd_line(u, "pw")))
+            .collect()
+    };
+    std::fs::write(&f.htpasswd, lines(&["Cuser1", "Cuser2"])).unwrap();
+    let before = reloads(&s, "htpasswd", "success");
+    signal_hup(&s);
+    // (loaded after the settle time: it was written in place too)
+    assert!(wait_reload(
+        &s,
+        "htpasswd",
+        "success",
+        before,
+        Duration::from_secs(15)
+    ));
+
+    let done = Arc::new(AtomicBool::new(false));
+    let statuses = std::thread::scope(|scope| {
+        let prober = scope.spawn(|| {
+            let mut conn = s.tls(None).connect(s.addr).unwrap();
+            let mut seen = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                seen.push(get(&mut conn, &basic("Cuser2", "pw")).status);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            seen
+        });
+        // in place: first line, a pause, the rest (and a new user)
+        {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .open(&f.htpasswd)
+                .unwrap();
+            file.write_all(lines(&["Cuser1"]).as_bytes()).unwrap();
+            file.flush().unwrap();
+            signal_hup(&s);
+            std::thread::sleep(Duration::from_secs(1));
+            file.write_all(lines(&["Cuser2", "Cuser3"]).as_bytes())
+                .unwrap();
+        }
+        signal_hup(&s);
+        let mut conn = s.tls(None).connect(s.addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get(&mut conn, &basic("Cuser3", "pw")).status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "the complete file was never loaded"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        done.store(true, Ordering::SeqCst);
+        prober.join().unwrap()
+    });
+    assert!(statuses.len() > 10, "{statuses:?}");
+    assert!(statuses.iter().all(|c| *c == 200), "{statuses:?}");
+}

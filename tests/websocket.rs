@@ -481,6 +481,173 @@ fn a_cse_that_picks_no_onem2m_subprotocol_gets_no_tunnel_and_anonymous_clients_g
     );
 }
 
+/// Issue 28: at SIGTERM a proxied WebSocket was cut at the end of the grace period with a plain
+/// TCP close. Now the client and the CSE each get a close frame 1001 (going away) at once.
+#[test]
+fn sigterm_sends_close_1001_to_the_client_and_to_the_cse() {
+    let mut s = Scenario::start(ScenarioOpts {
+        originator: "mode: overwrite".into(),
+        grace_period: "5s".into(),
+        ..Default::default()
+    });
+    let mut conn = open(&s, "oneM2M.json");
+    let msg = br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"r1","rvi":"3"}"#;
+    conn.ws_send(WS_TEXT, msg, true).unwrap();
+    // the proxy forwards its own encoding of what it decoded: compared as JSON
+    let sent: Value = serde_json::from_slice(msg).unwrap();
+    assert_eq!(recv_json(&mut conn), sent);
+
+    let signalled = std::time::Instant::now();
+    assert!(s.proxy.signal("TERM"));
+    let (code, reason) = recv_close(&mut conn);
+    assert_eq!(code, 1001, "{reason}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(4),
+        "the close came at once, not at the end of the grace period ({:?})",
+        signalled.elapsed()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let cse_codes = loop {
+        let codes: Vec<u16> = s
+            .upstream
+            .ws_closes()
+            .iter()
+            .filter(|p| p.len() >= 2)
+            .map(|p| u16::from_be_bytes([p[0], p[1]]))
+            .collect();
+        if !codes.is_empty() || std::time::Instant::now() > deadline {
+            break codes;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(cse_codes, vec![1001], "the CSE got a close frame 1001");
+    // the client answers the close; the proxy exits cleanly
+    let _ = conn.ws_send(WS_CLOSE, &1001u16.to_be_bytes(), true);
+    let status = s.proxy.wait_exit(Duration::from_secs(15)).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", s.proxy.stderr_text());
+}
+
+/// Issue 28: 1 000 connections each sending 1 MiB minus one byte of a frame took 1.1 GiB. What
+/// the proxy buffers counts against `limits.buffer_budget`: a partial frame beyond it closes
+/// its connection with 1013 (try again later), and a finished message gives its bytes back.
+#[test]
+fn partial_frames_beyond_the_buffer_budget_are_refused_with_1013() {
+    const FRAME: usize = 400 * 1024;
+    let s = start(
+        "overwrite",
+        "limits:\n  buffer_budget: 1048576\nwebsocket:\n  max_message: 524288\n",
+    );
+    let buffered = "m2m_auth_proxy_buffered_bytes";
+    let mut msg =
+        br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"big","rvi":"3","pc":""#.to_vec();
+    msg.resize(FRAME - 3, b'x');
+    msg.extend_from_slice(b"\"}");
+    msg.push(b' ');
+    assert_eq!(msg.len(), FRAME);
+    let frame = common::client::ws_frame(WS_TEXT, &msg, true, Some([1, 2, 3, 4]));
+    let (almost, last) = frame.split_at(frame.len() - 1);
+
+    // two partial frames fit in 1 MiB (each waits for its last byte) ...
+    let mut held = Vec::new();
+    for n in 1..=2 {
+        let mut conn = open(&s, "oneM2M.json");
+        conn.send_raw(almost).unwrap();
+        let want = (n * FRAME) as f64;
+        assert!(
+            common::creds::wait_metric(&s.proxy, buffered, want) >= want,
+            "partial frame {n} not buffered"
+        );
+        held.push(conn);
+    }
+    // ... a third does not: closed with 1013, nothing forwarded
+    let mut third = open(&s, "oneM2M.json");
+    let _ = third.send_raw(almost);
+    let (code, reason) = recv_close(&mut third);
+    assert_eq!(code, 1013, "{reason}");
+    assert_eq!(
+        metric(
+            &s,
+            r#"m2m_auth_proxy_buffer_budget_refusals_total{what="websocket"}"#
+        ),
+        1.0
+    );
+    assert!(metric(&s, buffered) <= 1048576.0);
+
+    // the first one completes: forwarded, echoed, and its bytes given back
+    // (the proxy's re-encoding, compared as JSON: `/` escaped, the trailing space gone)
+    let sent: Value = serde_json::from_slice(&msg).unwrap();
+    held[0].send_raw(last).unwrap();
+    assert_eq!(recv_json(&mut held[0]), sent);
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&s, buffered) > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "buffers not given back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut again = open(&s, "oneM2M.json");
+    again.send_raw(&frame).unwrap();
+    assert_eq!(recv_json(&mut again), sent);
+}
+
+/// Issue 28: a peer that stops reading must not hold its connection (and the bytes buffered
+/// for it). The client here never reads while the CSE echoes what it sends: once the buffers
+/// between them are full, the proxy's write to the client times out after
+/// `websocket.write_timeout` and the connection ends (its upstream side too).
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let s = start("overwrite", "websocket:\n  write_timeout: 1s\n");
+    let conn = open(&s, "oneM2M.json");
+    let mut tls = conn.into_tls_stream();
+    // small receive buffer: the echoes fill it soon
+    {
+        use std::os::fd::AsRawFd;
+        let small: libc::c_int = 16 * 1024;
+        // SAFETY: a valid socket and option value
+        unsafe {
+            libc::setsockopt(
+                tls.get_ref().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&small as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    let mut msg = br#"{"op":2,"to":"/id-in/cse-in","rqi":"w","rvi":"3","pc":""#.to_vec();
+    msg.resize(256 * 1024 - 2, b'w');
+    msg.extend_from_slice(b"\"}");
+    let frame = common::client::ws_frame(WS_TEXT, &msg, true, Some([9, 8, 7, 6]));
+    let upstream_before = s.upstream.live_connections();
+    assert!(upstream_before >= 1);
+    // sends until the proxy stops reading, then fails once it has closed the connection
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(60) {
+        use std::io::Write;
+        if tls.write_all(&frame).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent >= 4, "only {sent} messages went out before the end");
+    let log = s.proxy.stderr_text();
+    assert!(
+        log.to_lowercase().contains("timed out") || log.contains("WriteTimedout"),
+        "the connection did not end by the write timeout:\n{log}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.upstream.live_connections() >= upstream_before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CSE side stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Issue 27, item 2: the gate starts at the 101, so an upgrade request may carry no body (it
 /// would reach the CSE unchecked); bytes the client sends after the head, before the 101, wait
 /// for the gate.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
+use super::queue::VerifyQueue;
 use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::BasicConfig;
 use crate::credentials::cache::VerifyCache;
@@ -24,6 +25,7 @@ pub struct BasicAuth {
     originators: ArcSwap<HashMap<String, String>>,
     path: PathBuf,
     allow_insecure: bool,
+    timing_floor: Option<u32>,
 }
 
 pub enum BasicOutcome {
@@ -43,11 +45,17 @@ impl BasicAuth {
             originators: ArcSwap::from_pointee(config.originators.clone().into_iter().collect()),
             path: config.htpasswd.to_path_buf(),
             allow_insecure: config.allow_insecure_hashes,
+            timing_floor: config.timing_floor,
         })
     }
 
     pub fn user_count(&self) -> usize {
         self.file.load().len()
+    }
+
+    /// What every password check costs at least, for `check`.
+    pub fn timing_floor(&self) -> String {
+        self.file.load().timing_floor()
     }
 
     /// Verify a user's password (possibly slow: bcrypt on a cache miss).
@@ -66,8 +74,8 @@ impl BasicAuth {
             .then(|| self.outcome_for(user))
     }
 
-    /// The identity of a user whose password was verified.
-    fn outcome_for(&self, user: &str) -> BasicOutcome {
+    /// The identity of a user whose password was verified (`explain` asks it for a user name).
+    pub fn outcome_for(&self, user: &str) -> BasicOutcome {
         let originator = self
             .originators
             .load()
@@ -109,7 +117,9 @@ impl Reloadable for HtpasswdReload {
         let text = reload::utf8(&auth.path, &contents[0])?;
         let file = HtpasswdFile::parse(&auth.path, text, auth.allow_insecure)
             .map_err(|e| e.to_string())?;
+        // before the floor: the check verifies published passwords, at their own cost
         example_credentials::check_htpasswd(&auth.path, &file)?;
+        let file = file.with_timing_floor(auth.timing_floor);
         if file.is_empty() {
             // An empty file is far more often half-written than meant to lock everyone out.
             return Err(format!(
@@ -131,8 +141,18 @@ impl Reloadable for HtpasswdReload {
     }
 }
 
-/// The Basic method.
-pub struct BasicVerifier(pub Arc<BasicAuth>);
+/// The Basic method. Hash checks on a cache miss take a slot of the password queue
+/// (`limits.verifications`) and run off the request-serving threads.
+pub struct BasicVerifier {
+    auth: Arc<BasicAuth>,
+    queue: Arc<VerifyQueue>,
+}
+
+impl BasicVerifier {
+    pub fn new(auth: Arc<BasicAuth>, queue: Arc<VerifyQueue>) -> Self {
+        BasicVerifier { auth, queue }
+    }
+}
 
 #[async_trait]
 impl Verifier for BasicVerifier {
@@ -155,15 +175,26 @@ impl Verifier for BasicVerifier {
         let Claim::Mine((user, password)) = presented.basic() else {
             return Err(NOT_CLAIMED);
         };
-        let basic = &self.0;
+        let basic = &self.auth;
         let outcome = match basic.verify_cached(user, password) {
             Some(outcome) => outcome,
             None => {
+                let Ok(slot) = self.queue.enter().await else {
+                    return Err(Rejection::uncounted(
+                        Failure::Busy,
+                        "too many password checks in progress; try again",
+                    ));
+                };
                 // bcrypt takes tens of milliseconds: keep it off the request-serving threads.
+                // The slot goes with the work: a request that goes away does not free it early.
                 let (basic, user, password) = (basic.clone(), user.to_owned(), password.to_vec());
-                tokio::task::spawn_blocking(move || basic.verify(&user, &password))
-                    .await
-                    .unwrap_or(BasicOutcome::Invalid)
+                tokio::task::spawn_blocking(move || {
+                    let outcome = basic.verify(&user, &password);
+                    drop(slot);
+                    outcome
+                })
+                .await
+                .unwrap_or(BasicOutcome::Invalid)
             }
         };
         match outcome {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::authorization::BearerToken;
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::BearerConfig;
-use crate::credentials::tokens::{TokenFile, TokenLookup};
+use crate::credentials::tokens::{TokenEntry, TokenFile, TokenLookup};
 use crate::example_credentials;
 use crate::identity::{Identity, Method};
 use crate::originator_syntax::validate_originator;
@@ -50,16 +50,24 @@ impl BearerAuth {
     pub fn check_token(&self, token: &str) -> BearerOutcome {
         let tokens = self.tokens.load();
         match tokens.lookup(token.as_bytes(), SystemTime::now()) {
-            TokenLookup::Valid(entry) => BearerOutcome::Valid(Arc::new(Identity {
-                name: entry.name.to_owned(),
-                proven_by: Method::Bearer,
-                originator: entry.originator.to_owned(),
-                also_allowed: entry.also_allowed().to_vec(),
-                roles: Vec::new(),
-            })),
+            TokenLookup::Valid(entry) => BearerOutcome::Valid(entry_identity(&entry)),
             TokenLookup::Expired(_) => BearerOutcome::Expired,
             TokenLookup::Unknown => BearerOutcome::Invalid,
         }
+    }
+
+    /// The identity of the tokens-file entry named `name`, as a request with its token gets it
+    /// (for `explain`, which names the entry instead of showing the token).
+    pub fn identity_named(&self, name: &str) -> Result<Arc<Identity>, &'static str> {
+        let tokens = self.tokens.load();
+        let entry = tokens
+            .entries()
+            .find(|e| e.name == name)
+            .ok_or("no entry of that name in the tokens file")?;
+        if entry.expires.is_some_and(|t| t <= SystemTime::now()) {
+            return Err("token expired");
+        }
+        Ok(entry_identity(&entry))
     }
 
     /// Arrowhead's declared identity: accepted only when explicitly allowed.
@@ -75,6 +83,16 @@ impl BearerAuth {
             roles: Vec::new(),
         }))
     }
+}
+
+fn entry_identity(entry: &TokenEntry<'_>) -> Arc<Identity> {
+    Arc::new(Identity {
+        name: entry.name.to_owned(),
+        proven_by: Method::Bearer,
+        originator: entry.originator.to_owned(),
+        also_allowed: entry.also_allowed().to_vec(),
+        roles: Vec::new(),
+    })
 }
 
 /// Reload of the tokens file.

@@ -50,6 +50,9 @@ pub struct ClientAuth<'a> {
 /// Idle connections kept to the endpoint (Pingora's default for its own connectors).
 const POOL_SIZE: usize = 128;
 
+/// How long an idle connection to the endpoint is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl HttpsEndpoint {
     pub fn new(
         url: &str,
@@ -161,7 +164,6 @@ impl HttpsEndpoint {
         };
         set(&mut req, "Host", self.host.clone())?;
         set(&mut req, "Accept", "application/json".into())?;
-        set(&mut req, "Connection", "close".into())?;
         if let Some(auth) = &self.authorization {
             set(&mut req, "Authorization", auth.clone())?;
         }
@@ -173,41 +175,66 @@ impl HttpsEndpoint {
             )?;
             set(&mut req, "Content-Length", body.len().to_string())?;
         }
-        let (mut session, _) = self
+        match self.send(req.clone(), form).await {
+            // a kept-alive connection the endpoint had closed: once more, on another
+            Err((e, true)) => {
+                log::debug!("{}: reused connection failed ({e}); retrying", self.url);
+                self.send(req, form).await.map_err(|(e, _)| e)
+            }
+            other => other.map_err(|(e, _)| e),
+        }
+    }
+
+    /// One attempt; the error says whether it failed on a reused connection before any answer.
+    async fn send(
+        &self,
+        req: RequestHeader,
+        form: Option<&[u8]>,
+    ) -> Result<(u16, Bytes), (String, bool)> {
+        let (mut session, reused) = self
             .connector
             .get_http_session(&self.peer)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
-        outbound::verdict(Some(session.digest())).map_err(|v| v.reason().to_owned())?;
+            .map_err(|e| (format!("connect: {e}"), false))?;
+        // every connection, new or reused (a retry included), passes the outbound policy; a
+        // refused one is dropped, never pooled, and not retried
+        outbound::verdict(Some(session.digest())).map_err(|v| (v.reason().to_owned(), false))?;
+        let stale = |e: String| (e, reused);
         session
             .write_request_header(Box::new(req))
             .await
-            .map_err(|e| format!("send: {e}"))?;
+            .map_err(|e| stale(format!("send: {e}")))?;
         if let Some(body) = form {
             session
                 .write_body(body)
                 .await
-                .map_err(|e| format!("send: {e}"))?;
+                .map_err(|e| stale(format!("send: {e}")))?;
         }
         session
             .finish_body()
             .await
-            .map_err(|e| format!("send: {e}"))?;
+            .map_err(|e| stale(format!("send: {e}")))?;
         let head = session
             .read_resp_header_parts()
             .await
-            .map_err(|e| format!("answer: {e}"))?;
+            .map_err(|e| stale(format!("answer: {e}")))?;
+        let failed = |e: String| (e, false);
         let mut body = BytesMut::new();
         while let Some(chunk) = session
             .read_body_bytes()
             .await
-            .map_err(|e| format!("answer body: {e}"))?
+            .map_err(|e| failed(format!("answer body: {e}")))?
         {
             if body.len() + chunk.len() > MAX_ANSWER {
-                return Err(format!("answer over {MAX_ANSWER} bytes"));
+                return Err(failed(format!("answer over {MAX_ANSWER} bytes")));
             }
             body.extend_from_slice(&chunk);
         }
+        // kept alive for the next call (introspection makes one per new token): no TLS
+        // handshake each time
+        self.connector
+            .release_http_session(session, &self.peer, Some(IDLE_TIMEOUT))
+            .await;
         Ok((head.status.as_u16(), body.freeze()))
     }
 }

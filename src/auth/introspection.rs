@@ -4,7 +4,9 @@
 //! else makes it inactive), and `aud`, `iss` and `token_type` when the config names them.
 //! Answers are cached (positive until the smaller of `exp` and `cache_ttl`, negative for
 //! `negative_ttl`), concurrent requests with the same token share one call, and an endpoint that
-//! is down or slow fails closed.
+//! is down or slow fails closed. At most `max_concurrent` calls run at once (over kept-alive
+//! connections), `max_queued` wait; beyond, a request is refused without a call. A failing
+//! endpoint is logged at most once per [`LOG_INTERVAL`], with the count of the others.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,9 +18,11 @@ use tokio::sync::OnceCell;
 
 use super::authorization::BearerToken;
 use super::fetch::{ClientAuth, FetchError, HttpsEndpoint};
+use super::queue::VerifyQueue;
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::{ClaimPath, IntrospectionConfig};
 use crate::identity::{Identity, Method};
+use crate::log_limit::{suppressed_note, LogLimit};
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
 
@@ -35,6 +39,20 @@ pub enum IntrospectionError {
     NotForUs(&'static str),
     /// No answer: endpoint down, slow or broken. Never an admission.
     Unavailable,
+    /// Every call slot and the queue were taken: no call was made.
+    Busy,
+}
+
+impl IntrospectionError {
+    /// The reason a client is given.
+    pub fn reason(self) -> &'static str {
+        match self {
+            IntrospectionError::Inactive => "token not active",
+            IntrospectionError::Unusable(reason) | IntrospectionError::NotForUs(reason) => reason,
+            IntrospectionError::Unavailable => "token verification service unavailable",
+            IntrospectionError::Busy => "too many token verifications in progress; try again",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -43,13 +61,15 @@ enum Answer {
     Refused(IntrospectionError, Instant),
     /// Not cached beyond the requests that waited for this call.
     Unavailable,
+    /// No call made (the queue was full); not cached either.
+    Busy,
 }
 
 impl Answer {
     fn expired(&self, now: Instant) -> bool {
         match self {
             Answer::Active(_, until) | Answer::Refused(_, until) => *until <= now,
-            Answer::Unavailable => true,
+            Answer::Unavailable | Answer::Busy => true,
         }
     }
 }
@@ -68,7 +88,12 @@ pub struct Introspection {
     /// Keyed by a salted hash of the token: the cache never holds a token.
     cache: Mutex<HashMap<[u8; 32], Arc<OnceCell<Answer>>>>,
     salt: [u8; 32],
+    queue: VerifyQueue,
+    failures_logged: LogLimit,
 }
+
+/// A failing endpoint is logged at most this often.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Introspection {
     pub fn build(c: &IntrospectionConfig) -> Result<Self, String> {
@@ -96,6 +121,8 @@ impl Introspection {
             negative_ttl: c.negative_ttl,
             cache: Mutex::new(HashMap::new()),
             salt,
+            queue: VerifyQueue::new("introspection", c.max_concurrent, c.max_queued),
+            failures_logged: LogLimit::new(LOG_INTERVAL),
         })
     }
 
@@ -106,13 +133,16 @@ impl Introspection {
         match answer {
             Answer::Active(identity, _) => Ok(identity),
             Answer::Refused(e, _) => Err(e),
-            Answer::Unavailable => {
+            Answer::Unavailable | Answer::Busy => {
                 // the next request asks again
                 let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
                 if cache.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                     cache.remove(&key);
                 }
-                Err(IntrospectionError::Unavailable)
+                Err(match answer {
+                    Answer::Busy => IntrospectionError::Busy,
+                    _ => IntrospectionError::Unavailable,
+                })
             }
         }
     }
@@ -146,6 +176,9 @@ impl Introspection {
     }
 
     async fn call(&self, token: &str) -> Answer {
+        let Ok(_slot) = self.queue.enter().await else {
+            return Answer::Busy;
+        };
         let form = format!("token={}", form_encode(token));
         let (status, body) = match self.endpoint.call(Some(form.as_bytes())).await {
             Ok(answer) => answer,
@@ -154,23 +187,14 @@ impl Introspection {
                     FetchError::Timeout(_) => "timeout",
                     FetchError::Failed(_) => "error",
                 };
-                metrics::introspection(kind);
-                log::warn!("introspection {}: {e}", self.endpoint.url());
-                return Answer::Unavailable;
+                return self.failed(kind, &e);
             }
         };
         if status != 200 {
-            metrics::introspection("error");
-            log::warn!(
-                "introspection {}: HTTP status {status}",
-                self.endpoint.url()
-            );
-            return Answer::Unavailable;
+            return self.failed("error", &format!("HTTP status {status}"));
         }
         let Ok(answer) = serde_json::from_slice::<Value>(&body) else {
-            metrics::introspection("error");
-            log::warn!("introspection {}: answer is not JSON", self.endpoint.url());
-            return Answer::Unavailable;
+            return self.failed("error", &"answer is not JSON");
         };
         let answer = self.judge(&answer);
         metrics::introspection(match answer {
@@ -178,6 +202,30 @@ impl Introspection {
             _ => "inactive",
         });
         answer
+    }
+
+    /// A call without a usable answer: counted, and logged at most once per interval.
+    fn failed(&self, kind: &str, why: &dyn std::fmt::Display) -> Answer {
+        metrics::introspection(kind);
+        if let Some(suppressed) = self.failures_logged.due() {
+            log::warn!(
+                "introspection {}: {why}{}",
+                self.endpoint.url(),
+                suppressed_note(suppressed)
+            );
+        }
+        Answer::Unavailable
+    }
+
+    /// The identity an answer of the endpoint gives, judged as a fresh answer is (`active`,
+    /// dates, audience, issuer, token type, originator). For `explain`.
+    pub fn identity_of_answer(&self, answer: &Value) -> Result<Arc<Identity>, IntrospectionError> {
+        match self.judge(answer) {
+            Answer::Active(identity, _) => Ok(identity),
+            Answer::Refused(e, _) => Err(e),
+            Answer::Unavailable => Err(IntrospectionError::Unavailable),
+            Answer::Busy => Err(IntrospectionError::Busy),
+        }
     }
 
     fn judge(&self, answer: &Value) -> Answer {
@@ -325,21 +373,20 @@ impl Verifier for Introspection {
         };
         match self.introspect(token).await {
             Ok(identity) => Ok(identity),
-            Err(IntrospectionError::Inactive) => Err(Rejection::counted(
-                Failure::BadCredentials,
-                "token not active",
-            )),
-            Err(IntrospectionError::Unusable(reason)) => {
-                Err(Rejection::uncounted(Failure::BadCredentials, reason))
+            Err(e @ (IntrospectionError::Inactive | IntrospectionError::NotForUs(_))) => {
+                Err(Rejection::counted(Failure::BadCredentials, e.reason()))
             }
-            Err(IntrospectionError::NotForUs(reason)) => {
-                Err(Rejection::counted(Failure::BadCredentials, reason))
+            Err(e @ IntrospectionError::Unusable(_)) => {
+                Err(Rejection::uncounted(Failure::BadCredentials, e.reason()))
             }
-            // not the client's fault: no rate-limit count
-            Err(IntrospectionError::Unavailable) => Err(Rejection::uncounted(
-                Failure::Unavailable,
-                "token verification service unavailable",
-            )),
+            // Counted: otherwise a client could keep calls to a slow or failing endpoint
+            // going without limit, each with a new token.
+            Err(e @ IntrospectionError::Unavailable) => {
+                Err(Rejection::counted(Failure::Unavailable, e.reason()))
+            }
+            Err(e @ IntrospectionError::Busy) => {
+                Err(Rejection::uncounted(Failure::Busy, e.reason()))
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod jwt_crypto;
 pub mod mtls;
+pub mod queue;
 pub mod ratelimit;
 pub mod roles;
 pub mod verifier;
@@ -127,7 +128,6 @@ impl Authenticator {
                 Claim::Malformed(reason) => {
                     return Err(self.failed(
                         presented.client_ip,
-                        None,
                         method,
                         Failure::Malformed,
                         reason,
@@ -157,45 +157,63 @@ impl Authenticator {
         }
     }
 
-    /// Rate limit, verify, and count a wrong guess.
+    /// Charge the guess, verify, refund it if it was right (or never judged). A guess is
+    /// charged before it is verified, so guesses arriving together cannot all be verified.
     async fn judge(
         &self,
         verifier: &dyn Verifier,
         presented: &Presented<'_>,
     ) -> Result<Arc<Identity>, AuthError> {
         let method = verifier.method();
-        let ip = presented.client_ip;
         let user = match verifier.limit(presented) {
-            Limit::Off => None,
-            Limit::ClientAddress => Some(None),
-            Limit::ClientAddressAndUser(user) => Some(Some(user)),
+            Limit::Off => {
+                return verifier
+                    .verify(presented)
+                    .await
+                    .map_err(|r| r.into_error(method))
+            }
+            Limit::ClientAddress => None,
+            Limit::ClientAddressAndUser(user) => Some(user),
         };
-        if let Some(user) = user {
-            if let Some(wait) = self.limiter.blocked(ip, user) {
-                return Err(rate_limited(method, wait));
+        let charge = self.charge(method, presented.client_ip, user)?;
+        match verifier.verify(presented).await {
+            Ok(identity) => {
+                charge.refund();
+                Ok(identity)
             }
-        }
-        match (verifier.verify(presented).await, user) {
-            (Ok(identity), _) => Ok(identity),
-            (Err(r), Some(user)) if r.counted => {
-                Err(self.failed(ip, user, method, r.failure, r.reason))
+            // a wrong guess: the charge stands
+            Err(r) if r.counted => Err(r.into_error(method)),
+            Err(r) => {
+                charge.refund();
+                Err(r.into_error(method))
             }
-            (Err(r), _) => Err(AuthError::new(r.failure, Some(method), r.reason)),
         }
     }
 
-    /// Count a failure; it becomes `RateLimited` once the client or user is over its limit.
+    /// One guess charged to the limiter, or the 429 that refuses it (counted per bucket).
+    fn charge<'a>(
+        &'a self,
+        method: Method,
+        ip: Option<IpAddr>,
+        user: Option<&'a str>,
+    ) -> Result<ratelimit::Charge<'a>, AuthError> {
+        self.limiter.charge(method, ip, user).map_err(|refused| {
+            crate::metrics::rate_limited(method.as_str(), refused.bucket.label());
+            rate_limited(method, refused.wait)
+        })
+    }
+
+    /// Malformed credentials of a method count as a failed guess of the client.
     fn failed(
         &self,
         ip: Option<IpAddr>,
-        user: Option<&str>,
         method: Method,
         failure: Failure,
         reason: &'static str,
     ) -> AuthError {
-        match self.limiter.record_failure(ip, user) {
-            Some(wait) => rate_limited(method, wait),
-            None => AuthError::new(failure, Some(method), reason),
+        match self.charge(method, ip, None) {
+            Ok(_kept) => AuthError::new(failure, Some(method), reason),
+            Err(limited) => limited,
         }
     }
 }

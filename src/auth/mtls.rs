@@ -70,12 +70,18 @@ impl MtlsAuthenticator {
         }
     }
 
-    fn identify_inner(&self, cert: &X509Ref) -> Result<Identity, &'static str> {
+    /// The identity a verified certificate names (`explain` reads a certificate file with it).
+    pub fn identify_inner(&self, cert: &X509Ref) -> Result<Identity, &'static str> {
         let value = self
             .fields
             .iter()
             .find_map(|field| field_value(cert, *field))
             .ok_or("client certificate has none of the configured identity fields")?;
+        self.identity_of_value(value)
+    }
+
+    /// The identity of a certificate whose first configured identity field holds `value`.
+    pub fn identity_of_value(&self, value: String) -> Result<Identity, &'static str> {
         let originator = self
             .derive_originator(&value)
             .ok_or("certificate identity does not match the originator pattern")?;

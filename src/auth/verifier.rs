@@ -25,10 +25,12 @@ pub enum Failure {
     RateLimited,
     /// The token verification service did not answer usably: refused with 503.
     Unavailable,
+    /// Every verification slot and the queue were taken: refused with 503 without verifying.
+    Busy,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 8] = [
+    pub const ALL: [Failure; 9] = [
         Failure::NoCredentials,
         Failure::BadCredentials,
         Failure::Malformed,
@@ -37,6 +39,7 @@ impl Failure {
         Failure::OriginatorNotAllowed,
         Failure::RateLimited,
         Failure::Unavailable,
+        Failure::Busy,
     ];
 
     pub fn label(self) -> &'static str {
@@ -49,6 +52,7 @@ impl Failure {
             Failure::OriginatorNotAllowed => "originator_not_allowed",
             Failure::RateLimited => "rate_limited",
             Failure::Unavailable => "unavailable",
+            Failure::Busy => "busy",
         }
     }
 }
@@ -112,6 +116,13 @@ impl Rejection {
             reason,
             counted: false,
         }
+    }
+}
+
+impl Rejection {
+    /// The refusal of `method`'s credentials.
+    pub fn into_error(self, method: Method) -> AuthError {
+        AuthError::new(self.failure, Some(method), self.reason)
     }
 }
 

@@ -19,8 +19,8 @@ pub struct AuthConfig {
     pub bearer: Option<BearerConfig>,
     pub jwt: Option<JwtConfig>,
     pub introspection: Option<IntrospectionConfig>,
-    /// Roles given to identities: `role: [names]`, or `role: {names: [...], patterns: [regexes
-    /// on the identity name]}`. Used by the authorization rules and logged.
+    /// Roles given to identities: `role: {methods: [...], names: [...], patterns: [regexes on
+    /// the identity name]}`, or `role: [names]`. Used by the authorization rules and logged.
     pub roles: BTreeMap<String, RoleMembers>,
     pub rate_limit: RateLimitConfig,
     pub anonymous: Anonymous,
@@ -60,6 +60,10 @@ pub struct BasicConfig {
     pub originators: BTreeMap<String, String>,
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Every password check costs at least a bcrypt check of this cost (also for unknown users
+    /// and cheaper hashes); default: the most expensive hash in the file.
+    #[serde(default)]
+    pub timing_floor: Option<u32>,
 }
 
 pub fn default_realm() -> String {
@@ -209,6 +213,12 @@ pub struct IntrospectionConfig {
     /// Connect + answer time limit; slower is a failure (503), never an admission.
     #[serde(default = "default_fetch_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Calls to the endpoint at once (over kept-alive connections), and waiting for a turn;
+    /// more are refused at once (503) without a call.
+    #[serde(default = "default_introspection_concurrent")]
+    pub max_concurrent: usize,
+    #[serde(default = "default_introspection_queued")]
+    pub max_queued: usize,
     /// Accepted `aud` values; when set, an answer needs one of them (`aud` a string or a list).
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -224,6 +234,14 @@ pub struct IntrospectionConfig {
     pub leeway: Duration,
 }
 
+fn default_introspection_concurrent() -> usize {
+    16
+}
+
+fn default_introspection_queued() -> usize {
+    64
+}
+
 fn default_introspection_ttl() -> Duration {
     Duration::from_secs(60)
 }
@@ -235,10 +253,16 @@ fn default_introspection_negative_ttl() -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    /// Failed attempts allowed per minute, per client address and per user name.
+    /// Failed attempts allowed per minute, per client address (prefix) and per user name.
     pub failures_per_minute: u32,
     /// Failures allowed in a burst before the rate applies.
     pub burst: u32,
+    /// IPv4 client addresses share a bucket per prefix of this length (32: each address).
+    pub ipv4_prefix: u8,
+    /// IPv6 client addresses share a bucket per prefix of this length (64: each /64 network).
+    pub ipv6_prefix: u8,
+    /// One more budget per authentication method, shared by every client (off by default).
+    pub global: Option<Budget>,
 }
 
 impl Default for RateLimitConfig {
@@ -246,7 +270,53 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             failures_per_minute: 10,
             burst: 10,
+            ipv4_prefix: 32,
+            ipv6_prefix: 64,
+            global: None,
         }
+    }
+}
+
+/// A failure budget: a burst, refilled at a rate.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub failures_per_minute: u32,
+    pub burst: u32,
+}
+
+impl RateLimitConfig {
+    fn validate(&self) -> Result<(), KeyError> {
+        if self.failures_per_minute == 0 || self.burst == 0 {
+            return Err(KeyError::new(
+                "auth.rate_limit",
+                "expected failures_per_minute and burst >= 1",
+            ));
+        }
+        if self.ipv4_prefix > 32 {
+            return Err(KeyError::new(
+                "auth.rate_limit.ipv4_prefix",
+                format!("expected a prefix length 0 to 32, got {}", self.ipv4_prefix),
+            ));
+        }
+        if self.ipv6_prefix > 128 {
+            return Err(KeyError::new(
+                "auth.rate_limit.ipv6_prefix",
+                format!(
+                    "expected a prefix length 0 to 128, got {}",
+                    self.ipv6_prefix
+                ),
+            ));
+        }
+        if let Some(global) = &self.global {
+            if global.failures_per_minute == 0 || global.burst == 0 {
+                return Err(KeyError::new(
+                    "auth.rate_limit.global",
+                    "expected failures_per_minute and burst >= 1",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -293,9 +363,13 @@ impl Default for MtlsConfig {
     }
 }
 
-/// Who holds a role: a list of identity names, or names and patterns.
+/// Who holds a role: identity names or patterns, as proven by some methods.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RoleMembers {
+    /// The methods whose identities the names and patterns grant to; `None`: not written, so
+    /// valid only while one method is enabled (an identity name means nothing without the
+    /// method that proved it: a Basic user may be named like a certificate's SAN).
+    pub methods: Option<Vec<Method>>,
     pub names: Vec<String>,
     /// Regexes on the identity name.
     pub patterns: Vec<String>,
@@ -306,6 +380,8 @@ impl<'de> Deserialize<'de> for RoleMembers {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Spec {
+            #[serde(default)]
+            methods: Option<Vec<Method>>,
             #[serde(default)]
             names: Vec<String>,
             #[serde(default)]
@@ -319,14 +395,16 @@ impl<'de> Deserialize<'de> for RoleMembers {
         }
         match Form::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
-                "expected a list of identity names, or a map with keys names and patterns",
+                "expected `{methods: [mtls, ...], names: [...], patterns: [...]}` (methods: mtls, basic, bearer, jwt, introspection), or a list of identity names",
             )
         })? {
             Form::Names(names) => Ok(RoleMembers {
+                methods: None,
                 names,
                 patterns: Vec::new(),
             }),
             Form::Spec(s) => Ok(RoleMembers {
+                methods: s.methods,
                 names: s.names,
                 patterns: s.patterns,
             }),
@@ -340,6 +418,16 @@ pub enum Anonymous {
     #[default]
     Deny,
     Allow,
+}
+
+impl Anonymous {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Anonymous::Deny => "deny",
+            Anonymous::Allow => "allow",
+        }
+    }
 }
 
 impl AuthConfig {
@@ -408,16 +496,17 @@ impl AuthConfig {
             if role.is_empty() || empty || members.names.iter().any(String::is_empty) {
                 return Err(KeyError::new(
                     "auth.roles",
-                    "expected `role: [identity names]` or `role: {names: [...], patterns: [...]}` with non-empty names",
+                    "expected `role: {methods: [...], names: [...], patterns: [...]}` with non-empty names",
+                ));
+            }
+            if members.methods.as_ref().is_some_and(Vec::is_empty) {
+                return Err(KeyError::new(
+                    format!("auth.roles.{role}.methods"),
+                    "expected at least one of mtls, basic, bearer, jwt, introspection",
                 ));
             }
         }
-        if self.rate_limit.failures_per_minute == 0 || self.rate_limit.burst == 0 {
-            return Err(KeyError::new(
-                "auth.rate_limit",
-                "expected failures_per_minute and burst >= 1",
-            ));
-        }
+        self.rate_limit.validate()?;
         if self.mtls.identity.is_empty() {
             return Err(KeyError::new(
                 "auth.mtls.identity",
@@ -438,6 +527,14 @@ impl BasicConfig {
                 "auth.basic.realm",
                 "expected a non-empty realm without quotes, backslashes or control characters",
             ));
+        }
+        if let Some(cost) = self.timing_floor {
+            if !(4..=31).contains(&cost) {
+                return Err(KeyError::new(
+                    "auth.basic.timing_floor",
+                    format!("expected a bcrypt cost 4 to 31, got {cost}"),
+                ));
+            }
         }
         for (user, originator) in &self.originators {
             validate_originator(originator).map_err(|m| {
@@ -496,6 +593,12 @@ impl IntrospectionConfig {
             return Err(KeyError::new(
                 "auth.introspection",
                 "expected timeout and cache_ttl > 0",
+            ));
+        }
+        if self.max_concurrent == 0 {
+            return Err(KeyError::new(
+                "auth.introspection.max_concurrent",
+                "expected at least 1",
             ));
         }
         let empty = |values: &[String]| values.iter().any(String::is_empty);

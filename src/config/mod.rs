@@ -32,7 +32,8 @@ pub use cse::CseConfig;
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use service::{
-    LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, WebSocketConfig,
+    LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, VerificationLimits,
+    WebSocketConfig,
 };
 pub use tls::{ClientCertMode, CrlScope, TlsConfig, TlsVersion};
 pub use value::{FilePath, KeyError};
@@ -110,6 +111,16 @@ pub struct Config {
 /// The error for a config that still sets `request_path`.
 pub const REQUEST_PATH_REMOVED: &str =
     "removed: there is one request path now (what `lean` was, for ingress and egress alike); delete this key";
+
+/// The keys of the config file a reload applies (every other change needs a restart), in the
+/// words of the reload log line and the docs.
+pub const LIVE_KEYS: [&str; 5] = [
+    "cse",
+    "originator",
+    "auth.roles",
+    "auth.basic.originators",
+    "authorization",
+];
 
 fn default_admin() -> String {
     "127.0.0.1:9091".to_string()

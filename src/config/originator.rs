@@ -13,6 +13,16 @@ pub enum OriginatorMode {
     Verify,
 }
 
+impl OriginatorMode {
+    /// As the config writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OriginatorMode::Overwrite => "overwrite",
+            OriginatorMode::Verify => "verify",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OriginatorConfig {
@@ -28,4 +38,17 @@ pub struct OriginatorConfig {
     /// verify mode: further originator patterns (`*` = any run of characters) an identity may
     /// use, keyed by its authenticated originator.
     pub allow: BTreeMap<String, Vec<String>>,
+    /// Per role, another mode: the first entry whose role the identity holds decides; the
+    /// top-level `mode` and `cse_namespace` otherwise.
+    pub by_role: Vec<RoleOriginator>,
+}
+
+/// One entry of `originator.by_role`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleOriginator {
+    pub role: String,
+    pub mode: OriginatorMode,
+    #[serde(default)]
+    pub cse_namespace: bool,
 }

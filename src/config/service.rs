@@ -1,5 +1,6 @@
 //! The sections around the request path: upstream, limits, WebSocket, reload, shutdown, log.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -73,6 +74,10 @@ pub struct WebSocketConfig {
     /// How long an upgraded connection may stay silent in both directions.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
+    /// A write to either side that has not completed after this long (a peer that stopped
+    /// reading) closes the connection.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
 }
 
 impl Default for WebSocketConfig {
@@ -82,6 +87,7 @@ impl Default for WebSocketConfig {
             allow_opaque: false,
             cse_id: None,
             idle_timeout: Duration::from_secs(3600),
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -97,6 +103,12 @@ impl WebSocketConfig {
         if self.idle_timeout.as_secs() == 0 {
             return Err(KeyError::new(
                 "websocket.idle_timeout",
+                "expected at least 1s",
+            ));
+        }
+        if self.write_timeout.as_secs() == 0 {
+            return Err(KeyError::new(
+                "websocket.write_timeout",
                 "expected at least 1s",
             ));
         }
@@ -125,6 +137,38 @@ pub struct LimitsConfig {
     /// oneM2M JSON/CBOR bodies up to this size are read whole to rewrite their `poa` values
     /// (egress routes with `rewrite_poa`); larger ones pass unchanged.
     pub egress_rewrite_max_body: usize,
+    /// Password hash checks (cache misses) running at once, and waiting for a turn.
+    pub verifications: VerificationLimits,
+    /// Bytes all buffering together may hold (WebSocket messages, bodies read whole); default:
+    /// a quarter of the container's memory limit when one is visible, else 256 MiB.
+    pub buffer_budget: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationLimits {
+    /// Default: half the CPUs (at least 1), so that hashing never takes every core.
+    pub max_concurrent: Option<usize>,
+    /// Beyond the running ones; more are refused at once (503) without verifying.
+    pub max_queued: usize,
+}
+
+impl Default for VerificationLimits {
+    fn default() -> Self {
+        VerificationLimits {
+            max_concurrent: None,
+            max_queued: 32,
+        }
+    }
+}
+
+impl VerificationLimits {
+    /// `max_concurrent`, or its default for this machine.
+    pub fn concurrent(&self) -> usize {
+        self.max_concurrent.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+        })
+    }
 }
 
 impl Default for LimitsConfig {
@@ -136,11 +180,21 @@ impl Default for LimitsConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             egress_rewrite_max_body: 1024 * 1024,
+            verifications: VerificationLimits::default(),
+            buffer_budget: None,
         }
     }
 }
 
 impl LimitsConfig {
+    /// `buffer_budget`, or its default here, with where it came from.
+    pub fn buffer_budget(&self) -> (usize, String) {
+        match self.buffer_budget {
+            Some(bytes) => (bytes, "configured".to_owned()),
+            None => crate::buffers::default_budget(),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), KeyError> {
         if self.max_header_bytes < 1024
             || self.max_connections == 0
@@ -150,6 +204,18 @@ impl LimitsConfig {
             return Err(KeyError::new(
                 "limits",
                 "expected max_header_bytes >= 1024, max_connections >= 1, header_timeout > 0 and idle_timeout >= 1s",
+            ));
+        }
+        if self.buffer_budget.is_some_and(|b| b < 1024 * 1024) {
+            return Err(KeyError::new(
+                "limits.buffer_budget",
+                "expected at least 1048576 bytes (1 MiB)",
+            ));
+        }
+        if self.verifications.max_concurrent == Some(0) {
+            return Err(KeyError::new(
+                "limits.verifications.max_concurrent",
+                "expected at least 1",
             ));
         }
         Ok(())
@@ -177,6 +243,16 @@ pub struct ReloadConfig {
     pub poll_interval: Duration,
     /// React to file-system events in the files' directories (off: SIGHUP and polling only).
     pub watch: bool,
+    /// A file changed in place (or a replacement much smaller than the file in force) is
+    /// loaded only once it has not changed for this long: a half-written file is never loaded.
+    #[serde(with = "duration")]
+    pub settle: Duration,
+    /// A read that takes longer is given up (a hung file system); the other files go on.
+    #[serde(with = "duration")]
+    pub read_timeout: Duration,
+    /// Largest file per kind (`htpasswd`, `tokens`, `client_ca`, …), in bytes; defaults per
+    /// kind.
+    pub max_file_size: BTreeMap<String, u64>,
 }
 
 impl Default for ReloadConfig {
@@ -184,6 +260,9 @@ impl Default for ReloadConfig {
         ReloadConfig {
             poll_interval: Duration::from_secs(10),
             watch: true,
+            settle: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(5),
+            max_file_size: BTreeMap::new(),
         }
     }
 }
@@ -194,6 +273,12 @@ impl ReloadConfig {
             return Err(KeyError::new(
                 "reload.poll_interval",
                 "expected at least 100ms (e.g. \"10s\")",
+            ));
+        }
+        if self.read_timeout < Duration::from_millis(100) {
+            return Err(KeyError::new(
+                "reload.read_timeout",
+                "expected at least 100ms (e.g. \"5s\")",
             ));
         }
         Ok(())

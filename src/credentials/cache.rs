@@ -213,9 +213,11 @@ mod tests {
         HtpasswdFile::parse(Path::new("htpasswd"), content, true).expect("valid")
     }
 
-    /// alice (bcrypt cost 5) and bob (bcrypt cost 10).
+    /// alice (bcrypt cost 5) and bob (bcrypt cost 10); the timing floor below both, so that a
+    /// check is one verification.
     fn bcrypt_file() -> HtpasswdFile {
         file(&format!("alice:{}\nbob:{}\n", FIXTURES[0].0, FIXTURES[1].0))
+            .with_timing_floor(Some(4))
     }
 
     /// Cheap entries u0..u{n-1} with password p{i}.

@@ -4,7 +4,7 @@
 //! the hash ends at the next `:` (anything after it is ignored). Every parse builds a fresh
 //! snapshot; the caller swaps whole snapshots on reload.
 
-use std::collections::{hash_map, BTreeMap, HashMap};
+use std::collections::{hash_map, HashMap};
 use std::fmt;
 use std::path::Path;
 
@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use super::hashes::{Hash, Work};
 use super::CredentialError;
 
-/// Unknown users are verified against this bcrypt cost when the file has no entries.
-const DEFAULT_DUMMY_WORK: Work = Work::Bcrypt(10);
+/// The timing floor of a file without entries.
+const DEFAULT_FLOOR: Work = Work::Bcrypt(10);
 
 /// Cost of the bcrypt hashes [`htpasswd_line`] writes (Apache's `htpasswd -B` default is 5).
 pub const BCRYPT_COST: u32 = 10;
@@ -22,8 +22,11 @@ pub const BCRYPT_COST: u32 = 10;
 pub struct HtpasswdFile {
     entries: HashMap<String, Entry>,
     insecure: usize,
-    /// Verified for unknown users so that they take as long as a wrong password.
-    dummy: Hash,
+    /// What every check costs at least: unknown users are verified against this dummy, and
+    /// users whose own hash is cheaper verify it too, so that neither is told apart by timing.
+    floor: Hash,
+    /// The floor was configured (`auth.basic.timing_floor`), not the file's most expensive hash.
+    floor_configured: bool,
 }
 
 struct Entry {
@@ -35,12 +38,11 @@ struct Entry {
 impl Default for HtpasswdFile {
     /// No users: every check fails (the state before the first load).
     fn default() -> Self {
-        let entries = HashMap::new();
-        let dummy = most_common_work(&entries).dummy();
         HtpasswdFile {
-            entries,
+            entries: HashMap::new(),
             insecure: 0,
-            dummy,
+            floor: DEFAULT_FLOOR.dummy(),
+            floor_configured: false,
         }
     }
 }
@@ -104,12 +106,44 @@ impl HtpasswdFile {
                 }
             }
         }
-        let dummy = most_common_work(&entries).dummy();
+        let floor = most_expensive_work(&entries).dummy();
         Ok(HtpasswdFile {
             entries,
             insecure,
-            dummy,
+            floor,
+            floor_configured: false,
         })
+    }
+
+    /// Use a bcrypt check of `cost` as the floor instead of the file's most expensive hash
+    /// (`auth.basic.timing_floor`).
+    pub fn with_timing_floor(mut self, bcrypt_cost: Option<u32>) -> Self {
+        if let Some(cost) = bcrypt_cost {
+            self.floor = Work::Bcrypt(cost).dummy();
+            self.floor_configured = true;
+        }
+        self
+    }
+
+    /// What every check costs at least, for `check`: "bcrypt cost 12 (configured)".
+    pub fn timing_floor(&self) -> String {
+        let work = match self.floor.work() {
+            Work::Bcrypt(cost) => format!("bcrypt cost {cost}"),
+            Work::Md5Crypt => "MD5-crypt".to_owned(),
+            Work::ShaCrypt { sha512, rounds } => {
+                format!(
+                    "SHA-{}-crypt, {rounds} rounds",
+                    if sha512 { 512 } else { 256 }
+                )
+            }
+            Work::Sha1 => "SHA-1".to_owned(),
+            Work::Plain => "plain text".to_owned(),
+        };
+        let why = match self.floor_configured {
+            true => "configured",
+            false => "the most expensive hash in the file",
+        };
+        format!("{work} ({why})")
     }
 
     pub fn len(&self) -> usize {
@@ -125,14 +159,21 @@ impl HtpasswdFile {
         self.insecure
     }
 
-    /// Check a password. An unknown user costs the same as a wrong password (a verification
-    /// against a dummy of the file's most common hash format and cost), so user names cannot
-    /// be probed by timing.
+    /// Check a password. Every check costs at least the floor (a dummy verification of the
+    /// file's most expensive hash, or of `auth.basic.timing_floor`): an unknown user costs the
+    /// floor, a user whose hash is cheaper costs its hash plus the floor, so user names cannot
+    /// be probed by timing (docs/security-model.md says what remains).
     pub fn verify(&self, user: &str, password: &[u8]) -> bool {
         match self.entries.get(user) {
-            Some(entry) => entry.hash.verify(password),
+            Some(entry) => {
+                let ok = entry.hash.verify(password);
+                if entry.hash.work().cost() < self.floor.work().cost() {
+                    std::hint::black_box(self.floor.verify(password));
+                }
+                ok
+            }
             None => {
-                std::hint::black_box(self.dummy.verify(password));
+                std::hint::black_box(self.floor.verify(password));
                 false
             }
         }
@@ -160,17 +201,14 @@ fn fingerprint(field: &str) -> u64 {
     u64::from_be_bytes(first)
 }
 
-/// The most common (format, cost) among the entries; ties go to the greater class so the
-/// choice does not depend on hash-map order.
-fn most_common_work(entries: &HashMap<String, Entry>) -> Work {
-    let mut counts: BTreeMap<Work, usize> = BTreeMap::new();
-    for entry in entries.values() {
-        *counts.entry(entry.hash.work()).or_default() += 1;
-    }
-    counts
-        .into_iter()
-        .max_by_key(|&(work, count)| (count, work))
-        .map_or(DEFAULT_DUMMY_WORK, |(work, _)| work)
+/// The most expensive (format, cost) among the entries; ties of cost go to the greater class
+/// so the choice does not depend on hash-map order.
+fn most_expensive_work(entries: &HashMap<String, Entry>) -> Work {
+    entries
+        .values()
+        .map(|e| e.hash.work())
+        .max_by_key(|work| (work.cost(), *work))
+        .unwrap_or(DEFAULT_FLOOR)
 }
 
 /// One htpasswd line `user:$2y$10$…` for the operator tool (bcrypt, cost [`BCRYPT_COST`]).
@@ -332,8 +370,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_user_runs_a_dummy_verification_like_a_wrong_password() {
-        // two cost-5 bcrypt entries, one cost 10: the dummy is bcrypt cost 5
+    fn unknown_user_runs_a_dummy_verification_of_the_most_expensive_hash() {
+        // two cost-5 bcrypt entries, one cost 10: the floor is bcrypt cost 10 (issue 28: the
+        // most common class let an unknown user be told apart from the cost-10 one)
         let content = format!(
             "a:{}\nb:{}\nc:{}\n",
             FIXTURES[0].0, FIXTURES[1].0, FIXTURES[0].0
@@ -341,9 +380,13 @@ mod tests {
         let file = parse(&content, false).expect("valid");
         take_verified();
         assert!(!file.verify("nobody", b"correct horse"));
-        assert_eq!(take_verified(), vec![Work::Bcrypt(5)]);
-        assert!(!file.verify("a", b"wrong"));
-        assert_eq!(take_verified(), vec![Work::Bcrypt(5)]);
+        assert_eq!(take_verified(), vec![Work::Bcrypt(10)]);
+        assert!(!file.verify("b", b"wrong"));
+        assert_eq!(take_verified(), vec![Work::Bcrypt(10)]);
+        // a cheaper user pays the floor on top of its own hash
+        assert!(file.verify("a", b"correct horse"));
+        assert_eq!(take_verified(), vec![Work::Bcrypt(5), Work::Bcrypt(10)]);
+        assert!(file.timing_floor().contains("bcrypt cost 10"));
 
         let sha = format!("f:{}\n", FIXTURES[9].0);
         let file = parse(&sha, false).expect("valid");
@@ -359,6 +402,71 @@ mod tests {
         let empty = parse("# nobody yet\n", false).expect("valid");
         assert!(!empty.verify("nobody", b"x"));
         assert_eq!(take_verified(), vec![Work::Bcrypt(10)]);
+    }
+
+    #[test]
+    fn sha1_and_apr1_users_are_not_faster_than_the_floor() {
+        // {SHA}, apr1 and a bcrypt-5 user: the floor is the bcrypt one
+        let content = format!(
+            "sha:{}\napr:{}\nbc:{}\n",
+            FIXTURES[6].0, FIXTURES[2].0, FIXTURES[0].0
+        );
+        let file = parse(&content, false).expect("valid");
+        take_verified();
+        assert!(file.verify("sha", b"sha1-secret"));
+        assert_eq!(take_verified(), vec![Work::Sha1, Work::Bcrypt(5)]);
+        assert!(!file.verify("apr", b"wrong"));
+        assert_eq!(take_verified(), vec![Work::Md5Crypt, Work::Bcrypt(5)]);
+        assert!(!file.verify("bc", b"wrong"));
+        assert_eq!(
+            take_verified(),
+            vec![Work::Bcrypt(5)],
+            "no padding at the floor"
+        );
+    }
+
+    #[test]
+    fn a_configured_floor_replaces_the_most_expensive_hash() {
+        let content = format!("sha:{}\nbc:{}\n", FIXTURES[6].0, FIXTURES[0].0);
+        let file = parse(&content, false)
+            .expect("valid")
+            .with_timing_floor(Some(6));
+        assert!(file.timing_floor().contains("bcrypt cost 6 (configured)"));
+        take_verified();
+        assert!(!file.verify("nobody", b"x"));
+        assert_eq!(take_verified(), vec![Work::Bcrypt(6)]);
+        assert!(!file.verify("sha", b"x"));
+        assert_eq!(take_verified(), vec![Work::Sha1, Work::Bcrypt(6)]);
+        assert!(!file.verify("bc", b"x"));
+        assert_eq!(take_verified(), vec![Work::Bcrypt(5), Work::Bcrypt(6)]);
+        // a floor below a user's own cost: that user is not padded
+        let file = parse(&content, false)
+            .expect("valid")
+            .with_timing_floor(Some(4));
+        take_verified();
+        assert!(!file.verify("bc", b"x"));
+        assert_eq!(take_verified(), vec![Work::Bcrypt(5)]);
+        assert!(!file.verify("nobody", b"x"));
+        assert_eq!(take_verified(), vec![Work::Bcrypt(4)]);
+    }
+
+    #[test]
+    fn costs_order_the_classes() {
+        let order = [
+            Work::Sha1,
+            Work::Md5Crypt,
+            Work::Bcrypt(4),
+            Work::ShaCrypt {
+                sha512: true,
+                rounds: 5000,
+            },
+            Work::Bcrypt(10),
+            Work::Bcrypt(13),
+        ];
+        for pair in order.windows(2) {
+            assert!(pair[0].cost() < pair[1].cost(), "{pair:?}");
+        }
+        assert!(Work::Bcrypt(31).cost() > Work::Bcrypt(30).cost());
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Egress {
     pub idle_timeout_secs: u64,
     /// `websocket.idle_timeout`.
     pub websocket_idle_timeout: Duration,
+    /// `websocket.write_timeout`.
+    pub websocket_write_timeout: Duration,
 }
 
 pub struct EgressCtx {
@@ -117,6 +119,10 @@ impl Side for Egress {
 
     fn websocket_idle_timeout(&self) -> Duration {
         self.websocket_idle_timeout
+    }
+
+    fn websocket_write_timeout(&self) -> Duration {
+        self.websocket_write_timeout
     }
 
     fn poa(&self) -> Option<(&PoaRewriter, Direction)> {
@@ -255,6 +261,11 @@ impl Side for Egress {
 
     fn websocket_from_server(&self, _ctx: &mut EgressCtx, data: Bytes) -> Result<Bytes> {
         Ok(data)
+    }
+
+    /// No gate on a route's WebSocket: the close frames are the peer's ingress's to send.
+    fn websocket_going_away(&self, _ctx: &mut EgressCtx) -> Option<(Bytes, Option<Bytes>)> {
+        None
     }
 
     fn failure_response(

@@ -15,9 +15,10 @@ use super::early::bytes_written;
 use super::side::{OwnResponse, Side};
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
+use crate::buffers::Held;
 use crate::headers;
 use crate::metrics;
-use crate::poa::rewrite::{direction_label, BodyRewrite};
+use crate::poa::rewrite::{direction_label, grow_body, BodyRewrite};
 
 pub struct Exchange<'a, S: Side> {
     pub side: &'a S,
@@ -182,10 +183,14 @@ impl<S: Side> Exchange<'_, S> {
         up.respect_keepalive();
         side.upstream_response(&method, &mut resp, ctx)?;
         if switching {
+            // a peer that stops reading must not hold the connection (and its buffers)
+            let write_timeout = Some(side.websocket_write_timeout());
+            down.set_write_timeout(write_timeout);
+            up.write_timeout = write_timeout;
             down.write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
-            tunnel::relay(side, self.conn, down, &mut up, ctx).await?;
+            tunnel::relay(side, self.conn, down, &mut up, ctx, self.shutdown).await?;
             down.finish_body().await.map_err(|e| e.into_down())?;
             return Ok(false);
         }
@@ -265,26 +270,37 @@ impl<S: Side> Exchange<'_, S> {
         };
         let has_body = !down.is_body_empty();
         let plan = BodyRewrite::request_plan(poa, &down.req_header().headers, has_body, direction);
-        let Some(encoding) = plan else {
+        let Some((encoding, declared)) = plan else {
             return Ok(None);
         };
+        // a declared body that does not fit in the buffer budget is refused before it is sent
+        let mut body = BytesMut::new();
+        let mut held = Held::default();
+        if let Some(n) = declared {
+            grow_body(&mut body, &mut held, n, n, "request_body")?;
+        }
         if expect_continue {
             // the client waits for it before it sends the body read here
             sent.continued = true;
             write_continue(down).await?;
         }
-        let mut body = BytesMut::new();
         while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
             self.side.count_body(ctx, chunk.len())?;
+            if body.len() + chunk.len() <= poa.max_body() {
+                let limit = poa.max_body();
+                grow_body(&mut body, &mut held, chunk.len(), limit, "request_body")?;
+            }
             body.extend_from_slice(&chunk);
             if body.len() > poa.max_body() {
                 metrics::poa_body_too_large(direction_label(direction));
                 return Ok(Some(body.freeze()));
             }
         }
+        // counted for as long as the request keeps the body (a retry sends it again)
         Ok(Some(S::bodies(ctx).whole_request(
             poa,
             body.freeze(),
+            held,
             encoding,
             direction,
         )))
@@ -303,14 +319,24 @@ impl<S: Side> Exchange<'_, S> {
         let Some((poa, _)) = self.side.poa() else {
             return Ok(Whole::NotRead);
         };
-        let Some(direction) = S::bodies(ctx).response_direction() else {
+        let Some(plan) = S::bodies(ctx).response_plan() else {
             return Ok(Whole::NotRead);
         };
+        // counted against the buffer budget while it is read: a declared one that does not
+        // fit is refused (503) before any of it is read
         let mut body = BytesMut::new();
+        let mut held = Held::default();
+        if let Some(n) = plan.declared {
+            grow_body(&mut body, &mut held, n, n, "response_body")?;
+        }
         while let Some(chunk) = up.read_body_ref().await.map_err(|e| e.into_up())? {
+            if body.len() + chunk.len() <= poa.max_body() {
+                let limit = poa.max_body();
+                grow_body(&mut body, &mut held, chunk.len(), limit, "response_body")?;
+            }
             body.extend_from_slice(chunk);
             if body.len() > poa.max_body() {
-                metrics::poa_body_too_large(direction_label(direction));
+                metrics::poa_body_too_large(direction_label(plan.direction));
                 return Ok(Whole::TooLarge(body.freeze()));
             }
         }

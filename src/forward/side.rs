@@ -40,6 +40,8 @@ pub trait Side: Send + Sync + 'static {
     fn idle_timeout_secs(&self) -> u64;
     /// How long a WebSocket may stay silent both ways.
     fn websocket_idle_timeout(&self) -> Duration;
+    /// How long a write to either side of a WebSocket may wait (a peer that stopped reading).
+    fn websocket_write_timeout(&self) -> Duration;
     /// The `poa` rewriting of bodies and the direction request bodies travel; `None` when this
     /// listener rewrites none.
     fn poa(&self) -> Option<(&PoaRewriter, Direction)>;
@@ -92,6 +94,9 @@ pub trait Side: Send + Sync + 'static {
     ) -> Result<(Bytes, Option<Bytes>)>;
     /// WebSocket bytes from the upstream after a 101, on their way to the client.
     fn websocket_from_server(&self, ctx: &mut Self::Ctx, data: Bytes) -> Result<Bytes>;
+    /// At shutdown: the close frames of the WebSocket (toward the upstream, toward the client
+    /// now), `None` when the side sends none.
+    fn websocket_going_away(&self, ctx: &mut Self::Ctx) -> Option<(Bytes, Option<Bytes>)>;
     /// The answer to a failure of the request (either side), or `None` when the client is gone
     /// or a response has already started (`answered`).
     fn failure_response(

@@ -5,24 +5,41 @@
 
 use pingora::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora::protocols::http::v1::server::HttpSession as ServerSession;
+use pingora::server::ShutdownWatch;
 use pingora::Result;
 
 use super::side::Side;
 
 /// Relays until one side closes; the client connection is closed after it (a 101 ends HTTP on
-/// it). Refusal and close frames of the gate go to the client at once. Either side may stay
-/// silent for the side's WebSocket idle timeout (not the upstream's response timeout).
+/// it). Refusal and close frames of the gate go to the client at once. At shutdown both sides
+/// of a oneM2M WebSocket get a close frame 1001, and relaying goes on while they finish the
+/// closing handshake (the grace period ends it at the latest). Either side may stay silent for
+/// the side's WebSocket idle timeout (not the upstream's response timeout).
 pub async fn relay<S: Side>(
     side: &S,
     conn: &S::Conn,
     down: &mut ServerSession,
     up: &mut ClientSession,
     ctx: &mut S::Ctx,
+    shutdown: &ShutdownWatch,
 ) -> Result<()> {
     up.maybe_upgrade_body_writer();
     up.read_timeout = Some(side.websocket_idle_timeout());
+    let mut shutdown = shutdown.clone();
+    // until the close frames are sent (or the shutdown signal cannot come any more)
+    let mut watching = true;
     loop {
+        if watching && *shutdown.borrow() {
+            watching = false;
+            if let Some((to_upstream, to_client)) = side.websocket_going_away(ctx) {
+                if let Some(frames) = to_client {
+                    down.write_body(&frames).await.map_err(|e| e.into_down())?;
+                }
+                up.write_body(&to_upstream).await.map_err(|e| e.into_up())?;
+            }
+        }
         tokio::select! {
+            changed = shutdown.changed(), if watching => watching = changed.is_ok(),
             from_client = down.read_body_bytes() => {
                 // the client closed: so does the tunnel (the upstream sees the close)
                 let Some(data) = from_client.map_err(|e| e.into_down())? else {

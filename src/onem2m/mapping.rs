@@ -16,6 +16,7 @@ pub fn auth_error(e: &AuthError) -> M2mError {
         }
         // fail closed: the verification service, not the client, is the problem
         Failure::Unavailable => M2mError::upstream(503, e.reason),
+        Failure::Busy => M2mError::busy(e.reason),
         _ => M2mError::unauthenticated(e.reason),
     }
 }
@@ -117,6 +118,8 @@ pub fn pingora_error(e: &Error) -> Option<M2mError> {
     if let HTTPStatus(code) = e.etype() {
         let reason = match code {
             413 => "request body too large",
+            // the buffer budget (crate::buffers): try again soon
+            503 => return Some(M2mError::busy("proxy buffer budget exhausted; try again")),
             _ => "request refused",
         };
         return Some(M2mError::other(*code, reason));

@@ -31,7 +31,7 @@ pub struct M2mError {
     pub reason: Cow<'static, str>,
     /// Add the `WWW-Authenticate` challenges (401 only).
     pub challenge: bool,
-    /// Seconds for `Retry-After` (429 only).
+    /// Seconds for `Retry-After` (429, and 503 when the proxy itself is busy).
     pub retry_after: Option<u64>,
     /// The `Allow` header (405 only).
     pub allow: Option<&'static str>,
@@ -62,6 +62,18 @@ impl M2mError {
             reason: "too many failed authentication attempts".into(),
             challenge: false,
             retry_after: Some(retry_after.max(1)),
+            allow: None,
+        }
+    }
+
+    /// The proxy is at a limit of its own (verification slots, buffer budget): try again soon.
+    pub fn busy(reason: impl Into<Cow<'static, str>>) -> Self {
+        M2mError {
+            status: 503,
+            rsc: Rsc::InternalServerError,
+            reason: reason.into(),
+            challenge: false,
+            retry_after: Some(1),
             allow: None,
         }
     }

@@ -1,12 +1,14 @@
 //! `poa` rewriting on the request path, for ingress and egress alike: which bodies are read
 //! whole (oneM2M JSON and CBOR, up to `limits.egress_rewrite_max_body`), rewritten, and sent on
 //! with their exact `Content-Length`. The request loop (`crate::forward`) reads and writes them;
-//! a body that turns out larger passes unchanged.
+//! a body that turns out larger passes unchanged. What is read whole counts against the buffer
+//! budget (`crate::buffers`).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 
 use super::{encoding_of, Direction, Encoding, PoaMap};
+use crate::buffers::{Exhausted, Held};
 use crate::metrics;
 
 /// The routes' URL pairs, one map per route so that rewrites are counted per route.
@@ -95,27 +97,73 @@ pub enum Plan {
     },
 }
 
+/// The error that ends a request or response whose body would exceed the buffer budget
+/// (`limits.buffer_budget`): 503 in oneM2M form when no answer has started, counted per `what`
+/// (`request_body`, `response_body`).
+pub fn budget_exhausted(what: &str) -> Box<pingora::Error> {
+    metrics::buffer_budget_refused(what);
+    pingora::Error::explain(pingora::ErrorType::HTTPStatus(503), Exhausted.to_string())
+}
+
+/// Take `n` bytes for a body being read whole, or the error that refuses it.
+pub fn hold_body(held: &mut Held, n: usize, what: &str) -> pingora::Result<()> {
+    held.resize(n).map_err(|_| budget_exhausted(what))
+}
+
+/// Make room in `buf` for `add` more bytes, taken from the budget before it is allocated
+/// (growing by doubling, but never past `limit` unless the bytes need it). `held` then counts
+/// the capacity.
+pub fn grow_body(
+    buf: &mut BytesMut,
+    held: &mut Held,
+    add: usize,
+    limit: usize,
+    what: &str,
+) -> pingora::Result<()> {
+    let needed = buf.len() + add;
+    let capacity = buf.capacity();
+    if needed > capacity {
+        let grown = needed.max(capacity.saturating_mul(2).min(limit));
+        hold_body(held, grown.max(held.bytes()), what)?;
+        buf.reserve(grown - buf.len());
+    }
+    held.set_in_hand(buf.capacity());
+    Ok(())
+}
+
 /// The `poa` rewriting of one request and its response, the same on ingress and egress: only
 /// the direction differs (the request body's; the response travels the other way).
 #[derive(Default)]
 pub struct BodyRewrite {
     /// The length of the request body read whole and rewritten: its `Content-Length`.
     request_len: Option<usize>,
-    /// The response body is read whole to be rewritten: its encoding and direction.
-    response: Option<(Encoding, Direction)>,
+    /// The request body read whole, counted against the buffer budget for as long as the
+    /// request keeps it (a retry sends it again).
+    held: Held,
+    /// The response body is read whole to be rewritten: how, and its declared length.
+    response: Option<ResponsePlan>,
+}
+
+/// A response body to read whole.
+#[derive(Clone, Copy)]
+pub struct ResponsePlan {
+    pub encoding: Encoding,
+    pub direction: Direction,
+    pub declared: Option<usize>,
 }
 
 impl BodyRewrite {
-    /// Before the request goes upstream: the encoding to read its body whole for, `None` when
-    /// it passes untouched (a body declared larger than the limit is counted here).
+    /// Before the request goes upstream: the encoding to read its body whole for and its
+    /// declared length, `None` when it passes untouched (a body declared larger than the limit
+    /// is counted here).
     pub fn request_plan(
         rewriter: &PoaRewriter,
         headers: &HeaderMap,
         has_body: bool,
         direction: Direction,
-    ) -> Option<Encoding> {
+    ) -> Option<(Encoding, Option<usize>)> {
         match rewriter.plan(headers, has_body) {
-            Plan::Inspect { encoding, .. } => Some(encoding),
+            Plan::Inspect { encoding, declared } => Some((encoding, declared)),
             Plan::TooLarge => {
                 metrics::poa_body_too_large(direction_label(direction));
                 None
@@ -124,16 +172,19 @@ impl BodyRewrite {
         }
     }
 
-    /// The whole request body, rewritten; `request_head` then gives its exact length.
+    /// The whole request body, rewritten; `request_head` then gives its exact length. `held`
+    /// counts the body read; kept for as long as this request.
     pub fn whole_request(
         &mut self,
         rewriter: &PoaRewriter,
         body: Bytes,
+        held: Held,
         encoding: Encoding,
         direction: Direction,
     ) -> Bytes {
         let body = rewriter.rewrite(&body, encoding, direction).unwrap_or(body);
         self.request_len = Some(body.len());
+        self.held = held;
         body
     }
 
@@ -161,16 +212,22 @@ impl BodyRewrite {
             Direction::AwayFromLocal => Direction::TowardLocal,
         };
         match rewriter.plan(&resp.headers, has_body) {
-            Plan::Inspect { encoding, .. } => self.response = Some((encoding, direction)),
+            Plan::Inspect { encoding, declared } => {
+                self.response = Some(ResponsePlan {
+                    encoding,
+                    direction,
+                    declared,
+                })
+            }
             Plan::TooLarge => metrics::poa_body_too_large(direction_label(direction)),
             Plan::Untouched => {}
         }
         Ok(())
     }
 
-    /// The direction of a response body to read whole, if it is one.
-    pub fn response_direction(&self) -> Option<Direction> {
-        self.response.map(|(_, direction)| direction)
+    /// How to read the response body whole, if it is one to rewrite.
+    pub fn response_plan(&self) -> Option<ResponsePlan> {
+        self.response
     }
 
     /// The whole response body, rewritten, with the head framed for its exact length.
@@ -181,9 +238,9 @@ impl BodyRewrite {
         body: Bytes,
     ) -> pingora::Result<Bytes> {
         let body = match self.response {
-            Some((encoding, direction)) => {
-                rewriter.rewrite(&body, encoding, direction).unwrap_or(body)
-            }
+            Some(plan) => rewriter
+                .rewrite(&body, plan.encoding, plan.direction)
+                .unwrap_or(body),
             None => body,
         };
         resp.remove_header(&http::header::TRANSFER_ENCODING);

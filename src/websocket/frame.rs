@@ -4,6 +4,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use crate::buffers::{BufferBudget, Held};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Opcode {
     Continuation,
@@ -145,7 +147,8 @@ pub enum ClientEvent {
 
 /// The client → server direction: every frame masked, fragments joined up to `max_message`
 /// bytes, control frames (≤ 125 bytes, never fragmented) allowed between fragments, no
-/// reserved bits (no extension is ever negotiated).
+/// reserved bits (no extension is ever negotiated). What is held counts against the buffer
+/// budget (`limits.buffer_budget`): beyond it the connection is closed with 1013.
 pub struct ClientStream {
     max_message: usize,
     /// Bytes of a frame whose header or payload is not complete yet.
@@ -154,16 +157,55 @@ pub struct ClientStream {
     message: Option<(Opcode, BytesMut)>,
     /// A Close frame was seen: nothing after it is read.
     closed: bool,
+    /// The capacity of `pending` and `message`, taken from the buffer budget.
+    held: Held,
 }
+
+/// A buffer over this that is mostly empty after a message is given back (an idle connection
+/// keeps no large allocation from its last large message).
+const KEEP: usize = 64 * 1024;
+
+const BUDGET_EXHAUSTED: Violation = Violation {
+    code: 1013,
+    reason: "proxy buffer budget exhausted; try again later",
+};
 
 impl ClientStream {
     pub fn new(max_message: usize) -> Self {
+        Self::with_budget(max_message, &crate::buffers::BUDGET)
+    }
+
+    pub fn with_budget(max_message: usize, budget: &'static BufferBudget) -> Self {
         ClientStream {
             max_message,
             pending: BytesMut::new(),
             message: None,
             closed: false,
+            held: Held::new(budget),
         }
+    }
+
+    /// Bytes held by this stream's buffers (their capacity).
+    pub fn held(&self) -> usize {
+        self.held.bytes()
+    }
+
+    fn message_capacity(&self) -> usize {
+        self.message.as_ref().map_or(0, |(_, m)| m.capacity())
+    }
+
+    /// Take what `pending` (grown to `pending_capacity`) and the message being joined (grown by
+    /// `message_extra`) will hold from the budget, before allocating it.
+    fn hold(&mut self, pending_capacity: usize, message_extra: usize) -> Result<(), Violation> {
+        let bytes =
+            pending_capacity.max(self.pending.capacity()) + self.message_capacity() + message_extra;
+        if bytes <= self.held.bytes() {
+            return Ok(());
+        }
+        self.held.resize(bytes).map_err(|_| {
+            crate::metrics::buffer_budget_refused("websocket");
+            BUDGET_EXHAUSTED
+        })
     }
 
     /// Feeds bytes as they arrive, split anywhere; returns the complete events.
@@ -171,29 +213,55 @@ impl ClientStream {
         if self.closed {
             return Ok(Vec::new());
         }
+        self.hold(self.pending.len() + data.len(), 0)?;
         self.pending.extend_from_slice(data);
         let mut events = Vec::new();
+        let mut split = false;
         while let Some(header) = parse_header(&self.pending)? {
             self.check(&header)?;
             // checked against max_message (or 125) above, so it fits in usize
             let total = header.len + header.payload_len as usize;
             if self.pending.len() < total {
-                // Reserve once for the whole frame instead of growing as it trickles in.
-                self.pending.reserve(total - self.pending.len());
+                // Reserve once for the whole frame instead of growing as it trickles in,
+                // within the budget.
+                if self.pending.capacity() < total {
+                    self.hold(total, 0)?;
+                    // exactly (`reserve` may double)
+                    let mut whole = BytesMut::with_capacity(total);
+                    whole.extend_from_slice(&self.pending);
+                    self.pending = whole;
+                }
                 break;
             }
             let frame = self.pending.split_to(total).freeze();
+            split = true;
             if let Some(event) = self.on_frame(&header, frame)? {
                 let close = matches!(event, ClientEvent::Close(_));
                 events.push(event);
                 if close {
-                    self.pending.clear();
+                    self.pending = BytesMut::new();
                     self.closed = true;
                     break;
                 }
             }
         }
+        if split || self.pending.capacity() > KEEP {
+            self.shrink();
+        }
+        // what is held now (in hand already, so counted even if others took the rest)
+        let bytes = self.pending.capacity() + self.message_capacity();
+        self.held.set_in_hand(bytes);
         Ok(events)
+    }
+
+    /// After frames were taken out: the rest moves to a buffer of its own size, so that the
+    /// allocation of a large frame (shared with the frame until it is dropped) goes away.
+    fn shrink(&mut self) {
+        if self.pending.is_empty() {
+            self.pending = BytesMut::new();
+        } else if self.pending.len() <= KEEP {
+            self.pending = BytesMut::from(&self.pending[..]);
+        }
     }
 
     fn check(&self, h: &Header) -> Result<(), Violation> {
@@ -238,6 +306,7 @@ impl ClientStream {
             _ => {}
         }
         let mask = h.mask.unwrap_or_default();
+        self.hold(0, frame.len() - h.len)?;
         let message = self
             .message
             .get_or_insert_with(|| (h.opcode, BytesMut::new()));
@@ -424,6 +493,55 @@ mod tests {
             opcode,
             payload: Bytes::copy_from_slice(payload),
         }
+    }
+
+    /// Issue 28: 1 000 connections each sending 1 MiB minus one byte of a frame held 1 GiB.
+    /// Partial frames now count against the buffer budget: beyond it, close 1013.
+    #[test]
+    fn partial_frames_beyond_the_budget_are_refused_with_1013() {
+        static BUDGET: BufferBudget = BufferBudget::new(300 * 1024);
+        let frame = raw(true, 2, &vec![1u8; 100 * 1024], Some(KEY));
+        let almost = &frame[..frame.len() - 1];
+        let mut streams: Vec<ClientStream> = Vec::new();
+        let mut refused = 0;
+        for _ in 0..5 {
+            let mut s = ClientStream::with_budget(1024 * 1024, &BUDGET);
+            match s.push(almost) {
+                Ok(events) => assert!(events.is_empty()),
+                Err(v) => {
+                    assert_eq!(v, BUDGET_EXHAUSTED);
+                    refused += 1;
+                }
+            }
+            streams.push(s);
+        }
+        assert!(BUDGET.used() <= 300 * 1024, "{}", BUDGET.used());
+        assert_eq!(refused, 3, "two partial frames fit, three do not");
+        // the last byte completes one: its message comes out, and its buffer is given back
+        let events = streams[0].push(&frame[frame.len() - 1..]).unwrap();
+        assert!(
+            matches!(&events[..], [ClientEvent::Message { payload, .. }] if payload.len() == 100 * 1024)
+        );
+        drop(events);
+        assert_eq!(streams[0].held(), 0, "nothing kept after the message");
+        drop(streams);
+        assert_eq!(BUDGET.used(), 0);
+    }
+
+    #[test]
+    fn a_large_message_leaves_no_large_buffer_behind() {
+        let mut s = ClientStream::new(2 * 1024 * 1024);
+        let mut wire = raw(true, 2, &vec![3u8; 1024 * 1024], Some(KEY));
+        // and the start of the next frame in the same chunk
+        let next = raw(true, 2, b"next", Some(KEY));
+        wire.extend_from_slice(&next[..3]);
+        let events = s.push(&wire).unwrap();
+        assert_eq!(events.len(), 1);
+        drop(events);
+        assert!(s.held() < KEEP, "{}", s.held());
+        assert!(s.pending.capacity() < KEEP, "{}", s.pending.capacity());
+        let events = s.push(&next[3..]).unwrap();
+        assert_eq!(events, vec![message(Opcode::Binary, b"next")]);
     }
 
     #[test]

@@ -353,6 +353,28 @@ impl Gate {
         }
     }
 
+    /// The proxy is shutting down: a close frame 1001 (going away) toward the client, at the
+    /// CSE's next message boundary, and toward the CSE; nothing more is read from the client.
+    /// Nothing when the client side is already closed.
+    pub fn going_away(&mut self) -> ClientOutput {
+        let mut out = ClientOutput::default();
+        if self.client_done {
+            return out;
+        }
+        metrics::websocket_close(1001);
+        self.waiting_for_client
+            .extend_from_slice(&close_frame(1001, "proxy shutting down", None));
+        out.to_upstream.extend_from_slice(&close_frame(
+            1001,
+            "proxy shutting down",
+            Some(self.mask.next()),
+        ));
+        out.closed_with = Some(1001);
+        self.client_done = true;
+        out.to_client = self.due_for_client();
+        out
+    }
+
     /// Close the client side with `code`, tell the upstream the client is going away.
     fn close(&mut self, out: &mut ClientOutput, code: u16, reason: &'static str) {
         metrics::websocket_close(code);

@@ -48,6 +48,19 @@ pub fn metric(scrape: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The value of `series` once it reaches `at_least` (metrics are recorded just after the
+/// response is sent, so a scrape right after it may be early), or its value after 10 s.
+pub fn wait_metric(proxy: &super::ProxyProcess, series: &str, at_least: f64) -> f64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let value = metric(&proxy.admin_get("/metrics").unwrap_or_default().1, series);
+        if value >= at_least || std::time::Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// The credential files of [`start_with_credentials`].
 pub struct CredFiles {
     pub htpasswd: std::path::PathBuf,

@@ -1,6 +1,7 @@
 //! A small HTTPS endpoint on 127.0.0.1 for the services the proxy calls itself (JWKS URL,
 //! token introspection): answers come from a closure, calls are counted and recorded, answers
-//! can be delayed, and client certificates can be required.
+//! can be delayed, client certificates can be required, and connections can be kept alive
+//! (then counted, as are the calls in progress at once).
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -25,10 +26,20 @@ pub struct Call {
 
 type Handler = dyn Fn(&Call) -> (u16, String) + Send + Sync;
 
+/// What the endpoint counts besides the calls.
+#[derive(Default)]
+struct Counters {
+    keep_alive: AtomicBool,
+    connections: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
 pub struct HttpsEndpoint {
     pub addr: SocketAddr,
     calls: Arc<Mutex<Vec<Call>>>,
     count: Arc<AtomicUsize>,
+    counters: Arc<Counters>,
     delay: Arc<Mutex<Duration>>,
     handler: Arc<Mutex<Arc<Handler>>>,
     stop: Arc<AtomicBool>,
@@ -73,27 +84,31 @@ impl HttpsEndpoint {
             Arc::new(Mutex::new(Duration::ZERO)),
             Arc::new(AtomicBool::new(false)),
         );
+        let counters = Arc::new(Counters::default());
         let accept = {
-            let (calls, count, delay, stop, handler) = (
+            let (calls, count, delay, stop, handler, counters) = (
                 calls.clone(),
                 count.clone(),
                 delay.clone(),
                 stop.clone(),
                 handler.clone(),
+                counters.clone(),
             );
             thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((tcp, _)) => {
-                            let (acceptor, calls, count, delay, handler) = (
+                            let (acceptor, calls, count, delay, handler, counters) = (
                                 acceptor.clone(),
                                 calls.clone(),
                                 count.clone(),
                                 delay.clone(),
                                 handler.clone(),
+                                counters.clone(),
                             );
+                            counters.connections.fetch_add(1, Ordering::SeqCst);
                             thread::spawn(move || {
-                                serve(tcp, &acceptor, &calls, &count, &delay, &handler)
+                                serve(tcp, &acceptor, &calls, &count, &delay, &handler, &counters)
                             });
                         }
                         Err(_) => thread::sleep(Duration::from_millis(10)),
@@ -105,6 +120,7 @@ impl HttpsEndpoint {
             addr,
             calls,
             count,
+            counters,
             delay,
             handler,
             stop,
@@ -123,6 +139,21 @@ impl HttpsEndpoint {
 
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// Serve further requests on a connection (default: one request, then close).
+    pub fn set_keep_alive(&self, on: bool) {
+        self.counters.keep_alive.store(on, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counters.connections.load(Ordering::SeqCst)
+    }
+
+    /// The most calls that were being answered at the same time.
+    pub fn max_in_flight(&self) -> usize {
+        self.counters.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn set_delay(&self, d: Duration) {
@@ -150,6 +181,7 @@ fn serve(
     count: &AtomicUsize,
     delay: &Mutex<Duration>,
     handler: &Mutex<Arc<Handler>>,
+    counters: &Counters,
 ) {
     let _ = tcp.set_nonblocking(false);
     let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
@@ -158,40 +190,50 @@ fn serve(
         return;
     };
     let mut wire = Wire::new(tls);
-    let Ok(Some(head)) = wire.read_head() else {
-        return;
-    };
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let Ok(body) = wire.take(length) else {
-        return;
-    };
-    let call = Call {
-        head,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    };
-    count.fetch_add(1, Ordering::SeqCst);
-    calls.lock().unwrap().push(call.clone());
-    let wait = *delay.lock().unwrap();
-    thread::sleep(wait);
-    let h = handler.lock().unwrap().clone();
-    let (status, body) = h(&call);
-    let _ = wire.stream.write_all(
-        format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    );
-    let _ = wire.stream.shutdown();
+    loop {
+        let Ok(Some(head)) = wire.read_head() else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let length = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let Ok(body) = wire.take(length) else {
+            return;
+        };
+        let call = Call {
+            head,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        };
+        count.fetch_add(1, Ordering::SeqCst);
+        let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        counters.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        calls.lock().unwrap().push(call.clone());
+        let wait = *delay.lock().unwrap();
+        thread::sleep(wait);
+        let h = handler.lock().unwrap().clone();
+        let (status, body) = h(&call);
+        counters.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let keep_alive = counters.keep_alive.load(Ordering::SeqCst);
+        let connection = if keep_alive { "keep-alive" } else { "close" };
+        let written = wire.stream.write_all(
+            format!(
+                "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        if written.is_err() || !keep_alive {
+            let _ = wire.stream.shutdown();
+            return;
+        }
+    }
 }
 
 /// Changes to a test peer's TLS settings.

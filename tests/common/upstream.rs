@@ -70,6 +70,8 @@ struct Shared {
     requests: Mutex<Vec<Recorded>>,
     recorded: Condvar,
     ws_messages: Mutex<Vec<(u8, Vec<u8>)>>,
+    /// Payloads of the Close frames received (answered with the same payload).
+    ws_closes: Mutex<Vec<Vec<u8>>>,
     delay: Mutex<Duration>,
     status: AtomicU16,
     /// A fixed response (content type, body) instead of the echo.
@@ -132,6 +134,7 @@ impl EchoUpstream {
             requests: Mutex::new(Vec::new()),
             recorded: Condvar::new(),
             ws_messages: Mutex::new(Vec::new()),
+            ws_closes: Mutex::new(Vec::new()),
             delay: Mutex::new(Duration::ZERO),
             status: AtomicU16::new(200),
             canned: Mutex::new(None),
@@ -193,6 +196,11 @@ impl EchoUpstream {
     /// Complete WebSocket messages received (opcode, payload), in order.
     pub fn ws_messages(&self) -> Vec<(u8, Vec<u8>)> {
         self.shared.ws_messages.lock().unwrap().clone()
+    }
+
+    /// Payloads of the WebSocket Close frames received (status code first).
+    pub fn ws_closes(&self) -> Vec<Vec<u8>> {
+        self.shared.ws_closes.lock().unwrap().clone()
     }
     /// TCP connections accepted so far.
     pub fn connections_accepted(&self) -> u64 {
@@ -553,6 +561,7 @@ fn ws_echo(wire: &mut Wire<TcpStream>, shared: &Shared) {
             WS_PING => Some((WS_PONG, f.payload)),
             WS_PONG => None,
             WS_CLOSE => {
+                shared.ws_closes.lock().unwrap().push(f.payload.clone());
                 let _ = wire
                     .stream
                     .write_all(&ws_frame(WS_CLOSE, &f.payload, true, None));

@@ -176,7 +176,7 @@ auth:
   mtls:
     identity: [uri]
   roles:
-    sysop: [CAdmin]
+    sysop: {methods: [mtls], names: [CAdmin]}
 originator:
   mode: verify
   allow:
