@@ -168,6 +168,8 @@ log:
   access: false
 shutdown:
   grace_period: 0s
+# the committed dev PKI is published: refused unless allowed (loopback, CI only)
+allow_example_credentials: true
 EOF
 
 "$bin" --config "$tmp/proxy.yaml" >"$tmp/proxy.log" 2>&1 &

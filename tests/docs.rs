@@ -231,7 +231,7 @@ fn access_log_fields_match_the_lines_the_proxy_writes() {
     let msg = json!({"op": 2, "to": "cse-in", "fr": "CAdmin", "rqi": "ws-1", "rvi": "3"});
     conn.ws_send(WS_TEXT, msg.to_string().as_bytes(), true)
         .unwrap();
-    let (_, answer, _) = conn.ws_recv().unwrap_or_else(|e| panic!("DEBUGWS {e}"));
+    let (_, answer, _) = conn.ws_recv().unwrap();
     assert!(String::from_utf8_lossy(&answer).contains("4103"));
 
     let resp = s
