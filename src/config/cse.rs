@@ -164,4 +164,47 @@ mod tests {
             assert_eq!(c.validate().unwrap_err().key, key, "{c:?}");
         }
     }
+
+    #[test]
+    fn public_url_is_https_and_advertised_needs_it() {
+        let with = |advertised: Option<&[&str]>, public: Option<&str>| CseConfig {
+            advertised: advertised.map(|a| a.iter().map(|s| s.to_string()).collect()),
+            public_url: public.map(str::to_string),
+            ..cse("/id-in", "cse-in", None)
+        };
+        let public = Some("https://mn.example.com:8443");
+        assert!(with(None, public).validate().is_ok());
+        assert!(with(Some(&["http://127.0.0.1:3000", "http://10.0.0.5"]), public)
+            .validate()
+            .is_ok());
+        assert_eq!(
+            with(None, public).advertised_or("http://127.0.0.1:2"),
+            ["http://127.0.0.1:2"]
+        );
+        for (c, key, says) in [
+            (with(None, Some("http://mn.example.com")), "cse.public_url", "https"),
+            (with(None, Some("https://u:p@mn")), "cse.public_url", "base URL"),
+            (with(None, Some("https://mn/?q")), "cse.public_url", "base URL"),
+            (with(Some(&[]), public), "cse.advertised", "at least one"),
+            (
+                with(Some(&["http://127.0.0.1:3000"]), None),
+                "cse.advertised",
+                "cse.public_url",
+            ),
+            (
+                with(Some(&["http://127.0.0.1:3000", "tcp://x"]), public),
+                "cse.advertised[1]",
+                "base URL",
+            ),
+            (
+                with(Some(&["https://MN.example.com:8443/cse"]), public),
+                "cse.advertised[0]",
+                "origin",
+            ),
+        ] {
+            let err = c.validate().unwrap_err();
+            assert_eq!(err.key, key, "{c:?}");
+            assert!(err.message.contains(says), "{}", err.message);
+        }
+    }
 }

@@ -475,4 +475,40 @@ mod path_tests {
         b.limits.max_body += 1;
         assert_eq!(a.restart_only_changes(&b), vec!["limits"]);
     }
+
+    #[test]
+    fn the_cses_own_addresses_need_a_restart_and_differ_from_the_routes() {
+        let base = "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\ntls: {cert: a, key: b, client_ca: c}\negress:\n  - name: in\n    listen: \"127.0.0.1:3\"\n    peer: \"https://in.example:8443\"\n    tls: {ca: ca.pem}\ncse:\n  id: /id-mn\n  name: cse-mn\n";
+        let parse = |extra: &str| Config::parse(Path::new("t.yaml"), &format!("{base}{extra}"));
+        let a = parse("  public_url: \"https://mn.example:8443\"\n").unwrap();
+        if let Err(e) = a.validate() {
+            panic!("{}: {}", e.key, e.message);
+        }
+        let mut b = a.clone();
+        b.cse.as_mut().unwrap().name = "cse-mn2".into();
+        assert!(a.restart_only_changes(&b).is_empty(), "cse is reloaded");
+        b.cse.as_mut().unwrap().public_url = Some("https://mn.example:9443".into());
+        assert_eq!(
+            a.restart_only_changes(&b),
+            vec!["cse.advertised, cse.public_url"]
+        );
+        for (extra, key) in [
+            ("  public_url: \"https://IN.example:8443/x\"\n", "cse.public_url"),
+            (
+                "  public_url: \"https://mn.example\"\n  advertised: [\"http://10.0.0.1:80\", \"http://127.0.0.1:3\"]\n",
+                "cse.advertised[1]",
+            ),
+        ] {
+            let err = parse(extra).unwrap().validate().unwrap_err();
+            assert_eq!(err.key, key, "{extra}: {}", err.message);
+        }
+        // the default advertised address is the upstream URL, checked the same way
+        let clash = format!("{base}  public_url: \"https://mn.example\"\n")
+            .replace("http://127.0.0.1:2", "http://127.0.0.1:3");
+        let err = Config::parse(Path::new("t.yaml"), &clash)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key, "cse.advertised", "{}", err.message);
+    }
 }

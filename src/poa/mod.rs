@@ -763,6 +763,73 @@ mod tests {
         }
     }
 
+    const ADVERTISED: &str = "http://127.0.0.1:3000";
+    const PUBLIC: &str = "https://mn.example.com:8443";
+
+    #[test]
+    fn the_cses_own_addresses_leave_as_its_public_url_and_come_back_as_the_first() {
+        let mut map = in_map();
+        map.add_public(&[ADVERTISED, "http://10.1.2.3:3000/cse"], PUBLIC, 1)
+            .unwrap();
+        let csr = |poa: &str| format!(r#"{{"m2m:csr":{{"poa":["{poa}"],"rr":true}}}}"#);
+        // leaving: either advertised prefix; the route's local URL still goes to its peer
+        let body = format!(
+            r#"{{"m2m:cb":{{"poa":["{ADVERTISED}/x","http://10.1.2.3:3000/cse/y","http://10.1.2.3:3000/other",{:?}]}}}}"#,
+            LOCAL
+        );
+        let mut labels = Vec::new();
+        let out = map
+            .rewrite_each(body.as_bytes(), Encoding::Json, Direction::AwayFromLocal, |l| {
+                labels.push(l)
+            })
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                r#"{{"m2m:cb":{{"poa":["{PUBLIC}/x","{PUBLIC}/y","http://10.1.2.3:3000/other",{PEER:?}]}}}}"#
+            )
+        );
+        assert_eq!(labels, [1, 1, 0]);
+        // entering: the public URL becomes the first advertised prefix
+        let (out, n) = toward(&map, &csr(&format!("{PUBLIC}/cse-mn"))).unwrap();
+        assert_eq!((out, n), (csr(&format!("{ADVERTISED}/cse-mn")), 1));
+        // the advertised address is not rewritten entering, nor the public URL leaving
+        assert_eq!(toward(&map, &csr(ADVERTISED)), None);
+        assert_eq!(away(&map, &csr(PUBLIC)), None);
+        // only the public mapping: nothing for the routes' URLs
+        let mut own = PoaMap::default();
+        own.add_public(&[ADVERTISED], PUBLIC, 0).unwrap();
+        assert_eq!(away(&own, &csr(LOCAL)), None);
+        assert_eq!(toward(&own, &csr(PEER)), None);
+        assert!(own.add_public(&[], PUBLIC, 0).is_err());
+        assert!(own.add_public(&["mqtt://x"], PUBLIC, 0).is_err());
+    }
+
+    #[test]
+    fn a_string_is_rewritten_by_at_most_one_mapping() {
+        // the first route's result is the second's input: applied once, by the first
+        let map = PoaMap::new(&[
+            ("https://a.example", "http://127.0.0.1:1"),
+            ("http://127.0.0.1:1", "http://127.0.0.1:2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            one(&map, "https://a.example/x"),
+            Some("http://127.0.0.1:1/x".into())
+        );
+        let mut map = PoaMap::default();
+        map.add_public(&[ADVERTISED], PUBLIC, 0).unwrap();
+        map.add_pair(PUBLIC, ADVERTISED, 1).unwrap();
+        let (out, _) = away(&map, &format!(r#"{{"poa":"{ADVERTISED}"}}"#)).unwrap();
+        assert_eq!(out, format!(r#"{{"poa":"{PUBLIC}"}}"#));
+        assert!(same_origin(PUBLIC, "HTTPS://MN.example.com:8443/p").unwrap());
+        assert!(!same_origin(PUBLIC, "https://mn.example.com").unwrap());
+        assert!(!same_origin("http://h:443", "https://h").unwrap());
+        assert!(same_origin("http://h", "bad").is_err());
+        assert_eq!(check_base(PUBLIC), Ok(true));
+        assert_eq!(check_base(ADVERTISED), Ok(false));
+    }
+
     #[test]
     fn cse_base_response_toward_local() {
         let body = r#"{"m2m:cb":{"rn":"cse-in","poa":["https://IN-CSE.example:8443","http://other:1"],"csi":"/id-in"}}"#;
