@@ -271,10 +271,12 @@ pub fn init(known: &KnownLabels) {
         }
         EGRESS_DURATION.with_label_values(&[route.as_str()]);
         for direction in ["toward_local", "away_from_local"] {
-            POA_REWRITES.with_label_values(&[route.as_str(), direction]);
+            POA_REWRITES.with_label_values(&[route.as_str(), "route", direction]);
         }
     }
     for direction in ["toward_local", "away_from_local"] {
+        // the CSE's own addresses (cse.public_url), no route
+        POA_REWRITES.with_label_values(&["", "public_url", direction]);
         POA_TOO_LARGE.with_label_values(&[direction]);
     }
     for rule in &known.rules {

@@ -295,7 +295,10 @@ fn poa_lines(p: &Prepared) -> Vec<String> {
     const INTO: &str = "entering the pod (ingress requests, egress responses)";
     for r in &routes {
         let peer = r.peer.base();
-        out.push(format!("  route {}: {peer} -> {} {INTO}", r.name, r.local_url));
+        out.push(format!(
+            "  route {}: {peer} -> {} {INTO}",
+            r.name, r.local_url
+        ));
         out.push(format!(
             "  route {}: {} -> {peer} leaving the pod (egress requests, ingress responses)",
             r.name, r.local_url
@@ -319,7 +322,8 @@ fn poa_lines(p: &Prepared) -> Vec<String> {
             ));
         }
         None => out.push(
-            "  cse.public_url: not set: the CSE's own poa leaves the pod as the CSE wrote it".into(),
+            "  cse.public_url: not set: the CSE's own poa leaves the pod as the CSE wrote it"
+                .into(),
         ),
     }
     out

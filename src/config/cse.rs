@@ -69,7 +69,9 @@ impl CseConfig {
                 Ok(false) => {
                     return Err(KeyError::new(
                         "cse.public_url",
-                        format!("expected the https URL of this sidecar's public listener, got {url:?}"),
+                        format!(
+                            "expected the https URL of this sidecar's public listener, got {url:?}"
+                        ),
                     ))
                 }
                 Err(m) => return Err(KeyError::new("cse.public_url", m)),
@@ -174,17 +176,31 @@ mod tests {
         };
         let public = Some("https://mn.example.com:8443");
         assert!(with(None, public).validate().is_ok());
-        assert!(with(Some(&["http://127.0.0.1:3000", "http://10.0.0.5"]), public)
-            .validate()
-            .is_ok());
+        assert!(
+            with(Some(&["http://127.0.0.1:3000", "http://10.0.0.5"]), public)
+                .validate()
+                .is_ok()
+        );
         assert_eq!(
             with(None, public).advertised_or("http://127.0.0.1:2"),
             ["http://127.0.0.1:2"]
         );
         for (c, key, says) in [
-            (with(None, Some("http://mn.example.com")), "cse.public_url", "https"),
-            (with(None, Some("https://u:p@mn")), "cse.public_url", "base URL"),
-            (with(None, Some("https://mn/?q")), "cse.public_url", "base URL"),
+            (
+                with(None, Some("http://mn.example.com")),
+                "cse.public_url",
+                "https",
+            ),
+            (
+                with(None, Some("https://u:p@mn")),
+                "cse.public_url",
+                "base URL",
+            ),
+            (
+                with(None, Some("https://mn/?q")),
+                "cse.public_url",
+                "base URL",
+            ),
             (with(Some(&[]), public), "cse.advertised", "at least one"),
             (
                 with(Some(&["http://127.0.0.1:3000"]), None),

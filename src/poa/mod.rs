@@ -779,9 +779,12 @@ mod tests {
         );
         let mut labels = Vec::new();
         let out = map
-            .rewrite_each(body.as_bytes(), Encoding::Json, Direction::AwayFromLocal, |l| {
-                labels.push(l)
-            })
+            .rewrite_each(
+                body.as_bytes(),
+                Encoding::Json,
+                Direction::AwayFromLocal,
+                |l| labels.push(l),
+            )
             .unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
