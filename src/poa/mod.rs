@@ -1,6 +1,8 @@
 //! `poa` (point of access) URLs in oneM2M bodies, rewritten between a peer CSE's public URL and
-//! the local egress listener that forwards to it, so that each CSE is told the address it can
-//! reach. Only the bytes of the changed strings are replaced; the rest of the body is forwarded
+//! the local egress listener that forwards to it, and between the addresses the local CSE
+//! advertises itself and this sidecar's public URL, so that each CSE is told the address it can
+//! reach and no peer is told one around the sidecars. A string is rewritten by one mapping at
+//! most. Only the bytes of the changed strings are replaced; the rest of the body is forwarded
 //! exactly as it came. `rewrite`: which bodies of a request and its response are rewritten,
 //! on the ingress and the egress listeners alike.
 
