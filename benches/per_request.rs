@@ -915,6 +915,7 @@ fn rule_set_100() -> RuleSet {
         id: "/id-in".into(),
         name: "cse-in".into(),
         sp_id: None,
+        ..Default::default()
     })
     .unwrap();
     RuleSet::compile_for(

@@ -153,8 +153,8 @@ metric!(EGRESS_DURATION: HistogramVec = register_histogram_vec!(
 ));
 metric!(POA_REWRITES: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_egress_poa_rewrites_total",
-    "poa URLs rewritten in oneM2M bodies, by the route whose URL matched and direction (toward_local, away_from_local).",
-    &["route", "direction"]
+    "poa URLs rewritten in oneM2M bodies, by mapping (kind: route, with the route whose URL matched; public_url: the local CSE's advertised addresses and cse.public_url, route empty) and direction (toward_local, away_from_local).",
+    &["route", "kind", "direction"]
 ));
 metric!(POA_TOO_LARGE: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_poa_bodies_not_inspected_total",
@@ -271,10 +271,12 @@ pub fn init(known: &KnownLabels) {
         }
         EGRESS_DURATION.with_label_values(&[route.as_str()]);
         for direction in ["toward_local", "away_from_local"] {
-            POA_REWRITES.with_label_values(&[route.as_str(), direction]);
+            POA_REWRITES.with_label_values(&[route.as_str(), "route", direction]);
         }
     }
     for direction in ["toward_local", "away_from_local"] {
+        // the CSE's own addresses (cse.public_url), no route
+        POA_REWRITES.with_label_values(&["", "public_url", direction]);
         POA_TOO_LARGE.with_label_values(&[direction]);
     }
     for rule in &known.rules {
@@ -331,9 +333,9 @@ pub fn egress_upstream_duration(route: &str, seconds: f64) {
     EGRESS_DURATION.with_label_values(&[route]).observe(seconds);
 }
 
-pub fn egress_poa_rewrites(route: &str, direction: &str, count: u64) {
+pub fn egress_poa_rewrites(route: &str, kind: &str, direction: &str, count: u64) {
     POA_REWRITES
-        .with_label_values(&[route, direction])
+        .with_label_values(&[route, kind, direction])
         .inc_by(count);
 }
 

@@ -302,6 +302,7 @@ mod tests {
             id: "/id-in".into(),
             name: "cse-in".into(),
             sp_id: Some("acme.example.com".into()),
+            ..Default::default()
         })
         .unwrap()
     }

@@ -1163,6 +1163,7 @@ mod tests {
             id: "/id-in".into(),
             name: "cse-in".into(),
             sp_id: sp.map(str::to_string),
+            ..Default::default()
         })
         .unwrap()
     }

@@ -70,8 +70,11 @@ pub struct Prepared {
     pub jwks_files: Vec<Arc<JwksFile>>,
     /// Egress routes, in config order.
     pub routes: Vec<Arc<Route>>,
-    /// `poa` rewriting between the routes' peer and local URLs (ingress and egress).
+    /// `poa` rewriting between the routes' peer and local URLs and of the CSE's own addresses
+    /// (`cse.public_url`): the ingress and the routes with `rewrite_poa`.
     pub poa: Arc<PoaRewriter>,
+    /// Only the CSE's own addresses: the routes without `rewrite_poa`.
+    pub own_poa: Arc<PoaRewriter>,
 }
 
 /// What is built from the config file itself (and the files it names that are not reloaded):
@@ -217,8 +220,22 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         .filter(|(r, _)| r.rewrite_poa)
         .map(|(r, (peer, local))| (r.name.as_str(), peer.as_str(), local.as_str()))
         .collect();
-    let poa = PoaRewriter::new(&rewriting, config.limits.egress_rewrite_max_body)
-        .map_err(|m| invalid(KeyError::new("egress", m)))?;
+    let egress_err = |m| invalid(KeyError::new("egress", m));
+    let max_body = config.limits.egress_rewrite_max_body;
+    let mut poa = PoaRewriter::new(&rewriting, max_body).map_err(egress_err)?;
+    let mut own_poa = PoaRewriter::new(&[], max_body).map_err(egress_err)?;
+    // the CSE's own addresses: on the ingress and on every route, `rewrite_poa` or not
+    if let Some(cse) = &config.cse {
+        if let Some(public) = &cse.public_url {
+            let advertised = cse.advertised_or(&config.upstream.url);
+            let add = |r: PoaRewriter| {
+                r.with_public_url(&advertised, public)
+                    .map_err(|m| invalid(KeyError::new("cse.public_url", m)))
+            };
+            poa = add(poa)?;
+            own_poa = add(own_poa)?;
+        }
+    }
     for (route, c) in routes.iter().zip(&config.egress) {
         if c.allow_plain_peer && !route.peer.tls {
             log::warn!(
@@ -303,6 +320,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         jwks_files,
         routes,
         poa: Arc::new(poa),
+        own_poa: Arc::new(own_poa),
     })
 }
 
@@ -534,7 +552,10 @@ pub fn run(p: Prepared) -> Result<()> {
     for route in &p.routes {
         let side = Egress {
             route: route.clone(),
-            poa: p.poa.clone(),
+            poa: match route.rewrite_poa {
+                true => p.poa.clone(),
+                false => p.own_poa.clone(),
+            },
             access_log: p.config.log.access,
             max_body: p.config.limits.max_body,
             idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),

@@ -253,6 +253,9 @@ pub fn render(p: &Prepared) -> String {
             }
         ));
     }
+    for row in poa_lines(p) {
+        line(row);
+    }
     let rules = p.rules.load();
     if !rules.is_empty() {
         line("authorization rules (first match decides):".to_string());
@@ -265,6 +268,63 @@ pub fn render(p: &Prepared) -> String {
     }
     for row in originator_lines(&c.originator) {
         line(row);
+    }
+    out
+}
+
+/// The `poa` rewrites in force, one line per mapping and way: what each URL prefix becomes, and
+/// in which bodies.
+fn poa_lines(p: &Prepared) -> Vec<String> {
+    let c = &p.config;
+    let routes: Vec<_> = p.routes.iter().filter(|r| r.rewrite_poa).collect();
+    let public = c
+        .cse
+        .as_ref()
+        .and_then(|cse| Some((cse, cse.public_url.as_deref()?)));
+    if routes.is_empty() && public.is_none() {
+        // said only where Mcc is configured at all
+        if c.egress.is_empty() && c.cse.is_none() {
+            return Vec::new();
+        }
+        return vec!["poa rewriting: none (no route rewrites poa, cse.public_url not set)".into()];
+    }
+    let mut out = vec![format!(
+        "poa rewriting in oneM2M JSON/CBOR bodies up to {} bytes (a poa string is rewritten by the first mapping that matches, once):",
+        c.limits.egress_rewrite_max_body
+    )];
+    const INTO: &str = "entering the pod (ingress requests, egress responses)";
+    for r in &routes {
+        let peer = r.peer.base();
+        out.push(format!(
+            "  route {}: {peer} -> {} {INTO}",
+            r.name, r.local_url
+        ));
+        out.push(format!(
+            "  route {}: {} -> {peer} leaving the pod (egress requests, ingress responses)",
+            r.name, r.local_url
+        ));
+    }
+    match public {
+        Some((cse, public)) => {
+            let advertised = cse.advertised_or(&c.upstream.url);
+            out.push(format!(
+                "  cse.public_url: {} -> {public} leaving the pod (egress requests on every route, ingress responses){}",
+                advertised.join(", "),
+                if cse.advertised.is_none() {
+                    " [cse.advertised: the upstream URL]"
+                } else {
+                    ""
+                }
+            ));
+            out.push(format!(
+                "  cse.public_url: {public} -> {} {INTO}",
+                advertised.first().copied().unwrap_or_default()
+            ));
+        }
+        None => out.push(
+            "  cse.public_url: not set: the CSE's own poa leaves the pod as the CSE wrote it"
+                .into(),
+        ),
     }
     out
 }

@@ -563,6 +563,7 @@ mod tests {
             id: "/id-in".into(),
             name: "cse-in".into(),
             sp_id: Some("//sp.example.com".into()),
+            ..Default::default()
         })
         .unwrap()
     }

@@ -629,21 +629,21 @@ fn poa_urls_are_rewritten_both_ways_in_json_and_cbor_and_other_bodies_pass_uncha
     // counted per route and direction
     let (_, scrape) = p.pb.admin_get("/metrics").unwrap();
     assert!(
-        metric(&scrape, "m2m_auth_proxy_egress_poa_rewrites_total{direction=\"toward_local\",route=\"registrar\"}") >= 1.0,
+        metric(&scrape, "m2m_auth_proxy_egress_poa_rewrites_total{direction=\"toward_local\",kind=\"route\",route=\"registrar\"}") >= 1.0,
         "{scrape}"
     );
     let (_, scrape) = p.pa.admin_get("/metrics").unwrap();
     assert!(
         metric(
             &scrape,
-            "m2m_auth_proxy_egress_poa_rewrites_total{direction=\"toward_local\",route=\"mn\"}"
+            "m2m_auth_proxy_egress_poa_rewrites_total{direction=\"toward_local\",kind=\"route\",route=\"mn\"}"
         ) >= 2.0,
         "{scrape}"
     );
     assert!(
         metric(
             &scrape,
-            "m2m_auth_proxy_egress_poa_rewrites_total{direction=\"away_from_local\",route=\"mn\"}"
+            "m2m_auth_proxy_egress_poa_rewrites_total{direction=\"away_from_local\",kind=\"route\",route=\"mn\"}"
         ) >= 1.0,
         "{scrape}"
     );
@@ -1205,7 +1205,7 @@ fn rewritten_poa_bodies_leave_with_their_exact_content_length_both_ways() {
         assert!(
             metric(
                 &scrape,
-                &format!("m2m_auth_proxy_egress_poa_rewrites_total{{direction=\"{direction}\",route=\"registrar\"}}")
+                &format!("m2m_auth_proxy_egress_poa_rewrites_total{{direction=\"{direction}\",kind=\"route\",route=\"registrar\"}}")
             ) >= 2.0,
             "{direction}: {scrape}"
         );

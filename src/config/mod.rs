@@ -176,7 +176,8 @@ impl Config {
             // reloaded: the originator policy and the rules
             originator: _,
             authorization: _,
-            cse: _,
+            // reloaded, except the `poa` mappings of its own addresses
+            cse,
             shutdown,
             reload,
             log,
@@ -195,7 +196,11 @@ impl Config {
             a.roles.clear();
             a
         };
-        let checks: [(&'static str, bool); 13] = [
+        let addresses = |c: &Option<CseConfig>| {
+            c.as_ref()
+                .map(|c| (c.advertised.clone(), c.public_url.clone()))
+        };
+        let checks: [(&'static str, bool); 14] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -211,6 +216,10 @@ impl Config {
             ("limits", *limits == new.limits),
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
+            (
+                "cse.advertised, cse.public_url",
+                addresses(cse) == addresses(&new.cse),
+            ),
             (
                 "allow_example_credentials",
                 *allow_example_credentials == new.allow_example_credentials,
@@ -260,6 +269,7 @@ impl Config {
             }
         }
         egress::validate(&self.egress)?;
+        self.validate_public_url()?;
         self.authorization.validate()?;
         for (i, route) in self.egress.iter().enumerate() {
             if let Ok(addr) = route.listen_addr() {
@@ -295,6 +305,47 @@ impl Config {
             admin,
             upstream,
         })
+    }
+}
+
+impl Config {
+    /// `cse.public_url` and the advertised addresses against the routes: a `poa` string must
+    /// match at most one mapping, so neither may share an origin with a route's URL.
+    fn validate_public_url(&self) -> Result<(), KeyError> {
+        let Some(cse) = &self.cse else {
+            return Ok(());
+        };
+        let Some(public) = &cse.public_url else {
+            return Ok(());
+        };
+        let same = |a: &str, b: &str| crate::poa::same_origin(a, b).unwrap_or(false);
+        for (i, route) in self.egress.iter().enumerate() {
+            if same(public, &route.peer) {
+                return Err(KeyError::new(
+                    "cse.public_url",
+                    format!(
+                        "{public:?} has the origin of egress[{i}].peer {:?}: this sidecar's own URL cannot be a peer's",
+                        route.peer
+                    ),
+                ));
+            }
+            let local = format!("http://{}", route.listen);
+            for (j, advertised) in cse.advertised_or(&self.upstream.url).iter().enumerate() {
+                if same(advertised, &local) {
+                    let key = match cse.advertised {
+                        Some(_) => format!("cse.advertised[{j}]"),
+                        None => "cse.advertised".to_string(),
+                    };
+                    return Err(KeyError::new(
+                        key,
+                        format!(
+                            "{advertised:?} is egress[{i}].listen ({local}): the CSE's own address cannot be a route's"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -423,5 +474,41 @@ mod path_tests {
         );
         b.limits.max_body += 1;
         assert_eq!(a.restart_only_changes(&b), vec!["limits"]);
+    }
+
+    #[test]
+    fn the_cses_own_addresses_need_a_restart_and_differ_from_the_routes() {
+        let base = "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\ntls: {cert: a, key: b, client_ca: c}\negress:\n  - name: in\n    listen: \"127.0.0.1:3\"\n    peer: \"https://in.example:8443\"\n    tls: {ca: ca.pem}\ncse:\n  id: /id-mn\n  name: cse-mn\n";
+        let parse = |extra: &str| Config::parse(Path::new("t.yaml"), &format!("{base}{extra}"));
+        let a = parse("  public_url: \"https://mn.example:8443\"\n").unwrap();
+        if let Err(e) = a.validate() {
+            panic!("{}: {}", e.key, e.message);
+        }
+        let mut b = a.clone();
+        b.cse.as_mut().unwrap().name = "cse-mn2".into();
+        assert!(a.restart_only_changes(&b).is_empty(), "cse is reloaded");
+        b.cse.as_mut().unwrap().public_url = Some("https://mn.example:9443".into());
+        assert_eq!(
+            a.restart_only_changes(&b),
+            vec!["cse.advertised, cse.public_url"]
+        );
+        for (extra, key) in [
+            ("  public_url: \"https://IN.example:8443/x\"\n", "cse.public_url"),
+            (
+                "  public_url: \"https://mn.example\"\n  advertised: [\"http://10.0.0.1:80\", \"http://127.0.0.1:3\"]\n",
+                "cse.advertised[1]",
+            ),
+        ] {
+            let err = parse(extra).unwrap().validate().unwrap_err();
+            assert_eq!(err.key, key, "{extra}: {}", err.message);
+        }
+        // the default advertised address is the upstream URL, checked the same way
+        let clash = format!("{base}  public_url: \"https://mn.example\"\n")
+            .replace("http://127.0.0.1:2", "http://127.0.0.1:3");
+        let err = Config::parse(Path::new("t.yaml"), &clash)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.key, "cse.advertised", "{}", err.message);
     }
 }

@@ -38,6 +38,7 @@ const DROPPED: &[&str] = &[
 
 pub struct Egress {
     pub route: Arc<Route>,
+    /// All mappings for a route with `rewrite_poa`, else only the CSE's own addresses.
     pub poa: Arc<PoaRewriter>,
     pub access_log: bool,
     /// `limits.max_body`, declared or counted.
@@ -126,9 +127,7 @@ impl Side for Egress {
     }
 
     fn poa(&self) -> Option<(&PoaRewriter, Direction)> {
-        self.route
-            .rewrite_poa
-            .then_some((&*self.poa, Direction::AwayFromLocal))
+        (!self.poa.is_empty()).then_some((&*self.poa, Direction::AwayFromLocal))
     }
 
     fn bodies(ctx: &mut EgressCtx) -> &mut BodyRewrite {
@@ -243,10 +242,8 @@ impl Side for Egress {
             metrics::egress_upstream_duration(&self.route.name, sent.elapsed().as_secs_f64());
         }
         let has_body = !matches!(status, 100..=199 | 204 | 304) && *method != http::Method::HEAD;
-        if self.route.rewrite_poa {
-            ctx.bodies
-                .plan_response(&self.poa, resp, has_body, Direction::AwayFromLocal)?;
-        }
+        ctx.bodies
+            .plan_response(&self.poa, resp, has_body, Direction::AwayFromLocal)?;
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! `poa` (point of access) URLs in oneM2M bodies, rewritten between a peer CSE's public URL and
-//! the local egress listener that forwards to it, so that each CSE is told the address it can
-//! reach. Only the bytes of the changed strings are replaced; the rest of the body is forwarded
+//! the local egress listener that forwards to it, and between the addresses the local CSE
+//! advertises itself and this sidecar's public URL, so that each CSE is told the address it can
+//! reach and no peer is told one around the sidecars. A string is rewritten by one mapping at
+//! most. Only the bytes of the changed strings are replaced; the rest of the body is forwarded
 //! exactly as it came. `rewrite`: which bodies of a request and its response are rewritten,
 //! on the ingress and the egress listeners alike.
 
@@ -43,26 +45,88 @@ pub fn encoding_of(content_type: &str) -> Option<Encoding> {
     .map(|(_, encoding)| encoding)
 }
 
-/// The routes' peer and local base URLs, and the rewriting between them.
-#[derive(Debug, Clone)]
+/// The URL mappings and the rewriting by them: each route's pair of peer and local base URLs
+/// (both ways), and the local CSE's advertised addresses and public URL (`cse.public_url`).
+#[derive(Debug, Clone, Default)]
 pub struct PoaMap {
-    /// (peer, local), in configuration order: the first match wins.
-    routes: Vec<(Base, Base)>,
+    /// In the order added: the first that matches a string rewrites it, none after it.
+    rules: Vec<Rule>,
+}
+
+/// One way of one mapping: in bodies travelling `direction`, a string under `from` becomes
+/// `to` + the rest. `label` tells the mappings apart (for counting).
+#[derive(Debug, Clone)]
+struct Rule {
+    direction: Direction,
+    from: Base,
+    to: Base,
+    label: usize,
 }
 
 impl PoaMap {
     /// One `(peer, local)` pair per route, e.g.
-    /// `("https://in-cse.example:8443", "http://127.0.0.1:8081")`.
+    /// `("https://in-cse.example:8443", "http://127.0.0.1:8081")`, labelled by position.
     pub fn new(routes: &[(&str, &str)]) -> Result<PoaMap, String> {
-        let routes = routes
+        let mut map = PoaMap::default();
+        for (label, (peer, local)) in routes.iter().enumerate() {
+            map.add_pair(peer, local, label)?;
+        }
+        Ok(map)
+    }
+
+    /// A route's mapping: `peer` becomes `local` toward the local CSE, and back away from it.
+    pub fn add_pair(&mut self, peer: &str, local: &str, label: usize) -> Result<(), String> {
+        let (peer, local) = (Base::parse(peer)?, Base::parse(local)?);
+        self.rules.push(Rule {
+            direction: Direction::TowardLocal,
+            from: peer.clone(),
+            to: local.clone(),
+            label,
+        });
+        self.rules.push(Rule {
+            direction: Direction::AwayFromLocal,
+            from: local,
+            to: peer,
+            label,
+        });
+        Ok(())
+    }
+
+    /// The local CSE's own addresses: away from it each `advertised` prefix becomes `public`,
+    /// toward it `public` becomes the first `advertised` prefix.
+    pub fn add_public(
+        &mut self,
+        advertised: &[&str],
+        public: &str,
+        label: usize,
+    ) -> Result<(), String> {
+        let public = Base::parse(public)?;
+        let advertised = advertised
             .iter()
-            .map(|(peer, local)| Ok((Base::parse(peer)?, Base::parse(local)?)))
-            .collect::<Result<_, String>>()?;
-        Ok(PoaMap { routes })
+            .map(|a| Base::parse(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = advertised.first() else {
+            return Err("no advertised address".into());
+        };
+        self.rules.push(Rule {
+            direction: Direction::TowardLocal,
+            from: public.clone(),
+            to: first.clone(),
+            label,
+        });
+        for from in advertised {
+            self.rules.push(Rule {
+                direction: Direction::AwayFromLocal,
+                from,
+                to: public.clone(),
+                label,
+            });
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.rules.is_empty()
     }
 
     /// The body with its poa strings rewritten, and how many changed; `None` when nothing
@@ -73,10 +137,24 @@ impl PoaMap {
         encoding: Encoding,
         direction: Direction,
     ) -> Option<(Vec<u8>, usize)> {
-        if self.routes.is_empty() {
+        let mut changed = 0;
+        let out = self.rewrite_each(body, encoding, direction, |_| changed += 1)?;
+        Some((out, changed))
+    }
+
+    /// `rewrite`, calling `count` with the label of the mapping that changed each string.
+    pub fn rewrite_each(
+        &self,
+        body: &[u8],
+        encoding: Encoding,
+        direction: Direction,
+        mut count: impl FnMut(usize),
+    ) -> Option<Vec<u8>> {
+        if !self.rules.iter().any(|r| r.direction == direction) {
             return None;
         }
         let mut edits = Vec::new();
+        let mut labels = Vec::new();
         match encoding {
             Encoding::Json => {
                 for span in json_poa_strings(body)? {
@@ -85,17 +163,19 @@ impl PoaMap {
                     let Ok(old) = serde_json::from_slice::<String>(token) else {
                         continue;
                     };
-                    if let Some(new) = self.map(&old, direction) {
+                    if let Some((new, label)) = self.map(&old, direction) {
                         edits.push((span, serde_json::to_vec(&new).ok()?));
+                        labels.push(label);
                     }
                 }
             }
             Encoding::Cbor => {
                 for (span, old) in cbor_poa_strings(body)? {
-                    if let Some(new) = self.map(old, direction) {
+                    if let Some((new, label)) = self.map(old, direction) {
                         let mut e = minicbor::Encoder::new(Vec::new());
                         e.str(&new).ok()?;
                         edits.push((span, e.into_writer()));
+                        labels.push(label);
                     }
                 }
             }
@@ -103,25 +183,37 @@ impl PoaMap {
         if edits.is_empty() {
             return None;
         }
-        let changed = edits.len();
-        Some((splice(body, &edits)?, changed))
+        let out = splice(body, &edits)?;
+        labels.into_iter().for_each(&mut count);
+        Some(out)
     }
 
-    /// The rewritten URL, when `s` matches a route and the result differs.
-    fn map(&self, s: &str, direction: Direction) -> Option<String> {
+    /// The rewritten URL and the label of the mapping that matched, when `s` matches one and
+    /// the result differs. Only the first matching mapping is tried: a string is rewritten once.
+    fn map(&self, s: &str, direction: Direction) -> Option<(String, usize)> {
         let url = Url::parse(s)?;
-        for (peer, local) in &self.routes {
-            let (from, to) = match direction {
-                Direction::TowardLocal => (peer, local),
-                Direction::AwayFromLocal => (local, peer),
-            };
-            if let Some(tail) = from.tail(&url) {
-                let new = format!("{}{tail}", to.text);
-                return (new != s).then_some(new);
-            }
-        }
-        None
+        let rule = self
+            .rules
+            .iter()
+            .filter(|r| r.direction == direction)
+            .find_map(|r| r.from.tail(&url).map(|tail| (r, tail)));
+        let (rule, tail) = rule?;
+        let new = format!("{}{tail}", rule.to.text);
+        (new != s).then_some((new, rule.label))
     }
+}
+
+/// Whether two base URLs name the same origin (scheme, host and port as `poa` strings are
+/// compared): mappings from such bases could both match one string.
+pub fn same_origin(a: &str, b: &str) -> Result<bool, String> {
+    let (a, b) = (Base::parse(a)?, Base::parse(b)?);
+    Ok(a.https == b.https && a.host == b.host && a.port == b.port)
+}
+
+/// Checks a base URL as the mappings take it (`scheme://host[:port][/path]`, no userinfo,
+/// query or fragment); `Ok(true)` for https.
+pub fn check_base(url: &str) -> Result<bool, String> {
+    Base::parse(url).map(|b| b.https)
 }
 
 /// `body` with each range replaced; ranges in increasing, non-overlapping order.
@@ -671,6 +763,76 @@ mod tests {
         ] {
             assert!(PoaMap::new(&[(good, LOCAL)]).is_ok(), "{good}");
         }
+    }
+
+    const ADVERTISED: &str = "http://127.0.0.1:3000";
+    const PUBLIC: &str = "https://mn.example.com:8443";
+
+    #[test]
+    fn the_cses_own_addresses_leave_as_its_public_url_and_come_back_as_the_first() {
+        let mut map = in_map();
+        map.add_public(&[ADVERTISED, "http://10.1.2.3:3000/cse"], PUBLIC, 1)
+            .unwrap();
+        let csr = |poa: &str| format!(r#"{{"m2m:csr":{{"poa":["{poa}"],"rr":true}}}}"#);
+        // leaving: either advertised prefix; the route's local URL still goes to its peer
+        let body = format!(
+            r#"{{"m2m:cb":{{"poa":["{ADVERTISED}/x","http://10.1.2.3:3000/cse/y","http://10.1.2.3:3000/other",{:?}]}}}}"#,
+            LOCAL
+        );
+        let mut labels = Vec::new();
+        let out = map
+            .rewrite_each(
+                body.as_bytes(),
+                Encoding::Json,
+                Direction::AwayFromLocal,
+                |l| labels.push(l),
+            )
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                r#"{{"m2m:cb":{{"poa":["{PUBLIC}/x","{PUBLIC}/y","http://10.1.2.3:3000/other",{PEER:?}]}}}}"#
+            )
+        );
+        assert_eq!(labels, [1, 1, 0]);
+        // entering: the public URL becomes the first advertised prefix
+        let (out, n) = toward(&map, &csr(&format!("{PUBLIC}/cse-mn"))).unwrap();
+        assert_eq!((out, n), (csr(&format!("{ADVERTISED}/cse-mn")), 1));
+        // the advertised address is not rewritten entering, nor the public URL leaving
+        assert_eq!(toward(&map, &csr(ADVERTISED)), None);
+        assert_eq!(away(&map, &csr(PUBLIC)), None);
+        // only the public mapping: nothing for the routes' URLs
+        let mut own = PoaMap::default();
+        own.add_public(&[ADVERTISED], PUBLIC, 0).unwrap();
+        assert_eq!(away(&own, &csr(LOCAL)), None);
+        assert_eq!(toward(&own, &csr(PEER)), None);
+        assert!(own.add_public(&[], PUBLIC, 0).is_err());
+        assert!(own.add_public(&["mqtt://x"], PUBLIC, 0).is_err());
+    }
+
+    #[test]
+    fn a_string_is_rewritten_by_at_most_one_mapping() {
+        // the first route's result is the second's input: applied once, by the first
+        let map = PoaMap::new(&[
+            ("https://a.example", "http://127.0.0.1:1"),
+            ("http://127.0.0.1:1", "http://127.0.0.1:2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            one(&map, "https://a.example/x"),
+            Some("http://127.0.0.1:1/x".into())
+        );
+        let mut map = PoaMap::default();
+        map.add_public(&[ADVERTISED], PUBLIC, 0).unwrap();
+        map.add_pair(PUBLIC, ADVERTISED, 1).unwrap();
+        let (out, _) = away(&map, &format!(r#"{{"poa":"{ADVERTISED}"}}"#)).unwrap();
+        assert_eq!(out, format!(r#"{{"poa":"{PUBLIC}"}}"#));
+        assert!(same_origin(PUBLIC, "HTTPS://MN.example.com:8443/p").unwrap());
+        assert!(!same_origin(PUBLIC, "https://mn.example.com").unwrap());
+        assert!(!same_origin("http://h:443", "https://h").unwrap());
+        assert!(same_origin("http://h", "bad").is_err());
+        assert_eq!(check_base(PUBLIC), Ok(true));
+        assert_eq!(check_base(ADVERTISED), Ok(false));
     }
 
     #[test]

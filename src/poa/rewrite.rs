@@ -11,29 +11,56 @@ use super::{encoding_of, Direction, Encoding, PoaMap};
 use crate::buffers::{Exhausted, Held};
 use crate::metrics;
 
-/// The routes' URL pairs, one map per route so that rewrites are counted per route.
+/// The mappings of `poa` URLs in one map (a string is rewritten by at most one of them), and
+/// what each is called in the metrics.
 pub struct PoaRewriter {
-    maps: Vec<(String, PoaMap)>,
+    map: PoaMap,
+    /// Per label of `map`: the `kind` and `route` labels of its rewrites.
+    labels: Vec<(&'static str, String)>,
     max_body: usize,
 }
+
+/// The `kind` label of the local CSE's own addresses (`cse.advertised` and `cse.public_url`).
+pub const KIND_PUBLIC_URL: &str = "public_url";
+/// The `kind` label of a route's mapping (its `peer` and its local URL).
+pub const KIND_ROUTE: &str = "route";
 
 impl PoaRewriter {
     /// `routes`: (name, peer URL, local URL) of each route that rewrites `poa`.
     pub fn new(routes: &[(&str, &str, &str)], max_body: usize) -> Result<PoaRewriter, String> {
-        let maps = routes
-            .iter()
-            .map(|(name, peer, local)| PoaMap::new(&[(peer, local)]).map(|m| (name.to_string(), m)))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(PoaRewriter { maps, max_body })
+        let mut map = PoaMap::default();
+        let mut labels = Vec::new();
+        for (name, peer, local) in routes {
+            map.add_pair(peer, local, labels.len())?;
+            labels.push((KIND_ROUTE, name.to_string()));
+        }
+        Ok(PoaRewriter {
+            map,
+            labels,
+            max_body,
+        })
+    }
+
+    /// With the local CSE's own addresses mapped as well (`cse.advertised` <-> `cse.public_url`),
+    /// after the routes' mappings.
+    pub fn with_public_url(
+        mut self,
+        advertised: &[&str],
+        public_url: &str,
+    ) -> Result<PoaRewriter, String> {
+        self.map
+            .add_public(advertised, public_url, self.labels.len())?;
+        self.labels.push((KIND_PUBLIC_URL, String::new()));
+        Ok(self)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.maps.is_empty()
+        self.map.is_empty()
     }
 
     /// How a body with these headers is handled.
     pub fn plan(&self, headers: &HeaderMap, has_body: bool) -> Plan {
-        if self.maps.is_empty() || !has_body {
+        if self.map.is_empty() || !has_body {
             return Plan::Untouched;
         }
         let Some(encoding) = headers
@@ -61,17 +88,20 @@ impl PoaRewriter {
         }
     }
 
-    /// The rewritten body, or `None` when nothing changed; counted per route.
+    /// The rewritten body, or `None` when nothing changed; counted per mapping.
     pub fn rewrite(&self, body: &[u8], encoding: Encoding, direction: Direction) -> Option<Bytes> {
-        let mut current: Option<Vec<u8>> = None;
-        for (route, map) in &self.maps {
-            let input = current.as_deref().unwrap_or(body);
-            if let Some((out, count)) = map.rewrite(input, encoding, direction) {
-                metrics::egress_poa_rewrites(route, direction_label(direction), count as u64);
-                current = Some(out);
+        let mut counts = vec![0u64; self.labels.len()];
+        let out = self.map.rewrite_each(body, encoding, direction, |label| {
+            if let Some(n) = counts.get_mut(label) {
+                *n += 1;
+            }
+        })?;
+        for ((kind, route), n) in self.labels.iter().zip(counts) {
+            if n > 0 {
+                metrics::egress_poa_rewrites(route, kind, direction_label(direction), n);
             }
         }
-        current.map(Bytes::from)
+        Some(Bytes::from(out))
     }
 
     pub fn max_body(&self) -> usize {

@@ -8,6 +8,8 @@
 //! - [`http1`]: buffered reading of HTTP/1.1 heads and bodies (and WebSocket frames) over any
 //!   stream: the kit's only head reader and response-head parser.
 //! - [`lenient`]: what a lenient CSE (ACME's parsers) reads in what the upstream received.
+//! - [`cse`]: a small oneM2M CSE (tinyIoT-like) that advertises its own address as `poa`,
+//!   registers, and forwards requests for another CSE to the `poa` it stored.
 //! - [`proxy`]: runs the real proxy binary with a YAML config and waits until it is ready.
 //!
 //! Everything listens on and connects to 127.0.0.1 only; every socket has timeouts; every
@@ -18,6 +20,7 @@
 
 pub mod client;
 pub mod creds;
+pub mod cse;
 pub mod http1;
 pub mod https;
 pub mod lenient;
