@@ -461,9 +461,9 @@ fn finding_4_an_action_is_created_by_whom_no_deny_rule_restricts() {
         ),
         ..Default::default()
     });
-    let act = Request::post("/cse-in/app", action(4))
-        .header("Content-Type", "application/json;ty=65");
-    all_refused(&s, &[act.clone()]);
+    let act =
+        Request::post("/cse-in/app", action(4)).header("Content-Type", "application/json;ty=65");
+    all_refused(&s, std::slice::from_ref(&act));
     all_forwarded(&s, "CAdmin", &[act]);
 }
 
