@@ -969,7 +969,10 @@ fn rules_group(c: &mut Criterion) {
         b.iter(|| rules::primitive_target(black_box(to)).unwrap())
     });
     g.bench_function("primitive_target_canonical", |b| {
-        b.iter(|| set.primitive_target(black_box(to), None, None).unwrap())
+        b.iter(|| {
+            set.primitive_target(black_box(to), &rules::Params::default())
+                .unwrap()
+        })
     });
     g.bench_function("http_operation_create", |b| {
         b.iter(|| {

@@ -273,7 +273,7 @@ fn http_path(rules: &RuleSet, target: &str) -> Result<String> {
         Some(Err(e)) => Some(e),
         None => None,
     };
-    match rules.primitive_target(target, None, None) {
+    match rules.primitive_target(target, &rules::Params::default()) {
         Ok(_) => Ok(
             match (target.strip_prefix("//"), target.strip_prefix('/')) {
                 (Some(absolute), _) => format!("/_/{absolute}"),

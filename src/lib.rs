@@ -31,6 +31,7 @@ pub mod onem2m;
 pub mod operator;
 pub mod originator;
 pub mod originator_syntax;
+pub mod parts;
 pub mod poa;
 pub mod random;
 pub mod reload;

@@ -286,6 +286,9 @@ mod tests {
         assert_eq!(p.decide(&me, &["Cae1", "CAdmin"]), Err(Refusal::Ambiguous));
         let gw = id("Cgw", &[]);
         assert_eq!(p.decide(&gw, &["Cgw-7"]), Ok("Cgw-7"));
+        for claim in ["Cgw-x/id-mn2", "Cgw-x/Cvictim", "/id-in/Cgw-x/Cvictim"] {
+            assert_eq!(p.decide(&gw, &[claim]), Err(Refusal::NotAllowed), "{claim}");
+        }
         let mn = id("/id-mn", &[]);
         assert_eq!(p.decide(&mn, &["/id-mn/Cae9"]), Ok("/id-mn/Cae9"));
         assert_eq!(p.decide(&mn, &["/id-mnx/Cae9"]), Err(Refusal::NotAllowed));
@@ -314,7 +317,7 @@ mod tests {
             mode: OriginatorMode::Verify,
             allow: [(
                 "Ctool".to_string(),
-                vec!["/id-in/Cx-*".to_string(), "/*".to_string()],
+                vec!["/id-in/Cx-*".to_string(), "/*/*".to_string()],
             )]
             .into(),
             ..Default::default()
@@ -322,7 +325,7 @@ mod tests {
         let p = OriginatorPolicy::build(&config, Some(&c)).unwrap();
         let me = id(
             "/id-in/Cae1",
-            &["//acme.example.com/id-in/Cown-*", "*/Cfree"],
+            &["//acme.example.com/id-in/Cown-*", "/*/Cfree"],
         );
         assert_eq!(p.decide(&me, &[]), Ok("Cae1"));
         assert_eq!(p.decide(&me, &["Cae1"]), Ok("Cae1"));
@@ -339,12 +342,21 @@ mod tests {
         let tool = id("Ctool", &[]);
         assert_eq!(p.decide(&tool, &["/id-in/Cx-1"]), Ok("Cx-1"));
         assert_eq!(p.decide(&tool, &["Cx-1"]), Ok("Cx-1"));
-        // `/*` no longer reaches a local AE through its SP-relative form
+        // `/*/*` (any AE of any CSE) does not reach a local AE through its SP-relative form
         assert_eq!(
             p.decide(&tool, &["/id-in/CAdmin"]),
             Err(Refusal::NotAllowed)
         );
         assert_eq!(p.decide(&tool, &["/id-mn/CAdmin"]), Ok("/id-mn/CAdmin"));
+        // a `*` never takes a `/`: one AE-ID segment per `*` (finding 6 of the red-team run)
+        for claim in ["/id-mn/Cx/id-mn2", "/id-in/Cx-1/Cvictim", "Cx-1/Cvictim"] {
+            assert_eq!(
+                p.decide(&tool, &[claim]),
+                Err(Refusal::NotAllowed),
+                "{claim}"
+            );
+        }
+        assert_eq!(p.decide(&me, &["Cown-1/Cvictim"]), Err(Refusal::NotAllowed));
         // overwrite forwards the canonical form of the identity's own originator
         let o = OriginatorPolicy::build(&OriginatorConfig::default(), Some(&c)).unwrap();
         assert_eq!(o.decide(&me, &["x"]), Ok("Cae1"));

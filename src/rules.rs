@@ -77,8 +77,11 @@ use regex_automata::{Input, MatchKind, PatternID, PatternSet};
 use crate::config::{AuthorizationConfig, Effect, KeyError, Operation, ResourceType, RuleConfig};
 use crate::cse::LocalCse;
 use crate::identity::{Identity, Method};
+use crate::parts::{self, Known, Part};
 use crate::target::{check_plain, head, Span};
-pub use crate::target::{parse_target, primitive_target, Scope, Target, TargetError, TargetForm};
+pub use crate::target::{
+    parse_target, primitive_target, Params, Scope, Target, TargetError, TargetForm,
+};
 
 // ------------------------------------------------------------------ operations
 
@@ -268,6 +271,18 @@ impl TargetPattern {
             .iter()
             .zip(&t.spans)
             .all(|(p, &span)| p.matches(t, span))
+    }
+
+    /// Matches `t` or one of its direct children.
+    fn overlaps_children(&self, t: &Target) -> bool {
+        self.matches(t)
+            || (t.form == self.form
+                && self.segments.len() == t.spans.len() + 1
+                && self
+                    .segments
+                    .iter()
+                    .zip(&t.spans)
+                    .all(|(p, &span)| p.matches(t, span)))
     }
 
     /// Matches `t` and every descendant of it.
@@ -528,21 +543,34 @@ impl Rule {
         let req = ev.req;
         match key {
             Key::Methods => self.methods & ev.method != 0,
-            Key::Operations => self.operations & ev.operation != 0,
-            Key::ResourceTypes => self.resource_types.as_ref().is_none_or(|tys| {
-                req.resource_type
-                    .is_some_and(|t| tys.binary_search(&t.0).is_ok())
-            }),
+            // fail closed: an operation or type the proxy cannot read (what an <action> will
+            // do) meets every deny rule that names some, and no allow rule that does
+            Key::Operations => match ev.part.operation {
+                Known::Is(_) => self.operations & ev.operation != 0,
+                Known::Unknown => self.operations == ANY || self.effect == Effect::Deny,
+            },
+            Key::ResourceTypes => {
+                self.resource_types
+                    .as_ref()
+                    .is_none_or(|tys| match ev.part.resource_type {
+                        Known::Is(ty) => ty.is_some_and(|t| tys.binary_search(&t.0).is_ok()),
+                        Known::Unknown => self.effect == Effect::Deny,
+                    })
+            }
             Key::Identities => self.identities.as_ref().is_none_or(|names| {
                 req.identity
                     .is_some_and(|i| sorted_contains(names, &i.name))
             }),
             Key::Roles => self.roles.as_ref().is_none_or(|r| ev.holds_any(r)),
             Key::UnlessRoles => self.unless_roles.as_ref().is_none_or(|r| !ev.holds_any(r)),
-            Key::Targets => self.targets.as_ref().is_none_or(|ps| match ev.scope {
+            Key::Targets => self.targets.as_ref().is_none_or(|ps| match ev.part.scope {
                 Scope::Exact => ps.iter().any(|p| p.matches(req.target)),
                 // fail closed: what the result may include is denied by any deny rule on it,
                 // and allowed only by an allow rule on all of it
+                Scope::Children(_) => match self.effect {
+                    Effect::Deny => ps.iter().any(|p| p.overlaps_children(req.target)),
+                    Effect::Allow => ps.iter().any(|p| p.covers(req.target)),
+                },
                 Scope::Subtree(_) => match self.effect {
                     Effect::Deny => ps.iter().any(|p| p.overlaps(req.target)),
                     Effect::Allow => ps.iter().any(|p| p.covers(req.target)),
@@ -698,9 +726,10 @@ impl Lazy<'_> {
 /// One request under evaluation, with what is worked out once for all rules.
 struct Eval<'a> {
     req: &'a Request<'a>,
-    /// The target's scope for this operation (descendants count for retrieves only).
-    scope: Scope,
+    /// The part of the request being judged (`crate::parts`).
+    part: Part,
     method: u8,
+    /// The bit of the part's operation.
     operation: u8,
     role_table: &'a [String],
     role_mask: Option<u64>,
@@ -709,6 +738,15 @@ struct Eval<'a> {
 }
 
 impl Eval<'_> {
+    /// Judge `part` next (the regex results stay: same identity, same originator).
+    fn judge(&mut self, part: Part) {
+        self.part = part;
+        self.operation = match part.operation {
+            Known::Is(op) => op_bit(op),
+            Known::Unknown => NO_OPERATION,
+        };
+    }
+
     fn holds_any(&mut self, roles: &Roles) -> bool {
         let held: &[String] = self.req.identity.map_or(&[], |i| &i.roles);
         match roles {
@@ -737,8 +775,13 @@ pub struct RuleSet {
 /// What `explain` found: every rule's conditions, then the decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
+    /// The rules as they read the part that decides.
     pub rules: Vec<RuleTrace>,
     pub decision: Decision,
+    /// What each part of the request is (`crate::parts`), the request itself first.
+    pub parts: Vec<String>,
+    /// The part that decides: the first a rule denies, else the request (0).
+    pub judged: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -826,15 +869,10 @@ impl RuleSet {
         crate::target::http_request_target(path_and_query, self.cse.as_ref())
     }
 
-    /// The same for a WebSocket request primitive: its `to`, `rcn` and `fc.fu` (pass `fu`
-    /// `Some(1)` for `op` 6, discovery).
-    pub fn primitive_target(
-        &self,
-        to: &str,
-        rcn: Option<u64>,
-        fu: Option<u64>,
-    ) -> Result<Target, TargetError> {
-        crate::target::primitive_request_target(to, rcn, fu, self.cse.as_ref())
+    /// The same for a WebSocket request primitive: its `to` and the parameters that decide
+    /// its reach (`rcn`, `fc.fu`, … : [`Params`]).
+    pub fn primitive_target(&self, to: &str, params: &Params) -> Result<Target, TargetError> {
+        crate::target::primitive_request_target(to, params, self.cse.as_ref())
     }
 
     /// No rules: every request gets the default (the proxy skips target parsing).
@@ -859,10 +897,31 @@ impl RuleSet {
             .unwrap_or_else(|| run(&mut Scratch::new()))
     }
 
+    /// Every part of the request (`crate::parts`) must be allowed: the first part a rule (or
+    /// the default) denies decides, else the request itself.
     fn decide_with(&self, req: &Request<'_>, scratch: &mut Scratch) -> Decision {
-        let mut ev = self.eval(req, scratch);
+        let [request, more @ ..] = parts::of(req.operation, req.resource_type, req.target);
+        let Some(request) = request else {
+            return self.default_decision();
+        };
+        let mut ev = self.eval(req, request, scratch);
+        let decision = self.first_match(&mut ev);
+        if decision.effect == Effect::Deny {
+            return decision;
+        }
+        for part in more.into_iter().flatten() {
+            ev.judge(part);
+            let d = self.first_match(&mut ev);
+            if d.effect == Effect::Deny {
+                return d;
+            }
+        }
+        decision
+    }
+
+    fn first_match(&self, ev: &mut Eval<'_>) -> Decision {
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.matches(&mut ev) {
+            if rule.matches(ev) {
                 return Decision {
                     effect: rule.effect,
                     rule: Some(i),
@@ -872,16 +931,12 @@ impl RuleSet {
         self.default_decision()
     }
 
-    fn eval<'a>(&'a self, req: &'a Request<'a>, scratch: &'a mut Scratch) -> Eval<'a> {
-        let scope = match (req.target.scope(), req.operation) {
-            (Scope::Subtree(_), op) if op != Some(Operation::Retrieve) => Scope::Exact,
-            (scope, _) => scope,
-        };
-        Eval {
+    fn eval<'a>(&'a self, req: &'a Request<'a>, part: Part, scratch: &'a mut Scratch) -> Eval<'a> {
+        let mut ev = Eval {
             req,
-            scope,
+            part,
             method: req.identity.map_or(NO_METHOD, |i| method_bit(i.proven_by)),
-            operation: op_bit(req.operation),
+            operation: NO_OPERATION,
             role_table: &self.role_table,
             role_mask: None,
             names: Lazy {
@@ -894,7 +949,9 @@ impl RuleSet {
                 hits: &mut scratch.originators,
                 done: false,
             },
-        }
+        };
+        ev.judge(part);
+        ev
     }
 
     fn default_decision(&self) -> Decision {
@@ -915,9 +972,37 @@ impl RuleSet {
 
     /// For `explain`: every rule in order with each given condition and whether it matched
     /// (all evaluated, also past the deciding rule), then the decision.
+    /// The request's parts (`crate::parts`) are judged in turn; the explanation shows the one
+    /// that decides (the first denied, else the request itself) and lists the others.
     pub fn explain(&self, req: &Request<'_>) -> Explanation {
+        let parts: Vec<Part> = parts::of(req.operation, req.resource_type, req.target)
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut chosen = None;
+        for (k, part) in parts.iter().enumerate() {
+            let (rules, decision) = self.explain_part(req, *part);
+            let denied = decision.effect == Effect::Deny;
+            if chosen.is_none() || denied {
+                chosen = Some((rules, decision, k));
+            }
+            if denied {
+                break;
+            }
+        }
+        let (rules, decision, judged) =
+            chosen.unwrap_or_else(|| (Vec::new(), self.default_decision(), 0));
+        Explanation {
+            rules,
+            decision,
+            parts: parts.iter().map(Part::describe).collect(),
+            judged,
+        }
+    }
+
+    fn explain_part(&self, req: &Request<'_>, part: Part) -> (Vec<RuleTrace>, Decision) {
         let mut scratch = Scratch::new();
-        let mut ev = self.eval(req, &mut scratch);
+        let mut ev = self.eval(req, part, &mut scratch);
         let mut decision = self.default_decision();
         let mut traces = Vec::with_capacity(self.rules.len());
         for (i, rule) in self.rules.iter().enumerate() {
@@ -939,10 +1024,7 @@ impl RuleSet {
                 matched,
             });
         }
-        Explanation {
-            rules: traces,
-            decision,
-        }
+        (traces, decision)
     }
 
     /// For `check`: one line per rule, then the default.
@@ -962,6 +1044,13 @@ impl Explanation {
     /// Human-readable, one line per rule, then the decision.
     pub fn render(&self, set: &RuleSet) -> String {
         let mut out = String::new();
+        if self.parts.len() > 1 {
+            out.push_str("judged as parts, each of which must be allowed:\n");
+            for (k, part) in self.parts.iter().enumerate() {
+                out.push_str(&format!("  part {}: {part}\n", k + 1));
+            }
+            out.push_str(&format!("rules for part {}:\n", self.judged + 1));
+        }
         for (i, trace) in self.rules.iter().enumerate() {
             let rule = set.rules.get(i);
             let conds = if trace.conditions.is_empty() {
@@ -1409,9 +1498,11 @@ mod tests {
             by_default(ALLOW)
         );
         assert_eq!(post(Some("application/json")).on(&s), by_default(ALLOW));
+        // a create of a type the proxy cannot read could be of any type: it meets rules on
+        // resource types (the proxy refuses it before the rules anyway, 400)
         assert_eq!(
             post(Some("application/json;ty=abc")).on(&s),
-            by_default(ALLOW)
+            by_rule(DENY, 0)
         );
         assert_eq!(post(None).on(&s), by_default(ALLOW));
         assert_eq!(req("a").http("GET", None).on(&s), by_default(ALLOW));
@@ -1809,8 +1900,8 @@ mod tests {
                 assert_eq!(t.scope(), Scope::Exact);
             }
             for to in to {
-                let t =
-                    crate::target::primitive_request_target(to, None, None, Some(&cse)).unwrap();
+                let t = crate::target::primitive_request_target(to, &Params::default(), Some(&cse))
+                    .unwrap();
                 assert_eq!(t.as_str(), "/cse-in/AE1", "{to}");
                 let (op, _) = http_operation("GET", None);
                 let who = who("a", Method::Mtls, &[]);
@@ -1970,8 +2061,7 @@ mod tests {
         assert_eq!(req("a").at("/cse-in/grp/fopt").on(&s), by_default(DENY));
         let t = crate::target::primitive_request_target(
             "cse-in/grp/fopt",
-            None,
-            None,
+            &Params::default(),
             Some(&test_cse()),
         )
         .unwrap();
@@ -2001,17 +2091,63 @@ mod tests {
             ("/cse-in/app?rcn=+4", by_rule(DENY, 0)),
             ("/cse-in/app?rcn=x", by_rule(DENY, 0)),
             ("/cse-in/app/secret/x?rcn=1", by_rule(DENY, 0)),
+            // finding 1 of the red-team run: every rcn but 0, 1, 2, 3, 9 reaches further
+            ("/cse-in/app?rcn=0", by_default(ALLOW)),
+            ("/cse-in/app?rcn=2", by_default(ALLOW)),
+            ("/cse-in/app?rcn=3", by_default(ALLOW)),
+            ("/cse-in/app?rcn=9", by_default(ALLOW)),
+            ("/cse-in/app?rcn=7", by_rule(DENY, 0)),
+            ("/cse-in/other?rcn=7", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=10&smf=x", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=11", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=12", by_rule(DENY, 0)),
+            ("/cse-in?rcn=12", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=13", by_rule(DENY, 0)),
+            ("/cse-in/app?rcn=99999999999999999999", by_rule(DENY, 0)),
+            ("/cse-in/app?fu=3", by_rule(DENY, 0)),
+            ("/cse-in/app?fu=4", by_rule(DENY, 0)),
+            ("/cse-in/app?smf=x", by_rule(DENY, 0)),
+            ("/cse-in/app?sqi=false&rcn=11", by_rule(DENY, 0)),
+            ("/cse-in/app?S%51I=true", by_rule(DENY, 0)),
+            ("/cse-in/other?arp=..%2Fapp%2Fsecret", by_rule(DENY, 0)),
+            (
+                "/cse-in/app?lbl=a&lim=3&drt=2&rp=PT1S&atrl=lbl",
+                by_default(ALLOW),
+            ),
             // beside the denied subtree, not above it
             ("/cse-in/other?rcn=4", by_default(ALLOW)),
             ("/cse-in/app/public?rcn=4", by_default(ALLOW)),
         ] {
             assert_eq!(req("a").at(path).on(&s), decision, "{path}");
         }
-        // only for retrieves: a delete with rcn=4 is judged on its target
+        // a delete that returns the deleted subtree (rcn=4) is a retrieve of it too; its
+        // own target stays exact (a deny of deletes below it is not met by the delete)
         assert_eq!(
             req("a").http("DELETE", None).at("/cse-in/app?rcn=4").on(&s),
+            by_rule(DENY, 0)
+        );
+        assert_eq!(
+            req("a").http("DELETE", None).at("/cse-in/app?rcn=0").on(&s),
             by_default(ALLOW)
         );
+        assert_eq!(
+            req("a")
+                .http("PUT", Some("application/json"))
+                .at("/cse-in/app?rcn=7")
+                .on(&s),
+            by_rule(DENY, 0)
+        );
+        let deletes = set(concat!(
+            "default: allow\n",
+            "rules:\n",
+            "  - {name: keep, operations: [delete], targets: ['/cse-in/app/keep'], effect: deny}\n",
+        ));
+        let delete = |path| req("a").http("DELETE", None).at(path).on(&deletes);
+        assert_eq!(delete("/cse-in/app?rcn=4"), by_default(ALLOW));
+        // a discovery-based delete acts on what it finds
+        assert_eq!(delete("/cse-in/app?fu=4"), by_rule(DENY, 0));
+        assert_eq!(delete("/cse-in/app?fu=1"), by_rule(DENY, 0));
+        assert_eq!(delete("/cse-in/app?fu=2"), by_default(ALLOW));
         // allow rules with targets allow a subtree retrieve only when they cover all of it
         let s = set(concat!(
             "default: deny\n",
@@ -2026,11 +2162,126 @@ mod tests {
     }
 
     #[test]
+    fn what_a_created_resource_does_later_is_judged_fail_closed() {
+        // finding 4 of the red-team run: an <action> runs a request primitive the rules never
+        // saw, so its create meets every deny rule that could apply to some request
+        let s = set(concat!(
+            "default: allow\n",
+            "rules:\n",
+            "  - {name: no-deletes, operations: [delete], targets: ['/cse-in/keep/**'], effect: deny}\n",
+        ));
+        let create = |ty: &'static str, path| req("a").http("POST", Some(ty)).at(path).on(&s);
+        assert_eq!(
+            create("application/json;ty=4", "/cse-in/pub"),
+            by_default(ALLOW)
+        );
+        for ty in [6, 12, 48, 65] {
+            let ct: &'static str = Box::leak(format!("application/json;ty={ty}").into_boxed_str());
+            assert_eq!(create(ct, "/cse-in/pub"), by_rule(DENY, 0), "ty {ty}");
+        }
+        // rules without targets, with operations or resource types, are met too
+        for rule in [
+            "operations: [update]",
+            "resource_types: [remoteCSE]",
+            "operations: [create]\n    resource_types: [16]",
+            "targets: ['/~/id-mn/**']",
+        ] {
+            let s = one(rule);
+            let d = req("a").http("POST", Some("application/json;ty=65")).on(&s);
+            assert_eq!(d, by_rule(DENY, 0), "{rule}");
+        }
+        // ... but no rule the request itself escapes only by its identity
+        let s = one("identities: [b]\n    operations: [delete]");
+        let d = req("a").http("POST", Some("application/json;ty=65")).on(&s);
+        assert_eq!(d, by_default(ALLOW));
+        // allow rules that name operations, types or targets do not allow the unknown request
+        let s = set(concat!(
+            "default: deny\n",
+            "rules:\n",
+            "  - {name: creates, operations: [create], targets: ['/cse-in/**'], effect: allow}\n",
+            "  - {name: sysop, roles: [sysop], effect: allow}\n",
+        ));
+        let action = req("a").http("POST", Some("application/json;ty=65"));
+        assert_eq!(action.on(&s), by_default(DENY));
+        // every part allowed: the request's own decision is the one logged
+        assert_eq!(action.roles(&["sysop"]).on(&s), by_rule(ALLOW, 0));
+        let cin = req("a").http("POST", Some("application/json;ty=4"));
+        assert_eq!(cin.on(&s), by_rule(ALLOW, 0));
+        // <dependency>, <state>, <processManagement> read resources anywhere
+        let s = one("operations: [retrieve]\n    targets: ['/cse-in/secret/**']");
+        for ty in [63, 64, 66] {
+            let ct: &'static str = Box::leak(format!("application/json;ty={ty}").into_boxed_str());
+            let d = req("a").http("POST", Some(ct)).at("/cse-in/pub").on(&s);
+            assert_eq!(d, by_rule(DENY, 0), "ty {ty}");
+        }
+        // a <subscription> sends its parent and the parent's new children to the subscriber
+        let sub = |path| {
+            req("a")
+                .http("POST", Some("application/json;ty=23"))
+                .at(path)
+                .on(&s)
+        };
+        assert_eq!(sub("/cse-in/secret"), by_rule(DENY, 0));
+        assert_eq!(sub("/cse-in/secret/x"), by_rule(DENY, 0));
+        assert_eq!(sub("/cse-in"), by_rule(DENY, 0));
+        assert_eq!(sub("/cse-in/pub"), by_default(ALLOW));
+        let deep = one("operations: [retrieve]\n    targets: ['/cse-in/app/secret/**']");
+        let d = req("a")
+            .http("POST", Some("application/json;ty=23"))
+            .at("/cse-in")
+            .on(&deep);
+        assert_eq!(
+            d,
+            by_default(ALLOW),
+            "a grandchild is not in a notification"
+        );
+        // <triggerRequest>, <timeSyncBeacon>: a notify of a target they name
+        let s = one("operations: [notify]\n    targets: ['/cse-in/**', '/cse-in']");
+        let d = req("a")
+            .http("POST", Some("application/json;ty=47"))
+            .at("/~/id-mn/cse-mn")
+            .on(&s);
+        assert_eq!(d, by_rule(DENY, 0));
+    }
+
+    #[test]
+    fn explain_shows_the_part_that_decides() {
+        let s = set(concat!(
+            "default: allow\n",
+            "rules:\n",
+            "  - {name: no-deletes, operations: [delete], targets: ['/cse-in/**'], effect: deny}\n",
+        ));
+        let r = req("a")
+            .http("POST", Some("application/json;ty=65"))
+            .at("/cse-in/pub");
+        let e = r.with(|q| s.explain(q));
+        assert_eq!(e.decision, r.on(&s));
+        assert_eq!((e.parts.len(), e.judged), (2, 1));
+        let text = e.render(&s);
+        assert!(
+            text.contains("part 2: what the created <action> makes the CSE do: any operation"),
+            "{text}"
+        );
+        assert!(text.contains("rules for part 2:\n1. no-deletes: operations delete (matched), targets /cse-in/** (matched)"), "{text}");
+        // one part: as before
+        let e = req("a").with(|q| s.explain(q));
+        assert_eq!((e.parts.len(), e.judged), (1, 0));
+        assert!(!e.render(&s).contains("part"));
+    }
+
+    #[test]
     fn query_reach_reads_rcn_and_fu_fail_closed() {
-        use crate::target::query_reach;
-        assert_eq!(query_reach(""), None);
-        assert_eq!(query_reach("rcn=1&fu=2&ty=4"), None);
-        assert_eq!(query_reach("rcnx=4&xfu=1"), None);
+        use crate::target::{query_reach, Reach};
+        let exact = Reach::default();
+        assert_eq!(query_reach(""), exact);
+        assert_eq!(query_reach("rcn=1&fu=2&ty=4"), exact);
+        assert_eq!(query_reach("rcnx=4&xfu=1&smfx=1&xarp=a"), exact);
+        for rcn in [0, 1, 2, 3, 9] {
+            assert_eq!(query_reach(&format!("rcn={rcn}")), exact, "{rcn}");
+        }
+        for q in ["rcn=7", "rcn=", "rcn", "rcn=+7", "rcn=7.0", "fu=x", "arp=a"] {
+            assert!(matches!(query_reach(q).result, Scope::Unplaced(_)), "{q}");
+        }
         for q in [
             "rcn=4",
             "rcn=5",
@@ -2042,9 +2293,19 @@ mod tests {
             "fu=%31",
             "a=1;rcn=4",
             "rcn=4%00",
+            "rcn=10",
+            "rcn=11",
+            "rcn=12",
+            "rcn=13",
+            "fu=3",
+            "fu=4",
+            "smf=x",
+            "sqi=true",
+            "%53mf",
         ] {
-            assert!(query_reach(q).is_some(), "{q}");
+            assert_ne!(query_reach(q).result, Scope::Exact, "{q}");
         }
+        assert!(query_reach("fu=4").operation && !query_reach("rcn=4").operation);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! the local CSE (CSE-relative `/cse-in/x`, SP-relative `/~/id-in/cse-in/x`, absolute
 //! `/_/sp/id-in/cse-in/x`, `-` for the CSEBase name) is the one CSE-relative structured path
 //! `/cse-in/x`. What the proxy cannot place in the CSE's tree gets a [`Scope`] that the rules
-//! read fail-closed: unstructured resource IDs and fan-out points (`Unplaced`), retrieves whose
-//! result includes descendants (`Subtree`).
+//! read fail-closed: unstructured resource IDs and fan-out points (`Unplaced`); and what a
+//! request's parameters make it reach beyond its target is its [`Reach`] (`rcn`, `fu`, a
+//! semantic query, `arp`).
 //!
 //! The rules' module documentation (`crate::rules`) states the refusals and the forms.
 
@@ -52,8 +53,11 @@ pub struct Target {
     pub(crate) text: String,
     /// Where each segment is in `text`, so that rules compare without splitting again.
     pub(crate) spans: Vec<Span>,
-    /// Where the target lies in the CSE's tree, as far as the proxy can tell.
+    /// Where the target lies in the CSE's tree, as far as the proxy can tell (`Exact` or
+    /// `Unplaced`).
     pub(crate) scope: Scope,
+    /// What the request's parameters make it reach beyond the target.
+    pub(crate) reach: Reach,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +200,7 @@ pub fn parse_target(raw_path: &str) -> Result<Target, TargetError> {
         text,
         spans,
         scope: Scope::Exact,
+        reach: Reach::default(),
     })
 }
 
@@ -323,21 +328,26 @@ pub fn primitive_target(to: &str) -> Result<Target, TargetError> {
         text,
         spans,
         scope: Scope::Exact,
+        reach: Reach::default(),
     })
 }
 
 // ------------------------------------------------------------------ scope and canonical form
 
-/// Where a target lies in the CSE's resource tree, as far as the proxy can tell from the request
-/// alone. The rules read anything but `Exact` fail-closed (`crate::rules`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a target, or what a request reaches through it, lies in the CSE's resource tree, as
+/// far as the proxy can tell from the request alone. The rules read anything but `Exact`
+/// fail-closed (`crate::rules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Scope {
     /// The target is the resource at its path, and so is the result.
+    #[default]
     Exact,
-    /// A retrieve whose result includes the target's descendants (why: `rcn=4`, discovery…).
+    /// The target and its direct children (why: a `<subscription>` notifies about both).
+    Children(&'static str),
+    /// The target and its descendants (why: `rcn=4`, discovery…).
     Subtree(&'static str),
-    /// The proxy cannot place the target in the tree (why: an unstructured resource ID, a
-    /// group's fan-out point).
+    /// The proxy cannot place it in the tree (why: an unstructured resource ID, a group's
+    /// fan-out point, the resource an announced one links to).
     Unplaced(&'static str),
 }
 
@@ -346,12 +356,54 @@ impl Scope {
     pub fn describe(self) -> Option<String> {
         match self {
             Scope::Exact => None,
+            Scope::Children(why) => Some(format!(
+                "{why}: the target and its children, so deny rules whose targets match it or a child match, allow rules with targets only when they cover its whole subtree"
+            )),
             Scope::Subtree(why) => Some(format!(
-                "{why}: the result includes descendants, so deny rules whose targets lie at or below it match, allow rules with targets only when they cover the whole subtree (a retrieve)"
+                "{why}: the result includes descendants, so deny rules whose targets lie at or below it match, allow rules with targets only when they cover the whole subtree"
             )),
             Scope::Unplaced(why) => Some(format!(
                 "{why}: not placed in the resource tree, so deny rules with targets match and allow rules with targets do not"
             )),
+        }
+    }
+
+    /// How much of the tree the scope may include: the wider of two scopes wins.
+    fn width(self) -> u8 {
+        match self {
+            Scope::Exact => 0,
+            Scope::Children(_) => 1,
+            Scope::Subtree(_) => 2,
+            Scope::Unplaced(_) => 3,
+        }
+    }
+
+    /// The wider of `self` and `other` (the first of two equally wide).
+    pub fn widest(self, other: Scope) -> Scope {
+        if other.width() > self.width() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// What a request reaches beyond its target through its parameters (TS-0004 result content,
+/// filter usage, semantic query, apply-relative-path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reach {
+    /// What the result includes besides the target: `Exact` for nothing more.
+    pub result: Scope,
+    /// The operation itself applies to what the result includes (a filter usage other than
+    /// conditional retrieval: discovery-based operations act on every resource found).
+    pub operation: bool,
+}
+
+impl Reach {
+    fn with(self, other: Reach) -> Reach {
+        Reach {
+            result: self.result.widest(other.result),
+            operation: self.operation || other.operation,
         }
     }
 }
@@ -360,8 +412,20 @@ pub(crate) const UNSTRUCTURED: &str = "unstructured resource ID";
 pub(crate) const FAN_OUT: &str = "through a group's fan-out point (fopt)";
 
 impl Target {
+    /// Where the target and what a retrieve of it returns lie: the wider of its placement and
+    /// its result's reach.
     pub fn scope(&self) -> Scope {
+        self.scope.widest(self.reach.result)
+    }
+
+    /// Where the target itself lies: `Exact`, or `Unplaced` when the proxy cannot place it.
+    pub fn placement(&self) -> Scope {
         self.scope
+    }
+
+    /// What the request's parameters make it reach beyond the target.
+    pub fn reach(&self) -> Reach {
+        self.reach
     }
 
     /// A target of `form` made of `segments` (already checked).
@@ -383,14 +447,13 @@ impl Target {
             text,
             spans,
             scope,
+            reach: Reach::default(),
         })
     }
 
-    /// The same target, read as including its descendants (`why`), unless it is unplaced.
-    pub fn with_descendants(mut self, why: Option<&'static str>) -> Target {
-        if let (Some(why), Scope::Exact) = (why, self.scope) {
-            self.scope = Scope::Subtree(why);
-        }
+    /// The same target, with what its request's parameters reach beyond it.
+    pub fn with_reach(mut self, reach: Reach) -> Target {
+        self.reach = self.reach.with(reach);
         self
     }
 }
@@ -428,7 +491,7 @@ pub fn canonical(t: &Target, cse: &LocalCse) -> Result<Target, TargetError> {
         _ if fan_out => Scope::Unplaced(FAN_OUT),
         other => other,
     };
-    Target::build(form, &out, scope)
+    Ok(Target::build(form, &out, scope)?.with_reach(t.reach))
 }
 
 /// The segments of a CSE-relative target of the local CSE from `rest` (what follows the
@@ -443,52 +506,118 @@ fn local<'a>(rest: &[&'a str], by_id: bool, cse: &'a LocalCse) -> Vec<&'a str> {
     }
 }
 
-/// TS-0004 result content values whose result includes descendants: attributes and child
-/// resources (4), attributes and child resource references (5), child resource references
-/// (6), child resources (8).
-pub fn rcn_includes_descendants(rcn: u64) -> bool {
-    matches!(rcn, 4 | 5 | 6 | 8)
-}
-
-const BY_RCN: &str = "result content (rcn) with descendants";
+const BY_RCN: &str = "result content (rcn) with other resources than the target";
+const BY_ORIGINAL: &str = "original resource (rcn=7): what an announced resource links to";
 const BY_DISCOVERY: &str = "discovery (fu=1)";
-const UNREADABLE_RCN: &str = "unreadable rcn or fu";
+const BY_FILTER_USAGE: &str = "filter usage (fu) other than conditional retrieval";
+const BY_SEMANTICS: &str = "semantic query (smf, sqi) over the descriptors below the target";
+const BY_RELATIVE_PATH: &str = "apply relative path (arp) from each resource found";
+const UNREADABLE: &str = "unreadable rcn or fu";
 
-/// Why a request with these `rcn` and filter usage (`fu`) values has descendants in its result.
-pub fn primitive_reach(rcn: Option<u64>, fu: Option<u64>) -> Option<&'static str> {
-    if rcn.is_some_and(rcn_includes_descendants) {
-        Some(BY_RCN)
-    } else if fu == Some(1) {
-        Some(BY_DISCOVERY)
-    } else {
-        None
+/// TS-0004 result content values whose result is exactly the target (or less): nothing (0),
+/// attributes (1), hierarchical address (2), both (3), modified attributes (9). Every other
+/// value includes other resources: descendants (4, 5, 6, 8; semantic content 10, discovery
+/// result references 11, permissions 12, which ACME answers with the child tree) or, for the
+/// original resource (7), the resource an announced one links to, wherever it is; values
+/// unknown today are read as descendants.
+pub fn rcn_reach(rcn: u64) -> Scope {
+    match rcn {
+        0 | 1 | 2 | 3 | 9 => Scope::Exact,
+        7 => Scope::Unplaced(BY_ORIGINAL),
+        _ => Scope::Subtree(BY_RCN),
     }
 }
 
-/// The same from an HTTP query: every `rcn` and `fu` parameter counts (names compared
-/// percent-decoded and in any letter case); a value that is not a plain number counts as
-/// descendants, since a CSE could read it as one that includes them.
-pub fn query_reach(query: &str) -> Option<&'static str> {
-    let mut why = None;
+/// Filter usage (`fu`): conditional retrieval (2, the default) judges the target alone; any
+/// other value finds resources below it and returns them (discovery 1, IPE on-demand discovery
+/// 3) or applies the operation to them (discovery-based operation 4).
+fn fu_reach(fu: u64) -> Reach {
+    match fu {
+        2 => Reach::default(),
+        1 => Reach {
+            result: Scope::Subtree(BY_DISCOVERY),
+            operation: true,
+        },
+        _ => Reach {
+            result: Scope::Subtree(BY_FILTER_USAGE),
+            operation: true,
+        },
+    }
+}
+
+/// The parameters of a request primitive that decide its [`Reach`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Params {
+    /// Result content.
+    pub rcn: Option<u64>,
+    /// Filter usage (`fc.fu`); pass `Some(1)` for `op` 6, discovery.
+    pub fu: Option<u64>,
+    /// A semantic query: `sqi` or `fc.smf` present.
+    pub semantic: bool,
+    /// Apply relative path: `fc.arp` present.
+    pub relative_path: bool,
+}
+
+/// What a request with these parameters reaches beyond its target.
+pub fn primitive_reach(p: &Params) -> Reach {
+    let mut reach = Reach::default();
+    if let Some(rcn) = p.rcn {
+        reach.result = rcn_reach(rcn);
+    }
+    if let Some(fu) = p.fu {
+        reach = reach.with(fu_reach(fu));
+    }
+    if p.semantic {
+        reach.result = reach.result.widest(Scope::Subtree(BY_SEMANTICS));
+    }
+    if p.relative_path {
+        reach.result = reach.result.widest(Scope::Unplaced(BY_RELATIVE_PATH));
+    }
+    reach
+}
+
+/// The same from an HTTP query: every `rcn`, `fu`, `smf`, `sqi` and `arp` parameter counts
+/// (names compared percent-decoded and in any letter case); an `rcn` or `fu` that is not a
+/// plain number is read as the widest reach (a CSE could read it as `rcn=7`), `smf`, `sqi`
+/// and `arp` count whatever their value.
+pub fn query_reach(query: &str) -> Reach {
+    let mut reach = Reach::default();
     for param in query.split(['&', ';']) {
         let (name, value) = param.split_once('=').unwrap_or((param, ""));
         let name = decode_lossy(name);
-        let is_rcn = name.eq_ignore_ascii_case("rcn");
-        if !is_rcn && !name.eq_ignore_ascii_case("fu") {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        let this = if is("rcn") || is("fu") {
+            let value = decode_lossy(value);
+            let number = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| value.parse::<u64>().ok())
+                .flatten();
+            match number {
+                None => Reach {
+                    result: Scope::Unplaced(UNREADABLE),
+                    operation: is("fu"),
+                },
+                Some(n) if is("rcn") => Reach {
+                    result: rcn_reach(n),
+                    operation: false,
+                },
+                Some(n) => fu_reach(n),
+            }
+        } else if is("smf") || is("sqi") {
+            Reach {
+                result: Scope::Subtree(BY_SEMANTICS),
+                operation: false,
+            }
+        } else if is("arp") {
+            Reach {
+                result: Scope::Unplaced(BY_RELATIVE_PATH),
+                operation: false,
+            }
+        } else {
             continue;
-        }
-        let value = decode_lossy(value);
-        let number = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| value.parse::<u64>().ok())
-            .flatten();
-        let this = match number {
-            None => Some(UNREADABLE_RCN),
-            Some(n) if is_rcn => primitive_reach(Some(n), None),
-            Some(n) => primitive_reach(None, Some(n)),
         };
-        why = why.or(this);
+        reach = reach.with(this);
     }
-    why
+    reach
 }
 
 /// Percent-decoding as a lenient query parser does it (`+` is a space, bad escapes kept).
@@ -519,7 +648,7 @@ fn decode_lossy(raw: &str) -> String {
 }
 
 /// The target the rules judge for an HTTP request target (path and query): parsed with every
-/// refusal, made canonical for `cse`, with the query's `rcn`/`fu` as its reach.
+/// refusal, made canonical for `cse`, with what the query reaches beyond it.
 pub fn http_request_target(
     path_and_query: &str,
     cse: Option<&LocalCse>,
@@ -527,30 +656,29 @@ pub fn http_request_target(
     let raw = parse_target(path_and_query)?;
     let reach = path_and_query
         .split_once('?')
-        .and_then(|(_, query)| query_reach(query));
+        .map_or_else(Reach::default, |(_, query)| query_reach(query));
     canonical_with(raw, cse, reach)
 }
 
-/// The same for a WebSocket request primitive's `to`, with its `rcn` and `fc.fu`.
+/// The same for a WebSocket request primitive's `to`, with its parameters.
 pub fn primitive_request_target(
     to: &str,
-    rcn: Option<u64>,
-    fu: Option<u64>,
+    params: &Params,
     cse: Option<&LocalCse>,
 ) -> Result<Target, TargetError> {
-    canonical_with(primitive_target(to)?, cse, primitive_reach(rcn, fu))
+    canonical_with(primitive_target(to)?, cse, primitive_reach(params))
 }
 
 fn canonical_with(
     raw: Target,
     cse: Option<&LocalCse>,
-    reach: Option<&'static str>,
+    reach: Reach,
 ) -> Result<Target, TargetError> {
     let t = match cse {
         Some(cse) => canonical(&raw, cse)?,
         None => raw,
     };
-    Ok(t.with_descendants(reach))
+    Ok(t.with_reach(reach))
 }
 
 #[cfg(test)]
@@ -615,18 +743,40 @@ mod tests {
         );
         assert_eq!(canon("/cse-in/a?rcn=4").1, Scope::Subtree(BY_RCN));
         assert_eq!(canon("/cse-in/a?fu=1").1, Scope::Subtree(BY_DISCOVERY));
-        assert_eq!(
-            canon("/cse-in/a?rcn=%2B4").1,
-            Scope::Subtree(UNREADABLE_RCN)
-        );
+        // an rcn a CSE could read as 7 reaches anywhere
+        assert_eq!(canon("/cse-in/a?rcn=%2B4").1, Scope::Unplaced(UNREADABLE));
         assert_eq!(canon("/cse-in/a?rcn=1&fu=2").1, Scope::Exact);
-        let t = primitive_request_target("/id-in/-/a", Some(5), None, Some(&cse())).unwrap();
+        let params = Params {
+            rcn: Some(5),
+            ..Params::default()
+        };
+        let t = primitive_request_target("/id-in/-/a", &params, Some(&cse())).unwrap();
         assert_eq!(
             (t.as_str(), t.scope()),
             ("/cse-in/a", Scope::Subtree(BY_RCN))
         );
-        assert_eq!(primitive_reach(None, Some(1)), Some(BY_DISCOVERY));
-        assert_eq!(primitive_reach(Some(7), Some(2)), None);
+        let reach = |rcn, fu| {
+            primitive_reach(&Params {
+                rcn,
+                fu,
+                ..Params::default()
+            })
+        };
+        assert_eq!(
+            reach(None, Some(1)),
+            Reach {
+                result: Scope::Subtree(BY_DISCOVERY),
+                operation: true
+            }
+        );
+        assert_eq!(reach(Some(1), Some(2)), Reach::default());
+        assert_eq!(reach(Some(7), Some(2)).result, Scope::Unplaced(BY_ORIGINAL));
+        // an unstructured target stays unplaced whatever the result
+        let t = http_request_target("/cae1?rcn=4", Some(&cse())).unwrap();
+        assert_eq!(
+            (t.placement(), t.scope()),
+            (Scope::Unplaced(UNSTRUCTURED), Scope::Unplaced(UNSTRUCTURED))
+        );
         // without a local CSE: as parsed, with the reach
         let t = http_request_target("/~/id-in/cse-in?rcn=8", None).unwrap();
         assert_eq!(

@@ -2,7 +2,9 @@
 //! a real ACME CSE 2026.05 behind the proxy (red-team helper `attack1`; reproductions and
 //! evidence in `tests/e2e/acme-reach.sh`). Each test states the refusal the proxy owes and is
 //! `#[ignore]`d while the finding is open, so that `cargo test -- --ignored` shows them failing.
-//! Findings 2 and 3 are fixed (a decoded `#`, `?` or `;` in a target is refused, 400 / 4000).
+//! Findings 2 and 3 are fixed (a decoded `#`, `?` or `;` in a target is refused, 400 / 4000);
+//! 1, 4 and 6 too (`crate::parts`: every part of a request is judged; a `*` in an originator
+//! pattern stays within one segment). Finding 5 is open.
 //!
 //! - Finding 1: `rcn` values other than 4, 5, 6 and 8 that put other resources in the result:
 //!   ACME answers `rcn=12` (permissions) with the whole child tree, `rcn=10` (semantic content,
@@ -129,7 +131,6 @@ fn all_refused_ws(s: &Scenario, primitives: &[Value]) {
 }
 
 #[test]
-#[ignore = "finding 1: rcn 7, 10 and 12 reach resources the subtree rule denies (ACME answers rcn=12 with the child tree)"]
 fn finding_1_every_rcn_that_returns_other_resources_meets_the_subtree_rule() {
     let s = scenario("");
     all_refused(
@@ -149,7 +150,6 @@ fn finding_1_every_rcn_that_returns_other_resources_meets_the_subtree_rule() {
 }
 
 #[test]
-#[ignore = "finding 1: rcn 7, 10 and 12 in a WebSocket primitive reach resources the subtree rule denies"]
 fn finding_1_websocket_every_rcn_that_returns_other_resources_meets_the_subtree_rule() {
     let s = scenario("");
     all_refused_ws(
@@ -214,7 +214,6 @@ fn action(op: u64) -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "finding 4: an <action> (ty 65) makes the CSE execute a request primitive the rules never judged"]
 fn finding_4_an_action_cannot_carry_an_operation_past_the_rules() {
     let s = scenario("");
     all_refused(
@@ -263,7 +262,6 @@ fn finding_5_a_response_target_cannot_point_at_an_egress_listener() {
 }
 
 #[test]
-#[ignore = "finding 6: an originator.allow pattern (Cgw-*) admits several segments; ACME gives the AE the last one as its resource ID"]
 fn finding_6_an_allow_pattern_reaches_one_ae_id_segment() {
     // `Cgw` may act for its sub-AEs `Cgw-…` (the docs' example); ACME takes a new AE's
     // resource ID from the last segment of its originator, in one flat space with the
@@ -305,4 +303,209 @@ fn finding_6_an_allow_pattern_reaches_one_ae_id_segment() {
         .connect_and_request(s.addr, &req)
         .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
+}
+
+// ------------------------------------------------------------------ around the findings
+
+/// Each request is forwarded (the echo upstream answers 200).
+fn all_forwarded(s: &Scenario, client: &str, requests: &[Request]) {
+    let client = s.client(ClientOpts::uri(client));
+    let mut refused = Vec::new();
+    for req in requests {
+        let before = s.upstream.count();
+        let resp = s
+            .tls(Some(&client))
+            .connect_and_request(s.addr, req)
+            .unwrap_or_else(|e| panic!("{} {}: {e}", req.method, req.path));
+        if resp.status != 200 || s.upstream.count() != before + 1 {
+            refused.push(format!(
+                "{} {} -> {} {}",
+                req.method,
+                req.path,
+                resp.status,
+                resp.text()
+            ));
+        }
+    }
+    assert!(refused.is_empty(), "not forwarded:\n{}", refused.join("\n"));
+}
+
+fn create(path: &str, ty: u32, body: &str) -> Request {
+    Request::post(path, body.as_bytes().to_vec())
+        .header("Content-Type", &format!("application/json;ty={ty}"))
+}
+
+#[test]
+fn what_stays_the_target_is_forwarded() {
+    let s = scenario("");
+    all_forwarded(
+        &s,
+        "Cae-1",
+        &[
+            // result contents that are the target or less, filters that only narrow
+            Request::get("/cse-in/app?rcn=1"),
+            Request::get("/cse-in/app?rcn=0"),
+            Request::get("/cse-in/app?rcn=9"),
+            Request::get("/cse-in?fu=2&lbl=x&ty=3&lim=2&drt=2"),
+            Request::get("/cse-in/app?atrl=lbl"),
+            create("/cse-in/app", 4, r#"{"m2m:cin":{"con":"x"}}"#),
+            create("/cse-in/app", 3, r#"{"m2m:cnt":{"rn":"c"}}"#),
+            // a subscription beside the denied subtree
+            create("/cse-in/pub", 23, r#"{"m2m:sub":{"nu":["Cae-1"]}}"#),
+            Request::new("PUT", "/cse-in/app")
+                .header("Content-Type", "application/json")
+                .body(br#"{"m2m:cnt":{"lbl":["x"]}}"#.to_vec()),
+        ],
+    );
+    let mut conn = websocket(&s);
+    for (i, p) in [
+        json!({"op": 2, "to": "cse-in/app", "rcn": 1}),
+        json!({"op": 2, "to": "cse-in", "fc": {"fu": 2, "lbl": ["x"]}}),
+        json!({"op": 1, "to": "cse-in/app", "ty": 4, "pc": {"m2m:cin": {"con": "x"}}}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut p = p.clone();
+        p["rqi"] = json!(format!("f{i}"));
+        p["rvi"] = json!("3");
+        let v = exchange(&mut conn, &p);
+        assert!(v.get("rsc").is_none(), "{p} -> {v}");
+    }
+}
+
+/// Finding 1, also for other operations: `DELETE …?rcn=4` answers with the deleted subtree, so
+/// it is a retrieve of it too; `fu=4` (discovery-based operation) applies the operation to what
+/// it finds.
+#[test]
+fn finding_1_a_delete_that_returns_the_subtree_meets_the_retrieve_rule() {
+    let s = Scenario::start(ScenarioOpts {
+        extra: format!(
+            "{CSE}authorization:
+  default: allow
+  rules:
+    - {{name: no-secret-reads, operations: [retrieve], targets: [\"/cse-in/app/secret/**\"], effect: deny}}
+    - {{name: keep, operations: [delete], targets: [\"/cse-in/app/keep\"], effect: deny}}
+"
+        ),
+        ..Default::default()
+    });
+    all_refused(
+        &s,
+        &[
+            Request::new("DELETE", "/cse-in/app?rcn=4"),
+            Request::new("DELETE", "/cse-in?rcn=8"),
+            Request::new("DELETE", "/cse-in/app?rcn=12"),
+            Request::new("DELETE", "/cse-in/app?fu=4&ty=3"),
+            Request::new("DELETE", "/cse-in/other/x?rcn=7"),
+            Request::new("PUT", "/cse-in/app?rcn=4").header("Content-Type", "application/json"),
+            Request::get("/cse-in/other?arp=secret"),
+            Request::get("/cse-in/app?sqi=false&rcn=11"),
+        ],
+    );
+    all_refused_ws(
+        &s,
+        &[
+            json!({"op": 4, "to": "cse-in/app", "rcn": 4}),
+            json!({"op": 4, "to": "cse-in/app", "fc": {"fu": 4}}),
+            json!({"op": 2, "to": "cse-in/app", "sqi": false, "rcn": 11}),
+            json!({"op": 2, "to": "cse-in/other", "fc": {"fu": 1, "arp": "../app/secret"}}),
+        ],
+    );
+    all_forwarded(
+        &s,
+        "Cae-1",
+        &[
+            Request::new("DELETE", "/cse-in/app?rcn=0"),
+            Request::new("DELETE", "/cse-in/app/x?rcn=4"),
+        ],
+    );
+}
+
+/// Finding 4, the other resources that make the CSE act later: what they do is judged.
+#[test]
+fn finding_4_resources_that_act_later_meet_the_rules_for_what_they_do() {
+    let s = scenario("");
+    all_refused(
+        &s,
+        &[
+            // subscriptions send the parent and its new children to the subscriber
+            create("/cse-in/app/secret", 23, r#"{"m2m:sub":{"nu":["Cae-1"]}}"#),
+            create("/cse-in/app", 23, r#"{"m2m:sub":{"nu":["Cae-1"]}}"#),
+            // a <crossResourceSubscription> subscribes to the resources it names
+            create("/cse-in/pub", 48, r#"{"m2m:crs":{"rrat":["cnt-keep"]}}"#),
+            // a <dependency> reads the resource it names
+            create("/cse-in/pub/act", 66, r#"{"m2m:depr":{"rri":"cnt-keep"}}"#),
+        ],
+    );
+    all_refused_ws(
+        &s,
+        &[
+            json!({"op": 1, "to": "cse-in/app/secret", "ty": 23, "pc": {"m2m:sub": {"nu": ["Cae-1"]}}}),
+            json!({"op": 1, "to": "cse-in/pub", "ty": 48, "pc": {"m2m:crs": {"rrat": ["x"]}}}),
+        ],
+    );
+}
+
+/// Finding 4: creating an `<action>` is for clients no deny rule restricts.
+#[test]
+fn finding_4_an_action_is_created_by_whom_no_deny_rule_restricts() {
+    let s = Scenario::start(ScenarioOpts {
+        extra_auth: "roles:\n  sysop: {methods: [mtls], names: [CAdmin]}".into(),
+        extra: format!(
+            "{CSE}authorization:
+  default: allow
+  rules:
+    - {{name: no-deletes-under-cse-in, operations: [delete], targets: [\"/cse-in/**\"], unless_roles: [sysop], effect: deny}}
+"
+        ),
+        ..Default::default()
+    });
+    let act =
+        Request::post("/cse-in/app", action(4)).header("Content-Type", "application/json;ty=65");
+    all_refused(&s, std::slice::from_ref(&act));
+    all_forwarded(&s, "CAdmin", &[act]);
+}
+
+/// Finding 6 for the other places patterns allow originators: a bearer token's `originators`.
+#[test]
+fn finding_6_a_token_pattern_reaches_one_ae_id_segment() {
+    use common::creds::sha256_hex;
+    let opts = ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[bearer]".into(),
+        originator: "mode: verify".into(),
+        extra: CSE.into(),
+        ..Default::default()
+    };
+    let s = Scenario::start_with_opts(opts, |f| {
+        let tokens = f.pki.write(
+            "tokens.yaml",
+            format!(
+                "tokens:\n  - name: gw\n    sha256: \"{}\"\n    originator: Cgw\n    originators: [\"Cgw-*\"]\n",
+                sha256_hex("gw-token-0123456789")
+            )
+            .as_bytes(),
+        );
+        ScenarioOpts {
+            extra_auth: format!("bearer:\n  tokens: {}", tokens.display()),
+            ..f.opts.clone()
+        }
+    });
+    let send = |claim: &str| {
+        let req = Request::get("/cse-in")
+            .header("Authorization", "Bearer gw-token-0123456789")
+            .header("X-M2M-Origin", claim);
+        s.tls(None).connect_and_request(s.addr, &req).unwrap()
+    };
+    for claim in ["Cgw-x/id-mn2", "Cgw-x/Cvictim", "/id-in/Cgw-x/Cvictim"] {
+        let resp = send(claim);
+        assert_eq!(
+            (resp.status, resp.header("X-M2M-RSC")),
+            (403, Some("4103")),
+            "{claim}: {}",
+            resp.text()
+        );
+    }
+    assert_eq!(send("Cgw-sensor1").status, 200);
 }

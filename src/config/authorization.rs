@@ -126,8 +126,15 @@ pub const RESOURCE_TYPES: &[(u32, &str)] = &[
     (32, "token"),
     (33, "trafficPattern"),
     (34, "dynamicAuthorizationConsultation"),
+    (47, "triggerRequest"),
     (48, "crossResourceSubscription"),
     (58, "flexContainerInstance"),
+    (60, "timeSyncBeacon"),
+    (62, "primitiveProfile"),
+    (63, "processManagement"),
+    (64, "state"),
+    (65, "action"),
+    (66, "dependency"),
 ];
 
 impl ResourceType {

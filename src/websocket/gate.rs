@@ -316,7 +316,7 @@ impl Gate {
     }
 
     /// The authorization rules for a request primitive, as for an HTTP request: its `op`,
-    /// `to` (with `rcn`, `fc.fu`) and `ty`, the bound originator.
+    /// `to` (with `rcn`, `fc.fu`, `fc.smf`, `sqi`, `fc.arp`) and `ty`, the bound originator.
     fn authorize(&self, request: &primitive::Primitive, originator: &str) -> Result<(), Refused> {
         let rules = self.rules.load();
         let Some(op) = request.op else {
@@ -326,9 +326,14 @@ impl Gate {
             return Ok(());
         }
         // op 6 (discovery in older releases) returns descendants like fu=1
-        let fu = if op == 6 { Some(1) } else { request.fu };
+        let params = rules::Params {
+            rcn: request.rcn,
+            fu: if op == 6 { Some(1) } else { request.fu },
+            semantic: request.semantic,
+            relative_path: request.relative_path,
+        };
         let target = rules
-            .primitive_target(request.to.as_deref().unwrap_or(""), request.rcn, fu)
+            .primitive_target(request.to.as_deref().unwrap_or(""), &params)
             .map_err(|e| (Rsc::BadRequest.code(), Cow::Borrowed(e.0), None, None))?;
         let decision = rules.decide(&rules::Request {
             identity: Some(&self.identity),

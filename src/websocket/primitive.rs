@@ -35,6 +35,10 @@ pub struct Primitive<'a> {
     pub rcn: Option<u64>,
     /// Filter usage inside the filter criteria (`fc.fu`): 1 is discovery.
     pub fu: Option<u64>,
+    /// A semantic query: `sqi`, or `smf` in the filter criteria.
+    pub semantic: bool,
+    /// An apply-relative-path (`fc.arp`): a path from each resource found.
+    pub relative_path: bool,
     pub rqi: Option<String>,
     pub rvi: Option<String>,
     encoding: Encoding,
@@ -57,6 +61,8 @@ pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive<'_>, Invali
         ty: None,
         rcn: None,
         fu: None,
+        semantic: false,
+        relative_path: false,
         rqi: None,
         rvi: None,
         encoding,
@@ -74,7 +80,12 @@ pub fn parse(encoding: Encoding, payload: &[u8]) -> Result<Primitive<'_>, Invali
             "rqi" => p.rqi = Some(text("rqi must be a string")?),
             "rvi" => p.rvi = Some(text("rvi must be a string")?),
             "rcn" => p.rcn = Some(v.as_u64().ok_or("rcn must be an integer")?),
-            "fc" => p.fu = filter_usage(v)?,
+            "sqi" => p.semantic = true,
+            "fc" => {
+                p.fu = filter_usage(v)?;
+                p.semantic |= has_key(v, "smf");
+                p.relative_path = has_key(v, "arp");
+            }
             _ => {}
         }
     }
@@ -101,6 +112,11 @@ fn filter_usage(fc: &Value<'_>) -> Result<Option<u64>, Invalid> {
         .find(|(k, _)| k == "fu")
         .map(|(_, v)| v.as_u64().ok_or("fu must be an integer"))
         .transpose()
+}
+
+/// Whether the map `v` has the key `key`.
+fn has_key(v: &Value<'_>, key: &str) -> bool {
+    matches!(v, Value::Map(entries) if entries.iter().any(|(k, _)| k == key))
 }
 
 impl Primitive<'_> {
