@@ -9,7 +9,7 @@ pub mod peer;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -21,6 +21,7 @@ use regex::Regex;
 
 use crate::config::{EgressRoute, KeyError, PeerUrl};
 use crate::example_credentials;
+use crate::forward::IdlePool;
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
 use crate::reload::{self, FileKind, Reloadable};
@@ -50,8 +51,11 @@ pub struct Route {
     pub client: ArcSwapOption<CertKey>,
     /// `Authorization` sent to the peer (Basic or Bearer from the route's secret file).
     pub authorization: ArcSwapOption<HeaderValue>,
-    /// Counts the reloads of `ca` and `client`: connections made before one are not reused.
+    /// Counts the reloads of `ca` and `client`: connections made before one carry no further
+    /// request.
     generation: AtomicU64,
+    /// The idle connections to the peer, closed when `generation` moves on.
+    pools: Mutex<Vec<IdlePool>>,
     files: RouteFiles,
 }
 
@@ -140,6 +144,7 @@ impl Route {
             client: ArcSwapOption::empty(),
             authorization: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
+            pools: Mutex::new(Vec::new()),
             files: RouteFiles {
                 ca: c.tls.as_ref().map(|t| t.ca.to_path_buf()),
                 cert_key: c.tls.as_ref().and_then(|t| match (&t.cert, &t.key) {
@@ -170,9 +175,22 @@ impl Route {
     }
 
     /// After the TLS files were replaced (not before: a connection pooled under the new
-    /// generation must have been made with the new files).
+    /// generation must have been made with the new files). The idle connections verified under
+    /// the old files are closed now; those carrying a request finish it and are closed then.
     fn next_generation(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+        for pool in self.pools().iter() {
+            pool.close_all();
+        }
+    }
+
+    fn pools(&self) -> std::sync::MutexGuard<'_, Vec<IdlePool>> {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The idle connections of a listener sending to this route's peer.
+    pub fn watch(&self, pool: IdlePool) {
+        self.pools().push(pool);
     }
 
     /// Whether the local CSE may send this originator on this route.

@@ -2,7 +2,8 @@
 //! `server_name` as SNI and the name the certificate must carry, and the outbound TLS policy
 //! (`tls::outbound`: TLS 1.2 or 1.3, ECDHE and AEAD, the name in a SAN) checked on every new
 //! connection before anything is written to it. A reload of the route's certificate or CA
-//! starts a new generation: pooled connections made with the old files are not reused.
+//! starts a new generation: the idle connections made with the old files are closed, and none
+//! made with them carries another request.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use pingora::protocols::Stream;
 use pingora::{Error, ErrorType, Result};
 
 use super::Route;
-use crate::forward::Target;
+use crate::forward::{IdlePool, Target};
 use crate::tls::outbound::{self, PeerName, Violation};
 
 /// Error types of a peer whose TLS breaks the outbound policy (`tls::outbound`), one per way.
@@ -62,6 +63,10 @@ impl Target for PeerTarget {
 
     fn generation(&self) -> u64 {
         self.0.generation()
+    }
+
+    fn watch(&self, idle: IdlePool) {
+        self.0.watch(idle);
     }
 
     fn check(&self, stream: &Stream) -> Result<()> {

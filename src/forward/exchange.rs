@@ -116,10 +116,8 @@ impl<S: Side> Exchange<'_, S> {
         };
         let mut head = Some(self.upstream_head(down, ctx, has_body)?);
 
-        let mut upstream = match held.take() {
-            Some(up) => up,
-            None => self.upstreams.checkout().await?,
-        };
+        // a held connection (a pipelined request) only if its settings are still the current ones
+        let mut upstream = self.upstreams.take(held.take()).await?;
         let (mut up, generation) = loop {
             // the head of a second attempt is made again (rare) rather than copied for each
             // request in case the connection turns out stale

@@ -35,7 +35,7 @@ use bufwrite::BufWrite;
 use exchange::Exchange;
 pub use side::{OwnResponse, Refused, Side};
 use upstream::Upstream;
-pub use upstream::{Fixed, Target, Upstreams};
+pub use upstream::{Fixed, IdlePool, Target, Upstreams};
 
 /// How long a new connection may take to send its first request head (Pingora's default; on
 /// TLS listeners `limits.header_timeout` closes it sooner).

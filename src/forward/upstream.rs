@@ -7,11 +7,14 @@
 //!
 //! Where new connections go is a [`Target`]'s: a fixed plain-HTTP peer (the CSE), or a route's
 //! TLS peer whose client certificate and CA can change with a reload. Each connection carries
-//! the target's generation when it was made; the pool hands out only connections of the current
-//! one, so a rotated certificate opens new connections.
+//! the target's generation when it was made, and a connection of an older generation never
+//! carries another request: not from the pool, nor as the one a client connection holds (a
+//! pipelined request). A change also closes the idle ones at once ([`IdlePool::close_all`]),
+//! and an idle connection is closed within twice [`MAX_IDLE_AGE`] even when no request comes.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -37,10 +40,12 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 pub trait Target: Send + Sync {
     /// The peer of a new connection, and the generation of its settings.
     async fn peer(&self) -> Result<(HttpPeer, u64)>;
-    /// The generation of the settings now: pooled connections of another are not reused.
+    /// The generation of the settings now: connections of another carry no further request.
     fn generation(&self) -> u64;
     /// A new connection, before anything is written to it (the outbound TLS policy).
     fn check(&self, stream: &Stream) -> Result<()>;
+    /// The idle connections to this target: a target whose settings change closes them then.
+    fn watch(&self, _idle: IdlePool) {}
 }
 
 /// One plain-HTTP peer whose settings never change (the local CSE).
@@ -73,13 +78,57 @@ struct Idle {
     generation: u64,
 }
 
+/// The idle connections of one [`Upstreams`]. Last in, first out: the most recently used
+/// connection is the least likely to be closed by the upstream.
+#[derive(Clone, Default)]
+pub struct IdlePool(Arc<Mutex<Vec<Idle>>>);
+
+impl IdlePool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes every idle connection: the settings they were made with were replaced. (The
+    /// generation check keeps one given back during the change from being reused.)
+    pub fn close_all(&self) {
+        let closed = std::mem::take(&mut *self.lock());
+        // closed outside the lock
+        drop(closed);
+    }
+
+    /// Closes the idle connections that are too old, closed by the upstream, or of another
+    /// generation.
+    fn sweep(&self, max_age: Duration, generation: u64) {
+        let now = Instant::now();
+        let mut closed = Vec::new();
+        {
+            let mut idle = self.lock();
+            let mut kept = Vec::with_capacity(idle.len());
+            for mut i in idle.drain(..) {
+                if i.generation == generation
+                    && now.duration_since(i.since) < max_age
+                    && still_open(&mut i.stream)
+                {
+                    kept.push(i);
+                } else {
+                    closed.push(i);
+                }
+            }
+            *idle = kept;
+        }
+        drop(closed);
+    }
+}
+
 pub struct Upstreams {
-    target: Box<dyn Target>,
+    target: Arc<dyn Target>,
     connector: Arc<TransportConnector>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
-    /// Last in, first out: the most recently used connection is the least likely to be closed.
-    idle: Mutex<Vec<Idle>>,
+    idle: IdlePool,
+    max_idle_age: Duration,
+    /// The task that closes aged idle connections runs (started with the first one).
+    sweeping: AtomicBool,
 }
 
 impl Upstreams {
@@ -91,13 +140,24 @@ impl Upstreams {
         read_timeout: Option<Duration>,
         write_timeout: Option<Duration>,
     ) -> Self {
+        let target: Arc<dyn Target> = Arc::from(target);
+        let idle = IdlePool::default();
+        target.watch(idle.clone());
         Upstreams {
             target,
             connector,
             read_timeout,
             write_timeout,
-            idle: Mutex::new(Vec::new()),
+            idle,
+            max_idle_age: MAX_IDLE_AGE,
+            sweeping: AtomicBool::new(false),
         }
+    }
+
+    #[cfg(test)]
+    fn with_max_idle_age(mut self, age: Duration) -> Self {
+        self.max_idle_age = age;
+        self
     }
 
     pub fn read_timeout(&self) -> Option<Duration> {
@@ -109,7 +169,17 @@ impl Upstreams {
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+        self.idle.lock()
+    }
+
+    /// The connection a client connection holds (for a pipelined request) if its settings are
+    /// still the current ones, else [`Self::checkout`].
+    pub async fn take(&self, held: Option<Upstream>) -> Result<Upstream> {
+        match held {
+            Some(up) if up.generation == self.target.generation() => Ok(up),
+            // made under replaced settings: closed here
+            _ => self.checkout().await,
+        }
     }
 
     /// A pooled connection that still looks open and is of the current generation, else a new
@@ -123,7 +193,7 @@ impl Upstreams {
                 break;
             };
             if idle.generation == generation
-                && idle.since.elapsed() < MAX_IDLE_AGE
+                && idle.since.elapsed() < self.max_idle_age
                 && still_open(&mut idle.stream)
             {
                 return Ok(Upstream {
@@ -160,20 +230,42 @@ impl Upstreams {
             return;
         }
         let now = Instant::now();
-        let mut idle = self.idle();
-        // oldest first (pushed in order): the aged ones are a prefix
-        let aged = idle
-            .iter()
-            .take_while(|i| now.duration_since(i.since) >= MAX_IDLE_AGE)
-            .count();
-        idle.drain(..aged);
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                stream: up.stream,
-                since: now,
-                generation: up.generation,
-            });
+        {
+            let mut idle = self.idle();
+            // oldest first (pushed in order): the aged ones are a prefix
+            let aged = idle
+                .iter()
+                .take_while(|i| now.duration_since(i.since) >= self.max_idle_age)
+                .count();
+            idle.drain(..aged);
+            if idle.len() < MAX_IDLE {
+                idle.push(Idle {
+                    stream: up.stream,
+                    since: now,
+                    generation: up.generation,
+                });
+            }
         }
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            self.start_sweeping();
+        }
+    }
+
+    /// One task per pool, not per connection: an idle connection is closed at most two
+    /// `max_idle_age` after its last use, also when no request comes to take it out.
+    fn start_sweeping(&self) {
+        let idle = Arc::downgrade(&self.idle.0);
+        let target = Arc::downgrade(&self.target);
+        let max_age = self.max_idle_age;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(max_age).await;
+                let (Some(idle), Some(target)) = (idle.upgrade(), target.upgrade()) else {
+                    return;
+                };
+                IdlePool(idle).sweep(max_age, target.generation());
+            }
+        });
     }
 }
 
@@ -220,6 +312,147 @@ mod tests {
         fn check(&self, _stream: &Stream) -> Result<()> {
             Ok(())
         }
+    }
+
+    /// `Changing` that closes the idle connections on a change, as a route does.
+    struct Watched {
+        inner: Changing,
+        pool: Arc<Mutex<Option<IdlePool>>>,
+    }
+
+    impl Watched {
+        fn change(generation: &AtomicU64, pool: &Mutex<Option<IdlePool>>) {
+            generation.fetch_add(1, Ordering::SeqCst);
+            if let Some(p) = &*pool.lock().unwrap() {
+                p.close_all();
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Target for Watched {
+        async fn peer(&self) -> Result<(HttpPeer, u64)> {
+            self.inner.peer().await
+        }
+        fn generation(&self) -> u64 {
+            self.inner.generation()
+        }
+        fn check(&self, stream: &Stream) -> Result<()> {
+            self.inner.check(stream)
+        }
+        fn watch(&self, idle: IdlePool) {
+            *self.pool.lock().unwrap() = Some(idle);
+        }
+    }
+
+    /// A server that keeps its connections open and quiet and hands each to the test.
+    async fn keeping_server() -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<tokio::net::TcpStream>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                if tx.send(s).is_err() {
+                    return;
+                }
+            }
+        });
+        (addr, rx, server)
+    }
+
+    /// Whether the proxy's side closed the connection (EOF) within a generous bound.
+    async fn closed_by_us(s: &mut tokio::net::TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 16];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    fn changing(addr: std::net::SocketAddr, generation: &Arc<AtomicU64>) -> Changing {
+        Changing {
+            peer: HttpPeer::new(addr, false, String::new()),
+            generation: generation.clone(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_connection_of_replaced_settings_carries_no_pipelined_request() {
+        let (addr, _accepted, server) = keeping_server().await;
+        let generation = Arc::new(AtomicU64::new(0));
+        let ups = Upstreams::new(
+            Box::new(changing(addr, &generation)),
+            Arc::new(TransportConnector::new(None)),
+            None,
+            None,
+        );
+        let held = ups.checkout().await.unwrap();
+        let mut held = Upstream {
+            reused: true,
+            ..held
+        };
+        held = ups.take(Some(held)).await.unwrap();
+        assert!(held.reused, "same settings: the held connection");
+        generation.fetch_add(1, Ordering::SeqCst);
+        let next = ups.take(Some(held)).await.unwrap();
+        assert!(!next.reused, "replaced settings: a new connection");
+        assert_eq!(next.generation, 1);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_settings_change_closes_the_idle_connections_at_once() {
+        let (addr, mut accepted, server) = keeping_server().await;
+        let generation = Arc::new(AtomicU64::new(0));
+        let pool = Arc::new(Mutex::new(None));
+        let ups = Upstreams::new(
+            Box::new(Watched {
+                inner: changing(addr, &generation),
+                pool: pool.clone(),
+            }),
+            Arc::new(TransportConnector::new(None)),
+            None,
+            None,
+        );
+        let (a, b) = (ups.checkout().await.unwrap(), ups.checkout().await.unwrap());
+        ups.checkin(a);
+        ups.checkin(b);
+        let (mut a, mut b) = (
+            accepted.recv().await.unwrap(),
+            accepted.recv().await.unwrap(),
+        );
+        Watched::change(&generation, &pool);
+        assert!(ups.idle().is_empty());
+        assert!(closed_by_us(&mut a).await, "first idle connection closed");
+        assert!(closed_by_us(&mut b).await, "second idle connection closed");
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_when_they_age_out_without_any_request() {
+        let (addr, mut accepted, server) = keeping_server().await;
+        let generation = Arc::new(AtomicU64::new(0));
+        let ups = Upstreams::new(
+            Box::new(changing(addr, &generation)),
+            Arc::new(TransportConnector::new(None)),
+            None,
+            None,
+        )
+        .with_max_idle_age(Duration::from_millis(100));
+        let up = ups.checkout().await.unwrap();
+        ups.checkin(up);
+        let mut theirs = accepted.recv().await.unwrap();
+        assert!(
+            closed_by_us(&mut theirs).await,
+            "aged idle connection closed"
+        );
+        assert!(ups.idle().is_empty());
+        server.abort();
     }
 
     #[tokio::test]

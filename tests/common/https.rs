@@ -3,7 +3,7 @@
 //! can be delayed, client certificates can be required, and connections can be kept alive
 //! (then counted, as are the calls in progress at once).
 
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,8 @@ use super::CertKey;
 pub struct Call {
     pub head: String,
     pub body: String,
+    /// The serial (upper-case hex) of the client certificate the connection was made with.
+    pub client_serial: Option<String>,
 }
 
 type Handler = dyn Fn(&Call) -> (u16, String) + Send + Sync;
@@ -33,6 +35,7 @@ struct Counters {
     connections: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    closed_by_client: AtomicUsize,
 }
 
 pub struct HttpsEndpoint {
@@ -151,6 +154,12 @@ impl HttpsEndpoint {
         self.counters.connections.load(Ordering::SeqCst)
     }
 
+    /// Connections the client ended (EOF or reset) while the endpoint waited for a request,
+    /// not closed by the endpoint's own read timeout.
+    pub fn closed_by_client(&self) -> usize {
+        self.counters.closed_by_client.load(Ordering::SeqCst)
+    }
+
     /// The most calls that were being answered at the same time.
     pub fn max_in_flight(&self) -> usize {
         self.counters.max_in_flight.load(Ordering::SeqCst)
@@ -189,10 +198,19 @@ fn serve(
     let Ok(tls) = acceptor.accept(tcp) else {
         return;
     };
+    let client_serial = tls.ssl().peer_certificate().and_then(|c| {
+        let hex = c.serial_number().to_bn().ok()?.to_hex_str().ok()?;
+        Some(hex.to_string())
+    });
     let mut wire = Wire::new(tls);
     loop {
-        let Ok(Some(head)) = wire.read_head() else {
-            return;
+        let head = match wire.read_head() {
+            Ok(Some(head)) => head,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return,
+            _ => {
+                counters.closed_by_client.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
         };
         let head = String::from_utf8_lossy(&head).into_owned();
         let length = head
@@ -210,6 +228,7 @@ fn serve(
         let call = Call {
             head,
             body: String::from_utf8_lossy(&body).into_owned(),
+            client_serial: client_serial.clone(),
         };
         count.fetch_add(1, Ordering::SeqCst);
         let now = counters.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
