@@ -165,6 +165,7 @@ mod tests {
             id: "/id-in".into(),
             name: "cse-in".into(),
             sp_id: None,
+            ..Default::default()
         })
         .unwrap();
         let t = http_request_target(path, Some(&cse)).unwrap();
