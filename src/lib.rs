@@ -11,6 +11,7 @@ pub mod auth;
 pub mod buffers;
 pub mod cli;
 pub mod config;
+pub mod content;
 pub mod credentials;
 pub mod cse;
 pub mod demo;

@@ -14,6 +14,7 @@ use super::frame::{close_frame, encode_frame, ClientEvent, ClientStream, Opcode,
 use super::primitive::{self, Encoding};
 use crate::config::{Effect, Operation, ResourceType};
 use crate::identity::Identity;
+use crate::parts::Known;
 use crate::metrics;
 use crate::onem2m::Rsc;
 use crate::originator::OriginatorPolicy;
@@ -343,6 +344,11 @@ impl Gate {
                 .ty
                 .and_then(|t| u32::try_from(t).ok())
                 .map(ResourceType),
+            // an update is judged by what its content names (the CSE gets the proxy's reading)
+            content: match Operation::from_op(op) {
+                Some(Operation::Update) => crate::content::of_value(request.content()),
+                _ => Known::Is(None),
+            },
             target: &target,
         });
         let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
