@@ -27,15 +27,73 @@ const ACTS_LATER: [(&str, u32); 10] = [
 /// The root keys of the other oneM2M resource types (TS-0004, as ACME spells them; announced
 /// ones end in `A`), sorted. An `m2m:` key in neither list may be a type the proxy does not know.
 const ORDINARY: [&str; 67] = [
-    "m2m:acp", "m2m:acpA", "m2m:actrA", "m2m:ae", "m2m:aeA", "m2m:alpc", "m2m:alst", "m2m:andi",
-    "m2m:andiA", "m2m:ani", "m2m:aniA", "m2m:bat", "m2m:batA", "m2m:cb", "m2m:cbA", "m2m:cin",
-    "m2m:cinA", "m2m:cnt", "m2m:cntA", "m2m:csr", "m2m:csrA", "m2m:dac", "m2m:deprA", "m2m:dvc",
-    "m2m:dvcA", "m2m:dvi", "m2m:dviA", "m2m:evl", "m2m:evlA", "m2m:fci", "m2m:fciA", "m2m:fcnt",
-    "m2m:fcntA", "m2m:fwr", "m2m:fwrA", "m2m:grp", "m2m:grpA", "m2m:lcp", "m2m:lcpA", "m2m:mem",
-    "m2m:memA", "m2m:mgo", "m2m:mgoA", "m2m:nod", "m2m:nodA", "m2m:ntp", "m2m:ntpr", "m2m:pch",
-    "m2m:pcu", "m2m:pdr", "m2m:prmrA", "m2m:prp", "m2m:prpA", "m2m:rbo", "m2m:rboA", "m2m:req",
-    "m2m:sch", "m2m:schA", "m2m:smd", "m2m:smdA", "m2m:stteA", "m2m:swr", "m2m:swrA", "m2m:ts",
-    "m2m:tsA", "m2m:tsi", "m2m:tsiA",
+    "m2m:acp",
+    "m2m:acpA",
+    "m2m:actrA",
+    "m2m:ae",
+    "m2m:aeA",
+    "m2m:alpc",
+    "m2m:alst",
+    "m2m:andi",
+    "m2m:andiA",
+    "m2m:ani",
+    "m2m:aniA",
+    "m2m:bat",
+    "m2m:batA",
+    "m2m:cb",
+    "m2m:cbA",
+    "m2m:cin",
+    "m2m:cinA",
+    "m2m:cnt",
+    "m2m:cntA",
+    "m2m:csr",
+    "m2m:csrA",
+    "m2m:dac",
+    "m2m:deprA",
+    "m2m:dvc",
+    "m2m:dvcA",
+    "m2m:dvi",
+    "m2m:dviA",
+    "m2m:evl",
+    "m2m:evlA",
+    "m2m:fci",
+    "m2m:fciA",
+    "m2m:fcnt",
+    "m2m:fcntA",
+    "m2m:fwr",
+    "m2m:fwrA",
+    "m2m:grp",
+    "m2m:grpA",
+    "m2m:lcp",
+    "m2m:lcpA",
+    "m2m:mem",
+    "m2m:memA",
+    "m2m:mgo",
+    "m2m:mgoA",
+    "m2m:nod",
+    "m2m:nodA",
+    "m2m:ntp",
+    "m2m:ntpr",
+    "m2m:pch",
+    "m2m:pcu",
+    "m2m:pdr",
+    "m2m:prmrA",
+    "m2m:prp",
+    "m2m:prpA",
+    "m2m:rbo",
+    "m2m:rboA",
+    "m2m:req",
+    "m2m:sch",
+    "m2m:schA",
+    "m2m:smd",
+    "m2m:smdA",
+    "m2m:stteA",
+    "m2m:swr",
+    "m2m:swrA",
+    "m2m:ts",
+    "m2m:tsA",
+    "m2m:tsi",
+    "m2m:tsiA",
 ];
 
 /// What an update whose content has the root key `key` updates: `Is(Some(ty))` a resource of
@@ -50,13 +108,17 @@ pub fn root_key(key: &str) -> Known<Option<ResourceType>> {
         return Known::Is(None);
     }
     match key.split_once(':') {
-        Some((ns, name)) if !ns.eq_ignore_ascii_case("m2m") && is_name(ns) && is_name(name) => Known::Is(None),
+        Some((ns, name)) if !ns.eq_ignore_ascii_case("m2m") && is_name(ns) && is_name(name) => {
+            Known::Is(None)
+        }
         _ => Known::Unknown,
     }
 }
 
 fn is_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The same for a decoded content: no content changes nothing; one that is not a map with
@@ -107,10 +169,19 @@ mod tests {
         assert_eq!(root_key("m2m:actr"), Known::Is(Some(ResourceType(65))));
         assert_eq!(root_key("m2m:sub"), Known::Is(Some(ResourceType(23))));
         assert_eq!(root_key("m2m:tsb"), Known::Is(Some(ResourceType(60))));
-        for plain in ["m2m:cnt", "m2m:ae", "m2m:fcnt", "m2m:actrA", "m2m:tsiA", "cod:tempe"] {
+        for plain in [
+            "m2m:cnt",
+            "m2m:ae",
+            "m2m:fcnt",
+            "m2m:actrA",
+            "m2m:tsiA",
+            "cod:tempe",
+        ] {
             assert_eq!(root_key(plain), Known::Is(None), "{plain}");
         }
-        for unknown in ["m2m:exin", "m2m:xyz", "actr", "", ":x", "cod:", "a:b:c", "M2M:actr"] {
+        for unknown in [
+            "m2m:exin", "m2m:xyz", "actr", "", ":x", "cod:", "a:b:c", "M2M:actr",
+        ] {
             assert_eq!(root_key(unknown), Known::Unknown, "{unknown}");
         }
     }

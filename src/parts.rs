@@ -90,7 +90,8 @@ const ACTS: &str =
 const READS: &str = "the CSE later reads resources it names";
 const NOTIFIES: &str = "the CSE later notifies or triggers a target it names";
 const WATCHES: &str = "the CSE sends notifications about the target and its children";
-const WATCHES_PARENT: &str = "the CSE sends notifications about the subscription's parent and its children";
+const WATCHES_PARENT: &str =
+    "the CSE sends notifications about the subscription's parent and its children";
 const NO_TYPE: &str = "a create of a type the proxy cannot read";
 const NO_CONTENT: &str = "an update whose content the proxy cannot read";
 
@@ -256,7 +257,45 @@ mod tests {
         // a create whose type is unknown could be any of them
         let p = parts(Operation::Create, None, "/cse-in/a");
         assert_eq!(p[1].operation, Known::Unknown);
-        // the same types updated, retrieved or deleted: the request alone
+        // the same types retrieved or deleted, or updated with content that does not act
+        // later: the request alone
         assert_eq!(parts(Operation::Update, None, "/cse-in/a/act").len(), 1);
+        assert_eq!(parts(Operation::Delete, None, "/cse-in/a/act").len(), 1);
+    }
+
+    #[test]
+    fn an_update_adds_what_its_content_makes_the_cse_do() {
+        let cse = crate::cse::LocalCse::from_config(&crate::config::CseConfig {
+            id: "/id-in".into(),
+            name: "cse-in".into(),
+            sp_id: None,
+            ..Default::default()
+        })
+        .unwrap();
+        let t = http_request_target("/cse-in/a/x", Some(&cse)).unwrap();
+        let update = |content| -> Vec<Part> {
+            of(Some(Operation::Update), None, content, &t)
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+        let p = update(Known::Is(Some(ResourceType(65))));
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].why, Why::Updated(Some(ResourceType(65))));
+        assert_eq!(p[1].operation, Known::Unknown);
+        let p = update(Known::Unknown);
+        assert_eq!(
+            (p[1].why, p[1].operation),
+            (Why::Updated(None), Known::Unknown)
+        );
+        // an updated subscription watches its parent
+        let p = update(Known::Is(Some(ResourceType(23))));
+        assert!(matches!(p[1].scope, Scope::Siblings(_)));
+        // content of a type that does not act later, or none
+        assert_eq!(update(Known::Is(Some(ResourceType(3)))).len(), 1);
+        assert_eq!(update(Known::Is(None)).len(), 1);
+        // content is read only for updates
+        let p = of(Some(Operation::Delete), None, Known::Unknown, &t);
+        assert_eq!(p.into_iter().flatten().count(), 1);
     }
 }

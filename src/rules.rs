@@ -935,7 +935,8 @@ impl RuleSet {
     /// Every part of the request (`crate::parts`) must be allowed: the first part a rule (or
     /// the default) denies decides, else the request itself.
     fn decide_with(&self, req: &Request<'_>, scratch: &mut Scratch) -> Decision {
-        let [request, more @ ..] = parts::of(req.operation, req.resource_type, req.content, req.target);
+        let [request, more @ ..] =
+            parts::of(req.operation, req.resource_type, req.content, req.target);
         let Some(request) = request else {
             return self.default_decision();
         };

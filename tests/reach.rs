@@ -546,14 +546,29 @@ fn finding_a_an_update_of_an_action_meets_the_rules_for_what_it_does() {
     all_refused(
         &s,
         &[
-            update("/cse-in/app/act", "application/json", actr.to_string().into()),
-            update("/cse-in/app/act", "application/vnd.onem2m-res+json", actr.to_string().into()),
+            update(
+                "/cse-in/app/act",
+                "application/json",
+                actr.to_string().into(),
+            ),
+            update(
+                "/cse-in/app/act",
+                "application/vnd.onem2m-res+json",
+                actr.to_string().into(),
+            ),
             update("/cse-in/app/act", "application/cbor", cbor(&actr)),
-            update("/cse-in/app/act", "application/vnd.onem2m-res+cbor", cbor(&actr)),
+            update(
+                "/cse-in/app/act",
+                "application/vnd.onem2m-res+cbor",
+                cbor(&actr),
+            ),
             // chunked: read whole before it is judged
             Request::new("PUT", "/cse-in/app/act")
                 .header("Content-Type", "application/json")
-                .chunked(&[&actr.to_string().as_bytes()[..10], &actr.to_string().as_bytes()[10..]]),
+                .chunked(&[
+                    &actr.to_string().as_bytes()[..10],
+                    &actr.to_string().as_bytes()[10..],
+                ]),
             // what the proxy cannot read: several root keys, duplicate keys, an unknown m2m:
             // type, XML, no Content-Type
             update(
@@ -566,11 +581,23 @@ fn finding_a_an_update_of_an_action_meets_the_rules_for_what_it_does() {
                 "application/json",
                 br#"{"m2m:actr":{"orc":"x"},"m2m:actr":{"orc":"y"}}"#.to_vec(),
             ),
-            update("/cse-in/app/act", "application/json", br#"{"m2m:exin":{}}"#.to_vec()),
-            update("/cse-in/app/act", "application/xml", b"<m2m:actr/>".to_vec()),
+            update(
+                "/cse-in/app/act",
+                "application/json",
+                br#"{"m2m:exin":{}}"#.to_vec(),
+            ),
+            update(
+                "/cse-in/app/act",
+                "application/xml",
+                b"<m2m:actr/>".to_vec(),
+            ),
             Request::new("PUT", "/cse-in/app/act").body(actr.to_string().into_bytes()),
             // an updated subscription notifies about its parent: the secret subtree
-            update("/cse-in/app/secret/sub", "application/json", sub.to_string().into()),
+            update(
+                "/cse-in/app/secret/sub",
+                "application/json",
+                sub.to_string().into(),
+            ),
         ],
     );
     all_refused_ws(
@@ -614,7 +641,11 @@ fn finding_a_ordinary_updates_are_forwarded() {
             update("/cse-in/app", "application/json", cnt.to_string().into()),
             update("/cse-in/app", "application/cbor", cbor(&cnt)),
             update("/cse-in/Cae-1", "application/json", ae.to_string().into()),
-            update("/cse-in/app/temp", "application/json", fcnt.to_string().into()),
+            update(
+                "/cse-in/app/temp",
+                "application/json",
+                fcnt.to_string().into(),
+            ),
             update(
                 "/cse-in/app/fc",
                 "application/json",
@@ -634,8 +665,7 @@ fn finding_a_ordinary_updates_are_forwarded() {
     // the forwarded body is the client's
     let last = s.upstream.requests();
     assert!(
-        last.iter()
-            .any(|r| r.body == cnt.to_string().as_bytes()),
+        last.iter().any(|r| r.body == cnt.to_string().as_bytes()),
         "the update's body reached the CSE unchanged"
     );
     let mut conn = websocket(&s);

@@ -119,7 +119,7 @@ impl<S: Side> Exchange<'_, S> {
                     if !read {
                         down.set_server_keepalive(None);
                     }
-                    self.respond(down, resp).await?;
+                    self.respond(down, *resp).await?;
                     return Ok(read);
                 }
             },
@@ -284,7 +284,9 @@ impl<S: Side> Exchange<'_, S> {
         if judge.is_none() && poa.is_none() {
             return Ok(Ahead::Send(None));
         }
-        let limit = judge.unwrap_or(0).max(poa.map_or(0, |(p, ..)| p.max_body()));
+        let limit = judge
+            .unwrap_or(0)
+            .max(poa.map_or(0, |(p, ..)| p.max_body()));
         let declared = poa.and_then(|(.., declared)| declared).or_else(|| {
             down.req_header()
                 .headers
@@ -346,19 +348,12 @@ impl<S: Side> Exchange<'_, S> {
     }
 
     /// The side's judgement of a body read whole (`None`: not read, too large).
-    fn judged(
-        &self,
-        down: &ServerSession,
-        ctx: &mut S::Ctx,
-        body: Option<&[u8]>,
-    ) -> Result<Ahead> {
+    fn judged(&self, down: &ServerSession, ctx: &mut S::Ctx, body: Option<&[u8]>) -> Result<Ahead> {
         let read = body.is_some();
-        Ok(
-            match self.side.judge_body(down.req_header(), ctx, body)? {
-                Some(resp) => Ahead::Refused(resp, read),
-                None => Ahead::Send(None),
-            },
-        )
+        Ok(match self.side.judge_body(down.req_header(), ctx, body)? {
+            Some(resp) => Ahead::Refused(Box::new(resp), read),
+            None => Ahead::Send(None),
+        })
     }
 
     /// A response body to rewrite is read whole (up to `limits.egress_rewrite_max_body`) before
@@ -492,7 +487,7 @@ enum Ahead {
     /// What to send before the rest of the body.
     Send(Option<Bytes>),
     /// The side's answer instead; whether the body was read whole (the connection may stay).
-    Refused(OwnResponse, bool),
+    Refused(Box<OwnResponse>, bool),
 }
 
 /// A response body read ahead of its head.

@@ -14,10 +14,10 @@ use super::frame::{close_frame, encode_frame, ClientEvent, ClientStream, Opcode,
 use super::primitive::{self, Encoding};
 use crate::config::{Effect, Operation, ResourceType};
 use crate::identity::Identity;
-use crate::parts::Known;
 use crate::metrics;
 use crate::onem2m::Rsc;
 use crate::originator::OriginatorPolicy;
+use crate::parts::Known;
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
 
 pub const JSON: &str = "oneM2M.json";
