@@ -66,7 +66,7 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<Answer> {
     if resource_type.is_some() && !matches!(operation, Operation::Create | Operation::Update) {
         bail!("--ty: only a create (the type it creates) or an update (the type its content names) takes a resource type");
     }
-    // an update is judged by the type its content names (`crate::content`); without --ty, one
+    // an update is judged by the type its content names (`crate::websocket::content`); without --ty, one
     // whose resources do not make the CSE act later
     let content = match operation {
         Operation::Update => Known::Is(resource_type),

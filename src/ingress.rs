@@ -20,7 +20,6 @@ use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
 use crate::buffers;
 use crate::config::{Anonymous, Effect, Operation, ResourceType, WebSocketConfig};
-use crate::content;
 use crate::forward::{OwnResponse, Refused, Side};
 use crate::headers::{self, Forwarding};
 use crate::http_head;
@@ -35,6 +34,7 @@ use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
 use crate::poa::Direction;
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
 use crate::tls::handshake::ConnectionInfo;
+use crate::websocket::content;
 use crate::websocket::gate::{self, Gate, Upgrade};
 
 /// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).
@@ -127,7 +127,7 @@ pub struct RequestCtx {
     /// (`http_head::canonical_content_type`).
     pub content_type: Option<HeaderValue>,
     /// An update the rules allow only if its content makes the CSE act on nothing they deny
-    /// (`crate::content`): its body is read whole and judged before it goes on.
+    /// (`crate::websocket::content`): its body is read whole and judged before it goes on.
     pub content_pending: Option<Box<rules::Target>>,
 }
 
@@ -259,7 +259,7 @@ fn record(
 }
 
 /// An update whose content decides (`ctx.content_pending`), judged by what its content names
-/// (`crate::content`); nothing to do for other requests.
+/// (`crate::websocket::content`); nothing to do for other requests.
 pub fn decide_content(
     rules: &RuleSet,
     content: Known<Option<ResourceType>>,

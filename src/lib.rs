@@ -11,7 +11,6 @@ pub mod auth;
 pub mod buffers;
 pub mod cli;
 pub mod config;
-pub mod content;
 pub mod credentials;
 pub mod cse;
 pub mod demo;

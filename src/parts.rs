@@ -4,7 +4,7 @@
 //! creates that makes the CSE act later on targets of its own (an `<action>` executes the
 //! request primitive it carries) is judged as that later operation, wherever the proxy cannot
 //! tell, fail-closed. An update of such a resource is judged the same way, by the type its
-//! content names (`crate::content`): the CSE acts on the new attributes. A request is allowed
+//! content names (`crate::websocket::content`): the CSE acts on the new attributes. A request is allowed
 //! only when every part is.
 
 use crate::config::{Operation, ResourceType};

@@ -147,7 +147,7 @@ pub struct Request<'a> {
     pub operation: Option<Operation>,
     pub resource_type: Option<ResourceType>,
     /// For an update: the type its content names, when that type makes the CSE act later
-    /// (`crate::content`); `Is(None)` for content that does not (and for other operations),
+    /// (`crate::websocket::content`); `Is(None)` for content that does not (and for other operations),
     /// `Unknown` for content the proxy has not or could not read.
     pub content: Known<Option<ResourceType>>,
     pub target: &'a Target,

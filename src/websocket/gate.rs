@@ -346,7 +346,7 @@ impl Gate {
                 .map(ResourceType),
             // an update is judged by what its content names (the CSE gets the proxy's reading)
             content: match Operation::from_op(op) {
-                Some(Operation::Update) => crate::content::of_value(request.content()),
+                Some(Operation::Update) => super::content::of_value(request.content()),
                 _ => Known::Is(None),
             },
             target: &target,

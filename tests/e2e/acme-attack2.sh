@@ -2,7 +2,7 @@
 # End-to-end: red-team run attack2 against main, from outside, with an UNMODIFIED ACME CSE (same
 # setup as acme-reach.sh on ports 26xxx). Finding A (FIXED): an UPDATE of an existing <action>
 # (orc, apv) was judged as a plain update and ACME later executed what the rules refuse; now the
-# update is judged by what its content names (crate::content) and refused. Section B:
+# update is judged by what its content names (crate::websocket::content) and refused. Section B:
 # what held (group fan-out, ty spellings, originator headers). E2E_HOLD=1 keeps the CSE and
 # sidecars running after the checks until $WORK/hold is removed (for manual probing).
 # One IN-CSE (/id-in, cse-in, SP-ID //acme.example.com,

@@ -5,10 +5,10 @@
 //! type), so the proxy reads that key, with the strict decoders it uses for WebSocket primitives
 //! (`crate::websocket::value`).
 
+use super::value::{self, Value};
 use crate::config::ResourceType;
 use crate::parts::Known;
 use crate::poa::Encoding;
-use crate::websocket::value::{self, Value};
 
 /// The root keys of the types whose resources make the CSE act later (`crate::parts`), sorted.
 const ACTS_LATER: [(&str, u32); 10] = [
