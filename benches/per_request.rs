@@ -941,6 +941,7 @@ fn rules_group(c: &mut Criterion) {
         originator: Some(originator),
         operation: Some(Operation::Retrieve),
         resource_type: None,
+        content: m2m_auth_proxy::parts::Known::Is(None),
         target: &target,
     };
     let none = request("Cae-sensor1");

@@ -76,7 +76,8 @@ enum Command {
         operation: String,
         /// The request target: /cse-in/…, /~/id-in/cse-in/…, /_/…, or a primitive's `to`.
         target: String,
-        /// Resource type of a create: number or name (remoteCSE, AE, …).
+        /// Resource type of a create, or the type an update's content names: number or name
+        /// (remoteCSE, AE, action, …).
         #[arg(long)]
         ty: Option<String>,
     },

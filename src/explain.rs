@@ -17,6 +17,7 @@ use crate::auth::basic::BasicOutcome;
 use crate::config::{Operation, ResourceType};
 use crate::identity::{Identity, Method};
 use crate::ingress::{self, RequestCtx};
+use crate::parts::Known;
 use crate::rules::{self, RuleSet};
 use crate::server::{self, Prepared};
 
@@ -62,12 +63,23 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<Answer> {
             })
         })
         .transpose()?;
-    if resource_type.is_some() && operation != Operation::Create {
-        bail!("--ty: only a create carries a resource type");
+    if resource_type.is_some() && !matches!(operation, Operation::Create | Operation::Update) {
+        bail!("--ty: only a create (the type it creates) or an update (the type its content names) takes a resource type");
     }
+    // an update is judged by the type its content names (`crate::websocket::content`); without --ty, one
+    // whose resources do not make the CSE act later
+    let content = match operation {
+        Operation::Update => Known::Is(resource_type),
+        _ => Known::Is(None),
+    };
     let rules = p.rules.load();
     let path = http_path(&rules, q.target)?;
-    let req = request_head(operation, resource_type, &path, q.originator)?;
+    let req = request_head(
+        operation,
+        resource_type.filter(|_| operation == Operation::Create),
+        &path,
+        q.originator,
+    )?;
     let identity = match identity(&p, q)? {
         Ok(identity) => identity,
         Err(refused) => {
@@ -95,7 +107,8 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<Answer> {
         ..Default::default()
     };
     let policy = p.policy.load();
-    let decided = ingress::decide(&policy, &rules, &req, &mut ctx);
+    let decided = ingress::decide(&policy, &rules, &req, &mut ctx)
+        .and_then(|()| ingress::decide_content(&rules, content, &mut ctx));
 
     let (mode, namespace) = policy.mode_for(&identity);
     let mut out = format!(
@@ -139,7 +152,9 @@ pub fn run(config_path: &Path, q: &Question<'_>) -> Result<Answer> {
             });
         }
     }
-    out.push_str(&describe_rules(&rules, &ctx, &identity, &req, q.target)?);
+    out.push_str(&describe_rules(
+        &rules, &ctx, &identity, &req, q.target, content,
+    )?);
     if let Err(refusal) = &decided {
         // the rules allowed, yet the request is refused: say by what (a target the rules
         // cannot read one way is a 400)
@@ -327,6 +342,7 @@ fn describe_rules(
     identity: &Identity,
     req: &RequestHeader,
     written: &str,
+    content: Known<Option<ResourceType>>,
 ) -> Result<String> {
     let raw = String::from_utf8_lossy(req.raw_path());
     let target = rules
@@ -366,6 +382,7 @@ fn describe_rules(
         originator: ctx.originator.as_deref(),
         operation,
         resource_type,
+        content,
         target: &target,
     });
     out.push_str(&explanation.render(rules));

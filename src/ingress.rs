@@ -19,7 +19,7 @@ use crate::access_log::{self, AccessRecord};
 use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
 use crate::buffers;
-use crate::config::{Anonymous, Effect, WebSocketConfig};
+use crate::config::{Anonymous, Effect, Operation, ResourceType, WebSocketConfig};
 use crate::forward::{OwnResponse, Refused, Side};
 use crate::headers::{self, Forwarding};
 use crate::http_head;
@@ -29,10 +29,12 @@ use crate::metrics::{self, Outcome};
 use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
+use crate::parts::Known;
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
 use crate::poa::Direction;
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
 use crate::tls::handshake::ConnectionInfo;
+use crate::websocket::content;
 use crate::websocket::gate::{self, Gate, Upgrade};
 
 /// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).
@@ -124,6 +126,9 @@ pub struct RequestCtx {
     /// The `Content-Type` the CSE receives, when the rules read the client's
     /// (`http_head::canonical_content_type`).
     pub content_type: Option<HeaderValue>,
+    /// An update the rules allow only if its content makes the CSE act on nothing they deny
+    /// (`crate::websocket::content`): its body is read whole and judged before it goes on.
+    pub content_pending: Option<Box<rules::Target>>,
 }
 
 impl Default for RequestCtx {
@@ -144,6 +149,7 @@ impl Default for RequestCtx {
             target: None,
             bodies: BodyRewrite::default(),
             content_type: None,
+            content_pending: None,
         }
     }
 }
@@ -207,13 +213,39 @@ fn authorize(
         ctx.content_type = Some(canonical);
     }
     let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
-    let decision = rules.decide(&rules::Request {
+    let request = |content| rules::Request {
         identity: ctx.identity.as_deref(),
         originator: ctx.originator.as_deref(),
         operation,
         resource_type,
+        content,
         target: &target,
-    });
+    };
+    // an update is judged by its content (its body, not read yet): if the rules deny what
+    // unread content could make the CSE do but allow the update itself, the body decides
+    let update = operation == Some(Operation::Update);
+    let decision = rules.decide(&request(if update {
+        Known::Unknown
+    } else {
+        Known::Is(None)
+    }));
+    if update && decision.effect == Effect::Deny {
+        let plain = rules.decide(&request(Known::Is(None)));
+        if plain.effect == Effect::Allow {
+            ctx.content_pending = Some(Box::new(target));
+            return Ok(());
+        }
+        return record(rules, plain, ctx);
+    }
+    record(rules, decision, ctx)
+}
+
+/// The rules' decision, counted and recorded in `ctx`.
+fn record(
+    rules: &RuleSet,
+    decision: rules::Decision,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(), Refusal> {
     let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
     metrics::authorization_decision(rule, decision.effect.label());
     ctx.rule = Some(rule.to_string());
@@ -224,6 +256,27 @@ fn authorize(
             err: M2mError::forbidden(format!("denied by rule {rule}")),
         }),
     }
+}
+
+/// An update whose content decides (`ctx.content_pending`), judged by what its content names
+/// (`crate::websocket::content`); nothing to do for other requests.
+pub fn decide_content(
+    rules: &RuleSet,
+    content: Known<Option<ResourceType>>,
+    ctx: &mut RequestCtx,
+) -> std::result::Result<(), Refusal> {
+    let Some(target) = ctx.content_pending.take() else {
+        return Ok(());
+    };
+    let decision = rules.decide(&rules::Request {
+        identity: ctx.identity.as_deref(),
+        originator: ctx.originator.as_deref(),
+        operation: Some(Operation::Update),
+        resource_type: None,
+        content,
+        target: &target,
+    });
+    record(rules, decision, ctx)
 }
 
 /// `uri.to_string().len()`, without making the string.
@@ -357,7 +410,37 @@ impl Ingress {
                 return Err(Refusal::other(err));
             }
         }
-        decide(&self.policy.load(), &self.rules.load(), req, ctx)
+        let rules = self.rules.load();
+        decide(&self.policy.load(), &rules, req, ctx)?;
+        if ctx.upgraded {
+            // an upgrade carries no body to read: content that decides is unreadable
+            decide_content(&rules, Known::Unknown, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// After `admit`: an update whose content decides is read whole, up to this many bytes.
+    pub fn body_to_judge(&self, ctx: &RequestCtx) -> Option<usize> {
+        ctx.content_pending.as_ref().map(|_| self.poa.max_body())
+    }
+
+    /// The body of an update whose content decides (`None`: larger than `body_to_judge`).
+    pub fn judge_body(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        body: Option<&[u8]>,
+    ) -> std::result::Result<(), Refusal> {
+        let encoding = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::poa::encoding_of);
+        let content = match body {
+            Some(body) => content::of_body(encoding, body),
+            None => Known::Unknown,
+        };
+        decide_content(&self.rules.load(), content, ctx)
     }
 
     async fn authenticate(
@@ -776,6 +859,22 @@ impl Side for Ingress {
 
     fn count_body(&self, ctx: &mut RequestCtx, len: usize) -> Result<()> {
         Ingress::count_body(self, ctx, len)
+    }
+
+    fn body_to_judge(&self, ctx: &RequestCtx) -> Option<usize> {
+        Ingress::body_to_judge(self, ctx)
+    }
+
+    fn judge_body(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        body: Option<&[u8]>,
+    ) -> Result<Option<OwnResponse>> {
+        match Ingress::judge_body(self, req, ctx, body) {
+            Ok(()) => Ok(None),
+            Err(refusal) => self.refusal_response(ctx, refusal).map(Some),
+        }
     }
 
     fn upstream_request(

@@ -3,7 +3,9 @@
 //! query: `crate::target::Reach`) is judged as a retrieve of what it includes; a resource it
 //! creates that makes the CSE act later on targets of its own (an `<action>` executes the
 //! request primitive it carries) is judged as that later operation, wherever the proxy cannot
-//! tell, fail-closed. A request is allowed only when every part is.
+//! tell, fail-closed. An update of such a resource is judged the same way, by the type its
+//! content names (`crate::websocket::content`): the CSE acts on the new attributes. A request is allowed
+//! only when every part is.
 
 use crate::config::{Operation, ResourceType};
 use crate::target::{Scope, Target};
@@ -18,6 +20,9 @@ pub enum Why {
     /// What the resource it creates makes the CSE do later (`None`: a type the proxy cannot
     /// read).
     Created(Option<ResourceType>),
+    /// What the resource it updates makes the CSE do later with its new attributes (`None`:
+    /// content the proxy cannot read).
+    Updated(Option<ResourceType>),
 }
 
 /// An operation or resource type the proxy knows (`None`: the request has none), or one it
@@ -40,11 +45,14 @@ pub struct Part {
 
 /// The parts of a request: the request itself, a retrieve of what its result includes when
 /// that is more than the target (for an operation other than a retrieve, whose own scope
-/// already says it), what a resource it creates makes the CSE do later. At most three, no
-/// allocation.
+/// already says it), what a resource it creates or updates makes the CSE do later. `content`:
+/// for an update, the type its content names when that type acts later (`Is(None)`: one that
+/// does not; `Unknown`: content the proxy cannot read); ignored for other operations. At most
+/// three, no allocation.
 pub fn of(
     operation: Option<Operation>,
     resource_type: Option<ResourceType>,
+    content: Known<Option<ResourceType>>,
     target: &Target,
 ) -> [Option<Part>; 3] {
     let reach = target.reach();
@@ -67,11 +75,14 @@ pub fn of(
         resource_type: Known::Is(None),
         scope: target.scope(),
     });
-    let created = match operation {
-        Some(Operation::Create) => created(resource_type, target),
+    let later = match (operation, content) {
+        (Some(Operation::Create), _) => acts_later(resource_type, Why::Created, target),
+        (Some(Operation::Update), Known::Is(None)) => None,
+        (Some(Operation::Update), Known::Is(ty)) => acts_later(ty, Why::Updated, target),
+        (Some(Operation::Update), Known::Unknown) => acts_later(None, Why::Updated, target),
         _ => None,
     };
-    [Some(request), result, created]
+    [Some(request), result, later]
 }
 
 const ACTS: &str =
@@ -79,14 +90,23 @@ const ACTS: &str =
 const READS: &str = "the CSE later reads resources it names";
 const NOTIFIES: &str = "the CSE later notifies or triggers a target it names";
 const WATCHES: &str = "the CSE sends notifications about the target and its children";
+const WATCHES_PARENT: &str =
+    "the CSE sends notifications about the subscription's parent and its children";
 const NO_TYPE: &str = "a create of a type the proxy cannot read";
+const NO_CONTENT: &str = "an update whose content the proxy cannot read";
 
-/// What creating a resource of type `ty` under `target` makes the CSE do later, for the types
-/// that act on other resources; `None` for the others.
-fn created(ty: Option<ResourceType>, target: &Target) -> Option<Part> {
+/// What a resource of type `ty` (`None`: one the proxy cannot read) makes the CSE do later,
+/// for the types that act on other resources; `None` for the others. `why` says whether it is
+/// created under `target` or is `target`, updated.
+fn acts_later(
+    ty: Option<ResourceType>,
+    why: fn(Option<ResourceType>) -> Why,
+    target: &Target,
+) -> Option<Part> {
+    let updated = why(None) == Why::Updated(None);
     let part = |ty, operation, scope| {
         Some(Part {
-            why: Why::Created(Some(ty)),
+            why: why(Some(ty)),
             operation,
             resource_type: match operation {
                 Known::Unknown => Known::Unknown,
@@ -98,10 +118,10 @@ fn created(ty: Option<ResourceType>, target: &Target) -> Option<Part> {
     let Some(ty) = ty else {
         // a CSE might read the type from the content: it could be any of those below
         return Some(Part {
-            why: Why::Created(None),
+            why: why(None),
             operation: Known::Unknown,
             resource_type: Known::Unknown,
-            scope: Scope::Unplaced(NO_TYPE),
+            scope: Scope::Unplaced(if updated { NO_CONTENT } else { NO_TYPE }),
         });
     };
     match ty.0 {
@@ -120,11 +140,16 @@ fn created(ty: Option<ResourceType>, target: &Target) -> Option<Part> {
             Known::Is(Some(Operation::Notify)),
             Scope::Unplaced(NOTIFIES),
         ),
-        // <subscription>: the parent's changes and its new children, sent to the subscriber
+        // <subscription>: the parent's changes and its new children, sent to the subscriber;
+        // an updated one is the target, its parent the target's parent
         23 => part(
             ty,
             Known::Is(Some(Operation::Retrieve)),
-            target.placement().widest(Scope::Children(WATCHES)),
+            target.placement().widest(if updated {
+                Scope::Siblings(WATCHES_PARENT)
+            } else {
+                Scope::Children(WATCHES)
+            }),
         ),
         _ => None,
     }
@@ -147,6 +172,12 @@ impl Part {
                     .map_or_else(|| format!("ty={}", ty.0), |n| format!("<{n}>"))
             ),
             Why::Created(None) => "what the created resource makes the CSE do".to_string(),
+            Why::Updated(Some(ty)) => format!(
+                "what the updated {} makes the CSE do",
+                ty.name()
+                    .map_or_else(|| format!("ty={}", ty.0), |n| format!("<{n}>"))
+            ),
+            Why::Updated(None) => "what the updated resource makes the CSE do".to_string(),
         };
         match self.scope.describe() {
             Some(scope) => format!("{why}: {operation}; {scope}"),
@@ -169,7 +200,7 @@ mod tests {
         })
         .unwrap();
         let t = http_request_target(path, Some(&cse)).unwrap();
-        of(Some(op), ty.map(ResourceType), &t)
+        of(Some(op), ty.map(ResourceType), Known::Is(None), &t)
             .into_iter()
             .flatten()
             .collect()
@@ -226,7 +257,45 @@ mod tests {
         // a create whose type is unknown could be any of them
         let p = parts(Operation::Create, None, "/cse-in/a");
         assert_eq!(p[1].operation, Known::Unknown);
-        // the same types updated, retrieved or deleted: the request alone
+        // the same types retrieved or deleted, or updated with content that does not act
+        // later: the request alone
         assert_eq!(parts(Operation::Update, None, "/cse-in/a/act").len(), 1);
+        assert_eq!(parts(Operation::Delete, None, "/cse-in/a/act").len(), 1);
+    }
+
+    #[test]
+    fn an_update_adds_what_its_content_makes_the_cse_do() {
+        let cse = crate::cse::LocalCse::from_config(&crate::config::CseConfig {
+            id: "/id-in".into(),
+            name: "cse-in".into(),
+            sp_id: None,
+            ..Default::default()
+        })
+        .unwrap();
+        let t = http_request_target("/cse-in/a/x", Some(&cse)).unwrap();
+        let update = |content| -> Vec<Part> {
+            of(Some(Operation::Update), None, content, &t)
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+        let p = update(Known::Is(Some(ResourceType(65))));
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[1].why, Why::Updated(Some(ResourceType(65))));
+        assert_eq!(p[1].operation, Known::Unknown);
+        let p = update(Known::Unknown);
+        assert_eq!(
+            (p[1].why, p[1].operation),
+            (Why::Updated(None), Known::Unknown)
+        );
+        // an updated subscription watches its parent
+        let p = update(Known::Is(Some(ResourceType(23))));
+        assert!(matches!(p[1].scope, Scope::Siblings(_)));
+        // content of a type that does not act later, or none
+        assert_eq!(update(Known::Is(Some(ResourceType(3)))).len(), 1);
+        assert_eq!(update(Known::Is(None)).len(), 1);
+        // content is read only for updates
+        let p = of(Some(Operation::Delete), None, Known::Unknown, &t);
+        assert_eq!(p.into_iter().flatten().count(), 1);
     }
 }

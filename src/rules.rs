@@ -146,6 +146,10 @@ pub struct Request<'a> {
     pub originator: Option<&'a str>,
     pub operation: Option<Operation>,
     pub resource_type: Option<ResourceType>,
+    /// For an update: the type its content names, when that type makes the CSE act later
+    /// (`crate::websocket::content`); `Is(None)` for content that does not (and for other operations),
+    /// `Unknown` for content the proxy has not or could not read.
+    pub content: Known<Option<ResourceType>>,
     pub target: &'a Target,
 }
 
@@ -283,6 +287,33 @@ impl TargetPattern {
                     .iter()
                     .zip(&t.spans)
                     .all(|(p, &span)| p.matches(t, span)))
+    }
+
+    /// Matches the parent of `t` or one of the parent's direct children (`t` and its
+    /// siblings). A target without a parent (the CSEBase) has only itself.
+    fn overlaps_siblings(&self, t: &Target) -> bool {
+        let (n, len) = (self.segments.len(), t.spans.len());
+        let parent = len.saturating_sub(1);
+        t.form == self.form
+            && (n <= parent && (self.tail || n == parent) || n == len)
+            && self
+                .segments
+                .iter()
+                .zip(t.spans.iter().take(parent))
+                .all(|(p, &span)| p.matches(t, span))
+    }
+
+    /// Matches the parent of `t` and every descendant of it.
+    fn covers_parent(&self, t: &Target) -> bool {
+        let (n, len) = (self.segments.len(), t.spans.len());
+        self.tail
+            && t.form == self.form
+            && n < len
+            && self
+                .segments
+                .iter()
+                .zip(&t.spans)
+                .all(|(p, &span)| p.matches(t, span))
     }
 
     /// Matches `t` and every descendant of it.
@@ -570,6 +601,10 @@ impl Rule {
                 Scope::Children(_) => match self.effect {
                     Effect::Deny => ps.iter().any(|p| p.overlaps_children(req.target)),
                     Effect::Allow => ps.iter().any(|p| p.covers(req.target)),
+                },
+                Scope::Siblings(_) => match self.effect {
+                    Effect::Deny => ps.iter().any(|p| p.overlaps_siblings(req.target)),
+                    Effect::Allow => ps.iter().any(|p| p.covers_parent(req.target)),
                 },
                 Scope::Subtree(_) => match self.effect {
                     Effect::Deny => ps.iter().any(|p| p.overlaps(req.target)),
@@ -900,7 +935,8 @@ impl RuleSet {
     /// Every part of the request (`crate::parts`) must be allowed: the first part a rule (or
     /// the default) denies decides, else the request itself.
     fn decide_with(&self, req: &Request<'_>, scratch: &mut Scratch) -> Decision {
-        let [request, more @ ..] = parts::of(req.operation, req.resource_type, req.target);
+        let [request, more @ ..] =
+            parts::of(req.operation, req.resource_type, req.content, req.target);
         let Some(request) = request else {
             return self.default_decision();
         };
@@ -975,7 +1011,7 @@ impl RuleSet {
     /// The request's parts (`crate::parts`) are judged in turn; the explanation shows the one
     /// that decides (the first denied, else the request itself) and lists the others.
     pub fn explain(&self, req: &Request<'_>) -> Explanation {
-        let parts: Vec<Part> = parts::of(req.operation, req.resource_type, req.target)
+        let parts: Vec<Part> = parts::of(req.operation, req.resource_type, req.content, req.target)
             .into_iter()
             .flatten()
             .collect();
@@ -1326,6 +1362,7 @@ mod tests {
                 originator: self.originator.as_deref(),
                 operation,
                 resource_type,
+                content: Known::Is(None),
                 target: &target,
             })
         }
@@ -1910,6 +1947,7 @@ mod tests {
                     originator: Some("a"),
                     operation: op,
                     resource_type: None,
+                    content: Known::Is(None),
                     target: &t,
                 });
                 assert_eq!(d, by_rule(DENY, 0), "{pattern} {to}");

@@ -344,6 +344,9 @@ pub enum Scope {
     Exact,
     /// The target and its direct children (why: a `<subscription>` notifies about both).
     Children(&'static str),
+    /// The target's parent and the parent's direct children (why: an updated `<subscription>`
+    /// notifies about its parent).
+    Siblings(&'static str),
     /// The target and its descendants (why: `rcn=4`, discovery…).
     Subtree(&'static str),
     /// The proxy cannot place it in the tree (why: an unstructured resource ID, a group's
@@ -359,6 +362,9 @@ impl Scope {
             Scope::Children(why) => Some(format!(
                 "{why}: the target and its children, so deny rules whose targets match it or a child match, allow rules with targets only when they cover its whole subtree"
             )),
+            Scope::Siblings(why) => Some(format!(
+                "{why}: the target's parent and the parent's children, so deny rules whose targets match the parent or one of its children match, allow rules with targets only when they cover the parent's whole subtree"
+            )),
             Scope::Subtree(why) => Some(format!(
                 "{why}: the result includes descendants, so deny rules whose targets lie at or below it match, allow rules with targets only when they cover the whole subtree"
             )),
@@ -373,8 +379,9 @@ impl Scope {
         match self {
             Scope::Exact => 0,
             Scope::Children(_) => 1,
-            Scope::Subtree(_) => 2,
-            Scope::Unplaced(_) => 3,
+            Scope::Siblings(_) => 2,
+            Scope::Subtree(_) => 3,
+            Scope::Unplaced(_) => 4,
         }
     }
 

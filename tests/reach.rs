@@ -509,3 +509,201 @@ fn finding_6_a_token_pattern_reaches_one_ae_id_segment() {
     }
     assert_eq!(send("Cgw-sensor1").status, 200);
 }
+
+// ------------------------------------------------------------------ attack2 finding A
+
+fn cbor(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).unwrap();
+    out
+}
+
+fn update(path: &str, content_type: &str, body: Vec<u8>) -> Request {
+    Request::new("PUT", path)
+        .header("Content-Type", content_type)
+        .body(body)
+}
+
+/// The update attack2 found: an existing `<action>` re-targeted (`orc`) to a delete (`apv`).
+fn retargeted_action() -> Value {
+    json!({"m2m:actr": {
+        "evm": 1, "evc": {"optr": 1, "sbjt": "cni", "thld": 1},
+        "orc": "cnt-keep",
+        "apv": {"op": 4, "fr": "Cae-1", "to": "cse-in/app", "rqi": "a", "rvi": "3"}
+    }})
+}
+
+/// attack2 finding A: an UPDATE of an existing `<action>` makes the CSE execute its new `apv`
+/// as a create would: judged the same way (any operation, unplaced), over HTTP and WebSocket,
+/// in JSON and CBOR; content the proxy cannot read fails closed.
+#[test]
+fn finding_a_an_update_of_an_action_meets_the_rules_for_what_it_does() {
+    let s = scenario("");
+    let actr = retargeted_action();
+    // the operation directly meets no-deletes-under-cse-in
+    all_refused(&s, &[Request::new("DELETE", "/cse-in/app/keep")]);
+    let sub = json!({"m2m:sub": {"nu": ["Cae-1"]}});
+    all_refused(
+        &s,
+        &[
+            update(
+                "/cse-in/app/act",
+                "application/json",
+                actr.to_string().into(),
+            ),
+            update(
+                "/cse-in/app/act",
+                "application/vnd.onem2m-res+json",
+                actr.to_string().into(),
+            ),
+            update("/cse-in/app/act", "application/cbor", cbor(&actr)),
+            update(
+                "/cse-in/app/act",
+                "application/vnd.onem2m-res+cbor",
+                cbor(&actr),
+            ),
+            // chunked: read whole before it is judged
+            Request::new("PUT", "/cse-in/app/act")
+                .header("Content-Type", "application/json")
+                .chunked(&[
+                    &actr.to_string().as_bytes()[..10],
+                    &actr.to_string().as_bytes()[10..],
+                ]),
+            // what the proxy cannot read: several root keys, duplicate keys, an unknown m2m:
+            // type, XML, no Content-Type
+            update(
+                "/cse-in/app/act",
+                "application/json",
+                br#"{"m2m:cnt":{},"m2m:actr":{"orc":"x"}}"#.to_vec(),
+            ),
+            update(
+                "/cse-in/app/act",
+                "application/json",
+                br#"{"m2m:actr":{"orc":"x"},"m2m:actr":{"orc":"y"}}"#.to_vec(),
+            ),
+            update(
+                "/cse-in/app/act",
+                "application/json",
+                br#"{"m2m:exin":{}}"#.to_vec(),
+            ),
+            update(
+                "/cse-in/app/act",
+                "application/xml",
+                b"<m2m:actr/>".to_vec(),
+            ),
+            Request::new("PUT", "/cse-in/app/act").body(actr.to_string().into_bytes()),
+            // an updated subscription notifies about its parent: the secret subtree
+            update(
+                "/cse-in/app/secret/sub",
+                "application/json",
+                sub.to_string().into(),
+            ),
+        ],
+    );
+    all_refused_ws(
+        &s,
+        &[
+            json!({"op": 3, "to": "cse-in/app/act", "pc": actr}),
+            json!({"op": 3, "to": "cse-in/app/act", "pc": {"m2m:cnt": {}, "m2m:actr": {}}}),
+            json!({"op": 3, "to": "cse-in/app/act", "pc": {"m2m:exin": {}}}),
+            json!({"op": 3, "to": "cse-in/app/secret/sub", "pc": sub}),
+        ],
+    );
+    // CBOR WebSocket
+    let client = s.client(ClientOpts::uri("Cae-1"));
+    let mut conn: Conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let resp = conn
+        .request(&Request::websocket("/", &["oneM2M.cbor"]))
+        .unwrap();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    let before = s.upstream.ws_messages().len();
+    let p = json!({"op": 3, "to": "cse-in/app/act", "rqi": "c", "rvi": "3", "pc": actr});
+    conn.ws_send(common::WS_BINARY, &cbor(&p), true).unwrap();
+    let (_, answer, _) = conn.ws_recv().unwrap();
+    let v: Value = ciborium::from_reader(&answer[..]).unwrap();
+    assert_eq!(v["rsc"], 4103, "{v}");
+    assert_eq!(s.upstream.ws_messages().len(), before, "nothing forwarded");
+}
+
+/// Ordinary updates still pass where a deny rule would meet unread content: their content is
+/// read and names a type that does not act later (also a subscription beside the secrets).
+#[test]
+fn finding_a_ordinary_updates_are_forwarded() {
+    let s = scenario("");
+    let cnt = json!({"m2m:cnt": {"lbl": ["x"], "mni": 3}});
+    let ae = json!({"m2m:ae": {"lbl": ["y"]}});
+    let fcnt = json!({"cod:tempe": {"curT0": 21.5}});
+    all_forwarded(
+        &s,
+        "Cae-1",
+        &[
+            update("/cse-in/app", "application/json", cnt.to_string().into()),
+            update("/cse-in/app", "application/cbor", cbor(&cnt)),
+            update("/cse-in/Cae-1", "application/json", ae.to_string().into()),
+            update(
+                "/cse-in/app/temp",
+                "application/json",
+                fcnt.to_string().into(),
+            ),
+            update(
+                "/cse-in/app/fc",
+                "application/json",
+                br#"{"m2m:fcnt":{"lbl":["z"]}}"#.to_vec(),
+            ),
+            update(
+                "/cse-in/pub/sub",
+                "application/json",
+                br#"{"m2m:sub":{"nu":["Cae-1"]}}"#.to_vec(),
+            ),
+            Request::new("PUT", "/cse-in/app")
+                .header("Content-Type", "application/json")
+                .chunked(&[br#"{"m2m:cnt":"#, br#"{"lbl":["c"]}}"#]),
+            Request::new("PUT", "/cse-in/app"),
+        ],
+    );
+    // the forwarded body is the client's
+    let last = s.upstream.requests();
+    assert!(
+        last.iter().any(|r| r.body == cnt.to_string().as_bytes()),
+        "the update's body reached the CSE unchanged"
+    );
+    let mut conn = websocket(&s);
+    for (i, p) in [
+        json!({"op": 3, "to": "cse-in/app", "pc": cnt}),
+        json!({"op": 3, "to": "cse-in/app/temp", "pc": fcnt}),
+        json!({"op": 3, "to": "cse-in/pub/sub", "pc": {"m2m:sub": {"nu": ["Cae-1"]}}}),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut p = p.clone();
+        p["rqi"] = json!(format!("u{i}"));
+        p["rvi"] = json!("3");
+        let v = exchange(&mut conn, &p);
+        assert!(v.get("rsc").is_none(), "{p} -> {v}");
+    }
+}
+
+/// The update of an `<action>` is for clients no deny rule restricts, as its create is.
+#[test]
+fn finding_a_an_action_is_updated_by_whom_no_deny_rule_restricts() {
+    let s = Scenario::start(ScenarioOpts {
+        extra_auth: "roles:\n  sysop: {methods: [mtls], names: [CAdmin]}".into(),
+        extra: format!(
+            "{CSE}authorization:
+  default: allow
+  rules:
+    - {{name: no-deletes-under-cse-in, operations: [delete], targets: [\"/cse-in/**\"], unless_roles: [sysop], effect: deny}}
+"
+        ),
+        ..Default::default()
+    });
+    let put = update(
+        "/cse-in/app/act",
+        "application/json",
+        retargeted_action().to_string().into(),
+    );
+    all_refused(&s, std::slice::from_ref(&put));
+    all_forwarded(&s, "CAdmin", &[put]);
+}

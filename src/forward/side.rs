@@ -70,6 +70,21 @@ pub trait Side: Send + Sync + 'static {
     ) -> Result<Option<Refused>>;
     /// `len` more body bytes arrived from the client: an error past `limits.max_body`.
     fn count_body(&self, ctx: &mut Self::Ctx, len: usize) -> Result<()>;
+    /// After `admit`: the request body must be read whole, up to this many bytes, and judged
+    /// (`judge_body`) before the request goes on; `None`: it need not.
+    fn body_to_judge(&self, _ctx: &Self::Ctx) -> Option<usize> {
+        None
+    }
+    /// The whole body (`None`: larger than `body_to_judge` said), judged: `None` when the
+    /// request may go on, otherwise the proxy's answer.
+    fn judge_body(
+        &self,
+        _req: &RequestHeader,
+        _ctx: &mut Self::Ctx,
+        _body: Option<&[u8]>,
+    ) -> Result<Option<OwnResponse>> {
+        Ok(None)
+    }
     /// The head the upstream receives, after the connection-specific fields were removed.
     fn upstream_request(
         &self,

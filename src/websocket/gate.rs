@@ -17,6 +17,7 @@ use crate::identity::Identity;
 use crate::metrics;
 use crate::onem2m::Rsc;
 use crate::originator::OriginatorPolicy;
+use crate::parts::Known;
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
 
 pub const JSON: &str = "oneM2M.json";
@@ -343,6 +344,11 @@ impl Gate {
                 .ty
                 .and_then(|t| u32::try_from(t).ok())
                 .map(ResourceType),
+            // an update is judged by what its content names (the CSE gets the proxy's reading)
+            content: match Operation::from_op(op) {
+                Some(Operation::Update) => super::content::of_value(request.content()),
+                _ => Known::Is(None),
+            },
             target: &target,
         });
         let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));

@@ -6,7 +6,10 @@
 //! - [`primitive`]: the fields of a primitive the proxy decides on, and the primitive the CSE
 //!   receives (re-encoded, `fr` set).
 //! - [`gate`]: which upgrades pass, and what happens to each message.
+//! - [`content`]: what an update's content names, for the rules: a primitive's `pc`, and an HTTP
+//!   body decoded with the same strict decoders.
 
+pub mod content;
 pub mod frame;
 pub mod gate;
 pub mod primitive;

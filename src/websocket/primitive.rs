@@ -120,6 +120,11 @@ fn has_key(v: &Value<'_>, key: &str) -> bool {
 }
 
 impl Primitive<'_> {
+    /// The content (`pc`), as decoded.
+    pub fn content(&self) -> Option<&Value<'_>> {
+        self.entries.iter().find(|(k, _)| k == "pc").map(|(_, v)| v)
+    }
+
     /// The primitive as the CSE receives it: the proxy's canonical encoding of what it decoded
     /// (`value`), with `fr` set to `originator` (in its place, or first when there was none).
     pub fn encode(&self, originator: Option<&str>) -> Bytes {

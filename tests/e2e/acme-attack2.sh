@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end: red-team run attack2 against main, from outside, with an UNMODIFIED ACME CSE (same
-# setup as acme-reach.sh on ports 26xxx). Finding A (open): an UPDATE of an existing <action>
-# (orc, apv) is judged as a plain update; ACME later executes what the rules refuse. Section B:
+# setup as acme-reach.sh on ports 26xxx). Finding A (FIXED): an UPDATE of an existing <action>
+# (orc, apv) was judged as a plain update and ACME later executed what the rules refuse; now the
+# update is judged by what its content names (crate::websocket::content) and refused. Section B:
 # what held (group fan-out, ty spellings, originator headers). E2E_HOLD=1 keeps the CSE and
 # sidecars running after the checks until $WORK/hold is removed (for manual probing).
 # One IN-CSE (/id-in, cse-in, SP-ID //acme.example.com,
@@ -356,7 +357,7 @@ for path in /cse-in/secret "/cse-in?rcn=4" /cse-in/secret/inner/c1; do
   check "0.$n baseline: GET $path through H is refused by no-secret-reads" "$(summary "0-$n")" test "$STATUS/$RSC" = 403/4103
 done
 
-section "A. an UPDATE of an existing <action> makes the CSE do what the rules refuse (attack2 finding A)"
+section "A. an UPDATE of an existing <action> cannot make the CSE do what the rules refuse (attack2 finding A, FIXED)"
 # An <action> someone may have made (here: directly at ACME, harmless: it retrieves /cse-in/pub).
 PUB=$(ri_of /cse-in/pub); KEEP=$(ri_of /cse-in/keepme)
 direct A-0 /cse-in/pub POST "{\"m2m:actr\":{\"rn\":\"benign\",\"sri\":\"$PUB\",\"evc\":{\"optr\":1,\"sbjt\":\"cni\",\"thld\":100},\"evm\":1,\"orc\":\"$PUB\",\"apv\":{\"op\":2,\"fr\":\"CAdmin\",\"to\":\"cse-in/pub\",\"rqi\":\"act-get\",\"rvi\":\"3\"}}}" 'application/json;ty=65'
@@ -366,13 +367,17 @@ check "A.1 DELETE /cse-in/keepme through H: refused by no-deletes-under-cse-in" 
 CNI=$(curl -s -m 10 -H 'X-M2M-Origin: CAdmin' -H "X-M2M-RI: cni-$RUN_ID" -H 'X-M2M-RVI: 3' "http://$H:$IN_HTTP/cse-in/pub" | jq '.["m2m:cnt"].cni')
 UPD="{\"m2m:actr\":{\"evm\":1,\"evc\":{\"optr\":1,\"sbjt\":\"cni\",\"thld\":$((CNI + 1))},\"orc\":\"$KEEP\",\"apv\":{\"op\":4,\"fr\":\"CAdmin\",\"to\":\"cse-in/pub\",\"rqi\":\"act-upd-del\",\"rvi\":\"3\"}}}"
 req A-2 PUT "$PX/cse-in/pub/benign" CAdmin cadmin "$UPD"
+check "A.2 an UPDATE of <action> benign (orc keepme, apv op 4) through H: refused by the sidecar" \
+  "$(summary A-2), access log: $(by_rid h A-2)" refused A-2
 req A-3 POST "$PX/cse-in/pub" CAdmin cadmin '{"m2m:cin":{"con":"trigger-a"}}' 'application/json;ty=4'
 sleep 2
 direct A-4 /cse-in/keepme
-finding A "an UPDATE of <action> benign (orc keepme, apv op 4) through H does not delete /cse-in/keepme" \
-  "update: $(summary A-2), access log: $(by_rid h A-2); trigger: $(summary A-3); keepme now: $(summary A-4)" \
-  test "$STATUS" = 200
+check "A.3 (FIXED finding A) after a trigger, /cse-in/keepme still exists" \
+  "trigger: $(summary A-3); keepme now: $(summary A-4)" test "$STATUS" = 200
 [ "$STATUS" = 200 ] || direct A-5 /cse-in POST '{"m2m:cnt":{"rn":"keepme"}}' 'application/json;ty=3'
+req A-6 PUT "$PX/cse-in/pub" CAdmin cadmin '{"m2m:cnt":{"lbl":["updated"]}}'
+check "A.6 an ordinary UPDATE of a <container> through H is forwarded (ACME answers 200)" \
+  "$(summary A-6): $(body A-6 120)" test "$STATUS" = 200
 
 section "B. held: group fan-out, ty spellings, originator headers"
 C1=$(ri_of /cse-in/secret/inner/c1)
