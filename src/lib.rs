@@ -5,6 +5,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod accept_errors;
 pub mod access_log;
 pub mod admin;
 pub mod auth;
@@ -32,6 +33,7 @@ pub mod operator;
 pub mod originator;
 pub mod originator_syntax;
 pub mod poa;
+pub mod proxy_protocol;
 pub mod random;
 pub mod reload;
 pub mod rules;
