@@ -343,3 +343,162 @@ fn check_validates_and_summarises_the_proxy_protocol_section() {
     assert_ne!(code, 0);
     assert!(err.contains("v1"), "unknown key: {err}");
 }
+
+/// The soft and hard `RLIMIT_NOFILE` of process `pid`; sets the soft one when `soft` is given.
+fn nofile(pid: u32, soft: Option<u64>) -> (u64, u64) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: both pointers are to live rlimit values for the duration of the call.
+    let rc = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    if let Some(soft) = soft {
+        let new = libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: old.rlim_max,
+        };
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::prlimit(
+                pid as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &new,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    }
+    (old.rlim_cur, old.rlim_max)
+}
+
+/// The lowest descriptor number process `pid` does not use: the next one it would get.
+fn lowest_free_fd(pid: u32) -> u64 {
+    let used: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap()
+}
+
+/// User + system CPU time of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // the fields after the command name (which may hold spaces) in parentheses
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn running_out_of_file_descriptors_is_survived_counted_and_logged_once_per_interval() {
+    let s = Scenario::start(ScenarioOpts::default());
+    let client = s.client(ClientOpts::uri("Cae-fd"));
+    let req = |path: &str| Request::get(path).header("X-M2M-Origin", "Cae-fd");
+    let pid = s.proxy.pid();
+
+    // connections held open, each with its upstream connection
+    let held: Vec<_> = (0..4)
+        .map(|i| {
+            let mut conn = s.tls(Some(&client)).connect(s.addr).unwrap();
+            let resp = conn.request(&req(&format!("/cse/held-{i}"))).unwrap();
+            assert_eq!(resp.status, 200);
+            conn
+        })
+        .collect();
+
+    // the limit at the next free descriptor number: every new descriptor is refused (those
+    // open above it stay usable)
+    let (soft, _) = nofile(pid, None);
+    nofile(pid, Some(lowest_free_fd(pid)));
+    // more connections than it may accept: they wait in the kernel's backlog
+    let flood: Vec<TcpStream> = (0..40)
+        .map(|_| common::client::tcp_connect(s.addr).unwrap())
+        .collect();
+    assert!(
+        s.proxy
+            .wait_stderr("accept() failing (emfile)", Duration::from_secs(10)),
+        "no EMFILE line: {}",
+        s.proxy.stderr_text()
+    );
+
+    // no busy loop while accept fails: well under a second of CPU in two (a spinning accept
+    // loop takes all of one core)
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let used = cpu_ticks(pid) - before;
+    assert!(used < hz / 2, "{used} ticks of CPU in 2 s (at {hz}/s)");
+
+    // held connections are still answered: forwarded where an idle upstream connection is
+    // left, else the proxy's own 502 in oneM2M form (a new upstream connection needs a
+    // descriptor too), never dropped or left hanging
+    for (i, mut conn) in held.into_iter().enumerate() {
+        let resp = conn.request(&req(&format!("/cse/again-{i}"))).unwrap();
+        match resp.status {
+            200 => {}
+            502 => assert_eq!(resp.header("X-M2M-RSC"), Some("5103"), "held {i}"),
+            other => panic!("held connection {i}: {other} {}", resp.text()),
+        }
+    }
+
+    // descriptors free again: new connections, the admin listener, the reloader
+    nofile(pid, Some(soft));
+    drop(flood);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match s
+            .tls(Some(&client))
+            .connect_and_request(s.addr, &req("/cse/after"))
+        {
+            Ok(resp) if resp.status == 200 => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "no new connection served: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (found, scrape) = s.proxy.wait_metrics(
+        "m2m_auth_proxy_accept_errors_total{reason=\"emfile\"}",
+        Duration::from_secs(10),
+    );
+    assert!(found, "{scrape}");
+    let errors = metric(
+        &scrape,
+        "m2m_auth_proxy_accept_errors_total{reason=\"emfile\"}",
+    );
+    assert!(errors >= 1.0, "{scrape}");
+    assert_eq!(s.proxy.admin_get("/readyz").unwrap().0, 200);
+    // the reloader reads files again (it could not while descriptors were out)
+    let reloads = "m2m_auth_proxy_reloads_total{file=\"config\",result=\"success\"}";
+    let before = metric(&scrape, reloads);
+    s.proxy
+        .rewrite_config(&format!("{}\n# touched\n", s.config_yaml()));
+    let (found, scrape) = s.proxy.wait_metrics(
+        &format!("{reloads} {}", before + 1.0),
+        Duration::from_secs(10),
+    );
+    assert!(found, "no reload after descriptors came back: {scrape}");
+
+    // one line per interval, Pingora's own per-failure lines not written
+    let stderr = s.proxy.stderr_text();
+    let lines = stderr.matches("accept() failing").count();
+    assert!(
+        lines >= 1 && lines as f64 <= errors,
+        "{lines} lines for {errors} errors"
+    );
+    assert!(
+        !stderr.contains("pingora_core::services::listening] Accept() failed"),
+        "{stderr}"
+    );
+}
