@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,24 @@ pub struct ConnectionLimits {
     /// wake-up for its watchdog, which then drops its copy of the socket at once).
     pending: Mutex<HashMap<std::net::SocketAddr, (u64, Arc<Notify>)>>,
     next_id: AtomicU64,
+    /// Connections whose PROXY header is being read (not yet in `pending`).
+    reading_proxy_header: AtomicUsize,
+}
+
+/// Counts a connection in `reading_proxy_header` while it lives.
+struct Reading<'a>(&'a AtomicUsize);
+
+impl<'a> Reading<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Reading(count)
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl ConnectionLimits {
@@ -40,6 +58,7 @@ impl ConnectionLimits {
             header_timeout,
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            reading_proxy_header: AtomicUsize::new(0),
         }
     }
 
@@ -60,7 +79,9 @@ impl ConnectionLimits {
 
     /// Open connections: established ones plus those still handshaking.
     fn in_use(&self) -> usize {
-        metrics::open_connections() + self.pending().len()
+        metrics::open_connections()
+            + self.pending().len()
+            + self.reading_proxy_header.load(Ordering::Relaxed)
     }
 }
 
@@ -88,6 +109,8 @@ impl PreTlsProcess for LimitsHook {
             _ => return Ok(()),
         };
         if let Some(pp) = &self.proxy_protocol {
+            // counted as open meanwhile, so that silent connections cannot pass the cap
+            let _reading = Reading::new(&limits.reading_proxy_header);
             peer = proxy_header(pp, stream, peer, limits.header_timeout).await?;
         }
         let header_timeout = limits.header_timeout.saturating_sub(started.elapsed());
@@ -139,9 +162,10 @@ async fn proxy_header(
             return Error::e_explain(ErrorType::AcceptError, "PROXY protocol header refused");
         }
         Err(_) => {
-            let trusted = pp.trusts(peer.ip());
-            metrics::proxy_protocol("timeout");
-            if !trusted {
+            // a balancer's missing header, or anyone else's silence (the limit it would hit)
+            if pp.trusts(peer.ip()) {
+                metrics::proxy_protocol("timeout");
+            } else {
                 metrics::connection_refused("header_timeout");
             }
             return Error::e_explain(ErrorType::AcceptError, "no PROXY protocol header in time");
@@ -149,8 +173,9 @@ async fn proxy_header(
     };
     stream.rewind(&rest);
     let client = match source {
-        Source::Client(client) if pp.trusts(peer.ip()) => client,
-        _ => {
+        Source::Client(client) => client,
+        // a balancer's own connection, or anyone else's (which sent no header)
+        Source::Own => {
             if pp.trusts(peer.ip()) {
                 metrics::proxy_protocol("local");
             }

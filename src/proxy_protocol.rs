@@ -70,7 +70,8 @@ pub fn parse(buf: &[u8]) -> Result<Option<(usize, Source)>, Refusal> {
     }
     let result = HeaderResult::parse(buf);
     if result.is_incomplete() {
-        return if buf.len() >= MAX_HEADER {
+        // a whole v1 line that is still "incomplete" will never be complete
+        return if v1 || buf.len() >= MAX_HEADER {
             Err(Refusal::Malformed)
         } else {
             Ok(None)
@@ -78,6 +79,12 @@ pub fn parse(buf: &[u8]) -> Result<Option<(usize, Source)>, Refusal> {
     }
     let (len, source) = match result {
         HeaderResult::V1(Ok(h)) => {
+            // one line ended by its only CRLF (`ppp` takes `PROXY UNKNOWN \n…` ended by a bare LF)
+            let line = h.header.as_bytes();
+            let ends = line.iter().filter(|b| matches!(b, b'\r' | b'\n')).count();
+            if !line.ends_with(b"\r\n") || ends != 2 {
+                return Err(Refusal::Malformed);
+            }
             let source = match h.addresses {
                 v1::Addresses::Tcp4(a) => {
                     Source::Client(SocketAddr::new(IpAddr::V4(a.source_address), a.source_port))
@@ -238,6 +245,9 @@ mod tests {
         }
         let bad: Vec<Vec<u8>> = vec![
             b"PROXY TCP4 192.0.2.7 10.0.0.1 12345 443\n".to_vec(),
+            b"PROXY UNKNOWN \n".to_vec(),
+            b"PROXY UNKNOWN \nx\r\n".to_vec(),
+            b"PROXY UNKNOWN\r\r\n".to_vec(),
             b"PROXY TCP4 192.0.2.777 10.0.0.1 12345 443\r\n".to_vec(),
             b"PROXY TCP4 192.0.2.7 10.0.0.1 99999 443\r\n".to_vec(),
             b"PROXY TCP4 192.0.2.7 10.0.0.1 012 443\r\n".to_vec(),
@@ -262,7 +272,7 @@ mod tests {
             v2(1, 0x11, &V4[..8], &[]),
         ];
         for b in &bad {
-            assert_eq!(parse(b), Err(Refusal::Malformed), "{:?}", b.escape_ascii());
+            assert_eq!(parse(b), Err(Refusal::Malformed), "{}", b.escape_ascii());
         }
         // over MAX_HEADER, even if it would be complete later
         let big = v2(1, 0x11, &V4, &vec![0u8; 2000]);
