@@ -502,3 +502,45 @@ fn running_out_of_file_descriptors_is_survived_counted_and_logged_once_per_inter
         "{stderr}"
     );
 }
+
+#[test]
+fn connections_waiting_for_their_proxy_header_count_toward_max_connections() {
+    let s = Scenario::start(ScenarioOpts {
+        extra: "proxy_protocol:\n  trusted: [\"127.0.0.3/32\"]\nlimits:\n  max_connections: 2\n  header_timeout: 3s\n".into(),
+        ..Default::default()
+    });
+    let client = s.client(ClientOpts::uri("Cae-edge"));
+    let req = Request::get("/cse/cap").header("X-M2M-Origin", "Cae-edge");
+    // two balancer connections that send nothing yet: the cap is reached
+    let silent: Vec<TcpStream> = (0..2)
+        .map(|_| tcp_connect_from(balancer(), s.addr).unwrap())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // refused until the cap counts both (their hooks may not have run yet)
+    loop {
+        let refused = s
+            .tls(Some(&client))
+            .connect_and_request(s.addr, &req)
+            .is_err();
+        if refused {
+            break;
+        }
+        assert!(Instant::now() < deadline, "served over the cap");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (found, scrape) = s.proxy.wait_metrics(
+        "m2m_auth_proxy_connections_closed_by_limit_total{limit=\"max_connections\"} 1",
+        Duration::from_secs(5),
+    );
+    assert!(found, "{scrape}");
+    // once they are closed for sending no header in time, clients are served again
+    for tcp in silent {
+        assert!(closed_by_proxy(tcp));
+    }
+    let resp = s
+        .tls(Some(&client))
+        .connect_and_request(s.addr, &req)
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(pp_metric(&s, "timeout"), 2.0);
+}
