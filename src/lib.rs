@@ -5,6 +5,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod accept_errors;
 pub mod access_log;
 pub mod admin;
 pub mod auth;
@@ -33,6 +34,7 @@ pub mod originator;
 pub mod originator_syntax;
 pub mod parts;
 pub mod poa;
+pub mod proxy_protocol;
 pub mod random;
 pub mod reload;
 pub mod rules;

@@ -52,6 +52,16 @@ metric!(CONNECTIONS_REFUSED: IntCounterVec = register_int_counter_vec!(
     "Connections refused or closed by a limit (max_connections, header_timeout).",
     &["limit"]
 ));
+metric!(ACCEPT_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_accept_errors_total",
+    "accept() failures on a listener, by reason (emfile: the process's descriptor limit; enfile: the system's).",
+    &["reason"]
+));
+metric!(PROXY_PROTOCOL: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_proxy_protocol_headers_total",
+    "PROXY protocol headers on the public listener, by outcome (accepted, local: the balancer's own address kept; refused: untrusted, malformed, timeout).",
+    &["outcome"]
+));
 metric!(HANDSHAKES: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_tls_handshakes_total",
     "Completed TLS handshakes by whether a client certificate was presented.",
@@ -317,6 +327,24 @@ pub fn init(known: &KnownLabels) {
     for client_cert in ["yes", "no"] {
         HANDSHAKES.with_label_values(&[client_cert]);
     }
+    for reason in ACCEPT_ERROR_REASONS {
+        ACCEPT_ERRORS.with_label_values(&[reason]);
+    }
+    for outcome in PROXY_PROTOCOL_OUTCOMES {
+        PROXY_PROTOCOL.with_label_values(&[outcome]);
+    }
+}
+
+pub const ACCEPT_ERROR_REASONS: [&str; 5] = ["emfile", "enfile", "enobufs", "enomem", "other"];
+pub const PROXY_PROTOCOL_OUTCOMES: [&str; 5] =
+    ["accepted", "local", "untrusted", "malformed", "timeout"];
+
+pub fn accept_error(reason: &str) {
+    ACCEPT_ERRORS.with_label_values(&[reason]).inc();
+}
+
+pub fn proxy_protocol(outcome: &str) {
+    PROXY_PROTOCOL.with_label_values(&[outcome]).inc();
 }
 
 const WS_CLOSE_CODES: [&str; 7] = ["1001", "1002", "1003", "1007", "1008", "1009", "1013"];

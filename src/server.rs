@@ -412,12 +412,19 @@ fn public_listener<A>(
     tls_listener: Option<pingora::listeners::ListenerConfig>,
     connections: Arc<ConnectionLimits>,
     listen: &str,
+    proxy_trusted: &[crate::config::Cidr],
 ) {
     match tls_listener {
         Some(listener) => {
+            // validation: `proxy_protocol` needs `tls`
+            let proxy_protocol = (!proxy_trusted.is_empty())
+                .then(|| crate::proxy_protocol::ProxyProtocol::new(proxy_trusted.to_vec()));
             service
                 .endpoints()
-                .set_pre_tls_callback(Arc::new(LimitsHook(connections)));
+                .set_pre_tls_callback(Arc::new(LimitsHook {
+                    limits: connections,
+                    proxy_protocol,
+                }));
             service.add_listener(listener);
         }
         None => service.add_tcp(listen),
@@ -521,7 +528,13 @@ pub fn run(p: Prepared) -> Result<()> {
     )));
     let app = Forward::new(ingress, cse_upstreams(&p, connector.clone()));
     let mut service = Service::new("proxy".to_string(), app);
-    public_listener(&mut service, tls_listener, connections, &listen);
+    public_listener(
+        &mut service,
+        tls_listener,
+        connections,
+        &listen,
+        &p.resolved.proxy_trusted,
+    );
     server.add_service(service);
 
     let readiness = Readiness::default();

@@ -105,6 +105,19 @@ pub fn render(p: &Prepared) -> String {
         c.reload.settle,
         c.reload.read_timeout
     ));
+    line(if p.resolved.proxy_trusted.is_empty() {
+        "proxy_protocol: off (the client address is the TCP peer's)".to_string()
+    } else {
+        format!(
+            "proxy_protocol: v1/v2 header required from {} (its source address is the client's); a header from anyone else refused",
+            p.resolved
+                .proxy_trusted
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
     let (budget, source) = c.limits.buffer_budget();
     line(format!(
         "buffer budget: {budget} bytes ({source}) for WebSocket messages and bodies read whole"

@@ -12,6 +12,7 @@ pub mod claim_path;
 pub mod cse;
 pub mod egress;
 pub mod originator;
+pub mod proxy_protocol;
 pub mod service;
 pub mod tls;
 pub mod value;
@@ -31,6 +32,7 @@ pub use claim_path::ClaimPath;
 pub use cse::CseConfig;
 pub use egress::{EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
+pub use proxy_protocol::{Cidr, ProxyProtocolConfig};
 pub use service::{
     LimitsConfig, LogConfig, ReloadConfig, ShutdownConfig, UpstreamConfig, VerificationLimits,
     WebSocketConfig,
@@ -98,6 +100,9 @@ pub struct Config {
     /// The local CSE's identity: targets and originators in every form are read as one.
     #[serde(default)]
     pub cse: Option<CseConfig>,
+    /// PROXY protocol on the public listener, from these balancers only; off when absent.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
     /// Removed (there is one request path): read only to refuse it with a clear error, rather
     /// than as an unknown key.
     #[serde(default)]
@@ -132,6 +137,8 @@ pub struct Resolved {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub upstream: SocketAddr,
+    /// `proxy_protocol.trusted`, parsed; empty when the PROXY protocol is off.
+    pub proxy_trusted: Vec<Cidr>,
 }
 
 impl Config {
@@ -184,6 +191,7 @@ impl Config {
             limits,
             websocket,
             egress,
+            proxy_protocol,
             // refused by `validate`
             request_path: _,
             allow_example_credentials,
@@ -200,7 +208,7 @@ impl Config {
             c.as_ref()
                 .map(|c| (c.advertised.clone(), c.public_url.clone()))
         };
-        let checks: [(&'static str, bool); 14] = [
+        let checks: [(&'static str, bool); 15] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -216,6 +224,7 @@ impl Config {
             ("limits", *limits == new.limits),
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
+            ("proxy_protocol", *proxy_protocol == new.proxy_protocol),
             (
                 "cse.advertised, cse.public_url",
                 addresses(cse) == addresses(&new.cse),
@@ -300,10 +309,21 @@ impl Config {
             }
             None => {}
         }
+        let proxy_trusted = match &self.proxy_protocol {
+            Some(_) if self.tls.is_none() => {
+                return Err(KeyError::new(
+                    "proxy_protocol",
+                    "needs a `tls` section: the PROXY header is read before the TLS handshake, on the TLS listener only",
+                ))
+            }
+            Some(pp) => pp.validate()?,
+            None => Vec::new(),
+        };
         Ok(Resolved {
             listen,
             admin,
             upstream,
+            proxy_trusted,
         })
     }
 }

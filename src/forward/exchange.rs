@@ -566,7 +566,7 @@ fn idempotent(method: &Method) -> bool {
     )
 }
 
-async fn write_own(down: &mut ServerSession, resp: OwnResponse) -> Result<()> {
+pub async fn write_own(down: &mut ServerSession, resp: OwnResponse) -> Result<()> {
     down.write_response_header(Box::new(resp.header))
         .await
         .map_err(|e| e.into_down())?;

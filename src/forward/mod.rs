@@ -10,12 +10,14 @@
 //! - `bufwrite`: write buffering, so a small response is one TLS record
 //! - `early`: noticing an upstream's answer while a body write waits
 //! - `tunnel`: WebSocket bytes after a 101
+//! - `malformed`: heads the parser refused (or accepted leniently), answered in oneM2M form
 
 mod bufwrite;
 mod delegate;
 mod early;
 mod exchange;
 mod hop;
+mod malformed;
 mod side;
 mod tunnel;
 mod upstream;
@@ -25,14 +27,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::ServerApp;
-use pingora::protocols::http::error_resp::gen_error_response;
 use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use pingora::ErrorType;
 
 use bufwrite::BufWrite;
 use exchange::Exchange;
+use malformed::Malformed;
 pub use side::{OwnResponse, Refused, Side};
 use upstream::Upstream;
 pub use upstream::{Fixed, IdlePool, Target, Upstreams};
@@ -96,23 +97,23 @@ impl<S: Side> Forward<S> {
                 }
             };
             let first_request = std::mem::replace(&mut first, false);
-            match read {
-                Ok(Some(_)) => {}
+            let refused = match read {
+                Ok(Some(_)) => malformed::lenient(&down),
                 // closed by the client, or idle for too long
                 Ok(None) => break,
                 Err(e) => {
-                    if e.etype() == &ErrorType::InvalidHTTPHeader {
-                        log::debug!("invalid request head: {e}");
-                        let resp = gen_error_response(400);
-                        if down.write_response_header(Box::new(resp)).await.is_ok() {
-                            let _ = down.finish_body().await;
-                        }
-                    } else {
-                        log::debug!("reading a request head: {e}");
+                    log::debug!("reading a request head: {e}");
+                    let refused = malformed::refused(&e, &down);
+                    if refused.is_none() {
+                        down.shutdown().await;
+                        break;
                     }
-                    down.shutdown().await;
-                    break;
+                    refused
                 }
+            };
+            if let Some(refused) = refused {
+                answer_malformed(&mut down, refused).await;
+                break;
             }
             wait = self.side.idle_timeout_secs();
             if !exchange.serve(&mut down, &mut held, first_request).await {
@@ -133,6 +134,23 @@ impl<S: Side> Forward<S> {
             self.upstreams.checkin(up);
         }
     }
+}
+
+/// The oneM2M answer to a head the proxy will not serve; the connection closes after it.
+async fn answer_malformed(down: &mut ServerSession, refused: Malformed) {
+    let Malformed { err, request_id } = refused;
+    let body = err.body();
+    match err.response_header(request_id.as_deref(), &[], body.len()) {
+        Ok(header) => {
+            down.set_server_keepalive(None);
+            let own = OwnResponse { header, body };
+            if let Err(e) = exchange::write_own(down, own).await {
+                log::debug!("cannot answer a malformed request: {e}");
+            }
+        }
+        Err(e) => log::debug!("cannot build the answer to a malformed request: {e}"),
+    }
+    down.shutdown().await;
 }
 
 #[async_trait]

@@ -22,7 +22,7 @@ pub enum Rsc {
 }
 
 /// Longest `X-M2M-RI` echoed; longer ones are not echoed (and never trusted as anything).
-const MAX_RI_LEN: usize = 256;
+pub const MAX_RI_LEN: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct M2mError {

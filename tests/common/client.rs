@@ -270,6 +270,33 @@ pub fn tcp_connect(addr: SocketAddr) -> Result<TcpStream, String> {
     Ok(s)
 }
 
+/// `tcp_connect` from `source` (another loopback address, e.g. 127.0.0.3, to stand for a
+/// balancer).
+pub fn tcp_connect_from(source: std::net::IpAddr, addr: SocketAddr) -> Result<TcpStream, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let s = rt
+        .block_on(async {
+            let socket = match source {
+                std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(source, 0))?;
+            let s = tokio::time::timeout(IO_TIMEOUT, socket.connect(addr))
+                .await
+                .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+            s.into_std()
+        })
+        .map_err(|e| format!("connect {addr} from {source}: {e}"))?;
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    Ok(s)
+}
+
 /// One client connection (TLS or plain), carrying keep-alive requests and WebSocket frames.
 pub struct Conn {
     wire: Wire<Stream>,
@@ -530,6 +557,12 @@ impl ClientTls {
     /// Connects and completes the TLS handshake; Err carries openssl's message (plus the
     /// verification result when the server certificate was refused).
     pub fn connect(&self, addr: SocketAddr) -> Result<Conn, String> {
+        self.connect_over(addr, None)
+    }
+
+    /// `connect` over `tcp` when given (a connection from another source address, or with
+    /// bytes already sent before the handshake).
+    pub fn connect_over(&self, addr: SocketAddr, tcp: Option<TcpStream>) -> Result<Conn, String> {
         let mut b = SslConnector::builder(SslMethod::tls_client()).map_err(|e| e.to_string())?;
         b.set_ca_file(&self.ca)
             .map_err(|e| format!("CA file {}: {e}", self.ca.display()))?;
@@ -564,7 +597,10 @@ impl ClientTls {
             b.set_alpn_protos(&wire).map_err(|e| e.to_string())?;
         }
         let connector = b.build();
-        let tcp = tcp_connect(addr)?;
+        let tcp = match tcp {
+            Some(tcp) => tcp,
+            None => tcp_connect(addr)?,
+        };
         let mut cfg = connector.configure().map_err(|e| e.to_string())?;
         cfg.set_verify_hostname(self.verify);
         match cfg.connect(&self.hostname, tcp) {
