@@ -107,6 +107,7 @@ fn main() {
             RuleSet::compile(&Default::default()).unwrap(),
         )),
         None,
+        Arc::new(m2m_auth_proxy::steering::Listeners::default()),
         1 << 20,
     );
     let frame = encode_frame(*opcode, payload, Some([0x12, 0x34, 0x56, 0x78]));

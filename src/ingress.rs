@@ -18,9 +18,9 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access_log::{self, AccessRecord};
 use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
-use crate::buffers;
+use crate::buffers::{self, Held};
 use crate::config::{Anonymous, Effect, WebSocketConfig};
-use crate::forward::{OwnResponse, Refused, Side};
+use crate::forward::{OwnResponse, Refused, Side, WholeBody};
 use crate::headers::{self, Forwarding};
 use crate::http_head;
 use crate::identity::{Identity, Method};
@@ -29,11 +29,13 @@ use crate::metrics::{self, Outcome};
 use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
-use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
-use crate::poa::Direction;
+use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
+use crate::poa::{encoding_of, Direction, Encoding};
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
+use crate::steering::Listeners;
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::gate::{self, Gate, Upgrade};
+use crate::websocket::value;
 
 /// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).
 pub const ANONYMOUS: &str = "anonymous";
@@ -54,6 +56,11 @@ pub struct Ingress {
     pub websocket: WebSocketConfig,
     /// `poa` URLs of the egress routes' peers, rewritten toward the CSE and back.
     pub poa: Arc<PoaRewriter>,
+    /// The egress routes: (name, `peer_roles`). An identity holding a route's peer role acts as
+    /// a CSE; its request bodies get that route's `poa` rewriting (if the route rewrites).
+    pub peers: Vec<(String, Vec<String>)>,
+    /// The egress listeners: no client may make the CSE send to one of them (issue 27.1).
+    pub listeners: Arc<Listeners>,
     /// `authorization`, replaced whole by a config reload.
     pub rules: Arc<ArcSwap<RuleSet>>,
 }
@@ -124,6 +131,22 @@ pub struct RequestCtx {
     /// The `Content-Type` the CSE receives, when the rules read the client's
     /// (`http_head::canonical_content_type`).
     pub content_type: Option<HeaderValue>,
+    /// How the request body is inspected before it goes to the CSE.
+    pub inspect: Inspect,
+}
+
+/// What happens to a request body when the sidecar has egress routes (issue 27.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Inspect {
+    /// Forwarded as it comes: no egress route, no body, or one too large to inspect.
+    #[default]
+    None,
+    /// From a client that is no CSE: decoded strictly, refused when it names an egress
+    /// listener, forwarded in the proxy's canonical encoding.
+    Strict(Encoding),
+    /// From the peer of these routes: their `poa` rewriting; refused when it can be decoded
+    /// and names an egress listener, forwarded otherwise.
+    Peer(Vec<String>),
 }
 
 impl Default for RequestCtx {
@@ -144,6 +167,7 @@ impl Default for RequestCtx {
             target: None,
             bodies: BodyRewrite::default(),
             content_type: None,
+            inspect: Inspect::None,
         }
     }
 }
@@ -246,12 +270,36 @@ fn registers_ae(req: &RequestHeader) -> bool {
     }
 }
 
+/// A request that names a URL of an egress listener (`place`: where it did).
+fn steering_refusal(label: &'static str, place: &str) -> Refusal {
+    metrics::steering_refused(label);
+    Refusal {
+        kind: AuthOrPolicy::Steering,
+        err: M2mError::forbidden(format!(
+            "the {place} names a URL of this sidecar's egress route: the CSE would send there as itself"
+        )),
+    }
+}
+
+/// Whether the head announces a body: a `Transfer-Encoding`, or a `Content-Length` other than
+/// 0 (an unreadable one too: Pingora refuses it before a body is read).
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.to_str().map_or(true, |v| v.trim() != "0"))
+}
+
 /// What a refusal is counted as.
 #[derive(Clone, Copy)]
 pub enum AuthOrPolicy {
     Auth(Option<Method>, Failure),
     /// Denied by an authorization rule (authenticated, not an authentication failure).
     Rule,
+    /// It names a URL of an egress listener.
+    Steering,
     Other,
 }
 
@@ -357,7 +405,154 @@ impl Ingress {
                 return Err(Refusal::other(err));
             }
         }
-        decide(&self.policy.load(), &self.rules.load(), req, ctx)
+        decide(&self.policy.load(), &self.rules.load(), req, ctx)?;
+        self.steering(req, ctx)
+    }
+
+    /// With egress routes: no header or query names an egress listener, and how the body is
+    /// inspected (`ctx.inspect`). Nothing to do without routes.
+    fn steering(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> std::result::Result<(), Refusal> {
+        if self.listeners.is_empty() {
+            return Ok(());
+        }
+        let named = req
+            .headers
+            .iter()
+            // never forwarded to the CSE as the client sent them
+            .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "proxy-authorization"))
+            .find(|(_, v)| self.listeners.reached_by_bytes(v.as_bytes()))
+            .map(|(name, _)| name.as_str());
+        if let Some(name) = named {
+            return Err(steering_refusal("header", &format!("header {name}")));
+        }
+        if req
+            .uri
+            .query()
+            .is_some_and(|q| self.listeners.reached_by(q))
+        {
+            return Err(steering_refusal("query", "query"));
+        }
+        if !has_body(req) {
+            return Ok(());
+        }
+        let roles = ctx.identity.as_deref().map_or(&[][..], |i| i.roles.as_slice());
+        let peer_of: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, peer_roles)| peer_roles.iter().any(|r| roles.contains(r)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !peer_of.is_empty() {
+            ctx.inspect = Inspect::Peer(peer_of);
+            return Ok(());
+        }
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let Some(encoding) = content_type.and_then(encoding_of) else {
+            return Err(Refusal::other(M2mError::unsupported_media_type(
+                "with egress routes, a request body must be oneM2M JSON or CBOR (the proxy reads it for URLs of its egress listeners)",
+            )));
+        };
+        // the CSE reads the body in the encoding the proxy read it in
+        if let (None, Some(ct)) = (&ctx.content_type, content_type) {
+            let ty = rules::content_type_ty(ct)
+                .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+            let canonical = http_head::canonical_content_type(ct, ty.map(|t| t.0))
+                .map_err(|e| Refusal::other(M2mError::other(400, e)))?;
+            ctx.content_type = Some(canonical);
+        }
+        ctx.inspect = Inspect::Strict(encoding);
+        Ok(())
+    }
+
+    /// How the body `ctx.inspect` asks for is read whole: a client's up to `limits.max_body`
+    /// (all of it), a peer's up to `limits.egress_rewrite_max_body` (a larger one passes).
+    pub fn read_whole(
+        &self,
+        headers: &http::HeaderMap,
+        has_body: bool,
+        ctx: &RequestCtx,
+    ) -> Option<WholeBody> {
+        let (encoding, limit) = match &ctx.inspect {
+            _ if !has_body => return None,
+            Inspect::None => return None,
+            Inspect::Strict(encoding) => (
+                *encoding,
+                usize::try_from(self.limits.max_body).unwrap_or(usize::MAX),
+            ),
+            Inspect::Peer(_) => (
+                headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(encoding_of)?,
+                self.poa.max_body(),
+            ),
+        };
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let direction = Direction::TowardLocal;
+        if declared.is_some_and(|n| n > limit) {
+            metrics::poa_body_too_large(crate::poa::rewrite::direction_label(direction));
+            return None;
+        }
+        Some(WholeBody {
+            encoding,
+            declared,
+            limit,
+            direction,
+        })
+    }
+
+    /// The body read whole: refused when it names an egress listener (or, from a client that is
+    /// no CSE, cannot be decoded strictly); a client's re-encoded, a peer's `poa` rewritten.
+    pub fn whole_body(
+        &self,
+        ctx: &mut RequestCtx,
+        plan: &WholeBody,
+        body: Bytes,
+        held: Held,
+    ) -> std::result::Result<Bytes, Refusal> {
+        let inspect = std::mem::take(&mut ctx.inspect);
+        let decoded = match plan.encoding {
+            Encoding::Json => value::decode_json(&body),
+            Encoding::Cbor => value::decode_cbor(&body),
+        };
+        let reaches = |tree: &value::Map<'_>| {
+            value::any_text(tree, &mut |s| self.listeners.reached_by_bytes(s))
+        };
+        let (out, routes): (Bytes, &[String]) = match (&inspect, decoded) {
+            (Inspect::Strict(_), Err(why)) => {
+                return Err(Refusal::other(M2mError::other(
+                    400,
+                    format!("request body: {why}"),
+                )))
+            }
+            (_, Ok(tree)) if reaches(&tree) => return Err(steering_refusal("body", "body")),
+            (Inspect::Strict(_), Ok(tree)) => {
+                // what the proxy read, in a form no CSE parser can read another way
+                let mut out = Vec::with_capacity(body.len() + 16);
+                let tree = value::Value::Map(tree);
+                match plan.encoding {
+                    Encoding::Json => value::json_value(&tree, &mut out),
+                    Encoding::Cbor => value::cbor_value(&tree, &mut out),
+                }
+                (Bytes::from(out), &[])
+            }
+            (Inspect::Peer(routes), _) => (body.clone(), routes),
+            (Inspect::None, _) => (body.clone(), &[]),
+        };
+        Ok(ctx.bodies.whole_request(
+            &self.poa,
+            out,
+            held,
+            plan.encoding,
+            plan.direction,
+            Routes::Only(routes),
+        ))
     }
 
     async fn authenticate(
@@ -416,7 +611,9 @@ impl Ingress {
             AuthOrPolicy::Auth(method, failure) => {
                 mapping::challenges_for_refusal(&self.challenges, method, failure, &err.reason)
             }
-            AuthOrPolicy::Rule | AuthOrPolicy::Other => self.challenges.clone(),
+            AuthOrPolicy::Rule | AuthOrPolicy::Steering | AuthOrPolicy::Other => {
+                self.challenges.clone()
+            }
         };
         self.own_response(ctx.request_id.as_deref(), &err, &challenges)
     }
@@ -533,6 +730,7 @@ impl Ingress {
                 self.policy.clone(),
                 self.rules.clone(),
                 self.websocket.cse_id.clone(),
+                self.listeners.clone(),
                 self.websocket.max_message,
             )));
         }
@@ -618,7 +816,7 @@ impl Ingress {
                 Outcome::Refused,
                 Some(failure),
             ),
-            (Some((AuthOrPolicy::Rule, _)), identity) => (
+            (Some((AuthOrPolicy::Rule | AuthOrPolicy::Steering, _)), identity) => (
                 identity
                     .as_ref()
                     .map_or(ANONYMOUS, |i| i.proven_by.as_str()),
@@ -726,6 +924,31 @@ impl Side for Ingress {
 
     fn poa(&self) -> Option<(&PoaRewriter, Direction)> {
         Some((&self.poa, Direction::TowardLocal))
+    }
+
+    fn read_whole(
+        &self,
+        headers: &http::HeaderMap,
+        has_body: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<WholeBody> {
+        Ingress::read_whole(self, headers, has_body, ctx)
+    }
+
+    fn whole_body(
+        &self,
+        ctx: &mut RequestCtx,
+        plan: &WholeBody,
+        body: Bytes,
+        held: Held,
+    ) -> Result<std::result::Result<Bytes, Refused>> {
+        match Ingress::whole_body(self, ctx, plan, body, held) {
+            Ok(body) => Ok(Ok(body)),
+            Err(refusal) => Ok(Err(Refused {
+                response: self.refusal_response(ctx, refusal)?,
+                ends_connection: false,
+            })),
+        }
     }
 
     fn bodies(ctx: &mut RequestCtx) -> &mut BodyRewrite {

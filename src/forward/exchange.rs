@@ -12,13 +12,13 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::early::bytes_written;
-use super::side::{OwnResponse, Side};
+use super::side::{OwnResponse, Refused, Side};
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
 use crate::buffers::Held;
 use crate::headers;
 use crate::metrics;
-use crate::poa::rewrite::{direction_label, grow_body, BodyRewrite};
+use crate::poa::rewrite::{direction_label, grow_body};
 
 pub struct Exchange<'a, S: Side> {
     pub side: &'a S,
@@ -109,10 +109,18 @@ impl<S: Side> Exchange<'_, S> {
         let mut sent = Sent::default();
         let prefix = match upgraded {
             true => None,
-            false => {
-                self.read_whole(down, ctx, expect_continue, &mut sent)
-                    .await?
-            }
+            false => match self.read_whole(down, ctx, expect_continue, &mut sent).await? {
+                Ok(prefix) => prefix,
+                Err(refused) => {
+                    // the body was read: the connection can carry the next request
+                    let keep = !refused.ends_connection;
+                    if !keep {
+                        down.set_server_keepalive(None);
+                    }
+                    self.respond(down, refused.response).await?;
+                    return Ok(keep);
+                }
+            },
         };
         let mut head = Some(self.upstream_head(down, ctx, has_body)?);
 
@@ -254,29 +262,29 @@ impl<S: Side> Exchange<'_, S> {
         Ok(head)
     }
 
-    /// `poa` rewriting of the request body: one to inspect is read whole (up to
-    /// `limits.egress_rewrite_max_body`) before the head goes upstream, so that its rewritten
-    /// length is exact. A chunked body that turns out larger passes unchanged: what was read
-    /// goes first, the rest streams. Returns what to send before the rest of the body.
+    /// A request body the side inspects (`poa` rewriting, the ingress's checks) is read whole
+    /// (up to the side's limit) before the head goes upstream, so that what it sends has an
+    /// exact length. A chunked body that turns out larger passes unchanged: what was read goes
+    /// first, the rest streams. Returns what to send before the rest of the body, or the side's
+    /// refusal of the body.
     async fn read_whole(
         &self,
         down: &mut ServerSession,
         ctx: &mut S::Ctx,
         expect_continue: bool,
         sent: &mut Sent,
-    ) -> Result<Option<Bytes>> {
-        let Some((poa, direction)) = self.side.poa() else {
-            return Ok(None);
-        };
+    ) -> Result<std::result::Result<Option<Bytes>, Refused>> {
         let has_body = !down.is_body_empty();
-        let plan = BodyRewrite::request_plan(poa, &down.req_header().headers, has_body, direction);
-        let Some((encoding, declared)) = plan else {
-            return Ok(None);
+        let Some(plan) = self
+            .side
+            .read_whole(&down.req_header().headers, has_body, ctx)
+        else {
+            return Ok(Ok(None));
         };
         // a declared body that does not fit in the buffer budget is refused before it is sent
         let mut body = BytesMut::new();
         let mut held = Held::default();
-        if let Some(n) = declared {
+        if let Some(n) = plan.declared {
             grow_body(&mut body, &mut held, n, n, "request_body")?;
         }
         if expect_continue {
@@ -286,24 +294,20 @@ impl<S: Side> Exchange<'_, S> {
         }
         while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
             self.side.count_body(ctx, chunk.len())?;
-            if body.len() + chunk.len() <= poa.max_body() {
-                let limit = poa.max_body();
-                grow_body(&mut body, &mut held, chunk.len(), limit, "request_body")?;
+            if body.len() + chunk.len() <= plan.limit {
+                grow_body(&mut body, &mut held, chunk.len(), plan.limit, "request_body")?;
             }
             body.extend_from_slice(&chunk);
-            if body.len() > poa.max_body() {
-                metrics::poa_body_too_large(direction_label(direction));
-                return Ok(Some(body.freeze()));
+            if body.len() > plan.limit {
+                metrics::poa_body_too_large(direction_label(plan.direction));
+                return Ok(Ok(Some(body.freeze())));
             }
         }
         // counted for as long as the request keeps the body (a retry sends it again)
-        Ok(Some(S::bodies(ctx).whole_request(
-            poa,
-            body.freeze(),
-            held,
-            encoding,
-            direction,
-        )))
+        Ok(self
+            .side
+            .whole_body(ctx, &plan, body.freeze(), held)?
+            .map(Some))
     }
 
     /// A response body to rewrite is read whole (up to `limits.egress_rewrite_max_body`) before

@@ -33,7 +33,7 @@ use pingora::ErrorType;
 
 use bufwrite::BufWrite;
 use exchange::Exchange;
-pub use side::{OwnResponse, Refused, Side};
+pub use side::{OwnResponse, Refused, Side, WholeBody};
 use upstream::Upstream;
 pub use upstream::{Fixed, Target, Upstreams};
 

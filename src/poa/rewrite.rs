@@ -63,8 +63,19 @@ impl PoaRewriter {
 
     /// The rewritten body, or `None` when nothing changed; counted per route.
     pub fn rewrite(&self, body: &[u8], encoding: Encoding, direction: Direction) -> Option<Bytes> {
+        self.rewrite_for(body, encoding, direction, Routes::All)
+    }
+
+    /// The same with the mappings of `routes` only.
+    pub fn rewrite_for(
+        &self,
+        body: &[u8],
+        encoding: Encoding,
+        direction: Direction,
+        routes: Routes<'_>,
+    ) -> Option<Bytes> {
         let mut current: Option<Vec<u8>> = None;
-        for (route, map) in &self.maps {
+        for (route, map) in self.maps.iter().filter(|(name, _)| routes.includes(name)) {
             let input = current.as_deref().unwrap_or(body);
             if let Some((out, count)) = map.rewrite(input, encoding, direction) {
                 metrics::egress_poa_rewrites(route, direction_label(direction), count as u64);
@@ -76,6 +87,24 @@ impl PoaRewriter {
 
     pub fn max_body(&self) -> usize {
         self.max_body
+    }
+}
+
+/// Whose `poa` mappings apply to a body. On the ingress a request body gets a route's mapping
+/// only when the route's peer sent it (`egress[].peer_roles`): anyone else could otherwise
+/// point the CSE at that route by advertising the peer's public URL (issue 27.1).
+#[derive(Debug, Clone, Copy)]
+pub enum Routes<'a> {
+    All,
+    Only(&'a [String]),
+}
+
+impl Routes<'_> {
+    fn includes(&self, route: &str) -> bool {
+        match self {
+            Routes::All => true,
+            Routes::Only(names) => names.iter().any(|n| n == route),
+        }
     }
 }
 
@@ -172,8 +201,8 @@ impl BodyRewrite {
         }
     }
 
-    /// The whole request body, rewritten; `request_head` then gives its exact length. `held`
-    /// counts the body read; kept for as long as this request.
+    /// The whole request body, rewritten with the mappings of `routes`; `request_head` then
+    /// gives its exact length. `held` counts the body read; kept for as long as this request.
     pub fn whole_request(
         &mut self,
         rewriter: &PoaRewriter,
@@ -181,8 +210,11 @@ impl BodyRewrite {
         held: Held,
         encoding: Encoding,
         direction: Direction,
+        routes: Routes<'_>,
     ) -> Bytes {
-        let body = rewriter.rewrite(&body, encoding, direction).unwrap_or(body);
+        let body = rewriter
+            .rewrite_for(&body, encoding, direction, routes)
+            .unwrap_or(body);
         self.request_len = Some(body.len());
         self.held = held;
         body

@@ -18,6 +18,7 @@ use crate::metrics;
 use crate::onem2m::Rsc;
 use crate::originator::OriginatorPolicy;
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
+use crate::steering::Listeners;
 
 pub const JSON: &str = "oneM2M.json";
 pub const CBOR: &str = "oneM2M.cbor";
@@ -121,6 +122,8 @@ pub struct Gate {
     policy: Arc<ArcSwap<OriginatorPolicy>>,
     rules: Arc<ArcSwap<RuleSet>>,
     cse_id: Option<String>,
+    /// The egress listeners no primitive may name (issue 27.1).
+    listeners: Arc<Listeners>,
     client: ClientStream,
     server: ServerStream,
     /// Frames for the client waiting for a message boundary in the CSE's stream.
@@ -131,6 +134,9 @@ pub struct Gate {
     after_close: usize,
     mask: MaskKeys,
 }
+
+const STEERING: &str =
+    "the primitive names a URL of this sidecar's egress route: the CSE would send there as itself";
 
 /// After a close, a client may still send its own Close frame (at most 131 bytes); more than
 /// this means it is not closing, and the connection is ended.
@@ -143,6 +149,7 @@ impl Gate {
         policy: Arc<ArcSwap<OriginatorPolicy>>,
         rules: Arc<ArcSwap<RuleSet>>,
         cse_id: Option<String>,
+        listeners: Arc<Listeners>,
         max_message: usize,
     ) -> Self {
         Gate {
@@ -151,6 +158,7 @@ impl Gate {
             policy,
             rules,
             cse_id,
+            listeners,
             client: ClientStream::new(max_message),
             server: ServerStream::new(),
             waiting_for_client: BytesMut::new(),
@@ -259,6 +267,19 @@ impl Gate {
                 None,
                 None,
             ),
+            // the CSE would send there as itself (`rt.nu`, a subscription's `nu`, …)
+            Ok(_)
+                if request.op.is_some()
+                    && request.any_text(&mut |t| self.listeners.reached_by_bytes(t)) =>
+            {
+                metrics::steering_refused("websocket");
+                (
+                    Rsc::OriginatorHasNoPrivilege.code(),
+                    Cow::Borrowed(STEERING),
+                    None,
+                    None,
+                )
+            }
             Ok(originator) => match self.authorize(&request, originator) {
                 Ok(()) => {
                     let outcome = if request.fr.as_deref() == Some(originator) {
@@ -552,6 +573,7 @@ mod gate_tests {
                 RuleSet::compile(&Default::default()).unwrap(),
             )),
             None,
+            Arc::new(Listeners::default()),
             1024,
         )
     }
