@@ -411,7 +411,11 @@ impl Ingress {
 
     /// With egress routes: no header or query names an egress listener, and how the body is
     /// inspected (`ctx.inspect`). Nothing to do without routes.
-    fn steering(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> std::result::Result<(), Refusal> {
+    fn steering(
+        &self,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
         if self.listeners.is_empty() {
             return Ok(());
         }
@@ -435,7 +439,10 @@ impl Ingress {
         if !has_body(req) {
             return Ok(());
         }
-        let roles = ctx.identity.as_deref().map_or(&[][..], |i| i.roles.as_slice());
+        let roles = ctx
+            .identity
+            .as_deref()
+            .map_or(&[][..], |i| i.roles.as_slice());
         let peer_of: Vec<String> = self
             .peers
             .iter()

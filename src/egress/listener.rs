@@ -15,8 +15,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::Route;
 use crate::access_log;
-use crate::config::Effect;
 use crate::buffers::Held;
+use crate::config::Effect;
 use crate::forward::{OwnResponse, Refused, Side, WholeBody};
 use crate::headers::{self, ORIGIN};
 use crate::http_head;

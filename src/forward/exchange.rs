@@ -109,7 +109,10 @@ impl<S: Side> Exchange<'_, S> {
         let mut sent = Sent::default();
         let prefix = match upgraded {
             true => None,
-            false => match self.read_whole(down, ctx, expect_continue, &mut sent).await? {
+            false => match self
+                .read_whole(down, ctx, expect_continue, &mut sent)
+                .await?
+            {
                 Ok(prefix) => prefix,
                 Err(refused) => {
                     // the body was read: the connection can carry the next request
@@ -295,7 +298,13 @@ impl<S: Side> Exchange<'_, S> {
         while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
             self.side.count_body(ctx, chunk.len())?;
             if body.len() + chunk.len() <= plan.limit {
-                grow_body(&mut body, &mut held, chunk.len(), plan.limit, "request_body")?;
+                grow_body(
+                    &mut body,
+                    &mut held,
+                    chunk.len(),
+                    plan.limit,
+                    "request_body",
+                )?;
             }
             body.extend_from_slice(&chunk);
             if body.len() > plan.limit {
