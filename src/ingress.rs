@@ -32,10 +32,9 @@ use crate::originator::OriginatorPolicy;
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::{encoding_of, Direction, Encoding};
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
-use crate::steering::Listeners;
+use crate::steering::{BodyRefusal, Listeners};
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::gate::{self, Gate, Upgrade};
-use crate::websocket::value;
 
 /// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).
 pub const ANONYMOUS: &str = "anonymous";
@@ -524,33 +523,21 @@ impl Ingress {
         held: Held,
     ) -> std::result::Result<Bytes, Refusal> {
         let inspect = std::mem::take(&mut ctx.inspect);
-        let decoded = match plan.encoding {
-            Encoding::Json => value::decode_json(&body),
-            Encoding::Cbor => value::decode_cbor(&body),
-        };
-        let reaches = |tree: &value::Map<'_>| {
-            value::any_text(tree, &mut |s| self.listeners.reached_by_bytes(s))
-        };
-        let (out, routes): (Bytes, &[String]) = match (&inspect, decoded) {
-            (Inspect::Strict(_), Err(why)) => {
+        let strict = matches!(inspect, Inspect::Strict(_));
+        let checked = match self.listeners.check_body(&body, plan.encoding, strict) {
+            Ok(checked) => checked,
+            Err(BodyRefusal::NamesListener) => return Err(steering_refusal("body", "body")),
+            Err(BodyRefusal::Undecodable(why)) => {
                 return Err(Refusal::other(M2mError::other(
                     400,
                     format!("request body: {why}"),
                 )))
             }
-            (_, Ok(tree)) if reaches(&tree) => return Err(steering_refusal("body", "body")),
-            (Inspect::Strict(_), Ok(tree)) => {
-                // what the proxy read, in a form no CSE parser can read another way
-                let mut out = Vec::with_capacity(body.len() + 16);
-                let tree = value::Value::Map(tree);
-                match plan.encoding {
-                    Encoding::Json => value::json_value(&tree, &mut out),
-                    Encoding::Cbor => value::cbor_value(&tree, &mut out),
-                }
-                (Bytes::from(out), &[])
-            }
-            (Inspect::Peer(routes), _) => (body.clone(), routes),
-            (Inspect::None, _) => (body.clone(), &[]),
+        };
+        let (out, routes): (Bytes, &[String]) = match (&inspect, checked) {
+            (_, Some(canonical)) => (Bytes::from(canonical), &[]),
+            (Inspect::Peer(routes), None) => (body, routes),
+            (_, None) => (body, &[]),
         };
         Ok(ctx.bodies.whole_request(
             &self.poa,

@@ -233,6 +233,26 @@ pub fn render(p: &Prepared) -> String {
                 ""
             },
         ));
+        let allow = c
+            .egress
+            .iter()
+            .find(|r| r.name == route.name)
+            .and_then(|r| r.allow.as_ref());
+        line(format!(
+            "egress {}: peer on the ingress: {}; lets out: {}",
+            route.name,
+            match route.peer_roles.is_empty() {
+                true => "nobody (no peer_roles: no poa rewriting of request bodies)".to_string(),
+                false => format!("roles [{}]", route.peer_roles.join(", ")),
+            },
+            match allow {
+                Some(entries) => format!("{} allow entr(y/ies), the rest refused", entries.len()),
+                None => "everything originators lets out (no allow)".to_string(),
+            }
+        ));
+    }
+    if !p.routes.is_empty() {
+        line("egress listeners: requests (headers, query, bodies, WebSocket primitives) that name one are refused".into());
     }
     match &c.cse {
         Some(cse) => line(format!(

@@ -1484,8 +1484,8 @@ fn an_upgrade_request_with_a_body_does_not_leave_the_pod() {
 /// `<remoteCSE>` create) gave. Plain HTTP only, one request per connection, loopback only.
 struct NotifyingCse {
     addr: SocketAddr,
-    /// What the CSE stored: (method, path, originator, body) of every request.
-    seen: Arc<std::sync::Mutex<Vec<(String, String, String, serde_json::Value)>>>,
+    /// What the CSE stored of every request.
+    seen: Arc<std::sync::Mutex<Vec<Stored>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -1571,7 +1571,7 @@ impl NotifyingCse {
         format!("http://{}", self.addr)
     }
 
-    fn seen(&self) -> Vec<(String, String, String, serde_json::Value)> {
+    fn seen(&self) -> Vec<Stored> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -1587,10 +1587,13 @@ impl Drop for NotifyingCse {
 
 use std::io::{Read, Write};
 
+/// (method, path, originator, body) of a request a [`NotifyingCse`] got.
+type Stored = (String, String, String, serde_json::Value);
+/// (method, path, headers, body).
+type ReadRequest = (String, String, Vec<(String, String)>, Vec<u8>);
+
 /// One HTTP/1.1 request with a `Content-Length` body (or none).
-fn read_request(
-    mut conn: &std::net::TcpStream,
-) -> Option<(String, String, Vec<(String, String)>, Vec<u8>)> {
+fn read_request(mut conn: &std::net::TcpStream) -> Option<ReadRequest> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let end = loop {
