@@ -32,9 +32,10 @@ use crate::originator::OriginatorPolicy;
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::{encoding_of, Direction, Encoding};
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
-use crate::steering::{BodyRefusal, Listeners};
+use crate::steering::Listeners;
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::gate::{self, Gate, Upgrade};
+use crate::websocket::value;
 
 /// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).
 pub const ANONYMOUS: &str = "anonymous";
@@ -291,6 +292,50 @@ fn has_body(req: &RequestHeader) -> bool {
             .any(|v| v.to_str().map_or(true, |v| v.trim() != "0"))
 }
 
+/// Why [`check_body`] refused a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRefusal {
+    /// A text in it names an egress listener.
+    NamesListener,
+    /// The strict decoder refused it (why).
+    Undecodable(String),
+}
+
+/// A request body read whole, read as the CSE will read it (the strict decoders of
+/// `websocket::value`). `strict` (a client that is no CSE): a body the decoders refuse is
+/// refused, and what is forwarded is their canonical re-encoding (`Ok(Some)`), so no CSE
+/// parser reads it another way. Otherwise (a route's peer) an undecodable body passes as
+/// it came (`Ok(None)`). Either way a body with a text naming a listener is refused.
+pub fn check_body(
+    listeners: &Listeners,
+    body: &[u8],
+    encoding: Encoding,
+    strict: bool,
+) -> std::result::Result<Option<Vec<u8>>, BodyRefusal> {
+    let decoded = match encoding {
+        Encoding::Json => value::decode_json(body),
+        Encoding::Cbor => value::decode_cbor(body),
+    };
+    let tree = match decoded {
+        Ok(tree) => tree,
+        Err(why) if strict => return Err(BodyRefusal::Undecodable(why.to_string())),
+        Err(_) => return Ok(None),
+    };
+    if value::any_text(&tree, &mut |s| listeners.reached_by_bytes(s)) {
+        return Err(BodyRefusal::NamesListener);
+    }
+    if !strict {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let tree = value::Value::Map(tree);
+    match encoding {
+        Encoding::Json => value::json_value(&tree, &mut out),
+        Encoding::Cbor => value::cbor_value(&tree, &mut out),
+    }
+    Ok(Some(out))
+}
+
 /// What a refusal is counted as.
 #[derive(Clone, Copy)]
 pub enum AuthOrPolicy {
@@ -524,7 +569,7 @@ impl Ingress {
     ) -> std::result::Result<Bytes, Refusal> {
         let inspect = std::mem::take(&mut ctx.inspect);
         let strict = matches!(inspect, Inspect::Strict(_));
-        let checked = match self.listeners.check_body(&body, plan.encoding, strict) {
+        let checked = match check_body(&self.listeners, &body, plan.encoding, strict) {
             Ok(checked) => checked,
             Err(BodyRefusal::NamesListener) => return Err(steering_refusal("body", "body")),
             Err(BodyRefusal::Undecodable(why)) => {
@@ -1053,6 +1098,58 @@ impl Side for Ingress {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bodies_are_read_as_the_cse_reads_them() {
+        let l = Listeners::new(["127.0.0.1:8081".parse().unwrap()]);
+        let named = br#"{"m2m:sub":{"nu":["x","http:\/\/localhost:8081\/n"]}}"#;
+        for strict in [true, false] {
+            assert_eq!(
+                check_body(&l, named, crate::poa::Encoding::Json, strict),
+                Err(BodyRefusal::NamesListener)
+            );
+        }
+        // a key is text the CSE reads too
+        let key = br#"{"m2m:sub":{"http://127.0.0.1:8081/":1}}"#;
+        assert_eq!(
+            check_body(&l, key, crate::poa::Encoding::Json, true),
+            Err(BodyRefusal::NamesListener)
+        );
+        // what a lenient parser reads otherwise: refused from a client, passed from a peer
+        let dup = br#"{"m2m:sub":{"nu":["http://10.0.0.5/"],"nu":["http://127.0.0.1:8081/"]}}"#;
+        assert!(matches!(
+            check_body(&l, dup, crate::poa::Encoding::Json, true),
+            Err(BodyRefusal::Undecodable(_))
+        ));
+        assert_eq!(
+            check_body(&l, dup, crate::poa::Encoding::Json, false),
+            Ok(None)
+        );
+        // a client's body goes on in the canonical encoding
+        let ok = br#"{ "m2m:sub" : {"nu": ["http://10.0.0.5:9000/n"]} }"#;
+        let out = check_body(&l, ok, crate::poa::Encoding::Json, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, br#"{"m2m:sub":{"nu":["http:\/\/10.0.0.5:9000\/n"]}}"#);
+        assert_eq!(
+            check_body(&l, ok, crate::poa::Encoding::Json, false),
+            Ok(None)
+        );
+        // CBOR: a byte string is searched as well
+        let mut cbor = Vec::new();
+        ciborium::into_writer(
+            &ciborium::value::Value::Map(vec![(
+                ciborium::value::Value::Text("m2m:sub".into()),
+                ciborium::value::Value::Bytes(b"http://[::1]:8081/".to_vec()),
+            )]),
+            &mut cbor,
+        )
+        .unwrap();
+        assert_eq!(
+            check_body(&l, &cbor, crate::poa::Encoding::Cbor, true),
+            Err(BodyRefusal::NamesListener)
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -16,18 +16,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::poa::Encoding;
-use crate::websocket::value;
-
-/// Why [`Listeners::check_body`] refused a body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BodyRefusal {
-    /// A text in it names an egress listener.
-    NamesListener,
-    /// The strict decoder refused it (why).
-    Undecodable(String),
-}
-
 /// Ports a URL without one may mean (http, https, mqtt, mqtts, coap, coaps).
 const DEFAULT_PORTS: [u16; 6] = [80, 443, 1883, 8883, 5683, 5684];
 
@@ -84,41 +72,6 @@ impl Listeners {
             }
         }
         false
-    }
-
-    /// A request body read whole, read as the CSE will read it (the strict decoders of
-    /// `websocket::value`). `strict` (a client that is no CSE): a body the decoders refuse is
-    /// refused, and what is forwarded is their canonical re-encoding (`Ok(Some)`), so no CSE
-    /// parser reads it another way. Otherwise (a route's peer) an undecodable body passes as
-    /// it came (`Ok(None)`). Either way a body with a text naming a listener is refused.
-    pub fn check_body(
-        &self,
-        body: &[u8],
-        encoding: Encoding,
-        strict: bool,
-    ) -> Result<Option<Vec<u8>>, BodyRefusal> {
-        let decoded = match encoding {
-            Encoding::Json => value::decode_json(body),
-            Encoding::Cbor => value::decode_cbor(body),
-        };
-        let tree = match decoded {
-            Ok(tree) => tree,
-            Err(why) if strict => return Err(BodyRefusal::Undecodable(why.to_string())),
-            Err(_) => return Ok(None),
-        };
-        if value::any_text(&tree, &mut |s| self.reached_by_bytes(s)) {
-            return Err(BodyRefusal::NamesListener);
-        }
-        if !strict {
-            return Ok(None);
-        }
-        let mut out = Vec::with_capacity(body.len() + 16);
-        let tree = value::Value::Map(tree);
-        match encoding {
-            Encoding::Json => value::json_value(&tree, &mut out),
-            Encoding::Cbor => value::cbor_value(&tree, &mut out),
-        }
-        Ok(Some(out))
     }
 
     /// Every authority (what follows a `//`) in `v`.
@@ -406,50 +359,6 @@ mod tests {
         assert!(l.reached_by("http://localhost/x"));
         assert!(l.reached_by("http://127.0.0.1:/x"));
         assert!(!l.reached_by("http://127.0.0.1:8080/x"));
-    }
-
-    #[test]
-    fn bodies_are_read_as_the_cse_reads_them() {
-        let l = listeners();
-        let named = br#"{"m2m:sub":{"nu":["x","http:\/\/localhost:8081\/n"]}}"#;
-        for strict in [true, false] {
-            assert_eq!(
-                l.check_body(named, Encoding::Json, strict),
-                Err(BodyRefusal::NamesListener)
-            );
-        }
-        // a key is text the CSE reads too
-        let key = br#"{"m2m:sub":{"http://127.0.0.1:8081/":1}}"#;
-        assert_eq!(
-            l.check_body(key, Encoding::Json, true),
-            Err(BodyRefusal::NamesListener)
-        );
-        // what a lenient parser reads otherwise: refused from a client, passed from a peer
-        let dup = br#"{"m2m:sub":{"nu":["http://10.0.0.5/"],"nu":["http://127.0.0.1:8081/"]}}"#;
-        assert!(matches!(
-            l.check_body(dup, Encoding::Json, true),
-            Err(BodyRefusal::Undecodable(_))
-        ));
-        assert_eq!(l.check_body(dup, Encoding::Json, false), Ok(None));
-        // a client's body goes on in the canonical encoding
-        let ok = br#"{ "m2m:sub" : {"nu": ["http://10.0.0.5:9000/n"]} }"#;
-        let out = l.check_body(ok, Encoding::Json, true).unwrap().unwrap();
-        assert_eq!(out, br#"{"m2m:sub":{"nu":["http:\/\/10.0.0.5:9000\/n"]}}"#);
-        assert_eq!(l.check_body(ok, Encoding::Json, false), Ok(None));
-        // CBOR: a byte string is searched as well
-        let mut cbor = Vec::new();
-        ciborium::into_writer(
-            &ciborium::value::Value::Map(vec![(
-                ciborium::value::Value::Text("m2m:sub".into()),
-                ciborium::value::Value::Bytes(b"http://[::1]:8081/".to_vec()),
-            )]),
-            &mut cbor,
-        )
-        .unwrap();
-        assert_eq!(
-            l.check_body(&cbor, Encoding::Cbor, true),
-            Err(BodyRefusal::NamesListener)
-        );
     }
 
     #[test]

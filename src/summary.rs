@@ -246,7 +246,12 @@ pub fn render(p: &Prepared) -> String {
                 false => format!("roles [{}]", route.peer_roles.join(", ")),
             },
             match allow {
-                Some(entries) => format!("{} allow entr(y/ies), the rest refused", entries.len()),
+                Some(entries) => format!(
+                    "what its {} allow entr{} name{}, the rest refused",
+                    entries.len(),
+                    if entries.len() == 1 { "y" } else { "ies" },
+                    if entries.len() == 1 { "s" } else { "" }
+                ),
                 None => "everything originators lets out (no allow)".to_string(),
             }
         ));

@@ -221,11 +221,6 @@ impl Route {
         }
     }
 
-    /// Whether an identity with these roles is this route's peer.
-    pub fn is_peer(&self, roles: &[String]) -> bool {
-        self.peer_roles.iter().any(|r| roles.contains(r))
-    }
-
     /// The route's files, each reloaded on its own.
     pub fn reloadables(self: &Arc<Self>) -> Vec<Box<dyn Reloadable>> {
         let mut items: Vec<Box<dyn Reloadable>> = Vec::new();
