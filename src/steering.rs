@@ -51,6 +51,13 @@ impl Listeners {
         if self.ports.is_empty() || !s.iter().any(|b| matches!(b, b'/' | b'\\' | b'%')) {
             return false;
         }
+        // the common case, nothing to drop or decode: read as written, without a copy
+        if !s
+            .iter()
+            .any(|b| matches!(b, b'\\' | b'%' | b'\t' | b'\r' | b'\n'))
+        {
+            return self.authorities_reach(s);
+        }
         // as written (a client drops tabs and line breaks), then `\` as `/` and decoded, again
         // until nothing changes
         let mut view: Vec<u8> = s

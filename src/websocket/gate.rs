@@ -270,6 +270,7 @@ impl Gate {
             // the CSE would send there as itself (`rt.nu`, a subscription's `nu`, …)
             Ok(_)
                 if request.op.is_some()
+                    && !self.listeners.is_empty()
                     && request.any_text(&mut |t| self.listeners.reached_by_bytes(t)) =>
             {
                 metrics::steering_refused("websocket");
