@@ -7,7 +7,9 @@
 //!   valgrind --tool=callgrind --toggle-collect='*Gate*on_client_data*' \
 //!     target/release/deps/gate_callgrind-* CASE N
 //!
-//! Without arguments it lists the cases.
+//! Without arguments it lists the cases. `http_*` cases drive the ingress's work on an HTTP
+//! request body read whole with an egress route (`http_body`; issue 27.1: toggle-collect
+//! `*http_body*`). `GATE_EGRESS=127.0.0.1:8081` gives the gate that egress listener.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use arc_swap::ArcSwap;
 use m2m_auth_proxy::config::OriginatorConfig;
 use m2m_auth_proxy::identity::{Identity, Method};
 use m2m_auth_proxy::originator::OriginatorPolicy;
+use m2m_auth_proxy::poa::rewrite::PoaRewriter;
+use m2m_auth_proxy::poa::{Direction, Encoding as BodyEncoding};
 use m2m_auth_proxy::rules::RuleSet;
 use m2m_auth_proxy::websocket::frame::{encode_frame, Opcode};
 use m2m_auth_proxy::websocket::gate::Gate;
@@ -72,7 +76,37 @@ fn cases() -> Vec<(&'static str, Encoding, Opcode, Vec<u8>)> {
             ),
         ),
         ("cbor_ae_create", Encoding::Cbor, Opcode::Binary, cbor(&ae)),
+        (
+            "http_json_ae_create",
+            Encoding::Json,
+            Opcode::Text,
+            AE.as_bytes().to_vec(),
+        ),
+        (
+            "http_cbor_ae_create",
+            Encoding::Cbor,
+            Opcode::Binary,
+            cbor(&serde_json::from_str(AE).unwrap()),
+        ),
     ]
+}
+
+/// What the ingress does with an AE's request body read whole when there are egress routes:
+/// the strict check for URLs of the listeners with canonical re-encoding (issue 27.1), then
+/// `poa` rewriting with no route's mappings (an AE is no route's peer).
+#[inline(never)]
+fn http_body(
+    listeners: &m2m_auth_proxy::steering::Listeners,
+    poa: &PoaRewriter,
+    body: &[u8],
+    encoding: BodyEncoding,
+) -> usize {
+    use m2m_auth_proxy::poa::rewrite::Routes;
+    let out = m2m_auth_proxy::ingress::check_body(listeners, body, encoding, true)
+        .expect("no listener named")
+        .expect("re-encoded");
+    poa.rewrite_for(&out, encoding, Direction::TowardLocal, Routes::Only(&[]))
+        .map_or(out.len(), |b| b.len())
 }
 
 fn main() {
@@ -91,6 +125,32 @@ fn main() {
         return;
     };
     let (_, encoding, opcode, payload) = all.iter().find(|c| c.0 == name).expect("a case name");
+    if name.starts_with("http_") {
+        let poa = PoaRewriter::new(
+            &[(
+                "registrar",
+                "https://in-cse.example.com:8443",
+                "http://127.0.0.1:8081",
+            )],
+            1 << 20,
+        )
+        .unwrap();
+        let listeners =
+            m2m_auth_proxy::steering::Listeners::new(["127.0.0.1:8081".parse().unwrap()]);
+        let encoding = match encoding {
+            Encoding::Json => BodyEncoding::Json,
+            Encoding::Cbor => BodyEncoding::Cbor,
+        };
+        let mut bytes = 0usize;
+        for _ in 0..n {
+            bytes += http_body(&listeners, &poa, black_box(payload), encoding);
+        }
+        println!(
+            "{name}: {n} bodies of {} bytes, {bytes} bytes out",
+            payload.len()
+        );
+        return;
+    }
     let policy = OriginatorPolicy::from_config(&OriginatorConfig::default()).unwrap();
     let identity = Identity {
         name: "Cae-sensor1".into(),
@@ -107,6 +167,11 @@ fn main() {
             RuleSet::compile(&Default::default()).unwrap(),
         )),
         None,
+        Arc::new(m2m_auth_proxy::steering::Listeners::new(
+            std::env::var("GATE_EGRESS")
+                .ok()
+                .and_then(|a| a.parse().ok()),
+        )),
         1 << 20,
     );
     let frame = encode_frame(*opcode, payload, Some([0x12, 0x34, 0x56, 0x78]));

@@ -851,6 +851,7 @@ fn websocket(c: &mut Criterion) {
                 m2m_auth_proxy::rules::RuleSet::compile(&Default::default()).unwrap(),
             )),
             None,
+            Arc::new(m2m_auth_proxy::steering::Listeners::default()),
             1 << 20,
         );
         g.bench_function(name, |b| {

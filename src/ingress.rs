@@ -18,9 +18,9 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access_log::{self, AccessRecord};
 use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
-use crate::buffers;
+use crate::buffers::{self, Held};
 use crate::config::{Anonymous, Effect, Operation, ResourceType, WebSocketConfig};
-use crate::forward::{OwnResponse, Refused, Side};
+use crate::forward::{OwnResponse, Refused, Side, WholeBody};
 use crate::headers::{self, Forwarding};
 use crate::http_head;
 use crate::identity::{Identity, Method};
@@ -30,12 +30,14 @@ use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_N
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
 use crate::parts::Known;
-use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
-use crate::poa::Direction;
+use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
+use crate::poa::{encoding_of, Direction, Encoding};
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
+use crate::steering::Listeners;
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::content;
 use crate::websocket::gate::{self, Gate, Upgrade};
+use crate::websocket::value;
 
 /// The `method` label of requests forwarded without authentication (`auth.anonymous: allow`).
 pub const ANONYMOUS: &str = "anonymous";
@@ -56,6 +58,11 @@ pub struct Ingress {
     pub websocket: WebSocketConfig,
     /// `poa` URLs of the egress routes' peers, rewritten toward the CSE and back.
     pub poa: Arc<PoaRewriter>,
+    /// The egress routes: (name, `peer_roles`). An identity holding a route's peer role acts as
+    /// a CSE; its request bodies get that route's `poa` rewriting (if the route rewrites).
+    pub peers: Vec<(String, Vec<String>)>,
+    /// The egress listeners: no client may make the CSE send to one of them (issue 27.1).
+    pub listeners: Arc<Listeners>,
     /// `authorization`, replaced whole by a config reload.
     pub rules: Arc<ArcSwap<RuleSet>>,
 }
@@ -129,6 +136,24 @@ pub struct RequestCtx {
     /// An update the rules allow only if its content makes the CSE act on nothing they deny
     /// (`crate::websocket::content`): its body is read whole and judged before it goes on.
     pub content_pending: Option<Box<rules::Target>>,
+    /// The encoding of that update's body, from its `Content-Type`.
+    pub content_encoding: Option<Encoding>,
+    /// How the request body is inspected before it goes to the CSE.
+    pub inspect: Inspect,
+}
+
+/// What happens to a request body when the sidecar has egress routes (issue 27.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Inspect {
+    /// Forwarded as it comes: no egress route, no body, or one too large to inspect.
+    #[default]
+    None,
+    /// From a client that is no CSE: decoded strictly, refused when it names an egress
+    /// listener, forwarded in the proxy's canonical encoding.
+    Strict(Encoding),
+    /// From the peer of these routes: their `poa` rewriting; refused when it can be decoded
+    /// and names an egress listener, forwarded otherwise.
+    Peer(Vec<String>),
 }
 
 impl Default for RequestCtx {
@@ -150,6 +175,8 @@ impl Default for RequestCtx {
             bodies: BodyRewrite::default(),
             content_type: None,
             content_pending: None,
+            content_encoding: None,
+            inspect: Inspect::None,
         }
     }
 }
@@ -299,12 +326,80 @@ fn registers_ae(req: &RequestHeader) -> bool {
     }
 }
 
+/// A request that names a URL of an egress listener (`place`: where it did).
+fn steering_refusal(label: &'static str, place: &str) -> Refusal {
+    metrics::steering_refused(label);
+    Refusal {
+        kind: AuthOrPolicy::Steering,
+        err: M2mError::forbidden(format!(
+            "the {place} names a URL of this sidecar's egress route: the CSE would send there as itself"
+        )),
+    }
+}
+
+/// Whether the head announces a body: a `Transfer-Encoding`, or a `Content-Length` other than
+/// 0 (an unreadable one too: Pingora refuses it before a body is read).
+fn has_body(req: &RequestHeader) -> bool {
+    req.headers.contains_key(http::header::TRANSFER_ENCODING)
+        || req
+            .headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.to_str().map_or(true, |v| v.trim() != "0"))
+}
+
+/// Why [`check_body`] refused a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyRefusal {
+    /// A text in it names an egress listener.
+    NamesListener,
+    /// The strict decoder refused it (why).
+    Undecodable(String),
+}
+
+/// A request body read whole, read as the CSE will read it (the strict decoders of
+/// `websocket::value`). `strict` (a client that is no CSE): a body the decoders refuse is
+/// refused, and what is forwarded is their canonical re-encoding (`Ok(Some)`), so no CSE
+/// parser reads it another way. Otherwise (a route's peer) an undecodable body passes as
+/// it came (`Ok(None)`). Either way a body with a text naming a listener is refused.
+pub fn check_body(
+    listeners: &Listeners,
+    body: &[u8],
+    encoding: Encoding,
+    strict: bool,
+) -> std::result::Result<Option<Vec<u8>>, BodyRefusal> {
+    let decoded = match encoding {
+        Encoding::Json => value::decode_json(body),
+        Encoding::Cbor => value::decode_cbor(body),
+    };
+    let tree = match decoded {
+        Ok(tree) => tree,
+        Err(why) if strict => return Err(BodyRefusal::Undecodable(why.to_string())),
+        Err(_) => return Ok(None),
+    };
+    if value::any_text(&tree, &mut |s| listeners.reached_by_bytes(s)) {
+        return Err(BodyRefusal::NamesListener);
+    }
+    if !strict {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(body.len() + 16);
+    let tree = value::Value::Map(tree);
+    match encoding {
+        Encoding::Json => value::json_value(&tree, &mut out),
+        Encoding::Cbor => value::cbor_value(&tree, &mut out),
+    }
+    Ok(Some(out))
+}
+
 /// What a refusal is counted as.
 #[derive(Clone, Copy)]
 pub enum AuthOrPolicy {
     Auth(Option<Method>, Failure),
     /// Denied by an authorization rule (authenticated, not an authentication failure).
     Rule,
+    /// It names a URL of an egress listener.
+    Steering,
     Other,
 }
 
@@ -412,35 +507,193 @@ impl Ingress {
         }
         let rules = self.rules.load();
         decide(&self.policy.load(), &rules, req, ctx)?;
-        if ctx.upgraded {
-            // an upgrade carries no body to read: content that decides is unreadable
-            decide_content(&rules, Known::Unknown, ctx)?;
+        if ctx.content_pending.is_some() {
+            let declared = req
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if ctx.upgraded || declared.is_some_and(|n| n > self.poa.max_body()) {
+                // an upgrade carries no body to read, and one too large is not read: content
+                // that decides is unreadable
+                decide_content(&rules, Known::Unknown, ctx)?;
+            } else if !has_body(req) {
+                decide_content(&rules, Known::Is(None), ctx)?;
+            }
         }
-        Ok(())
+        self.steering(req, ctx)
     }
 
-    /// After `admit`: an update whose content decides is read whole, up to this many bytes.
-    pub fn body_to_judge(&self, ctx: &RequestCtx) -> Option<usize> {
-        ctx.content_pending.as_ref().map(|_| self.poa.max_body())
-    }
-
-    /// The body of an update whose content decides (`None`: larger than `body_to_judge`).
-    pub fn judge_body(
+    /// With egress routes: no header or query names an egress listener, and how the body is
+    /// inspected (`ctx.inspect`). Nothing to do without routes.
+    fn steering(
         &self,
         req: &RequestHeader,
         ctx: &mut RequestCtx,
-        body: Option<&[u8]>,
     ) -> std::result::Result<(), Refusal> {
-        let encoding = req
+        if self.listeners.is_empty() {
+            return Ok(());
+        }
+        let named = req
+            .headers
+            .iter()
+            // never forwarded to the CSE as the client sent them
+            .filter(|(name, _)| !matches!(name.as_str(), "authorization" | "proxy-authorization"))
+            .find(|(_, v)| self.listeners.reached_by_bytes(v.as_bytes()))
+            .map(|(name, _)| name.as_str());
+        if let Some(name) = named {
+            return Err(steering_refusal("header", &format!("header {name}")));
+        }
+        if req
+            .uri
+            .query()
+            .is_some_and(|q| self.listeners.reached_by(q))
+        {
+            return Err(steering_refusal("query", "query"));
+        }
+        if !has_body(req) {
+            return Ok(());
+        }
+        let roles = ctx
+            .identity
+            .as_deref()
+            .map_or(&[][..], |i| i.roles.as_slice());
+        let peer_of: Vec<String> = self
+            .peers
+            .iter()
+            .filter(|(_, peer_roles)| peer_roles.iter().any(|r| roles.contains(r)))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !peer_of.is_empty() {
+            ctx.inspect = Inspect::Peer(peer_of);
+            return Ok(());
+        }
+        let content_type = req
             .headers
             .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::poa::encoding_of);
-        let content = match body {
-            Some(body) => content::of_body(encoding, body),
-            None => Known::Unknown,
+            .and_then(|v| v.to_str().ok());
+        let Some(encoding) = content_type.and_then(encoding_of) else {
+            return Err(Refusal::other(M2mError::unsupported_media_type(
+                "with egress routes, a request body must be oneM2M JSON or CBOR (the proxy reads it for URLs of its egress listeners)",
+            )));
         };
-        decide_content(&self.rules.load(), content, ctx)
+        // the CSE reads the body in the encoding the proxy read it in
+        if let (None, Some(ct)) = (&ctx.content_type, content_type) {
+            let ty = rules::content_type_ty(ct)
+                .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+            let canonical = http_head::canonical_content_type(ct, ty.map(|t| t.0))
+                .map_err(|e| Refusal::other(M2mError::other(400, e)))?;
+            ctx.content_type = Some(canonical);
+        }
+        ctx.inspect = Inspect::Strict(encoding);
+        Ok(())
+    }
+
+    /// How the body is read whole: for `ctx.inspect`, a client's up to `limits.max_body` (all of
+    /// it), a peer's up to `limits.egress_rewrite_max_body` (a larger one passes); an update whose
+    /// content decides (`ctx.content_pending`), up to `limits.egress_rewrite_max_body` (a larger
+    /// one is judged unread).
+    pub fn read_whole(
+        &self,
+        headers: &http::HeaderMap,
+        has_body: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<WholeBody> {
+        if !has_body {
+            return None;
+        }
+        let content_encoding = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(encoding_of);
+        let inspected = match &ctx.inspect {
+            Inspect::None => None,
+            Inspect::Strict(encoding) => Some((
+                *encoding,
+                usize::try_from(self.limits.max_body).unwrap_or(usize::MAX),
+            )),
+            Inspect::Peer(_) => content_encoding.map(|e| (e, self.poa.max_body())),
+        };
+        let judged = ctx.content_pending.is_some();
+        if judged {
+            ctx.content_encoding = content_encoding;
+        }
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        let direction = Direction::TowardLocal;
+        let (encoding, limit) = match inspected {
+            Some((encoding, limit)) if !judged => {
+                if declared.is_some_and(|n| n > limit) {
+                    metrics::poa_body_too_large(crate::poa::rewrite::direction_label(direction));
+                    ctx.inspect = Inspect::None;
+                    return None;
+                }
+                (encoding, limit)
+            }
+            Some((encoding, limit)) => (encoding, limit.max(self.poa.max_body())),
+            None if judged => (
+                content_encoding.unwrap_or(Encoding::Json),
+                self.poa.max_body(),
+            ),
+            None => return None,
+        };
+        Some(WholeBody {
+            encoding,
+            declared,
+            limit,
+            direction,
+        })
+    }
+
+    /// The body read whole (`complete: false`: only its start, it outgrew the limit): an update
+    /// whose content decides is judged by it; refused when it names an egress listener (or,
+    /// from a client that is no CSE, cannot be decoded strictly); a client's re-encoded, a
+    /// peer's `poa` rewritten.
+    pub fn whole_body(
+        &self,
+        ctx: &mut RequestCtx,
+        plan: &WholeBody,
+        body: Bytes,
+        held: Held,
+        complete: bool,
+    ) -> std::result::Result<Bytes, Refusal> {
+        if ctx.content_pending.is_some() {
+            let content = match complete {
+                true => content::of_body(ctx.content_encoding, &body),
+                false => Known::Unknown,
+            };
+            decide_content(&self.rules.load(), content, ctx)?;
+        }
+        let inspect = std::mem::take(&mut ctx.inspect);
+        if !complete || inspect == Inspect::None {
+            return Ok(body);
+        }
+        let strict = matches!(inspect, Inspect::Strict(_));
+        let checked = match check_body(&self.listeners, &body, plan.encoding, strict) {
+            Ok(checked) => checked,
+            Err(BodyRefusal::NamesListener) => return Err(steering_refusal("body", "body")),
+            Err(BodyRefusal::Undecodable(why)) => {
+                return Err(Refusal::other(M2mError::other(
+                    400,
+                    format!("request body: {why}"),
+                )))
+            }
+        };
+        let (out, routes): (Bytes, &[String]) = match (&inspect, checked) {
+            (_, Some(canonical)) => (Bytes::from(canonical), &[]),
+            (Inspect::Peer(routes), None) => (body, routes),
+            (_, None) => (body, &[]),
+        };
+        Ok(ctx.bodies.whole_request(
+            &self.poa,
+            out,
+            held,
+            plan.encoding,
+            plan.direction,
+            Routes::Only(routes),
+        ))
     }
 
     async fn authenticate(
@@ -499,7 +752,9 @@ impl Ingress {
             AuthOrPolicy::Auth(method, failure) => {
                 mapping::challenges_for_refusal(&self.challenges, method, failure, &err.reason)
             }
-            AuthOrPolicy::Rule | AuthOrPolicy::Other => self.challenges.clone(),
+            AuthOrPolicy::Rule | AuthOrPolicy::Steering | AuthOrPolicy::Other => {
+                self.challenges.clone()
+            }
         };
         self.own_response(ctx.request_id.as_deref(), &err, &challenges)
     }
@@ -616,6 +871,7 @@ impl Ingress {
                 self.policy.clone(),
                 self.rules.clone(),
                 self.websocket.cse_id.clone(),
+                self.listeners.clone(),
                 self.websocket.max_message,
             )));
         }
@@ -701,7 +957,7 @@ impl Ingress {
                 Outcome::Refused,
                 Some(failure),
             ),
-            (Some((AuthOrPolicy::Rule, _)), identity) => (
+            (Some((AuthOrPolicy::Rule | AuthOrPolicy::Steering, _)), identity) => (
                 identity
                     .as_ref()
                     .map_or(ANONYMOUS, |i| i.proven_by.as_str()),
@@ -811,6 +1067,33 @@ impl Side for Ingress {
         Some((&self.poa, Direction::TowardLocal))
     }
 
+    fn read_whole(
+        &self,
+        headers: &http::HeaderMap,
+        has_body: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<WholeBody> {
+        Ingress::read_whole(self, headers, has_body, ctx)
+    }
+
+    fn whole_body(
+        &self,
+        ctx: &mut RequestCtx,
+        plan: &WholeBody,
+        body: Bytes,
+        held: Held,
+        complete: bool,
+    ) -> Result<std::result::Result<Bytes, Refused>> {
+        match Ingress::whole_body(self, ctx, plan, body, held, complete) {
+            Ok(body) => Ok(Ok(body)),
+            // a body not read to its end cannot be drained: the connection closes
+            Err(refusal) => Ok(Err(Refused {
+                response: self.refusal_response(ctx, refusal)?,
+                ends_connection: !complete,
+            })),
+        }
+    }
+
     fn bodies(ctx: &mut RequestCtx) -> &mut BodyRewrite {
         &mut ctx.bodies
     }
@@ -859,22 +1142,6 @@ impl Side for Ingress {
 
     fn count_body(&self, ctx: &mut RequestCtx, len: usize) -> Result<()> {
         Ingress::count_body(self, ctx, len)
-    }
-
-    fn body_to_judge(&self, ctx: &RequestCtx) -> Option<usize> {
-        Ingress::body_to_judge(self, ctx)
-    }
-
-    fn judge_body(
-        &self,
-        req: &RequestHeader,
-        ctx: &mut RequestCtx,
-        body: Option<&[u8]>,
-    ) -> Result<Option<OwnResponse>> {
-        match Ingress::judge_body(self, req, ctx, body) {
-            Ok(()) => Ok(None),
-            Err(refusal) => self.refusal_response(ctx, refusal).map(Some),
-        }
     }
 
     fn upstream_request(
@@ -935,6 +1202,58 @@ impl Side for Ingress {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bodies_are_read_as_the_cse_reads_them() {
+        let l = Listeners::new(["127.0.0.1:8081".parse().unwrap()]);
+        let named = br#"{"m2m:sub":{"nu":["x","http:\/\/localhost:8081\/n"]}}"#;
+        for strict in [true, false] {
+            assert_eq!(
+                check_body(&l, named, crate::poa::Encoding::Json, strict),
+                Err(BodyRefusal::NamesListener)
+            );
+        }
+        // a key is text the CSE reads too
+        let key = br#"{"m2m:sub":{"http://127.0.0.1:8081/":1}}"#;
+        assert_eq!(
+            check_body(&l, key, crate::poa::Encoding::Json, true),
+            Err(BodyRefusal::NamesListener)
+        );
+        // what a lenient parser reads otherwise: refused from a client, passed from a peer
+        let dup = br#"{"m2m:sub":{"nu":["http://10.0.0.5/"],"nu":["http://127.0.0.1:8081/"]}}"#;
+        assert!(matches!(
+            check_body(&l, dup, crate::poa::Encoding::Json, true),
+            Err(BodyRefusal::Undecodable(_))
+        ));
+        assert_eq!(
+            check_body(&l, dup, crate::poa::Encoding::Json, false),
+            Ok(None)
+        );
+        // a client's body goes on in the canonical encoding
+        let ok = br#"{ "m2m:sub" : {"nu": ["http://10.0.0.5:9000/n"]} }"#;
+        let out = check_body(&l, ok, crate::poa::Encoding::Json, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, br#"{"m2m:sub":{"nu":["http:\/\/10.0.0.5:9000\/n"]}}"#);
+        assert_eq!(
+            check_body(&l, ok, crate::poa::Encoding::Json, false),
+            Ok(None)
+        );
+        // CBOR: a byte string is searched as well
+        let mut cbor = Vec::new();
+        ciborium::into_writer(
+            &ciborium::value::Value::Map(vec![(
+                ciborium::value::Value::Text("m2m:sub".into()),
+                ciborium::value::Value::Bytes(b"http://[::1]:8081/".to_vec()),
+            )]),
+            &mut cbor,
+        )
+        .unwrap();
+        assert_eq!(
+            check_body(&l, &cbor, crate::poa::Encoding::Cbor, true),
+            Err(BodyRefusal::NamesListener)
+        );
+    }
+
     use super::*;
 
     #[test]

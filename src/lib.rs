@@ -39,6 +39,7 @@ pub mod random;
 pub mod reload;
 pub mod rules;
 pub mod server;
+pub mod steering;
 pub mod summary;
 pub mod target;
 pub mod tls;

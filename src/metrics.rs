@@ -171,6 +171,11 @@ metric!(POA_TOO_LARGE: IntCounterVec = register_int_counter_vec!(
     "oneM2M bodies larger than limits.egress_rewrite_max_body, passed on without poa rewriting, by direction.",
     &["direction"]
 ));
+metric!(STEERING: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_egress_steering_refusals_total",
+    "Requests refused because they name a URL of an egress listener, by where (header, query, body, websocket).",
+    &["place"]
+));
 metric!(DECISIONS: IntCounterVec = register_int_counter_vec!(
     "m2m_auth_proxy_authorization_decisions_total",
     "Decisions of the authorization rules, by the deciding rule (`default` when none matched) and effect (allow, deny).",
@@ -289,6 +294,11 @@ pub fn init(known: &KnownLabels) {
         POA_REWRITES.with_label_values(&["", "public_url", direction]);
         POA_TOO_LARGE.with_label_values(&[direction]);
     }
+    if !known.egress_routes.is_empty() {
+        for place in STEERING_PLACES {
+            STEERING.with_label_values(&[place]);
+        }
+    }
     for rule in &known.rules {
         for effect in &known.effects {
             DECISIONS.with_label_values(&[rule.as_str(), effect]);
@@ -365,6 +375,13 @@ pub fn egress_poa_rewrites(route: &str, kind: &str, direction: &str, count: u64)
     POA_REWRITES
         .with_label_values(&[route, kind, direction])
         .inc_by(count);
+}
+
+/// Where a request named a URL of an egress listener.
+pub const STEERING_PLACES: [&str; 4] = ["header", "query", "body", "websocket"];
+
+pub fn steering_refused(place: &'static str) {
+    STEERING.with_label_values(&[place]).inc();
 }
 
 pub fn poa_body_too_large(direction: &str) {

@@ -39,6 +39,7 @@ use crate::originator::OriginatorPolicy;
 use crate::poa::rewrite::PoaRewriter;
 use crate::reload::{FileKind, ReadSettings, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
+use crate::steering::Listeners;
 use crate::tls::handshake::HandshakeFailure;
 use crate::tls::{self, TlsState};
 
@@ -503,6 +504,12 @@ pub fn run(p: Prepared) -> Result<()> {
         tls: p.config.tls.is_some(),
         policy: p.policy.clone(),
         poa: p.poa.clone(),
+        peers: p
+            .routes
+            .iter()
+            .map(|r| (r.name.clone(), r.peer_roles.clone()))
+            .collect(),
+        listeners: Arc::new(Listeners::new(p.routes.iter().map(|r| r.listen))),
         rules: p.rules.clone(),
     });
     let listen = p.resolved.listen.to_string();

@@ -246,6 +246,31 @@ pub fn render(p: &Prepared) -> String {
                 ""
             },
         ));
+        let allow = c
+            .egress
+            .iter()
+            .find(|r| r.name == route.name)
+            .and_then(|r| r.allow.as_ref());
+        line(format!(
+            "egress {}: peer on the ingress: {}; lets out: {}",
+            route.name,
+            match route.peer_roles.is_empty() {
+                true => "nobody (no peer_roles: no poa rewriting of request bodies)".to_string(),
+                false => format!("roles [{}]", route.peer_roles.join(", ")),
+            },
+            match allow {
+                Some(entries) => format!(
+                    "what its {} allow entr{} name{}, the rest refused",
+                    entries.len(),
+                    if entries.len() == 1 { "y" } else { "ies" },
+                    if entries.len() == 1 { "s" } else { "" }
+                ),
+                None => "everything originators lets out (no allow)".to_string(),
+            }
+        ));
+    }
+    if !p.routes.is_empty() {
+        line("egress listeners: requests (headers, query, bodies, WebSocket primitives) that name one are refused".into());
     }
     match &c.cse {
         Some(cse) => line(format!(
@@ -305,7 +330,7 @@ fn poa_lines(p: &Prepared) -> Vec<String> {
         "poa rewriting in oneM2M JSON/CBOR bodies up to {} bytes (a poa string is rewritten by the first mapping that matches, once):",
         c.limits.egress_rewrite_max_body
     )];
-    const INTO: &str = "entering the pod (ingress requests, egress responses)";
+    const INTO: &str = "entering the pod (egress responses; ingress requests of a route's peer)";
     for r in &routes {
         let peer = r.peer.base();
         out.push(format!(

@@ -74,7 +74,7 @@ impl Pod {
         client: &CertKey,
     ) -> String {
         let route = format!(
-            "  - name: {name}\n    listen: \"{}\"\n    peer: \"{}\"\n    tls:\n      ca: {}\n      cert: {}\n      key: {}\n",
+            "  - name: {name}\n    listen: \"{}\"\n    peer: \"{}\"\n    peer_roles: [cse]\n    tls:\n      ca: {}\n      cert: {}\n      key: {}\n",
             self.egress,
             peer.public(),
             peer.ca.cert.display(),
@@ -87,7 +87,7 @@ impl Pod {
     /// The sidecar with `routes` as its `egress` list.
     fn yaml_with(&self, csi: &str, rn: &str, cse_extra: &str, routes: &str) -> String {
         format!(
-            "listen: \"{addr}\"\nthreads: 2\nadmin: \"{admin}\"\nupstream: \"{up}\"\ntls:\n  cert: {cert}\n  key: {key}\n  client_ca: {ca}\n  client_cert: optional\nauth:\n  methods: [mtls]\n  mtls:\n    identity: [uri]\noriginator:\n  mode: verify\n  cse_namespace: true\nshutdown:\n  grace_period: 1s\ncse:\n  id: \"{csi}\"\n  name: {rn}\n{cse_extra}egress:\n{routes}",
+            "listen: \"{addr}\"\nthreads: 2\nadmin: \"{admin}\"\nupstream: \"{up}\"\ntls:\n  cert: {cert}\n  key: {key}\n  client_ca: {ca}\n  client_cert: optional\nauth:\n  methods: [mtls]\n  mtls:\n    identity: [uri]\n  roles:\n    cse: {{methods: [mtls], names: [\"/id-in\", \"/id-mn\"]}}\noriginator:\n  mode: verify\n  cse_namespace: true\nshutdown:\n  grace_period: 1s\ncse:\n  id: \"{csi}\"\n  name: {rn}\n{cse_extra}egress:\n{routes}",
             addr = self.addr,
             admin = self.admin,
             up = self.cse.url(),
@@ -496,4 +496,34 @@ fn a_peer_closing_after_a_complete_response_is_no_failure_in_the_egress_log() {
         let line = log_line(&pb, name);
         assert_eq!(line["failure"], "peer closed the connection", "{line}");
     }
+}
+
+/// Red-team round 2: an AE (no CSE role) that registers with `poa` = the sidecar's
+/// `public_url` keeps it. Rewritten to `cse.advertised`, it would make the CSE call itself on
+/// its plain port, around the sidecar, as itself.
+#[test]
+fn an_ae_cannot_turn_the_public_url_into_the_cses_own_plain_address() {
+    let m = mcc(Enc::Json);
+    let a = &m.a;
+    let ae = a.pki.client(&a.ca, ClientOpts::uri("Cae1"));
+    let poa = format!("{}/notify", a.public());
+    let body = serde_json::json!({"m2m:ae": {"rn": "ae1", "api": "Nae1", "rr": true, "srv": ["3"], "poa": [poa]}});
+    let req = Request::post("/cse-in", serde_json::to_vec(&body).unwrap())
+        .header("Content-Type", "application/json;ty=2")
+        .header("X-M2M-Origin", "Cae1")
+        .header("X-M2M-RI", "ae-self-loop")
+        .header("X-M2M-RVI", "3");
+    let resp = common::ClientTls::new(&a.ca.cert)
+        .cert(&ae)
+        .connect_and_request(a.addr, &req)
+        .unwrap();
+    // the test CSE answers only <remoteCSE> creates; what counts is what it received
+    assert_ne!(resp.status, 403, "{}", resp.text());
+    let at_in = a
+        .cse
+        .seen()
+        .into_iter()
+        .find(|s| s.request_id.as_deref() == Some("ae-self-loop"))
+        .expect("the create reached the CSE");
+    assert_eq!(poa_of(Enc::Json, &at_in.body, "m2m:ae"), [poa]);
 }

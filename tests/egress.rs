@@ -120,15 +120,34 @@ struct Pair {
     pb: ProxyProcess,
 }
 
+/// `auth.roles` giving the role `cse` to the certificate `name`: with a route's
+/// `peer_roles: [cse]` that identity is the route's peer on the ingress (it acts as a CSE, its
+/// request bodies get the route's `poa` rewriting).
+fn cse_role(name: &str) -> String {
+    format!("  roles:\n    cse: {{methods: [mtls], names: [\"{name}\"]}}\n")
+}
+
+const PEER_ROLES: &str = "    peer_roles: [cse]\n";
+
 fn pair(b_route_extra: &str) -> Pair {
     let (a, b) = (Side::new(), Side::new());
     let mn_cert = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
     let in_cert = b.pki.client(&b.ca, ClientOpts::uri("/id-in"));
-    let pa = a.start(&a.yaml("[mtls]", "", &a.route("mn", &b, &b.ca, Some(&in_cert), "")));
+    let pa = a.start(&a.yaml(
+        "[mtls]",
+        &cse_role("/id-mn"),
+        &a.route("mn", &b, &b.ca, Some(&in_cert), PEER_ROLES),
+    ));
     let pb = b.start(&b.yaml(
         "[mtls]",
-        "",
-        &b.route("registrar", &a, &a.ca, Some(&mn_cert), b_route_extra),
+        &cse_role("/id-in"),
+        &b.route(
+            "registrar",
+            &a,
+            &a.ca,
+            Some(&mn_cert),
+            &format!("{PEER_ROLES}{b_route_extra}"),
+        ),
     ));
     Pair {
         a,
@@ -1456,4 +1475,552 @@ fn an_upgrade_request_with_a_body_does_not_leave_the_pod() {
         .sum();
     assert_eq!(requests, 0.0, "{scrape}");
     assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer's CSE");
+}
+
+/// A stand-in CSE that does what a real one does when a subscription is created: it sends the
+/// verification request (`m2m:sgn` with `vrq`) to each `nu`, as itself (`/id-in`), and answers
+/// the create 201 only when every verification got a 2xx (else 403 / 4101). A `nu` that is no
+/// URL is an originator: the verification goes to the `poa` its registration (`<AE>` or
+/// `<remoteCSE>` create) gave. Plain HTTP only, one request per connection, loopback only.
+struct NotifyingCse {
+    addr: SocketAddr,
+    /// What the CSE stored of every request.
+    seen: Arc<std::sync::Mutex<Vec<Stored>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifyingCse {
+    fn start() -> NotifyingCse {
+        use std::collections::HashMap;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<std::sync::Mutex<Vec<_>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut poas: HashMap<String, String> = HashMap::new();
+            while !st.load(Ordering::SeqCst) {
+                let Ok((conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let Some((method, path, headers, body)) = read_request(&conn) else {
+                    continue;
+                };
+                let header = |n: &str| {
+                    headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                let origin = header("X-M2M-Origin");
+                let ty = header("Content-Type");
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                s.lock()
+                    .unwrap()
+                    .push((method, path, origin.clone(), v.clone()));
+                let (status, rsc) = if ty.ends_with("ty=2") || ty.ends_with("ty=16") {
+                    let res = v.as_object().and_then(|m| m.values().next()).cloned();
+                    if let Some(poa) = res.as_ref().and_then(|r| r["poa"][0].as_str()) {
+                        poas.insert(origin.clone(), poa.to_string());
+                    }
+                    (201, 2001)
+                } else if ty.ends_with("ty=23") {
+                    let nus: Vec<String> = v["m2m:sub"]["nu"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|n| n.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let verified = nus.iter().all(|nu| {
+                        let url = match nu.starts_with("http") {
+                            true => Some(nu.clone()),
+                            false => poas.get(nu).cloned(),
+                        };
+                        url.is_some_and(|u| verify(&u, &origin))
+                    });
+                    match verified {
+                        true => (201, 2001),
+                        false => (403, 4101),
+                    }
+                } else {
+                    (200, 2000)
+                };
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\nX-M2M-RSC: {rsc}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                );
+                let _ = (&conn).write_all(answer.as_bytes());
+            }
+        });
+        NotifyingCse {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Stored> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for NotifyingCse {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+use std::io::{Read, Write};
+
+/// (method, path, originator, body) of a request a [`NotifyingCse`] got.
+type Stored = (String, String, String, serde_json::Value);
+/// (method, path, headers, body).
+type ReadRequest = (String, String, Vec<(String, String)>, Vec<u8>);
+
+/// One HTTP/1.1 request with a `Content-Length` body (or none).
+fn read_request(mut conn: &std::net::TcpStream) -> Option<ReadRequest> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = conn.read(&mut chunk).ok().filter(|n| *n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 1 << 20 {
+            return None;
+        }
+    };
+    let mut hbuf = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut hbuf);
+    req.parse(&buf[..end]).ok()?;
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0);
+    let (method, path) = (req.method?.to_string(), req.path?.to_string());
+    let mut body = buf[end..].to_vec();
+    while body.len() < len {
+        let n = conn.read(&mut chunk).ok().filter(|n| *n > 0)?;
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Some((method, path, headers, body))
+}
+
+/// The verification request a CSE sends to `url` (plain `http://host:port/path` only) for a
+/// subscription `creator` made; whether it got a 2xx.
+fn verify(url: &str, creator: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let Ok(addr) = authority.parse::<SocketAddr>() else {
+        return false;
+    };
+    if !addr.ip().is_loopback() {
+        return false;
+    }
+    let body = format!(
+        "{{\"m2m:sgn\":{{\"vrq\":true,\"sur\":\"/id-in/cse-in/sub1\",\"cr\":\"{creator}\"}}}}"
+    );
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {authority}\r\nX-M2M-Origin: /id-in\r\nX-M2M-RI: vrq-1\r\nX-M2M-RVI: 3\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match s.read(&mut chunk) {
+            Ok(n) if n > 0 => answer.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    answer.starts_with(b"HTTP/1.1 2")
+}
+
+/// Issue 27.1 / red-team finding 5: A (the IN's side, with a route `mn` to B) in front of a CSE
+/// that verifies subscriptions; B (the MN's side) in front of an echoing MN. The MN registers
+/// and subscribes through B's route; AEs of the IN call A's ingress.
+struct Steering {
+    a: Side,
+    b: Side,
+    cse: NotifyingCse,
+    _pa: ProxyProcess,
+    pb: ProxyProcess,
+    mn_cert: CertKey,
+    ae: common::ClientTls,
+}
+
+fn steering() -> Steering {
+    let (a, b) = (Side::new(), Side::new());
+    let mn_cert = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
+    let in_cert = b.pki.client(&b.ca, ClientOpts::uri("/id-in"));
+    let cse = NotifyingCse::start();
+    let a_yaml = a
+        .yaml(
+            "[mtls]",
+            &cse_role("/id-mn"),
+            &a.route("mn", &b, &b.ca, Some(&in_cert), PEER_ROLES),
+        )
+        .replace(&a.upstream.url(), &cse.url());
+    let pa = a.start(&a_yaml);
+    let pb = b.start(&b.yaml(
+        "[mtls]",
+        &cse_role("/id-in"),
+        &b.route("registrar", &a, &a.ca, Some(&mn_cert), PEER_ROLES),
+    ));
+    let ae_cert = a.pki.client(&a.ca, ClientOpts::uri("Cae-1"));
+    let ae = common::ClientTls::new(&a.ca.cert).cert(&ae_cert);
+    Steering {
+        a,
+        b,
+        cse,
+        _pa: pa,
+        pb,
+        mn_cert,
+        ae,
+    }
+}
+
+fn sub(nu: &[&str]) -> Vec<u8> {
+    serde_json::json!({"m2m:sub": {"rn": "sub1", "nu": nu, "nct": 1}})
+        .to_string()
+        .into_bytes()
+}
+
+/// An AE cannot make the CSE send through an egress route, in whatever form it names the
+/// listener: the request is refused 403 / 4103 before anything reaches the CSE, and nothing
+/// leaves the pod. Its own `poa` naming the peer's public URL stays as written (only the
+/// route's peer gets `poa` rewriting), so a subscription to its AE-ID goes nowhere near the
+/// route either.
+#[test]
+fn an_ae_cannot_steer_the_cse_into_an_egress_route() {
+    let t = steering();
+    let (a, b) = (&t.a, &t.b);
+    let egress = a.egress.port();
+    let post = |path: &str, body: Vec<u8>, ty: &str| {
+        Request::post(path, body)
+            .header("Content-Type", ty)
+            .header("X-M2M-Origin", "Cae-1")
+    };
+    let sub_ty = "application/json;ty=23";
+    let refused: Vec<(Request, &str)> = vec![
+        (
+            post(
+                "/cse-in/app",
+                sub(&[&format!("{}/cse-in/anything?x=1", a.local())]),
+                sub_ty,
+            ),
+            "body",
+        ),
+        (
+            post(
+                "/cse-in/app",
+                sub(&[&format!("http://localhost:{egress}/x")]),
+                sub_ty,
+            ),
+            "body",
+        ),
+        (
+            post(
+                "/cse-in/app",
+                sub(&[&format!("http%3A%2F%2F[::1]%3A{egress}")]),
+                "application/vnd.onem2m-res+json;ty=23",
+            ),
+            "body",
+        ),
+        (
+            post(
+                "/cse-in",
+                format!("{{\"m2m:ae\":{{\"rn\":\"x\",\"api\":\"Nx\",\"rr\":true,\"poa\":[\"http://127.0.0.1:{egress}\"]}}}}")
+                    .into_bytes(),
+                "application/json;ty=2",
+            ),
+            "body",
+        ),
+        (
+            post(
+                "/cse-in/app",
+                {
+                    let mut out = Vec::new();
+                    ciborium::into_writer(
+                        &serde_json::json!({"m2m:sub": {"nu": [format!("http://0x7f.1:{egress}/")]}}),
+                        &mut out,
+                    )
+                    .unwrap();
+                    out
+                },
+                "application/cbor;ty=23",
+            ),
+            "body",
+        ),
+        (
+            Request::get("/cse-in/app?rt=2")
+                .header("X-M2M-Origin", "Cae-1")
+                .header("X-M2M-RTU", &format!("{}/cse-in/x", a.local())),
+            "header x-m2m-rtu",
+        ),
+        (
+            Request::get(&format!(
+                "/cse-in/app?rt=2&nu=http://127.0.0.1:{egress}/x"
+            ))
+            .header("X-M2M-Origin", "Cae-1"),
+            "query",
+        ),
+    ];
+    for (req, place) in refused {
+        let resp = t.ae.connect_and_request(a.addr, &req).unwrap();
+        assert_eq!(
+            (resp.status, resp.header("X-M2M-RSC")),
+            (403, Some("4103")),
+            "{} {}: {}",
+            req.method,
+            req.path,
+            resp.text()
+        );
+        let why = dbg(&resp);
+        assert!(
+            why.contains(place) && why.contains("egress route"),
+            "{place}: {why}"
+        );
+    }
+    // a body the strict decoder reads otherwise than a lenient parser might: refused
+    let dup = br#"{"m2m:sub":{"nu":["http://10.0.0.5/x"],"nu":["http://127.0.0.1:1/"]}}"#;
+    let resp =
+        t.ae.connect_and_request(a.addr, &post("/cse-in/app", dup.to_vec(), sub_ty))
+            .unwrap();
+    assert_eq!(
+        (resp.status, resp.header("X-M2M-RSC")),
+        (400, Some("4000")),
+        "{}",
+        resp.text()
+    );
+    // a body the proxy cannot read at all: 415
+    let xml = format!("<m2m:sub><nu>http://127.0.0.1:{egress}/</nu></m2m:sub>");
+    let resp =
+        t.ae.connect_and_request(
+            a.addr,
+            &post("/cse-in/app", xml.into_bytes(), "application/xml;ty=23"),
+        )
+        .unwrap();
+    assert_eq!(resp.status, 415, "{}", resp.text());
+    assert!(
+        t.cse.seen().is_empty(),
+        "nothing reached the CSE: {:?}",
+        t.cse.seen()
+    );
+
+    // the poa variant: the AE's poa is the peer's public URL and stays so
+    let ae = format!(
+        "{{\"m2m:ae\":{{\"rn\":\"ae1\",\"api\":\"Nx\",\"rr\":true,\"poa\":[\"{}\"]}}}}",
+        b.public()
+    );
+    let resp =
+        t.ae.connect_and_request(
+            a.addr,
+            &post("/cse-in", ae.into_bytes(), "application/json;ty=2"),
+        )
+        .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let seen = t.cse.seen();
+    let (_, _, origin, body) = seen.last().unwrap();
+    assert_eq!(origin, "Cae-1");
+    assert_eq!(
+        body["m2m:ae"]["poa"][0],
+        b.public(),
+        "not rewritten: {body}"
+    );
+    // ... so the CSE's verification for a subscription to it does not take the route
+    let resp =
+        t.ae.connect_and_request(a.addr, &post("/cse-in/app", sub(&["Cae-1"]), sub_ty))
+            .unwrap();
+    assert_eq!(
+        resp.status,
+        403,
+        "the https poa is not reachable: {}",
+        resp.text()
+    );
+    assert_eq!(b.upstream.count(), 0, "nothing left the pod");
+
+    // a subscription with a notification URL of the AE's own is verified there
+    let sink = EchoUpstream::start();
+    let resp =
+        t.ae.connect_and_request(
+            a.addr,
+            &post(
+                "/cse-in/app",
+                sub(&[&format!("{}/notify", sink.url())]),
+                sub_ty,
+            ),
+        )
+        .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let vrq = sink.last().expect("the verification request");
+    assert!(String::from_utf8_lossy(&vrq.body).contains("\"vrq\":true"));
+    // counted by place
+    let (_, scrape) = t._pa.admin_get("/metrics").unwrap();
+    assert!(
+        metric(
+            &scrape,
+            "m2m_auth_proxy_egress_steering_refusals_total{place=\"body\"}"
+        ) >= 5.0,
+        "{scrape}"
+    );
+    let _ = (&t.pb, &t.mn_cert);
+}
+
+/// The route's peer still works as a CSE: the MN registers through B's route (its `poa`, B's
+/// public URL, becomes A's egress URL for the MN), subscribes with its CSE-ID as `nu`, and the
+/// CSE's verification request reaches the MN through A's route, as `/id-in`.
+#[test]
+fn a_peer_cse_registers_and_its_subscription_is_verified_through_the_route() {
+    let t = steering();
+    let (a, b) = (&t.a, &t.b);
+    let csr = format!(
+        "{{\"m2m:csr\":{{\"rn\":\"id-mn\",\"csi\":\"/id-mn\",\"cb\":\"/id-mn/cse-mn\",\"poa\":[\"{}\"],\"rr\":true}}}}",
+        b.public()
+    );
+    let resp = egress_request(
+        b.egress,
+        &Request::post("/cse-in", csr.into_bytes())
+            .header("Content-Type", "application/json;ty=16")
+            .header("X-M2M-Origin", "/id-mn"),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let seen = t.cse.seen();
+    let (_, _, origin, body) = seen.last().unwrap();
+    assert_eq!(origin, "/id-mn");
+    assert_eq!(body["m2m:csr"]["poa"][0], a.local(), "{body}");
+    // the MN subscribes to a resource of the IN; the IN verifies through its route
+    let resp = egress_request(
+        b.egress,
+        &Request::post("/cse-in/app", sub(&["/id-mn"]))
+            .header("Content-Type", "application/json;ty=23")
+            .header("X-M2M-Origin", "/id-mn"),
+    );
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    let vrq = b
+        .upstream
+        .last()
+        .expect("the MN got the verification request");
+    assert_eq!(vrq.header_values("X-M2M-Origin"), ["/id-in"]);
+    let v: serde_json::Value = serde_json::from_slice(&vrq.body).unwrap();
+    assert_eq!(v["m2m:sgn"]["vrq"], true, "{v}");
+    assert_eq!(v["m2m:sgn"]["cr"], "/id-mn");
+    let _ = (&t.pb, &t.mn_cert, &t.ae);
+}
+
+/// `allow` on a route: only what it names leaves the pod (same matching as the rules, targets
+/// read for the peer CSE in every form); the rest is 403 / 4103 naming the route.
+#[test]
+fn an_egress_route_lets_out_only_what_its_allow_list_names() {
+    let p = pair(
+        "    peer_cse: {id: /id-in, name: cse-in, sp_id: acme.example.com}\n    allow:\n      - {originators: [\"^/id-mn$\"], operations: [retrieve], targets: [\"/cse-in\", \"/cse-in/id-mn\"]}\n      - {originators: [\"^/id-mn$\"], operations: [create], resource_types: [remoteCSE], targets: [\"/cse-in\"]}\n      - {originators: [\"^/id-mn/\"]}\n",
+    );
+    let b = &p.b;
+    let ok = [
+        Request::get("/cse-in").header("X-M2M-Origin", "/id-mn"),
+        Request::get("/~/id-in/cse-in/id-mn").header("X-M2M-Origin", "/id-mn"),
+        Request::post("/cse-in", br#"{"m2m:csr":{"rn":"id-mn"}}"#.to_vec())
+            .header("Content-Type", "application/json;ty=16")
+            .header("X-M2M-Origin", "/id-mn"),
+        Request::new("DELETE", "/cse-in/app/x").header("X-M2M-Origin", "/id-mn/Cae1"),
+    ];
+    for req in &ok {
+        let resp = egress_request(b.egress, req);
+        assert_eq!(
+            resp.status,
+            200,
+            "{} {}: {}",
+            req.method,
+            req.path,
+            resp.text()
+        );
+    }
+    let before = p.a.upstream.count();
+    let refused = [
+        Request::get("/cse-in/app").header("X-M2M-Origin", "/id-mn"),
+        Request::new("DELETE", "/cse-in/id-mn").header("X-M2M-Origin", "/id-mn"),
+        Request::post("/cse-in", br#"{"m2m:sub":{"nu":["/id-mn"]}}"#.to_vec())
+            .header("Content-Type", "application/json;ty=23")
+            .header("X-M2M-Origin", "/id-mn"),
+        Request::get("/_/elsewhere.example/id-in/cse-in").header("X-M2M-Origin", "/id-mn"),
+    ];
+    for req in &refused {
+        let resp = egress_request(b.egress, req);
+        assert_eq!(
+            (resp.status, resp.header("X-M2M-RSC")),
+            (403, Some("4103")),
+            "{} {}: {}",
+            req.method,
+            req.path,
+            resp.text()
+        );
+        assert!(dbg(&resp).contains("egress registrar"), "{}", dbg(&resp));
+    }
+    assert_eq!(p.a.upstream.count(), before, "nothing refused left the pod");
+}
+
+#[test]
+fn check_names_what_is_wrong_with_a_routes_allow_list() {
+    let (a, b) = (Side::new(), Side::new());
+    let good = b.route("registrar", &a, &a.ca, None, "");
+    let cases = [
+        ("    allow: []\n", "egress[0].allow"),
+        ("    allow:\n      - {targets: [\"/cse-in/**\"]}\n", "egress[0].peer_cse"),
+        (
+            "    peer_cse: {id: /id-in, name: cse-in}\n    allow:\n      - {targets: [\"/cse-in/a**\"]}\n",
+            "egress[0].allow[0].targets",
+        ),
+        (
+            "    peer_cse: {id: id-in, name: cse-in}\n    allow:\n      - {operations: [retrieve]}\n",
+            "egress[0].peer_cse.id",
+        ),
+        ("    allow:\n      - {originators: [\"(\"]}\n", "egress[0].allow[0].originators"),
+        ("    peer_roles: [\"\"]\n", "egress[0].peer_roles"),
+    ];
+    for (extra, key) in cases {
+        let path: PathBuf = b.pki.write(
+            "check.yaml",
+            b.yaml("[mtls]", "", &format!("{good}{extra}")).as_bytes(),
+        );
+        let (code, out, err) = run_cli(&bin(), &["check", "--config", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{key}: accepted\n{out}");
+        assert!(err.contains(key), "{key}: {err}");
+    }
 }

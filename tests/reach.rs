@@ -233,7 +233,6 @@ fn finding_4_an_action_cannot_carry_an_operation_past_the_rules() {
 }
 
 #[test]
-#[ignore = "finding 5 (issue 27.1, not merged): X-M2M-RTU with rt=2 sends the CSE's answer to an egress listener"]
 fn finding_5_a_response_target_cannot_point_at_an_egress_listener() {
     let egress = free_port();
     let peer = free_port();

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::authorization::{AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig};
+use super::cse::CseConfig;
 use super::service::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_UPSTREAM_TIMEOUT};
 use super::value::{duration, FilePath, KeyError};
 
@@ -34,6 +36,18 @@ pub struct EgressRoute {
     /// Rewrite `poa` URLs between the peer's public URL and this route's local URL.
     #[serde(default = "yes")]
     pub rewrite_poa: bool,
+    /// Roles (`auth.roles`, or from tokens) of the identities that are this route's peer when
+    /// they call the local CSE: only their request bodies get the peer's `poa` turned into this
+    /// route's local URL on the ingress, and they act as CSEs there. Absent: nobody's.
+    #[serde(default)]
+    pub peer_roles: Vec<String>,
+    /// The peer CSE (its CSE-ID, CSEBase name, SP-ID): `allow` reads targets in its canonical
+    /// form, as the rules read the local CSE's with `cse`.
+    #[serde(default)]
+    pub peer_cse: Option<CseConfig>,
+    /// What may leave on this route; absent: everything `originators` lets out.
+    #[serde(default)]
+    pub allow: Option<Vec<EgressAllow>>,
     /// Per read/write, like `upstream.timeout`.
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
@@ -66,6 +80,65 @@ pub struct EgressTls {
     pub cert: Option<FilePath>,
     #[serde(default)]
     pub key: Option<FilePath>,
+}
+
+/// One entry of `egress[].allow`: every condition given must match, as in a rule.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressAllow {
+    /// Regexes on the `X-M2M-Origin` the local CSE sends.
+    #[serde(default)]
+    pub originators: Option<Vec<String>>,
+    #[serde(default)]
+    pub operations: Option<Vec<Operation>>,
+    /// Resource types of a create.
+    #[serde(default)]
+    pub resource_types: Option<Vec<ResourceType>>,
+    /// Target patterns (`*` one segment, `**` any tail), read for `peer_cse`.
+    #[serde(default)]
+    pub targets: Option<Vec<String>>,
+}
+
+impl EgressRoute {
+    /// `allow` as a rule set's section: one allow rule per entry (named `allow[i]`), default
+    /// deny. `None` without `allow`.
+    pub fn allow_rules(&self) -> Option<AuthorizationConfig> {
+        let entries = self.allow.as_ref()?;
+        Some(AuthorizationConfig {
+            default: Effect::Deny,
+            rules: entries
+                .iter()
+                .enumerate()
+                .map(|(i, a)| RuleConfig {
+                    name: format!("allow[{i}]"),
+                    identities: None,
+                    patterns: None,
+                    roles: None,
+                    unless_roles: None,
+                    methods: None,
+                    originators: a.originators.clone(),
+                    operations: a.operations.clone(),
+                    resource_types: a.resource_types.clone(),
+                    targets: a.targets.clone(),
+                    effect: Effect::Allow,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// An error about `authorization.rules[i]…` or `cse…` of a route's `allow` rule set, named by
+/// the route's keys.
+pub fn allow_key_error(index: usize, e: KeyError) -> KeyError {
+    let route = format!("egress[{index}]");
+    let key = if let Some(rest) = e.key.strip_prefix("authorization.rules") {
+        format!("{route}.allow{rest}")
+    } else if let Some(rest) = e.key.strip_prefix("cse") {
+        format!("{route}.peer_cse{rest}")
+    } else {
+        format!("{route}.allow")
+    };
+    KeyError::new(key, e.message)
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -221,6 +294,35 @@ impl EgressRoute {
                     "expected a non-empty user name without ':'",
                 ));
             }
+        }
+        if let Some(role) = self.peer_roles.iter().find(|r| r.is_empty()) {
+            return Err(KeyError::new(
+                key("peer_roles"),
+                format!("expected role names, got {role:?}"),
+            ));
+        }
+        if let Some(cse) = &self.peer_cse {
+            cse.validate().map_err(|e| allow_key_error(index, e))?;
+        }
+        match &self.allow {
+            Some(entries) if entries.is_empty() => {
+                return Err(KeyError::new(
+                    key("allow"),
+                    "expected at least one entry (an empty list would let nothing out; leave the key out to let everything out)",
+                ))
+            }
+            Some(entries) if self.peer_cse.is_none() => {
+                if let Some(i) = entries.iter().position(|a| a.targets.is_some()) {
+                    return Err(KeyError::new(
+                        key("peer_cse"),
+                        format!("allow[{i}] has targets, which need the peer CSE's identity to be read in every form: add `peer_cse: {{id: \"/id-in\", name: \"cse-in\"}}` with the peer's values"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if let Some(rules) = self.allow_rules() {
+            rules.validate().map_err(|e| allow_key_error(index, e))?;
         }
         if self.timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(KeyError::new(

@@ -30,7 +30,7 @@ pub use auth::{
 pub use authorization::{AuthorizationConfig, Effect, Operation, ResourceType, RuleConfig};
 pub use claim_path::ClaimPath;
 pub use cse::CseConfig;
-pub use egress::{EgressRoute, PeerUrl};
+pub use egress::{EgressAllow, EgressRoute, PeerUrl};
 pub use originator::{OriginatorConfig, OriginatorMode};
 pub use proxy_protocol::{Cidr, ProxyProtocolConfig};
 pub use service::{

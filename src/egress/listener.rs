@@ -15,13 +15,16 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::Route;
 use crate::access_log;
-use crate::forward::{OwnResponse, Refused, Side};
+use crate::buffers::Held;
+use crate::config::Effect;
+use crate::forward::{OwnResponse, Refused, Side, WholeBody};
 use crate::headers::{self, ORIGIN};
 use crate::http_head;
 use crate::metrics::{self, Outcome};
 use crate::onem2m::{self, mapping, M2mError};
-use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
+use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::Direction;
+use crate::rules;
 
 /// Headers of the local CSE that never reach the peer: its own credentials (the route's
 /// replace them) and forwarding information about the pod's loopback.
@@ -90,6 +93,55 @@ impl Egress {
     }
 }
 
+impl Egress {
+    /// The route's `allow` list (same matching as the rules, targets canonical for the peer):
+    /// `None` when the request may leave, else why not.
+    fn allowed(
+        &self,
+        req: &RequestHeader,
+        is_upgrade: bool,
+        originator: Option<&http::HeaderValue>,
+    ) -> Option<String> {
+        let allow = self.route.allow.as_ref()?;
+        if is_upgrade {
+            // its messages would not be judged
+            return Some("a route with allow carries no WebSocket".into());
+        }
+        let raw = String::from_utf8_lossy(req.raw_path());
+        let target = match allow.http_target(&raw) {
+            Ok(t) => t,
+            Err(e) => return Some(format!("target not allowed on this route ({e})")),
+        };
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+        let originator = originator.and_then(|v| v.to_str().ok());
+        let originator = match (allow.cse(), originator) {
+            (Some(peer), Some(o)) => Some(peer.originator(o)),
+            (_, o) => o,
+        };
+        let decision = allow.decide(&rules::Request {
+            identity: None,
+            originator,
+            operation,
+            resource_type,
+            // the local CSE's own updates: their content is not read on the way out
+            content: crate::parts::Known::Is(None),
+            target: &target,
+        });
+        match decision.effect {
+            Effect::Allow => None,
+            Effect::Deny => Some(format!(
+                "{} {} not allowed on this route (allow)",
+                operation.map_or(req.method.as_str(), |o| o.as_str()),
+                target.as_str()
+            )),
+        }
+    }
+}
+
 #[async_trait]
 impl Side for Egress {
     /// The local CSE on loopback: nothing to know about it.
@@ -128,6 +180,46 @@ impl Side for Egress {
 
     fn poa(&self) -> Option<(&PoaRewriter, Direction)> {
         (!self.poa.is_empty()).then_some((&*self.poa, Direction::AwayFromLocal))
+    }
+
+    /// A body to rewrite `poa` in (away from the local CSE), up to
+    /// `limits.egress_rewrite_max_body`.
+    fn read_whole(
+        &self,
+        headers: &http::HeaderMap,
+        has_body: bool,
+        _ctx: &mut EgressCtx,
+    ) -> Option<WholeBody> {
+        let direction = Direction::AwayFromLocal;
+        let (encoding, declared) =
+            BodyRewrite::request_plan(&self.poa, headers, has_body, direction)?;
+        Some(WholeBody {
+            encoding,
+            declared,
+            limit: self.poa.max_body(),
+            direction,
+        })
+    }
+
+    fn whole_body(
+        &self,
+        ctx: &mut EgressCtx,
+        plan: &WholeBody,
+        body: Bytes,
+        held: Held,
+        complete: bool,
+    ) -> Result<std::result::Result<Bytes, Refused>> {
+        if !complete {
+            return Ok(Ok(body));
+        }
+        Ok(Ok(ctx.bodies.whole_request(
+            &self.poa,
+            body,
+            held,
+            plan.encoding,
+            plan.direction,
+            Routes::All,
+        )))
     }
 
     fn bodies(ctx: &mut EgressCtx) -> &mut BodyRewrite {
@@ -188,6 +280,14 @@ impl Side for Egress {
                 "egress {}: originator not allowed on this route",
                 self.route.name
             );
+            return Ok(Some(Refused {
+                response: self.answer(ctx, &M2mError::forbidden(reason))?,
+                ends_connection: false,
+            }));
+        }
+        if let Some(refusal) = self.allowed(req, is_upgrade, values.first().copied()) {
+            ctx.outcome = Outcome::Refused;
+            let reason = format!("egress {}: {refusal}", self.route.name);
             return Ok(Some(Refused {
                 response: self.answer(ctx, &M2mError::forbidden(reason))?,
                 ends_connection: false,

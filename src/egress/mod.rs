@@ -19,12 +19,15 @@ use openssl::x509::X509;
 use pingora::utils::tls::CertKey;
 use regex::Regex;
 
+use crate::config::egress::allow_key_error;
 use crate::config::{EgressRoute, KeyError, PeerUrl};
+use crate::cse::LocalCse;
 use crate::example_credentials;
 use crate::forward::IdlePool;
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
 use crate::reload::{self, FileKind, Reloadable};
+use crate::rules::RuleSet;
 use crate::tls::material::{not_after_unix, parse_ca_bundle, subject_label, ServerCert};
 
 /// One route, built from its config section; its files come with the reloader's first load.
@@ -43,6 +46,10 @@ pub struct Route {
     pub local_url: String,
     pub originators: Option<Vec<Regex>>,
     pub rewrite_poa: bool,
+    /// Identities holding one of these roles are this route's peer on the ingress.
+    pub peer_roles: Vec<String>,
+    /// `allow`: what may leave on this route (allow rules, default deny); `None`: everything.
+    pub allow: Option<RuleSet>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// CA bundle the peer's certificate must chain to.
@@ -118,6 +125,17 @@ impl Route {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        let peer_cse = c
+            .peer_cse
+            .as_ref()
+            .map(LocalCse::from_config)
+            .transpose()
+            .map_err(|e| allow_key_error(index, e))?;
+        let allow = c
+            .allow_rules()
+            .map(|rules| RuleSet::compile_for(&rules, peer_cse.as_ref()))
+            .transpose()
+            .map_err(|e| allow_key_error(index, e))?;
         let secret = match (&c.basic, &c.bearer) {
             (Some(b), _) => Some(Secret::Basic {
                 user: b.user.clone(),
@@ -138,6 +156,8 @@ impl Route {
             peer_addr: ArcSwapOption::from(peer_addr.map(Arc::new)),
             originators,
             rewrite_poa: c.rewrite_poa,
+            peer_roles: c.peer_roles.clone(),
+            allow,
             timeout: c.timeout,
             connect_timeout: c.connect_timeout,
             ca: ArcSwapOption::empty(),

@@ -12,13 +12,13 @@ use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use super::early::bytes_written;
-use super::side::{OwnResponse, Side};
+use super::side::{OwnResponse, Refused, Side};
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
 use crate::buffers::Held;
 use crate::headers;
 use crate::metrics;
-use crate::poa::rewrite::{direction_label, grow_body, BodyRewrite};
+use crate::poa::rewrite::{direction_label, grow_body};
 
 pub struct Exchange<'a, S: Side> {
     pub side: &'a S,
@@ -113,14 +113,15 @@ impl<S: Side> Exchange<'_, S> {
                 .read_whole(down, ctx, expect_continue, &mut sent)
                 .await?
             {
-                Ahead::Send(prefix) => prefix,
-                Ahead::Refused(resp, read) => {
-                    // a body not read whole cannot be drained: the connection closes
-                    if !read {
+                Ok(prefix) => prefix,
+                Err(refused) => {
+                    // kept when the body was read whole: the connection can carry the next
+                    let keep = !refused.ends_connection;
+                    if !keep {
                         down.set_server_keepalive(None);
                     }
-                    self.respond(down, *resp).await?;
-                    return Ok(read);
+                    self.respond(down, refused.response).await?;
+                    return Ok(keep);
                 }
             },
         };
@@ -262,48 +263,30 @@ impl<S: Side> Exchange<'_, S> {
         Ok(head)
     }
 
-    /// The request body read ahead of the head: one the side must judge (`body_to_judge`) or
-    /// one to inspect for `poa` rewriting is read whole (up to the larger of their limits)
-    /// before the head goes upstream, so that its rewritten length is exact. A chunked body
-    /// that turns out larger than the `poa` limit passes unchanged: what was read goes first,
-    /// the rest streams; one larger than the judging limit is judged unread. Returns what to
-    /// send before the rest of the body, or the side's answer to a body it refuses.
+    /// A request body the side inspects (`poa` rewriting, the ingress's checks, an update's
+    /// content that decides) is read whole (up to the side's limit) before the head goes
+    /// upstream, so that what it sends has an exact length. A chunked body that turns out larger
+    /// goes to the side as it began: passed unchanged (what was read goes first, the rest
+    /// streams) or refused. Returns what to send before the rest of the body, or the side's
+    /// refusal of the body.
     async fn read_whole(
         &self,
         down: &mut ServerSession,
         ctx: &mut S::Ctx,
         expect_continue: bool,
         sent: &mut Sent,
-    ) -> Result<Ahead> {
-        let judge = self.side.body_to_judge(ctx);
+    ) -> Result<std::result::Result<Option<Bytes>, Refused>> {
         let has_body = !down.is_body_empty();
-        let poa = self.side.poa().and_then(|(poa, direction)| {
-            BodyRewrite::request_plan(poa, &down.req_header().headers, has_body, direction)
-                .map(|(encoding, declared)| (poa, direction, encoding, declared))
-        });
-        if judge.is_none() && poa.is_none() {
-            return Ok(Ahead::Send(None));
-        }
-        let limit = judge
-            .unwrap_or(0)
-            .max(poa.map_or(0, |(p, ..)| p.max_body()));
-        let declared = poa.and_then(|(.., declared)| declared).or_else(|| {
-            down.req_header()
-                .headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<usize>().ok())
-        });
-        if let (Some(max), Some(n)) = (judge, declared) {
-            if n > max {
-                // too large to judge: refused before any of it is read
-                return self.judged(down, ctx, None);
-            }
-        }
+        let Some(plan) = self
+            .side
+            .read_whole(&down.req_header().headers, has_body, ctx)
+        else {
+            return Ok(Ok(None));
+        };
         // a declared body that does not fit in the buffer budget is refused before it is sent
         let mut body = BytesMut::new();
         let mut held = Held::default();
-        if let Some(n) = declared.filter(|&n| n <= limit) {
+        if let Some(n) = plan.declared {
             grow_body(&mut body, &mut held, n, n, "request_body")?;
         }
         if expect_continue && has_body {
@@ -311,49 +294,31 @@ impl<S: Side> Exchange<'_, S> {
             sent.continued = true;
             write_continue(down).await?;
         }
-        let mut whole = true;
         while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
             self.side.count_body(ctx, chunk.len())?;
-            if body.len() + chunk.len() <= limit {
-                grow_body(&mut body, &mut held, chunk.len(), limit, "request_body")?;
+            if body.len() + chunk.len() <= plan.limit {
+                grow_body(
+                    &mut body,
+                    &mut held,
+                    chunk.len(),
+                    plan.limit,
+                    "request_body",
+                )?;
             }
             body.extend_from_slice(&chunk);
-            if body.len() > limit {
-                whole = false;
-                break;
+            if body.len() > plan.limit {
+                metrics::poa_body_too_large(direction_label(plan.direction));
+                return Ok(self
+                    .side
+                    .whole_body(ctx, &plan, body.freeze(), held, false)?
+                    .map(Some));
             }
-        }
-        if judge.is_some() {
-            if let Ahead::Refused(resp, whole) =
-                self.judged(down, ctx, whole.then_some(&body[..]))?
-            {
-                return Ok(Ahead::Refused(resp, whole));
-            }
-        }
-        let Some((poa, direction, encoding, _)) = poa else {
-            return Ok(Ahead::Send(Some(body.freeze())));
-        };
-        if !whole || body.len() > poa.max_body() {
-            metrics::poa_body_too_large(direction_label(direction));
-            return Ok(Ahead::Send(Some(body.freeze())));
         }
         // counted for as long as the request keeps the body (a retry sends it again)
-        Ok(Ahead::Send(Some(S::bodies(ctx).whole_request(
-            poa,
-            body.freeze(),
-            held,
-            encoding,
-            direction,
-        ))))
-    }
-
-    /// The side's judgement of a body read whole (`None`: not read, too large).
-    fn judged(&self, down: &ServerSession, ctx: &mut S::Ctx, body: Option<&[u8]>) -> Result<Ahead> {
-        let read = body.is_some();
-        Ok(match self.side.judge_body(down.req_header(), ctx, body)? {
-            Some(resp) => Ahead::Refused(Box::new(resp), read),
-            None => Ahead::Send(None),
-        })
+        Ok(self
+            .side
+            .whole_body(ctx, &plan, body.freeze(), held, true)?
+            .map(Some))
     }
 
     /// A response body to rewrite is read whole (up to `limits.egress_rewrite_max_body`) before
@@ -480,14 +445,6 @@ impl<S: Side> Exchange<'_, S> {
             }
         }
     }
-}
-
-/// A request body read ahead of its head.
-enum Ahead {
-    /// What to send before the rest of the body.
-    Send(Option<Bytes>),
-    /// The side's answer instead; whether the body was read whole (the connection may stay).
-    Refused(Box<OwnResponse>, bool),
 }
 
 /// A response body read ahead of its head.

@@ -34,7 +34,7 @@ use pingora::server::ShutdownWatch;
 use bufwrite::BufWrite;
 use exchange::Exchange;
 use malformed::Malformed;
-pub use side::{OwnResponse, Refused, Side};
+pub use side::{OwnResponse, Refused, Side, WholeBody};
 use upstream::Upstream;
 pub use upstream::{Fixed, IdlePool, Target, Upstreams};
 

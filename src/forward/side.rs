@@ -10,8 +10,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::Stream;
 use pingora::{Error, Result};
 
+use crate::buffers::Held;
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
-use crate::poa::Direction;
+use crate::poa::{Direction, Encoding};
 
 /// A complete response the proxy makes itself.
 pub struct OwnResponse {
@@ -24,6 +25,18 @@ pub struct Refused {
     pub response: OwnResponse,
     /// No later request on the connection could be admitted either: it ends with this answer.
     pub ends_connection: bool,
+}
+
+/// A request body the side reads whole before the head goes upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct WholeBody {
+    pub encoding: Encoding,
+    /// Its `Content-Length`, if it has one: taken from the buffer budget before it is read.
+    pub declared: Option<usize>,
+    /// Read whole up to this many bytes; a larger body passes unchanged (what was read first,
+    /// the rest streamed), counted as not inspected toward `direction`.
+    pub limit: usize,
+    pub direction: Direction,
 }
 
 #[async_trait]
@@ -42,9 +55,28 @@ pub trait Side: Send + Sync + 'static {
     fn websocket_idle_timeout(&self) -> Duration;
     /// How long a write to either side of a WebSocket may wait (a peer that stopped reading).
     fn websocket_write_timeout(&self) -> Duration;
-    /// The `poa` rewriting of bodies and the direction request bodies travel; `None` when this
-    /// listener rewrites none.
+    /// The `poa` rewriting of response bodies and the direction request bodies travel; `None`
+    /// when this listener rewrites none.
     fn poa(&self) -> Option<(&PoaRewriter, Direction)>;
+    /// After `admit`: whether the request body is read whole before the head goes upstream.
+    fn read_whole(
+        &self,
+        headers: &http::HeaderMap,
+        has_body: bool,
+        ctx: &mut Self::Ctx,
+    ) -> Option<WholeBody>;
+    /// The body `read_whole` asked for, read whole (`held` counts it against the buffer budget
+    /// for as long as the request keeps it): what the upstream receives, with its exact length,
+    /// or the proxy's answer. `complete: false`: the body outgrew `plan.limit` and this is its
+    /// start (the rest streams unread if it goes on; a refusal closes the connection).
+    fn whole_body(
+        &self,
+        ctx: &mut Self::Ctx,
+        plan: &WholeBody,
+        body: Bytes,
+        held: Held,
+        complete: bool,
+    ) -> Result<std::result::Result<Bytes, Refused>>;
     fn bodies(ctx: &mut Self::Ctx) -> &mut BodyRewrite;
     /// The request is an upgrade that was let through: its bytes after the `101` are no body.
     fn upgraded(ctx: &Self::Ctx) -> bool;
@@ -70,21 +102,6 @@ pub trait Side: Send + Sync + 'static {
     ) -> Result<Option<Refused>>;
     /// `len` more body bytes arrived from the client: an error past `limits.max_body`.
     fn count_body(&self, ctx: &mut Self::Ctx, len: usize) -> Result<()>;
-    /// After `admit`: the request body must be read whole, up to this many bytes, and judged
-    /// (`judge_body`) before the request goes on; `None`: it need not.
-    fn body_to_judge(&self, _ctx: &Self::Ctx) -> Option<usize> {
-        None
-    }
-    /// The whole body (`None`: larger than `body_to_judge` said), judged: `None` when the
-    /// request may go on, otherwise the proxy's answer.
-    fn judge_body(
-        &self,
-        _req: &RequestHeader,
-        _ctx: &mut Self::Ctx,
-        _body: Option<&[u8]>,
-    ) -> Result<Option<OwnResponse>> {
-        Ok(None)
-    }
     /// The head the upstream receives, after the connection-specific fields were removed.
     fn upstream_request(
         &self,

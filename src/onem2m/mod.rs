@@ -15,6 +15,7 @@ use pingora::Result;
 pub enum Rsc {
     BadRequest = 4000,
     OperationNotAllowed = 4005,
+    UnsupportedMediaType = 4015,
     OriginatorHasNoPrivilege = 4103,
     SecurityAssociationRequired = 4107,
     InternalServerError = 5000,
@@ -109,6 +110,18 @@ impl M2mError {
             challenge: false,
             retry_after: None,
             allow: Some(allow),
+        }
+    }
+
+    /// 415 / RSC 4015: a body in a media type the proxy must read and cannot.
+    pub fn unsupported_media_type(reason: impl Into<Cow<'static, str>>) -> Self {
+        M2mError {
+            status: 415,
+            rsc: Rsc::UnsupportedMediaType,
+            reason: reason.into(),
+            challenge: false,
+            retry_after: None,
+            allow: None,
         }
     }
 

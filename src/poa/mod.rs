@@ -148,9 +148,25 @@ impl PoaMap {
         body: &[u8],
         encoding: Encoding,
         direction: Direction,
+        count: impl FnMut(usize),
+    ) -> Option<Vec<u8>> {
+        self.rewrite_where(body, encoding, direction, |_| true, count)
+    }
+
+    /// `rewrite_each` with only the mappings whose label `allowed` accepts.
+    pub fn rewrite_where(
+        &self,
+        body: &[u8],
+        encoding: Encoding,
+        direction: Direction,
+        allowed: impl Fn(usize) -> bool,
         mut count: impl FnMut(usize),
     ) -> Option<Vec<u8>> {
-        if !self.rules.iter().any(|r| r.direction == direction) {
+        if !self
+            .rules
+            .iter()
+            .any(|r| r.direction == direction && allowed(r.label))
+        {
             return None;
         }
         let mut edits = Vec::new();
@@ -163,7 +179,7 @@ impl PoaMap {
                     let Ok(old) = serde_json::from_slice::<String>(token) else {
                         continue;
                     };
-                    if let Some((new, label)) = self.map(&old, direction) {
+                    if let Some((new, label)) = self.map(&old, direction, &allowed) {
                         edits.push((span, serde_json::to_vec(&new).ok()?));
                         labels.push(label);
                     }
@@ -171,7 +187,7 @@ impl PoaMap {
             }
             Encoding::Cbor => {
                 for (span, old) in cbor_poa_strings(body)? {
-                    if let Some((new, label)) = self.map(old, direction) {
+                    if let Some((new, label)) = self.map(old, direction, &allowed) {
                         let mut e = minicbor::Encoder::new(Vec::new());
                         e.str(&new).ok()?;
                         edits.push((span, e.into_writer()));
@@ -190,12 +206,17 @@ impl PoaMap {
 
     /// The rewritten URL and the label of the mapping that matched, when `s` matches one and
     /// the result differs. Only the first matching mapping is tried: a string is rewritten once.
-    fn map(&self, s: &str, direction: Direction) -> Option<(String, usize)> {
+    fn map(
+        &self,
+        s: &str,
+        direction: Direction,
+        allowed: &impl Fn(usize) -> bool,
+    ) -> Option<(String, usize)> {
         let url = Url::parse(s)?;
         let rule = self
             .rules
             .iter()
-            .filter(|r| r.direction == direction)
+            .filter(|r| r.direction == direction && allowed(r.label))
             .find_map(|r| r.from.tail(&url).map(|tail| (r, tail)));
         let (rule, tail) = rule?;
         let new = format!("{}{tail}", rule.to.text);

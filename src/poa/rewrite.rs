@@ -90,12 +90,30 @@ impl PoaRewriter {
 
     /// The rewritten body, or `None` when nothing changed; counted per mapping.
     pub fn rewrite(&self, body: &[u8], encoding: Encoding, direction: Direction) -> Option<Bytes> {
+        self.rewrite_for(body, encoding, direction, Routes::All)
+    }
+
+    /// The same with the mappings `routes` names only.
+    pub fn rewrite_for(
+        &self,
+        body: &[u8],
+        encoding: Encoding,
+        direction: Direction,
+        routes: Routes<'_>,
+    ) -> Option<Bytes> {
+        let allowed = |label: usize| {
+            self.labels
+                .get(label)
+                .is_some_and(|(kind, route)| routes.includes(kind, route))
+        };
         let mut counts = vec![0u64; self.labels.len()];
-        let out = self.map.rewrite_each(body, encoding, direction, |label| {
-            if let Some(n) = counts.get_mut(label) {
-                *n += 1;
-            }
-        })?;
+        let out = self
+            .map
+            .rewrite_where(body, encoding, direction, allowed, |label| {
+                if let Some(n) = counts.get_mut(label) {
+                    *n += 1;
+                }
+            })?;
         for ((kind, route), n) in self.labels.iter().zip(counts) {
             if n > 0 {
                 metrics::egress_poa_rewrites(route, kind, direction_label(direction), n);
@@ -106,6 +124,28 @@ impl PoaRewriter {
 
     pub fn max_body(&self) -> usize {
         self.max_body
+    }
+}
+
+/// Whose `poa` mappings apply to a body. On the ingress a request body gets a route's mapping
+/// only when the route's peer sent it (`egress[].peer_roles`): anyone else could otherwise
+/// point the CSE at that route by advertising the peer's public URL (issue 27.1).
+#[derive(Debug, Clone, Copy)]
+pub enum Routes<'a> {
+    All,
+    Only(&'a [String]),
+}
+
+impl Routes<'_> {
+    /// Whether a mapping of `kind` (`route`'s, or the CSE's own addresses) applies. The CSE's
+    /// own addresses apply to the bodies of a route's peer only: from anyone else, a `poa` of
+    /// `cse.public_url` would make the CSE call itself on its plain port.
+    fn includes(&self, kind: &str, route: &str) -> bool {
+        match self {
+            Routes::All => true,
+            Routes::Only(names) if kind == KIND_PUBLIC_URL => !names.is_empty(),
+            Routes::Only(names) => names.iter().any(|n| n == route),
+        }
     }
 }
 
@@ -202,8 +242,8 @@ impl BodyRewrite {
         }
     }
 
-    /// The whole request body, rewritten; `request_head` then gives its exact length. `held`
-    /// counts the body read; kept for as long as this request.
+    /// The whole request body, rewritten with the mappings of `routes`; `request_head` then
+    /// gives its exact length. `held` counts the body read; kept for as long as this request.
     pub fn whole_request(
         &mut self,
         rewriter: &PoaRewriter,
@@ -211,8 +251,11 @@ impl BodyRewrite {
         held: Held,
         encoding: Encoding,
         direction: Direction,
+        routes: Routes<'_>,
     ) -> Bytes {
-        let body = rewriter.rewrite(&body, encoding, direction).unwrap_or(body);
+        let body = rewriter
+            .rewrite_for(&body, encoding, direction, routes)
+            .unwrap_or(body);
         self.request_len = Some(body.len());
         self.held = held;
         body

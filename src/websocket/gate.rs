@@ -19,6 +19,7 @@ use crate::onem2m::Rsc;
 use crate::originator::OriginatorPolicy;
 use crate::parts::Known;
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
+use crate::steering::Listeners;
 
 pub const JSON: &str = "oneM2M.json";
 pub const CBOR: &str = "oneM2M.cbor";
@@ -122,6 +123,8 @@ pub struct Gate {
     policy: Arc<ArcSwap<OriginatorPolicy>>,
     rules: Arc<ArcSwap<RuleSet>>,
     cse_id: Option<String>,
+    /// The egress listeners no primitive may name (issue 27.1).
+    listeners: Arc<Listeners>,
     client: ClientStream,
     server: ServerStream,
     /// Frames for the client waiting for a message boundary in the CSE's stream.
@@ -132,6 +135,9 @@ pub struct Gate {
     after_close: usize,
     mask: MaskKeys,
 }
+
+const STEERING: &str =
+    "the primitive names a URL of this sidecar's egress route: the CSE would send there as itself";
 
 /// After a close, a client may still send its own Close frame (at most 131 bytes); more than
 /// this means it is not closing, and the connection is ended.
@@ -144,6 +150,7 @@ impl Gate {
         policy: Arc<ArcSwap<OriginatorPolicy>>,
         rules: Arc<ArcSwap<RuleSet>>,
         cse_id: Option<String>,
+        listeners: Arc<Listeners>,
         max_message: usize,
     ) -> Self {
         Gate {
@@ -152,6 +159,7 @@ impl Gate {
             policy,
             rules,
             cse_id,
+            listeners,
             client: ClientStream::new(max_message),
             server: ServerStream::new(),
             waiting_for_client: BytesMut::new(),
@@ -260,6 +268,20 @@ impl Gate {
                 None,
                 None,
             ),
+            // the CSE would send there as itself (`rt.nu`, a subscription's `nu`, …)
+            Ok(_)
+                if request.op.is_some()
+                    && !self.listeners.is_empty()
+                    && request.any_text(&mut |t| self.listeners.reached_by_bytes(t)) =>
+            {
+                metrics::steering_refused("websocket");
+                (
+                    Rsc::OriginatorHasNoPrivilege.code(),
+                    Cow::Borrowed(STEERING),
+                    None,
+                    None,
+                )
+            }
             Ok(originator) => match self.authorize(&request, originator) {
                 Ok(()) => {
                     let outcome = if request.fr.as_deref() == Some(originator) {
@@ -563,6 +585,7 @@ mod gate_tests {
                 RuleSet::compile(&Default::default()).unwrap(),
             )),
             None,
+            Arc::new(Listeners::default()),
             1024,
         )
     }

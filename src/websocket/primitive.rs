@@ -125,6 +125,11 @@ impl Primitive<'_> {
         self.entries.iter().find(|(k, _)| k == "pc").map(|(_, v)| v)
     }
 
+    /// Whether `found` holds for any text of the primitive, at any depth (`value::any_text`).
+    pub fn any_text(&self, found: &mut impl FnMut(&[u8]) -> bool) -> bool {
+        value::any_text(&self.entries, found)
+    }
+
     /// The primitive as the CSE receives it: the proxy's canonical encoding of what it decoded
     /// (`value`), with `fr` set to `originator` (in its place, or first when there was none).
     pub fn encode(&self, originator: Option<&str>) -> Bytes {

@@ -79,6 +79,24 @@ impl Value<'_> {
     }
 }
 
+/// Whether `found` holds for any text in `entries` at any depth: keys, strings, and byte
+/// strings (a CSE might read those as text too).
+pub fn any_text(entries: &Map<'_>, found: &mut impl FnMut(&[u8]) -> bool) -> bool {
+    entries
+        .iter()
+        .any(|(k, v)| found(k.as_bytes()) || any_text_in(v, found))
+}
+
+fn any_text_in(v: &Value<'_>, found: &mut impl FnMut(&[u8]) -> bool) -> bool {
+    match v {
+        Value::Text(s) => found(s.as_bytes()),
+        Value::Bytes(b) => found(b),
+        Value::Array(items) => items.iter().any(|i| any_text_in(i, found)),
+        Value::Map(entries) => any_text(entries, found),
+        Value::Null | Value::Bool(_) | Value::Int(_) | Value::Float(_) => false,
+    }
+}
+
 fn has_duplicate(entries: &Map<'_>) -> bool {
     if entries.len() <= 8 {
         return entries

@@ -266,7 +266,8 @@ say "PKI: $PKI (CA + a-server, b-server, in-client /id-in, mn-client /id-mn, cad
 # --- proxy configs ---
 # sidecar NAME LISTEN UPSTREAM ADMIN SERVERCERT ROUTE EGRESS_LISTEN PEER CLIENTCERT OWN_CSI
 #         OWN_CSE_NAME PEER_CSI PEER_AE_PREFIX
-# Each sidecar knows its own CSE (cse:) and bounds what the peer CSE may register for its AEs
+# Each sidecar knows its own CSE (cse:), gives the peer CSE's identity the role the route names
+# as its peer (peer_roles: only its poa is rewritten toward the route), and bounds what the peer CSE may register for its AEs
 # (cse_ae_ids: the peer's AEs need their own prefix, so they cannot take this CSE's AE-IDs).
 sidecar_config() {
   cat >"$WORK/$1.yaml" <<EOF
@@ -284,6 +285,9 @@ auth:
   methods: [mtls]
   mtls:
     identity: [uri]
+  # the peer CSE's pod identity: the route's peer (peer_roles), whose bodies get poa rewriting
+  roles:
+    cse: {methods: [mtls], names: ["${12}"]}
 originator:
   mode: verify
   cse_namespace: true
@@ -306,6 +310,7 @@ egress:
       cert: $PKI/$9.pem
       key: $PKI/$9.key
     originators: ["^${10}(/.*)?\$"]
+    peer_roles: [cse]
 EOF
 }
 
