@@ -67,7 +67,7 @@ pub struct Forwarding<'a> {
 }
 
 /// The `X-Forwarded-For` value for a client address. The same for every request of a
-/// connection: the lean path makes it once per connection (its clones share the bytes).
+/// connection: the request path makes it once per connection (its clones share the bytes).
 pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
     HeaderValue::try_from(ip.to_string()).expect("an IP address is a header value")
 }

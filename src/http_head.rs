@@ -1,7 +1,7 @@
 //! A request head the proxy forwards must have one reading only, the proxy's: a CSE's HTTP
 //! server that upper-cases methods, keeps the last of repeated fields or decodes bytes the
 //! proxy ignored would act on another operation than the one the rules judged (issue 26,
-//! class 3). Shared by the ingress (both request paths) and the egress listeners.
+//! class 3). Shared by the public listener and the egress listeners.
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::HeaderValue;

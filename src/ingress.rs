@@ -1,7 +1,7 @@
-//! What the proxy decides about an ingress request, whichever request path carries it (the
-//! pingora-proxy pipeline in `proxy`, or the lean loop in `forward`): size limits, who it is,
-//! the originator policy, the rules, the upgrade, the head the CSE sees, the oneM2M answer to a
-//! failure, and the request's metrics and access-log line. Nothing here reads or writes a socket.
+//! What the proxy decides about an ingress request (the request loop in `forward` carries it):
+//! size limits, who it is, the originator policy, the rules, the upgrade, the head the CSE sees,
+//! the oneM2M answer to a failure, and the request's metrics and access-log line. Nothing here
+//! reads or writes a socket.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,7 +12,7 @@ use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::tls::SslDigest;
-use pingora::protocols::Digest;
+use pingora::protocols::Stream;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{self, AccessRecord};
@@ -20,7 +20,7 @@ use crate::auth::client_cert::CertIdentity;
 use crate::auth::{AuthError, Authenticator, Failure, Presented, NO_METHOD};
 use crate::buffers;
 use crate::config::{Anonymous, Effect, WebSocketConfig};
-use crate::egress::rewrite::{BodyRewrite, PoaRewriter};
+use crate::forward::{OwnResponse, Refused, Side};
 use crate::headers::{self, Forwarding};
 use crate::http_head;
 use crate::identity::{Identity, Method};
@@ -29,6 +29,7 @@ use crate::metrics::{self, Outcome};
 use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
+use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
 use crate::poa::Direction;
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
 use crate::tls::handshake::ConnectionInfo;
@@ -78,10 +79,6 @@ pub struct Client<'a> {
 }
 
 impl<'a> Client<'a> {
-    pub fn of(digest: Option<&'a Digest>, addr: Option<&'a SocketAddr>) -> Self {
-        Self::from_tls(digest.and_then(|d| d.ssl_digest.as_deref()), addr)
-    }
-
     pub fn from_tls(tls: Option<&'a SslDigest>, addr: Option<&'a SocketAddr>) -> Self {
         Client {
             cert: tls
@@ -282,27 +279,14 @@ impl Refusal {
     }
 }
 
-/// A complete response the proxy makes itself.
-pub struct OwnResponse {
-    pub header: ResponseHeader,
-    pub body: Bytes,
-}
-
 impl Ingress {
-    /// First thing for every request head: note its `X-M2M-RI` and that the connection's first
-    /// request arrived (for `limits.header_timeout`).
-    pub fn request_started(&self, req: &RequestHeader, client: &Client, ctx: &mut RequestCtx) {
-        self.request_read(req, ctx);
-        self.first_request(client);
-    }
-
-    /// `request_started` without the connection's part: note the request's `X-M2M-RI`.
+    /// Note the request's `X-M2M-RI`.
     pub fn request_read(&self, req: &RequestHeader, ctx: &mut RequestCtx) {
         ctx.request_id = onem2m::request_id(req);
     }
 
-    /// `request_started`'s connection part: the connection's first request arrived (for
-    /// `limits.header_timeout`). A no-op after the first request of a connection.
+    /// The connection's first request arrived (for `limits.header_timeout`). Not called for
+    /// later requests of a connection: they have nothing to tell the limits.
     pub fn first_request(&self, client: &Client) {
         self.connections.request_started(client.addr);
     }
@@ -685,6 +669,168 @@ impl Ingress {
             duration_ms: elapsed * 1000.0,
             bytes_sent,
         });
+    }
+}
+
+/// What the connection tells about the client, the same for every request on it.
+pub struct Connection {
+    tls: Option<Arc<SslDigest>>,
+    addr: Option<SocketAddr>,
+    /// The `X-Forwarded-For` value of `addr`, made once.
+    forwarded_for: Option<HeaderValue>,
+}
+
+impl Connection {
+    pub fn client(&self) -> Client<'_> {
+        let mut client = Client::from_tls(self.tls.as_deref(), self.addr.as_ref());
+        client.forwarded_for = self.forwarded_for.as_ref();
+        client
+    }
+}
+
+/// The public listener's decisions, in the order the request loop (`forward`) asks for them.
+#[async_trait::async_trait]
+impl Side for Ingress {
+    type Conn = Connection;
+    type Ctx = RequestCtx;
+
+    fn connection(&self, stream: &Stream) -> Connection {
+        let tls = stream.get_ssl_digest();
+        let addr = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().cloned());
+        let mut conn = Connection {
+            tls,
+            addr,
+            forwarded_for: None,
+        };
+        conn.forwarded_for = conn.client().ip().map(headers::forwarded_for);
+        conn
+    }
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    fn idle_timeout_secs(&self) -> u64 {
+        self.limits.idle_timeout_secs
+    }
+
+    fn websocket_idle_timeout(&self) -> std::time::Duration {
+        self.websocket.idle_timeout
+    }
+
+    fn websocket_write_timeout(&self) -> std::time::Duration {
+        self.websocket.write_timeout
+    }
+
+    fn poa(&self) -> Option<(&PoaRewriter, Direction)> {
+        Some((&self.poa, Direction::TowardLocal))
+    }
+
+    fn bodies(ctx: &mut RequestCtx) -> &mut BodyRewrite {
+        &mut ctx.bodies
+    }
+
+    fn upgraded(ctx: &RequestCtx) -> bool {
+        ctx.upgraded
+    }
+
+    fn request_read(
+        &self,
+        conn: &Connection,
+        req: &RequestHeader,
+        first: bool,
+        ctx: &mut RequestCtx,
+    ) {
+        Ingress::request_read(self, req, ctx);
+        if first {
+            self.first_request(&conn.client());
+        }
+    }
+
+    fn size_error(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Option<OwnResponse>> {
+        Ingress::size_error(self, req)
+            .map(|refusal| self.refusal_response(ctx, refusal))
+            .transpose()
+    }
+
+    async fn admit(
+        &self,
+        conn: &Connection,
+        req: &RequestHeader,
+        is_upgrade: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Refused>> {
+        match Ingress::admit(self, req, &conn.client(), is_upgrade, ctx).await {
+            Ok(()) => Ok(None),
+            Err(refusal) => {
+                let ends_connection = refusal.ends_connection();
+                Ok(Some(Refused {
+                    response: self.refusal_response(ctx, refusal)?,
+                    ends_connection,
+                }))
+            }
+        }
+    }
+
+    fn count_body(&self, ctx: &mut RequestCtx, len: usize) -> Result<()> {
+        Ingress::count_body(self, ctx, len)
+    }
+
+    fn upstream_request(
+        &self,
+        conn: &Connection,
+        head: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        Ingress::upstream_request(self, head, &conn.client(), ctx)
+    }
+
+    fn upstream_response(
+        &self,
+        method: &http::Method,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        Ingress::upstream_response(self, method, resp, ctx)
+    }
+
+    fn websocket_from_client(
+        &self,
+        conn: &Connection,
+        ctx: &mut RequestCtx,
+        data: &Bytes,
+    ) -> Result<(Bytes, Option<Bytes>)> {
+        Ingress::websocket_from_client(self, ctx, &conn.client(), data)
+    }
+
+    fn websocket_from_server(&self, ctx: &mut RequestCtx, data: Bytes) -> Result<Bytes> {
+        Ingress::websocket_from_server(self, ctx, data)
+    }
+
+    fn websocket_going_away(&self, ctx: &mut RequestCtx) -> Option<(Bytes, Option<Bytes>)> {
+        Ingress::websocket_going_away(self, ctx)
+    }
+
+    fn failure_response(
+        &self,
+        e: &Error,
+        answered: bool,
+        ctx: &mut RequestCtx,
+    ) -> Option<OwnResponse> {
+        Ingress::failure_response(self, e, answered, ctx)
+    }
+
+    fn log(
+        &self,
+        conn: &Connection,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+        response: Option<&ResponseHeader>,
+        bytes_sent: usize,
+    ) {
+        Ingress::log(self, req, &conn.client(), ctx, response, bytes_sent)
     }
 }
 

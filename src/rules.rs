@@ -32,7 +32,10 @@
 //!   what gets forwarded. So that the proxy and the CSE cannot read one path two ways, a path
 //!   is refused when it holds (after cutting the query at the first `?`): a dot segment (`.`,
 //!   `..`, raw or encoded), an encoded `/`, `\` or `%`, a raw `\`, a raw `;` (path parameters,
-//!   which some servers strip: `..;/`), a raw `#`, an empty segment (`//`), a control character
+//!   which some servers strip: `..;/`), a raw `#`, an encoded `#`, `?` or `;` (a CSE reads them
+//!   as the end of the target: ACME answers `/x%23lbl` as a partial retrieve of `/x`, and sends
+//!   `%3F`/`%3B` on as a query or path parameters when it forwards to another CSE), an empty
+//!   segment (`//`), a control character
 //!   after decoding, an invalid percent-escape, non-UTF-8 after decoding, a first segment
 //!   that decodes to `~` or `_` without being written so, or an ID segment (the first; the
 //!   CSE-ID; the SP-ID) that starts with `~` or `_` (`/~cse-in`, `/_id-in/…`: a marker glued to
@@ -41,8 +44,8 @@
 //!   `/_/sp.example.com/id-in/cse-in/…`. `/~` and `/_` alone are refused (incomplete).
 //!   WebSocket primitives ([`primitive_target`]) write them `cse-in/…`, `/id-in/cse-in/…` and
 //!   `//sp.example.com/id-in/cse-in/…`; they map to the same targets, without percent-decoding
-//!   but with the same refusals of dot and empty segments, backslashes and control characters,
-//!   and no ID segment of a `to` may start with `~` or `_`.
+//!   but with the same refusals of dot and empty segments, backslashes, control characters and
+//!   `#`, `?`, `;`, and no ID segment of a `to` may start with `~` or `_`.
 //! * Canonical form (`crate::target::canonical`, with the local CSE of the `cse` section, which
 //!   `targets` need): every form of a target of the local CSE, `-` for its CSEBase name, is the
 //!   CSE-relative `/cse-in/…` ([`RuleSet::http_target`], [`RuleSet::primitive_target`] are the
@@ -1717,6 +1720,13 @@ mod tests {
             ("/cse-in/..;/x", PATH_PARAMETER),
             ("/cse-in/x;a=b", PATH_PARAMETER),
             ("/cse-in/x#y", FRAGMENT),
+            // decoded, a CSE reads them as the end of the target (ACME: `#` a partial
+            // retrieve of what precedes it; `?`, `;` a query and path parameters when it
+            // forwards to another CSE)
+            ("/cse-in/secret%23lbl", FRAGMENT),
+            ("/~/id-mn/cse-mn/private%3F", QUERY),
+            ("/~/id-mn/cse-mn/private%3frcn=4", QUERY),
+            ("/cse-in/x%3By", PATH_PARAMETER),
             ("/~//cse-in", EMPTY_SEGMENT),
             ("/_//x", EMPTY_SEGMENT),
             ("/~", INCOMPLETE),
@@ -2155,6 +2165,9 @@ mod tests {
             ("/~/id-in/cse-in", MARKER),
             ("//_sp/id-in", GLUED_MARKER),
             ("//sp/~/x", MARKER),
+            ("cse-in/secret#lbl", FRAGMENT),
+            ("/id-mn/cse-mn/private?rcn=4", QUERY),
+            ("cse-in/x;y", PATH_PARAMETER),
         ];
         for (to, err) in cases {
             assert_eq!(primitive_target(to).as_ref().err(), Some(err), "{to:?}");

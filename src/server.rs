@@ -7,6 +7,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use anyhow::Result;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::prelude::HttpPeer;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
@@ -24,21 +25,20 @@ use crate::auth::queue::VerifyQueue;
 use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
-use crate::config::{Config, ConfigError, Effect, KeyError, Method, RequestPath, Resolved};
+use crate::config::{Config, ConfigError, Effect, KeyError, Method, Resolved};
 use crate::cse::LocalCse;
-use crate::egress::proxy::EgressProxy;
-use crate::egress::rewrite::PoaRewriter;
+use crate::egress::listener::Egress;
+use crate::egress::peer::PeerTarget;
 use crate::egress::Route;
-use crate::forward::Lean;
+use crate::forward::{Fixed, Forward, Upstreams};
 use crate::ingress::{Ingress, RequestLimits, ANONYMOUS};
 use crate::limits::{ConnectionLimits, LimitsHook};
 use crate::metrics::Outcome;
 use crate::onem2m::mapping::UpstreamError;
 use crate::originator::OriginatorPolicy;
-use crate::proxy::AuthProxy;
+use crate::poa::rewrite::PoaRewriter;
 use crate::reload::{FileKind, ReadSettings, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
-use crate::shutdown::{GoingAway, WebSockets};
 use crate::tls::handshake::HandshakeFailure;
 use crate::tls::{self, TlsState};
 
@@ -207,7 +207,17 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     };
     let introspection = sections.introspection.map(Arc::new);
     let routes: Vec<Arc<Route>> = sections.routes.into_iter().map(Arc::new).collect();
-    let poa = PoaRewriter::new(&routes, config.limits.egress_rewrite_max_body)
+    let pairs: Vec<(String, String)> = routes
+        .iter()
+        .map(|r| (r.peer.base(), r.local_url.clone()))
+        .collect();
+    let rewriting: Vec<(&str, &str, &str)> = routes
+        .iter()
+        .zip(&pairs)
+        .filter(|(r, _)| r.rewrite_poa)
+        .map(|(r, (peer, local))| (r.name.as_str(), peer.as_str(), local.as_str()))
+        .collect();
+    let poa = PoaRewriter::new(&rewriting, config.limits.egress_rewrite_max_body)
         .map_err(|m| invalid(KeyError::new("egress", m)))?;
     for (route, c) in routes.iter().zip(&config.egress) {
         if c.allow_plain_peer && !route.peer.tls {
@@ -296,13 +306,13 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     })
 }
 
-fn upstream_peer(p: &Prepared) -> HttpPeer {
+/// The connections to the CSE.
+fn cse_upstreams(p: &Prepared, connector: Arc<TransportConnector>) -> Upstreams {
     let mut peer = HttpPeer::new(p.resolved.upstream, false, String::new());
     peer.options.connection_timeout = Some(p.config.upstream.connect_timeout);
     peer.options.total_connection_timeout = Some(p.config.upstream.connect_timeout);
-    peer.options.read_timeout = Some(p.config.upstream.timeout);
-    peer.options.write_timeout = Some(p.config.upstream.timeout);
-    peer
+    let timeout = Some(p.config.upstream.timeout);
+    Upstreams::new(Box::new(Fixed(peer)), connector, timeout, timeout)
 }
 
 /// Reload of the config file itself: the keys of [`crate::config::LIVE_KEYS`] are applied;
@@ -408,8 +418,8 @@ pub fn run(p: Prepared) -> Result<()> {
         graceful_shutdown_timeout_seconds: Some(5),
         // One single-threaded runtime per thread instead of tokio's work-stealing pool: a
         // connection stays on the thread that accepted it. Measured with `threads: 2` at 32
-        // keep-alive mTLS connections: -27 % CPU per request on the pipeline, -41 % on the lean
-        // path (BENCHMARKS.md, 2026-12-01). Blocking work (bcrypt) goes to spawn_blocking.
+        // keep-alive mTLS connections: -41 % CPU per request on this request path (-27 % on the
+        // former pipeline; BENCHMARKS.md, 2026-12-01). Blocking work goes to spawn_blocking.
         work_stealing: false,
         // Every TLS connection the proxy makes (egress peers, JWKS, introspection) brings its
         // own CA; without a file here Pingora's connectors would load the system CA bundle
@@ -486,31 +496,15 @@ pub fn run(p: Prepared) -> Result<()> {
         }
         _ => None,
     };
-    match p.config.request_path {
-        RequestPath::Pipeline => {
-            let sockets = Arc::new(WebSockets::default());
-            let proxy = AuthProxy {
-                ingress,
-                upstream: upstream_peer(&p),
-                sockets: sockets.clone(),
-            };
-            // wrapped so that its WebSockets can be closed properly at shutdown
-            let app = GoingAway {
-                inner: Arc::new(pingora::proxy::http_proxy(&server.configuration, proxy)),
-                sockets,
-            };
-            let mut service = Service::new("Pingora HTTP Proxy Service".to_string(), app);
-            public_listener(&mut service, tls_listener, connections, &listen);
-            server.add_service(service);
-        }
-        RequestPath::Lean => {
-            let app = Lean::new(ingress, upstream_peer(&p));
-            let mut service = Service::new("lean proxy".to_string(), app);
-            public_listener(&mut service, tls_listener, connections, &listen);
-            log::info!("request_path: lean (experimental)");
-            server.add_service(service);
-        }
-    }
+    // one connector (its TLS context) for the CSE and every egress peer; each connection brings
+    // its own CA and client certificate
+    let connector = Arc::new(TransportConnector::new(Some(
+        ConnectorOptions::from_server_conf(&server.configuration),
+    )));
+    let app = Forward::new(ingress, cse_upstreams(&p, connector.clone()));
+    let mut service = Service::new("proxy".to_string(), app);
+    public_listener(&mut service, tls_listener, connections, &listen);
+    server.add_service(service);
 
     let readiness = Readiness::default();
     let mut admin = Service::new(
@@ -538,16 +532,25 @@ pub fn run(p: Prepared) -> Result<()> {
     );
 
     for route in &p.routes {
-        let mut egress = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            EgressProxy {
-                route: route.clone(),
-                poa: p.poa.clone(),
-                access_log: p.config.log.access,
-                max_body: p.config.limits.max_body,
-                idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
-            },
-            &format!("egress {}", route.name),
+        let side = Egress {
+            route: route.clone(),
+            poa: p.poa.clone(),
+            access_log: p.config.log.access,
+            max_body: p.config.limits.max_body,
+            idle_timeout_secs: p.config.limits.idle_timeout.as_secs().max(1),
+            websocket_idle_timeout: p.config.websocket.idle_timeout,
+            websocket_write_timeout: p.config.websocket.write_timeout,
+        };
+        let timeout = Some(route.timeout);
+        let upstreams = Upstreams::new(
+            Box::new(PeerTarget(route.clone())),
+            connector.clone(),
+            timeout,
+            timeout,
+        );
+        let mut egress = Service::new(
+            format!("egress {}", route.name),
+            Forward::new(Arc::new(side), upstreams),
         );
         egress.add_tcp(&route.listen.to_string());
         log::info!(

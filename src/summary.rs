@@ -83,9 +83,6 @@ pub fn render(p: &Prepared) -> String {
         "upstream: {} -> {} (connect timeout {:?}, timeout {:?})",
         c.upstream.url, p.resolved.upstream, c.upstream.connect_timeout, c.upstream.timeout
     ));
-    if c.request_path == crate::config::RequestPath::Lean {
-        line("request path: lean (experimental)".to_string());
-    }
     line(format!(
         "admin: {} (/metrics, /healthz, /readyz)",
         p.resolved.admin

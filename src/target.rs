@@ -123,6 +123,7 @@ pub(crate) const CONTROL: TargetError = TargetError("control character in target
 pub(crate) const NOT_UTF8: TargetError = TargetError("target is not UTF-8 after decoding");
 pub(crate) const PATH_PARAMETER: TargetError = TargetError("path parameter (;) in target");
 pub(crate) const FRAGMENT: TargetError = TargetError("fragment (#) in target");
+pub(crate) const QUERY: TargetError = TargetError("query (?) in target");
 pub(crate) const ENCODED_MARKER: TargetError = TargetError("encoded ~ or _ as first segment");
 pub(crate) const MARKER: TargetError = TargetError("~ or _ as first segment of a primitive target");
 pub(crate) const GLUED_MARKER: TargetError =
@@ -236,6 +237,12 @@ fn push_decoded(out: &mut Vec<u8>, raw: &str) -> Result<(), TargetError> {
                     b'\\' => return Err(ENCODED_BACKSLASH),
                     // a CSE that decodes twice would see `%2e` as `.`
                     b'%' => return Err(ENCODED_PERCENT),
+                    // decoded, these end the target for a CSE: ACME cuts `to` at `#` (a partial
+                    // retrieve of what precedes it) and, forwarding to another CSE, sends `?`
+                    // and `;` as a query and path parameters the rules never saw
+                    b'#' => return Err(FRAGMENT),
+                    b'?' => return Err(QUERY),
+                    b';' => return Err(PATH_PARAMETER),
                     d => d,
                 }
             }
@@ -265,6 +272,12 @@ pub(crate) fn check_plain(seg: &str) -> Result<(), TargetError> {
     }
     if seg.contains('\\') {
         return Err(BACKSLASH);
+    }
+    // as for a decoded HTTP path: a CSE reads these as the end of the target
+    for (c, err) in [('#', FRAGMENT), ('?', QUERY), (';', PATH_PARAMETER)] {
+        if seg.contains(c) {
+            return Err(err);
+        }
     }
     if seg.chars().any(char::is_control) {
         return Err(CONTROL);

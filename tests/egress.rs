@@ -1061,3 +1061,399 @@ fn a_peer_without_forward_secrecy_aead_or_a_san_is_refused() {
         assert_eq!(endpoint.count(), 0, "{what}: a request reached the peer");
     }
 }
+
+/// A peer (A) that rewrites nothing itself (no routes of its own), in front of a scripted CSE,
+/// and B with a route to it: what B's route sends is what that CSE sees, byte for byte. `b_extra`
+/// goes into B's config at the top level.
+struct ToScripted {
+    a: Side,
+    b: Side,
+    cse: common::wiretap::ScriptedUpstream,
+    _pa: ProxyProcess,
+    pb: ProxyProcess,
+}
+
+fn to_scripted(
+    b_extra: &str,
+    script: impl Fn(&common::wiretap::Seen) -> common::wiretap::Reply + Send + Sync + 'static,
+) -> ToScripted {
+    let (a, b) = (Side::new(), Side::new());
+    let mn_cert = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
+    let cse = common::wiretap::ScriptedUpstream::start_on(free_port(), script);
+    let a_yaml = a
+        .yaml("[mtls]", "", "")
+        .replace(&a.upstream.url(), &format!("http://{}", cse.addr()));
+    let pa = a.start(&a_yaml);
+    let pb = b.start(&b.yaml(
+        "[mtls]",
+        b_extra,
+        &b.route("registrar", &a, &a.ca, Some(&mn_cert), ""),
+    ));
+    ToScripted {
+        a,
+        b,
+        cse,
+        _pa: pa,
+        pb,
+    }
+}
+
+/// A raw response: `HTTP/1.1 200 OK`, JSON, the body with `Content-Length` or chunked (in
+/// pieces of at most 1000 bytes).
+fn json_answer(body: &[u8], chunked: bool) -> Vec<u8> {
+    let mut out =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-M2M-RSC: 2000\r\n".to_vec();
+    if chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        for piece in body.chunks(1000) {
+            out.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            out.extend_from_slice(piece);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"0\r\n\r\n");
+    } else {
+        out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// A `poa` rewrite changes a body's length: the rewritten body leaves the route with its exact
+/// `Content-Length` and no chunking, in both directions, whichever framing it came with; the
+/// local CSE's connection stays usable throughout.
+#[test]
+fn rewritten_poa_bodies_leave_with_their_exact_content_length_both_ways() {
+    let a_public = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let public = a_public.clone();
+    let t = to_scripted("", move |r| {
+        let cb = format!(
+            "{{\"m2m:cb\":{{\"rn\":\"cse-in\",\"poa\":[\"{}\"]}}}}",
+            public.get().map_or("", String::as_str)
+        );
+        common::wiretap::Reply::new(match r.path.as_str() {
+            "/cb-length" => json_answer(cb.as_bytes(), false),
+            "/cb-chunked" => json_answer(cb.as_bytes(), true),
+            _ => json_answer(b"{}", false),
+        })
+    });
+    let (a, b) = (&t.a, &t.b);
+    a_public.set(a.public()).unwrap();
+    let mut conn = Conn::plain(b.egress).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+
+    // the peer's CSEBase, its poa (A's public URL) turned into B's egress URL
+    let want = format!(
+        "{{\"m2m:cb\":{{\"rn\":\"cse-in\",\"poa\":[\"{}\"]}}}}",
+        b.local()
+    );
+    for path in ["/cb-length", "/cb-chunked"] {
+        let resp = conn
+            .request(&Request::get(path).header("X-M2M-Origin", "/id-mn"))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        assert_eq!(resp.text(), want, "{path}");
+        assert_eq!(
+            resp.header("Content-Length"),
+            Some(want.len().to_string().as_str()),
+            "{path}: {:?}",
+            resp.headers
+        );
+        assert_eq!(resp.header("Transfer-Encoding"), None, "{path}");
+    }
+
+    // the MN's <remoteCSE> with its poa as B's egress URL: the peer's CSE sees A's public URL
+    let csr = |poa: &str| {
+        format!("{{\"m2m:csr\":{{\"rn\":\"id-mn\",\"csi\":\"/id-mn\",\"poa\":[\"{poa}/\"],\"rr\":true}}}}")
+    };
+    let sent = csr(&b.local());
+    let want = csr(&a.public());
+    let (half, rest) = sent.as_bytes().split_at(sent.len() / 2);
+    for (framing, req) in [
+        (
+            "Content-Length",
+            Request::post("/cse-in", sent.clone().into_bytes()),
+        ),
+        (
+            "chunked",
+            Request::new("POST", "/cse-in").chunked(&[half, rest]),
+        ),
+    ] {
+        let resp = conn
+            .request(
+                &req.header("Content-Type", "application/json;ty=16")
+                    .header("X-M2M-Origin", "/id-mn"),
+            )
+            .unwrap_or_else(|e| panic!("{framing}: {e}"));
+        assert_eq!(resp.status, 200, "{framing}: {}", resp.text());
+        let seen = t.cse.seen().pop().unwrap();
+        assert_eq!(seen.path, "/cse-in", "{framing}");
+        assert_eq!(
+            String::from_utf8_lossy(seen.body.as_deref().unwrap()),
+            want,
+            "{framing}"
+        );
+        assert_eq!(
+            seen.values("Content-Length"),
+            vec![want.len().to_string().as_str()],
+            "{framing}: {:?}",
+            seen.headers
+        );
+        assert!(seen.values("Transfer-Encoding").is_empty(), "{framing}");
+    }
+    let (_, scrape) = t.pb.admin_get("/metrics").unwrap();
+    for direction in ["toward_local", "away_from_local"] {
+        assert!(
+            metric(
+                &scrape,
+                &format!("m2m_auth_proxy_egress_poa_rewrites_total{{direction=\"{direction}\",route=\"registrar\"}}")
+            ) >= 2.0,
+            "{direction}: {scrape}"
+        );
+    }
+}
+
+/// A body larger than `limits.egress_rewrite_max_body` passes unchanged, whole and in its own
+/// framing (streamed; what was read while it could still have fitted goes first), both ways,
+/// and is counted as not inspected.
+#[test]
+fn bodies_over_the_rewrite_limit_pass_unchanged_both_ways() {
+    let a_public = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+    let public = a_public.clone();
+    // a poa, then padding: 8 KiB, over the 1 KiB limit
+    let big = |poa: &str| {
+        format!(
+            "{{\"m2m:cb\":{{\"poa\":[\"{poa}\"],\"lbl\":[\"{}\"]}}}}",
+            "x".repeat(8 * 1024)
+        )
+    };
+    let t = to_scripted("limits:\n  egress_rewrite_max_body: 1024\n", move |r| {
+        let body = big(public.get().map_or("", String::as_str));
+        common::wiretap::Reply::new(match r.path.as_str() {
+            "/big-length" => json_answer(body.as_bytes(), false),
+            "/big-chunked" => json_answer(body.as_bytes(), true),
+            _ => json_answer(b"{}", false),
+        })
+    });
+    let (a, b) = (&t.a, &t.b);
+    a_public.set(a.public()).unwrap();
+    let mut conn = Conn::plain(b.egress).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+
+    let from_peer = big(&a.public());
+    for (path, framing) in [
+        ("/big-length", "Content-Length"),
+        ("/big-chunked", "Transfer-Encoding"),
+    ] {
+        let resp = conn
+            .request(&Request::get(path).header("X-M2M-Origin", "/id-mn"))
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.status, 200, "{path}");
+        assert!(resp.text() == from_peer, "{path}: body changed");
+        assert!(resp.header(framing).is_some(), "{path}: {:?}", resp.headers);
+    }
+
+    let to_peer = big(&b.local());
+    let bytes = to_peer.as_bytes();
+    let pieces: Vec<&[u8]> = bytes.chunks(500).collect();
+    for (framing, req) in [
+        ("Content-Length", Request::post("/cse-in", bytes.to_vec())),
+        (
+            "Transfer-Encoding",
+            Request::new("POST", "/cse-in").chunked(&pieces),
+        ),
+    ] {
+        let resp = conn
+            .request(
+                &req.header("Content-Type", "application/json")
+                    .header("X-M2M-Origin", "/id-mn"),
+            )
+            .unwrap_or_else(|e| panic!("{framing}: {e}"));
+        assert_eq!(resp.status, 200, "{framing}: {}", resp.text());
+        let seen = t.cse.seen().pop().unwrap();
+        assert!(
+            seen.body.as_deref() == Some(bytes),
+            "{framing}: body changed or cut ({} bytes)",
+            seen.body.as_ref().map_or(0, Vec::len)
+        );
+        assert_eq!(
+            seen.values(framing).len(),
+            1,
+            "{framing}: {:?}",
+            seen.headers
+        );
+    }
+    let (_, scrape) = t.pb.admin_get("/metrics").unwrap();
+    let not_inspected = |direction: &str| {
+        metric(
+            &scrape,
+            &format!("m2m_auth_proxy_poa_bodies_not_inspected_total{{direction=\"{direction}\"}}"),
+        )
+    };
+    assert!(not_inspected("toward_local") >= 2.0, "{scrape}");
+    assert!(not_inspected("away_from_local") >= 2.0, "{scrape}");
+}
+
+/// `limits.max_body` holds for chunked bodies on a route too (they declare no length): past
+/// it the local CSE gets a 413 in oneM2M form, and the connection to the peer, which carries
+/// the head and part of that body, is closed rather than reused (the next request would be
+/// read as more of the body).
+#[test]
+fn a_chunked_egress_body_over_max_body_is_refused_with_413_and_the_peer_connection_is_dropped() {
+    let (a, b) = (Side::new(), Side::new());
+    let mn_cert = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
+    let pa = a.start(&a.yaml("[mtls]", "", ""));
+    let _pb = b.start(&b.yaml(
+        "[mtls]",
+        "limits:\n  max_body: 65536\n",
+        &b.route("registrar", &a, &a.ca, Some(&mn_cert), ""),
+    ));
+    let handshakes = || {
+        let (_, scrape) = pa.admin_get("/metrics").unwrap();
+        ["yes", "no"]
+            .iter()
+            .map(|c| {
+                metric(
+                    &scrape,
+                    &format!("m2m_auth_proxy_tls_handshakes_total{{client_cert=\"{c}\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    // a warm connection from B to A, back in B's pool: the upload takes it
+    let warm = egress_request(
+        b.egress,
+        &Request::get("/warm").header("X-M2M-Origin", "/id-mn"),
+    );
+    assert_eq!(warm.status, 200);
+
+    let piece = vec![b'a'; 16 * 1024];
+    let pieces: Vec<&[u8]> = (0..16).map(|_| &piece[..]).collect();
+    let mut conn = Conn::plain(b.egress).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let resp = conn
+        .request(
+            &Request::new("POST", "/cse-in/big")
+                .chunked(&pieces)
+                .header("Content-Type", "application/octet-stream")
+                .header("X-M2M-Origin", "/id-mn")
+                .header("X-M2M-RI", "ri-big"),
+        )
+        .expect("an answer");
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    assert!(resp.header("X-M2M-RSC").is_some(), "{:?}", resp.headers);
+    assert_eq!(resp.header("X-M2M-RI"), Some("ri-big"));
+    assert!(resp.json()["m2m:dbg"].is_string(), "{}", resp.text());
+    assert!(
+        a.upstream
+            .requests()
+            .iter()
+            .all(|r| r.path != "/cse-in/big"),
+        "the cut body reached the peer's CSE as a whole request"
+    );
+    let before = handshakes();
+
+    let next = egress_request(
+        b.egress,
+        &Request::get("/next").header("X-M2M-Origin", "/id-mn"),
+    );
+    assert_eq!(next.status, 200, "{}", next.text());
+    assert_eq!(a.upstream.last().unwrap().path, "/next");
+    assert!(
+        handshakes() > before,
+        "the next request went on the connection that carried the cut body"
+    );
+}
+
+/// A route's connections to its peer are pooled with the client certificate they were made
+/// with: after the certificate file is replaced, the next request (on the same keep-alive
+/// connection of the local CSE) reaches the peer with the new certificate's identity.
+#[test]
+fn after_the_routes_client_certificate_is_replaced_new_requests_carry_the_new_one() {
+    let (a, b) = (Side::new(), Side::new());
+    let first = a.pki.client(&a.ca, ClientOpts::uri("/id-mn"));
+    let cert = b
+        .pki
+        .write("own-client.pem", &std::fs::read(&first.chain).unwrap());
+    let key = b
+        .pki
+        .write("own-client.key", &std::fs::read(&first.key).unwrap());
+    let route = format!(
+        "\n  - name: registrar\n    listen: \"{}\"\n    peer: \"{}\"\n    tls:\n      ca: {}\n      cert: {}\n      key: {}\n",
+        b.egress,
+        a.public(),
+        a.ca.cert.display(),
+        cert.display(),
+        key.display()
+    );
+    let _pa = a.start(&a.yaml("[mtls]", "", ""));
+    let pb = b.start(&b.yaml("[mtls]", "", &route));
+    let mut conn = Conn::plain(b.egress).unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let as_origin = |o: &str| Request::get("/cse-in").header("X-M2M-Origin", o);
+    let resp = conn.request(&as_origin("/id-mn")).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        a.upstream.last().unwrap().header_values("X-M2M-Origin"),
+        ["/id-mn"]
+    );
+
+    let reloads = || {
+        let (_, scrape) = pb.admin_get("/metrics").unwrap();
+        metric(
+            &scrape,
+            "m2m_auth_proxy_reloads_total{file=\"egress_client_cert\",result=\"success\"}",
+        )
+    };
+    let before = reloads();
+    let second = a.pki.client(&a.ca, ClientOpts::uri("/id-mn2"));
+    write_atomic(&key, &std::fs::read(&second.key).unwrap());
+    write_atomic(&cert, &std::fs::read(&second.chain).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while reloads() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "not reloaded\n{}",
+            pb.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // the peer holds the originator to the certificate's identity (verify mode): a request on
+    // a connection made with the old certificate would be refused there
+    let resp = conn.request(&as_origin("/id-mn2")).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        a.upstream.last().unwrap().header_values("X-M2M-Origin"),
+        ["/id-mn2"]
+    );
+}
+
+/// An upgrade request carries no body on the egress listener either: with one it is refused
+/// before anything leaves the pod (its bytes would reach the peer uncounted by
+/// `limits.max_body`).
+#[test]
+fn an_upgrade_request_with_a_body_does_not_leave_the_pod() {
+    let p = pair("");
+    for (case, req) in [
+        (
+            "Content-Length",
+            Request::websocket("/ws", &["oneM2M.json"]).body(b"hello".to_vec()),
+        ),
+        (
+            "chunked",
+            Request::websocket("/ws", &["oneM2M.json"]).chunked(&[b"hello"]),
+        ),
+    ] {
+        let resp = egress_request(p.b.egress, &req.header("X-M2M-Origin", "/id-mn"));
+        assert_eq!(resp.status, 400, "{case}: {}", resp.text());
+        assert_eq!(resp.header("X-M2M-RSC"), Some("4000"), "{case}");
+    }
+    // the peer's sidecar saw no request at all (it would refuse them too)
+    let (_, scrape) = p.pa.admin_get("/metrics").unwrap();
+    let requests: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("m2m_auth_proxy_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(requests, 0.0, "{scrape}");
+    assert_eq!(p.a.upstream.count(), 0, "nothing reached the peer's CSE");
+}

@@ -534,6 +534,29 @@ fn a_broken_config_stops_the_proxy_with_exit_code_1() {
     assert!(err.contains("bogus"), "{err}");
 }
 
+/// `request_path` chose between two request paths; there is one now. A config that still sets
+/// it (whatever the value) is refused by `check` and at start, naming the key and why.
+#[test]
+fn a_config_that_still_sets_request_path_is_refused_by_check_and_at_start() {
+    let s = Scenario::files_only(ScenarioOpts::default());
+    for value in ["lean", "pipeline"] {
+        let path = s.write_config(&format!("{}request_path: {value}\n", s.config_yaml()));
+        for args in [
+            vec!["check", "--config", path.to_str().unwrap()],
+            vec!["--config", path.to_str().unwrap()],
+        ] {
+            let (code, out, err) = run_cli(&bin(), &args);
+            assert_eq!(code, 1, "{args:?} {value}: {out}{err}");
+            assert!(
+                err.contains(path.to_str().unwrap())
+                    && err.contains("request_path")
+                    && err.contains("one request path"),
+                "{args:?} {value}: {err}"
+            );
+        }
+    }
+}
+
 #[test]
 fn demo_runs_the_example_config_with_its_echo_upstream() {
     // the quick start: the example config and dev certificates, on free ports

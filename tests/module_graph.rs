@@ -285,3 +285,37 @@ fn graph_without(g: &Graph, module: &str) -> Graph {
         })
         .collect()
 }
+
+/// The modules `from` reaches through its dependencies (itself not included).
+fn reach(g: &Graph, from: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut todo: Vec<&str> = vec![from];
+    while let Some(m) = todo.pop() {
+        for next in g.get(m).into_iter().flatten() {
+            if seen.insert(next.clone()) {
+                todo.push(next);
+            }
+        }
+    }
+    seen
+}
+
+/// The ingress decisions do not depend on the egress routes, directly or through another
+/// module: what both directions share (the `poa` rewriting of bodies, the request loop) has its
+/// own home.
+#[test]
+fn ingress_does_not_import_from_egress() {
+    let top = top_level(&graph(&src()));
+    assert!(
+        top["ingress"].contains("poa"),
+        "the reader sees ingress's dependencies: {:?}",
+        top["ingress"]
+    );
+    let reached = reach(&top, "ingress");
+    assert!(
+        !reached.contains("egress"),
+        "ingress reaches egress: {:?} (directly: {:?})",
+        reached,
+        top["ingress"]
+    );
+}

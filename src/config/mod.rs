@@ -98,14 +98,19 @@ pub struct Config {
     /// The local CSE's identity: targets and originators in every form are read as one.
     #[serde(default)]
     pub cse: Option<CseConfig>,
-    /// Which code carries ingress requests (experimental `lean`).
+    /// Removed (there is one request path): read only to refuse it with a clear error, rather
+    /// than as an unknown key.
     #[serde(default)]
-    pub request_path: RequestPath,
+    pub request_path: Option<serde_yaml_ng::Value>,
     /// Accept the credentials this project publishes as examples (certs/dev, the deploy
     /// example Secret), which are otherwise refused. For a throwaway trial only.
     #[serde(default)]
     pub allow_example_credentials: bool,
 }
+
+/// The error for a config that still sets `request_path`.
+pub const REQUEST_PATH_REMOVED: &str =
+    "removed: there is one request path now (what `lean` was, for ingress and egress alike); delete this key";
 
 /// The keys of the config file a reload applies (every other change needs a restart), in the
 /// words of the reload log line and the docs.
@@ -116,16 +121,6 @@ pub const LIVE_KEYS: [&str; 5] = [
     "auth.basic.originators",
     "authorization",
 ];
-
-/// The request path of the public listener: Pingora's proxy pipeline, or the lean per-connection
-/// loop on pingora-core (experimental).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RequestPath {
-    #[default]
-    Pipeline,
-    Lean,
-}
 
 fn default_admin() -> String {
     "127.0.0.1:9091".to_string()
@@ -188,7 +183,8 @@ impl Config {
             limits,
             websocket,
             egress,
-            request_path,
+            // refused by `validate`
+            request_path: _,
             allow_example_credentials,
         } = self;
         let auth_except_reloaded = |a: &AuthConfig| {
@@ -199,7 +195,7 @@ impl Config {
             a.roles.clear();
             a
         };
-        let checks: [(&'static str, bool); 14] = [
+        let checks: [(&'static str, bool); 13] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -215,7 +211,6 @@ impl Config {
             ("limits", *limits == new.limits),
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
-            ("request_path", *request_path == new.request_path),
             (
                 "allow_example_credentials",
                 *allow_example_credentials == new.allow_example_credentials,
@@ -230,6 +225,9 @@ impl Config {
 
     /// The checks that need nothing but the config: addresses, then each section's own.
     pub fn validate(&self) -> Result<Resolved, KeyError> {
+        if self.request_path.is_some() {
+            return Err(KeyError::new("request_path", REQUEST_PATH_REMOVED));
+        }
         let listen = parse_addr(&self.listen)
             .map_err(|m| KeyError::new("listen", format!("expected host:port, {m}")))?;
         let admin = parse_addr(&self.admin)
@@ -376,18 +374,17 @@ mod tests {
     }
 
     #[test]
-    fn request_path_defaults_to_pipeline_and_names_bad_values() {
+    fn request_path_is_refused_naming_the_key_whatever_its_value() {
         let base = "listen: \"127.0.0.1:1\"\nupstream: \"http://127.0.0.1:2\"\n";
-        assert_eq!(parse(base).unwrap().request_path, RequestPath::Pipeline);
-        let lean = parse(&format!("{base}request_path: lean\n")).unwrap();
-        assert_eq!(lean.request_path, RequestPath::Lean);
-        let err = parse(&format!("{base}request_path: fast\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("request_path") && err.contains("pipeline"),
-            "{err}"
-        );
+        assert!(parse(base).unwrap().request_path.is_none());
+        for value in ["lean", "pipeline", "fast", "{}"] {
+            let c = parse(&format!("{base}request_path: {value}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(
+                err.contains("request_path") && err.contains("one request path"),
+                "{value}: {err}"
+            );
+        }
     }
 
     #[test]
@@ -426,8 +423,5 @@ mod path_tests {
         );
         b.limits.max_body += 1;
         assert_eq!(a.restart_only_changes(&b), vec!["limits"]);
-        let mut c = a.clone();
-        c.request_path = RequestPath::Lean;
-        assert_eq!(a.restart_only_changes(&c), vec!["request_path"]);
     }
 }

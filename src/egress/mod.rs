@@ -3,11 +3,12 @@
 //! certificate, or Basic/Bearer credentials from files) and the peer's server certificate
 //! checked against the route's CA. The route's files are reloadables like the ingress files.
 
-pub mod proxy;
-pub mod rewrite;
+pub mod listener;
+pub mod peer;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +50,8 @@ pub struct Route {
     pub client: ArcSwapOption<CertKey>,
     /// `Authorization` sent to the peer (Basic or Bearer from the route's secret file).
     pub authorization: ArcSwapOption<HeaderValue>,
+    /// Counts the reloads of `ca` and `client`: connections made before one are not reused.
+    generation: AtomicU64,
     files: RouteFiles,
 }
 
@@ -136,6 +139,7 @@ impl Route {
             ca: ArcSwapOption::empty(),
             client: ArcSwapOption::empty(),
             authorization: ArcSwapOption::empty(),
+            generation: AtomicU64::new(0),
             files: RouteFiles {
                 ca: c.tls.as_ref().map(|t| t.ca.to_path_buf()),
                 cert_key: c.tls.as_ref().and_then(|t| match (&t.cert, &t.key) {
@@ -158,6 +162,17 @@ impl Route {
             .next()?;
         self.peer_addr.store(Some(Arc::new(addr)));
         Some(addr)
+    }
+
+    /// The generation of the route's TLS files: it changes with each reload of them.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// After the TLS files were replaced (not before: a connection pooled under the new
+    /// generation must have been made with the new files).
+    fn next_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Whether the local CSE may send this originator on this route.
@@ -246,6 +261,7 @@ impl Reloadable for CaReload {
         metrics::certificates(&self.route.metric_kind("ca"), &series);
         let count = ca.len();
         self.route.ca.store(Some(Arc::new(ca.into_boxed_slice())));
+        self.route.next_generation();
         Ok(format!(
             "route {}: {count} CA certificate(s)",
             self.route.name
@@ -287,6 +303,7 @@ impl Reloadable for ClientCertReload {
         self.route
             .client
             .store(Some(Arc::new(CertKey::new(chain, parsed.key))));
+        self.route.next_generation();
         Ok(format!(
             "route {}: client certificate {subject}",
             self.route.name

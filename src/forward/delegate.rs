@@ -53,4 +53,4 @@ macro_rules! delegate_stream_traits {
     };
 }
 
-pub(crate) use delegate_stream_traits;
+pub(super) use delegate_stream_traits;

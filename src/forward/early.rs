@@ -1,8 +1,9 @@
-//! The upstream stream of the lean path, able to notice an early answer: a CSE may answer an
+//! The upstream stream, able to notice an early answer: a CSE may answer an
 //! upload from its head (413, 401) and stop reading the body. Writing the rest of the body
 //! would then wait for the upstream write timeout while the answer sits unread. When a write
 //! has to wait, this layer looks at the read side; bytes there end the write with
-//! [`ANSWERED`], and are kept for the response reader, which comes next.
+//! [`ANSWERED`], and are kept for the response reader, which comes next. It also counts the
+//! bytes written, so that a failed request is known to have sent nothing (safe to repeat).
 
 use std::io;
 use std::pin::Pin;
@@ -25,6 +26,8 @@ pub struct EarlyAnswer {
     ahead: Vec<u8>,
     /// The read side ended (EOF) while a write was waiting.
     ahead_eof: bool,
+    /// Bytes the stream below took, ever.
+    written: u64,
 }
 
 impl EarlyAnswer {
@@ -33,8 +36,18 @@ impl EarlyAnswer {
             inner,
             ahead: Vec::new(),
             ahead_eof: false,
+            written: 0,
         }
     }
+}
+
+/// Bytes ever written to `stream`, when it is an [`EarlyAnswer`] (every upstream stream is).
+pub fn bytes_written(stream: &Stream) -> Option<u64> {
+    // `**`: the boxed stream's own type, not the box's
+    (**stream)
+        .as_any()
+        .downcast_ref::<EarlyAnswer>()
+        .map(|s| s.written)
 }
 
 impl AsyncRead for EarlyAnswer {
@@ -65,6 +78,10 @@ impl AsyncWrite for EarlyAnswer {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Pending => {}
+            Poll::Ready(Ok(n)) => {
+                this.written += n as u64;
+                return Poll::Ready(Ok(n));
+            }
             ready => return ready,
         }
         // The write waits: is there an answer? (Both wakers are registered: either wakes us.)

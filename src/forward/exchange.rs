@@ -1,49 +1,45 @@
-//! One request on the lean path, from its head to the log line: the shared decisions
-//! (`ingress`), then the request to the CSE and its answer back, with the framing both ways.
-//! Errors carry their side (`into_up`/`into_down`) so that the answer and the metrics are
-//! those of the pipeline.
+//! One request, from its head to the log line: the listener's decisions (a [`Side`]), then
+//! the request to the upstream and its answer back, with the framing both ways. Errors carry
+//! their side (`into_up`/`into_down`), which decides the answer and the metrics.
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{Method, StatusCode, Version};
-use pingora::http::RequestHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::v1::client::HttpSession as ClientSession;
 use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use super::early::bytes_written;
+use super::side::{OwnResponse, Side};
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
 use crate::buffers::Held;
-use crate::egress::rewrite::{direction_label, grow_body, BodyRewrite};
 use crate::headers;
-use crate::ingress::{Client, Ingress, OwnResponse, Refusal, RequestCtx};
 use crate::metrics;
-use crate::poa::Direction;
+use crate::poa::rewrite::{direction_label, grow_body, BodyRewrite};
 
-/// Ingress request bodies travel toward the local CSE.
-const TOWARD: Direction = Direction::TowardLocal;
-
-pub struct Exchange<'a> {
-    pub ingress: &'a Ingress,
+pub struct Exchange<'a, S: Side> {
+    pub side: &'a S,
     pub upstreams: &'a Upstreams,
-    pub client: Client<'a>,
+    pub conn: &'a S::Conn,
     /// Set on shutdown: answers then say `Connection: close`, and the connection ends.
     pub shutdown: &'a ShutdownWatch,
 }
 
-/// How far the request got toward the CSE (what a retry would repeat).
+/// How far the request got toward the upstream (what a retry would repeat).
 #[derive(Default)]
 struct Sent {
     /// `100 Continue` went to the client.
     continued: bool,
     /// Body bytes were taken from the client: they cannot be sent again.
     body_read: bool,
-    /// The whole request reached the CSE (its connection may then be reused).
+    /// The whole request reached the upstream (its connection may then be reused).
     complete: bool,
 }
 
-impl Exchange<'_> {
+impl<S: Side> Exchange<'_, S> {
     /// Serves the request `down` has read. `held` is the upstream connection of this client
     /// connection, if it has one: taken, and put back when it can carry another request.
     /// Returns whether the client connection may carry another request.
@@ -54,7 +50,7 @@ impl Exchange<'_> {
         held: &mut Option<Upstream>,
         first: bool,
     ) -> bool {
-        let mut ctx = RequestCtx::default();
+        let mut ctx = self.side.new_ctx();
         let keep = match self.forward(down, held, first, &mut ctx).await {
             Ok(keep) => keep,
             Err(e) => {
@@ -62,9 +58,9 @@ impl Exchange<'_> {
                 false
             }
         };
-        self.ingress.log(
+        self.side.log(
+            self.conn,
             down.req_header(),
-            &self.client,
             &ctx,
             down.response_written(),
             down.body_bytes_sent(),
@@ -77,43 +73,41 @@ impl Exchange<'_> {
         down: &mut ServerSession,
         held: &mut Option<Upstream>,
         first: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut S::Ctx,
     ) -> Result<bool> {
-        let ingress = self.ingress;
-        ingress.request_read(down.req_header(), ctx);
-        if first {
-            // later requests of the connection have nothing to tell the limits
-            ingress.first_request(&self.client);
-        }
-        if let Some(refusal) = ingress.size_error(down.req_header()) {
+        let side = self.side;
+        side.request_read(self.conn, down.req_header(), first, ctx);
+        if let Some(resp) = side.size_error(down.req_header(), ctx)? {
             // the body of an oversized request is not read: close instead of draining it
             down.set_server_keepalive(None);
-            self.refuse(down, ctx, refusal).await?;
+            self.respond(down, resp).await?;
             return Ok(false);
         }
         let is_upgrade = down.is_upgrade_req();
-        if let Err(refusal) = ingress
-            .admit(down.req_header(), &self.client, is_upgrade, ctx)
-            .await
+        if let Some(refused) = side
+            .admit(self.conn, down.req_header(), is_upgrade, ctx)
+            .await?
         {
             // kept alive if the client sent no body (otherwise Pingora closes after the
             // answer), unless the refusal ends the connection
-            let keep = !refusal.ends_connection();
+            let keep = !refused.ends_connection;
             if !keep {
                 down.set_server_keepalive(None);
             }
-            self.refuse(down, ctx, refusal).await?;
+            self.respond(down, refused.response).await?;
             return Ok(keep);
         }
-        if ctx.upgraded {
+        let upgraded = S::upgraded(ctx);
+        if upgraded {
             // an idle WebSocket lives as long as `websocket.idle_timeout`, not a request read
-            down.set_read_timeout(Some(ingress.websocket.idle_timeout));
+            down.set_read_timeout(Some(side.websocket_idle_timeout()));
         }
 
+        let method = down.req_header().method.clone();
         let has_body = !down.is_body_empty();
         let expect_continue = headers::expects_continue(down.req_header()) && !down.is_body_done();
         let mut sent = Sent::default();
-        let prefix = match ctx.upgraded {
+        let prefix = match upgraded {
             true => None,
             false => {
                 self.read_whole(down, ctx, expect_continue, &mut sent)
@@ -126,7 +120,7 @@ impl Exchange<'_> {
             Some(up) => up,
             None => self.upstreams.checkout().await?,
         };
-        let mut up = loop {
+        let (mut up, generation) = loop {
             // the head of a second attempt is made again (rare) rather than copied for each
             // request in case the connection turns out stale
             let this_head = match head.take() {
@@ -134,6 +128,8 @@ impl Exchange<'_> {
                 None => self.upstream_head(down, ctx, has_body)?,
             };
             let reused = upstream.reused;
+            let generation = upstream.generation;
+            let written_before = bytes_written(&upstream.stream);
             let mut up = ClientSession::new(upstream.stream);
             up.read_timeout = self.upstreams.read_timeout();
             up.write_timeout = self.upstreams.write_timeout();
@@ -150,10 +146,18 @@ impl Exchange<'_> {
                 )
                 .await
             {
-                Ok(()) => break up,
-                // closed by the CSE while idle, before any answer: nothing is lost by sending
-                // the request again as long as none of its body was consumed
-                Err(e) if reused && !sent.body_read && stale(&e) => {
+                Ok(()) => break (up, generation),
+                Err(e)
+                    if may_retry(
+                        &e,
+                        &Attempt {
+                            reused,
+                            body_read: sent.body_read,
+                            idempotent: idempotent(&method),
+                            nothing_written: bytes_written(up.stream()) == written_before,
+                        },
+                    ) =>
+                {
                     log::debug!("upstream connection was stale ({e}); retrying on a new one");
                     upstream = self.upstreams.connect().await?;
                 }
@@ -161,7 +165,6 @@ impl Exchange<'_> {
             }
         };
 
-        let method = down.req_header().method.clone();
         let mut resp = Box::new(
             up.resp_header()
                 .ok_or_else(|| Error::explain(ErrorType::InternalError, "no response head"))?
@@ -178,27 +181,35 @@ impl Exchange<'_> {
             .into_up());
         }
         up.respect_keepalive();
-        ingress.upstream_response(&method, &mut resp, ctx)?;
+        side.upstream_response(&method, &mut resp, ctx)?;
         if switching {
             // a peer that stops reading must not hold the connection (and its buffers)
-            let write_timeout = Some(ingress.websocket.write_timeout);
+            let write_timeout = Some(side.websocket_write_timeout());
             down.set_write_timeout(write_timeout);
             up.write_timeout = write_timeout;
             down.write_response_header(resp)
                 .await
                 .map_err(|e| e.into_down())?;
-            tunnel::relay(ingress, &self.client, down, &mut up, ctx, self.shutdown).await?;
+            tunnel::relay(side, self.conn, down, &mut up, ctx, self.shutdown).await?;
             down.finish_body().await.map_err(|e| e.into_down())?;
             return Ok(false);
         }
         let no_body = method == Method::HEAD || matches!(resp.status.as_u16(), 204 | 304);
+        let mut read_ahead = None;
+        if !no_body {
+            match self.read_whole_response(&mut up, &mut resp, ctx).await? {
+                Whole::Rewritten(body) => read_ahead = Some(body),
+                Whole::TooLarge(part) => read_ahead = Some(part),
+                Whole::NotRead => {}
+            }
+        }
         if !no_body
             && !resp.headers.contains_key(TRANSFER_ENCODING)
             && !resp.headers.contains_key(CONTENT_LENGTH)
             && !up.is_body_done()
             && down.req_header().version == Version::HTTP_11
         {
-            // ended by the CSE's close: chunked, so the client connection can stay
+            // ended by the upstream's close: chunked, so the client connection can stay
             resp.set_version(Version::HTTP_11);
             resp.insert_header(TRANSFER_ENCODING, "chunked")?;
         }
@@ -206,13 +217,12 @@ impl Exchange<'_> {
         down.write_response_header(resp)
             .await
             .map_err(|e| e.into_down())?;
-        if ctx.bodies.rewrites_response() {
-            self.relay_rewritten(down, &mut up, ctx).await?;
-        } else {
-            while let Some(chunk) = up.read_body_ref().await.map_err(|e| e.into_up())? {
-                if !chunk.is_empty() {
-                    down.write_body(chunk).await.map_err(|e| e.into_down())?;
-                }
+        if let Some(data) = read_ahead.filter(|d| !d.is_empty()) {
+            down.write_body(&data).await.map_err(|e| e.into_down())?;
+        }
+        while let Some(chunk) = up.read_body_ref().await.map_err(|e| e.into_up())? {
+            if !chunk.is_empty() {
+                down.write_body(chunk).await.map_err(|e| e.into_down())?;
             }
         }
         // flushes what BufWrite holds: the head and a small body leave in one TLS record
@@ -222,24 +232,24 @@ impl Exchange<'_> {
                 *held = Some(Upstream {
                     stream,
                     reused: true,
+                    generation,
                 });
             }
         }
         Ok(true)
     }
 
-    /// The head the CSE receives: the client's, without its connection-specific fields, with
-    /// the proxy's identity headers (shared with the pipeline), framed for its body.
+    /// The head the upstream receives: the client's, without its connection-specific fields,
+    /// with the side's changes, framed for its body.
     fn upstream_head(
         &self,
         down: &ServerSession,
-        ctx: &mut RequestCtx,
+        ctx: &mut S::Ctx,
         has_body: bool,
     ) -> Result<Box<RequestHeader>> {
         let mut head = Box::new(down.req_header().clone());
         hop::request(&mut head).map_err(|e| e.into_down())?;
-        self.ingress
-            .upstream_request(&mut head, &self.client, ctx)?;
+        self.side.upstream_request(self.conn, &mut head, ctx)?;
         hop::frame(&mut head, has_body)?;
         Ok(head)
     }
@@ -251,14 +261,15 @@ impl Exchange<'_> {
     async fn read_whole(
         &self,
         down: &mut ServerSession,
-        ctx: &mut RequestCtx,
+        ctx: &mut S::Ctx,
         expect_continue: bool,
         sent: &mut Sent,
     ) -> Result<Option<Bytes>> {
-        let poa = &self.ingress.poa;
+        let Some((poa, direction)) = self.side.poa() else {
+            return Ok(None);
+        };
         let has_body = !down.is_body_empty();
-        let plan =
-            BodyRewrite::whole_request_plan(poa, &down.req_header().headers, has_body, TOWARD);
+        let plan = BodyRewrite::request_plan(poa, &down.req_header().headers, has_body, direction);
         let Some((encoding, declared)) = plan else {
             return Ok(None);
         };
@@ -271,62 +282,71 @@ impl Exchange<'_> {
         if expect_continue {
             // the client waits for it before it sends the body read here
             sent.continued = true;
-            down.write_continue_response()
-                .await
-                .map_err(|e| e.into_down())?;
+            write_continue(down).await?;
         }
         while let Some(chunk) = down.read_body_bytes().await.map_err(|e| e.into_down())? {
-            self.ingress.count_body(ctx, chunk.len())?;
+            self.side.count_body(ctx, chunk.len())?;
             if body.len() + chunk.len() <= poa.max_body() {
-                grow_body(
-                    &mut body,
-                    &mut held,
-                    chunk.len(),
-                    poa.max_body(),
-                    "request_body",
-                )?;
+                let limit = poa.max_body();
+                grow_body(&mut body, &mut held, chunk.len(), limit, "request_body")?;
             }
             body.extend_from_slice(&chunk);
             if body.len() > poa.max_body() {
-                metrics::poa_body_too_large(direction_label(TOWARD));
+                metrics::poa_body_too_large(direction_label(direction));
                 return Ok(Some(body.freeze()));
             }
         }
-        // counted for as long as the request keeps the body
-        ctx.bodies.keep_counted(held);
-        Ok(Some(ctx.bodies.whole_request(
+        // counted for as long as the request keeps the body (a retry sends it again)
+        Ok(Some(S::bodies(ctx).whole_request(
             poa,
             body.freeze(),
+            held,
             encoding,
-            TOWARD,
+            direction,
         )))
     }
 
-    /// A response body collected whole and sent rewritten (chunked: its length changes).
-    async fn relay_rewritten(
+    /// A response body to rewrite is read whole (up to `limits.egress_rewrite_max_body`) before
+    /// its head goes to the client, so that the head carries the rewritten body's exact
+    /// `Content-Length`. One that turns out larger passes unchanged: the part read goes first,
+    /// the rest streams, in the upstream's framing.
+    async fn read_whole_response(
         &self,
-        down: &mut ServerSession,
         up: &mut ClientSession,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        let poa = &self.ingress.poa;
-        loop {
-            let chunk = up.read_body_bytes().await.map_err(|e| e.into_up())?;
-            let end = chunk.is_none();
-            let mut body = chunk;
-            ctx.bodies.response_chunk(poa, &mut body, end)?;
-            if let Some(data) = body.filter(|d| !d.is_empty()) {
-                down.write_body(&data).await.map_err(|e| e.into_down())?;
+        resp: &mut ResponseHeader,
+        ctx: &mut S::Ctx,
+    ) -> Result<Whole> {
+        let Some((poa, _)) = self.side.poa() else {
+            return Ok(Whole::NotRead);
+        };
+        let Some(plan) = S::bodies(ctx).response_plan() else {
+            return Ok(Whole::NotRead);
+        };
+        // counted against the buffer budget while it is read: a declared one that does not
+        // fit is refused (503) before any of it is read
+        let mut body = BytesMut::new();
+        let mut held = Held::default();
+        if let Some(n) = plan.declared {
+            grow_body(&mut body, &mut held, n, n, "response_body")?;
+        }
+        while let Some(chunk) = up.read_body_ref().await.map_err(|e| e.into_up())? {
+            if body.len() + chunk.len() <= poa.max_body() {
+                let limit = poa.max_body();
+                grow_body(&mut body, &mut held, chunk.len(), limit, "response_body")?;
             }
-            if end {
-                return Ok(());
+            body.extend_from_slice(chunk);
+            if body.len() > poa.max_body() {
+                metrics::poa_body_too_large(direction_label(plan.direction));
+                return Ok(Whole::TooLarge(body.freeze()));
             }
         }
+        let body = S::bodies(ctx).whole_response(poa, resp, body.freeze())?;
+        Ok(Whole::Rewritten(body))
     }
 
     /// The head, `100 Continue` for a client that waits for it, the body (`prefix` first: bytes
-    /// already read from the client, kept so that a retry can send them again), and the CSE's
-    /// final (or 101) response head, which may come before the body is complete.
+    /// already read from the client, kept so that a retry can send them again), and the
+    /// upstream's final (or 101) response head, which may come before the body is complete.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -334,7 +354,7 @@ impl Exchange<'_> {
         up: &mut ClientSession,
         head: Box<RequestHeader>,
         prefix: Option<&Bytes>,
-        ctx: &mut RequestCtx,
+        ctx: &mut S::Ctx,
         expect_continue: bool,
         sent: &mut Sent,
     ) -> Result<()> {
@@ -343,9 +363,7 @@ impl Exchange<'_> {
             .map_err(|e| e.into_up())?;
         if expect_continue && !sent.continued {
             sent.continued = true;
-            down.write_continue_response()
-                .await
-                .map_err(|e| e.into_down())?;
+            write_continue(down).await?;
         }
         if let Some(prefix) = prefix.filter(|p| !p.is_empty()) {
             if let Err(e) = up.write_body(prefix).await {
@@ -353,7 +371,7 @@ impl Exchange<'_> {
             }
         }
         while !down.is_body_done() {
-            // Both at once: a CSE may answer from the head and never read the body.
+            // Both at once: an upstream may answer from the head and never read the body.
             tokio::select! {
                 biased;
                 read = up.read_response() => {
@@ -372,9 +390,9 @@ impl Exchange<'_> {
                         continue;
                     }
                     sent.body_read = true;
-                    self.ingress.count_body(ctx, chunk.len())?;
+                    self.side.count_body(ctx, chunk.len())?;
                     if let Err(e) = up.write_body(&chunk).await {
-                        // the CSE stopped reading: its answer, if it sent one, comes next
+                        // the upstream stopped reading: its answer, if it sent one, comes next
                         return final_head(up).await.map_err(|_| e.into_up());
                     }
                 }
@@ -387,13 +405,8 @@ impl Exchange<'_> {
         final_head(up).await
     }
 
-    async fn refuse(
-        &self,
-        down: &mut ServerSession,
-        ctx: &mut RequestCtx,
-        refusal: Refusal,
-    ) -> Result<()> {
-        let resp = self.ingress.refusal_response(ctx, refusal)?;
+    /// An answer of the proxy's own.
+    async fn respond(&self, down: &mut ServerSession, resp: OwnResponse) -> Result<()> {
         self.close_if_shutting_down(down);
         write_own(down, resp).await
     }
@@ -405,11 +418,11 @@ impl Exchange<'_> {
     }
 
     /// The oneM2M answer to a failure, if the client is still there and has no answer yet.
-    async fn fail(&self, down: &mut ServerSession, e: &Error, ctx: &mut RequestCtx) {
+    async fn fail(&self, down: &mut ServerSession, e: &Error, ctx: &mut S::Ctx) {
         let answered = down.response_written().is_some();
         let req = down.req_header();
         log::error!("fail to proxy: {e}, {} {}", req.method, req.uri.path());
-        if let Some(resp) = self.ingress.failure_response(e, answered, ctx) {
+        if let Some(resp) = self.side.failure_response(e, answered, ctx) {
             // the connection is not reused after a failure: say so in the response
             down.set_server_keepalive(None);
             if let Err(write_err) = write_own(down, resp).await {
@@ -419,8 +432,18 @@ impl Exchange<'_> {
     }
 }
 
+/// A response body read ahead of its head.
+enum Whole {
+    /// Not one to rewrite: it streams.
+    NotRead,
+    /// Read whole and rewritten; the head carries its length.
+    Rewritten(Bytes),
+    /// Larger than the limit: the part read, unchanged; the rest streams.
+    TooLarge(Bytes),
+}
+
 /// Reads until the final (or 101) response head; other 1xx are not relayed: the proxy sent
-/// its own `100 Continue` and the CSE never saw `Expect`.
+/// its own `100 Continue` and the upstream never saw `Expect`.
 async fn final_head(up: &mut ClientSession) -> Result<()> {
     loop {
         up.read_response().await.map_err(|e| e.into_up())?;
@@ -435,13 +458,54 @@ fn is_interim(up: &ClientSession) -> bool {
         .is_some_and(|h| h.status.is_informational() && h.status != StatusCode::SWITCHING_PROTOCOLS)
 }
 
-/// A failure of a reused upstream connection that means the CSE had closed it.
+/// A failure of a reused upstream connection that means the upstream had closed it.
 fn stale(e: &Error) -> bool {
     e.esource() == &ErrorSource::Upstream
         && matches!(
             e.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         )
+}
+
+/// `100 Continue` to a client that waits for it. An interim answer does not end keep-alive:
+/// Pingora's session closes the connection after any head written before the request body was
+/// read, which holds for the final answer only (an early answer still closes it).
+async fn write_continue(down: &mut ServerSession) -> Result<()> {
+    down.set_close_on_response_before_downstream_finish(false);
+    let written = down.write_continue_response().await;
+    down.set_close_on_response_before_downstream_finish(true);
+    written.map_err(|e| e.into_down())
+}
+
+/// What a failed attempt at sending a request did, for the retry rule.
+struct Attempt {
+    /// The connection was a pooled one (it may have been closed while idle).
+    reused: bool,
+    /// Body bytes were taken from the client: they cannot be sent again.
+    body_read: bool,
+    idempotent: bool,
+    /// Not one byte of the request reached the socket.
+    nothing_written: bool,
+}
+
+/// A request whose pooled connection turns out closed by the upstream (before any answer) is
+/// sent again on a new connection only if that cannot repeat what the upstream acted on (it is
+/// idempotent, or none of it reached the socket) and loses nothing (none of its body was
+/// consumed from the client). A POST that reached the socket is never sent twice.
+fn may_retry(e: &Error, attempt: &Attempt) -> bool {
+    attempt.reused
+        && stale(e)
+        && !attempt.body_read
+        && (attempt.idempotent || attempt.nothing_written)
+}
+
+/// The methods RFC 9110 §9.2.2 calls idempotent that the oneM2M binding uses: repeating one
+/// has the effect of sending it once.
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+    )
 }
 
 async fn write_own(down: &mut ServerSession, resp: OwnResponse) -> Result<()> {
@@ -453,4 +517,50 @@ async fn write_own(down: &mut ServerSession, resp: OwnResponse) -> Result<()> {
         .map_err(|e| e.into_down())?;
     down.finish_body().await.map_err(|e| e.into_down())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed() -> Box<Error> {
+        Error::explain(ErrorType::ConnectionClosed, "closed").into_up()
+    }
+
+    #[test]
+    fn a_stale_request_is_retried_only_if_idempotent_or_unsent_and_nothing_is_lost() {
+        let attempt = |idempotent, nothing_written, body_read| Attempt {
+            reused: true,
+            body_read,
+            idempotent,
+            nothing_written,
+        };
+        // POST: only when not one byte reached the socket
+        assert!(may_retry(&closed(), &attempt(false, true, false)));
+        assert!(!may_retry(&closed(), &attempt(false, false, false)));
+        // GET, PUT, DELETE: also after bytes went, unless body bytes were consumed
+        assert!(may_retry(&closed(), &attempt(true, false, false)));
+        assert!(!may_retry(&closed(), &attempt(true, true, true)));
+        // a new connection is not stale; a timeout or an answer is no idle close
+        let fresh = Attempt {
+            reused: false,
+            ..attempt(true, true, false)
+        };
+        assert!(!may_retry(&closed(), &fresh));
+        let timeout = Error::explain(ErrorType::ReadTimedout, "slow").into_up();
+        assert!(!may_retry(&timeout, &attempt(true, true, false)));
+        let down = Error::explain(ErrorType::ConnectionClosed, "client").into_down();
+        assert!(!may_retry(&down, &attempt(true, true, false)));
+        for (method, want) in [
+            (Method::GET, true),
+            (Method::HEAD, true),
+            (Method::PUT, true),
+            (Method::DELETE, true),
+            (Method::OPTIONS, true),
+            (Method::POST, false),
+            (Method::PATCH, false),
+        ] {
+            assert_eq!(idempotent(&method), want, "{method}");
+        }
+    }
 }

@@ -1,7 +1,6 @@
-//! Connection-specific request header fields (RFC 9110 §7.6.1) stay on the client's hop: what
-//! pingora-proxy's default upstream request policy removes, so both request paths send the CSE
-//! the same head. (The response side is shared: `headers::strip_hop_by_hop_response`, called
-//! by `Ingress::upstream_response`.)
+//! Connection-specific request header fields (RFC 9110 §7.6.1) stay on the client's hop (what
+//! pingora-proxy's default upstream request policy removed). The response side is
+//! `headers::strip_hop_by_hop_response`, called by each side's `upstream_response`.
 
 use http::header::{self, HeaderName};
 use pingora::http::RequestHeader;

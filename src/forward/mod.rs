@@ -1,20 +1,22 @@
-//! The lean request path (`request_path: lean`): one loop per client connection, directly on
-//! pingora-core's HTTP/1.1 sessions, instead of pingora-proxy's per-request machinery
-//! (channels, spawned tasks, a pooled upstream connection per request). The decisions are the
-//! pipeline's own (`crate::ingress`); this module moves the bytes.
+//! The request path of every listener: one loop per client connection, directly on
+//! pingora-core's HTTP/1.1 sessions (no per-request channels, spawned tasks or shared pool
+//! entry). What to decide about each request is a [`Side`]'s (the public listener:
+//! `crate::ingress`; an egress route's listener: `crate::egress`); this module moves the bytes.
 //!
+//! - `side`: what a listener decides, in the order the loop asks
 //! - `exchange`: one request and its answer (framing, bodies, 100-continue, early answers)
-//! - `upstream`: the connections to the CSE and their idle pool
+//! - `upstream`: the connections to the upstream and their idle pool
 //! - `hop`: connection-specific header fields
 //! - `bufwrite`: write buffering, so a small response is one TLS record
-//! - `early`: noticing a CSE's answer while a body write waits
-//! - `tunnel`: WebSocket bytes after a 101, through the gate
+//! - `early`: noticing an upstream's answer while a body write waits
+//! - `tunnel`: WebSocket bytes after a 101
 
 mod bufwrite;
-pub(crate) mod delegate;
+mod delegate;
 mod early;
 mod exchange;
 mod hop;
+mod side;
 mod tunnel;
 mod upstream;
 
@@ -23,34 +25,31 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::ServerApp;
-use pingora::prelude::HttpPeer;
 use pingora::protocols::http::error_resp::gen_error_response;
 use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::ErrorType;
 
-use crate::ingress::{Client, Ingress};
 use bufwrite::BufWrite;
 use exchange::Exchange;
-use upstream::{Upstream, Upstreams};
+pub use side::{OwnResponse, Refused, Side};
+use upstream::Upstream;
+pub use upstream::{Fixed, Target, Upstreams};
 
 /// How long a new connection may take to send its first request head (Pingora's default; on
 /// TLS listeners `limits.header_timeout` closes it sooner).
 const FIRST_REQUEST_WAIT_SECS: u64 = 60;
 
-pub struct Lean {
-    ingress: Arc<Ingress>,
+/// A listener's app: its side's decisions and its upstream connections.
+pub struct Forward<S: Side> {
+    side: Arc<S>,
     upstreams: Upstreams,
 }
 
-impl Lean {
-    /// `upstream` carries the CSE's address and the connect, read and write timeouts.
-    pub fn new(ingress: Arc<Ingress>, upstream: HttpPeer) -> Self {
-        Lean {
-            ingress,
-            upstreams: Upstreams::new(upstream),
-        }
+impl<S: Side> Forward<S> {
+    pub fn new(side: Arc<S>, upstreams: Upstreams) -> Self {
+        Forward { side, upstreams }
     }
 
     /// One client connection: requests in order until it closes, idles out, fails, or the
@@ -58,18 +57,11 @@ impl Lean {
     async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) {
         let mut idle_watch = shutdown.clone();
         // the connection's facts outlive each request's session
-        let tls = stream.get_ssl_digest();
-        let addr = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().cloned());
-        let mut client = Client::from_tls(tls.as_deref(), addr.as_ref());
-        // the same for every request of the connection
-        let forwarded_for = client.ip().map(crate::headers::forwarded_for);
-        client.forwarded_for = forwarded_for.as_ref();
+        let conn = self.side.connection(&stream);
         let exchange = Exchange {
-            ingress: &self.ingress,
+            side: &*self.side,
             upstreams: &self.upstreams,
-            client,
+            conn: &conn,
             shutdown,
         };
         let mut stream: Stream = Box::new(BufWrite::new(stream));
@@ -90,7 +82,7 @@ impl Lean {
                 None => {
                     // idle: the upstream connection goes back to the pool meanwhile
                     if let Some(up) = held.take() {
-                        self.upstreams.checkin(up.stream);
+                        self.upstreams.checkin(up);
                     }
                     if !first && *idle_watch.borrow() {
                         break;
@@ -122,7 +114,7 @@ impl Lean {
                     break;
                 }
             }
-            wait = self.ingress.limits.idle_timeout_secs;
+            wait = self.side.idle_timeout_secs();
             if !exchange.serve(&mut down, &mut held, first_request).await {
                 down.shutdown().await;
                 break;
@@ -138,13 +130,13 @@ impl Lean {
         }
         // a clean upstream connection outlives its client connection
         if let Some(up) = held.take() {
-            self.upstreams.checkin(up.stream);
+            self.upstreams.checkin(up);
         }
     }
 }
 
 #[async_trait]
-impl ServerApp for Lean {
+impl<S: Side> ServerApp for Forward<S> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,

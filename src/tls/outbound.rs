@@ -3,9 +3,9 @@
 //! an AEAD cipher (no static RSA, no CBC); and the peer certificate names the peer in a DNS or
 //! IP-address SAN, never only in its CN (RFC 6125 6.4.4, `X509_CHECK_FLAG_NEVER_CHECK_SUBJECT`).
 //!
-//! Pingora's connectors (pingora-proxy's for egress, pingora-core's for JWKS and introspection)
-//! build their own OpenSSL context, which offers TLS 1.0, static-RSA and CBC suites and lets
-//! OpenSSL's host check fall back to the CN, and they have no hook before the handshake. So the
+//! Pingora's connectors (pingora-core's, for egress, JWKS and introspection) build their own
+//! OpenSSL context, which offers TLS 1.0, static-RSA and CBC suites and lets OpenSSL's host
+//! check fall back to the CN, and they have no hook before the handshake. So the
 //! policy is read when a handshake completes ([`hook`], which Pingora stores on the connection)
 //! and enforced before the first byte of a request is written ([`verdict`]): a connection that
 //! breaks it carries nothing, not even a token.
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use foreign_types::ForeignTypeRef;
 use openssl::ssl::{SslCipherRef, SslRef, SslVersion};
 use openssl::x509::X509Ref;
-use pingora::protocols::tls::HandshakeCompleteHook;
+use pingora::protocols::tls::{HandshakeCompleteHook, SslDigest};
 use pingora::protocols::Digest;
 
 /// TLS 1.2 suites: ECDHE with AEAD only, in OpenSSL's names (the listener offers exactly these).
@@ -86,9 +86,12 @@ pub fn hook(name: PeerName) -> HandshakeCompleteHook {
 
 /// The policy's verdict on a connection made with [`hook`], from its digest.
 pub fn verdict(digest: Option<&Digest>) -> Result<(), Violation> {
-    digest
-        .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|t| t.extension.get::<Verdict>())
+    verdict_of(digest.and_then(|d| d.ssl_digest.as_deref()))
+}
+
+/// The same from the connection's TLS digest (`Stream::get_ssl_digest`).
+pub fn verdict_of(tls: Option<&SslDigest>) -> Result<(), Violation> {
+    tls.and_then(|t| t.extension.get::<Verdict>())
         .map_or(Err(Violation::Unchecked), |v| v.0)
 }
 

@@ -144,31 +144,6 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     Ok((resp.status, resp.text()))
 }
 
-/// Selects the request path for a whole test run: `M2M_TEST_REQUEST_PATH=lean cargo test …`
-/// runs the suites against `request_path: lean`. A config that names its own `request_path`
-/// keeps it.
-const REQUEST_PATH_ENV: &str = "M2M_TEST_REQUEST_PATH";
-
-/// `yaml` with `request_path: <$M2M_TEST_REQUEST_PATH>` appended when that is set and the
-/// config has no top-level `request_path:` line.
-pub fn with_request_path(yaml: &str) -> String {
-    let Some(path) = std::env::var(REQUEST_PATH_ENV)
-        .ok()
-        .filter(|v| !v.is_empty())
-    else {
-        return yaml.to_string();
-    };
-    if yaml.lines().any(|l| l.starts_with("request_path:")) {
-        return yaml.to_string();
-    }
-    let sep = if yaml.is_empty() || yaml.ends_with('\n') {
-        ""
-    } else {
-        "\n"
-    };
-    format!("{yaml}{sep}request_path: {path}\n")
-}
-
 /// The proxy as a child process. Dropping it sends SIGTERM, waits up to 5 s, then kills.
 pub struct ProxyProcess {
     child: Child,
@@ -206,7 +181,7 @@ impl ProxyProcess {
             .tempdir()
             .expect("temp dir");
         let config = dir.path().join("proxy.yaml");
-        fs::write(&config, with_request_path(config_yaml)).expect("write config");
+        fs::write(&config, config_yaml).expect("write config");
         let stdout = File::create(dir.path().join("stdout.log")).unwrap();
         let stderr = File::create(dir.path().join("stderr.log")).unwrap();
         let mut cmd = Command::new(bin);
@@ -286,7 +261,7 @@ impl ProxyProcess {
     }
     /// Replaces the config file atomically (for reload tests).
     pub fn rewrite_config(&self, yaml: &str) {
-        write_atomic(&self.config, with_request_path(yaml).as_bytes());
+        write_atomic(&self.config, yaml.as_bytes());
     }
 
     pub fn stdout_text(&self) -> String {

@@ -1,7 +1,10 @@
 //! `poa` (point of access) URLs in oneM2M bodies, rewritten between a peer CSE's public URL and
 //! the local egress listener that forwards to it, so that each CSE is told the address it can
 //! reach. Only the bytes of the changed strings are replaced; the rest of the body is forwarded
-//! exactly as it came.
+//! exactly as it came. `rewrite`: which bodies of a request and its response are rewritten,
+//! on the ingress and the egress listeners alike.
+
+pub mod rewrite;
 
 use std::net::Ipv6Addr;
 use std::ops::Range;
