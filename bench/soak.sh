@@ -296,7 +296,7 @@ start_upstream b
 wait_until 10 answers "$UA" && wait_until 10 answers "$UB" \
   || { echo "upstreams did not start" >&2; exit 1; }
 
-START=$(python3 -c 'import time; print(f"{time.time() + 1:.3f}")')
+START=$(python3 -c 'import time; print(f"{time.time() + 0.5:.3f}")')
 UNTIL=$(python3 -c "print($START + $DURATION)")
 client() { # load|ws kind proxy upstream(a|b) args...
   local mode=$1 kind=$2 p=$3 up=$4; shift 4
@@ -309,9 +309,17 @@ client() { # load|ws kind proxy upstream(a|b) args...
     2>> "client.$kind.$p.err" &
   PIDS+=($!)
 }
-# the clients start at START too
-sleep "$(python3 -c "import time; print(max(0, $START - time.time()))")"
 echo "$START $UNTIL" > schedule
+# the report first: its first sample is the proxies before the load
+python3 "$HERE/soak_report.py" --work "$WORK" --start "$START" --duration "$DURATION" \
+  --proxy "A:$PROXY_A:127.0.0.1:$MA" --proxy "B:$PROXY_B:127.0.0.1:$MB" \
+  --interval "$INTERVAL" --res-every "$RES_EVERY" --rss-growth-mb "$RSS_GROWTH_MB" \
+  --fd-growth "$FD_GROWTH" --report "$SOAK_REPORT" --command "$COMMAND" \
+  --binary "$BIN ($("$BIN" --version 2>&1 | head -1))" \
+  --settings "$RATE requests/s per client (12 clients, 2 egress streams), a new connection every $RECONNECT requests, a rotation step every ${ROTATE_EVERY} s, upstream b restarted at $((DURATION / 3)) s and $((2 * DURATION / 3)) s" \
+  --error-log "A:$WORK/A.err" --error-log "B:$WORK/B.err" &
+REPORT_PID=$!
+PIDS+=("$REPORT_PID")
 JWT="Bearer $(cat jwt.main)"
 for p in A B; do
   up=$(tr AB ab <<< "$p")
@@ -326,15 +334,6 @@ python3 "$HERE/soak_rotate.py" --work "$WORK" --until "$UNTIL" --every "$ROTATE_
   --proxy "A:127.0.0.1:$PA:127.0.0.1:$MA:cse-in:mn" \
   --proxy "B:127.0.0.1:$PB:127.0.0.1:$MB:cse-mn:registrar" 2>> rotate.err &
 PIDS+=($!)
-python3 "$HERE/soak_report.py" --work "$WORK" --start "$START" --duration "$DURATION" \
-  --proxy "A:$PROXY_A:127.0.0.1:$MA" --proxy "B:$PROXY_B:127.0.0.1:$MB" \
-  --interval "$INTERVAL" --res-every "$RES_EVERY" --rss-growth-mb "$RSS_GROWTH_MB" \
-  --fd-growth "$FD_GROWTH" --report "$SOAK_REPORT" --command "$COMMAND" \
-  --binary "$BIN ($("$BIN" --version 2>&1 | head -1))" \
-  --settings "$RATE requests/s per client (12 clients, 2 egress streams), a new connection every $RECONNECT requests, a rotation step every ${ROTATE_EVERY} s, upstream b restarted at $((DURATION / 3)) s and $((2 * DURATION / 3)) s" \
-  --error-log "A:$WORK/A.err" --error-log "B:$WORK/B.err" &
-REPORT_PID=$!
-PIDS+=("$REPORT_PID")
 echo "soak: ${DURATION}s, proxies A (pid $PROXY_A, 127.0.0.1:$PA) and B (pid $PROXY_B, 127.0.0.1:$PB), work dir $WORK" >&2
 
 # --- upstream b restarted twice ---------------------------------------------------------------
