@@ -27,7 +27,9 @@
 # outages, a refusal that should have been an allow or the reverse, a request reaching the CSE
 # with another originator, a rotation not in force after its reload, a reload failure, a panic
 # in a proxy's error log, or RSS / descriptor growth beyond RSS_GROWTH_MB / FD_GROWTH from the
-# first sample after warm-up to the end of the load.
+# first sample after warm-up to the end of the load; and when it could pass for want of
+# traffic: a client without requests, forwarded or refused, or stopped early, an outage that
+# failed nothing, a file not rotated and probed both ways on both proxies.
 #
 # Environment (defaults): BIN (target/release/m2m-auth-proxy, honours CARGO_TARGET_DIR),
 # RATE (20 requests/s per client), RECONNECT (200: a new connection every N requests),
@@ -40,7 +42,8 @@
 set -euo pipefail
 
 DURATION=${1:?usage: bench/soak.sh DURATION_SECONDS}
-[[ $DURATION =~ ^[0-9]+$ ]] && (( DURATION >= 60 )) || { echo "DURATION_SECONDS: an integer >= 60" >&2; exit 2; }
+# 120 s at least: time for every rotation to go both ways on both proxies (16 pairs, 2 s apart)
+[[ $DURATION =~ ^[0-9]+$ ]] && (( DURATION >= 120 )) || { echo "DURATION_SECONDS: an integer >= 120" >&2; exit 2; }
 COMMAND="bench/soak.sh $*"
 RATE=${RATE:-20}
 RECONNECT=${RECONNECT:-200}
@@ -317,7 +320,8 @@ python3 "$HERE/soak_report.py" --work "$WORK" --start "$START" --duration "$DURA
   --fd-growth "$FD_GROWTH" --report "$SOAK_REPORT" --command "$COMMAND" \
   --binary "$BIN ($("$BIN" --version 2>&1 | head -1))" \
   --settings "$RATE requests/s per client (12 clients, 2 egress streams), a new connection every $RECONNECT requests, a rotation step every ${ROTATE_EVERY} s, upstream b restarted at $((DURATION / 3)) s and $((2 * DURATION / 3)) s" \
-  --error-log "A:$WORK/A.err" --error-log "B:$WORK/B.err" &
+  --error-log "A:$WORK/A.err" --error-log "B:$WORK/B.err" --outages 2 \
+  --streams "$(for k in mtls basic bearer jwt ws-mtls ws-jwt; do printf '%s.A %s.B ' $k $k; done)egress.AtoB egress.BtoA" &
 REPORT_PID=$!
 PIDS+=("$REPORT_PID")
 JWT="Bearer $(cat jwt.main)"

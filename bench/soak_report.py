@@ -14,10 +14,14 @@ seconds, at the end of the load and 5 s after it; snapshots /metrics at the star
 
 Targets (exit status 1 when one is missed): no failure outside the planned outages, no wrong
 refusal or admission (requests and probes), no echo showing another originator, method, path
-or poa, every probed reload seen and correct, no reload failure, requests of every kind
-succeeded, and no growth: from the first sample under load after warm-up (--res-every) to the
-end of the load, RSS must not grow more than --rss-growth-mb and descriptors not more than
---fd-growth.
+or poa, every probed reload seen and correct, no reload failure, and no growth: from the first
+sample under load after warm-up (--res-every) to the end of the load, RSS must not grow more
+than --rss-growth-mb and descriptors not more than --fd-growth.
+So that it cannot pass for want of traffic: every client of --streams has a log, ran to the
+end, and saw both forwarded requests and planned refusals; each of the --outages planned
+outages happened and failed some requests; every rotated file (soak_rotate.KINDS) of every
+proxy was reloaded at least twice and probed correct both added and removed; and resources
+were sampled at least twice under load.
 """
 
 import argparse
@@ -27,7 +31,10 @@ import sys
 import time
 import urllib.request
 
+from soak_rotate import KINDS  # the rotated files
+
 CORRECT = ("ok", "refused")
+STOPPED_EARLY = 15  # s: a client whose last request ended earlier than this before the end died
 WRONG = ("wrong_refusal", "wrong_allow", "wrong_reason")
 
 
@@ -113,6 +120,7 @@ class Stream:
         self.tail = Tail(path)
         self.counts = {}
         self.failures = []  # (start, end, outcome)
+        self.last_end = 0.0  # the last request's end: a client that died early stops here
         self.latencies = []  # of this interval, ms
 
     def read(self):
@@ -124,6 +132,7 @@ class Stream:
             except ValueError:
                 continue
             new[outcome] = new.get(outcome, 0) + 1
+            self.last_end = max(self.last_end, end)
             if outcome == "stale_retry":
                 continue
             if outcome in CORRECT:
@@ -158,6 +167,10 @@ def main():
     ap.add_argument("--settings", default="")
     ap.add_argument("--error-log", action="append", default=[],
                     help="NAME:PATH of a proxy's stderr: panics fail the soak, levels counted")
+    ap.add_argument("--streams", default="",
+                    help="the client logs that must exist, as KIND.PROXY (space separated)")
+    ap.add_argument("--outages", type=int, default=0,
+                    help="planned outages that must have happened (each with failures)")
     a = ap.parse_args()
 
     proxies = []  # (name, pid, admin)
@@ -175,6 +188,7 @@ def main():
     streams = {}
     probe = Tail(os.path.join(a.work, "probe.log"))
     probes = {}  # (proxy, kind) -> {outcome: n}
+    probes_ok = {}  # (proxy, kind, present) -> correct probes
     probe_bad = []
 
     def read_all():
@@ -190,7 +204,9 @@ def main():
             parts = line.split(None, 5)
             if len(parts) < 5:
                 continue
-            _, proxy, kind, _present, outcome = parts[:5]
+            _, proxy, kind, present, outcome = parts[:5]
+            if outcome == "correct":
+                probes_ok[(proxy, kind, present)] = probes_ok.get((proxy, kind, present), 0) + 1
             d = probes.setdefault((proxy, kind), {})
             d[outcome] = d.get(outcome, 0) + 1
             pnew[outcome] = pnew.get(outcome, 0) + 1
@@ -238,14 +254,18 @@ def main():
 
     # --- verdict --------------------------------------------------------------------------------
     windows = outages(a.work)
+    in_window = [0] * len(windows)  # failures per planned outage: none means no real outage
     rows = []
     totals = {}
     lost_samples = []
     for s in sorted(streams.values(), key=lambda s: (s.kind, s.proxy)):
         excused = lost = 0
         for start, end, outcome in s.failures:
-            if any(up == s.upstream and start <= w_end and end >= w_start
-                   for up, w_start, w_end in windows):
+            hits = [i for i, (up, w_start, w_end) in enumerate(windows)
+                    if up == s.upstream and start <= w_end and end >= w_start]
+            for i in hits:
+                in_window[i] += 1
+            if hits:
                 excused += 1
             else:
                 lost += 1
@@ -279,16 +299,42 @@ def main():
     if totals.get("bad_echo"):
         problems.append(f"{totals['bad_echo']} forwarded request(s) reached the CSE with "
                         "another originator, method, path or poa")
+    # nothing may pass for want of traffic: every client ran to the end, with forwarded
+    # requests and planned refusals both seen
+    last_ends = {(s.kind, s.proxy): s.last_end for s in streams.values()}
     for r in rows:
+        key = (r["kind"], r["proxy"])
         if r["ok"] == 0:
             problems.append(f"no request of {r['kind']}@{r['proxy']} succeeded")
+        if r["refused"] == 0:
+            problems.append(f"no planned refusal of {r['kind']}@{r['proxy']} was seen")
+        if last_ends[key] < a.start + a.duration - STOPPED_EARLY:
+            problems.append(f"{r['kind']}@{r['proxy']} stopped at "
+                            f"{last_ends[key] - a.start:.0f} s of {a.duration:.0f}")
     if not rows:
         problems.append("no client log")
+    missing = sorted(set(a.streams.split()) - {f"{r['kind']}.{r['proxy']}" for r in rows})
+    if missing:
+        problems.append("no log of client(s) " + ", ".join(missing))
+    closed = [i for i, w in enumerate(windows) if w[2] != float("inf")]
+    if len(closed) < a.outages:
+        problems.append(f"{len(closed)} planned outage(s) happened, {a.outages} planned")
+    for i in closed:
+        if in_window[i] == 0:
+            problems.append(f"no request failed in the outage of upstream {windows[i][0]} at "
+                            f"{windows[i][1] - a.start:.0f} s: not a real outage")
     if probe_bad:
         problems.append(f"{len(probe_bad)} probe(s) not correct: " + "; ".join(
             " ".join(line.split()[1:]) for line in probe_bad[:6]))
     if not probes:
         problems.append("no rotation was probed")
+    # every file of every proxy rotated both ways: the new version in, then the old one back
+    for name in names:
+        for kind in KINDS:
+            for present in ("1", "0"):
+                if not probes_ok.get((name, kind, present)):
+                    problems.append(f"{name}: no correct probe of {kind} "
+                                    f"{'added' if present == '1' else 'removed'}")
     reload_rows = []
     for name in names:
         s0, s1 = metrics_start[name], metrics_end[name]
@@ -300,13 +346,17 @@ def main():
                 reload_rows.append((name, kind, int(ok), int(bad)))
             if bad:
                 problems.append(f"{name}: {int(bad)} {kind} reload(s) failed")
-    if not any(ok for _, _, ok, _ in reload_rows):
-        problems.append("no reload was applied (no /metrics at the end?)")
+        for kind in KINDS:
+            if s1.get((kind, "success"), 0) - s0.get((kind, "success"), 0) < 2:
+                problems.append(f"{name}: fewer than 2 {kind} reloads applied "
+                                "(no /metrics at the end?)")
 
     # growth: from the first sample after warm-up to the end of the load
     loaded = [smp for smp in samples if smp[0] not in ("start", "5 s after")]
     growth = {}
-    if len(loaded) >= 2:
+    if len(loaded) < 2:
+        problems.append("fewer than 2 resource samples under load: growth not measured")
+    else:
         first, last = loaded[0], loaded[-1]
         for name in names:
             drss = last[2][name][0] - first[2][name][0]
