@@ -330,11 +330,10 @@ def main():
         problems.append("no rotation was probed")
     # every file of every proxy rotated both ways: the new version in, then the old one back
     for name in names:
-        for kind in KINDS:
-            for present in ("1", "0"):
-                if not probes_ok.get((name, kind, present)):
-                    problems.append(f"{name}: no correct probe of {kind} "
-                                    f"{'added' if present == '1' else 'removed'}")
+        unseen = [f"{kind} {'added' if present == '1' else 'removed'}" for kind in KINDS
+                  for present in ("1", "0") if not probes_ok.get((name, kind, present))]
+        if unseen:
+            problems.append(f"{name}: no correct probe of " + ", ".join(unseen))
     reload_rows = []
     for name in names:
         s0, s1 = metrics_start[name], metrics_end[name]
@@ -346,10 +345,11 @@ def main():
                 reload_rows.append((name, kind, int(ok), int(bad)))
             if bad:
                 problems.append(f"{name}: {int(bad)} {kind} reload(s) failed")
-        for kind in KINDS:
-            if s1.get((kind, "success"), 0) - s0.get((kind, "success"), 0) < 2:
-                problems.append(f"{name}: fewer than 2 {kind} reloads applied "
-                                "(no /metrics at the end?)")
+        few = [kind for kind in KINDS
+               if s1.get((kind, "success"), 0) - s0.get((kind, "success"), 0) < 2]
+        if few:
+            problems.append(f"{name}: fewer than 2 reloads applied (reloads_total) of "
+                            + ", ".join(few))
 
     # growth: from the first sample after warm-up to the end of the load
     loaded = [smp for smp in samples if smp[0] not in ("start", "5 s after")]
