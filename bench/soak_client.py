@@ -1,53 +1,48 @@
 #!/usr/bin/env python3
-"""Load, revocation probe and report for bench/soak.sh (python3 standard library only).
+"""Clients of bench/soak.sh (python3 standard library only; JWTs signed with the openssl CLI).
 
-    soak_client.py load   --addr H:P --ca CA --until T --log FILE --expect ORIGINATOR
-                          [--cert C --key K | --auth 'Basic ...' | --auth 'Bearer ...'] [--name N]
-    soak_client.py probe  --addr H:P --ca CA --admin H:P --until T --log FILE --htpasswd F
-                          --tokens F --base-htpasswd F --base-tokens F
-    soak_client.py report --work DIR --proxy-pid PID --start T --duration S [--interval 10]
-                          [--rss-growth-mb 50]
+    soak_client.py load  --addr H:P --ca CA --until T --log FILE --kind K --cse-id ID
+                         --cse-name NAME --expect ORIGINATOR [--cert C --key K | --auth 'Basic ...']
+                         [--rate R] [--reconnect N]
+    soak_client.py ws    (same arguments): oneM2M WebSocket client (oneM2M.json, masked frames)
+    soak_client.py jwt   --key PEM --kid KID --sub S --exp T [--roles r1,r2]   prints an RS256 JWT
+    soak_client.py jwks  PEM:KID ...                                          prints a JWKS
 
-load: one keep-alive TLS connection, requests back to back (GET/POST/PUT/DELETE in turn, each
-with a spoofed `X-M2M-Origin: CAdmin`); one line per request: `start end status kind`, kind one
-of ok, origin_mismatch (the upstream saw another originator: fatal), http_<status>, timeout,
-conn_error. A request that fails on a reused connection before any answer (the server closed it
-while idle) is retried once on a new connection, as HTTP clients do; counted as `stale_retry`.
+load: keep-alive TLS connection (a new one every --reconnect requests), --rate requests per
+second through a fixed plan of requests (`http_plan`), each one either to be forwarded or to
+be refused by a named authorization rule; each forwarded request's echo must show the proven
+originator (and nothing else), the method and the path as sent.
+ws: the same over a oneM2M WebSocket (`ws_plan`): one request primitive at a time, the
+response primitive from the echo CSE or the proxy's 4103 refusal.
 
-probe: every second rewrites the htpasswd and tokens files (atomically), alternately with and
-without a temporary user and token, waits until /metrics shows both reloads
-(m2m_auth_proxy_reloads_total), then checks that the temporary credentials are accepted
-(present) or refused with 401 (removed). Lines: `time kind detail`, kind one of
-revoked_refused, revoked_accepted (fatal), added_ok, added_refused, reload_timeout (fatal).
-
-report: every interval prints throughput, errors by kind, p99 and max latency of the successful
-requests (a request retried after a stale connection counts from its first attempt) and the
-proxy's RSS; at
-the end the verdict, exit status 1 on any lost valid request outside an upstream outage window
-(DIR/outages: `stop_time answered_time` per restart; the window is [stop, answered + 1 s]),
-any origin mismatch, any accepted revoked credential, any reload not seen, or RSS growth beyond
-the bound over the RSS at the end of the first interval.
+Every request writes one line `start end status outcome` to --log (see `classify`):
+ok, refused (both as planned), wrong_refusal, wrong_allow, wrong_reason (refused by another
+rule than planned), bad_echo (the CSE received another originator, method, path or poa),
+http_<status>, timeout, conn_error, ws_error (failures), stale_retry (information: a reused
+connection the server had closed was replaced, as HTTP clients do).
 """
 
 import argparse
 import base64
-import glob
+import hashlib
 import http.client
 import json
 import os
 import socket
 import ssl
+import struct
+import subprocess
 import sys
 import time
-import urllib.request
 
-METHODS = ["GET", "POST", "PUT", "DELETE"]
 STALE = (
     http.client.RemoteDisconnected,
     ConnectionResetError,
     BrokenPipeError,
     ConnectionAbortedError,
 )
+ALLOW = None  # the plan's expectation: forwarded; else the name of the refusing rule ("" = any)
+REFUSAL_STATUSES = (401, 403, 429)
 
 
 def tls_context(ca, cert=None, key=None):
@@ -58,7 +53,9 @@ def tls_context(ca, cert=None, key=None):
 
 
 class Client:
-    def __init__(self, addr, ctx, timeout=10):
+    """One keep-alive HTTP/1.1 connection (TLS when ctx is given), replaced when it breaks."""
+
+    def __init__(self, addr, ctx=None, timeout=10):
         self.host, port = addr.rsplit(":", 1)
         self.port = int(port)
         self.ctx = ctx
@@ -68,9 +65,12 @@ class Client:
 
     def _new(self):
         self.close()
-        self.conn = http.client.HTTPSConnection(
-            self.host, self.port, context=self.ctx, timeout=self.timeout
-        )
+        if self.ctx is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        else:
+            self.conn = http.client.HTTPSConnection(
+                self.host, self.port, context=self.ctx, timeout=self.timeout
+            )
         self.used = False
 
     def close(self):
@@ -82,7 +82,7 @@ class Client:
         self.conn = None
 
     def request(self, method, path, headers, body=None):
-        """(status, body bytes, retried) or raises."""
+        """(status, response headers, body bytes, retried) or raises."""
         retried = False
         for attempt in range(2):
             if self.conn is None:
@@ -95,7 +95,7 @@ class Client:
                 self.used = True
                 if resp.will_close:
                     self.close()
-                return resp.status, data, retried
+                return resp.status, resp.headers, data, retried
             except STALE:
                 self.close()
                 if reused and attempt == 0:
@@ -108,311 +108,407 @@ class Client:
         raise RuntimeError("unreachable")
 
 
+class Log:
+    """Appends `start end status outcome` lines, flushed at least every half second."""
+
+    def __init__(self, path):
+        self.f = open(path, "a", buffering=1 << 16)
+        self.last_flush = time.time()
+
+    def write(self, start, end, status, outcome):
+        self.f.write(f"{start:.6f} {end:.6f} {status} {outcome}\n")
+        if outcome not in ("ok", "refused") or end - self.last_flush > 0.5:
+            self.f.flush()
+            self.last_flush = end
+
+    def close(self):
+        self.f.close()
+
+
+def classify(expect, status, rsc, text, echo_ok):
+    """Outcome of one answered request. expect: ALLOW or the refusing rule's name ("" = any
+    refusal in oneM2M form, e.g. by the originator policy)."""
+    refused = status in REFUSAL_STATUSES
+    if expect is ALLOW:
+        if refused:
+            return "wrong_refusal"
+        if status == 200:
+            return "ok" if echo_ok() else "bad_echo"
+        return f"http_{status}"
+    if refused:
+        if status != 403 or rsc != "4103":
+            return "wrong_reason"
+        if expect and f"denied by rule {expect}" not in text:
+            return "wrong_reason"
+        return "refused"
+    if status in (200, 502, 504):  # forwarded (or tried to be): the CSE was asked
+        return "wrong_allow"
+    return f"http_{status}"
+
+
+def pace(rate):
+    """Yields once per 1/rate seconds (no catching up after a stall)."""
+    step = 1.0 / rate if rate > 0 else 0.0
+    nxt = time.time()
+    while True:
+        now = time.time()
+        if nxt > now:
+            time.sleep(nxt - now)
+        else:
+            nxt = now
+        nxt += step
+        yield
+
+
+# --- the plans --------------------------------------------------------------------------------
+# The soak's rules (bench/soak.sh): no-deletes-locked (deletes under <cse>/locked), secret-needs-
+# reader (anything under <cse>/secret unless the identity holds role reader: the JWT clients
+# do), basic-no-containers (Basic users create no containers), peer-no-private (the peer CSE
+# does nothing under <cse>/private), soak-toggle (added and removed by soak_rotate.py).
+
+
+def http_plan(kind, cse_id, cse, name):
+    sp = f"/~{cse_id}/{cse}"
+    ab = f"/_/soak.example{cse_id}/{cse}"
+    app = f"/{cse}/app"
+    return [
+        ("GET", f"{app}/{name}", None, None, ALLOW),
+        ("POST", app, "application/json;ty=4", {"m2m:cin": {"con": "1"}}, ALLOW),
+        ("PUT", f"{sp}/app/{name}", "application/json", {"m2m:cnt": {"lbl": ["x"]}}, ALLOW),
+        ("DELETE", f"{app}/{name}/old", None, None, ALLOW),
+        ("DELETE", f"/{cse}/locked/{name}", None, None, "no-deletes-locked"),
+        ("GET", f"/{cse}/secret/{name}", None, None,
+         ALLOW if kind == "jwt" else "secret-needs-reader"),
+        ("POST", app, "application/json;ty=3", {"m2m:cnt": {"rn": name}},
+         "basic-no-containers" if kind == "basic" else ALLOW),
+        ("GET", f"{ab}/app/{name}", None, None, ALLOW),
+        ("DELETE", f"{sp}/locked/{name}", None, None, "no-deletes-locked"),
+        ("GET", f"{sp}/secret/{name}", None, None,
+         ALLOW if kind == "jwt" else "secret-needs-reader"),
+    ]
+
+
+def ws_plan(kind, cse_id, cse, name):
+    return [
+        ({"op": 2, "to": f"{cse_id}/{cse}/app/{name}"}, ALLOW),
+        ({"op": 1, "to": f"{cse}/app", "ty": 4, "pc": {"m2m:cin": {"con": "1"}}}, ALLOW),
+        ({"op": 4, "to": f"{cse}/locked/{name}"}, "no-deletes-locked"),
+        ({"op": 2, "to": f"{cse_id}/{cse}/secret/{name}"},
+         ALLOW if kind == "jwt" else "secret-needs-reader"),
+        ({"op": 3, "to": f"{cse}/app/{name}", "pc": {"m2m:cnt": {"lbl": ["x"]}}}, ALLOW),
+        ({"op": 4, "to": f"{cse_id}/{cse}/locked/{name}"}, "no-deletes-locked"),
+    ]
+
+
 def cmd_load(a):
     ctx = tls_context(a.ca, a.cert, a.key)
     client = Client(a.addr, ctx)
-    out = open(a.log, "a", buffering=1 << 16)
-    last_flush = time.time()
+    log = Log(a.log)
+    plan = http_plan(a.kind, a.cse_id, a.cse_name, a.name)
     seq = 0
-    while time.time() < a.until:
+    for _ in pace(a.rate):
+        if time.time() >= a.until:
+            break
+        method, path, ctype, body, expect = plan[seq % len(plan)]
         seq += 1
-        method = METHODS[seq % len(METHODS)]
-        headers = {
-            "X-M2M-RI": f"{a.name}-{seq}",
-            "X-M2M-Origin": "CAdmin",
-            "Content-Type": "application/json",
-        }
+        if a.reconnect and seq % a.reconnect == 0:
+            client.close()
+        headers = {"X-M2M-RI": f"{a.name}-{seq}", "X-M2M-Origin": "CAdmin"}  # spoofed
+        if ctype:
+            headers["Content-Type"] = ctype
         if a.auth:
             headers["Authorization"] = a.auth
-        body = None
-        if method in ("POST", "PUT"):
-            body = json.dumps({"m2m:cin": {"con": str(seq)}}).encode()
+        data = json.dumps(body).encode() if body is not None else None
         start = time.time()
-        status, kind = 0, "ok"
+        status = 0
         try:
-            status, data, retried = client.request(method, f"/cse-in/soak/{a.name}", headers, body)
+            status, rh, resp, retried = client.request(method, path, headers, data)
             if retried:
-                out.write(f"{start:.6f} {start:.6f} 0 stale_retry\n")
-            if status == 200:
-                origins = json.loads(data).get("origins")
-                if origins != [a.expect]:
-                    kind = "origin_mismatch"
-                    print(f"ORIGIN MISMATCH: expected {a.expect}, upstream saw {origins}",
-                          file=sys.stderr)
-            else:
-                kind = f"http_{status}"
+                log.write(start, start, 0, "stale_retry")
+
+            def echo_ok():
+                try:
+                    e = json.loads(resp)
+                except ValueError:
+                    return False
+                good = (e.get("origins") == [a.expect] and e.get("method") == method
+                        and e.get("path") == path)
+                if not good:
+                    print(f"BAD ECHO {method} {path}: {e}", file=sys.stderr)
+                return good
+
+            outcome = classify(expect, status, rh.get("X-M2M-RSC"),
+                               resp.decode("utf-8", "replace"), echo_ok)
+            if outcome.startswith("wrong"):
+                print(f"{outcome}: {method} {path} planned {expect or 'allow'}: {status} "
+                      f"{resp[:200]!r}", file=sys.stderr)
         except socket.timeout:
-            kind = "timeout"
+            outcome = "timeout"
         except (OSError, ssl.SSLError, http.client.HTTPException):
-            kind = "conn_error"
+            outcome = "conn_error"
         end = time.time()
-        out.write(f"{start:.6f} {end:.6f} {status} {kind}\n")
-        if kind in ("conn_error", "timeout"):
-            time.sleep(0.05)  # do not spin while the proxy is unreachable
-        if kind != "ok" or end - last_flush > 0.5:
-            out.flush()
-            last_flush = end
-    out.close()
-
-
-def basic(user, password):
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def reload_counts(admin):
-    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
-    counts = {}
-    for line in text.splitlines():
-        if line.startswith("m2m_auth_proxy_reloads_total{"):
-            labels, value = line.rsplit(" ", 1)
-            if 'result="success"' in labels:
-                f = labels.split('file="', 1)[1].split('"', 1)[0]
-                counts[f] = float(value)
-    return counts.get("htpasswd", 0.0), counts.get("tokens", 0.0)
-
-
-def write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def cmd_probe(a):
-    ctx = tls_context(a.ca)
-    client = Client(a.addr, ctx, timeout=5)
-    base_h = open(a.base_htpasswd).read()
-    base_t = open(a.base_tokens).read()
-    extra_h = open(a.extra_htpasswd).read()
-    extra_t = open(a.extra_tokens).read()
-    out = open(a.log, "a", buffering=1)
-    user_auth = basic("Csoak-revoked", "pw-revoked")
-    token_auth = "Bearer tok-revoked-0123456789"
-    present = False
-    next_round = time.time()
-    while time.time() < a.until:
-        time.sleep(max(0.0, next_round - time.time()))
-        next_round += 1.0
-        present = not present
-        try:
-            before = reload_counts(a.admin)
-        except Exception as e:
-            out.write(f"{time.time():.6f} metrics_error {e!r}\n")
-            continue
-        write_atomic(a.htpasswd, base_h + (extra_h if present else ""))
-        write_atomic(a.tokens, base_t + (extra_t if present else ""))
-        deadline = time.time() + 5
-        seen = False
-        while time.time() < deadline:
-            try:
-                now = reload_counts(a.admin)
-                if now[0] > before[0] and now[1] > before[1]:
-                    seen = True
-                    break
-            except Exception:
-                pass
+        log.write(start, end, status, outcome)
+        if outcome in ("conn_error", "timeout"):
             time.sleep(0.05)
-        if not seen:
-            out.write(f"{time.time():.6f} reload_timeout present={present}\n")
-            continue
-        for what, auth in (("user", user_auth), ("token", token_auth)):
-            try:
-                status, _, _ = client.request(
-                    "GET", "/cse-in/probe", {"Authorization": auth, "X-M2M-RI": "probe"}
-                )
-            except Exception as e:
-                out.write(f"{time.time():.6f} probe_error {what} {e!r}\n")
-                continue
-            t = time.time()
-            if present:
-                # accepted: 200, or 502/504 while the upstream is being restarted
-                kind = "added_ok" if status in (200, 502, 504) else "added_refused"
-            else:
-                kind = "revoked_refused" if status == 401 else "revoked_accepted"
-            out.write(f"{t:.6f} {kind} {what} status={status}\n")
-    out.close()
+    client.close()
+    log.close()
 
 
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+# --- WebSocket (RFC 6455), client side -------------------------------------------------------
+GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-def p99(values):
-    if not values:
-        return 0.0
-    values = sorted(values)
-    return values[min(len(values) - 1, int(len(values) * 0.99))]
+class Conn:
+    """A socket with a read buffer, for heads and frames."""
 
+    def __init__(self, sock, recv=None):
+        self.sock = sock
+        self.recv = recv or sock.recv  # recv(n): at most n bytes, b"" at the end
+        self.buf = b""
 
-class Tail:
-    """Reads the lines appended to a file since the last call."""
+    def _fill(self):
+        chunk = self.recv(65536)
+        if not chunk:
+            raise EOFError("connection closed")
+        self.buf += chunk
 
-    def __init__(self, path):
-        self.path, self.offset, self.rest = path, 0, b""
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
 
-    def lines(self):
+    def read_head(self):
+        while b"\r\n\r\n" not in self.buf:
+            if len(self.buf) > 65536:
+                raise EOFError("head too long")
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        return head.decode("latin-1")
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+    def close(self):
         try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-                self.offset += len(data)
+            self.sock.close()
         except OSError:
-            return []
-        data = self.rest + data
-        parts = data.split(b"\n")
-        self.rest = parts.pop()
-        return [p.decode() for p in parts if p]
+            pass
 
 
-def outages(work):
-    windows = []
-    try:
-        for line in open(os.path.join(work, "outages")):
-            stop, answered = map(float, line.split())
-            windows.append((stop, answered + 1.0))
-    except OSError:
-        pass
-    try:  # an outage still open when the run ended
-        stop = float(open(os.path.join(work, "outage.open")).read().split()[0])
-        windows.append((stop, float("inf")))
-    except (OSError, ValueError, IndexError):
-        pass
-    return windows
+def ws_frame(opcode, payload, mask):
+    head = bytes([0x80 | opcode])
+    m = 0x80 if mask else 0
+    n = len(payload)
+    if n < 126:
+        head += bytes([m | n])
+    elif n <= 0xFFFF:
+        head += bytes([m | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([m | 127]) + struct.pack(">Q", n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def cmd_report(a):
-    loads = {}
-    probe = Tail(os.path.join(a.work, "probe.log"))
-    failures_lost = []  # (start, end, kind)
-    totals = {}
-    probe_totals = {}
-    origin_mismatch = 0
-    rss_first = None
-    rss_max = 0
-    end_time = a.start + a.duration
-    interval = a.interval
-    n = 0
-    print(f"{'t(s)':>5} {'req/s':>7} {'ok/s':>7} {'p99 ms':>7} {'max ms':>7} {'RSS MB':>7}  "
-          "errors | probes", flush=True)
+def ws_read(conn):
+    """One whole message: (opcode, payload); control frames are returned as they come."""
+    parts, first = [], None
     while True:
-        n += 1
-        tick = a.start + n * interval
-        last = tick >= end_time
-        if last:
-            tick = end_time + 3  # let the clients finish and flush
-        time.sleep(max(0.0, tick - time.time()))
-        kinds, lat, total = {}, [], 0
-        for path in glob.glob(os.path.join(a.work, "load-*.log")):
-            loads.setdefault(path, Tail(path))
-        for t in loads.values():
-            for line in t.lines():
-                start, end, status, kind = line.split()
-                start, end = float(start), float(end)
-                if kind == "stale_retry":
-                    kinds[kind] = kinds.get(kind, 0) + 1
-                    continue
-                total += 1
-                kinds[kind] = kinds.get(kind, 0) + 1
-                if kind == "ok":
-                    lat.append((end - start) * 1000)
-                elif kind == "origin_mismatch":
-                    origin_mismatch += 1
-                else:
-                    failures_lost.append((start, end, kind))
-        pk = {}
-        for line in probe.lines():
-            kind = line.split()[1]
-            pk[kind] = pk.get(kind, 0) + 1
-        for k, v in kinds.items():
-            totals[k] = totals.get(k, 0) + v
-        for k, v in pk.items():
-            probe_totals[k] = probe_totals.get(k, 0) + v
-        rss = rss_kib(a.proxy_pid) / 1024
-        if rss_first is None:
-            rss_first = rss
-        rss_max = max(rss_max, rss)
-        span = interval if not last else max(1e-9, a.duration - (n - 1) * interval)
-        errs = " ".join(f"{k}={v}" for k, v in sorted(kinds.items()) if k != "ok") or "-"
-        probes = " ".join(f"{k}={v}" for k, v in sorted(pk.items())) or "-"
-        print(f"{min(n * interval, a.duration):>5} {total / span:>7.0f} "
-              f"{kinds.get('ok', 0) / span:>7.0f} {p99(lat):>7.1f} {max(lat, default=0):>7.0f} "
-              f"{rss:>7.1f}  "
-              f"{errs} | {probes}", flush=True)
-        if last:
-            break
+        b0, b1 = conn.read_exact(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = struct.unpack(">H", conn.read_exact(2))[0]
+        elif n == 127:
+            n = struct.unpack(">Q", conn.read_exact(8))[0]
+        key = conn.read_exact(4) if b1 & 0x80 else None
+        payload = conn.read_exact(n)
+        if key:
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+        opcode = b0 & 0x0F
+        if opcode >= 8:
+            return opcode, payload
+        if first is None:
+            first = opcode
+        parts.append(payload)
+        if b0 & 0x80:
+            return first, b"".join(parts)
 
-    windows = outages(a.work)
-    lost = [
-        f for f in failures_lost
-        if not any(f[0] <= w_end and f[1] >= w_start for w_start, w_end in windows)
-    ]
-    in_outage = len(failures_lost) - len(lost)
-    growth = rss_max - (rss_first or 0)
-    print("---")
-    print(f"requests: {sum(v for k, v in totals.items() if k != 'stale_retry')} "
-          f"ok={totals.get('ok', 0)} failed_in_outages={in_outage} lost={len(lost)} "
-          f"origin_mismatch={origin_mismatch} stale_retry={totals.get('stale_retry', 0)}")
-    print(f"upstream outages: {len(windows)} "
-          + " ".join(f"{w[1] - 1 - w[0]:.2f}s" for w in windows if w[1] != float('inf')))
-    print("probes: " + (" ".join(f"{k}={v}" for k, v in sorted(probe_totals.items())) or "-"))
-    print(f"RSS: first interval {rss_first:.1f} MB, max {rss_max:.1f} MB, growth {growth:.1f} MB "
-          f"(bound {a.rss_growth_mb} MB)")
-    problems = []
-    if lost:
-        sample = ", ".join(f"{k}@{s - a.start:.2f}s" for s, _, k in lost[:10])
-        problems.append(f"{len(lost)} valid request(s) lost outside upstream outages: {sample}")
-    if origin_mismatch:
-        problems.append(f"{origin_mismatch} request(s) reached the upstream with another originator")
-    if probe_totals.get("revoked_accepted"):
-        problems.append(f"{probe_totals['revoked_accepted']} revoked credential(s) accepted")
-    if probe_totals.get("reload_timeout"):
-        problems.append(f"{probe_totals['reload_timeout']} reload(s) not seen within 5 s")
-    if not probe_totals.get("revoked_refused"):
-        problems.append("no revocation was probed")
-    if totals.get("ok", 0) == 0:
-        problems.append("no request succeeded")
-    if growth > a.rss_growth_mb:
-        problems.append(f"RSS grew by {growth:.1f} MB (bound {a.rss_growth_mb} MB)")
-    if problems:
-        print("FAIL: " + "; ".join(problems))
-        sys.exit(1)
-    print("PASS")
+
+def ws_accept(key):
+    return base64.b64encode(hashlib.sha1(key.encode() + GUID).digest()).decode()
+
+
+def ws_connect(addr, ctx, auth, timeout=10):
+    host, port = addr.rsplit(":", 1)
+    raw = socket.create_connection((host, int(port)), timeout=timeout)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn = Conn(ctx.wrap_socket(raw, server_hostname=host))
+    key = base64.b64encode(os.urandom(16)).decode()
+    head = (f"GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Protocol: oneM2M.json\r\n")
+    if auth:
+        head += f"Authorization: {auth}\r\n"
+    conn.sendall((head + "\r\n").encode())
+    resp = conn.read_head()
+    status = resp.split(" ", 2)[1] if " " in resp else "?"
+    if status != "101" or ws_accept(key) not in resp:
+        conn.close()
+        raise ConnectionError(f"upgrade answered {resp.splitlines()[0] if resp else '?'}")
+    return conn
+
+
+def ws_close(conn):
+    try:
+        conn.sendall(ws_frame(8, struct.pack(">H", 1000), True))
+        for _ in range(4):  # a response still in flight may come first
+            op, _ = ws_read(conn)
+            if op == 8:
+                break
+    except (OSError, EOFError, ssl.SSLError, ValueError):
+        pass
+    conn.close()
+
+
+def cmd_ws(a):
+    ctx = tls_context(a.ca, a.cert, a.key)
+    log = Log(a.log)
+    plan = ws_plan(a.kind, a.cse_id, a.cse_name, a.name)
+    conn = None
+    seq = 0
+    for _ in pace(a.rate):
+        if time.time() >= a.until:
+            break
+        prim, expect = plan[seq % len(plan)]
+        seq += 1
+        if conn is not None and a.reconnect and seq % a.reconnect == 0:
+            ws_close(conn)
+            conn = None
+        rqi = f"{a.name}-{seq}"
+        msg = dict(prim, fr="Cspoofed", rqi=rqi, rvi="3")
+        start = time.time()
+        status = 0
+        try:
+            if conn is None:
+                conn = ws_connect(a.addr, ctx, a.auth)
+            conn.sendall(ws_frame(1, json.dumps(msg).encode(), True))
+            while True:
+                op, payload = ws_read(conn)
+                if op == 9:  # ping
+                    conn.sendall(ws_frame(10, payload, True))
+                    continue
+                if op == 8:
+                    raise EOFError(f"closed by the server: {payload[:2].hex()}")
+                break
+            resp = json.loads(payload)
+            if resp.get("rqi") != rqi:
+                raise ValueError(f"rqi {resp.get('rqi')!r}, expected {rqi!r}")
+            rsc = resp.get("rsc")
+            status = rsc
+            pc = resp.get("pc") or {}
+            if rsc == 4103:
+                http_status, text = 403, json.dumps(pc)
+            elif rsc in (2000, 2001, 2002, 2004):
+                http_status, text = 200, ""
+            else:
+                http_status, text = 500, json.dumps(pc)
+
+            def echo_ok():
+                e = pc.get("soak") or {}
+                good = (e.get("origins") == [a.expect] and e.get("op") == prim["op"]
+                        and e.get("to") == prim["to"])
+                if not good:
+                    print(f"BAD ECHO {prim}: {resp}", file=sys.stderr)
+                return good
+
+            outcome = classify(expect, http_status, str(rsc), text, echo_ok)
+            if outcome.startswith("http_"):
+                outcome = f"rsc_{rsc}"
+            if outcome.startswith("wrong"):
+                print(f"{outcome}: {prim} planned {expect or 'allow'}: {resp}", file=sys.stderr)
+        except socket.timeout:
+            outcome = "timeout"
+        except (OSError, EOFError, ssl.SSLError, ValueError, ConnectionError) as e:
+            outcome = "ws_error"
+            print(f"{time.time():.3f} ws_error: {e!r}", file=sys.stderr)
+        end = time.time()
+        if outcome in ("timeout", "ws_error") and conn is not None:
+            conn.close()
+            conn = None
+        log.write(start, end, status, outcome)
+        if outcome in ("timeout", "ws_error"):
+            time.sleep(0.05)
+    if conn is not None:
+        ws_close(conn)
+    log.close()
+
+
+# --- JWT (RS256, signed by the openssl CLI) ---------------------------------------------------
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def mint_jwt(key, kid, claims):
+    header = {"alg": "RS256", "typ": "JWT", "kid": kid}
+    signing_input = (b64u(json.dumps(header, separators=(",", ":")).encode()) + "."
+                     + b64u(json.dumps(claims, separators=(",", ":")).encode()))
+    sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key],
+                         input=signing_input.encode(), capture_output=True, check=True).stdout
+    return signing_input + "." + b64u(sig)
+
+
+def jwk(key, kid):
+    out = subprocess.run(["openssl", "rsa", "-in", key, "-noout", "-modulus"],
+                         capture_output=True, check=True, text=True).stdout
+    modulus = bytes.fromhex(out.strip().split("=", 1)[1])
+    return {"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64u(modulus),
+            "e": "AQAB"}
+
+
+def cmd_jwt(a):
+    claims = {"iss": "soak-idp", "aud": "m2m-soak", "sub": a.sub, "exp": int(a.exp),
+              "iat": int(time.time())}
+    if a.roles:
+        claims["roles"] = a.roles.split(",")
+    print(mint_jwt(a.key, a.kid, claims))
+
+
+def cmd_jwks(a):
+    keys = [jwk(*spec.rsplit(":", 1)) for spec in a.keys]
+    print(json.dumps({"keys": keys}, indent=1))
 
 
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
-    l = sub.add_parser("load")
-    l.add_argument("--addr", required=True)
-    l.add_argument("--ca", required=True)
-    l.add_argument("--cert")
-    l.add_argument("--key")
-    l.add_argument("--auth")
-    l.add_argument("--expect", required=True)
-    l.add_argument("--until", type=float, required=True)
-    l.add_argument("--log", required=True)
-    l.add_argument("--name", default="load")
-    pr = sub.add_parser("probe")
-    for k in ("addr", "ca", "admin", "log", "htpasswd", "tokens", "base_htpasswd",
-              "base_tokens", "extra_htpasswd", "extra_tokens"):
-        pr.add_argument("--" + k.replace("_", "-"), dest=k, required=True)
-    pr.add_argument("--until", type=float, required=True)
-    r = sub.add_parser("report")
-    r.add_argument("--work", required=True)
-    r.add_argument("--proxy-pid", type=int, required=True)
-    r.add_argument("--start", type=float, required=True)
-    r.add_argument("--duration", type=float, required=True)
-    r.add_argument("--interval", type=float, default=10)
-    r.add_argument("--rss-growth-mb", type=float, default=50)
+    for name in ("load", "ws"):
+        s = sub.add_parser(name)
+        s.add_argument("--addr", required=True)
+        s.add_argument("--ca", required=True)
+        s.add_argument("--cert")
+        s.add_argument("--key")
+        s.add_argument("--auth")
+        s.add_argument("--kind", required=True)
+        s.add_argument("--cse-id", required=True)
+        s.add_argument("--cse-name", required=True)
+        s.add_argument("--expect", required=True)
+        s.add_argument("--until", type=float, required=True)
+        s.add_argument("--log", required=True)
+        s.add_argument("--name", default="load")
+        s.add_argument("--rate", type=float, default=20)
+        s.add_argument("--reconnect", type=int, default=200)
+    j = sub.add_parser("jwt")
+    j.add_argument("--key", required=True)
+    j.add_argument("--kid", required=True)
+    j.add_argument("--sub", required=True)
+    j.add_argument("--exp", type=float, required=True)
+    j.add_argument("--roles")
+    k = sub.add_parser("jwks")
+    k.add_argument("keys", nargs="+")
     a = p.parse_args()
-    {"load": cmd_load, "probe": cmd_probe, "report": cmd_report}[a.cmd](a)
+    {"load": cmd_load, "ws": cmd_ws, "jwt": cmd_jwt, "jwks": cmd_jwks}[a.cmd](a)
 
 
 if __name__ == "__main__":
