@@ -26,7 +26,7 @@ struct Setup {
     peer_tap: Tap,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Listener {
     Public,
     Egress,
@@ -243,11 +243,33 @@ fn a_body_that_turns_bad_mid_stream_is_answered_and_its_upstream_connection_clos
 
         let mut conn = t.connect(l);
         let mark = format!("first-chunk-{l:?}");
+        // JSON on the public listener, so that the body is read (and not refused with 415);
+        // none on the egress route, so that it streams (a JSON one is read whole for `poa`)
+        let content_type = match l {
+            Listener::Public => "Content-Type: application/json\r\n",
+            Listener::Egress => "",
+        };
         let head = post(
-            "Transfer-Encoding: chunked\r\n",
+            &format!("{content_type}Transfer-Encoding: chunked\r\n"),
             &format!("{:x}\r\n{mark}\r\n", mark.len()),
         );
         conn.send_raw(&head).unwrap();
+        if l == Listener::Public {
+            // with an egress route, a client's body is read whole (and checked for the
+            // route's listener) before anything goes upstream: the cut body never leaves
+            conn.send_raw(b"zz\r\nmore\r\n0\r\n\r\n").unwrap();
+            let resp = conn.read_response().expect("an answer");
+            assert_onem2m(&format!("{l:?}: invalid chunk"), &resp, 400, Some("ri-m"));
+            conn.expect_closed().expect("client connection closed");
+            assert!(
+                t.tap(l)
+                    .sent()
+                    .iter()
+                    .all(|s| !s.bytes.windows(mark.len()).any(|w| w == mark.as_bytes())),
+                "{l:?}: part of the cut body went upstream"
+            );
+            continue;
+        }
         let carrier = wait_carried(t.tap(l), mark.as_bytes());
         // then a chunk size that is no number
         conn.send_raw(b"zz\r\nmore\r\n0\r\n\r\n").unwrap();

@@ -7,6 +7,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use async_trait::async_trait;
@@ -28,6 +29,9 @@ pub struct EarlyAnswer {
     ahead_eof: bool,
     /// Bytes the stream below took, ever.
     written: u64,
+    /// After a `101`: bytes from the upstream are WebSocket traffic, not an answer, so a write
+    /// that waits just waits (set through a shared reference: the session lends no other).
+    tunnel: AtomicBool,
 }
 
 impl EarlyAnswer {
@@ -37,7 +41,15 @@ impl EarlyAnswer {
             ahead: Vec::new(),
             ahead_eof: false,
             written: 0,
+            tunnel: AtomicBool::new(false),
         }
+    }
+}
+
+/// From now on `stream` carries a tunnel: a write that waits no longer looks for an answer.
+pub fn tunnel(stream: &Stream) {
+    if let Some(s) = (**stream).as_any().downcast_ref::<EarlyAnswer>() {
+        s.tunnel.store(true, Ordering::Relaxed);
     }
 }
 
@@ -83,6 +95,9 @@ impl AsyncWrite for EarlyAnswer {
                 return Poll::Ready(Ok(n));
             }
             ready => return ready,
+        }
+        if this.tunnel.load(Ordering::Relaxed) {
+            return Poll::Pending;
         }
         // The write waits: is there an answer? (Both wakers are registered: either wakes us.)
         if this.ahead.is_empty() && !this.ahead_eof {

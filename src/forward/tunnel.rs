@@ -24,6 +24,8 @@ pub async fn relay<S: Side>(
     shutdown: &ShutdownWatch,
 ) -> Result<()> {
     up.maybe_upgrade_body_writer();
+    // the CSE may send while a write to it waits: that is traffic, not an early answer
+    super::early::tunnel(up.stream());
     up.read_timeout = Some(side.websocket_idle_timeout());
     let mut shutdown = shutdown.clone();
     // until the close frames are sent (or the shutdown signal cannot come any more)
