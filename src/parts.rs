@@ -165,6 +165,8 @@ mod tests {
             id: "/id-in".into(),
             name: "cse-in".into(),
             sp_id: None,
+            advertised: None,
+            public_url: None,
         })
         .unwrap();
         let t = http_request_target(path, Some(&cse)).unwrap();
