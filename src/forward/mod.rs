@@ -11,18 +11,21 @@
 //! - `early`: noticing an upstream's answer while a body write waits
 //! - `tunnel`: WebSocket bytes after a 101
 //! - `malformed`: heads the parser refused (or accepted leniently), answered in oneM2M form
+//! - `idle`: waiting for the next request without a head buffer
 
 mod bufwrite;
 mod delegate;
 mod early;
 mod exchange;
 mod hop;
+mod idle;
 mod malformed;
 mod side;
 mod tunnel;
 mod upstream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -71,15 +74,9 @@ impl<S: Side> Forward<S> {
         let mut wait = FIRST_REQUEST_WAIT_SECS;
         let mut first = true;
         loop {
-            let mut down = ServerSession::new(stream);
-            down.set_pipelining_enabled(true);
-            down.set_server_keepalive(Some(wait));
-            let read = match pipelined.take() {
+            let prefix = match pipelined.take() {
                 // the next request is already here: serve it like the one before
-                Some(prefix) => {
-                    down.set_pipelined_prefix(prefix);
-                    down.read_request().await
-                }
+                Some(prefix) => prefix,
                 None => {
                     // idle: the upstream connection goes back to the pool meanwhile
                     if let Some(up) = held.take() {
@@ -88,14 +85,22 @@ impl<S: Side> Forward<S> {
                     if !first && *idle_watch.borrow() {
                         break;
                     }
-                    tokio::select! {
+                    let next = tokio::select! {
                         biased;
-                        read = down.read_request() => read,
+                        next = idle::next_request(&mut stream, Duration::from_secs(wait)) => next,
                         // an idle keep-alive connection closes at once on shutdown
                         _ = idle_watch.changed() => break,
-                    }
+                    };
+                    // closed by the client, or idle for too long
+                    let Some(next) = next else { break };
+                    next
                 }
             };
+            let mut down = ServerSession::new(stream);
+            down.set_pipelining_enabled(true);
+            down.set_server_keepalive(Some(wait));
+            down.set_pipelined_prefix(prefix);
+            let read = down.read_request().await;
             let first_request = std::mem::replace(&mut first, false);
             let refused = match read {
                 Ok(Some(_)) => malformed::lenient(&down),
@@ -116,7 +121,8 @@ impl<S: Side> Forward<S> {
                 break;
             }
             wait = self.side.idle_timeout_secs();
-            if !exchange.serve(&mut down, &mut held, first_request).await {
+            // boxed: the connection's task keeps only its idle state between requests
+            if !Box::pin(exchange.serve(&mut down, &mut held, first_request)).await {
                 down.shutdown().await;
                 break;
             }
