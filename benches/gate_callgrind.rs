@@ -102,7 +102,7 @@ fn http_body(
     encoding: BodyEncoding,
 ) -> usize {
     use m2m_auth_proxy::poa::rewrite::Routes;
-    let out = m2m_auth_proxy::ingress::check_body(listeners, body, encoding, true)
+    let out = m2m_auth_proxy::ingress::check_body(listeners, body, encoding, true, None)
         .expect("no listener named")
         .expect("re-encoded");
     poa.rewrite_for(&out, encoding, Direction::TowardLocal, Routes::Only(&[]))

@@ -33,7 +33,7 @@ use crate::parts::Known;
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::{encoding_of, Direction, Encoding};
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
-use crate::steering::Listeners;
+use crate::steering::{self, Listeners};
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::content;
 use crate::websocket::gate::{self, Gate, Upgrade};
@@ -327,6 +327,23 @@ fn registers_ae(req: &RequestHeader) -> bool {
 }
 
 /// A request that names a URL of an egress listener (`place`: where it did).
+/// An ID read the way the rules read originators (`crate::cse::LocalCse::originator`).
+fn canonical_id(rules: &RuleSet, id: &str) -> String {
+    rules.cse().map_or(id, |cse| cse.originator(id)).to_string()
+}
+
+/// A notification target that is an ID other than the requester's own: the CSE resolves it,
+/// to a `<remoteCSE>` whose `poa` is an egress listener too.
+fn target_refusal(place: &str) -> Refusal {
+    metrics::steering_refused("target_id");
+    Refusal {
+        kind: AuthOrPolicy::Steering,
+        err: M2mError::forbidden(format!(
+            "a notification target in the {place} is an ID other than the originator's own: with egress routes, name another receiver by its URL"
+        )),
+    }
+}
+
 fn steering_refusal(label: &'static str, place: &str) -> Refusal {
     metrics::steering_refused(label);
     Refusal {
@@ -355,6 +372,8 @@ pub enum BodyRefusal {
     NamesListener,
     /// The strict decoder refused it (why).
     Undecodable(String),
+    /// A notification target in it is an ID other than the requester's own.
+    NamesEntity,
 }
 
 /// A request body read whole, read as the CSE will read it (the strict decoders of
@@ -362,11 +381,15 @@ pub enum BodyRefusal {
 /// refused, and what is forwarded is their canonical re-encoding (`Ok(Some)`), so no CSE
 /// parser reads it another way. Otherwise (a route's peer) an undecodable body passes as
 /// it came (`Ok(None)`). Either way a body with a text naming a listener is refused.
+/// Whether a notification target names an entity other than the requester.
+pub type NamesOther<'a> = dyn Fn(&[u8]) -> bool + 'a;
+
 pub fn check_body(
     listeners: &Listeners,
     body: &[u8],
     encoding: Encoding,
     strict: bool,
+    names_other: Option<&NamesOther<'_>>,
 ) -> std::result::Result<Option<Vec<u8>>, BodyRefusal> {
     let decoded = match encoding {
         Encoding::Json => value::decode_json(body),
@@ -379,6 +402,11 @@ pub fn check_body(
     };
     if value::any_text(&tree, &mut |s| listeners.reached_by_bytes(s)) {
         return Err(BodyRefusal::NamesListener);
+    }
+    if let Some(names_other) = names_other {
+        if value::any_keyed_text(&tree, steering::TARGET_KEYS, &mut |s| names_other(s)) {
+            return Err(BodyRefusal::NamesEntity);
+        }
     }
     if !strict {
         return Ok(None);
@@ -551,9 +579,6 @@ impl Ingress {
         {
             return Err(steering_refusal("query", "query"));
         }
-        if !has_body(req) {
-            return Ok(());
-        }
         let roles = ctx
             .identity
             .as_deref()
@@ -564,6 +589,23 @@ impl Ingress {
             .filter(|(_, peer_roles)| peer_roles.iter().any(|r| roles.contains(r)))
             .map(|(name, _)| name.clone())
             .collect();
+        if peer_of.is_empty() {
+            // `X-M2M-RTU`: the notification targets of a non-blocking request, `&`-separated
+            let rules = self.rules.load();
+            let own = ctx.originator.as_deref();
+            let rtu_names_other = req
+                .headers
+                .get_all("x-m2m-rtu")
+                .iter()
+                .flat_map(|v| v.as_bytes().split(|&b| b == b'&'))
+                .any(|v| steering::names_other_entity(v, own, |id| canonical_id(&rules, id)));
+            if rtu_names_other {
+                return Err(target_refusal("header X-M2M-RTU"));
+            }
+        }
+        if !has_body(req) {
+            return Ok(());
+        }
         if !peer_of.is_empty() {
             ctx.inspect = Inspect::Peer(peer_of);
             return Ok(());
@@ -671,9 +713,21 @@ impl Ingress {
             return Ok(body);
         }
         let strict = matches!(inspect, Inspect::Strict(_));
-        let checked = match check_body(&self.listeners, &body, plan.encoding, strict) {
+        let own = ctx.originator.clone();
+        let rules = self.rules.load();
+        let names_other = |v: &[u8]| {
+            steering::names_other_entity(v, own.as_deref(), |id| canonical_id(&rules, id))
+        };
+        let checked = match check_body(
+            &self.listeners,
+            &body,
+            plan.encoding,
+            strict,
+            strict.then_some(&names_other as &NamesOther<'_>),
+        ) {
             Ok(checked) => checked,
             Err(BodyRefusal::NamesListener) => return Err(steering_refusal("body", "body")),
+            Err(BodyRefusal::NamesEntity) => return Err(target_refusal("body")),
             Err(BodyRefusal::Undecodable(why)) => {
                 return Err(Refusal::other(M2mError::other(
                     400,
@@ -1208,34 +1262,34 @@ mod tests {
         let named = br#"{"m2m:sub":{"nu":["x","http:\/\/localhost:8081\/n"]}}"#;
         for strict in [true, false] {
             assert_eq!(
-                check_body(&l, named, crate::poa::Encoding::Json, strict),
+                check_body(&l, named, crate::poa::Encoding::Json, strict, None),
                 Err(BodyRefusal::NamesListener)
             );
         }
         // a key is text the CSE reads too
         let key = br#"{"m2m:sub":{"http://127.0.0.1:8081/":1}}"#;
         assert_eq!(
-            check_body(&l, key, crate::poa::Encoding::Json, true),
+            check_body(&l, key, crate::poa::Encoding::Json, true, None),
             Err(BodyRefusal::NamesListener)
         );
         // what a lenient parser reads otherwise: refused from a client, passed from a peer
         let dup = br#"{"m2m:sub":{"nu":["http://10.0.0.5/"],"nu":["http://127.0.0.1:8081/"]}}"#;
         assert!(matches!(
-            check_body(&l, dup, crate::poa::Encoding::Json, true),
+            check_body(&l, dup, crate::poa::Encoding::Json, true, None),
             Err(BodyRefusal::Undecodable(_))
         ));
         assert_eq!(
-            check_body(&l, dup, crate::poa::Encoding::Json, false),
+            check_body(&l, dup, crate::poa::Encoding::Json, false, None),
             Ok(None)
         );
         // a client's body goes on in the canonical encoding
         let ok = br#"{ "m2m:sub" : {"nu": ["http://10.0.0.5:9000/n"]} }"#;
-        let out = check_body(&l, ok, crate::poa::Encoding::Json, true)
+        let out = check_body(&l, ok, crate::poa::Encoding::Json, true, None)
             .unwrap()
             .unwrap();
         assert_eq!(out, br#"{"m2m:sub":{"nu":["http:\/\/10.0.0.5:9000\/n"]}}"#);
         assert_eq!(
-            check_body(&l, ok, crate::poa::Encoding::Json, false),
+            check_body(&l, ok, crate::poa::Encoding::Json, false, None),
             Ok(None)
         );
         // CBOR: a byte string is searched as well
@@ -1249,7 +1303,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            check_body(&l, &cbor, crate::poa::Encoding::Cbor, true),
+            check_body(&l, &cbor, crate::poa::Encoding::Cbor, true, None),
             Err(BodyRefusal::NamesListener)
         );
     }

@@ -387,3 +387,64 @@ mod tests {
         }
     }
 }
+
+/// Attributes whose values the CSE sends to (notification targets, beacon and forwarding
+/// targets, consultation addresses, `rt.nu`). A value that is no URL is an ID the CSE resolves,
+/// to a `<remoteCSE>` too: and that one's `poa` is an egress listener (red-team round 3).
+pub const TARGET_KEYS: &[&str] = &["nu", "bcnu", "nfu", "dacan"];
+
+/// Whether `value`, a value of a target attribute, is an ID (no `scheme://` URL) other than the
+/// requester's own: `own` is its canonical originator, `canonical` reads an ID that way.
+pub fn names_other_entity(
+    value: &[u8],
+    own: Option<&str>,
+    canonical: impl Fn(&str) -> String,
+) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return true;
+    };
+    if is_url(text) {
+        // a URL goes where it says: `Listeners` judges it
+        return false;
+    }
+    own.is_none_or(|own| canonical(text) != own)
+}
+
+/// `scheme://…` with an RFC 3986 scheme, as a CSE tells a URL from an ID.
+fn is_url(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+
+    #[test]
+    fn ids_other_than_the_requesters_own_are_found() {
+        let canon = |s: &str| s.strip_prefix("/id-in/").unwrap_or(s).to_string();
+        let own = Some("Cae1");
+        for other in [
+            "/id-mn/cse-mn/x",
+            "/id-mn",
+            "id-mn",
+            "cse-in/id-mn",
+            "/id-in/cse-in/id-mn",
+            "Cae2",
+            " http://x",
+            "/x/http://y",
+            "1http://x",
+        ] {
+            assert!(names_other_entity(other.as_bytes(), own, canon), "{other}");
+        }
+        for fine in ["Cae1", "/id-in/Cae1", "http://10.0.0.1:80/x", "mqtt://b/x"] {
+            assert!(!names_other_entity(fine.as_bytes(), own, canon), "{fine}");
+        }
+        assert!(names_other_entity(b"Cae1", None, canon));
+        assert!(names_other_entity(&[0xff], own, canon));
+    }
+}

@@ -2024,3 +2024,67 @@ fn check_names_what_is_wrong_with_a_routes_allow_list() {
         assert!(err.contains(key), "{key}: {err}");
     }
 }
+
+/// Red-team round 3: a notification target that is an ID, not a URL, is resolved by the CSE,
+/// to a `<remoteCSE>` too, whose `poa` is this sidecar's egress listener: the CSE would send
+/// there as itself. With egress routes, a client's notification targets are URLs or its own ID.
+#[test]
+fn an_ae_cannot_steer_the_cse_into_an_egress_route_by_an_id() {
+    let t = steering();
+    let a = &t.a;
+    let post = |body: Vec<u8>, ty: &str| {
+        Request::post("/cse-in/app", body)
+            .header("Content-Type", ty)
+            .header("X-M2M-Origin", "Cae-1")
+    };
+    let sub_ty = "application/json;ty=23";
+    let beacon = br#"{"m2m:tsb":{"bcni":"PT2S","bcnu":["/id-mn/cse-mn/beacon"]}}"#.to_vec();
+    let refused = vec![
+        post(sub(&["/id-mn/cse-mn/x"]), sub_ty),
+        post(sub(&["/id-mn"]), sub_ty),
+        post(sub(&["id-mn"]), sub_ty),
+        post(sub(&["cse-in/id-mn"]), sub_ty),
+        post(sub(&["Cae-1", "Cother"]), sub_ty),
+        post(sub(&["/x/http://y"]), sub_ty),
+        post(beacon, "application/json;ty=60"),
+        Request::get("/cse-in/app?rt=2")
+            .header("X-M2M-Origin", "Cae-1")
+            .header("X-M2M-RTU", "/id-mn/cse-mn/rtu-target"),
+        Request::get("/cse-in/app?rt=2")
+            .header("X-M2M-Origin", "Cae-1")
+            .header("X-M2M-RTU", "Cae-1&id-mn"),
+    ];
+    for req in refused {
+        let resp = t.ae.connect_and_request(a.addr, &req).unwrap();
+        assert_eq!(
+            (resp.status, resp.header("X-M2M-RSC")),
+            (403, Some("4103")),
+            "{} {} {:?}: {}",
+            req.method,
+            req.path,
+            req.header_value("X-M2M-RTU"),
+            resp.text()
+        );
+        assert!(
+            dbg(&resp).contains("ID other than the originator's own"),
+            "{}",
+            dbg(&resp)
+        );
+    }
+    assert!(
+        t.cse.seen().is_empty(),
+        "nothing reached the CSE: {:?}",
+        t.cse.seen()
+    );
+    // the AE's own ID and a URL of its own pass
+    let resp =
+        t.ae.connect_and_request(
+            a.addr,
+            &Request::get("/cse-in/app?rt=2")
+                .header("X-M2M-Origin", "Cae-1")
+                .header("X-M2M-RTU", "Cae-1&http://10.0.0.7:9000/n"),
+        )
+        .unwrap();
+    assert_ne!(resp.status, 403, "{}", resp.text());
+    assert_eq!(t.cse.seen().len(), 1);
+}

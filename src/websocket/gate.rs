@@ -138,6 +138,7 @@ pub struct Gate {
 
 const STEERING: &str =
     "the primitive names a URL of this sidecar's egress route: the CSE would send there as itself";
+const TARGET_ID: &str = "a notification target in the primitive is an ID other than the originator's own: with egress routes, name another receiver by its URL";
 
 /// After a close, a client may still send its own Close frame (at most 131 bytes); more than
 /// this means it is not closing, and the connection is ended.
@@ -282,6 +283,20 @@ impl Gate {
                     None,
                 )
             }
+            // an ID the CSE resolves may lead to a `<remoteCSE>`, whose `poa` is a listener
+            Ok(originator)
+                if request.op.is_some()
+                    && !self.listeners.is_empty()
+                    && self.names_other_entity(&request, originator) =>
+            {
+                metrics::steering_refused("target_id");
+                (
+                    Rsc::OriginatorHasNoPrivilege.code(),
+                    Cow::Borrowed(TARGET_ID),
+                    None,
+                    None,
+                )
+            }
             Ok(originator) => match self.authorize(&request, originator) {
                 Ok(()) => {
                     let outcome = if request.fr.as_deref() == Some(originator) {
@@ -340,6 +355,16 @@ impl Gate {
 
     /// The authorization rules for a request primitive, as for an HTTP request: its `op`,
     /// `to` (with `rcn`, `fc.fu`, `fc.smf`, `sqi`, `fc.arp`) and `ty`, the bound originator.
+    /// Whether a notification target of the request (`rt.nu`, a `nu` in its content, …) is an
+    /// ID other than `originator`'s own.
+    fn names_other_entity(&self, request: &primitive::Primitive, originator: &str) -> bool {
+        let rules = self.rules.load();
+        let canonical = |id: &str| rules.cse().map_or(id, |cse| cse.originator(id)).to_string();
+        request.any_keyed_text(crate::steering::TARGET_KEYS, &mut |t| {
+            crate::steering::names_other_entity(t, Some(originator), canonical)
+        })
+    }
+
     fn authorize(&self, request: &primitive::Primitive, originator: &str) -> Result<(), Refused> {
         let rules = self.rules.load();
         let Some(op) = request.op else {

@@ -125,6 +125,11 @@ impl Primitive<'_> {
         self.entries.iter().find(|(k, _)| k == "pc").map(|(_, v)| v)
     }
 
+    /// Whether `found` holds for any text under one of `keys`, at any depth.
+    pub fn any_keyed_text(&self, keys: &[&str], found: &mut impl FnMut(&[u8]) -> bool) -> bool {
+        value::any_keyed_text(&self.entries, keys, found)
+    }
+
     /// Whether `found` holds for any text of the primitive, at any depth (`value::any_text`).
     pub fn any_text(&self, found: &mut impl FnMut(&[u8]) -> bool) -> bool {
         value::any_text(&self.entries, found)

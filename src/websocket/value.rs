@@ -87,6 +87,26 @@ pub fn any_text(entries: &Map<'_>, found: &mut impl FnMut(&[u8]) -> bool) -> boo
         .any(|(k, v)| found(k.as_bytes()) || any_text_in(v, found))
 }
 
+/// Whether `found` holds for any text (or text in an array) under a key in `keys`, at any
+/// depth.
+pub fn any_keyed_text(
+    entries: &Map<'_>,
+    keys: &[&str],
+    found: &mut impl FnMut(&[u8]) -> bool,
+) -> bool {
+    entries.iter().any(|(k, v)| {
+        (keys.contains(&k.as_ref()) && any_text_in(v, found)) || keyed_in(v, keys, found)
+    })
+}
+
+fn keyed_in(v: &Value<'_>, keys: &[&str], found: &mut impl FnMut(&[u8]) -> bool) -> bool {
+    match v {
+        Value::Array(items) => items.iter().any(|i| keyed_in(i, keys, found)),
+        Value::Map(entries) => any_keyed_text(entries, keys, found),
+        _ => false,
+    }
+}
+
 fn any_text_in(v: &Value<'_>, found: &mut impl FnMut(&[u8]) -> bool) -> bool {
     match v {
         Value::Text(s) => found(s.as_bytes()),
