@@ -233,6 +233,8 @@ egress:
   - name: $8
     listen: "127.0.0.1:$4"
     peer: "https://127.0.0.1:$9"
+    # the peer CSE (role cse, by its certificate) gets this route's poa rewriting (issue 27.1)
+    peer_roles: [cse]
     tls:
       ca: egress/ca.pem
       cert: egress/id/client.pem
