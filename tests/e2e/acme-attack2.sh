@@ -45,107 +45,11 @@ W_ADMIN=26592
 SINK=26599      # recording HTTP sink: the fake MN's poa, and response targets (X-M2M-RTU)
 SP=acme.example.com
 
-for tool in curl openssl jq python3; do
-  command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 2; }
-done
-WORK=${E2E_WORK:-$(mktemp -d /tmp/m2m-e2e-attack2.XXXXXX)}
-mkdir -p "$WORK/req"
-WORK=$(cd "$WORK" && pwd)
-
-PASSES=0; FAILS=0; KNOWN=0; PIDS=(); RUN_ID=$(date +%s)-$$
-say() { printf '%s\n' "$*"; }
-section() { printf '\n== %s\n' "$*"; }
-evidence() { sed 's/^/      /' <<<"$1"; }
-pass() { PASSES=$((PASSES + 1)); printf 'PASS %s\n' "$1"; [ -z "${2:-}" ] || evidence "$2"; }
-fail() { FAILS=$((FAILS + 1)); printf 'FAIL %s\n' "$1"; [ -z "${2:-}" ] || evidence "$2"; }
-info() { printf 'INFO %s\n' "$1"; [ -z "${2:-}" ] || evidence "$2"; }
-check() { local name=$1 ev=$2; shift 2; if "$@"; then pass "$name" "$ev"; else fail "$name" "$ev"; fi; }
-# finding N NAME EVIDENCE CMD...: the protection an open finding lacks
-finding() {
-  local n=$1 name=$2 ev=$3; shift 3
-  if "$@"; then
-    PASSES=$((PASSES + 1)); printf 'FIXED finding %s: %s\n' "$n" "$name"; evidence "$ev"
-  elif [ "$STRICT" = 1 ]; then
-    fail "finding $n: $name" "$ev"
-  else
-    KNOWN=$((KNOWN + 1)); printf 'KNOWN finding %s: %s\n' "$n" "$name"; evidence "$ev"
-  fi
-}
-die() { fail "$1" "${2:-}"; exit 1; }
-
-start() { local name=$1 log=$2; shift 2; "$@" >"$log.stdout" 2>"$log.stderr" </dev/null & PIDS+=("$name:$!"); }
-pid_of() { local e; for e in "${PIDS[@]}"; do [ "${e%%:*}" = "$1" ] && echo "${e#*:}"; done; }
-stop_one() {
-  local name=$1 pid sig=TERM n
-  pid=$(pid_of "$name")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  [ "$name" = in ] && sig=INT
-  kill "-$sig" "$pid" 2>/dev/null || true
-  for ((n = 0; n < 60; n++)); do
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    sleep 0.25
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-on_exit() {
-  local rc=$? i
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop_one "${PIDS[$i]%%:*}" || true; done
-  printf '\n%d passed, %d failed, %d known findings open\n' "$PASSES" "$FAILS" "$KNOWN"
-  say "logs and configs: $WORK"
-  if [ "$rc" -eq 0 ] && [ "$FAILS" -gt 0 ]; then rc=1; fi
-  exit "$rc"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
-wait_for() {
-  local name=$1 secs=$2 n pid; shift 2
-  pid=$(pid_of "$name")
-  for ((n = 0; n < secs * 2; n++)); do
-    if "$@"; then return 0; fi
-    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
-    sleep 0.5
-  done
-  return 1
-}
-port_free() { ! (exec 3<>"/dev/tcp/$H/$1") 2>/dev/null; }
-
-# req NAME METHOD URL ORIGINATOR CERT|- [BODY [CONTENT-TYPE [EXTRA-HEADER]]]: sets STATUS and RSC.
-# URLs are sent as written (--path-as-is).
-req() {
-  local name=$1 method=$2 url=$3 orig=$4 cert=$5 body=${6:-} ctype=${7:-application/json} extra=${8:-}
-  local out="$WORK/req/$name" args=()
-  args=(-sS -m 30 --path-as-is -X "$method" -o "$out.body" -D "$out.hdr" -w '%{http_code}'
-        -H "X-M2M-RI: $name-$RUN_ID" -H 'X-M2M-RVI: 3' -H 'Accept: application/json')
-  [ -z "$orig" ] || args+=(-H "X-M2M-Origin: $orig")
-  [ -z "$body" ] || args+=(-H "Content-Type: $ctype" --data-binary "$body")
-  [ -z "$extra" ] || args+=(-H "$extra")
-  if [[ $url == https://* ]]; then
-    args+=(--cacert "$PKI/ca.pem")
-    [ "$cert" = - ] || args+=(--cert "$PKI/$cert.pem" --key "$PKI/$cert.key")
-  fi
-  : >"$out.hdr"; : >"$out.body"
-  set +e
-  STATUS=$(curl "${args[@]}" "$url" 2>"$out.err")
-  set -e
-  [ -n "$STATUS" ] || STATUS=000
-  RSC=$(tr -d '\r' <"$out.hdr" | awk -F': *' 'tolower($1)=="x-m2m-rsc"{print $2}' | tail -1)
-  printf '%s %s -> HTTP %s RSC %s' "$method" "$url" "$STATUS" "${RSC:--}" >"$out.summary"
-}
-summary() { cat "$WORK/req/$1.summary"; }
-body() { head -c "${2:-300}" "$WORK/req/$1.body"; }
-has() { grep -q -- "$2" "$WORK/req/$1.body"; }
-jqb() { jq -c "$2" "$WORK/req/$1.body" 2>/dev/null; }
-alog() { grep -h '^{' "$WORK/$1.stdout" 2>/dev/null || true; }
-by_rid() { alog "$1" | jq -c "select(.request_id==\"$2-$RUN_ID\") | {path, target, rule, status, upstream_status}" 2>/dev/null || true; }
-direct() { req "$1" "${3:-GET}" "http://$H:$IN_HTTP$2" CAdmin - "${4:-}" "${5:-application/json}"; }
-ri_of() { curl -s -m 10 -H 'X-M2M-Origin: CAdmin' -H "X-M2M-RI: ri-$RUN_ID" -H 'X-M2M-RVI: 3' "http://$H:$IN_HTTP$1" | jq -r '.[] | .ri'; }
-# refused NAME: the sidecar answered itself (403 / 4103 or 400 / 4000), nothing reached ACME
-refused() {
-  [[ "$STATUS/$RSC" == 403/4103 || "$STATUS/$RSC" == 400/4000 ]] \
-    && [ "$(alog h | jq -r "select(.request_id==\"$1-$RUN_ID\") | .upstream_status" 2>/dev/null)" = null ]
-}
-sink_saw() { grep -c -- "$1" "$WORK/sink.log" 2>/dev/null || true; }
+E2E_NAME=attack2   # names the work directory
+# shared by acme-reach.sh, acme-attack2.sh, acme-attack3.sh: tools, work dir, counters,
+# PASS/FAIL/KNOWN helpers, curl/jq request helpers, the access-log and sink readers
+# shellcheck source=tests/e2e/reach-kit.sh
+. "$HERE/reach-kit.sh"
 
 section "setup in $WORK"
 for p in "$IN_HTTP" "$IN_WS" "$P_HTTP" "$P_WS" "$H_ADMIN" "$W_ADMIN" "$SINK"; do
