@@ -16,6 +16,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use crate::target::hex;
+
 /// Ports a URL without one may mean (http, https, mqtt, mqtts, coap, coaps).
 const DEFAULT_PORTS: [u16; 6] = [80, 443, 1883, 8883, 5683, 5684];
 
@@ -247,17 +249,40 @@ fn normalise(v: &[u8]) -> Vec<u8> {
     out
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Attributes whose values the CSE sends to (notification targets, beacon and forwarding
+/// targets, consultation addresses, `rt.nu`). A value that is no URL is an ID the CSE resolves,
+/// to a `<remoteCSE>` too: and that one's `poa` is an egress listener (red-team round 3).
+pub const TARGET_KEYS: &[&str] = &["nu", "bcnu", "nfu", "dacan"];
+
+/// Whether `value`, a value of a target attribute, is an ID (no `scheme://` URL) other than the
+/// requester's own: `own` is its canonical originator, `canonical` reads an ID that way.
+pub fn names_other_entity(
+    value: &[u8],
+    own: Option<&str>,
+    canonical: impl Fn(&str) -> String,
+) -> bool {
+    let Ok(text) = std::str::from_utf8(value) else {
+        return true;
+    };
+    if is_url(text) {
+        // a URL goes where it says: `Listeners` judges it
+        return false;
+    }
+    own.is_none_or(|own| canonical(text) != own)
+}
+
+/// `scheme://…` with an RFC 3986 scheme, as a CSE tells a URL from an ID.
+fn is_url(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 #[cfg(test)]
@@ -386,43 +411,6 @@ mod tests {
             assert_eq!(dotted_quad(odd), None, "{odd}");
         }
     }
-}
-
-/// Attributes whose values the CSE sends to (notification targets, beacon and forwarding
-/// targets, consultation addresses, `rt.nu`). A value that is no URL is an ID the CSE resolves,
-/// to a `<remoteCSE>` too: and that one's `poa` is an egress listener (red-team round 3).
-pub const TARGET_KEYS: &[&str] = &["nu", "bcnu", "nfu", "dacan"];
-
-/// Whether `value`, a value of a target attribute, is an ID (no `scheme://` URL) other than the
-/// requester's own: `own` is its canonical originator, `canonical` reads an ID that way.
-pub fn names_other_entity(
-    value: &[u8],
-    own: Option<&str>,
-    canonical: impl Fn(&str) -> String,
-) -> bool {
-    let Ok(text) = std::str::from_utf8(value) else {
-        return true;
-    };
-    if is_url(text) {
-        // a URL goes where it says: `Listeners` judges it
-        return false;
-    }
-    own.is_none_or(|own| canonical(text) != own)
-}
-
-/// `scheme://…` with an RFC 3986 scheme, as a CSE tells a URL from an ID.
-fn is_url(s: &str) -> bool {
-    let Some((scheme, _)) = s.split_once("://") else {
-        return false;
-    };
-    let mut chars = scheme.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-}
-
-#[cfg(test)]
-mod target_tests {
-    use super::*;
 
     #[test]
     fn ids_other_than_the_requesters_own_are_found() {

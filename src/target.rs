@@ -216,7 +216,8 @@ fn split_body(body: &str) -> std::iter::Take<std::str::Split<'_, char>> {
     trimmed.split('/').take(count)
 }
 
-fn hex(b: u8) -> Option<u8> {
+/// The value of one hexadecimal digit (a percent-escape's).
+pub(crate) fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
