@@ -32,6 +32,11 @@ pub struct AccessRecord<'a> {
     pub target: Option<&'a str>,
     pub duration_ms: f64,
     pub bytes_sent: usize,
+    /// The request's trace and span, when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<&'a str>,
 }
 
 /// One line per request of the local CSE on an egress route.
@@ -54,6 +59,11 @@ pub struct EgressRecord<'a> {
     pub failure: Option<&'a str>,
     pub duration_ms: f64,
     pub bytes_sent: usize,
+    /// The request's trace and span, when tracing is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<&'a str>,
 }
 
 /// One line per WebSocket request primitive the proxy answered itself.

@@ -34,6 +34,7 @@ use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::{encoding_of, Direction, Encoding};
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
 use crate::steering::{self, Listeners};
+use crate::telemetry::{Ending, RequestSpan};
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::content;
 use crate::websocket::gate::{self, Gate, Upgrade};
@@ -140,6 +141,10 @@ pub struct RequestCtx {
     pub content_encoding: Option<Encoding>,
     /// How the request body is inspected before it goes to the CSE.
     pub inspect: Inspect,
+    /// The request's spans (`None`: tracing is off).
+    pub trace: Option<Box<RequestSpan>>,
+    /// Why the proxy refused, for the span's status (kept only when traced).
+    pub refusal_reason: Option<std::borrow::Cow<'static, str>>,
 }
 
 /// What happens to a request body when the sidecar has egress routes (issue 27.1).
@@ -177,6 +182,8 @@ impl Default for RequestCtx {
             content_pending: None,
             content_encoding: None,
             inspect: Inspect::None,
+            trace: None,
+            refusal_reason: None,
         }
     }
 }
@@ -516,7 +523,17 @@ impl Ingress {
         ctx: &mut RequestCtx,
     ) -> std::result::Result<(), Refusal> {
         http_head::check(req).map_err(Refusal::other)?;
-        let identity = match self.authenticate(req, client).await {
+        let authenticated = match ctx.trace.as_ref() {
+            // credential checks, JWKS and introspection calls find their parent here
+            Some(span) => {
+                use opentelemetry::context::FutureExt;
+                self.authenticate(req, client)
+                    .with_context(span.context())
+                    .await
+            }
+            None => self.authenticate(req, client).await,
+        };
+        let identity = match authenticated {
             Ok(identity) => identity,
             Err(e) => {
                 return Err(Refusal {
@@ -802,6 +819,9 @@ impl Ingress {
     pub fn refusal_response(&self, ctx: &mut RequestCtx, refusal: Refusal) -> Result<OwnResponse> {
         let Refusal { kind, err } = refusal;
         ctx.refusal = Some((kind, err.rsc as u16));
+        if ctx.trace.is_some() {
+            ctx.refusal_reason = Some(err.reason.clone());
+        }
         let challenges = match kind {
             AuthOrPolicy::Auth(method, failure) => {
                 mapping::challenges_for_refusal(&self.challenges, method, failure, &err.reason)
@@ -843,6 +863,9 @@ impl Ingress {
         match self.own_response(ctx.request_id.as_deref(), &err, &self.challenges) {
             Ok(resp) => {
                 ctx.refusal = Some((AuthOrPolicy::Other, err.rsc as u16));
+                if ctx.trace.is_some() {
+                    ctx.refusal_reason = Some(err.reason.clone());
+                }
                 Some(resp)
             }
             Err(e) => {
@@ -999,7 +1022,7 @@ impl Ingress {
         &self,
         req: &RequestHeader,
         client: &Client,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
         response: Option<&ResponseHeader>,
         bytes_sent: usize,
     ) {
@@ -1032,7 +1055,7 @@ impl Ingress {
         if let Some(failure) = failure {
             metrics::auth_failure(method_label, failure.label());
         }
-        if !self.access_log {
+        if !self.access_log && ctx.trace.is_none() {
             return;
         }
         let rsc_own = ctx.refusal.map(|(_, rsc)| rsc.to_string());
@@ -1041,6 +1064,46 @@ impl Ingress {
                 .and_then(|r| r.headers.get("X-M2M-RSC"))
                 .and_then(|v| v.to_str().ok())
         });
+        let trace = ctx.trace.take();
+        let ids = trace.as_ref().map(|t| t.ids());
+        if let Some(span) = trace {
+            let (operation, resource_type) = rules::http_operation(
+                req.method.as_str(),
+                req.headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let refused = ctx.refusal.map(|(_, rsc)| {
+                ctx.refusal_reason
+                    .take()
+                    .unwrap_or_else(|| format!("refused, rsc {rsc}").into())
+            });
+            span.finish(Ending {
+                status,
+                rsc,
+                originator: ctx.originator.as_deref(),
+                request_id: ctx.request_id.as_deref(),
+                operation: operation.map(|o| o.as_str()),
+                resource_type: resource_type.map(|t| t.0),
+                auth_method: Some(method_label),
+                identity: ctx.identity.as_deref().map(|i| i.name.as_str()),
+                cert_identity: ctx
+                    .identity
+                    .as_deref()
+                    .is_some_and(|i| i.proven_by == Method::Mtls),
+                auth_failure: failure.map(Failure::label),
+                rule: ctx.rule.as_deref(),
+                client: match client.addr {
+                    Some(SocketAddr::Inet(a)) => Some((a.ip().to_string(), Some(a.port()))),
+                    _ => None,
+                },
+                tls_version: client.tls_version,
+                refused,
+            });
+        }
+        if !self.access_log {
+            return;
+        }
         access_log::write(&AccessRecord {
             time: access_log::now_rfc3339(),
             direction: "ingress",
@@ -1061,6 +1124,8 @@ impl Ingress {
             target: ctx.target.as_deref(),
             duration_ms: elapsed * 1000.0,
             bytes_sent,
+            trace_id: ids.as_ref().map(|(t, _)| t.as_str()),
+            span_id: ids.as_ref().map(|(_, s)| s.as_str()),
         });
     }
 }
@@ -1150,6 +1215,10 @@ impl Side for Ingress {
 
     fn bodies(ctx: &mut RequestCtx) -> &mut BodyRewrite {
         &mut ctx.bodies
+    }
+
+    fn trace(ctx: &mut RequestCtx) -> &mut Option<Box<RequestSpan>> {
+        &mut ctx.trace
     }
 
     fn upgraded(ctx: &RequestCtx) -> bool {
@@ -1246,7 +1315,7 @@ impl Side for Ingress {
         &self,
         conn: &Connection,
         req: &RequestHeader,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
         response: Option<&ResponseHeader>,
         bytes_sent: usize,
     ) {

@@ -42,5 +42,6 @@ pub mod server;
 pub mod steering;
 pub mod summary;
 pub mod target;
+pub mod telemetry;
 pub mod tls;
 pub mod websocket;

@@ -181,6 +181,11 @@ metric!(DECISIONS: IntCounterVec = register_int_counter_vec!(
     "Decisions of the authorization rules, by the deciding rule (`default` when none matched) and effect (allow, deny).",
     &["rule", "effect"]
 ));
+metric!(TRACING_DROPPED: IntCounterVec = register_int_counter_vec!(
+    "m2m_auth_proxy_tracing_spans_dropped_total",
+    "Finished spans not exported, by reason (queue_full: the export queue was full; export_failed: the collector did not take the batch; shutdown).",
+    &["reason"]
+));
 metric!(BUILD_INFO: IntGaugeVec = register_int_gauge_vec!(
     "m2m_auth_proxy_build_info",
     "Build information; always 1.",
@@ -361,6 +366,18 @@ const WS_CLOSE_CODES: [&str; 7] = ["1001", "1002", "1003", "1007", "1008", "1009
 
 pub fn authorization_decision(rule: &str, effect: &str) {
     DECISIONS.with_label_values(&[rule, effect]).inc();
+}
+
+/// Spans that will not reach the collector.
+pub fn tracing_spans_dropped(reason: &str, n: u64) {
+    TRACING_DROPPED.with_label_values(&[reason]).inc_by(n);
+}
+
+/// With tracing on: its drop counter, at 0 from the start.
+pub fn tracing_init() {
+    for reason in ["queue_full", "export_failed", "shutdown"] {
+        TRACING_DROPPED.with_label_values(&[reason]);
+    }
 }
 
 pub fn egress_request(route: &str, outcome: &str) {

@@ -30,6 +30,7 @@ use crate::cse::LocalCse;
 use crate::egress::listener::Egress;
 use crate::egress::peer::PeerTarget;
 use crate::egress::Route;
+use crate::telemetry::{self, Listener, ListenerTracing};
 use crate::forward::{Fixed, Forward, Upstreams};
 use crate::ingress::{Ingress, RequestLimits, ANONYMOUS};
 use crate::limits::{ConnectionLimits, LimitsHook};
@@ -76,6 +77,8 @@ pub struct Prepared {
     pub poa: Arc<PoaRewriter>,
     /// Only the CSE's own addresses: the routes without `rewrite_poa`.
     pub own_poa: Arc<PoaRewriter>,
+    /// Trace export, from `tracing` and the `OTEL_*` environment.
+    pub tracing: telemetry::settings::Tracing,
 }
 
 /// What is built from the config file itself (and the files it names that are not reloaded):
@@ -302,7 +305,10 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         })?;
         verifiers.push(verifier);
     }
+    let tracing =
+        telemetry::settings::from_env(config.tracing.as_ref()).map_err(invalid)?;
     Ok(Prepared {
+        tracing,
         config,
         resolved,
         config_path: config_path.to_path_buf(),
@@ -533,7 +539,31 @@ pub fn run(p: Prepared) -> Result<()> {
     let connector = Arc::new(TransportConnector::new(Some(
         ConnectorOptions::from_server_conf(&server.configuration),
     )));
-    let app = Forward::new(ingress, cse_upstreams(&p, connector.clone()));
+    let tracer = match &p.tracing {
+        telemetry::settings::Tracing::On(settings) => {
+            crate::metrics::tracing_init();
+            let tracer = telemetry::start(settings)?;
+            log::info!(
+                "tracing: exporting spans to {} ({})",
+                settings.endpoint,
+                settings.endpoint_from
+            );
+            Some(tracer)
+        }
+        telemetry::settings::Tracing::Off(_) => None,
+    };
+    let listener_tracing = |listener: Listener, upstream: String| {
+        tracer.as_ref().map(|tracer| ListenerTracing {
+            tracer: tracer.clone(),
+            listener,
+            upstream: upstream.into(),
+        })
+    };
+    let app = Forward::new(
+        ingress,
+        cse_upstreams(&p, connector.clone()),
+        listener_tracing(Listener::Ingress, p.resolved.upstream.to_string()),
+    );
     let mut service = Service::new("proxy".to_string(), app);
     public_listener(
         &mut service,
@@ -591,7 +621,14 @@ pub fn run(p: Prepared) -> Result<()> {
         );
         let mut egress = Service::new(
             format!("egress {}", route.name),
-            Forward::new(Arc::new(side), upstreams),
+            Forward::new(
+                Arc::new(side),
+                upstreams,
+                listener_tracing(
+                    Listener::Egress(route.name.as_str().into()),
+                    route.peer.authority(),
+                ),
+            ),
         );
         egress.add_tcp(&route.listen.to_string());
         log::info!(

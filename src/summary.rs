@@ -3,6 +3,30 @@
 use std::path::Path;
 
 use crate::server::Prepared;
+use crate::telemetry::settings::Tracing;
+
+/// `tracing`: on or off (with this process's `OTEL_*` environment), and how.
+fn tracing_line(t: &Tracing) -> String {
+    let s = match t {
+        Tracing::Off(why) => return format!("tracing: off ({why})"),
+        Tracing::On(s) => s,
+    };
+    let sampler = match (s.sampler_ratio, &s.env_sampler) {
+        (Some(r), _) => format!("parent-based ratio {r} (tracing.sampler_ratio)"),
+        (None, Some(env)) => format!("OTEL_TRACES_SAMPLER {env}"),
+        (None, None) => "parent-based, always on".to_string(),
+    };
+    format!(
+        "tracing: OTLP/HTTP to {} (from {}), sampler {sampler}, service.name {}, batch every {:?} (queue {}, drops counted)",
+        s.endpoint,
+        s.endpoint_from,
+        s.service_name
+            .as_deref()
+            .unwrap_or("from OTEL_SERVICE_NAME or m2m-auth-proxy"),
+        s.batch.schedule_delay,
+        s.batch.max_queue_size
+    )
+}
 
 /// What would run, in a few lines.
 pub fn render(p: &Prepared) -> String {
@@ -118,6 +142,7 @@ pub fn render(p: &Prepared) -> String {
                 .join(", ")
         )
     });
+    line(tracing_line(&p.tracing));
     let (budget, source) = c.limits.buffer_budget();
     line(format!(
         "buffer budget: {budget} bytes ({source}) for WebSocket messages and bodies read whole"

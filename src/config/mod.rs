@@ -15,6 +15,7 @@ pub mod originator;
 pub mod proxy_protocol;
 pub mod service;
 pub mod tls;
+pub mod tracing;
 pub mod value;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -38,6 +39,7 @@ pub use service::{
     WebSocketConfig,
 };
 pub use tls::{ClientCertMode, CrlScope, TlsConfig, TlsVersion};
+pub use tracing::TracingConfig;
 pub use value::{FilePath, KeyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,10 @@ pub struct Config {
     /// PROXY protocol on the public listener, from these balancers only; off when absent.
     #[serde(default)]
     pub proxy_protocol: Option<ProxyProtocolConfig>,
+    /// OpenTelemetry trace export (with the `OTEL_*` environment variables); off when neither
+    /// gives an endpoint.
+    #[serde(default)]
+    pub tracing: Option<TracingConfig>,
     /// Removed (there is one request path): read only to refuse it with a clear error, rather
     /// than as an unknown key.
     #[serde(default)]
@@ -192,6 +198,7 @@ impl Config {
             websocket,
             egress,
             proxy_protocol,
+            tracing,
             // refused by `validate`
             request_path: _,
             allow_example_credentials,
@@ -208,7 +215,7 @@ impl Config {
             c.as_ref()
                 .map(|c| (c.advertised.clone(), c.public_url.clone()))
         };
-        let checks: [(&'static str, bool); 15] = [
+        let checks: [(&'static str, bool); 16] = [
             ("listen", *listen == new.listen),
             ("threads", *threads == new.threads),
             ("tls", *tls == new.tls),
@@ -225,6 +232,7 @@ impl Config {
             ("websocket", *websocket == new.websocket),
             ("egress", *egress == new.egress),
             ("proxy_protocol", *proxy_protocol == new.proxy_protocol),
+            ("tracing", *tracing == new.tracing),
             (
                 "cse.advertised, cse.public_url",
                 addresses(cse) == addresses(&new.cse),
@@ -280,6 +288,9 @@ impl Config {
         egress::validate(&self.egress)?;
         self.validate_public_url()?;
         self.authorization.validate()?;
+        if let Some(tracing) = &self.tracing {
+            tracing.validate()?;
+        }
         for (i, route) in self.egress.iter().enumerate() {
             if let Ok(addr) = route.listen_addr() {
                 if addr == listen || addr == admin {

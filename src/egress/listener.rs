@@ -25,6 +25,7 @@ use crate::onem2m::{self, mapping, M2mError};
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::Direction;
 use crate::rules;
+use crate::telemetry::{Ending, RequestSpan};
 
 /// Headers of the local CSE that never reach the peer: its own credentials (the route's
 /// replace them) and forwarding information about the pod's loopback.
@@ -68,12 +69,19 @@ pub struct EgressCtx {
     failure: Option<&'static str>,
     upgraded: bool,
     body_bytes: u64,
+    /// The request's spans (`None`: tracing is off).
+    trace: Option<Box<RequestSpan>>,
+    /// Why the proxy answered itself, for the span's status (kept only when traced).
+    refusal_reason: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Egress {
     /// The proxy's own answer, recorded for the log.
     fn answer(&self, ctx: &mut EgressCtx, err: &M2mError) -> Result<OwnResponse> {
         ctx.refusal = Some((err.status, err.rsc.code()));
+        if ctx.trace.is_some() {
+            ctx.refusal_reason = Some(err.reason.clone());
+        }
         let body = err.body();
         let header = err.response_header(ctx.request_id.as_deref(), &[], body.len())?;
         Ok(OwnResponse { header, body })
@@ -163,6 +171,8 @@ impl Side for Egress {
             failure: None,
             upgraded: false,
             body_bytes: 0,
+            trace: None,
+            refusal_reason: None,
         }
     }
 
@@ -224,6 +234,10 @@ impl Side for Egress {
 
     fn bodies(ctx: &mut EgressCtx) -> &mut BodyRewrite {
         &mut ctx.bodies
+    }
+
+    fn trace(ctx: &mut EgressCtx) -> &mut Option<Box<RequestSpan>> {
+        &mut ctx.trace
     }
 
     fn upgraded(ctx: &EgressCtx) -> bool {
@@ -400,12 +414,12 @@ impl Side for Egress {
         &self,
         _conn: &(),
         req: &RequestHeader,
-        ctx: &EgressCtx,
+        ctx: &mut EgressCtx,
         response: Option<&ResponseHeader>,
         bytes_sent: usize,
     ) {
         metrics::egress_request(&self.route.name, ctx.outcome.label());
-        if !self.access_log {
+        if !self.access_log && ctx.trace.is_none() {
             return;
         }
         let status = response.map(|r| r.status.as_u16()).unwrap_or(0);
@@ -415,6 +429,34 @@ impl Side for Egress {
                 .and_then(|r| r.headers.get("X-M2M-RSC"))
                 .and_then(|v| v.to_str().ok())
         });
+        let trace = ctx.trace.take();
+        let ids = trace.as_ref().map(|t| t.ids());
+        if let Some(span) = trace {
+            let (operation, resource_type) = rules::http_operation(
+                req.method.as_str(),
+                req.headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            let refused = ctx.refusal.map(|(_, rsc)| {
+                ctx.refusal_reason
+                    .take()
+                    .unwrap_or_else(|| format!("refused, rsc {rsc}").into())
+            });
+            span.finish(Ending {
+                status,
+                rsc,
+                originator: ctx.originator.as_deref(),
+                request_id: ctx.request_id.as_deref(),
+                operation: operation.map(|o| o.as_str()),
+                resource_type: resource_type.map(|t| t.0),
+                refused,
+                ..Ending::default()
+            });
+        }
+        if !self.access_log {
+            return;
+        }
         access_log::write(&access_log::EgressRecord {
             time: access_log::now_rfc3339(),
             direction: "egress",
@@ -430,6 +472,8 @@ impl Side for Egress {
             failure: ctx.failure,
             duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
             bytes_sent,
+            trace_id: ids.as_ref().map(|(t, _)| t.as_str()),
+            span_id: ids.as_ref().map(|(_, s)| s.as_str()),
         });
     }
 }

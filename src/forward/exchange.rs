@@ -19,6 +19,7 @@ use crate::buffers::Held;
 use crate::headers;
 use crate::metrics;
 use crate::poa::rewrite::{direction_label, grow_body};
+use crate::telemetry::ListenerTracing;
 
 pub struct Exchange<'a, S: Side> {
     pub side: &'a S,
@@ -26,6 +27,7 @@ pub struct Exchange<'a, S: Side> {
     pub conn: &'a S::Conn,
     /// Set on shutdown: answers then say `Connection: close`, and the connection ends.
     pub shutdown: &'a ShutdownWatch,
+    pub tracing: Option<&'a ListenerTracing>,
 }
 
 /// How far the request got toward the upstream (what a retry would repeat).
@@ -51,6 +53,9 @@ impl<S: Side> Exchange<'_, S> {
         first: bool,
     ) -> bool {
         let mut ctx = self.side.new_ctx();
+        if let Some(tracing) = self.tracing {
+            *S::trace(&mut ctx) = Some(Box::new(tracing.start(down.req_header())));
+        }
         let keep = match self.forward(down, held, first, &mut ctx).await {
             Ok(keep) => keep,
             Err(e) => {
@@ -61,7 +66,7 @@ impl<S: Side> Exchange<'_, S> {
         self.side.log(
             self.conn,
             down.req_header(),
-            &ctx,
+            &mut ctx,
             down.response_written(),
             down.body_bytes_sent(),
         );
@@ -137,6 +142,9 @@ impl<S: Side> Exchange<'_, S> {
                 None => self.upstream_head(down, ctx, has_body)?,
             };
             let reused = upstream.reused;
+            if let Some(span) = S::trace(ctx) {
+                span.upstream_connected(reused);
+            }
             let generation = upstream.generation;
             let written_before = bytes_written(&upstream.stream);
             let mut up = ClientSession::new(upstream.stream);
@@ -179,6 +187,9 @@ impl<S: Side> Exchange<'_, S> {
                 .ok_or_else(|| Error::explain(ErrorType::InternalError, "no response head"))?
                 .clone(),
         );
+        if let Some(span) = S::trace(ctx) {
+            span.upstream_answered(resp.status.as_u16());
+        }
         let switching = resp.status == StatusCode::SWITCHING_PROTOCOLS;
         if switching && !up.was_upgraded() {
             // both sides must agree that this is an upgrade, or tunnelled bytes would be read
@@ -260,6 +271,9 @@ impl<S: Side> Exchange<'_, S> {
         hop::request(&mut head).map_err(|e| e.into_down())?;
         self.side.upstream_request(self.conn, &mut head, ctx)?;
         hop::frame(&mut head, has_body)?;
+        if let Some(span) = S::trace(ctx) {
+            span.upstream_head(&mut head);
+        }
         Ok(head)
     }
 
@@ -437,6 +451,9 @@ impl<S: Side> Exchange<'_, S> {
         let answered = down.response_written().is_some();
         let req = down.req_header();
         log::error!("fail to proxy: {e}, {} {}", req.method, req.uri.path());
+        if let Some(span) = S::trace(ctx) {
+            span.upstream_failed(e.esource() == &ErrorSource::Upstream, e.etype().as_str());
+        }
         if let Some(resp) = self.side.failure_response(e, answered, ctx) {
             // the connection is not reused after a failure: say so in the response
             down.set_server_keepalive(None);

@@ -38,6 +38,7 @@ use bufwrite::BufWrite;
 use exchange::Exchange;
 use malformed::Malformed;
 pub use side::{OwnResponse, Refused, Side, WholeBody};
+use crate::telemetry::ListenerTracing;
 use upstream::Upstream;
 pub use upstream::{Fixed, IdlePool, Target, Upstreams};
 
@@ -49,11 +50,17 @@ const FIRST_REQUEST_WAIT_SECS: u64 = 60;
 pub struct Forward<S: Side> {
     side: Arc<S>,
     upstreams: Upstreams,
+    /// `None`: tracing is off, and no request makes a span.
+    tracing: Option<ListenerTracing>,
 }
 
 impl<S: Side> Forward<S> {
-    pub fn new(side: Arc<S>, upstreams: Upstreams) -> Self {
-        Forward { side, upstreams }
+    pub fn new(side: Arc<S>, upstreams: Upstreams, tracing: Option<ListenerTracing>) -> Self {
+        Forward {
+            side,
+            upstreams,
+            tracing,
+        }
     }
 
     /// One client connection: requests in order until it closes, idles out, fails, or the
@@ -67,6 +74,7 @@ impl<S: Side> Forward<S> {
             upstreams: &self.upstreams,
             conn: &conn,
             shutdown,
+            tracing: self.tracing.as_ref(),
         };
         let mut stream: Stream = Box::new(BufWrite::new(stream));
         let mut pipelined: Option<BytesMut> = None;

@@ -13,6 +13,7 @@ use pingora::{Error, Result};
 use crate::buffers::Held;
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter};
 use crate::poa::{Direction, Encoding};
+use crate::telemetry::RequestSpan;
 
 /// A complete response the proxy makes itself.
 pub struct OwnResponse {
@@ -78,6 +79,8 @@ pub trait Side: Send + Sync + 'static {
         complete: bool,
     ) -> Result<std::result::Result<Bytes, Refused>>;
     fn bodies(ctx: &mut Self::Ctx) -> &mut BodyRewrite;
+    /// The request's spans; stays `None` when tracing is off.
+    fn trace(ctx: &mut Self::Ctx) -> &mut Option<Box<RequestSpan>>;
     /// The request is an upgrade that was let through: its bytes after the `101` are no body.
     fn upgraded(ctx: &Self::Ctx) -> bool;
 
@@ -137,12 +140,13 @@ pub trait Side: Send + Sync + 'static {
         answered: bool,
         ctx: &mut Self::Ctx,
     ) -> Option<OwnResponse>;
-    /// The request's metrics and log line; `response` is what the client was sent.
+    /// The request's metrics, log line and the end of its span; `response` is what the client
+    /// was sent.
     fn log(
         &self,
         conn: &Self::Conn,
         req: &RequestHeader,
-        ctx: &Self::Ctx,
+        ctx: &mut Self::Ctx,
         response: Option<&ResponseHeader>,
         bytes_sent: usize,
     );
