@@ -34,7 +34,7 @@ use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::{encoding_of, Direction, Encoding};
 use crate::rules::{self, RuleSet, DEFAULT_RULE};
 use crate::steering::{self, Listeners};
-use crate::telemetry::{Ending, RequestSpan};
+use crate::telemetry::{self, Ending, RequestSpan};
 use crate::tls::handshake::ConnectionInfo;
 use crate::websocket::content;
 use crate::websocket::gate::{self, Gate, Upgrade};
@@ -942,7 +942,7 @@ impl Ingress {
                     "oneM2M WebSocket without identity",
                 )
             })?;
-            ctx.websocket = Some(Box::new(Gate::new(
+            let mut gate = Box::new(Gate::new(
                 encoding,
                 identity,
                 self.policy.clone(),
@@ -950,7 +950,11 @@ impl Ingress {
                 self.websocket.cse_id.clone(),
                 self.listeners.clone(),
                 self.websocket.max_message,
-            )));
+            ));
+            if ctx.trace.as_ref().is_some_and(|t| t.is_recording()) {
+                gate.record_forwarded();
+            }
+            ctx.websocket = Some(gate);
         }
         Ok(())
     }
@@ -998,6 +1002,9 @@ impl Ingress {
                     target: refused.target.as_deref(),
                 });
             }
+        }
+        if let Some(span) = ctx.trace.as_mut() {
+            trace_primitives(span, &out);
         }
         if let Some(code) = out.closed_with {
             log::info!(
@@ -1126,6 +1133,45 @@ impl Ingress {
             bytes_sent,
             trace_id: ids.as_ref().map(|(t, _)| t.as_str()),
             span_id: ids.as_ref().map(|(_, s)| s.as_str()),
+        });
+    }
+}
+
+/// One event per request primitive of a oneM2M WebSocket on the connection's span: what it
+/// asked (op, to, rqi) and, for a refused one, the proxy's answer (rsc, reason, rule).
+fn trace_primitives(span: &mut RequestSpan, out: &gate::ClientOutput) {
+    use opentelemetry::KeyValue;
+    use telemetry::attributes as attr;
+    let text = |key: &'static str, v: &Option<String>| {
+        v.as_ref().map(|v| KeyValue::new(key, v.clone()))
+    };
+    for f in &out.forwarded {
+        span.event(attr::EVENT_PRIMITIVE, || {
+            let op = f.op.and_then(|op| Operation::from_op(op)).map(|o| o.as_str());
+            [
+                op.map(|o| KeyValue::new(attr::ONEM2M_OPERATION, o)),
+                text(attr::ONEM2M_TO, &f.to),
+                text(attr::ONEM2M_REQUEST_IDENTIFIER, &f.request_id),
+                f.resource_type
+                    .map(|t| KeyValue::new(attr::ONEM2M_RESOURCE_TYPE, t as i64)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
+        });
+    }
+    for r in &out.refused {
+        span.event(attr::EVENT_PRIMITIVE, || {
+            [
+                text(attr::ONEM2M_TO, &r.to),
+                text(attr::ONEM2M_REQUEST_IDENTIFIER, &r.request_id),
+                Some(KeyValue::new(attr::ONEM2M_RSC, r.rsc.to_string())),
+                Some(KeyValue::new(attr::REASON, r.reason.to_string())),
+                text(attr::RULE, &r.rule),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()
         });
     }
 }

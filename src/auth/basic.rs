@@ -179,6 +179,8 @@ impl Verifier for BasicVerifier {
         let outcome = match basic.verify_cached(user, password) {
             Some(outcome) => outcome,
             None => {
+                // a span of the request's trace, when it has one (not for a cache hit)
+                let _span = crate::telemetry::child("password verification");
                 let Ok(slot) = self.queue.enter().await else {
                     return Err(Rejection::uncounted(
                         Failure::Busy,

@@ -176,6 +176,7 @@ impl Introspection {
     }
 
     async fn call(&self, token: &str) -> Answer {
+        let _span = crate::telemetry::child("introspection call");
         let Ok(_slot) = self.queue.enter().await else {
             return Answer::Busy;
         };

@@ -259,6 +259,7 @@ impl JwksUrl {
     }
 
     async fn fetch(&self) -> Result<KeySet, String> {
+        let _span = crate::telemetry::child("JWKS fetch");
         let (status, body) = self.endpoint.call(None).await.map_err(|e| e.to_string())?;
         if status != 200 {
             return Err(format!("HTTP status {status}"));

@@ -299,6 +299,7 @@ impl JwtAuth {
 
     async fn verify_uncached(&self, token: &str) -> Result<Verified, JwtError> {
         const MALFORMED: JwtError = JwtError::Invalid("malformed JWT");
+        let _span = crate::telemetry::child("JWT verification");
         let header = jsonwebtoken::decode_header(token).map_err(|_| MALFORMED)?;
         // RFC 7515 4.1.11: every extension `crit` names must be understood; none is here
         if header.crit.is_some() {

@@ -100,6 +100,14 @@ pub struct RefusedMessage {
     pub target: Option<String>,
 }
 
+/// A request primitive the gate let through (for the connection's span).
+pub struct ForwardedMessage {
+    pub op: Option<u64>,
+    pub to: Option<String>,
+    pub request_id: Option<String>,
+    pub resource_type: Option<u64>,
+}
+
 /// What one chunk from the client turns into.
 #[derive(Default)]
 pub struct ClientOutput {
@@ -109,6 +117,8 @@ pub struct ClientOutput {
     /// CSE's current message to end.
     pub to_client: Option<Bytes>,
     pub refused: Vec<RefusedMessage>,
+    /// The request primitives that went on, when the gate records them (a traced connection).
+    pub forwarded: Vec<ForwardedMessage>,
     /// Close code when the gate closed the connection because of this chunk.
     pub closed_with: Option<u16>,
 }
@@ -134,6 +144,8 @@ pub struct Gate {
     /// Bytes the client sent after that (its reply to our close, normally).
     after_close: usize,
     mask: MaskKeys,
+    /// Fill `ClientOutput::forwarded` (only for a traced connection).
+    record_forwarded: bool,
 }
 
 const STEERING: &str =
@@ -167,7 +179,13 @@ impl Gate {
             client_done: false,
             after_close: 0,
             mask: MaskKeys::new(),
+            record_forwarded: false,
         }
+    }
+
+    /// Report the primitives that go on, not only the refused ones.
+    pub fn record_forwarded(&mut self) {
+        self.record_forwarded = true;
     }
 
     #[cfg(test)]
@@ -305,6 +323,14 @@ impl Gate {
                         "rewritten"
                     };
                     metrics::websocket_message("to_cse", outcome);
+                    if self.record_forwarded && request.op.is_some() {
+                        out.forwarded.push(ForwardedMessage {
+                            op: request.op,
+                            to: request.to.clone(),
+                            request_id: request.rqi.clone(),
+                            resource_type: request.ty,
+                        });
+                    }
                     // what the proxy decoded, re-encoded: never the client's bytes
                     let forwarded = request.encode(Some(originator));
                     let frame = self.frame_for_upstream(opcode, &forwarded);
