@@ -571,3 +571,110 @@ fn check_names_a_bad_tracing_key_and_summarises_the_section() {
     let (_, out, _) = run_cli(&bin(), &["check", "--config", path.to_str().unwrap()]);
     assert!(out.contains("tracing: off"), "{out}");
 }
+
+/// One CSE's sidecar for the Mcc test: its own CA, upstream, addresses.
+struct Sidecar {
+    pki: Pki,
+    ca: CertKey,
+    server: CertKey,
+    upstream: EchoUpstream,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    egress: SocketAddr,
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+impl Sidecar {
+    fn new() -> Sidecar {
+        let pki = Pki::new();
+        let ca = pki.ca("ca");
+        let server = pki.server(&ca, "localhost", &["127.0.0.1"]);
+        Sidecar {
+            upstream: EchoUpstream::start(),
+            addr: loopback(),
+            admin: loopback(),
+            egress: loopback(),
+            pki,
+            ca,
+            server,
+        }
+    }
+
+    /// mTLS ingress (CSE namespaces) and `egress` routes, tracing to `endpoint` as `service`.
+    fn yaml(&self, egress: &str, endpoint: &str, service: &str) -> String {
+        format!(
+            "listen: \"{}\"\nthreads: 2\nadmin: \"{}\"\nupstream: \"{}\"\ntls:\n  cert: {}\n  key: {}\n  client_ca: {}\n  client_cert: optional\nauth:\n  methods: [mtls]\n  mtls:\n    identity: [uri]\noriginator:\n  mode: verify\n  cse_namespace: true\nshutdown:\n  grace_period: 1s\ntracing:\n  endpoint: \"{endpoint}\"\n  service_name: {service}\negress:{egress}",
+            self.addr,
+            self.admin,
+            self.upstream.url(),
+            self.server.chain.display(),
+            self.server.key.display(),
+            self.ca.cert.display(),
+        )
+    }
+}
+
+#[test]
+fn an_mcc_request_is_one_trace_across_both_sidecars() {
+    let rx = Receiver::start();
+    let (in_side, mn_side) = (Sidecar::new(), Sidecar::new());
+    // the MN's sidecar proves /id-mn to the IN's with a certificate the IN's CA issued
+    let mn_cert = in_side.pki.client(&in_side.ca, ClientOpts::uri("/id-mn"));
+    let route = format!(
+        "\n  - name: registrar\n    listen: \"{}\"\n    peer: \"https://127.0.0.1:{}\"\n    tls:\n      ca: {}\n      cert: {}\n      key: {}\n",
+        mn_side.egress,
+        in_side.addr.port(),
+        in_side.ca.cert.display(),
+        mn_cert.chain.display(),
+        mn_cert.key.display()
+    );
+    let _in_proxy = ProxyProcess::start_with_env(&bin(), &in_side.yaml(" []\n", &rx.endpoint(), "in-sidecar"), FAST_BATCHES);
+    let _mn_proxy = ProxyProcess::start_with_env(&bin(), &mn_side.yaml(&route, &rx.endpoint(), "mn-sidecar"), FAST_BATCHES);
+    // the MN-CSE registers at the IN-CSE through its sidecar's egress route
+    let resp = Conn::plain(mn_side.egress)
+        .and_then(|mut c| {
+            c.request(
+                &Request::post("/cse-in", br#"{"m2m:csr":{"rn":"id-mn"}}"#.to_vec())
+                    .header("Content-Type", "application/json;ty=16")
+                    .header("X-M2M-Origin", "/id-mn")
+                    .header("X-M2M-RI", "mcc-reg-1"),
+            )
+        })
+        .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    let egress = rx.wait_span("the MN sidecar's egress span", |s| {
+        s.service == "mn-sidecar" && s.kind == SERVER
+    });
+    assert_eq!(egress.name, "egress POST");
+    assert!(egress.parent.is_empty(), "the MN-CSE sent no trace context: a new trace");
+    assert_eq!(egress.attr("m2m_auth_proxy.egress.route"), Some("registrar"));
+    assert_eq!(egress.attr("onem2m.request_identifier"), Some("mcc-reg-1"));
+    let to_peer = rx.wait_span("the route's exchange with the peer", |s| {
+        s.service == "mn-sidecar" && s.kind == CLIENT
+    });
+    assert_eq!((to_peer.trace_id.as_str(), to_peer.parent.as_str()), (egress.trace_id.as_str(), egress.span_id.as_str()));
+    assert_eq!(to_peer.name, "peer POST");
+    let ingress = rx.wait_span("the IN sidecar's ingress span", |s| {
+        s.service == "in-sidecar" && s.kind == SERVER
+    });
+    assert_eq!(ingress.trace_id, egress.trace_id, "one trace across both sidecars");
+    assert_eq!(ingress.parent, to_peer.span_id, "the peer's ingress is a child of the route's exchange");
+    assert_eq!(ingress.attr("onem2m.originator"), Some("/id-mn"));
+    assert_eq!(ingress.attr("onem2m.operation"), Some("create"));
+    assert_eq!(ingress.attr("onem2m.resource_type"), Some("16"));
+    assert_eq!(ingress.attr("m2m_auth_proxy.auth.method"), Some("mtls"));
+    assert_eq!(ingress.attr("tls.client.subject"), Some("/id-mn"));
+    let to_cse = rx.wait_span("the IN sidecar's exchange with its CSE", |s| {
+        s.service == "in-sidecar" && s.kind == CLIENT
+    });
+    assert_eq!(to_cse.parent, ingress.span_id);
+    let seen = in_side.upstream.last().expect("the IN-CSE got the registration");
+    assert_eq!(
+        seen.header_values("traceparent"),
+        [format!("00-{}-{}-01", egress.trace_id, to_cse.span_id)]
+    );
+}
