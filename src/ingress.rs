@@ -1142,12 +1142,11 @@ impl Ingress {
 fn trace_primitives(span: &mut RequestSpan, out: &gate::ClientOutput) {
     use opentelemetry::KeyValue;
     use telemetry::attributes as attr;
-    let text = |key: &'static str, v: &Option<String>| {
-        v.as_ref().map(|v| KeyValue::new(key, v.clone()))
-    };
+    let text =
+        |key: &'static str, v: &Option<String>| v.as_ref().map(|v| KeyValue::new(key, v.clone()));
     for f in &out.forwarded {
         span.event(attr::EVENT_PRIMITIVE, || {
-            let op = f.op.and_then(|op| Operation::from_op(op)).map(|o| o.as_str());
+            let op = f.op.and_then(Operation::from_op).map(|o| o.as_str());
             [
                 op.map(|o| KeyValue::new(attr::ONEM2M_OPERATION, o)),
                 text(attr::ONEM2M_TO, &f.to),

@@ -30,7 +30,6 @@ use crate::cse::LocalCse;
 use crate::egress::listener::Egress;
 use crate::egress::peer::PeerTarget;
 use crate::egress::Route;
-use crate::telemetry::{self, Listener, ListenerTracing};
 use crate::forward::{Fixed, Forward, Upstreams};
 use crate::ingress::{Ingress, RequestLimits, ANONYMOUS};
 use crate::limits::{ConnectionLimits, LimitsHook};
@@ -41,6 +40,7 @@ use crate::poa::rewrite::PoaRewriter;
 use crate::reload::{FileKind, ReadSettings, ReloadService, Reloadable, Reloader};
 use crate::rules::RuleSet;
 use crate::steering::Listeners;
+use crate::telemetry::{self, Listener, ListenerTracing};
 use crate::tls::handshake::HandshakeFailure;
 use crate::tls::{self, TlsState};
 
@@ -305,8 +305,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         })?;
         verifiers.push(verifier);
     }
-    let tracing =
-        telemetry::settings::from_env(config.tracing.as_ref()).map_err(invalid)?;
+    let tracing = telemetry::settings::from_env(config.tracing.as_ref()).map_err(invalid)?;
     Ok(Prepared {
         tracing,
         config,

@@ -28,7 +28,9 @@ use serde_json::json;
 use common::creds::{basic, htpasswd_line, tokens_yaml};
 use common::https::HttpsEndpoint;
 use common::scenario::{bin, Scenario, ScenarioFiles, ScenarioOpts};
-use common::{free_port, run_cli, CertKey, ClientOpts, Conn, EchoUpstream, Pki, ProxyProcess, Request};
+use common::{
+    free_port, run_cli, CertKey, ClientOpts, Conn, EchoUpstream, Pki, ProxyProcess, Request,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 /// Short batches, so that spans arrive within the test's bounded waits.
@@ -66,7 +68,9 @@ fn text_of(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> Stri
 }
 
 fn attrs(kvs: &[KeyValue]) -> HashMap<String, String> {
-    kvs.iter().map(|kv| (kv.key.clone(), text_of(&kv.value))).collect()
+    kvs.iter()
+        .map(|kv| (kv.key.clone(), text_of(&kv.value)))
+        .collect()
 }
 
 #[derive(Default)]
@@ -160,11 +164,15 @@ impl Drop for Receiver {
 
 fn serve(mut stream: TcpStream, got: &Mutex<Received>, delay: &Mutex<Duration>, stop: &AtomicBool) {
     stream.set_nonblocking(false).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let (head_len, body_len) = loop {
-        let Ok(n) = stream.read(&mut chunk) else { return };
+        let Ok(n) = stream.read(&mut chunk) else {
+            return;
+        };
         if n == 0 {
             return;
         }
@@ -172,7 +180,10 @@ fn serve(mut stream: TcpStream, got: &Mutex<Received>, delay: &Mutex<Duration>, 
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             assert!(head.starts_with("post /v1/traces "), "{head}");
-            assert!(head.contains("content-type: application/x-protobuf"), "{head}");
+            assert!(
+                head.contains("content-type: application/x-protobuf"),
+                "{head}"
+            );
             let len = head
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
@@ -182,7 +193,9 @@ fn serve(mut stream: TcpStream, got: &Mutex<Received>, delay: &Mutex<Duration>, 
         }
     };
     while buf.len() < head_len + body_len {
-        let Ok(n) = stream.read(&mut chunk) else { return };
+        let Ok(n) = stream.read(&mut chunk) else {
+            return;
+        };
         if n == 0 {
             return;
         }
@@ -200,7 +213,11 @@ fn serve(mut stream: TcpStream, got: &Mutex<Received>, delay: &Mutex<Duration>, 
         let mut got = got.lock().unwrap();
         got.posts += 1;
         for rs in &request.resource_spans {
-            let resource = rs.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+            let resource = rs
+                .resource
+                .as_ref()
+                .map(|r| attrs(&r.attributes))
+                .unwrap_or_default();
             let service = resource.get("service.name").cloned().unwrap_or_default();
             for ss in &rs.scope_spans {
                 for s in &ss.spans {
@@ -242,7 +259,10 @@ fn tracing_section(endpoint: &str, extra: &str) -> String {
 }
 
 /// A scenario (TLS listener, the kit's echo CSE) with `opts`, started with fast batches.
-fn start(opts: ScenarioOpts, prepare: impl FnOnce(&ScenarioFiles) -> ScenarioOpts) -> (ScenarioFiles, ProxyProcess) {
+fn start(
+    opts: ScenarioOpts,
+    prepare: impl FnOnce(&ScenarioFiles) -> ScenarioOpts,
+) -> (ScenarioFiles, ProxyProcess) {
     let mut files = Scenario::files_only(opts);
     files.opts = prepare(&files);
     let proxy = ProxyProcess::start_with_env(&bin(), &files.config_yaml(), FAST_BATCHES);
@@ -262,7 +282,10 @@ fn a_request_span_continues_the_callers_trace_and_the_cse_gets_our_span() {
             ..Default::default()
         },
         |f| {
-            let htpasswd = f.pki.write("htpasswd", format!("{}\n", htpasswd_line("CAdmin", "pw-Secret-1")).as_bytes());
+            let htpasswd = f.pki.write(
+                "htpasswd",
+                format!("{}\n", htpasswd_line("CAdmin", "pw-Secret-1")).as_bytes(),
+            );
             ScenarioOpts {
                 extra_auth: format!("basic:\n  htpasswd: {}", htpasswd.display()),
                 extra: tracing_section(&rx.endpoint(), ""),
@@ -276,13 +299,18 @@ fn a_request_span_continues_the_callers_trace_and_the_cse_gets_our_span() {
         .header("X-M2M-Origin", "CAdmin")
         .header("X-M2M-RI", "rqi-42")
         .header("Authorization", &basic("CAdmin", "pw-Secret-1"))
-        .header("traceparent", &format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"))
+        .header(
+            "traceparent",
+            &format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-01"),
+        )
         .header("tracestate", "vendor=abc");
     let resp = tls.connect_and_request(f.addr, &req).unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
 
     // the server span: a child of the caller's span, in its trace
-    let server = rx.wait_span("ingress POST", |s| s.kind == SERVER && s.trace_id == INCOMING_TRACE);
+    let server = rx.wait_span("ingress POST", |s| {
+        s.kind == SERVER && s.trace_id == INCOMING_TRACE
+    });
     assert_eq!(server.parent, INCOMING_SPAN);
     assert_eq!(server.name, "ingress POST");
     assert_eq!(server.service, "sidecar-test");
@@ -303,7 +331,9 @@ fn a_request_span_continues_the_callers_trace_and_the_cse_gets_our_span() {
     }
     assert_eq!(server.status.0, 0, "a forwarded request is no error");
     // the upstream exchange: a client span under it, and what the CSE received names it
-    let up = rx.wait_span("cse POST", |s| s.kind == CLIENT && s.parent == server.span_id);
+    let up = rx.wait_span("cse POST", |s| {
+        s.kind == CLIENT && s.parent == server.span_id
+    });
     assert_eq!(up.trace_id, INCOMING_TRACE);
     assert_eq!(up.attr("http.response.status_code"), Some("200"));
     let seen = f.upstream.last().expect("the CSE got the request");
@@ -312,16 +342,31 @@ fn a_request_span_continues_the_callers_trace_and_the_cse_gets_our_span() {
         [format!("00-{INCOMING_TRACE}-{}-01", up.span_id)],
         "the CSE's parent is the proxy's span, not the client's"
     );
-    assert_eq!(seen.header("tracestate"), Some("vendor=abc"), "tracestate goes on");
+    assert_eq!(
+        seen.header("tracestate"),
+        Some("vendor=abc"),
+        "tracestate goes on"
+    );
     // the password check (no cache hit the first time) is a child of the server span
-    let check = rx.wait_span("password verification", |s| s.name == "password verification");
-    assert_eq!((check.trace_id.as_str(), check.parent.as_str()), (INCOMING_TRACE, server.span_id.as_str()));
+    let check = rx.wait_span("password verification", |s| {
+        s.name == "password verification"
+    });
+    assert_eq!(
+        (check.trace_id.as_str(), check.parent.as_str()),
+        (INCOMING_TRACE, server.span_id.as_str())
+    );
     // the access log line names the same trace and span
     let line = proxy
         .wait_stdout("\"request_id\":\"rqi-42\"", WAIT)
         .expect("an access-log line");
-    assert!(line.contains(&format!("\"trace_id\":\"{INCOMING_TRACE}\"")), "{line}");
-    assert!(line.contains(&format!("\"span_id\":\"{}\"", server.span_id)), "{line}");
+    assert!(
+        line.contains(&format!("\"trace_id\":\"{INCOMING_TRACE}\"")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("\"span_id\":\"{}\"", server.span_id)),
+        "{line}"
+    );
 
     // a malformed traceparent is ignored: a new trace, the request unchanged
     let resp = tls
@@ -337,7 +382,10 @@ fn a_request_span_continues_the_callers_trace_and_the_cse_gets_our_span() {
     let fresh = rx.wait_span("a new trace", |s| {
         s.kind == SERVER && s.attr("onem2m.request_identifier") == Some("rqi-bad-parent")
     });
-    assert!(fresh.parent.is_empty() && fresh.trace_id != INCOMING_TRACE, "{fresh:#?}");
+    assert!(
+        fresh.parent.is_empty() && fresh.trace_id != INCOMING_TRACE,
+        "{fresh:#?}"
+    );
     let seen = f.upstream.last().unwrap();
     assert!(
         seen.header_values("traceparent")[0].contains(&fresh.trace_id),
@@ -357,7 +405,10 @@ fn refusals_set_the_span_status_and_no_secret_is_ever_exported() {
     let idp_ca = idp_pki.ca("idp-ca");
     let idp_server = idp_pki.server(&idp_ca, "localhost", &["127.0.0.1"]);
     let idp = HttpsEndpoint::start(&idp_server, None, |_call| {
-        (200, json!({"active": true, "sub": "Cintro", "exp": 4102444800u64}).to_string())
+        (
+            200,
+            json!({"active": true, "sub": "Cintro", "exp": 4102444800u64}).to_string(),
+        )
     });
     let jwt = {
         let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
@@ -382,8 +433,14 @@ fn refusals_set_the_span_status_and_no_secret_is_ever_exported() {
             ..Default::default()
         },
         |f| {
-            let htpasswd = f.pki.write("htpasswd", format!("{}\n", htpasswd_line("CAdmin", PASSWORD)).as_bytes());
-            let tokens = f.pki.write("tokens.yaml", tokens_yaml(&[("tok", TOKEN, "Ctok")]).as_bytes());
+            let htpasswd = f.pki.write(
+                "htpasswd",
+                format!("{}\n", htpasswd_line("CAdmin", PASSWORD)).as_bytes(),
+            );
+            let tokens = f.pki.write(
+                "tokens.yaml",
+                tokens_yaml(&[("tok", TOKEN, "Ctok")]).as_bytes(),
+            );
             let secret = f.pki.write("jwt.secret", HS_SECRET);
             let client_secret = f.pki.write("idp.password", CLIENT_SECRET.as_bytes());
             ScenarioOpts {
@@ -405,24 +462,37 @@ fn refusals_set_the_span_status_and_no_secret_is_ever_exported() {
     let send = |ri: &str, auth: String| {
         tls.connect_and_request(
             f.addr,
-            &Request::get("/cse-in").header("X-M2M-RI", ri).header("Authorization", &auth),
+            &Request::get("/cse-in")
+                .header("X-M2M-RI", ri)
+                .header("Authorization", &auth),
         )
         .unwrap()
     };
     assert_eq!(send("ok-basic", basic("CAdmin", PASSWORD)).status, 200);
     assert_eq!(send("ok-bearer", format!("Bearer {TOKEN}")).status, 200);
     assert_eq!(send("ok-jwt", format!("Bearer {jwt}")).status, 200);
-    let resp = send("ok-intro", "Bearer IDENTITY-TOKEN//intro-Secret-Token".into());
+    let resp = send(
+        "ok-intro",
+        "Bearer IDENTITY-TOKEN//intro-Secret-Token".into(),
+    );
     assert_eq!(resp.status, 200, "{}", resp.text());
-    assert!(!idp.calls().is_empty(), "the introspection endpoint was called");
+    assert!(
+        !idp.calls().is_empty(),
+        "the introspection endpoint was called"
+    );
     let refused = send("bad-basic", basic("CAdmin", "wrong-Secret-pw"));
     assert_eq!(refused.status, 401);
 
-    let span = rx.wait_span("the refusal", |s| s.attr("onem2m.request_identifier") == Some("bad-basic"));
+    let span = rx.wait_span("the refusal", |s| {
+        s.attr("onem2m.request_identifier") == Some("bad-basic")
+    });
     assert_eq!(span.status.0, 2, "error status: {span:#?}");
     assert!(!span.status.1.is_empty(), "with the reason: {span:#?}");
     assert_eq!(span.attr("http.response.status_code"), Some("401"));
-    assert_eq!(span.attr("m2m_auth_proxy.auth.failure"), Some("bad_credentials"));
+    assert_eq!(
+        span.attr("m2m_auth_proxy.auth.failure"),
+        Some("bad_credentials")
+    );
     assert!(span.attr("onem2m.rsc").is_some());
     for ri in ["ok-basic", "ok-bearer", "ok-jwt", "ok-intro"] {
         rx.wait_span(ri, |s| s.attr("onem2m.request_identifier") == Some(ri));
@@ -477,7 +547,10 @@ fn a_collector_that_is_down_or_slow_changes_no_answer_and_drops_are_counted() {
             methods: "[basic]".into(),
             ..Default::default()
         });
-        let htpasswd = files.pki.write("htpasswd", format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes());
+        let htpasswd = files.pki.write(
+            "htpasswd",
+            format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes(),
+        );
         files.opts.extra_auth = format!("basic:\n  htpasswd: {}", htpasswd.display());
         files.opts.extra = tracing_section(endpoint, "");
         let proxy = ProxyProcess::start_with_env(&bin(), &files.config_yaml(), &env);
@@ -496,7 +569,11 @@ fn a_collector_that_is_down_or_slow_changes_no_answer_and_drops_are_counted() {
             assert_eq!(resp.header("X-M2M-RI"), Some(format!("r{i}").as_str()));
         }
         // generous: the collector's 60 s answer (or a refused connect) is not waited for
-        assert!(started.elapsed() < Duration::from_secs(45), "{endpoint}: {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(45),
+            "{endpoint}: {:?}",
+            started.elapsed()
+        );
         let series = format!("m2m_auth_proxy_tracing_spans_dropped_total{{reason=\"{reason}\"}}");
         let dropped = common::creds::wait_metric(&proxy, &series, 1.0);
         assert!(dropped >= 1.0, "{series} = {dropped}");
@@ -512,7 +589,10 @@ fn tracing_off_adds_nothing_and_enabled_false_wins_over_the_environment() {
         methods: "[basic]".into(),
         ..Default::default()
     });
-    let htpasswd = files.pki.write("htpasswd", format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes());
+    let htpasswd = files.pki.write(
+        "htpasswd",
+        format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes(),
+    );
     files.opts.extra_auth = format!("basic:\n  htpasswd: {}", htpasswd.display());
     files.opts.extra = "tracing:\n  enabled: false\n".into();
     let endpoint = rx.endpoint();
@@ -531,7 +611,9 @@ fn tracing_off_adds_nothing_and_enabled_false_wins_over_the_environment() {
         )
         .unwrap();
     assert_eq!(resp.status, 200);
-    let line = proxy.wait_stdout("\"request_id\":\"off-1\"", WAIT).expect("access log");
+    let line = proxy
+        .wait_stdout("\"request_id\":\"off-1\"", WAIT)
+        .expect("access log");
     assert!(!line.contains("trace_id"), "{line}");
     // the client's trace context passes unchanged, like any other header
     assert_eq!(
@@ -552,7 +634,10 @@ fn check_names_a_bad_tracing_key_and_summarises_the_section() {
     let path = files.write_config(&files.config_yaml_with(&opts));
     let (code, out, err) = run_cli(&bin(), &["check", "--config", path.to_str().unwrap()]);
     assert_ne!(code, 0, "{out}");
-    assert!(err.contains("sampler_ration") && err.contains(path.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("sampler_ration") && err.contains(path.to_str().unwrap()),
+        "{err}"
+    );
     opts.extra = "tracing:\n  endpoint: \"https://collector:4318\"\n".into();
     let path = files.write_config(&files.config_yaml_with(&opts));
     let (code, _, err) = run_cli(&bin(), &["check", "--config", path.to_str().unwrap()]);
@@ -631,8 +716,16 @@ fn an_mcc_request_is_one_trace_across_both_sidecars() {
         mn_cert.chain.display(),
         mn_cert.key.display()
     );
-    let _in_proxy = ProxyProcess::start_with_env(&bin(), &in_side.yaml(" []\n", &rx.endpoint(), "in-sidecar"), FAST_BATCHES);
-    let _mn_proxy = ProxyProcess::start_with_env(&bin(), &mn_side.yaml(&route, &rx.endpoint(), "mn-sidecar"), FAST_BATCHES);
+    let _in_proxy = ProxyProcess::start_with_env(
+        &bin(),
+        &in_side.yaml(" []\n", &rx.endpoint(), "in-sidecar"),
+        FAST_BATCHES,
+    );
+    let _mn_proxy = ProxyProcess::start_with_env(
+        &bin(),
+        &mn_side.yaml(&route, &rx.endpoint(), "mn-sidecar"),
+        FAST_BATCHES,
+    );
     // the MN-CSE registers at the IN-CSE through its sidecar's egress route
     let resp = Conn::plain(mn_side.egress)
         .and_then(|mut c| {
@@ -650,19 +743,34 @@ fn an_mcc_request_is_one_trace_across_both_sidecars() {
         s.service == "mn-sidecar" && s.kind == SERVER
     });
     assert_eq!(egress.name, "egress POST");
-    assert!(egress.parent.is_empty(), "the MN-CSE sent no trace context: a new trace");
-    assert_eq!(egress.attr("m2m_auth_proxy.egress.route"), Some("registrar"));
+    assert!(
+        egress.parent.is_empty(),
+        "the MN-CSE sent no trace context: a new trace"
+    );
+    assert_eq!(
+        egress.attr("m2m_auth_proxy.egress.route"),
+        Some("registrar")
+    );
     assert_eq!(egress.attr("onem2m.request_identifier"), Some("mcc-reg-1"));
     let to_peer = rx.wait_span("the route's exchange with the peer", |s| {
         s.service == "mn-sidecar" && s.kind == CLIENT
     });
-    assert_eq!((to_peer.trace_id.as_str(), to_peer.parent.as_str()), (egress.trace_id.as_str(), egress.span_id.as_str()));
+    assert_eq!(
+        (to_peer.trace_id.as_str(), to_peer.parent.as_str()),
+        (egress.trace_id.as_str(), egress.span_id.as_str())
+    );
     assert_eq!(to_peer.name, "peer POST");
     let ingress = rx.wait_span("the IN sidecar's ingress span", |s| {
         s.service == "in-sidecar" && s.kind == SERVER
     });
-    assert_eq!(ingress.trace_id, egress.trace_id, "one trace across both sidecars");
-    assert_eq!(ingress.parent, to_peer.span_id, "the peer's ingress is a child of the route's exchange");
+    assert_eq!(
+        ingress.trace_id, egress.trace_id,
+        "one trace across both sidecars"
+    );
+    assert_eq!(
+        ingress.parent, to_peer.span_id,
+        "the peer's ingress is a child of the route's exchange"
+    );
     assert_eq!(ingress.attr("onem2m.originator"), Some("/id-mn"));
     assert_eq!(ingress.attr("onem2m.operation"), Some("create"));
     assert_eq!(ingress.attr("onem2m.resource_type"), Some("16"));
@@ -672,9 +780,91 @@ fn an_mcc_request_is_one_trace_across_both_sidecars() {
         s.service == "in-sidecar" && s.kind == CLIENT
     });
     assert_eq!(to_cse.parent, ingress.span_id);
-    let seen = in_side.upstream.last().expect("the IN-CSE got the registration");
+    let seen = in_side
+        .upstream
+        .last()
+        .expect("the IN-CSE got the registration");
     assert_eq!(
         seen.header_values("traceparent"),
         [format!("00-{}-{}-01", egress.trace_id, to_cse.span_id)]
     );
+}
+
+#[test]
+fn a_websocket_is_one_span_with_an_event_per_request_primitive() {
+    let rx = Receiver::start();
+    let (f, _proxy) = start(
+        ScenarioOpts {
+            originator: "mode: verify".into(),
+            ..Default::default()
+        },
+        |f| ScenarioOpts {
+            extra: format!(
+                "websocket:\n  cse_id: /id-in\n{}",
+                tracing_section(&rx.endpoint(), "")
+            ),
+            ..f.opts.clone()
+        },
+    );
+    let client = f.pki.client(&f.ca, ClientOpts::uri("Cae-ws"));
+    let mut conn = common::ClientTls::new(&f.ca.cert)
+        .cert(&client)
+        .connect(f.addr)
+        .unwrap();
+    conn.set_timeout(Duration::from_secs(5));
+    let resp = conn
+        .request(&Request::websocket("/ws", &["oneM2M.json"]))
+        .unwrap();
+    assert_eq!(resp.status, 101, "{}", resp.text());
+    let primitives: [&[u8]; 3] = [
+        br#"{"op":4,"to":"/id-in/cse-in/Cother","fr":"Cother","rqi":"steal-1","rvi":"3"}"#,
+        br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"ok-1","rvi":"3"}"#,
+        br#"{"op":2,"to":"/id-in/cse-in","fr":"Cae-ws","rqi":"ok-2","rvi":"3"}"#,
+    ];
+    for p in primitives {
+        conn.ws_send(common::WS_TEXT, p, true).unwrap();
+        let (opcode, _, _) = conn.ws_recv().unwrap();
+        assert_eq!(opcode, common::WS_TEXT);
+    }
+    drop(conn);
+    let span = rx.wait_span("the WebSocket's span", |s| s.kind == SERVER);
+    assert_eq!(span.attr("http.response.status_code"), Some("101"));
+    assert_eq!(span.attr("onem2m.originator"), Some("Cae-ws"));
+    let events: Vec<_> = span
+        .events
+        .iter()
+        .filter(|(name, _)| name == "onem2m.primitive")
+        .map(|(_, a)| a.clone())
+        .collect();
+    assert_eq!(events.len(), 3, "{span:#?}");
+    assert_eq!(
+        events[0]
+            .get("onem2m.request_identifier")
+            .map(String::as_str),
+        Some("steal-1")
+    );
+    assert_eq!(
+        events[0].get("onem2m.rsc").map(String::as_str),
+        Some("4103")
+    );
+    assert!(events[0].contains_key("m2m_auth_proxy.reason"));
+    let forwarded: Vec<_> = events[1..]
+        .iter()
+        .map(|e| {
+            (
+                e["onem2m.operation"].as_str(),
+                e["onem2m.request_identifier"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(forwarded, [("retrieve", "ok-1"), ("retrieve", "ok-2")]);
+    // no span per frame or message: the connection's span and its exchange with the CSE
+    std::thread::sleep(Duration::from_millis(300));
+    let spans = rx.spans();
+    assert_eq!(
+        spans.iter().filter(|s| s.kind == SERVER).count(),
+        1,
+        "{spans:#?}"
+    );
+    assert!(spans.len() <= 2, "{spans:#?}");
 }

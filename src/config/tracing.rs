@@ -39,7 +39,11 @@ impl TracingConfig {
                 ));
             }
         }
-        if self.service_name.as_ref().is_some_and(|s| s.trim().is_empty()) {
+        if self
+            .service_name
+            .as_ref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
             return Err(KeyError::new(
                 "tracing.service_name",
                 "expected a non-empty name",
@@ -88,11 +92,17 @@ mod tests {
             sampler_ratio: Some(1.5),
             ..TracingConfig::default()
         };
-        assert_eq!(bad_ratio.validate().unwrap_err().key, "tracing.sampler_ratio");
+        assert_eq!(
+            bad_ratio.validate().unwrap_err().key,
+            "tracing.sampler_ratio"
+        );
         let empty_name = TracingConfig {
             service_name: Some(" ".into()),
             ..TracingConfig::default()
         };
-        assert_eq!(empty_name.validate().unwrap_err().key, "tracing.service_name");
+        assert_eq!(
+            empty_name.validate().unwrap_err().key,
+            "tracing.service_name"
+        );
     }
 }

@@ -34,11 +34,11 @@ use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 
+use crate::telemetry::ListenerTracing;
 use bufwrite::BufWrite;
 use exchange::Exchange;
 use malformed::Malformed;
 pub use side::{OwnResponse, Refused, Side, WholeBody};
-use crate::telemetry::ListenerTracing;
 use upstream::Upstream;
 pub use upstream::{Fixed, IdlePool, Target, Upstreams};
 

@@ -101,7 +101,13 @@ fn complete(buf: &[u8]) -> Option<usize> {
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())?;
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })?;
     (buf.len() >= head + len).then_some(head + len)
 }
 

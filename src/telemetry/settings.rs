@@ -122,7 +122,11 @@ pub fn resolve(
         endpoint,
         endpoint_from,
         sampler_ratio: file.sampler_ratio,
-        env_sampler: file.sampler_ratio.is_none().then_some(env_sampler).flatten(),
+        env_sampler: file
+            .sampler_ratio
+            .is_none()
+            .then_some(env_sampler)
+            .flatten(),
         service_name: file.service_name.clone(),
         batch,
         export_timeout: export_timeout.max(Duration::from_millis(1)),
@@ -134,11 +138,7 @@ pub fn from_env(config: Option<&TracingConfig>) -> Result<Tracing, KeyError> {
     resolve(config, &|name| std::env::var(name).ok())
 }
 
-fn number(
-    env: &dyn Fn(&str) -> Option<String>,
-    name: &str,
-    default: u64,
-) -> Result<u64, KeyError> {
+fn number(env: &dyn Fn(&str) -> Option<String>, name: &str, default: u64) -> Result<u64, KeyError> {
     match env(name) {
         None => Ok(default),
         Some(v) => v
@@ -183,14 +183,20 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://t:4318/x"),
         ]);
-        assert_eq!(on(resolve(None, &signal).unwrap()).endpoint, "http://t:4318/x");
+        assert_eq!(
+            on(resolve(None, &signal).unwrap()).endpoint,
+            "http://t:4318/x"
+        );
         let file = TracingConfig {
             endpoint: Some("http://f:4318".into()),
             sampler_ratio: Some(0.5),
             ..TracingConfig::default()
         };
         let s = on(resolve(Some(&file), &signal).unwrap());
-        assert_eq!((s.endpoint.as_str(), s.endpoint_from), ("http://f:4318/v1/traces", "tracing.endpoint"));
+        assert_eq!(
+            (s.endpoint.as_str(), s.endpoint_from),
+            ("http://f:4318/v1/traces", "tracing.endpoint")
+        );
         assert_eq!(s.sampler_ratio, Some(0.5));
         let off = TracingConfig {
             enabled: Some(false),
@@ -205,12 +211,18 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
         ]);
-        assert_eq!(resolve(None, &grpc).unwrap_err().key, "OTEL_EXPORTER_OTLP_PROTOCOL");
+        assert_eq!(
+            resolve(None, &grpc).unwrap_err().key,
+            "OTEL_EXPORTER_OTLP_PROTOCOL"
+        );
         let delay = env_of(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
             ("OTEL_BSP_SCHEDULE_DELAY", "soon"),
         ]);
-        assert_eq!(resolve(None, &delay).unwrap_err().key, "OTEL_BSP_SCHEDULE_DELAY");
+        assert_eq!(
+            resolve(None, &delay).unwrap_err().key,
+            "OTEL_BSP_SCHEDULE_DELAY"
+        );
         let tls = env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")]);
         assert!(resolve(None, &tls).is_err());
         let ok = env_of(&[

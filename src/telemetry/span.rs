@@ -187,7 +187,10 @@ impl RequestSpan {
     pub fn upstream_answered(&mut self, status: u16) {
         if let Some(mut span) = self.upstream.take() {
             if span.is_recording() {
-                span.set_attribute(KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, status as i64));
+                span.set_attribute(KeyValue::new(
+                    attr::HTTP_RESPONSE_STATUS_CODE,
+                    status as i64,
+                ));
             }
             span.end();
         }
@@ -223,7 +226,10 @@ impl RequestSpan {
         }
         let mut kv = Vec::with_capacity(14);
         if end.status != 0 {
-            kv.push(KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, end.status as i64));
+            kv.push(KeyValue::new(
+                attr::HTTP_RESPONSE_STATUS_CODE,
+                end.status as i64,
+            ));
         }
         let mut text = |key: &'static str, value: Option<&str>| {
             if let Some(v) = value {
