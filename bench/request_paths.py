@@ -20,6 +20,13 @@ per request (utime+stime from /proc) per path and round, and the median over rou
 N measured ones (callgrind_control -z / -d around them), and print instructions per request
 (Ir of the whole process over the measured requests). Inspect a dump with
 `callgrind_annotate --inclusive=yes --auto=no <dump>`.
+--path NAME=LINES (repeatable, with --callgrind): measure these configs of --new instead of old
+and new, one after the other in this order; `{sink}` in LINES is the URL of an OTLP/HTTP sink
+started here (answers every POST 200, counts the bytes), for `tracing:` (BENCHMARKS.md, issue 23):
+
+    bench/request_paths.py --callgrind 2000 --path absent= \
+        --path off=$'tracing:\n  enabled: false\n  endpoint: "{sink}"\n' \
+        --path on=$'tracing:\n  endpoint: "{sink}"\n  sampler_ratio: 1.0\n'
 The CPU split at 32 connections (user vs kernel, with HAProxy) is bench/cpu_split.sh.
 """
 
@@ -33,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +110,7 @@ def main():
     ap.add_argument("--requests", type=int, default=20000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--callgrind", type=int, default=0)
+    ap.add_argument("--path", action="append", default=[], help="NAME=config lines (callgrind)")
     args = ap.parse_args()
     EXTRA.update(old=args.old_extra, new=args.new_extra)
     d = tempfile.mkdtemp(prefix="request-paths-")
@@ -158,10 +167,59 @@ def main():
         srv.close()
 
 
+def otlp_sink(port, received):
+    """An OTLP/HTTP stand-in: reads each POST whole and answers 200 with an empty body."""
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", port))
+    srv.listen(16)
+
+    def serve(conn):
+        with conn:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                buf += chunk
+            head, body = buf.split(b"\r\n\r\n", 1)
+            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            received[0] += 1
+            received[1] += len(body)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def accept():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv
+
+
 def callgrind(args, d, up_port, ctx, headers, srv):
     out = {}
+    runs = (("old", args.old), ("new", args.new))
+    sink, received = None, [0, 0]
+    if args.path:
+        sink_port = free_port()
+        sink = otlp_sink(sink_port, received)
+        runs = []
+        for spec in args.path:
+            name, _, lines = spec.partition("=")
+            EXTRA[name] = lines.replace("{sink}", f"http://127.0.0.1:{sink_port}")
+            runs.append((name, args.new))
     try:
-        for name, cmd in (("old", args.old), ("new", args.new)):
+        for name, cmd in runs:
             cg = os.path.join(d, f"cg-{name}.out")
             proc, port, admin, log = start(cmd, d, name, up_port,
                                            prefix=("valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}",
@@ -194,8 +252,12 @@ def callgrind(args, d, up_port, ctx, headers, srv):
             print(f"| {name} | {ir:,.0f} |")
         for name, (_, dumps) in out.items():
             print(f"{name} dumps: {' '.join(dumps)}")
+        if sink:
+            print(f"OTLP sink: {received[0]} exports, {received[1]} bytes")
     finally:
         srv.close()
+        if sink:
+            sink.close()
 
 
 if __name__ == "__main__":
