@@ -788,6 +788,7 @@ fn an_mcc_request_is_one_trace_across_both_sidecars() {
         seen.header_values("traceparent"),
         [format!("00-{}-{}-01", egress.trace_id, to_cse.span_id)]
     );
+    // TRACE_DUMP=1: the spans as docs/operations.md shows them
     if std::env::var_os("TRACE_DUMP").is_some() {
         std::thread::sleep(Duration::from_millis(300));
         eprintln!("{:#?}", rx.spans());

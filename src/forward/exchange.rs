@@ -390,6 +390,9 @@ impl<S: Side> Exchange<'_, S> {
         up.write_request_header(head)
             .await
             .map_err(|e| e.into_up())?;
+        if let Some(span) = S::trace(ctx) {
+            span.request_sent();
+        }
         if expect_continue && !sent.continued {
             sent.continued = true;
             write_continue(down).await?;

@@ -20,7 +20,7 @@ pub mod span;
 
 use std::sync::OnceLock;
 
-use opentelemetry::trace::{Span as _, SpanKind, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _};
 use opentelemetry::Context;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
 
@@ -29,6 +29,7 @@ pub use span::{Ending, Listener, ListenerTracing, RequestSpan};
 /// The tracer, once tracing is on: for the spans of work below a request (credential checks,
 /// JWKS and introspection calls), which find their parent in the current context.
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+/// Kept for the life of the process (its spans' processor and exporter).
 static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
 /// Starts export as `settings` say; the tracer for the listeners.
@@ -37,13 +38,6 @@ pub fn start(settings: &settings::Settings) -> anyhow::Result<SdkTracer> {
     let _ = TRACER.set(exporting.tracer.clone());
     let _ = PROVIDER.set(exporting.provider);
     Ok(exporting.tracer)
-}
-
-/// Exports what is queued (at shutdown).
-pub fn flush() {
-    if let Some(provider) = PROVIDER.get() {
-        let _ = provider.force_flush();
-    }
 }
 
 /// A span for work under the current request, ended when dropped; `None` when tracing is off
@@ -60,11 +54,4 @@ pub fn child(name: &'static str) -> Option<Span> {
             .with_kind(SpanKind::Internal)
             .start_with_context(tracer, &cx),
     )
-}
-
-/// Marks a child span failed.
-pub fn child_failed(span: &mut Option<Span>, why: &str) {
-    if let Some(span) = span.as_mut() {
-        span.set_status(opentelemetry::trace::Status::error(why.to_owned()));
-    }
 }

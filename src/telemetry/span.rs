@@ -183,6 +183,13 @@ impl RequestSpan {
         }
     }
 
+    /// The request head went to the upstream: what follows is its body and the wait.
+    pub fn request_sent(&mut self) {
+        if let Some(span) = self.upstream.as_mut().filter(|s| s.is_recording()) {
+            span.add_event(attr::EVENT_REQUEST_SENT, Vec::new());
+        }
+    }
+
     /// The upstream's final (or 101) response head arrived: its exchange's span ends.
     pub fn upstream_answered(&mut self, status: u16) {
         if let Some(mut span) = self.upstream.take() {
