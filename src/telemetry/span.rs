@@ -268,6 +268,9 @@ impl RequestSpan {
         if let Some(reason) = end.refused {
             span.set_attribute(KeyValue::new(attr::REASON, reason.to_string()));
             span.set_status(Status::error(reason.into_owned()));
+        } else if end.status >= 500 {
+            // the upstream's server error (semantic conventions: an error of a server span)
+            span.set_status(Status::error(format!("HTTP {}", end.status)));
         }
         span.end();
     }
