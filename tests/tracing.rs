@@ -453,7 +453,10 @@ fn refusals_set_the_span_status_and_no_secret_is_ever_exported() {
                     idp_ca.cert.display(),
                     client_secret.display()
                 ),
-                extra: tracing_section(&rx.endpoint(), "  sampler_ratio: 1.0\n"),
+                extra: format!(
+                    "cse: {{id: /id-in, name: cse-in}}\nauthorization:\n  default: allow\n  rules:\n    - {{name: no-deletes, operations: [delete], targets: [\"/cse-in/**\"], effect: deny}}\n{}",
+                    tracing_section(&rx.endpoint(), "  sampler_ratio: 1.0\n")
+                ),
                 ..f.opts.clone()
             }
         },
@@ -494,6 +497,28 @@ fn refusals_set_the_span_status_and_no_secret_is_ever_exported() {
         Some("bad_credentials")
     );
     assert!(span.attr("onem2m.rsc").is_some());
+    // a rule's refusal: the rule and its reason
+    let denied = tls
+        .connect_and_request(
+            f.addr,
+            &Request::new("DELETE", "/cse-in/cnt1")
+                .header("X-M2M-RI", "denied-1")
+                .header("Authorization", &basic("CAdmin", PASSWORD)),
+        )
+        .unwrap();
+    assert_eq!(denied.status, 403, "{}", denied.text());
+    let span = rx.wait_span("the rule's refusal", |s| {
+        s.attr("onem2m.request_identifier") == Some("denied-1")
+    });
+    assert_eq!(
+        span.status,
+        (2, "denied by rule no-deletes".to_string()),
+        "{span:#?}"
+    );
+    assert_eq!(span.attr("m2m_auth_proxy.rule"), Some("no-deletes"));
+    assert_eq!(span.attr("onem2m.rsc"), Some("4103"));
+    assert_eq!(span.attr("onem2m.operation"), Some("delete"));
+    assert_eq!(span.attr("onem2m.originator"), Some("CAdmin"));
     for ri in ["ok-basic", "ok-bearer", "ok-jwt", "ok-intro"] {
         rx.wait_span(ri, |s| s.attr("onem2m.request_identifier") == Some(ri));
     }
