@@ -898,3 +898,69 @@ fn a_websocket_is_one_span_with_an_event_per_request_primitive() {
     );
     assert!(spans.len() <= 2, "{spans:#?}");
 }
+
+#[test]
+fn sampling_is_parent_based_and_an_unsampled_request_still_passes_its_context_on() {
+    let rx = Receiver::start();
+    let (f, _proxy) = start(
+        ScenarioOpts {
+            client_cert: "optional".into(),
+            methods: "[basic]".into(),
+            ..Default::default()
+        },
+        |f| {
+            let htpasswd = f.pki.write(
+                "htpasswd",
+                format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes(),
+            );
+            ScenarioOpts {
+                extra_auth: format!("basic:\n  htpasswd: {}", htpasswd.display()),
+                extra: tracing_section(&rx.endpoint(), "  sampler_ratio: 0.0\n"),
+                ..f.opts.clone()
+            }
+        },
+    );
+    let tls = common::ClientTls::new(&f.ca.cert);
+    let send = |ri: &str, traceparent: Option<String>| {
+        let mut req = Request::get("/cse-in")
+            .header("X-M2M-RI", ri)
+            .header("Authorization", &basic("CAdmin", "pw"));
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", &tp);
+        }
+        let resp = tls.connect_and_request(f.addr, &req).unwrap();
+        assert_eq!(resp.status, 200);
+        f.upstream.last().unwrap().header_values("traceparent")
+    };
+    // no parent, ratio 0: not sampled, but the CSE still gets a (not sampled) context
+    let sent = send("unsampled", None);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].starts_with("00-") && sent[0].ends_with("-00"),
+        "{sent:?}"
+    );
+    // a sampled parent is followed whatever the ratio
+    let sent = send(
+        "sampled-parent",
+        Some(format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-01")),
+    );
+    assert!(sent[0].starts_with(&format!("00-{INCOMING_TRACE}-")) && sent[0].ends_with("-01"));
+    rx.wait_span("the sampled parent's child", |s| s.parent == INCOMING_SPAN);
+    // an unsampled parent is followed too: nothing recorded, its trace goes on unsampled
+    let sent = send(
+        "unsampled-parent",
+        Some(format!("00-{INCOMING_TRACE}-{INCOMING_SPAN}-00")),
+    );
+    assert!(sent[0].starts_with(&format!("00-{INCOMING_TRACE}-")) && sent[0].ends_with("-00"));
+    std::thread::sleep(Duration::from_millis(300));
+    let ris: Vec<_> = rx
+        .spans()
+        .iter()
+        .filter_map(|s| s.attr("onem2m.request_identifier").map(str::to_string))
+        .collect();
+    assert_eq!(
+        ris,
+        ["sampled-parent"],
+        "only the sampled request was exported"
+    );
+}

@@ -430,7 +430,7 @@ impl Side for Egress {
                 .and_then(|v| v.to_str().ok())
         });
         let trace = ctx.trace.take();
-        let ids = trace.as_ref().map(|t| t.ids());
+        let ids = trace.as_ref().filter(|_| self.access_log).map(|t| t.ids());
         if let Some(span) = trace {
             let (operation, resource_type) = rules::http_operation(
                 req.method.as_str(),

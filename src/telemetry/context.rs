@@ -2,8 +2,9 @@
 //! anything malformed is ignored, never an error) and the headers naming our span on the
 //! request that goes on.
 
-use http::HeaderMap;
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, TraceFlags};
 use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use pingora::http::RequestHeader;
@@ -17,11 +18,56 @@ pub fn parent(headers: &HeaderMap) -> Context {
     TraceContextPropagator::new().extract(&Headers(headers))
 }
 
-/// The next hop's trace context: `cx`'s span replaces what the client sent.
-pub fn inject(head: &mut RequestHeader, cx: &Context) {
-    head.remove_header(TRACEPARENT);
-    head.remove_header(TRACESTATE);
-    TraceContextPropagator::new().inject_context(cx, &mut Head(head));
+/// Whether the request carries trace context of its own (to be replaced on the way on).
+pub fn sent_by_client(headers: &HeaderMap) -> bool {
+    headers.contains_key(TRACEPARENT) || headers.contains_key(TRACESTATE)
+}
+
+/// The next hop's trace context: `sc` replaces what the client sent (`client_sent`:
+/// [`sent_by_client`]). The value is written in place: this runs for every traced request,
+/// sampled or not.
+pub fn inject(head: &mut RequestHeader, sc: &SpanContext, client_sent: bool) {
+    if client_sent {
+        head.remove_header(TRACEPARENT);
+        head.remove_header(TRACESTATE);
+    }
+    if !sc.is_valid() {
+        return;
+    }
+    let value = HeaderValue::from_bytes(&traceparent(sc)).expect("hex digits and dashes");
+    if let Err(e) = head.insert_header(HeaderName::from_static(TRACEPARENT), value) {
+        log::debug!("tracing: cannot set traceparent: {e}");
+    }
+    if client_sent {
+        // the client's vendors' entries go on with our span (W3C trace context)
+        let state = sc.trace_state().header();
+        if !state.is_empty() {
+            if let Err(e) = head.insert_header(HeaderName::from_static(TRACESTATE), state) {
+                log::debug!("tracing: cannot set tracestate: {e}");
+            }
+        }
+    }
+}
+
+/// `00-<trace id>-<span id>-<flags>`, version 00 of W3C trace context.
+fn traceparent(sc: &SpanContext) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 55];
+    out[0] = b'0';
+    out[1] = b'0';
+    let mut put = |at: usize, bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            out[at + 2 * i] = HEX[(b >> 4) as usize];
+            out[at + 2 * i + 1] = HEX[(b & 15) as usize];
+        }
+    };
+    put(3, &sc.trace_id().to_bytes());
+    put(36, &sc.span_id().to_bytes());
+    put(
+        53,
+        &[sc.trace_flags().to_u8() & TraceFlags::SAMPLED.to_u8()],
+    );
+    out
 }
 
 struct Headers<'a>(&'a HeaderMap);
@@ -39,20 +85,6 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-struct Head<'a>(&'a mut RequestHeader);
-
-impl Injector for Head<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        // an empty tracestate is not sent
-        if value.is_empty() {
-            return;
-        }
-        if let Err(e) = self.0.insert_header(key.to_owned(), value) {
-            log::debug!("tracing: cannot set {key}: {e}");
-        }
     }
 }
 
@@ -107,11 +139,27 @@ mod tests {
             false,
             Default::default(),
         );
-        inject(&mut head, &Context::new().with_remote_span_context(ours));
+        let client_sent = sent_by_client(&head.headers);
+        inject(&mut head, &ours, client_sent);
         assert_eq!(
             head.headers.get(TRACEPARENT).unwrap(),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-1111111111111111-01"
         );
         assert!(head.headers.get(TRACESTATE).is_none());
+        // what the SDK's own propagator writes for the same context
+        let mut sdk = std::collections::HashMap::new();
+        TraceContextPropagator::new().inject_context(
+            &Context::new().with_remote_span_context(ours.clone()),
+            &mut sdk,
+        );
+        assert_eq!(sdk["traceparent"].as_bytes(), traceparent(&ours));
+        let unsampled = opentelemetry::trace::SpanContext::new(
+            ours.trace_id(),
+            ours.span_id(),
+            TraceFlags::default(),
+            false,
+            Default::default(),
+        );
+        assert!(traceparent(&unsampled).ends_with(b"-00"));
     }
 }

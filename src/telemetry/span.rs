@@ -40,6 +40,8 @@ pub struct RequestSpan {
     upstream: Option<Span>,
     upstream_address: Arc<str>,
     egress: bool,
+    /// The client sent trace context headers (they are replaced upstream).
+    client_context: bool,
 }
 
 /// How the request ended, for its span.
@@ -92,6 +94,17 @@ fn name(prefix: &'static str, method: &http::Method) -> Cow<'static, str> {
     }
 }
 
+/// The method as an attribute value, without an allocation for the usual ones.
+fn method(m: &http::Method) -> opentelemetry::Value {
+    match *m {
+        http::Method::GET => "GET".into(),
+        http::Method::POST => "POST".into(),
+        http::Method::PUT => "PUT".into(),
+        http::Method::DELETE => "DELETE".into(),
+        _ => m.as_str().to_owned().into(),
+    }
+}
+
 impl ListenerTracing {
     /// The server span of a request whose head was just read.
     pub fn start(&self, req: &RequestHeader) -> RequestSpan {
@@ -105,7 +118,7 @@ impl ListenerTracing {
             .start_with_context(&self.tracer, &parent);
         if server.is_recording() {
             server.set_attributes([
-                KeyValue::new(attr::HTTP_REQUEST_METHOD, req.method.as_str().to_owned()),
+                KeyValue::new(attr::HTTP_REQUEST_METHOD, method(&req.method)),
                 KeyValue::new(attr::URL_PATH, req.uri.path().to_owned()),
                 KeyValue::new(attr::DIRECTION, prefix),
                 KeyValue::new(
@@ -126,6 +139,7 @@ impl ListenerTracing {
             upstream: None,
             upstream_address: self.upstream.clone(),
             egress,
+            client_context: context::sent_by_client(&req.headers),
         }
     }
 }
@@ -153,6 +167,11 @@ impl RequestSpan {
     /// The head going upstream: the upstream exchange's span starts (once, a retry keeps it)
     /// and its context replaces the client's `traceparent`.
     pub fn upstream_head(&mut self, head: &mut RequestHeader) {
+        if !self.server.is_recording() {
+            // not sampled: no span to make, the unsampled context goes on as it is
+            context::inject(head, self.server.span_context(), self.client_context);
+            return;
+        }
         if self.upstream.is_none() {
             let prefix = if self.egress { "peer" } else { "cse" };
             let mut span = self
@@ -162,7 +181,7 @@ impl RequestSpan {
                 .start_with_context(&self.tracer, &self.context());
             if span.is_recording() {
                 span.set_attributes([
-                    KeyValue::new(attr::HTTP_REQUEST_METHOD, head.method.as_str().to_owned()),
+                    KeyValue::new(attr::HTTP_REQUEST_METHOD, method(&head.method)),
                     KeyValue::new(attr::URL_PATH, head.uri.path().to_owned()),
                     KeyValue::new(attr::SERVER_ADDRESS, self.upstream_address.to_string()),
                 ]);
@@ -170,8 +189,7 @@ impl RequestSpan {
             self.upstream = Some(span);
         }
         if let Some(span) = &self.upstream {
-            let cx = Context::new().with_remote_span_context(span.span_context().clone());
-            context::inject(head, &cx);
+            context::inject(head, span.span_context(), self.client_context);
         }
     }
 
