@@ -1070,3 +1070,78 @@ fn jwks_and_introspection_refuse_peers_without_forward_secrecy_aead_or_a_san() {
     );
     assert_eq!(get(&s, &token(&key, "k1", &claims("Cjwt-1"))).status, 200);
 }
+
+/// Issue 22: a JWKS URL's CA file is reloaded like the other files. A broken CA file keeps the
+/// CA in force (a fetch still trusts the JWKS server); when the server moves to a certificate of
+/// a new CA, fetches fail until the CA file is replaced by the new CA, and then succeed.
+#[test]
+fn a_rotated_jwks_ca_file_is_used_by_the_next_fetch_and_a_broken_one_keeps_the_last_good() {
+    use common::creds::wait_metric;
+    use common::proxy::write_atomic;
+
+    let (k1, k2, k3) = (Key::rsa(), Key::ec(), Key::ed());
+    let (pki, old_ca, old_server) = https_pki();
+    let new_ca = pki.ca("svc-ca-2");
+    let new_server = pki.server(&new_ca, "localhost", &["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("jwks-ca.pem");
+    write_atomic(&ca_file, &std::fs::read(&old_ca.cert).unwrap());
+    let served = Arc::new(std::sync::Mutex::new(jwks(&[(&k1, "k1")])));
+    let body = served.clone();
+    let endpoint = HttpsEndpoint::start(&old_server, None, move |_| {
+        (200, body.lock().unwrap().clone())
+    });
+    let s = jwt_scenario(
+        &format!(
+            "jwks_url: {}\n      jwks_ca: {}\n      jwks_min_refetch: 1s",
+            endpoint.url("/jwks"),
+            ca_file.display()
+        ),
+        "",
+    );
+    let reloads = |result: &str| {
+        format!("m2m_auth_proxy_reloads_total{{file=\"jwks_ca\",result=\"{result}\"}}")
+    };
+    let past_min_refetch = || std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&s, &token(&k1, "k1", &claims("Cjwt-1"))).status, 200);
+    assert_eq!(endpoint.count(), 1);
+
+    // a broken CA file is refused; the next fetch (an unknown kid) uses the CA in force
+    write_atomic(&ca_file, b"not a certificate\n");
+    assert_eq!(wait_metric(&s.proxy, &reloads("failure"), 1.0), 1.0);
+    *served.lock().unwrap() = jwks(&[(&k1, "k1"), (&k2, "k2")]);
+    past_min_refetch();
+    let resp = get(&s, &token(&k2, "k2", &claims("Cjwt-2")));
+    assert_eq!(
+        resp.status,
+        200,
+        "fetched with the last good CA: {}",
+        resp.text()
+    );
+    assert_eq!(endpoint.count(), 2);
+
+    // the server's certificate now chains to a new CA: the CA in force refuses it
+    endpoint.set_certificate(&new_server);
+    *served.lock().unwrap() = jwks(&[(&k1, "k1"), (&k2, "k2"), (&k3, "k3")]);
+    past_min_refetch();
+    assert_eq!(get(&s, &token(&k3, "k3", &claims("Cjwt-3"))).status, 401);
+    assert_eq!(endpoint.count(), 2, "no call got through the handshake");
+
+    // the CA file is replaced by the new CA: the next fetch trusts the new certificate
+    write_atomic(&ca_file, &std::fs::read(&new_ca.cert).unwrap());
+    assert_eq!(
+        wait_metric(&s.proxy, &reloads("success"), 1.0),
+        1.0,
+        "{}",
+        s.proxy.stderr_text()
+    );
+    past_min_refetch();
+    let resp = get(&s, &token(&k3, "k3", &claims("Cjwt-3")));
+    assert_eq!(resp.status, 200, "fetched with the new CA: {}", resp.text());
+    assert_eq!(endpoint.count(), 3);
+    assert!(
+        s.proxy.stderr_text().contains("reloaded jwks_ca"),
+        "{}",
+        s.proxy.stderr_text()
+    );
+}
