@@ -688,6 +688,32 @@ mod tests {
         assert!(failure.contains("character device"), "{failure}");
     }
 
+    /// The config file's first load comes before the items its config names: `load_all` loads
+    /// what was added since, and what it loaded before stays loaded, not applied again.
+    #[test]
+    fn items_added_later_are_loaded_by_the_next_load_all_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "a1").unwrap();
+        std::fs::write(&b, "b1").unwrap();
+        let (applied_a, applied_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut r = Reloader::new(vec![Box::new(Counting {
+            file: a.clone(),
+            applied: applied_a.clone(),
+        })]);
+        assert_eq!(r.load_all().unwrap().len(), 1);
+        r.set_settings(ReadSettings::default());
+        r.add(vec![Box::new(Counting {
+            file: b.clone(),
+            applied: applied_b.clone(),
+        })]);
+        assert_eq!(r.load_all().unwrap().len(), 1, "only the new item");
+        assert_eq!(applied_a.load(Ordering::SeqCst), 1);
+        assert_eq!(applied_b.load(Ordering::SeqCst), 1);
+        std::fs::write(&a, "a2").unwrap();
+        assert_eq!(r.check("test"), 1, "the first item is watched as before");
+    }
+
     #[test]
     fn max_file_size_names_known_kinds() {
         let mut c = ReloadConfig::default();

@@ -879,3 +879,23 @@ fn an_authorization_change_applies_while_the_jwks_host_does_not_resolve() {
         s.proxy.stderr_text()
     );
 }
+
+/// Issue 22: the config file is read once at start, by its first load through the reloader:
+/// the same read as a reload's, so a FIFO at the config path is refused (not read, which would
+/// block), with the reload's message.
+#[test]
+fn the_config_file_is_read_at_start_as_a_reload_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.yaml");
+    std::fs::write(&config, "").unwrap();
+    make_fifo(&config);
+    let (code, _, err) = common::proxy::run_cli(
+        &common::scenario::bin(),
+        &["check", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("proxy.yaml: expected a regular file, found a FIFO"),
+        "{err}"
+    );
+}
