@@ -97,9 +97,9 @@ fn build_live(config: &Config) -> Result<Live, KeyError> {
 }
 
 /// What only a start builds from the config file: a reload reports a change to these sections
-/// as needing a restart. Reads no file and resolves no name (their files come with the
-/// reloader's first load, their host names are resolved at first use), so that a reload can
-/// check a changed section with the same code without touching anything.
+/// as needing a restart. Resolves no name and reads no file but an HS* issuer's `secret_file`
+/// (the other files come with the reloader's first load, host names are resolved at first
+/// use), so that a reload can check a changed section with the same code.
 struct StartOnly {
     routes: Vec<Route>,
     mtls: Option<MtlsAuthenticator>,
@@ -425,8 +425,8 @@ impl Reloadable for ConfigReload {
         };
         let restart = running.config.restart_only_changes(&new);
         if !restart.is_empty() {
-            // not applied, but checked by the start's own builders (which read and resolve
-            // nothing): what a restart would refuse is refused now, with the same error
+            // not applied, but checked by the start's own builders (which resolve no name):
+            // what a restart would refuse is refused now, with the same error
             build_start_only(&new).map_err(invalid)?;
             log::warn!(
                 "{}: changes to {} need a restart and are NOT applied; {} are",
