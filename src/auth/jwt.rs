@@ -14,12 +14,13 @@ use sha2::{Digest, Sha256};
 use async_trait::async_trait;
 
 use super::authorization::BearerToken;
-use super::fetch::{ClientAuth, HttpsEndpoint};
+use super::fetch::{EndpointFiles, HttpsEndpoint};
 use super::jwks::{JwksFile, JwksUrl, KeySet, KeySource};
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
 use crate::config::{ClaimPath, JwtConfig, JwtIssuerConfig, KeyError};
 use crate::identity::{Identity, Method};
 use crate::originator_syntax::{validate_originator, OriginatorPattern};
+use crate::reload::{FileKind, Reloadable};
 
 /// Every asymmetric algorithm: the default when an issuer lists none.
 const ASYMMETRIC: [Algorithm; 9] = [
@@ -205,18 +206,20 @@ impl JwtAuth {
                 files.push(file.clone());
                 KeySource::File(file)
             } else if let (Some(url), Some(ca)) = (&c.jwks_url, &c.jwks_ca) {
-                let endpoint = HttpsEndpoint::new(
-                    url,
-                    ca,
-                    ClientAuth {
-                        cert_key: None,
-                        basic: None,
-                    },
-                    c.jwks_timeout,
-                )
-                .map_err(|e| invalid(format!("jwks_url: {e}")))?;
+                let files = EndpointFiles {
+                    ca: (
+                        ca.to_path_buf(),
+                        FileKind::JwksCa,
+                        "auth.jwt.issuers[].jwks_ca",
+                    ),
+                    client: None,
+                    basic: None,
+                    metric_kinds: (format!("jwks_ca:{}", c.issuer), String::new()),
+                };
+                let endpoint = HttpsEndpoint::new(url, files, c.jwks_timeout)
+                    .map_err(|e| invalid(format!("jwks_url: {e}")))?;
                 KeySource::Url(Box::new(JwksUrl::new(
-                    endpoint,
+                    Arc::new(endpoint),
                     &c.issuer,
                     c.jwks_refresh,
                     c.jwks_min_refetch,
@@ -246,6 +249,18 @@ impl JwtAuth {
         }
         let verified = VerifiedCache::new().map_err(|e| KeyError::new("auth.jwt", e))?;
         Ok((JwtAuth { issuers, verified }, files))
+    }
+
+    /// The files of the issuers' JWKS URLs (their CAs), reloaded like the other files.
+    pub fn reloadables(&self) -> Vec<Box<dyn Reloadable>> {
+        self.issuers
+            .iter()
+            .filter_map(|i| match &i.keys {
+                KeySource::Url(url) => Some(url.reloadables()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
     }
 
     pub async fn verify_token(&self, token: &str) -> Result<Arc<Identity>, JwtError> {
