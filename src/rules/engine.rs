@@ -10,62 +10,7 @@ use crate::config::{AuthorizationConfig, Effect, KeyError, Operation, ResourceTy
 use crate::cse::LocalCse;
 use crate::identity::{Identity, Method};
 use crate::parts::{self, Known, Part};
-use crate::target::{check_plain, head, Span};
-pub use crate::target::{
-    parse_target, primitive_target, Params, Scope, Target, TargetError, TargetForm,
-};
-
-// ------------------------------------------------------------------ operations
-
-/// The operation (and for creates the resource type) of an HTTP request (TS-0009 binding).
-pub fn http_operation(
-    method: &str,
-    content_type: Option<&str>,
-) -> (Option<Operation>, Option<ResourceType>) {
-    match method {
-        "POST" => match content_type.map(content_type_ty) {
-            None | Some(Ok(None)) => (Some(Operation::Notify), None),
-            Some(Ok(ty)) => (Some(Operation::Create), ty),
-            // a `ty` was given: a create, of no type a rule could name
-            Some(Err(_)) => (Some(Operation::Create), None),
-        },
-        "GET" | "HEAD" => (Some(Operation::Retrieve), None),
-        "PUT" => (Some(Operation::Update), None),
-        "DELETE" => (Some(Operation::Delete), None),
-        _ => (None, None),
-    }
-}
-
-/// The `ty` parameter of a Content-Type: `Ok(None)` without one, `Err` when it is not a number
-/// or given twice with different values (a CSE could read either; the caller may refuse).
-pub fn content_type_ty(content_type: &str) -> Result<Option<ResourceType>, TargetError> {
-    let mut found: Option<u32> = None;
-    for param in content_type.split(';').skip(1) {
-        let Some((name, value)) = param.split_once('=') else {
-            continue;
-        };
-        if !name.trim().eq_ignore_ascii_case("ty") {
-            continue;
-        }
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
-        // digits only: `u32::from_str` would also take `+16`
-        let ty = value
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| value.parse::<u32>().ok())
-            .flatten()
-            .ok_or(TargetError("invalid ty"))?;
-        if found.is_some_and(|f| f != ty) {
-            return Err(TargetError("ambiguous ty"));
-        }
-        found = Some(ty);
-    }
-    Ok(found.map(ResourceType))
-}
+use crate::target::{check_plain, head, Params, Scope, Span, Target, TargetError, TargetForm};
 
 // ------------------------------------------------------------------ compiled rules
 
@@ -389,7 +334,7 @@ fn local_pattern(
 
 /// The condition keys of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
+pub(super) enum Key {
     Identities,
     Patterns,
     Roles,
@@ -402,7 +347,7 @@ enum Key {
 }
 
 impl Key {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Key::Identities => "identities",
             Key::Patterns => "patterns",
@@ -478,9 +423,9 @@ fn role_mask(table: &[String], held: &[String]) -> u64 {
 
 /// A compiled rule: flat, so that the common conditions cost a mask test, not a lookup.
 #[derive(Debug)]
-struct Rule {
-    name: String,
-    effect: Effect,
+pub(super) struct Rule {
+    pub(super) name: String,
+    pub(super) effect: Effect,
     /// [`ANY`] when absent.
     methods: u8,
     /// [`ANY`] when absent.
@@ -495,14 +440,14 @@ struct Rule {
     originators: Option<Box<[PatternID]>>,
     /// The given conditions and their text, in display order (for `table` and `explain`):
     /// who, what, then the exception (`unless_roles`).
-    described: Box<[(Key, String)]>,
+    pub(super) described: Box<[(Key, String)]>,
 }
 
 impl Rule {
     /// Whether condition `key` matches; an absent condition does. The one place that says
     /// what a condition means (`decide` and `explain` both ask here).
     #[inline(always)]
-    fn check(&self, key: Key, ev: &mut Eval<'_>) -> bool {
+    pub(super) fn check(&self, key: Key, ev: &mut Eval<'_>) -> bool {
         let req = ev.req;
         match key {
             Key::Methods => self.methods & ev.method != 0,
@@ -568,7 +513,7 @@ impl Rule {
             && self.check(Key::Originators, ev)
     }
 
-    fn text(&self, key: &str) -> &str {
+    pub(super) fn text(&self, key: &str) -> &str {
         self.described
             .iter()
             .find(|(k, _)| k.name() == key)
@@ -655,13 +600,13 @@ impl RegexGroup {
 }
 
 /// Per-thread result buffers, so that `decide` does not allocate.
-struct Scratch {
+pub(super) struct Scratch {
     names: PatternSet,
     originators: PatternSet,
 }
 
 impl Scratch {
-    fn new() -> Scratch {
+    pub(super) fn new() -> Scratch {
         Scratch {
             names: PatternSet::new(0),
             originators: PatternSet::new(0),
@@ -691,7 +636,7 @@ impl Lazy<'_> {
 }
 
 /// One request under evaluation, with what is worked out once for all rules.
-struct Eval<'a> {
+pub(super) struct Eval<'a> {
     req: &'a Request<'a>,
     /// The part of the request being judged (`crate::parts`).
     part: Part,
@@ -729,7 +674,7 @@ impl Eval<'_> {
 /// The compiled `authorization` section.
 #[derive(Debug)]
 pub struct RuleSet {
-    rules: Vec<Rule>,
+    pub(super) rules: Vec<Rule>,
     default: Effect,
     /// Every role the rules name, sorted, when they are at most 64 (then roles are masks).
     role_table: Vec<String>,
@@ -737,27 +682,6 @@ pub struct RuleSet {
     originators: RegexGroup,
     /// The local CSE (config `cse`): targets and patterns are read in its canonical form.
     cse: Option<LocalCse>,
-}
-
-/// What `explain` found: every rule's conditions, then the decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Explanation {
-    /// The rules as they read the part that decides.
-    pub rules: Vec<RuleTrace>,
-    pub decision: Decision,
-    /// What each part of the request is (`crate::parts`), the request itself first.
-    pub parts: Vec<String>,
-    /// The part that decides: the first a rule denies, else the request (0).
-    pub judged: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleTrace {
-    pub name: String,
-    /// Condition key and whether it matched (for `unless_roles`: the identity holds none).
-    pub conditions: Vec<(&'static str, bool)>,
-    /// All given conditions matched.
-    pub matched: bool,
 }
 
 impl RuleSet {
@@ -899,7 +823,12 @@ impl RuleSet {
         self.default_decision()
     }
 
-    fn eval<'a>(&'a self, req: &'a Request<'a>, part: Part, scratch: &'a mut Scratch) -> Eval<'a> {
+    pub(super) fn eval<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+        part: Part,
+        scratch: &'a mut Scratch,
+    ) -> Eval<'a> {
         let mut ev = Eval {
             req,
             part,
@@ -922,7 +851,7 @@ impl RuleSet {
         ev
     }
 
-    fn default_decision(&self) -> Decision {
+    pub(super) fn default_decision(&self) -> Decision {
         Decision {
             effect: self.default,
             rule: None,
@@ -938,63 +867,6 @@ impl RuleSet {
         self.rules.iter().map(|r| r.name.as_str())
     }
 
-    /// For `explain`: every rule in order with each given condition and whether it matched
-    /// (all evaluated, also past the deciding rule), then the decision.
-    /// The request's parts (`crate::parts`) are judged in turn; the explanation shows the one
-    /// that decides (the first denied, else the request itself) and lists the others.
-    pub fn explain(&self, req: &Request<'_>) -> Explanation {
-        let parts: Vec<Part> = parts::of(req.operation, req.resource_type, req.content, req.target)
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut chosen = None;
-        for (k, part) in parts.iter().enumerate() {
-            let (rules, decision) = self.explain_part(req, *part);
-            let denied = decision.effect == Effect::Deny;
-            if chosen.is_none() || denied {
-                chosen = Some((rules, decision, k));
-            }
-            if denied {
-                break;
-            }
-        }
-        let (rules, decision, judged) =
-            chosen.unwrap_or_else(|| (Vec::new(), self.default_decision(), 0));
-        Explanation {
-            rules,
-            decision,
-            parts: parts.iter().map(Part::describe).collect(),
-            judged,
-        }
-    }
-
-    fn explain_part(&self, req: &Request<'_>, part: Part) -> (Vec<RuleTrace>, Decision) {
-        let mut scratch = Scratch::new();
-        let mut ev = self.eval(req, part, &mut scratch);
-        let mut decision = self.default_decision();
-        let mut traces = Vec::with_capacity(self.rules.len());
-        for (i, rule) in self.rules.iter().enumerate() {
-            let conditions: Vec<(&'static str, bool)> = rule
-                .described
-                .iter()
-                .map(|(key, _)| (key.name(), rule.check(*key, &mut ev)))
-                .collect();
-            let matched = conditions.iter().all(|(_, m)| *m);
-            if matched && decision.rule.is_none() {
-                decision = Decision {
-                    effect: rule.effect,
-                    rule: Some(i),
-                };
-            }
-            traces.push(RuleTrace {
-                name: rule.name.clone(),
-                conditions,
-                matched,
-            });
-        }
-        (traces, decision)
-    }
-
     /// For `check`: one line per rule, then the default.
     pub fn table(&self) -> Vec<String> {
         let mut lines: Vec<String> = self
@@ -1005,67 +877,6 @@ impl RuleSet {
             .collect();
         lines.push(format!("default: {}", self.default.label()));
         lines
-    }
-}
-
-impl Explanation {
-    /// Human-readable, one line per rule, then the decision.
-    pub fn render(&self, set: &RuleSet) -> String {
-        let mut out = String::new();
-        if self.parts.len() > 1 {
-            out.push_str("judged as parts, each of which must be allowed:\n");
-            for (k, part) in self.parts.iter().enumerate() {
-                out.push_str(&format!("  part {}: {part}\n", k + 1));
-            }
-            out.push_str(&format!("rules for part {}:\n", self.judged + 1));
-        }
-        for (i, trace) in self.rules.iter().enumerate() {
-            let rule = set.rules.get(i);
-            let conds = if trace.conditions.is_empty() {
-                "(always)".to_string()
-            } else {
-                trace
-                    .conditions
-                    .iter()
-                    .map(|(key, matched)| {
-                        let text = rule.map_or("", |r| r.text(key));
-                        let verdict = if *matched { "matched" } else { "failed" };
-                        format!("{key} {text} ({verdict})")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let outcome = match (trace.matched, self.decision.rule) {
-                (true, Some(d)) if d == i => {
-                    format!(
-                        "matches -> {} (decides)",
-                        rule.map_or("?", |r| r.effect.label())
-                    )
-                }
-                (true, _) => "matches (not reached)".to_string(),
-                (false, _) => "no match".to_string(),
-            };
-            out.push_str(&format!(
-                "{}. {}: {} -> {}\n",
-                i + 1,
-                trace.name,
-                conds,
-                outcome
-            ));
-        }
-        match self.decision.rule {
-            Some(i) => out.push_str(&format!(
-                "decision: {} by rule {} ({})\n",
-                self.decision.effect.label(),
-                i + 1,
-                set.rule_name(i)
-            )),
-            None => out.push_str(&format!(
-                "decision: {} (default, no rule matched)\n",
-                self.decision.effect.label()
-            )),
-        }
-        out
     }
 }
 
@@ -1208,6 +1019,7 @@ pub const DEFAULT_RULE: &str = "default";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onem2m::operation::http_operation;
     use crate::target::*;
 
     /// The local CSE of the tests: `/id-in`, `cse-in`, SP-ID `sp.example.com`.
@@ -1604,95 +1416,6 @@ mod tests {
             assert_eq!(req("a").origin(Some("C39")).on(&small), by_default(ALLOW));
             assert_eq!(req("a").origin(Some("C40")).on(&big), by_default(ALLOW));
         }
-    }
-
-    // ---------------------------------------------------------- HTTP operations
-
-    #[test]
-    fn http_operation_mapping() {
-        use Operation::*;
-        let ty = |n| Some(ResourceType(n));
-        assert_eq!(http_operation("GET", None), (Some(Retrieve), None));
-        assert_eq!(http_operation("HEAD", None), (Some(Retrieve), None));
-        assert_eq!(
-            http_operation("PUT", Some("application/json")),
-            (Some(Update), None)
-        );
-        assert_eq!(http_operation("DELETE", None), (Some(Delete), None));
-        assert_eq!(http_operation("POST", None), (Some(Notify), None));
-        assert_eq!(
-            http_operation("POST", Some("application/json")),
-            (Some(Notify), None)
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=16")),
-            (Some(Create), ty(16))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/vnd.onem2m-res+json; ty=16")),
-            (Some(Create), ty(16))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;TY=16")),
-            (Some(Create), ty(16))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json ; charset=utf-8 ;  Ty = 4 ")),
-            (Some(Create), ty(4))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=\"3\"")),
-            (Some(Create), ty(3))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=abc")),
-            (Some(Create), None)
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=")),
-            (Some(Create), None)
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=+16")),
-            (Some(Create), None)
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=2;ty=16")),
-            (Some(Create), None)
-        );
-        // `ty` only as a parameter, not inside another one's name
-        assert_eq!(
-            http_operation("POST", Some("application/json;xty=16")),
-            (Some(Notify), None)
-        );
-        for m in ["PATCH", "OPTIONS", "TRACE", "CONNECT", "get", "post", ""] {
-            assert_eq!(
-                http_operation(m, Some("application/json;ty=2")),
-                (None, None),
-                "{m}"
-            );
-        }
-    }
-
-    #[test]
-    fn content_type_ty_reports_why() {
-        assert_eq!(content_type_ty("application/json"), Ok(None));
-        assert_eq!(
-            content_type_ty("application/json;ty=2;ty=02"),
-            Ok(Some(ResourceType(2)))
-        );
-        assert_eq!(
-            content_type_ty("application/json;ty=2;ty=3"),
-            Err(TargetError("ambiguous ty"))
-        );
-        assert_eq!(
-            content_type_ty("application/json;ty=x"),
-            Err(TargetError("invalid ty"))
-        );
-        assert_eq!(
-            content_type_ty("application/json;ty=99999999999"),
-            Err(TargetError("invalid ty"))
-        );
     }
 
     // ---------------------------------------------------------- targets

@@ -69,5 +69,12 @@
 //! name at most 64; a target keeps its segments' positions.
 
 mod engine;
+mod explain;
 
-pub use engine::*;
+// moved to `crate::onem2m::operation`; kept here for the benches and older callers
+pub use crate::onem2m::operation::{content_type_ty, http_operation};
+pub use crate::target::{
+    parse_target, primitive_target, Params, Scope, Target, TargetError, TargetForm,
+};
+pub use engine::{Decision, Request, RuleSet, DEFAULT_RULE};
+pub use explain::{Explanation, RuleTrace};
