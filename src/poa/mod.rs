@@ -4,8 +4,11 @@
 //! reach and no peer is told one around the sidecars. A string is rewritten by one mapping at
 //! most. Only the bytes of the changed strings are replaced; the rest of the body is forwarded
 //! exactly as it came. `rewrite`: which bodies of a request and its response are rewritten,
-//! on the ingress and the egress listeners alike.
+//! on the ingress and the egress listeners alike. `map`: the URL mappings and the rewriting of
+//! one body by them; `json` (a scanner) and `cbor` (a walker): where a body's poa strings are.
 
+mod cbor;
+mod json;
 mod map;
 pub mod rewrite;
 
