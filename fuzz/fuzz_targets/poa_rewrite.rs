@@ -23,7 +23,11 @@ use serde_json::Value as Json;
 /// of the other side only).
 const ROUTES: [(&str, &str, &str); 2] = [
     ("in", "https://in-cse.example:8443", "http://127.0.0.1:8081"),
-    ("mn", "https://mn.example/~/mn-cse", "http://127.0.0.1:8082/mn"),
+    (
+        "mn",
+        "https://mn.example/~/mn-cse",
+        "http://127.0.0.1:8082/mn",
+    ),
 ];
 const ADVERTISED: [&str; 2] = ["http://127.0.0.1:3000", "http://10.0.0.5:3000/cse"];
 const PUBLIC: &str = "https://self.example:8443";
@@ -87,12 +91,19 @@ fn check_body(body: &[u8], encoding: Encoding) {
                 .map(|b| b.to_vec()),
             only_in
         );
-        assert_eq!(rewriter.rewrite_for(body, encoding, d, Routes::Only(&[])), None);
+        assert_eq!(
+            rewriter.rewrite_for(body, encoding, d, Routes::Only(&[])),
+            None
+        );
         let Some((out, n)) = got else {
             continue;
         };
         assert!(n > 0 && out != body);
-        assert_eq!(map.rewrite(&out, encoding, d), None, "a string is rewritten once");
+        assert_eq!(
+            map.rewrite(&out, encoding, d),
+            None,
+            "a string is rewritten once"
+        );
         let (_, back) = map
             .rewrite(&out, encoding, inverse(d))
             .expect("the output parses and its new strings are found again");
@@ -175,7 +186,11 @@ fn strip_json(v: Json, role: Role, found: &mut Vec<String>) -> Json {
         Json::Object(m) => Json::Object(
             m.into_iter()
                 .map(|(k, v)| {
-                    let r = if k == "poa" { Role::PoaValue } else { Role::Other };
+                    let r = if k == "poa" {
+                        Role::PoaValue
+                    } else {
+                        Role::Other
+                    };
                     let v = strip_json(v, r, found);
                     (k, v)
                 })
@@ -295,7 +310,11 @@ impl Recipe<'_> {
     }
 
     fn node(&mut self, d: Direction, depth: u32, role: Role, count: &mut usize) -> Node {
-        let kind = if depth == 0 { self.below(3) } else { self.below(6) };
+        let kind = if depth == 0 {
+            self.below(3)
+        } else {
+            self.below(6)
+        };
         let node = match kind {
             0 => Node::Null,
             1 => Node::Int(self.byte() as u64),
@@ -400,7 +419,11 @@ fn check_generated(recipe: &[u8]) {
             Some((out, n)) => {
                 assert_eq!(n, count);
                 let back = map.rewrite(&out, encoding, inverse(d));
-                assert_eq!(back, Some((body, n)), "the inverse rewrite restores the body");
+                assert_eq!(
+                    back,
+                    Some((body, n)),
+                    "the inverse rewrite restores the body"
+                );
             }
         }
     }
