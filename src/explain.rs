@@ -17,6 +17,7 @@ use crate::auth::basic::BasicOutcome;
 use crate::config::{Operation, ResourceType};
 use crate::identity::{Identity, Method};
 use crate::ingress::{self, RequestCtx};
+use crate::onem2m::operation::http_operation;
 use crate::parts::Known;
 use crate::rules::{self, RuleSet};
 use crate::server::{self, Prepared};
@@ -352,7 +353,7 @@ fn describe_rules(
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+    let (operation, resource_type) = http_operation(req.method.as_str(), content_type);
     let written_path = written.split_once('?').map_or(written, |(path, _)| path);
     let mut out = format!(
         "request: {} {}{}{}\n",
