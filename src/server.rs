@@ -15,13 +15,9 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Readiness, ReadinessProbe};
-use crate::auth::basic::{BasicAuth, BasicVerifier, HtpasswdReload};
-use crate::auth::bearer::{BearerAuth, TokensReload};
-use crate::auth::introspection::Introspection;
-use crate::auth::jwks::{JwksFile, JwksReload};
-use crate::auth::jwt::JwtAuth;
-use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
-use crate::auth::queue::VerifyQueue;
+use crate::auth::basic::BasicAuth;
+use crate::auth::method::{Assembly, Built};
+use crate::auth::mtls::MtlsAuthenticator;
 use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
@@ -52,11 +48,8 @@ pub struct Prepared {
     pub resolved: Resolved,
     pub config_path: PathBuf,
     pub tls: Option<Arc<TlsState>>,
-    pub mtls: Option<Arc<MtlsAuthenticator>>,
-    pub basic: Option<Arc<BasicAuth>>,
-    pub bearer: Option<Arc<BearerAuth>>,
-    pub jwt: Option<Arc<JwtAuth>>,
-    pub introspection: Option<Arc<Introspection>>,
+    /// What each method in use built, in `Method::ALL` order.
+    pub methods: Built,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     /// `auth.roles`, replaced whole by a config reload.
     pub roles: Arc<ArcSwap<Roles>>,
@@ -67,8 +60,6 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     /// One line per file of the first load.
     pub loaded: Vec<String>,
-    /// JWKS files of the JWT issuers (what `check` shows of them).
-    pub jwks_files: Vec<Arc<JwksFile>>,
     /// Egress routes, in config order.
     pub routes: Vec<Arc<Route>>,
     /// `poa` rewriting between the routes' peer and local URLs and of the CSE's own addresses
@@ -86,26 +77,14 @@ struct Sections {
     roles: Roles,
     rules: RuleSet,
     routes: Vec<Route>,
-    mtls: Option<MtlsAuthenticator>,
-    jwt: Option<(JwtAuth, Vec<Arc<JwksFile>>)>,
-    introspection: Option<Introspection>,
+    methods: Built,
 }
 
 fn build_sections(config: &Config) -> Result<Sections, KeyError> {
     if let Some(groups) = config.tls.as_ref().and_then(|t| t.groups.as_deref()) {
         tls::handshake::check_groups(groups).map_err(|m| KeyError::new("tls.groups", m))?;
     }
-    let mtls = match config.auth.methods.contains(&Method::Mtls) {
-        true => Some(MtlsAuthenticator::from_config(&config.auth.mtls)?),
-        false => None,
-    };
-    let jwt = config.auth.jwt.as_ref().map(JwtAuth::build).transpose()?;
-    let introspection = config
-        .auth
-        .introspection
-        .as_ref()
-        .map(|i| Introspection::build(i).map_err(|m| KeyError::new("auth.introspection", m)))
-        .transpose()?;
+    let methods = Built::from_config(config)?;
     let routes = config
         .egress
         .iter()
@@ -118,9 +97,7 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
         roles: Roles::from_config(&config.auth.roles, &config.auth.methods)?,
         rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
         routes,
-        mtls,
-        jwt,
-        introspection,
+        methods,
     })
 }
 
@@ -145,14 +122,11 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
             .chain([crate::rules::DEFAULT_RULE.to_string()])
             .collect(),
         effects: Effect::ALL.map(Effect::label).to_vec(),
-        limited_methods: [
-            Method::Basic,
-            Method::Bearer,
-            Method::Jwt,
-            Method::Introspection,
-        ]
-        .map(Method::as_str)
-        .to_vec(),
+        limited_methods: Method::ALL
+            .into_iter()
+            .filter(|m| m.descriptor().rate_limited)
+            .map(Method::as_str)
+            .collect(),
         buckets: Bucket::ALL.map(Bucket::label).to_vec(),
     });
 }
@@ -190,26 +164,10 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
         None => None,
     };
-    // Credential files are loaded when configured, even for a method not (yet) enabled, so that
-    // `check` validates every file the config names.
-    let basic = match &config.auth.basic {
-        Some(b) => Some(Arc::new(BasicAuth::new(b)?)),
-        None => None,
-    };
-    let bearer = config
-        .auth
-        .bearer
-        .as_ref()
-        .map(|b| Arc::new(BearerAuth::new(b)));
     let policy = Arc::new(ArcSwap::from_pointee(sections.policy));
     let roles = Arc::new(ArcSwap::from_pointee(sections.roles));
     let rules = Arc::new(ArcSwap::from_pointee(sections.rules));
-    let mtls = sections.mtls.map(Arc::new);
-    let (jwt, jwks_files) = match sections.jwt {
-        Some((jwt, files)) => (Some(Arc::new(jwt)), files),
-        None => (None, Vec::new()),
-    };
-    let introspection = sections.introspection.map(Arc::new);
+    let methods = sections.methods;
     let routes: Vec<Arc<Route>> = sections.routes.into_iter().map(Arc::new).collect();
     let pairs: Vec<(String, String)> = routes
         .iter()
@@ -257,17 +215,9 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         policy: policy.clone(),
         roles: roles.clone(),
         rules: rules.clone(),
-        basic: basic.clone(),
+        basic: methods.own::<BasicAuth>(Method::Basic),
     }));
-    if let Some(basic) = &basic {
-        items.push(Box::new(HtpasswdReload(basic.clone())));
-    }
-    for file in &jwks_files {
-        items.push(Box::new(JwksReload(file.clone())));
-    }
-    if let Some(bearer) = &bearer {
-        items.push(Box::new(TokensReload(bearer.clone())));
-    }
+    items.extend(methods.reloadables());
     for route in &routes {
         items.extend(route.reloadables());
     }
@@ -277,48 +227,25 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         .load_all()
         .map_err(|e| invalid(KeyError::new(e.key, e.message)))?;
 
-    let mut verifiers: Vec<Arc<dyn Verifier>> = Vec::new();
-    for method in &config.auth.methods {
-        // `Config::validate` made sure each enabled method has its section
-        let verifier: Option<Arc<dyn Verifier>> = match method {
-            Method::Mtls => tls
-                .as_ref()
-                .and_then(|t| t.trust.clone())
-                .map(|trust| Arc::new(MtlsVerifier { trust }) as Arc<dyn Verifier>),
-            Method::Basic => basic.clone().map(|b| {
-                let limits = &config.limits.verifications;
-                let queue = VerifyQueue::new("password", limits.concurrent(), limits.max_queued);
-                Arc::new(BasicVerifier::new(b, Arc::new(queue))) as Arc<dyn Verifier>
-            }),
-            Method::Bearer => bearer.clone().map(|b| b as Arc<dyn Verifier>),
-            Method::Jwt => jwt.clone().map(|j| j as Arc<dyn Verifier>),
-            Method::Introspection => introspection.clone().map(|i| i as Arc<dyn Verifier>),
-        };
-        let verifier = verifier.ok_or_else(|| {
-            invalid(KeyError::new(
-                "auth.methods",
-                format!("method `{}` is not configured", method.as_str()),
-            ))
-        })?;
-        verifiers.push(verifier);
-    }
+    let assembly = Assembly {
+        config: &config,
+        tls: tls.as_deref(),
+    };
+    let verifiers = methods
+        .verifiers(&config.auth.methods, &assembly)
+        .map_err(invalid)?;
     Ok(Prepared {
         config,
         resolved,
         config_path: config_path.to_path_buf(),
         tls,
-        mtls,
-        basic,
-        bearer,
-        jwt,
-        introspection,
+        methods,
         policy,
         roles,
         rules,
         verifiers,
         reloader,
         loaded,
-        jwks_files,
         routes,
         poa: Arc::new(poa),
         own_poa: Arc::new(own_poa),
@@ -515,8 +442,11 @@ pub fn run(p: Prepared) -> Result<()> {
     let listen = p.resolved.listen.to_string();
     let tls_listener = match (&p.config.tls, &p.tls) {
         (Some(tls_config), Some(state)) => {
-            let settings =
-                tls::handshake::listener_settings(tls_config, state.clone(), p.mtls.clone())?;
+            let settings = tls::handshake::listener_settings(
+                tls_config,
+                state.clone(),
+                p.methods.own::<MtlsAuthenticator>(Method::Mtls),
+            )?;
             // No per-connection L4 read buffer (Pingora's default keeps 64 KiB per idle
             // connection); OpenSSL's read-ahead does the batching instead. Measured 117 -> 54 KiB
             // per idle keep-alive connection at the same CPU per request (BENCHMARKS.md).

@@ -3,9 +3,16 @@
 //! present decides; present but wrong credentials never fall through to another method, nor to
 //! anonymous access.
 //!
-//! Each method is one file implementing [`Verifier`]; this file holds what they share: the
-//! order, which bearer-type method a token belongs to, rate limiting and failure accounting,
-//! and the roles of `auth.roles`.
+//! Each method is one file implementing [`Verifier`]; this file holds the list of methods and
+//! what they share: the order, which bearer-type method a token belongs to, rate limiting and
+//! failure accounting, and the roles of `auth.roles`.
+//!
+//! Adding a method (see `method.rs` for what a descriptor holds):
+//! 1. its config struct and its `Option<…>` field in `AuthConfig` (`config/auth.rs`);
+//! 2. its file here: a `pub const METHOD: Descriptor`, the [`method::MethodState`] it builds and
+//!    its [`Verifier`] (credentials from [`Presented`]: `header`, `authorization_scheme`, …);
+//! 3. `pub mod` and one line in `methods!` below (its place there is its place in `Method::ALL`);
+//! 4. its label in docs/operations.md (a test compares them), its section in docs/configuration.md.
 
 pub mod authorization;
 pub mod basic;
@@ -17,6 +24,7 @@ pub mod jwk;
 pub mod jwks;
 pub mod jwt;
 pub mod jwt_crypto;
+pub mod method;
 pub mod mtls;
 pub mod queue;
 pub mod ratelimit;
@@ -35,6 +43,15 @@ use authorization::{BearerToken, Credentials};
 use ratelimit::FailureLimiter;
 use roles::Roles;
 pub use verifier::{AuthError, Claim, Failure, Limit, Presented, Rejection, Verifier, NO_METHOD};
+
+// The authentication methods, in the order of `Method::ALL` (the labels of the metrics).
+method::methods! {
+    Mtls = mtls::METHOD;
+    Basic = basic::METHOD;
+    Bearer = bearer::METHOD;
+    Jwt = jwt::METHOD;
+    Introspection = introspection::METHOD;
+}
 
 pub struct Authenticator {
     /// The enabled methods, in `auth.methods` order.
@@ -108,7 +125,7 @@ impl Authenticator {
                     self.verifiers
                         .iter()
                         .map(|v| v.method())
-                        .find(|m| matches!(m, Method::Jwt | Method::Introspection))
+                        .find(|m| matches!(*m, Method::Jwt | Method::Introspection))
                 }
             }
             _ => None,
