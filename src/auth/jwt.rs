@@ -105,6 +105,7 @@ pub enum JwtError {
 pub const METHOD: Descriptor = Descriptor {
     name: "jwt",
     scheme: Scheme::Bearer,
+    headers: &[],
     section: "auth.jwt",
     needs: Some("`auth.jwt.issuers`"),
     configured: |a| a.jwt.is_some(),

@@ -23,6 +23,9 @@ pub struct Descriptor {
     pub name: &'static str,
     /// The scheme its 401 challenge names.
     pub scheme: Scheme,
+    /// Request headers besides `Authorization` that carry its credentials (lowercase): removed
+    /// before a request is forwarded.
+    pub headers: &'static [&'static str],
     /// Its config section (`auth.basic`).
     pub section: &'static str,
     /// What the method needs written in its section when it is enabled without one; `None`:
@@ -231,3 +234,38 @@ macro_rules! methods {
     (@consts $i:expr;) => {};
 }
 pub(crate) use methods;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_is_declared_once_and_well_formed() {
+        let mut names = std::collections::HashSet::new();
+        for (i, m) in Method::ALL.into_iter().enumerate() {
+            let d = m.descriptor();
+            assert_eq!(m.index(), i);
+            assert!(names.insert(d.name), "{} listed twice", d.name);
+            assert_eq!(Method::named(d.name), Some(m));
+            assert_eq!(format!("{m:?}"), d.name);
+            assert!(d.section.starts_with("auth."), "{}", d.section);
+            for h in d.headers {
+                assert_eq!(http::HeaderName::from_static(h).as_str(), *h);
+            }
+        }
+        assert_eq!(Method::named("none"), None);
+        assert_eq!(Method::names(), "mtls, basic, bearer, jwt, introspection");
+    }
+
+    #[test]
+    fn a_method_name_deserializes_and_another_is_refused_with_the_list() {
+        let m: Vec<Method> = serde_yaml_ng::from_str("[jwt, mtls]").unwrap();
+        assert_eq!(m, [Method::Jwt, Method::Mtls]);
+        let e = serde_yaml_ng::from_str::<Method>("kerberos").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unknown variant `kerberos`, expected one of `mtls`, `basic`"),
+            "{e}"
+        );
+    }
+}

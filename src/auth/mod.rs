@@ -61,6 +61,8 @@ pub struct Authenticator {
     /// `auth.roles`, replaced whole by a config reload.
     roles: Arc<ArcSwap<Roles>>,
     limiter: FailureLimiter,
+    /// Headers besides `Authorization` that carry the enabled methods' credentials.
+    credential_headers: Vec<http::HeaderName>,
 }
 
 fn rate_limited(method: Method, wait: Duration) -> AuthError {
@@ -79,7 +81,13 @@ impl Authenticator {
         verifiers: Vec<Arc<dyn Verifier>>,
         roles: Arc<ArcSwap<Roles>>,
     ) -> Self {
+        let credential_headers = verifiers
+            .iter()
+            .flat_map(|v| v.method().descriptor().headers)
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
         Authenticator {
+            credential_headers,
             verifiers,
             introspect_plain: config
                 .introspection
@@ -88,6 +96,12 @@ impl Authenticator {
             roles,
             limiter: FailureLimiter::from_config(&config.rate_limit),
         }
+    }
+
+    /// Removed from requests before they are forwarded: the credentials are the proxy's to
+    /// check, not the upstream's to see.
+    pub fn credential_headers(&self) -> &[http::HeaderName] {
+        &self.credential_headers
     }
 
     fn enabled(&self, method: Method) -> bool {

@@ -29,6 +29,7 @@ use crate::tls::x509_text;
 pub const METHOD: Descriptor = Descriptor {
     name: "mtls",
     scheme: Scheme::ClientCertificate,
+    headers: &[],
     section: "auth.mtls",
     needs: None,
     configured: |_| true,
