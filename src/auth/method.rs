@@ -254,7 +254,8 @@ mod tests {
             }
         }
         assert_eq!(Method::named("none"), None);
-        assert_eq!(Method::names(), "mtls, basic, bearer, jwt, introspection");
+        let names: Vec<_> = Method::ALL.map(Method::as_str).into();
+        assert_eq!(Method::names(), names.join(", "));
     }
 
     #[test]
