@@ -16,7 +16,7 @@ use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Readiness, ReadinessProbe};
 use crate::auth::basic::BasicAuth;
-use crate::auth::method::{Assembly, Built};
+use crate::auth::method::{file_kinds, Assembly, Built};
 use crate::auth::mtls::MtlsAuthenticator;
 use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
@@ -113,7 +113,7 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
         failures: Failure::ALL.map(Failure::label).to_vec(),
         upstream_errors: UpstreamError::ALL.map(UpstreamError::label).to_vec(),
         handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
-        files: FileKind::ALL.map(FileKind::label).to_vec(),
+        files: file_kinds().into_iter().map(FileKind::label).collect(),
         file_refusals: crate::reload::REFUSAL_REASONS.to_vec(),
         egress_routes: egress_routes.to_vec(),
         rules: rules
@@ -221,7 +221,8 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     for route in &routes {
         items.extend(route.reloadables());
     }
-    let read_settings = ReadSettings::from_config(&config.reload).map_err(invalid)?;
+    let read_settings =
+        ReadSettings::from_config_with(&config.reload, &file_kinds()).map_err(invalid)?;
     let reloader = Arc::new(Reloader::with_settings(items, read_settings));
     let loaded = reloader
         .load_all()

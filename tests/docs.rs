@@ -1,8 +1,9 @@
 //! The docs against the code (issue 25.6), so that they cannot drift apart again: the reload
 //! kinds and the metric `file` labels listed in docs/operations.md and docs/configuration.md
-//! against `FileKind::ALL` and the series a running proxy exports; the access-log fields of
-//! each kind of line against lines a running proxy writes; what a config edit applies live in
-//! the README, docs/configuration.md and the reload log line against `config::LIVE_KEYS`.
+//! against `file_kinds()` (`FileKind::ALL` and the methods' own) and the series a running proxy
+//! exports; the access-log fields of each kind of line against lines a running proxy writes;
+//! what a config edit applies live in the README, docs/configuration.md and the reload log line
+//! against `config::LIVE_KEYS`; the methods' `method` labels against `Method::ALL`.
 
 mod common;
 
@@ -13,11 +14,11 @@ use serde_json::json;
 
 use common::scenario::{Scenario, ScenarioOpts};
 use common::{free_port, ClientOpts, Conn, Request, WS_TEXT};
+use m2m_auth_proxy::auth::method::file_kinds;
 use m2m_auth_proxy::auth::NO_METHOD;
 use m2m_auth_proxy::config::LIVE_KEYS;
 use m2m_auth_proxy::identity::Method;
 use m2m_auth_proxy::ingress::ANONYMOUS;
-use m2m_auth_proxy::reload::FileKind;
 
 fn doc(path: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -65,7 +66,8 @@ fn first_column(text: &str) -> Vec<String> {
 }
 
 fn code_kinds() -> Vec<String> {
-    FileKind::ALL.map(|k| k.label().to_string()).to_vec()
+    // `FileKind::ALL` and the kinds authentication methods declare for their own files
+    file_kinds().iter().map(|k| k.label().to_string()).collect()
 }
 
 fn set(items: impl IntoIterator<Item = String>) -> BTreeSet<String> {

@@ -24,6 +24,7 @@ use crate::reload::{self, FileKind, Reloadable};
 pub const METHOD: Descriptor = Descriptor {
     name: "basic",
     scheme: Scheme::Basic,
+    files: &[FileKind::Htpasswd],
     headers: &[],
     section: "auth.basic",
     needs: Some("`auth.basic.htpasswd: PATH`"),

@@ -22,6 +22,7 @@ use crate::reload::{self, FileKind, Reloadable};
 pub const METHOD: Descriptor = Descriptor {
     name: "bearer",
     scheme: Scheme::Bearer,
+    files: &[FileKind::Tokens],
     headers: &[],
     section: "auth.bearer",
     needs: Some("`auth.bearer.tokens: PATH`"),

@@ -79,6 +79,7 @@ impl Answer {
 pub const METHOD: Descriptor = Descriptor {
     name: "introspection",
     scheme: Scheme::Bearer,
+    files: &[],
     headers: &[],
     section: "auth.introspection",
     needs: Some("`auth.introspection.url` and `ca`"),

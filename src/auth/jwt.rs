@@ -21,7 +21,7 @@ use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIME
 use crate::config::{ClaimPath, Config, JwtConfig, JwtIssuerConfig, KeyError};
 use crate::identity::{Identity, Method, Scheme};
 use crate::originator_syntax::{validate_originator, OriginatorPattern};
-use crate::reload::Reloadable;
+use crate::reload::{FileKind, Reloadable};
 
 /// Every asymmetric algorithm: the default when an issuer lists none.
 const ASYMMETRIC: [Algorithm; 9] = [
@@ -105,6 +105,7 @@ pub enum JwtError {
 pub const METHOD: Descriptor = Descriptor {
     name: "jwt",
     scheme: Scheme::Bearer,
+    files: &[FileKind::Jwks],
     headers: &[],
     section: "auth.jwt",
     needs: Some("`auth.jwt.issuers`"),

@@ -13,7 +13,7 @@ use anyhow::{anyhow, Context};
 use super::verifier::Verifier;
 use crate::config::{AuthConfig, Config, KeyError};
 use crate::identity::{Identity, Method, Scheme};
-use crate::reload::Reloadable;
+use crate::reload::{FileKind, Reloadable};
 use crate::tls::TlsState;
 
 /// One authentication method, as its file declares it.
@@ -23,6 +23,9 @@ pub struct Descriptor {
     pub name: &'static str,
     /// The scheme its 401 challenge names.
     pub scheme: Scheme,
+    /// The kinds of the files it reloads (the `file` label of the reload metrics); a kind of
+    /// its own is a `FileKind::Auth`.
+    pub files: &'static [FileKind],
     /// Request headers besides `Authorization` that carry its credentials (lowercase): removed
     /// before a request is forwarded.
     pub headers: &'static [&'static str],
@@ -171,6 +174,17 @@ impl Built {
             })
             .collect()
     }
+}
+
+/// Every kind of file the proxy reloads: `FileKind::ALL` and the methods' own kinds.
+pub fn file_kinds() -> Vec<FileKind> {
+    let mut kinds = FileKind::ALL.to_vec();
+    for kind in Method::ALL.iter().flat_map(|m| m.descriptor().files) {
+        if !kinds.contains(kind) {
+            kinds.push(*kind);
+        }
+    }
+    kinds
 }
 
 impl Method {

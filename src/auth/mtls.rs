@@ -29,6 +29,7 @@ use crate::tls::x509_text;
 pub const METHOD: Descriptor = Descriptor {
     name: "mtls",
     scheme: Scheme::ClientCertificate,
+    files: &[],
     headers: &[],
     section: "auth.mtls",
     needs: None,
