@@ -2,7 +2,7 @@
 //! admin service, background tasks.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -69,18 +69,34 @@ pub struct Prepared {
     pub own_poa: Arc<PoaRewriter>,
 }
 
-/// What is built from the config file itself (and the files it names that are not reloaded):
-/// the same code at start-up, in `check`, and on every reload of the config file, so all three
-/// give the same error for the same file.
-struct Sections {
+/// What a config reload applies ([`crate::config::LIVE_KEYS`]): built by every load of the
+/// config file, the first one (at start, and in `check`) included, so all give the same error
+/// for the same file.
+struct Live {
     policy: OriginatorPolicy,
     roles: Roles,
     rules: RuleSet,
+}
+
+fn build_live(config: &Config) -> Result<Live, KeyError> {
+    let cse = config.cse.as_ref().map(LocalCse::from_config).transpose()?;
+    Ok(Live {
+        policy: OriginatorPolicy::build(&config.originator, cse.as_ref())?,
+        roles: Roles::from_config(&config.auth.roles, &config.auth.methods)?,
+        rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
+    })
+}
+
+/// What only a start builds from the config file: a reload reports a change to these sections
+/// as needing a restart. Resolves no name and reads no file but an HS* issuer's `secret_file`
+/// (the other files come with the reloader's first load, host names are resolved at first
+/// use), so that a reload can check a changed section with the same code.
+struct StartOnly {
     routes: Vec<Route>,
     methods: Built,
 }
 
-fn build_sections(config: &Config) -> Result<Sections, KeyError> {
+fn build_start_only(config: &Config) -> Result<StartOnly, KeyError> {
     if let Some(groups) = config.tls.as_ref().and_then(|t| t.groups.as_deref()) {
         tls::handshake::check_groups(groups).map_err(|m| KeyError::new("tls.groups", m))?;
     }
@@ -91,14 +107,7 @@ fn build_sections(config: &Config) -> Result<Sections, KeyError> {
         .enumerate()
         .map(|(i, r)| Route::build(i, r))
         .collect::<Result<Vec<_>, _>>()?;
-    let cse = config.cse.as_ref().map(LocalCse::from_config).transpose()?;
-    Ok(Sections {
-        policy: OriginatorPolicy::build(&config.originator, cse.as_ref())?,
-        roles: Roles::from_config(&config.auth.roles, &config.auth.methods)?,
-        rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
-        routes,
-        methods,
-    })
+    Ok(StartOnly { routes, methods })
 }
 
 /// Register the metrics with every label value known in advance, taken from the enums that own
@@ -132,10 +141,25 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
 }
 
 /// Load the config and every file it names, and check them all; nothing is started. The
-/// reloadable files are loaded by the reloader's first load, the same code that reloads them.
+/// config file is read and parsed once, by its first load through the reloader (the same code
+/// that reloads it); the other reloadable files are loaded by the reloader's first load too.
 pub fn prepare(config_path: &Path) -> Result<Prepared> {
     crate::random::init()?;
-    let (config, resolved) = Config::load(config_path)?;
+    let state = Arc::new(ConfigState::default());
+    // default read settings for this first read: the file's own come with it
+    let mut reloader = Reloader::new(vec![Box::new(ConfigReload {
+        path: config_path.to_path_buf(),
+        state: state.clone(),
+    })]);
+    // the config file's errors, as they are (not under a key: they name theirs)
+    let mut loaded = reloader
+        .load_all()
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let running = state
+        .running
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("{}: not loaded", config_path.display()))?;
+    let (config, resolved) = (running.config.clone(), running.resolved.clone());
     if config.allow_example_credentials {
         log::warn!(
             "allow_example_credentials is ON: the published example keys, passwords and tokens (certs/dev, deploy's example Secret) are accepted. Never outside a trial."
@@ -148,7 +172,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         &names(&mut config.authorization.rules.iter().map(|r| &r.name)),
     );
     let invalid = |e: KeyError| ConfigError::invalid(config_path, e);
-    let sections = build_sections(&config).map_err(invalid)?;
+    let sections = build_start_only(&config).map_err(invalid)?;
     if config.websocket.cse_id.is_some() {
         log::warn!("websocket.cse_id is deprecated: set cse.id (and cse.name) instead");
     }
@@ -164,11 +188,19 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
         None => None,
     };
-    let policy = Arc::new(ArcSwap::from_pointee(sections.policy));
-    let roles = Arc::new(ArcSwap::from_pointee(sections.roles));
-    let rules = Arc::new(ArcSwap::from_pointee(sections.rules));
     let methods = sections.methods;
+    if let Some(basic) = methods.own::<BasicAuth>(Method::Basic) {
+        let _ = state.basic.set(basic);
+    }
+    let (policy, roles, rules) = (
+        running.policy.clone(),
+        running.roles.clone(),
+        running.rules.clone(),
+    );
     let routes: Vec<Arc<Route>> = sections.routes.into_iter().map(Arc::new).collect();
+    for route in &routes {
+        route.resolve_at_start();
+    }
     let pairs: Vec<(String, String)> = routes
         .iter()
         .map(|r| (r.peer.base(), r.local_url.clone()))
@@ -209,24 +241,20 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     if let (Some(tls_config), Some(state)) = (&config.tls, &tls) {
         items.extend(tls::reload::reloadables(tls_config, state));
     }
-    items.push(Box::new(ConfigReload {
-        path: config_path.to_path_buf(),
-        running: config.clone(),
-        policy: policy.clone(),
-        roles: roles.clone(),
-        rules: rules.clone(),
-        basic: methods.own::<BasicAuth>(Method::Basic),
-    }));
     items.extend(methods.reloadables());
     for route in &routes {
         items.extend(route.reloadables());
     }
-    let read_settings =
-        ReadSettings::from_config_with(&config.reload, &file_kinds()).map_err(invalid)?;
-    let reloader = Arc::new(Reloader::with_settings(items, read_settings));
-    let loaded = reloader
-        .load_all()
-        .map_err(|e| invalid(KeyError::new(e.key, e.message)))?;
+    reloader.set_settings(
+        ReadSettings::from_config_with(&config.reload, &file_kinds()).map_err(invalid)?,
+    );
+    reloader.add(items);
+    loaded.extend(
+        reloader
+            .load_all()
+            .map_err(|e| invalid(KeyError::new(e.key, e.message)))?,
+    );
+    let reloader = Arc::new(reloader);
 
     let assembly = Assembly {
         config: &config,
@@ -262,15 +290,29 @@ fn cse_upstreams(p: &Prepared, connector: Arc<TransportConnector>) -> Upstreams 
     Upstreams::new(Box::new(Fixed(peer)), connector, timeout, timeout)
 }
 
-/// Reload of the config file itself: the keys of [`crate::config::LIVE_KEYS`] are applied;
-/// other changes are reported as needing a restart.
+/// The config file as a reloadable. Its first load (at start) parses the file the proxy runs
+/// with and builds what a reload may change; each later load applies the keys of
+/// [`crate::config::LIVE_KEYS`] and reports other changes as needing a restart.
 struct ConfigReload {
     path: PathBuf,
-    running: Config,
+    state: Arc<ConfigState>,
+}
+
+#[derive(Default)]
+struct ConfigState {
+    /// Set by the first load.
+    running: OnceLock<Running>,
+    /// `auth.basic`, once built: a reload gives it `auth.basic.originators`.
+    basic: OnceLock<Arc<BasicAuth>>,
+}
+
+/// The config the proxy started with, and what a reload replaces.
+struct Running {
+    config: Config,
+    resolved: Resolved,
     policy: Arc<ArcSwap<OriginatorPolicy>>,
     roles: Arc<ArcSwap<Roles>>,
     rules: Arc<ArcSwap<RuleSet>>,
-    basic: Option<Arc<BasicAuth>>,
 }
 
 impl Reloadable for ConfigReload {
@@ -285,11 +327,27 @@ impl Reloadable for ConfigReload {
     }
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let text = crate::reload::utf8(&self.path, &contents[0])?;
-        let (new, _) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
-        let sections =
-            build_sections(&new).map_err(|e| ConfigError::invalid(&self.path, e).to_string())?;
-        let restart = self.running.restart_only_changes(&new);
+        let (new, resolved) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
+        let invalid = |e: KeyError| ConfigError::invalid(&self.path, e).to_string();
+        let live = build_live(&new).map_err(invalid)?;
+        let Some(running) = self.state.running.get() else {
+            // the first load: what the proxy starts with
+            let originators = new.auth.basic.as_ref().map_or(0, |b| b.originators.len());
+            let summary = live_summary(&new, originators);
+            let _ = self.state.running.set(Running {
+                config: new,
+                resolved,
+                policy: Arc::new(ArcSwap::from_pointee(live.policy)),
+                roles: Arc::new(ArcSwap::from_pointee(live.roles)),
+                rules: Arc::new(ArcSwap::from_pointee(live.rules)),
+            });
+            return Ok(summary);
+        };
+        let restart = running.config.restart_only_changes(&new);
         if !restart.is_empty() {
+            // not applied, but checked by the start's own builders (which resolve no name):
+            // what a restart would refuse is refused now, with the same error
+            build_start_only(&new).map_err(invalid)?;
             log::warn!(
                 "{}: changes to {} need a restart and are NOT applied; {} are",
                 self.path.display(),
@@ -297,10 +355,10 @@ impl Reloadable for ConfigReload {
                 crate::config::LIVE_KEYS.join(", ")
             );
         }
-        self.policy.store(Arc::new(sections.policy));
-        self.roles.store(Arc::new(sections.roles));
-        self.rules.store(Arc::new(sections.rules));
-        let mapped = match (&self.basic, &new.auth.basic) {
+        running.policy.store(Arc::new(live.policy));
+        running.roles.store(Arc::new(live.roles));
+        running.rules.store(Arc::new(live.rules));
+        let mapped = match (self.state.basic.get(), &new.auth.basic) {
             (Some(basic), Some(cfg)) => {
                 basic.set_originators(cfg.originators.clone().into_iter().collect());
                 cfg.originators.len()

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::authorization::BearerToken;
-use super::fetch::{ClientAuth, FetchError, HttpsEndpoint};
+use super::fetch::{EndpointFiles, FetchError, HttpsEndpoint};
 use super::method::{Assembly, Descriptor, Explained, MethodState, Sample};
 use super::queue::VerifyQueue;
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
@@ -26,6 +26,7 @@ use crate::identity::{Identity, Method, Scheme};
 use crate::log_limit::{suppressed_note, LogLimit};
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
+use crate::reload::{FileKind, Reloadable};
 
 /// Cached answers kept at most; beyond, expired ones are dropped, then all.
 const MAX_CACHED: usize = 10_000;
@@ -79,7 +80,11 @@ impl Answer {
 pub const METHOD: Descriptor = Descriptor {
     name: "introspection",
     scheme: Scheme::Bearer,
-    files: &[],
+    files: &[
+        FileKind::IntrospectionCa,
+        FileKind::IntrospectionClientCert,
+        FileKind::IntrospectionCredentials,
+    ],
     headers: &[],
     section: "auth.introspection",
     needs: Some("`auth.introspection.url` and `ca`"),
@@ -100,6 +105,11 @@ pub const METHOD: Descriptor = Descriptor {
 };
 
 impl MethodState for Introspection {
+    /// Its CA, client certificate and password files.
+    fn reloadables(self: Arc<Self>) -> Vec<Box<dyn Reloadable>> {
+        Introspection::reloadables(&self)
+    }
+
     fn verifier(self: Arc<Self>, _: &Assembly<'_>) -> Option<Arc<dyn Verifier>> {
         Some(self)
     }
@@ -145,7 +155,7 @@ impl MethodState for Introspection {
 }
 
 pub struct Introspection {
-    endpoint: HttpsEndpoint,
+    endpoint: Arc<HttpsEndpoint>,
     originator_field: ClaimPath,
     name_field: ClaimPath,
     operator_field: Option<ClaimPath>,
@@ -167,16 +177,35 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Introspection {
     pub fn build(c: &IntrospectionConfig) -> Result<Self, String> {
-        let cert_key = match (&c.client_cert, &c.client_key) {
-            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        let client = match (&c.client_cert, &c.client_key) {
+            (Some(cert), Some(key)) => Some((
+                cert.to_path_buf(),
+                key.to_path_buf(),
+                FileKind::IntrospectionClientCert,
+                "auth.introspection.client_cert",
+            )),
             _ => None,
         };
         let basic = match (&c.basic_user, &c.basic_password_file) {
-            (Some(user), Some(file)) => Some((user.as_str(), file.as_path())),
+            (Some(user), Some(file)) => Some((
+                user.clone(),
+                file.to_path_buf(),
+                FileKind::IntrospectionCredentials,
+                "auth.introspection.basic_password_file",
+            )),
             _ => None,
         };
-        let endpoint =
-            HttpsEndpoint::new(&c.url, &c.ca, ClientAuth { cert_key, basic }, c.timeout)?;
+        let files = EndpointFiles {
+            ca: (
+                c.ca.to_path_buf(),
+                FileKind::IntrospectionCa,
+                "auth.introspection.ca",
+            ),
+            client,
+            basic,
+            metric_kinds: ("introspection_ca".into(), "introspection_client".into()),
+        };
+        let endpoint = Arc::new(HttpsEndpoint::new(&c.url, files, c.timeout)?);
         let salt = crate::random::key().map_err(|e| e.to_string())?;
         Ok(Introspection {
             endpoint,
@@ -194,6 +223,11 @@ impl Introspection {
             queue: VerifyQueue::new("introspection", c.max_concurrent, c.max_queued),
             failures_logged: LogLimit::new(LOG_INTERVAL),
         })
+    }
+
+    /// The endpoint's files (CA, client certificate, password), reloaded like the other files.
+    pub fn reloadables(&self) -> Vec<Box<dyn Reloadable>> {
+        self.endpoint.reloadables()
     }
 
     pub async fn introspect(&self, token: &str) -> Result<Arc<Identity>, IntrospectionError> {

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use async_trait::async_trait;
 
 use super::authorization::BearerToken;
-use super::fetch::{ClientAuth, HttpsEndpoint};
+use super::fetch::{EndpointFiles, HttpsEndpoint};
 use super::jwks::{JwksFile, JwksReload, JwksUrl, KeySet, KeySource};
 use super::method::{Assembly, Descriptor, Explained, MethodState, Sample};
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
@@ -105,7 +105,7 @@ pub enum JwtError {
 pub const METHOD: Descriptor = Descriptor {
     name: "jwt",
     scheme: Scheme::Bearer,
-    files: &[FileKind::Jwks],
+    files: &[FileKind::Jwks, FileKind::JwksCa],
     headers: &[],
     section: "auth.jwt",
     needs: Some("`auth.jwt.issuers`"),
@@ -131,11 +131,13 @@ pub struct JwtMethod {
 }
 
 impl MethodState for JwtMethod {
+    /// Its JWKS files, and the CA files of its JWKS URLs.
     fn reloadables(self: Arc<Self>) -> Vec<Box<dyn Reloadable>> {
-        self.files
+        let files = self
+            .files
             .iter()
-            .map(|f| Box::new(JwksReload(f.clone())) as Box<dyn Reloadable>)
-            .collect()
+            .map(|f| Box::new(JwksReload(f.clone())) as Box<dyn Reloadable>);
+        files.chain(self.auth.reloadables()).collect()
     }
 
     fn verifier(self: Arc<Self>, _: &Assembly<'_>) -> Option<Arc<dyn Verifier>> {
@@ -289,18 +291,20 @@ impl JwtAuth {
                 files.push(file.clone());
                 KeySource::File(file)
             } else if let (Some(url), Some(ca)) = (&c.jwks_url, &c.jwks_ca) {
-                let endpoint = HttpsEndpoint::new(
-                    url,
-                    ca,
-                    ClientAuth {
-                        cert_key: None,
-                        basic: None,
-                    },
-                    c.jwks_timeout,
-                )
-                .map_err(|e| invalid(format!("jwks_url: {e}")))?;
+                let files = EndpointFiles {
+                    ca: (
+                        ca.to_path_buf(),
+                        FileKind::JwksCa,
+                        "auth.jwt.issuers[].jwks_ca",
+                    ),
+                    client: None,
+                    basic: None,
+                    metric_kinds: (format!("jwks_ca:{}", c.issuer), String::new()),
+                };
+                let endpoint = HttpsEndpoint::new(url, files, c.jwks_timeout)
+                    .map_err(|e| invalid(format!("jwks_url: {e}")))?;
                 KeySource::Url(Box::new(JwksUrl::new(
-                    endpoint,
+                    Arc::new(endpoint),
                     &c.issuer,
                     c.jwks_refresh,
                     c.jwks_min_refetch,
@@ -330,6 +334,18 @@ impl JwtAuth {
         }
         let verified = VerifiedCache::new().map_err(|e| KeyError::new("auth.jwt", e))?;
         Ok((JwtAuth { issuers, verified }, files))
+    }
+
+    /// The files of the issuers' JWKS URLs (their CAs), reloaded like the other files.
+    pub fn reloadables(&self) -> Vec<Box<dyn Reloadable>> {
+        self.issuers
+            .iter()
+            .filter_map(|i| match &i.keys {
+                KeySource::Url(url) => Some(url.reloadables()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
     }
 
     pub async fn verify_token(&self, token: &str) -> Result<Arc<Identity>, JwtError> {
