@@ -9,10 +9,13 @@
 //!
 //! Adding a method (see `method.rs` for what a descriptor holds):
 //! 1. its config struct and its `Option<…>` field in `AuthConfig` (`config/auth.rs`);
-//! 2. its file here: a `pub const METHOD: Descriptor`, the [`method::MethodState`] it builds and
-//!    its [`Verifier`] (credentials from [`Presented`]: `header`, `authorization_scheme`, …);
+//! 2. its file here: a `pub const METHOD: Descriptor`, the [`method::MethodState`] it builds (with
+//!    its reloadables; a file kind of its own is a `FileKind::Auth`) and its [`Verifier`]
+//!    (credentials from [`Presented`]: `header`, `authorization_scheme`, …);
 //! 3. `pub mod` and one line in `methods!` below (its place there is its place in `Method::ALL`);
-//! 4. its label in docs/operations.md (a test compares them), its section in docs/configuration.md.
+//! 4. docs: its labels in docs/operations.md (a test compares them), its section in configuration.md.
+//!
+//! A method of the `Bearer` scheme also needs its rule in [`Authenticator`]'s `bearer_owner`.
 
 pub mod authorization;
 pub mod basic;
