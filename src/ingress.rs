@@ -754,14 +754,7 @@ impl Ingress {
         req: &RequestHeader,
         client: &Client<'_>,
     ) -> std::result::Result<Option<Arc<Identity>>, AuthError> {
-        let presented = Presented::new(
-            client.cert,
-            req.headers
-                .get_all(http::header::AUTHORIZATION)
-                .iter()
-                .collect(),
-            client.ip(),
-        );
+        let presented = Presented::from_headers(client.cert, &req.headers, client.ip());
         match self.auth.authenticate(presented).await {
             Ok(identity) => Ok(Some(identity)),
             Err(e) if e.failure == Failure::NoCredentials && self.anonymous == Anonymous::Allow => {
@@ -877,6 +870,9 @@ impl Ingress {
             },
             forwarded_for,
         )?;
+        for name in self.auth.credential_headers() {
+            upstream_request.remove_header(name);
+        }
         if let Some(ct) = &ctx.content_type {
             upstream_request.insert_header(http::header::CONTENT_TYPE, ct.clone())?;
         }

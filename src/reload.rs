@@ -57,6 +57,15 @@ pub enum FileKind {
     IntrospectionCa,
     IntrospectionClientCert,
     IntrospectionCredentials,
+    /// A kind an authentication method declares for its own files (`Descriptor::files`).
+    Auth(AuthFileKind),
+}
+
+/// The label and default size cap of an authentication method's own kind of file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFileKind {
+    pub label: &'static str,
+    pub max_size: u64,
 }
 
 impl FileKind {
@@ -92,6 +101,7 @@ impl FileKind {
             | FileKind::JwksCa
             | FileKind::IntrospectionCa => 16 * MIB,
             FileKind::Crl | FileKind::Htpasswd | FileKind::Tokens => 64 * MIB,
+            FileKind::Auth(kind) => kind.max_size,
         }
     }
 
@@ -111,6 +121,7 @@ impl FileKind {
             FileKind::IntrospectionCa => "introspection_ca",
             FileKind::IntrospectionClientCert => "introspection_client_cert",
             FileKind::IntrospectionCredentials => "introspection_credentials",
+            FileKind::Auth(kind) => kind.label,
         }
     }
 }
@@ -159,13 +170,19 @@ impl Default for ReadSettings {
 
 impl ReadSettings {
     pub fn from_config(c: &ReloadConfig) -> Result<Self, KeyError> {
+        Self::from_config_with(c, &FileKind::ALL)
+    }
+
+    /// `kinds`: every kind of file there is (`FileKind::ALL` and the methods' own).
+    pub fn from_config_with(c: &ReloadConfig, kinds: &[FileKind]) -> Result<Self, KeyError> {
         let mut max_size = BTreeMap::new();
         for (name, size) in &c.max_file_size {
-            let kind = FileKind::ALL
-                .into_iter()
+            let kind = kinds
+                .iter()
+                .copied()
                 .find(|k| k.label() == name)
                 .ok_or_else(|| {
-                    let known: Vec<_> = FileKind::ALL.map(FileKind::label).to_vec();
+                    let known: Vec<_> = kinds.iter().map(|k| k.label()).collect();
                     KeyError::new(
                         format!("reload.max_file_size.{name}"),
                         format!("expected one of {}", known.join(", ")),

@@ -15,13 +15,9 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Readiness, ReadinessProbe};
-use crate::auth::basic::{BasicAuth, BasicVerifier, HtpasswdReload};
-use crate::auth::bearer::{BearerAuth, TokensReload};
-use crate::auth::introspection::Introspection;
-use crate::auth::jwks::{JwksFile, JwksReload};
-use crate::auth::jwt::JwtAuth;
-use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
-use crate::auth::queue::VerifyQueue;
+use crate::auth::basic::BasicAuth;
+use crate::auth::method::{file_kinds, Assembly, Built};
+use crate::auth::mtls::MtlsAuthenticator;
 use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
@@ -52,11 +48,8 @@ pub struct Prepared {
     pub resolved: Resolved,
     pub config_path: PathBuf,
     pub tls: Option<Arc<TlsState>>,
-    pub mtls: Option<Arc<MtlsAuthenticator>>,
-    pub basic: Option<Arc<BasicAuth>>,
-    pub bearer: Option<Arc<BearerAuth>>,
-    pub jwt: Option<Arc<JwtAuth>>,
-    pub introspection: Option<Arc<Introspection>>,
+    /// What each method in use built, in `Method::ALL` order.
+    pub methods: Built,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     /// `auth.roles`, replaced whole by a config reload.
     pub roles: Arc<ArcSwap<Roles>>,
@@ -67,8 +60,6 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     /// One line per file of the first load.
     pub loaded: Vec<String>,
-    /// JWKS files of the JWT issuers (what `check` shows of them).
-    pub jwks_files: Vec<Arc<JwksFile>>,
     /// Egress routes, in config order.
     pub routes: Vec<Arc<Route>>,
     /// `poa` rewriting between the routes' peer and local URLs and of the CSE's own addresses
@@ -102,38 +93,21 @@ fn build_live(config: &Config) -> Result<Live, KeyError> {
 /// use), so that a reload can check a changed section with the same code.
 struct StartOnly {
     routes: Vec<Route>,
-    mtls: Option<MtlsAuthenticator>,
-    jwt: Option<(JwtAuth, Vec<Arc<JwksFile>>)>,
-    introspection: Option<Introspection>,
+    methods: Built,
 }
 
 fn build_start_only(config: &Config) -> Result<StartOnly, KeyError> {
     if let Some(groups) = config.tls.as_ref().and_then(|t| t.groups.as_deref()) {
         tls::handshake::check_groups(groups).map_err(|m| KeyError::new("tls.groups", m))?;
     }
-    let mtls = match config.auth.methods.contains(&Method::Mtls) {
-        true => Some(MtlsAuthenticator::from_config(&config.auth.mtls)?),
-        false => None,
-    };
-    let jwt = config.auth.jwt.as_ref().map(JwtAuth::build).transpose()?;
-    let introspection = config
-        .auth
-        .introspection
-        .as_ref()
-        .map(|i| Introspection::build(i).map_err(|m| KeyError::new("auth.introspection", m)))
-        .transpose()?;
+    let methods = Built::from_config(config)?;
     let routes = config
         .egress
         .iter()
         .enumerate()
         .map(|(i, r)| Route::build(i, r))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(StartOnly {
-        routes,
-        mtls,
-        jwt,
-        introspection,
-    })
+    Ok(StartOnly { routes, methods })
 }
 
 /// Register the metrics with every label value known in advance, taken from the enums that own
@@ -148,7 +122,7 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
         failures: Failure::ALL.map(Failure::label).to_vec(),
         upstream_errors: UpstreamError::ALL.map(UpstreamError::label).to_vec(),
         handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
-        files: FileKind::ALL.map(FileKind::label).to_vec(),
+        files: file_kinds().into_iter().map(FileKind::label).collect(),
         file_refusals: crate::reload::REFUSAL_REASONS.to_vec(),
         egress_routes: egress_routes.to_vec(),
         rules: rules
@@ -157,14 +131,11 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
             .chain([crate::rules::DEFAULT_RULE.to_string()])
             .collect(),
         effects: Effect::ALL.map(Effect::label).to_vec(),
-        limited_methods: [
-            Method::Basic,
-            Method::Bearer,
-            Method::Jwt,
-            Method::Introspection,
-        ]
-        .map(Method::as_str)
-        .to_vec(),
+        limited_methods: Method::ALL
+            .into_iter()
+            .filter(|m| m.descriptor().rate_limited)
+            .map(Method::as_str)
+            .collect(),
         buckets: Bucket::ALL.map(Bucket::label).to_vec(),
     });
 }
@@ -217,31 +188,15 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
         None => None,
     };
-    // Credential files are loaded when configured, even for a method not (yet) enabled, so that
-    // `check` validates every file the config names.
-    let basic = match &config.auth.basic {
-        Some(b) => Some(Arc::new(BasicAuth::new(b)?)),
-        None => None,
-    };
-    let bearer = config
-        .auth
-        .bearer
-        .as_ref()
-        .map(|b| Arc::new(BearerAuth::new(b)));
-    if let Some(basic) = &basic {
-        let _ = state.basic.set(basic.clone());
+    let methods = sections.methods;
+    if let Some(basic) = methods.own::<BasicAuth>(Method::Basic) {
+        let _ = state.basic.set(basic);
     }
     let (policy, roles, rules) = (
         running.policy.clone(),
         running.roles.clone(),
         running.rules.clone(),
     );
-    let mtls = sections.mtls.map(Arc::new);
-    let (jwt, jwks_files) = match sections.jwt {
-        Some((jwt, files)) => (Some(Arc::new(jwt)), files),
-        None => (None, Vec::new()),
-    };
-    let introspection = sections.introspection.map(Arc::new);
     let routes: Vec<Arc<Route>> = sections.routes.into_iter().map(Arc::new).collect();
     for route in &routes {
         route.resolve_at_start();
@@ -286,25 +241,13 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     if let (Some(tls_config), Some(state)) = (&config.tls, &tls) {
         items.extend(tls::reload::reloadables(tls_config, state));
     }
-    if let Some(basic) = &basic {
-        items.push(Box::new(HtpasswdReload(basic.clone())));
-    }
-    for file in &jwks_files {
-        items.push(Box::new(JwksReload(file.clone())));
-    }
-    if let Some(bearer) = &bearer {
-        items.push(Box::new(TokensReload(bearer.clone())));
-    }
+    items.extend(methods.reloadables());
     for route in &routes {
         items.extend(route.reloadables());
     }
-    if let Some(jwt) = &jwt {
-        items.extend(jwt.reloadables());
-    }
-    if let Some(introspection) = &introspection {
-        items.extend(introspection.reloadables());
-    }
-    reloader.set_settings(ReadSettings::from_config(&config.reload).map_err(invalid)?);
+    reloader.set_settings(
+        ReadSettings::from_config_with(&config.reload, &file_kinds()).map_err(invalid)?,
+    );
     reloader.add(items);
     loaded.extend(
         reloader
@@ -313,48 +256,25 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     );
     let reloader = Arc::new(reloader);
 
-    let mut verifiers: Vec<Arc<dyn Verifier>> = Vec::new();
-    for method in &config.auth.methods {
-        // `Config::validate` made sure each enabled method has its section
-        let verifier: Option<Arc<dyn Verifier>> = match method {
-            Method::Mtls => tls
-                .as_ref()
-                .and_then(|t| t.trust.clone())
-                .map(|trust| Arc::new(MtlsVerifier { trust }) as Arc<dyn Verifier>),
-            Method::Basic => basic.clone().map(|b| {
-                let limits = &config.limits.verifications;
-                let queue = VerifyQueue::new("password", limits.concurrent(), limits.max_queued);
-                Arc::new(BasicVerifier::new(b, Arc::new(queue))) as Arc<dyn Verifier>
-            }),
-            Method::Bearer => bearer.clone().map(|b| b as Arc<dyn Verifier>),
-            Method::Jwt => jwt.clone().map(|j| j as Arc<dyn Verifier>),
-            Method::Introspection => introspection.clone().map(|i| i as Arc<dyn Verifier>),
-        };
-        let verifier = verifier.ok_or_else(|| {
-            invalid(KeyError::new(
-                "auth.methods",
-                format!("method `{}` is not configured", method.as_str()),
-            ))
-        })?;
-        verifiers.push(verifier);
-    }
+    let assembly = Assembly {
+        config: &config,
+        tls: tls.as_deref(),
+    };
+    let verifiers = methods
+        .verifiers(&config.auth.methods, &assembly)
+        .map_err(invalid)?;
     Ok(Prepared {
         config,
         resolved,
         config_path: config_path.to_path_buf(),
         tls,
-        mtls,
-        basic,
-        bearer,
-        jwt,
-        introspection,
+        methods,
         policy,
         roles,
         rules,
         verifiers,
         reloader,
         loaded,
-        jwks_files,
         routes,
         poa: Arc::new(poa),
         own_poa: Arc::new(own_poa),
@@ -581,8 +501,11 @@ pub fn run(p: Prepared) -> Result<()> {
     let listen = p.resolved.listen.to_string();
     let tls_listener = match (&p.config.tls, &p.tls) {
         (Some(tls_config), Some(state)) => {
-            let settings =
-                tls::handshake::listener_settings(tls_config, state.clone(), p.mtls.clone())?;
+            let settings = tls::handshake::listener_settings(
+                tls_config,
+                state.clone(),
+                p.methods.own::<MtlsAuthenticator>(Method::Mtls),
+            )?;
             // No per-connection L4 read buffer (Pingora's default keeps 64 KiB per idle
             // connection); OpenSSL's read-ahead does the batching instead. Measured 117 -> 54 KiB
             // per idle keep-alive connection at the same CPU per request (BENCHMARKS.md).

@@ -18,10 +18,11 @@ use tokio::sync::OnceCell;
 
 use super::authorization::BearerToken;
 use super::fetch::{EndpointFiles, FetchError, HttpsEndpoint};
+use super::method::{Assembly, Descriptor, Explained, MethodState, Sample};
 use super::queue::VerifyQueue;
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
-use crate::config::{ClaimPath, IntrospectionConfig};
-use crate::identity::{Identity, Method};
+use crate::config::{ClaimPath, Config, IntrospectionConfig, KeyError};
+use crate::identity::{Identity, Method, Scheme};
 use crate::log_limit::{suppressed_note, LogLimit};
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
@@ -72,6 +73,84 @@ impl Answer {
             Answer::Active(_, until) | Answer::Refused(_, until) => *until <= now,
             Answer::Unavailable | Answer::Busy => true,
         }
+    }
+}
+
+/// The `introspection` method: built when its section is written.
+pub const METHOD: Descriptor = Descriptor {
+    name: "introspection",
+    scheme: Scheme::Bearer,
+    files: &[
+        FileKind::IntrospectionCa,
+        FileKind::IntrospectionClientCert,
+        FileKind::IntrospectionCredentials,
+    ],
+    headers: &[],
+    section: "auth.introspection",
+    needs: Some("`auth.introspection.url` and `ca`"),
+    configured: |a| a.introspection.is_some(),
+    validate: |a| {
+        a.introspection
+            .as_ref()
+            .map_or(Ok(()), IntrospectionConfig::validate)
+    },
+    rate_limited: true,
+    build: |c| match &c.auth.introspection {
+        Some(i) => match Introspection::build(i) {
+            Ok(built) => Ok(Some(Arc::new(built))),
+            Err(m) => Err(KeyError::new("auth.introspection", m)),
+        },
+        None => Ok(None),
+    },
+};
+
+impl MethodState for Introspection {
+    /// Its CA, client certificate and password files.
+    fn reloadables(self: Arc<Self>) -> Vec<Box<dyn Reloadable>> {
+        Introspection::reloadables(&self)
+    }
+
+    fn verifier(self: Arc<Self>, _: &Assembly<'_>) -> Option<Arc<dyn Verifier>> {
+        Some(self)
+    }
+
+    fn summary(&self, c: &Config) -> Vec<String> {
+        let Some(intro) = &c.auth.introspection else {
+            return Vec::new();
+        };
+        let mut lines = vec![format!(
+            "introspection: {} (timeout {:?}, cache {:?}, {} calls at once, {} queued), originator from field `{}`{}",
+            intro.url,
+            intro.timeout,
+            intro.cache_ttl,
+            intro.max_concurrent,
+            intro.max_queued,
+            intro.originator_field,
+            if intro.plain_bearer {
+                ", plain bearer tokens too"
+            } else {
+                ""
+            }
+        )];
+        if !intro.audiences.is_empty() || intro.issuer.is_some() || !intro.token_types.is_empty() {
+            lines.push(format!(
+                "introspection answers need: audiences {:?}, issuer {}, token types {:?}",
+                intro.audiences,
+                intro
+                    .issuer
+                    .as_deref()
+                    .map_or("(any)".to_string(), |i| format!("{i:?}")),
+                intro.token_types
+            ));
+        }
+        lines
+    }
+
+    fn explain(&self, sample: &Sample<'_>) -> Explained {
+        let answer = sample.claims("the introspection endpoint's answer")?;
+        Ok(self
+            .identity_of_answer(&answer)
+            .map_err(|e| e.reason().to_string()))
     }
 }
 

@@ -373,18 +373,14 @@ enum Roles {
 const ANY: u8 = u8::MAX;
 /// The operation bit of a request without operation: only [`ANY`] has it.
 const NO_OPERATION: u8 = 0x80;
-/// The method bit of an anonymous request: in [`ANY`], in no list.
-const NO_METHOD: u8 = 0x80;
+/// The mask of an absent `methods` condition; one bit per method ([`Method::bit`]).
+const ANY_METHOD: u64 = u64::MAX;
+/// The method bit of an anonymous request: in [`ANY_METHOD`], in no list (no method has it).
+const NO_METHOD: u64 = 1 << 63;
 
-/// Bits, not a table: a new `Method` or `Operation` variant must be given one here.
-fn method_bit(m: Method) -> u8 {
-    match m {
-        Method::Mtls => 1,
-        Method::Basic => 2,
-        Method::Bearer => 4,
-        Method::Jwt => 8,
-        Method::Introspection => 16,
-    }
+/// Bits, not a table: a new `Operation` variant must be given one here.
+fn method_bit(m: Method) -> u64 {
+    m.bit()
 }
 
 fn op_bit(op: Option<Operation>) -> u8 {
@@ -426,8 +422,8 @@ fn role_mask(table: &[String], held: &[String]) -> u64 {
 pub(super) struct Rule {
     pub(super) name: String,
     pub(super) effect: Effect,
-    /// [`ANY`] when absent.
-    methods: u8,
+    /// [`ANY_METHOD`] when absent.
+    methods: u64,
     /// [`ANY`] when absent.
     operations: u8,
     resource_types: Option<Box<[u32]>>,
@@ -640,7 +636,7 @@ pub(super) struct Eval<'a> {
     req: &'a Request<'a>,
     /// The part of the request being judged (`crate::parts`).
     part: Part,
-    method: u8,
+    method: u64,
     /// The bit of the part's operation.
     operation: u8,
     role_table: &'a [String],
@@ -981,10 +977,9 @@ fn compile_rule(
     Ok(Rule {
         name: rc.name.clone(),
         effect: rc.effect,
-        methods: rc
-            .methods
-            .as_ref()
-            .map_or(ANY, |list| list.iter().fold(0, |b, m| b | method_bit(*m))),
+        methods: rc.methods.as_ref().map_or(ANY_METHOD, |list| {
+            list.iter().fold(0, |b, m| b | method_bit(*m))
+        }),
         operations: rc
             .operations
             .as_ref()
