@@ -42,7 +42,8 @@ pub struct Descriptor {
     /// of `rate_limited_total`).
     pub rate_limited: bool,
     /// Builds what it needs from the config: `None` when it is not in use. Run at start-up,
-    /// by `check` and on each reload of the config file (which keeps nothing of it).
+    /// by `check`, and by a reload of the config file that changes a start-only section (to
+    /// refuse what a restart would; it keeps nothing of it).
     pub build: fn(&Config) -> Result<Option<State>, KeyError>,
 }
 
