@@ -8,6 +8,9 @@ burst of bench/memory.sh (300 silent TCP + 300 slow-loris mTLS connections, held
 highest while open, then BURST_AFTER s after they are gone).
 
   bench/request_costs.py --bin target/release/m2m-auth-proxy [--haproxy] [--only calls,memory,burst]
+                         [--post]
+
+`--post`: the calls rows send a oneM2M create (`POST /cse-in`, 26-byte JSON body) instead of a GET.
 
 `--haproxy`: the same calls and switches rows for HAProxy (bench/conf/haproxy-mtls.cfg, 1 thread)
 in front of the same upstream. Instructions per request: bench/request_paths.py --callgrind.
@@ -27,7 +30,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from egress_latency import ROOT, free_port, pki, run, upstream  # noqa: E402
+from egress_latency import REQUEST, ROOT, free_port, pki, run, upstream  # noqa: E402
 from request_paths import LAST_HEAD, check_origin, config, wait_port  # noqa: E402
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -177,7 +180,12 @@ def main():
     ap.add_argument("-n", type=int, default=2000, help="requests per calls row")
     ap.add_argument("--held", type=int, default=1000)
     ap.add_argument("--after", type=int, default=30)
+    ap.add_argument("--post", action="store_true", help="calls rows: POST a oneM2M create")
     a = ap.parse_args()
+    if a.post:
+        REQUEST.update(method="POST", body=b'{"m2m:cin":{"con":"21.5"}}')
+        HEADERS["Content-Type"] = "application/json;ty=4"
+
     only = a.only.split(",")
     d = tempfile.mkdtemp(prefix="request-costs-")
     pki(d)
@@ -187,7 +195,7 @@ def main():
     ctx.load_cert_chain(f"{d}/dev.pem", f"{d}/dev.key")
     try:
         if "calls" in only:
-            print(f"\n{a.n} sequential keep-alive mTLS requests (GET /cse-in), one connection")
+            print(f"\n{a.n} sequential keep-alive mTLS requests ({REQUEST['method']} /cse-in), one connection")
             print("| proxy | syscalls/req | of which (≥ 0.05/req) | voluntary switches/req | involuntary/req |")
             print("|---|---|---|---|---|")
             rows = [("ours", lambda: start_ours(a.bin, d, up_port))]

@@ -44,7 +44,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from egress_latency import ROOT, cpu_seconds, free_port, pki, run, upstream, wait_ready  # noqa: E402
+from egress_latency import REQUEST, ROOT, cpu_seconds, free_port, pki, run, upstream, wait_ready  # noqa: E402
 
 LAST_HEAD = [b""]
 
@@ -111,6 +111,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--callgrind", type=int, default=0)
     ap.add_argument("--path", action="append", default=[], help="NAME=config lines (callgrind)")
+    ap.add_argument("--post", action="store_true", help="POST a oneM2M create instead of GET /cse-in")
     args = ap.parse_args()
     EXTRA.update(old=args.old_extra, new=args.new_extra)
     d = tempfile.mkdtemp(prefix="request-paths-")
@@ -120,6 +121,9 @@ def main():
     ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
     ctx.load_cert_chain(f"{d}/dev.pem", f"{d}/dev.key")
     headers = {"X-M2M-RI": "b1"}
+    if args.post:
+        REQUEST.update(method="POST", body=b'{"m2m:cin":{"con":"21.5"}}')
+        headers["Content-Type"] = "application/json;ty=4"
     if args.callgrind:
         return callgrind(args, d, up_port, ctx, headers, srv)
     procs = {}

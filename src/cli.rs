@@ -11,12 +11,7 @@ use crate::server;
 use crate::summary;
 
 fn parse_method(text: &str) -> Result<Method, String> {
-    Method::ALL
-        .into_iter()
-        .find(|m| m.as_str() == text)
-        .ok_or_else(|| {
-            format!("expected one of mtls, basic, bearer, jwt, introspection, got {text:?}")
-        })
+    Method::named(text).ok_or_else(|| format!("expected one of {}, got {text:?}", Method::names()))
 }
 
 #[derive(Parser)]

@@ -10,13 +10,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use pingora::http::RequestHeader;
 
-use crate::auth::basic::BasicOutcome;
+use crate::auth::method::Sample;
 use crate::config::{Operation, ResourceType};
 use crate::identity::{Identity, Method};
 use crate::ingress::{self, RequestCtx};
+use crate::onem2m::operation::http_operation;
 use crate::parts::Known;
 use crate::rules::{self, RuleSet};
 use crate::server::{self, Prepared};
@@ -181,102 +182,16 @@ fn identity(p: &Prepared, q: &Question<'_>) -> Result<std::result::Result<Arc<Id
             q.method.as_str()
         );
     }
-    let needs_name = || {
-        q.name.ok_or_else(|| {
-            anyhow!(
-                "--method {} needs --as NAME ({})",
-                q.method.as_str(),
-                match q.method {
-                    Method::Basic => "the user name",
-                    Method::Bearer => "the name of the tokens-file entry",
-                    _ => "the identity",
-                }
-            )
-        })
-    };
-    let claims = || -> Result<serde_json::Value> {
-        let text = q.claims.ok_or_else(|| {
-            anyhow!(
-                "--method {} needs --claims JSON ({})",
-                q.method.as_str(),
-                if q.method == Method::Jwt {
-                    "the token's claims"
-                } else {
-                    "the introspection endpoint's answer"
-                }
-            )
-        })?;
-        serde_json::from_str(text).context("--claims: expected a JSON object")
-    };
-    let refused = |r: &str| Ok(Err(r.to_string()));
-    match q.method {
-        Method::Mtls => {
-            let mtls = p
-                .mtls
-                .as_ref()
-                .ok_or_else(|| anyhow!("auth.mtls is not in use"))?;
-            let made = match (q.cert, q.name) {
-                (Some(file), None) => {
-                    let pem = std::fs::read(file)
-                        .with_context(|| format!("--cert {}: cannot read", file.display()))?;
-                    let cert = openssl::x509::X509::from_pem(&pem).with_context(|| {
-                        format!("--cert {}: expected a PEM certificate", file.display())
-                    })?;
-                    mtls.identify_inner(&cert)
-                }
-                (None, Some(value)) => mtls.identity_of_value(value.to_string()),
-                _ => bail!("--method mtls needs one of --as VALUE (the certificate's identity field value) and --cert FILE"),
-            };
-            match made {
-                Ok(identity) => Ok(Ok(Arc::new(identity))),
-                Err(reason) => refused(reason),
-            }
-        }
-        Method::Basic => {
-            let basic = p
-                .basic
-                .as_ref()
-                .ok_or_else(|| anyhow!("auth.basic is not configured"))?;
-            match basic.outcome_for(needs_name()?) {
-                BasicOutcome::Valid(identity) => Ok(Ok(Arc::new(identity))),
-                BasicOutcome::NoOriginator => refused(
-                    "the user name is not usable as an originator and auth.basic.originators has none for it",
-                ),
-                BasicOutcome::Invalid => refused("wrong password or unknown user"),
-            }
-        }
-        Method::Bearer => {
-            let bearer = p
-                .bearer
-                .as_ref()
-                .ok_or_else(|| anyhow!("auth.bearer is not configured"))?;
-            match bearer.identity_named(needs_name()?) {
-                Ok(identity) => Ok(Ok(identity)),
-                Err(reason) => refused(reason),
-            }
-        }
-        Method::Jwt => {
-            let jwt = p
-                .jwt
-                .as_ref()
-                .ok_or_else(|| anyhow!("auth.jwt is not configured"))?;
-            match jwt.identity_of_claims(claims()?) {
-                Ok(identity) => Ok(Ok(identity)),
-                Err(crate::auth::jwt::JwtError::Invalid(reason)) => refused(reason),
-                Err(crate::auth::jwt::JwtError::Expired) => refused("JWT expired"),
-            }
-        }
-        Method::Introspection => {
-            let intro = p
-                .introspection
-                .as_ref()
-                .ok_or_else(|| anyhow!("auth.introspection is not configured"))?;
-            match intro.identity_of_answer(&claims()?) {
-                Ok(identity) => Ok(Ok(identity)),
-                Err(e) => refused(e.reason()),
-            }
-        }
-    }
+    let method = p
+        .methods
+        .get(q.method)
+        .ok_or_else(|| anyhow!("{} is not configured", q.method.descriptor().section))?;
+    method.explain(&Sample {
+        method: q.method,
+        name: q.name,
+        cert: q.cert,
+        claims: q.claims,
+    })
 }
 
 /// The target as an HTTP request path: an HTTP path (`/cse-in/…?rcn=4`, `/~/…`, `/_/…`) as
@@ -352,7 +267,7 @@ fn describe_rules(
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+    let (operation, resource_type) = http_operation(req.method.as_str(), content_type);
     let written_path = written.split_once('?').map_or(written, |(path, _)| path);
     let mut out = format!(
         "request: {} {}{}{}\n",

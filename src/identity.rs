@@ -3,45 +3,29 @@
 
 use crate::originator_syntax::OriginatorPattern;
 
-/// An authentication method: how an identity was proven. The `auth.methods` config values,
-/// the `method` label of the metrics and the access log's `auth_method` all come from here.
-/// Used for labels and routing of credentials, never for decisions below the auth layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    Mtls,
-    Basic,
-    Bearer,
-    Jwt,
-    Introspection,
-}
+/// An authentication method: how an identity was proven. Used for labels and routing of
+/// credentials, never for decisions below the auth layer.
+///
+/// Its values are the list of methods in `auth/mod.rs` (`Method::ALL`, `Method::Mtls`, …); the
+/// descriptor each method's file declares there gives its name (the `auth.methods` value, the
+/// `method` label of the metrics, the access log's `auth_method`), its scheme and the rest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Method(u8);
 
 impl Method {
-    pub const ALL: [Method; 5] = [
-        Method::Mtls,
-        Method::Basic,
-        Method::Bearer,
-        Method::Jwt,
-        Method::Introspection,
-    ];
-
-    /// The HTTP authentication scheme its 401 challenge names.
-    pub fn scheme(self) -> Scheme {
-        match self {
-            Method::Mtls => Scheme::ClientCertificate,
-            Method::Basic => Scheme::Basic,
-            Method::Bearer | Method::Jwt | Method::Introspection => Scheme::Bearer,
-        }
+    /// The method at `index` of the list (only the list makes methods).
+    pub(crate) const fn at(index: usize) -> Method {
+        Method(index as u8)
     }
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Mtls => "mtls",
-            Method::Basic => "basic",
-            Method::Bearer => "bearer",
-            Method::Jwt => "jwt",
-            Method::Introspection => "introspection",
-        }
+    /// Its place in `Method::ALL`.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// Its bit in a set of methods (the list holds fewer than 64).
+    pub const fn bit(self) -> u64 {
+        1 << self.0
     }
 }
 
@@ -52,6 +36,8 @@ pub enum Scheme {
     ClientCertificate,
     Basic,
     Bearer,
+    /// Another scheme: its challenge is `<name> realm="…"`.
+    Named(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,6 +27,7 @@ use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Outcome};
 use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
+use crate::onem2m::operation::{content_type_ty, http_operation};
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
 use crate::parts::Known;
@@ -240,13 +241,12 @@ fn authorize(
     // a `ty` a CSE could read another way (`ty=2;ty=16`, `ty=abc`) would slip past a rule;
     // the CSE gets the Content-Type in a form with only the proxy's reading in it
     if let Some(ct) = content_type {
-        let ty =
-            rules::content_type_ty(ct).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+        let ty = content_type_ty(ct).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
         let canonical = http_head::canonical_content_type(ct, ty.map(|t| t.0))
             .map_err(|e| Refusal::other(M2mError::other(400, e)))?;
         ctx.content_type = Some(canonical);
     }
-    let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+    let (operation, resource_type) = http_operation(req.method.as_str(), content_type);
     let request = |content| rules::Request {
         identity: ctx.identity.as_deref(),
         originator: ctx.originator.as_deref(),
@@ -327,7 +327,7 @@ fn registers_ae(req: &RequestHeader) -> bool {
         .headers
         .get(http::header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("ty=?"));
-    match rules::http_operation(req.method.as_str(), content_type) {
+    match http_operation(req.method.as_str(), content_type) {
         (Some(crate::config::Operation::Create), ty) => ty.is_none_or(|t| t.0 == 2),
         _ => false,
     }
@@ -638,8 +638,7 @@ impl Ingress {
         };
         // the CSE reads the body in the encoding the proxy read it in
         if let (None, Some(ct)) = (&ctx.content_type, content_type) {
-            let ty = rules::content_type_ty(ct)
-                .map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
+            let ty = content_type_ty(ct).map_err(|e| Refusal::other(M2mError::other(400, e.0)))?;
             let canonical = http_head::canonical_content_type(ct, ty.map(|t| t.0))
                 .map_err(|e| Refusal::other(M2mError::other(400, e)))?;
             ctx.content_type = Some(canonical);
@@ -772,14 +771,7 @@ impl Ingress {
         req: &RequestHeader,
         client: &Client<'_>,
     ) -> std::result::Result<Option<Arc<Identity>>, AuthError> {
-        let presented = Presented::new(
-            client.cert,
-            req.headers
-                .get_all(http::header::AUTHORIZATION)
-                .iter()
-                .collect(),
-            client.ip(),
-        );
+        let presented = Presented::from_headers(client.cert, &req.headers, client.ip());
         match self.auth.authenticate(presented).await {
             Ok(identity) => Ok(Some(identity)),
             Err(e) if e.failure == Failure::NoCredentials && self.anonymous == Anonymous::Allow => {
@@ -901,6 +893,9 @@ impl Ingress {
             },
             forwarded_for,
         )?;
+        for name in self.auth.credential_headers() {
+            upstream_request.remove_header(name);
+        }
         if let Some(ct) = &ctx.content_type {
             upstream_request.insert_header(http::header::CONTENT_TYPE, ct.clone())?;
         }

@@ -53,10 +53,23 @@ pub enum FileKind {
     EgressCa,
     EgressClientCert,
     EgressCredentials,
+    JwksCa,
+    IntrospectionCa,
+    IntrospectionClientCert,
+    IntrospectionCredentials,
+    /// A kind an authentication method declares for its own files (`Descriptor::files`).
+    Auth(AuthFileKind),
+}
+
+/// The label and default size cap of an authentication method's own kind of file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFileKind {
+    pub label: &'static str,
+    pub max_size: u64,
 }
 
 impl FileKind {
-    pub const ALL: [FileKind; 10] = [
+    pub const ALL: [FileKind; 14] = [
         FileKind::ServerCert,
         FileKind::ClientCa,
         FileKind::Crl,
@@ -67,16 +80,28 @@ impl FileKind {
         FileKind::EgressCa,
         FileKind::EgressClientCert,
         FileKind::EgressCredentials,
+        FileKind::JwksCa,
+        FileKind::IntrospectionCa,
+        FileKind::IntrospectionClientCert,
+        FileKind::IntrospectionCredentials,
     ];
 
     /// Largest file of this kind read by default (`reload.max_file_size` overrides it).
     pub fn default_max_size(self) -> u64 {
         const MIB: u64 = 1024 * 1024;
         match self {
-            FileKind::ServerCert | FileKind::EgressClientCert | FileKind::EgressCredentials => MIB,
+            FileKind::ServerCert
+            | FileKind::EgressClientCert
+            | FileKind::EgressCredentials
+            | FileKind::IntrospectionClientCert
+            | FileKind::IntrospectionCredentials => MIB,
             FileKind::Jwks | FileKind::Config => 4 * MIB,
-            FileKind::ClientCa | FileKind::EgressCa => 16 * MIB,
+            FileKind::ClientCa
+            | FileKind::EgressCa
+            | FileKind::JwksCa
+            | FileKind::IntrospectionCa => 16 * MIB,
             FileKind::Crl | FileKind::Htpasswd | FileKind::Tokens => 64 * MIB,
+            FileKind::Auth(kind) => kind.max_size,
         }
     }
 
@@ -92,6 +117,11 @@ impl FileKind {
             FileKind::EgressCa => "egress_ca",
             FileKind::EgressClientCert => "egress_client_cert",
             FileKind::EgressCredentials => "egress_credentials",
+            FileKind::JwksCa => "jwks_ca",
+            FileKind::IntrospectionCa => "introspection_ca",
+            FileKind::IntrospectionClientCert => "introspection_client_cert",
+            FileKind::IntrospectionCredentials => "introspection_credentials",
+            FileKind::Auth(kind) => kind.label,
         }
     }
 }
@@ -140,13 +170,19 @@ impl Default for ReadSettings {
 
 impl ReadSettings {
     pub fn from_config(c: &ReloadConfig) -> Result<Self, KeyError> {
+        Self::from_config_with(c, &FileKind::ALL)
+    }
+
+    /// `kinds`: every kind of file there is (`FileKind::ALL` and the methods' own).
+    pub fn from_config_with(c: &ReloadConfig, kinds: &[FileKind]) -> Result<Self, KeyError> {
         let mut max_size = BTreeMap::new();
         for (name, size) in &c.max_file_size {
-            let kind = FileKind::ALL
-                .into_iter()
+            let kind = kinds
+                .iter()
+                .copied()
                 .find(|k| k.label() == name)
                 .ok_or_else(|| {
-                    let known: Vec<_> = FileKind::ALL.map(FileKind::label).to_vec();
+                    let known: Vec<_> = kinds.iter().map(|k| k.label()).collect();
                     KeyError::new(
                         format!("reload.max_file_size.{name}"),
                         format!("expected one of {}", known.join(", ")),
@@ -233,6 +269,24 @@ impl Reloader {
         }
     }
 
+    /// More items, loaded by the next [`Reloader::load_all`].
+    pub fn add(&mut self, items: Vec<Box<dyn Reloadable>>) {
+        let entries = self.entries.get_mut().unwrap_or_else(|p| p.into_inner());
+        entries.extend(items.into_iter().map(|item| Entry {
+            item,
+            current: None,
+            ids: Vec::new(),
+            failed: None,
+            read_failure: None,
+        }));
+    }
+
+    /// Other read settings, from the next read on (the config file's own, once it is loaded).
+    pub fn set_settings(&mut self, settings: ReadSettings) {
+        self.reader = Reader::new(settings.read_timeout);
+        self.settings = settings;
+    }
+
     /// When a change that waits for its settle time should be looked at again.
     pub fn recheck_at(&self) -> Option<Instant> {
         *self.recheck.lock().unwrap_or_else(|p| p.into_inner())
@@ -271,14 +325,14 @@ impl Reloader {
         wait
     }
 
-    /// The first load: every file read once, parsed, applied, and the hash of exactly those
-    /// bytes recorded, so that an edit landing after this read is a change the watcher applies.
-    /// Any failure is an error: the proxy does not start on a file it cannot load. Returns one
-    /// summary line per item.
+    /// The first load of every item not loaded yet: every file read once, parsed, applied, and
+    /// the hash of exactly those bytes recorded, so that an edit landing after this read is a
+    /// change the watcher applies. Any failure is an error: the proxy does not start on a file
+    /// it cannot load. Returns one summary line per item loaded.
     pub fn load_all(&self) -> Result<Vec<String>, LoadError> {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut summaries = Vec::new();
-        for entry in entries.iter_mut() {
+        for entry in entries.iter_mut().filter(|e| e.current.is_none()) {
             let (kind, key) = (entry.item.kind().label(), entry.item.key());
             let failed = |message: String| LoadError { key, message };
             let reads = self
@@ -649,6 +703,32 @@ mod tests {
         assert_eq!(applied_b.load(Ordering::SeqCst), 2);
         let failure = r.entries.lock().unwrap()[0].read_failure.clone().unwrap();
         assert!(failure.contains("character device"), "{failure}");
+    }
+
+    /// The config file's first load comes before the items its config names: `load_all` loads
+    /// what was added since, and what it loaded before stays loaded, not applied again.
+    #[test]
+    fn items_added_later_are_loaded_by_the_next_load_all_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "a1").unwrap();
+        std::fs::write(&b, "b1").unwrap();
+        let (applied_a, applied_b) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut r = Reloader::new(vec![Box::new(Counting {
+            file: a.clone(),
+            applied: applied_a.clone(),
+        })]);
+        assert_eq!(r.load_all().unwrap().len(), 1);
+        r.set_settings(ReadSettings::default());
+        r.add(vec![Box::new(Counting {
+            file: b.clone(),
+            applied: applied_b.clone(),
+        })]);
+        assert_eq!(r.load_all().unwrap().len(), 1, "only the new item");
+        assert_eq!(applied_a.load(Ordering::SeqCst), 1);
+        assert_eq!(applied_b.load(Ordering::SeqCst), 1);
+        std::fs::write(&a, "a2").unwrap();
+        assert_eq!(r.check("test"), 1, "the first item is watched as before");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! admin service, background tasks.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 
@@ -15,13 +15,9 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::{AdminApp, Readiness, ReadinessProbe};
-use crate::auth::basic::{BasicAuth, BasicVerifier, HtpasswdReload};
-use crate::auth::bearer::{BearerAuth, TokensReload};
-use crate::auth::introspection::Introspection;
-use crate::auth::jwks::{JwksFile, JwksReload};
-use crate::auth::jwt::JwtAuth;
-use crate::auth::mtls::{MtlsAuthenticator, MtlsVerifier};
-use crate::auth::queue::VerifyQueue;
+use crate::auth::basic::BasicAuth;
+use crate::auth::method::{file_kinds, Assembly, Built};
+use crate::auth::mtls::MtlsAuthenticator;
 use crate::auth::ratelimit::Bucket;
 use crate::auth::roles::Roles;
 use crate::auth::{Authenticator, Failure, Verifier, NO_METHOD};
@@ -53,11 +49,8 @@ pub struct Prepared {
     pub resolved: Resolved,
     pub config_path: PathBuf,
     pub tls: Option<Arc<TlsState>>,
-    pub mtls: Option<Arc<MtlsAuthenticator>>,
-    pub basic: Option<Arc<BasicAuth>>,
-    pub bearer: Option<Arc<BearerAuth>>,
-    pub jwt: Option<Arc<JwtAuth>>,
-    pub introspection: Option<Arc<Introspection>>,
+    /// What each method in use built, in `Method::ALL` order.
+    pub methods: Built,
     pub policy: Arc<ArcSwap<OriginatorPolicy>>,
     /// `auth.roles`, replaced whole by a config reload.
     pub roles: Arc<ArcSwap<Roles>>,
@@ -68,8 +61,6 @@ pub struct Prepared {
     pub reloader: Arc<Reloader>,
     /// One line per file of the first load.
     pub loaded: Vec<String>,
-    /// JWKS files of the JWT issuers (what `check` shows of them).
-    pub jwks_files: Vec<Arc<JwksFile>>,
     /// Egress routes, in config order.
     pub routes: Vec<Arc<Route>>,
     /// `poa` rewriting between the routes' peer and local URLs and of the CSE's own addresses
@@ -81,50 +72,45 @@ pub struct Prepared {
     pub tracing: telemetry::settings::Tracing,
 }
 
-/// What is built from the config file itself (and the files it names that are not reloaded):
-/// the same code at start-up, in `check`, and on every reload of the config file, so all three
-/// give the same error for the same file.
-struct Sections {
+/// What a config reload applies ([`crate::config::LIVE_KEYS`]): built by every load of the
+/// config file, the first one (at start, and in `check`) included, so all give the same error
+/// for the same file.
+struct Live {
     policy: OriginatorPolicy,
     roles: Roles,
     rules: RuleSet,
-    routes: Vec<Route>,
-    mtls: Option<MtlsAuthenticator>,
-    jwt: Option<(JwtAuth, Vec<Arc<JwksFile>>)>,
-    introspection: Option<Introspection>,
 }
 
-fn build_sections(config: &Config) -> Result<Sections, KeyError> {
+fn build_live(config: &Config) -> Result<Live, KeyError> {
+    let cse = config.cse.as_ref().map(LocalCse::from_config).transpose()?;
+    Ok(Live {
+        policy: OriginatorPolicy::build(&config.originator, cse.as_ref())?,
+        roles: Roles::from_config(&config.auth.roles, &config.auth.methods)?,
+        rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
+    })
+}
+
+/// What only a start builds from the config file: a reload reports a change to these sections
+/// as needing a restart. Resolves no name and reads no file but an HS* issuer's `secret_file`
+/// (the other files come with the reloader's first load, host names are resolved at first
+/// use), so that a reload can check a changed section with the same code.
+struct StartOnly {
+    routes: Vec<Route>,
+    methods: Built,
+}
+
+fn build_start_only(config: &Config) -> Result<StartOnly, KeyError> {
     if let Some(groups) = config.tls.as_ref().and_then(|t| t.groups.as_deref()) {
         tls::handshake::check_groups(groups).map_err(|m| KeyError::new("tls.groups", m))?;
     }
-    let mtls = match config.auth.methods.contains(&Method::Mtls) {
-        true => Some(MtlsAuthenticator::from_config(&config.auth.mtls)?),
-        false => None,
-    };
-    let jwt = config.auth.jwt.as_ref().map(JwtAuth::build).transpose()?;
-    let introspection = config
-        .auth
-        .introspection
-        .as_ref()
-        .map(|i| Introspection::build(i).map_err(|m| KeyError::new("auth.introspection", m)))
-        .transpose()?;
+    let methods = Built::from_config(config)?;
     let routes = config
         .egress
         .iter()
         .enumerate()
         .map(|(i, r)| Route::build(i, r))
         .collect::<Result<Vec<_>, _>>()?;
-    let cse = config.cse.as_ref().map(LocalCse::from_config).transpose()?;
-    Ok(Sections {
-        policy: OriginatorPolicy::build(&config.originator, cse.as_ref())?,
-        roles: Roles::from_config(&config.auth.roles, &config.auth.methods)?,
-        rules: RuleSet::compile_for(&config.authorization, cse.as_ref())?,
-        routes,
-        mtls,
-        jwt,
-        introspection,
-    })
+    Ok(StartOnly { routes, methods })
 }
 
 /// Register the metrics with every label value known in advance, taken from the enums that own
@@ -139,7 +125,7 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
         failures: Failure::ALL.map(Failure::label).to_vec(),
         upstream_errors: UpstreamError::ALL.map(UpstreamError::label).to_vec(),
         handshake_failures: HandshakeFailure::ALL.map(HandshakeFailure::label).to_vec(),
-        files: FileKind::ALL.map(FileKind::label).to_vec(),
+        files: file_kinds().into_iter().map(FileKind::label).collect(),
         file_refusals: crate::reload::REFUSAL_REASONS.to_vec(),
         egress_routes: egress_routes.to_vec(),
         rules: rules
@@ -148,23 +134,35 @@ pub fn init_metrics(egress_routes: &[String], rules: &[String]) {
             .chain([crate::rules::DEFAULT_RULE.to_string()])
             .collect(),
         effects: Effect::ALL.map(Effect::label).to_vec(),
-        limited_methods: [
-            Method::Basic,
-            Method::Bearer,
-            Method::Jwt,
-            Method::Introspection,
-        ]
-        .map(Method::as_str)
-        .to_vec(),
+        limited_methods: Method::ALL
+            .into_iter()
+            .filter(|m| m.descriptor().rate_limited)
+            .map(Method::as_str)
+            .collect(),
         buckets: Bucket::ALL.map(Bucket::label).to_vec(),
     });
 }
 
 /// Load the config and every file it names, and check them all; nothing is started. The
-/// reloadable files are loaded by the reloader's first load, the same code that reloads them.
+/// config file is read and parsed once, by its first load through the reloader (the same code
+/// that reloads it); the other reloadable files are loaded by the reloader's first load too.
 pub fn prepare(config_path: &Path) -> Result<Prepared> {
     crate::random::init()?;
-    let (config, resolved) = Config::load(config_path)?;
+    let state = Arc::new(ConfigState::default());
+    // default read settings for this first read: the file's own come with it
+    let mut reloader = Reloader::new(vec![Box::new(ConfigReload {
+        path: config_path.to_path_buf(),
+        state: state.clone(),
+    })]);
+    // the config file's errors, as they are (not under a key: they name theirs)
+    let mut loaded = reloader
+        .load_all()
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let running = state
+        .running
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("{}: not loaded", config_path.display()))?;
+    let (config, resolved) = (running.config.clone(), running.resolved.clone());
     if config.allow_example_credentials {
         log::warn!(
             "allow_example_credentials is ON: the published example keys, passwords and tokens (certs/dev, deploy's example Secret) are accepted. Never outside a trial."
@@ -177,7 +175,7 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         &names(&mut config.authorization.rules.iter().map(|r| &r.name)),
     );
     let invalid = |e: KeyError| ConfigError::invalid(config_path, e);
-    let sections = build_sections(&config).map_err(invalid)?;
+    let sections = build_start_only(&config).map_err(invalid)?;
     if config.websocket.cse_id.is_some() {
         log::warn!("websocket.cse_id is deprecated: set cse.id (and cse.name) instead");
     }
@@ -193,27 +191,19 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         Some(tls) => Some(Arc::new(TlsState::new(tls)?)),
         None => None,
     };
-    // Credential files are loaded when configured, even for a method not (yet) enabled, so that
-    // `check` validates every file the config names.
-    let basic = match &config.auth.basic {
-        Some(b) => Some(Arc::new(BasicAuth::new(b)?)),
-        None => None,
-    };
-    let bearer = config
-        .auth
-        .bearer
-        .as_ref()
-        .map(|b| Arc::new(BearerAuth::new(b)));
-    let policy = Arc::new(ArcSwap::from_pointee(sections.policy));
-    let roles = Arc::new(ArcSwap::from_pointee(sections.roles));
-    let rules = Arc::new(ArcSwap::from_pointee(sections.rules));
-    let mtls = sections.mtls.map(Arc::new);
-    let (jwt, jwks_files) = match sections.jwt {
-        Some((jwt, files)) => (Some(Arc::new(jwt)), files),
-        None => (None, Vec::new()),
-    };
-    let introspection = sections.introspection.map(Arc::new);
+    let methods = sections.methods;
+    if let Some(basic) = methods.own::<BasicAuth>(Method::Basic) {
+        let _ = state.basic.set(basic);
+    }
+    let (policy, roles, rules) = (
+        running.policy.clone(),
+        running.roles.clone(),
+        running.rules.clone(),
+    );
     let routes: Vec<Arc<Route>> = sections.routes.into_iter().map(Arc::new).collect();
+    for route in &routes {
+        route.resolve_at_start();
+    }
     let pairs: Vec<(String, String)> = routes
         .iter()
         .map(|r| (r.peer.base(), r.local_url.clone()))
@@ -254,57 +244,28 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
     if let (Some(tls_config), Some(state)) = (&config.tls, &tls) {
         items.extend(tls::reload::reloadables(tls_config, state));
     }
-    items.push(Box::new(ConfigReload {
-        path: config_path.to_path_buf(),
-        running: config.clone(),
-        policy: policy.clone(),
-        roles: roles.clone(),
-        rules: rules.clone(),
-        basic: basic.clone(),
-    }));
-    if let Some(basic) = &basic {
-        items.push(Box::new(HtpasswdReload(basic.clone())));
-    }
-    for file in &jwks_files {
-        items.push(Box::new(JwksReload(file.clone())));
-    }
-    if let Some(bearer) = &bearer {
-        items.push(Box::new(TokensReload(bearer.clone())));
-    }
+    items.extend(methods.reloadables());
     for route in &routes {
         items.extend(route.reloadables());
     }
-    let read_settings = ReadSettings::from_config(&config.reload).map_err(invalid)?;
-    let reloader = Arc::new(Reloader::with_settings(items, read_settings));
-    let loaded = reloader
-        .load_all()
-        .map_err(|e| invalid(KeyError::new(e.key, e.message)))?;
+    reloader.set_settings(
+        ReadSettings::from_config_with(&config.reload, &file_kinds()).map_err(invalid)?,
+    );
+    reloader.add(items);
+    loaded.extend(
+        reloader
+            .load_all()
+            .map_err(|e| invalid(KeyError::new(e.key, e.message)))?,
+    );
+    let reloader = Arc::new(reloader);
 
-    let mut verifiers: Vec<Arc<dyn Verifier>> = Vec::new();
-    for method in &config.auth.methods {
-        // `Config::validate` made sure each enabled method has its section
-        let verifier: Option<Arc<dyn Verifier>> = match method {
-            Method::Mtls => tls
-                .as_ref()
-                .and_then(|t| t.trust.clone())
-                .map(|trust| Arc::new(MtlsVerifier { trust }) as Arc<dyn Verifier>),
-            Method::Basic => basic.clone().map(|b| {
-                let limits = &config.limits.verifications;
-                let queue = VerifyQueue::new("password", limits.concurrent(), limits.max_queued);
-                Arc::new(BasicVerifier::new(b, Arc::new(queue))) as Arc<dyn Verifier>
-            }),
-            Method::Bearer => bearer.clone().map(|b| b as Arc<dyn Verifier>),
-            Method::Jwt => jwt.clone().map(|j| j as Arc<dyn Verifier>),
-            Method::Introspection => introspection.clone().map(|i| i as Arc<dyn Verifier>),
-        };
-        let verifier = verifier.ok_or_else(|| {
-            invalid(KeyError::new(
-                "auth.methods",
-                format!("method `{}` is not configured", method.as_str()),
-            ))
-        })?;
-        verifiers.push(verifier);
-    }
+    let assembly = Assembly {
+        config: &config,
+        tls: tls.as_deref(),
+    };
+    let verifiers = methods
+        .verifiers(&config.auth.methods, &assembly)
+        .map_err(invalid)?;
     let tracing = telemetry::settings::from_env(config.tracing.as_ref()).map_err(invalid)?;
     Ok(Prepared {
         tracing,
@@ -312,18 +273,13 @@ pub fn prepare(config_path: &Path) -> Result<Prepared> {
         resolved,
         config_path: config_path.to_path_buf(),
         tls,
-        mtls,
-        basic,
-        bearer,
-        jwt,
-        introspection,
+        methods,
         policy,
         roles,
         rules,
         verifiers,
         reloader,
         loaded,
-        jwks_files,
         routes,
         poa: Arc::new(poa),
         own_poa: Arc::new(own_poa),
@@ -339,15 +295,29 @@ fn cse_upstreams(p: &Prepared, connector: Arc<TransportConnector>) -> Upstreams 
     Upstreams::new(Box::new(Fixed(peer)), connector, timeout, timeout)
 }
 
-/// Reload of the config file itself: the keys of [`crate::config::LIVE_KEYS`] are applied;
-/// other changes are reported as needing a restart.
+/// The config file as a reloadable. Its first load (at start) parses the file the proxy runs
+/// with and builds what a reload may change; each later load applies the keys of
+/// [`crate::config::LIVE_KEYS`] and reports other changes as needing a restart.
 struct ConfigReload {
     path: PathBuf,
-    running: Config,
+    state: Arc<ConfigState>,
+}
+
+#[derive(Default)]
+struct ConfigState {
+    /// Set by the first load.
+    running: OnceLock<Running>,
+    /// `auth.basic`, once built: a reload gives it `auth.basic.originators`.
+    basic: OnceLock<Arc<BasicAuth>>,
+}
+
+/// The config the proxy started with, and what a reload replaces.
+struct Running {
+    config: Config,
+    resolved: Resolved,
     policy: Arc<ArcSwap<OriginatorPolicy>>,
     roles: Arc<ArcSwap<Roles>>,
     rules: Arc<ArcSwap<RuleSet>>,
-    basic: Option<Arc<BasicAuth>>,
 }
 
 impl Reloadable for ConfigReload {
@@ -362,11 +332,27 @@ impl Reloadable for ConfigReload {
     }
     fn apply(&self, contents: &[Vec<u8>]) -> Result<String, String> {
         let text = crate::reload::utf8(&self.path, &contents[0])?;
-        let (new, _) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
-        let sections =
-            build_sections(&new).map_err(|e| ConfigError::invalid(&self.path, e).to_string())?;
-        let restart = self.running.restart_only_changes(&new);
+        let (new, resolved) = Config::from_text(&self.path, text).map_err(|e| e.to_string())?;
+        let invalid = |e: KeyError| ConfigError::invalid(&self.path, e).to_string();
+        let live = build_live(&new).map_err(invalid)?;
+        let Some(running) = self.state.running.get() else {
+            // the first load: what the proxy starts with
+            let originators = new.auth.basic.as_ref().map_or(0, |b| b.originators.len());
+            let summary = live_summary(&new, originators);
+            let _ = self.state.running.set(Running {
+                config: new,
+                resolved,
+                policy: Arc::new(ArcSwap::from_pointee(live.policy)),
+                roles: Arc::new(ArcSwap::from_pointee(live.roles)),
+                rules: Arc::new(ArcSwap::from_pointee(live.rules)),
+            });
+            return Ok(summary);
+        };
+        let restart = running.config.restart_only_changes(&new);
         if !restart.is_empty() {
+            // not applied, but checked by the start's own builders (which resolve no name):
+            // what a restart would refuse is refused now, with the same error
+            build_start_only(&new).map_err(invalid)?;
             log::warn!(
                 "{}: changes to {} need a restart and are NOT applied; {} are",
                 self.path.display(),
@@ -374,10 +360,10 @@ impl Reloadable for ConfigReload {
                 crate::config::LIVE_KEYS.join(", ")
             );
         }
-        self.policy.store(Arc::new(sections.policy));
-        self.roles.store(Arc::new(sections.roles));
-        self.rules.store(Arc::new(sections.rules));
-        let mapped = match (&self.basic, &new.auth.basic) {
+        running.policy.store(Arc::new(live.policy));
+        running.roles.store(Arc::new(live.roles));
+        running.rules.store(Arc::new(live.rules));
+        let mapped = match (self.state.basic.get(), &new.auth.basic) {
             (Some(basic), Some(cfg)) => {
                 basic.set_originators(cfg.originators.clone().into_iter().collect());
                 cfg.originators.len()
@@ -520,8 +506,11 @@ pub fn run(p: Prepared) -> Result<()> {
     let listen = p.resolved.listen.to_string();
     let tls_listener = match (&p.config.tls, &p.tls) {
         (Some(tls_config), Some(state)) => {
-            let settings =
-                tls::handshake::listener_settings(tls_config, state.clone(), p.mtls.clone())?;
+            let settings = tls::handshake::listener_settings(
+                tls_config,
+                state.clone(),
+                p.methods.own::<MtlsAuthenticator>(Method::Mtls),
+            )?;
             // No per-connection L4 read buffer (Pingora's default keeps 64 KiB per idle
             // connection); OpenSSL's read-ahead does the batching instead. Measured 117 -> 54 KiB
             // per idle keep-alive connection at the same CPU per request (BENCHMARKS.md).

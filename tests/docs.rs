@@ -1,8 +1,9 @@
 //! The docs against the code (issue 25.6), so that they cannot drift apart again: the reload
 //! kinds and the metric `file` labels listed in docs/operations.md and docs/configuration.md
-//! against `FileKind::ALL` and the series a running proxy exports; the access-log fields of
-//! each kind of line against lines a running proxy writes; what a config edit applies live in
-//! the README, docs/configuration.md and the reload log line against `config::LIVE_KEYS`.
+//! against `file_kinds()` (`FileKind::ALL` and the methods' own) and the series a running proxy
+//! exports; the access-log fields of each kind of line against lines a running proxy writes;
+//! what a config edit applies live in the README, docs/configuration.md and the reload log line
+//! against `config::LIVE_KEYS`; the methods' `method` labels against `Method::ALL`.
 
 mod common;
 
@@ -13,8 +14,11 @@ use serde_json::json;
 
 use common::scenario::{Scenario, ScenarioOpts};
 use common::{free_port, ClientOpts, Conn, Request, WS_TEXT};
+use m2m_auth_proxy::auth::method::file_kinds;
+use m2m_auth_proxy::auth::NO_METHOD;
 use m2m_auth_proxy::config::LIVE_KEYS;
-use m2m_auth_proxy::reload::FileKind;
+use m2m_auth_proxy::identity::Method;
+use m2m_auth_proxy::ingress::ANONYMOUS;
 
 fn doc(path: &str) -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -62,11 +66,52 @@ fn first_column(text: &str) -> Vec<String> {
 }
 
 fn code_kinds() -> Vec<String> {
-    FileKind::ALL.map(|k| k.label().to_string()).to_vec()
+    // `FileKind::ALL` and the kinds authentication methods declare for their own files
+    file_kinds().iter().map(|k| k.label().to_string()).collect()
 }
 
 fn set(items: impl IntoIterator<Item = String>) -> BTreeSet<String> {
     items.into_iter().collect()
+}
+
+/// The `method` label values docs/operations.md lists for metric `name`.
+fn method_labels(ops: &str, name: &str) -> BTreeSet<String> {
+    let row = section(ops, "## Metrics")
+        .lines()
+        .find(|l| l.starts_with(&format!("| `{name}`")))
+        .unwrap_or_else(|| panic!("no row for {name}"));
+    let labels = row
+        .split("`method` (")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{name}: no `method` label list"));
+    set(backticked(labels.split(')').next().unwrap_or_default()))
+}
+
+/// Every authentication method is in the docs' label lists, and nothing else is (issue 22.1).
+#[test]
+fn method_labels_in_the_docs_match_method_all() {
+    let ops = doc("docs/operations.md");
+    let methods = || Method::ALL.into_iter().map(|m| m.as_str().to_string());
+    let with = |extra: &[&str]| set(methods().chain(extra.iter().map(|e| e.to_string())));
+    assert_eq!(
+        method_labels(&ops, "m2m_auth_proxy_requests_total"),
+        with(&[NO_METHOD, ANONYMOUS]),
+        "requests_total method labels"
+    );
+    assert_eq!(
+        method_labels(&ops, "m2m_auth_proxy_auth_failures_total"),
+        with(&[NO_METHOD]),
+        "auth_failures_total method labels"
+    );
+    let limited = Method::ALL
+        .into_iter()
+        .filter(|m| m.descriptor().rate_limited)
+        .map(|m| m.as_str().to_string());
+    assert_eq!(
+        method_labels(&ops, "m2m_auth_proxy_rate_limited_total"),
+        set(limited),
+        "rate_limited_total method labels"
+    );
 }
 
 #[test]

@@ -1070,3 +1070,215 @@ fn jwks_and_introspection_refuse_peers_without_forward_secrecy_aead_or_a_san() {
     );
     assert_eq!(get(&s, &token(&key, "k1", &claims("Cjwt-1"))).status, 200);
 }
+
+/// Issue 22: a JWKS URL's CA file is reloaded like the other files. A broken CA file keeps the
+/// CA in force (a fetch still trusts the JWKS server); when the server moves to a certificate of
+/// a new CA, fetches fail until the CA file is replaced by the new CA, and then succeed.
+#[test]
+fn a_rotated_jwks_ca_file_is_used_by_the_next_fetch_and_a_broken_one_keeps_the_last_good() {
+    use common::creds::wait_metric;
+    use common::proxy::write_atomic;
+
+    let (k1, k2, k3) = (Key::rsa(), Key::ec(), Key::ed());
+    let (pki, old_ca, old_server) = https_pki();
+    let new_ca = pki.ca("svc-ca-2");
+    let new_server = pki.server(&new_ca, "localhost", &["127.0.0.1"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("jwks-ca.pem");
+    write_atomic(&ca_file, &std::fs::read(&old_ca.cert).unwrap());
+    let served = Arc::new(std::sync::Mutex::new(jwks(&[(&k1, "k1")])));
+    let body = served.clone();
+    let endpoint = HttpsEndpoint::start(&old_server, None, move |_| {
+        (200, body.lock().unwrap().clone())
+    });
+    let s = jwt_scenario(
+        &format!(
+            "jwks_url: {}\n      jwks_ca: {}\n      jwks_min_refetch: 1s",
+            endpoint.url("/jwks"),
+            ca_file.display()
+        ),
+        "",
+    );
+    let reloads = |result: &str| {
+        format!("m2m_auth_proxy_reloads_total{{file=\"jwks_ca\",result=\"{result}\"}}")
+    };
+    let past_min_refetch = || std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(get(&s, &token(&k1, "k1", &claims("Cjwt-1"))).status, 200);
+    assert_eq!(endpoint.count(), 1);
+
+    // a broken CA file is refused; the next fetch (an unknown kid) uses the CA in force
+    write_atomic(&ca_file, b"not a certificate\n");
+    assert_eq!(wait_metric(&s.proxy, &reloads("failure"), 1.0), 1.0);
+    *served.lock().unwrap() = jwks(&[(&k1, "k1"), (&k2, "k2")]);
+    past_min_refetch();
+    let resp = get(&s, &token(&k2, "k2", &claims("Cjwt-2")));
+    assert_eq!(
+        resp.status,
+        200,
+        "fetched with the last good CA: {}",
+        resp.text()
+    );
+    assert_eq!(endpoint.count(), 2);
+
+    // the server's certificate now chains to a new CA: the CA in force refuses it
+    endpoint.set_certificate(&new_server);
+    *served.lock().unwrap() = jwks(&[(&k1, "k1"), (&k2, "k2"), (&k3, "k3")]);
+    past_min_refetch();
+    assert_eq!(get(&s, &token(&k3, "k3", &claims("Cjwt-3"))).status, 401);
+    assert_eq!(endpoint.count(), 2, "no call got through the handshake");
+
+    // the CA file is replaced by the new CA: the next fetch trusts the new certificate
+    write_atomic(&ca_file, &std::fs::read(&new_ca.cert).unwrap());
+    assert_eq!(
+        wait_metric(&s.proxy, &reloads("success"), 1.0),
+        1.0,
+        "{}",
+        s.proxy.stderr_text()
+    );
+    past_min_refetch();
+    let resp = get(&s, &token(&k3, "k3", &claims("Cjwt-3")));
+    assert_eq!(resp.status, 200, "fetched with the new CA: {}", resp.text());
+    assert_eq!(endpoint.count(), 3);
+    assert!(
+        s.proxy.stderr_text().contains("reloaded jwks_ca"),
+        "{}",
+        s.proxy.stderr_text()
+    );
+}
+
+/// Issue 22: the introspection endpoint's client certificate and password files are reloaded
+/// like the other files. After a rotation, the next call presents the new certificate (not on a
+/// kept-alive connection made with the old one) and the new password; a broken password file
+/// keeps the one in force; a new CA file applies to the next call, kept-alive connection or not.
+#[test]
+fn introspection_client_certificate_and_password_files_are_reloaded() {
+    use common::creds::wait_metric;
+    use common::proxy::write_atomic;
+
+    let (pki, ca, server) = https_pki();
+    let (first, second) = (
+        pki.client(&ca, ClientOpts::cn("m2m-auth-proxy")),
+        pki.client(&ca, ClientOpts::cn("m2m-auth-proxy-2")),
+    );
+    let serial = |c: &common::CertKey| {
+        c.x509
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_string()
+    };
+    let basic = |pw: &str| {
+        format!(
+            "authorization: basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("m2m-proxy:{pw}"))
+        )
+        .to_lowercase()
+    };
+    let expected = Arc::new(std::sync::Mutex::new(basic("pw-one")));
+    let wanted = expected.clone();
+    // a client certificate of `ca` and the current password, or no answer the proxy can use
+    let endpoint = HttpsEndpoint::start(&server, Some(&ca), move |call| {
+        if !call.head.to_lowercase().contains(&*wanted.lock().unwrap()) {
+            return (401, "{}".into());
+        }
+        let active = call.body.starts_with("token=good");
+        (
+            200,
+            json!({"active": active, "sub": "Cintro-1", "exp": now() + 600}).to_string(),
+        )
+    });
+    endpoint.set_keep_alive(true);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, password) = (
+        dir.path().join("client.pem"),
+        dir.path().join("client.key"),
+        dir.path().join("password"),
+    );
+    let install = |c: &common::CertKey| {
+        write_atomic(&key, &std::fs::read(&c.key).unwrap());
+        write_atomic(&cert, &std::fs::read(&c.chain).unwrap());
+    };
+    install(&first);
+    write_atomic(&password, b"pw-one\n");
+    let ca_file = dir.path().join("ca.pem");
+    write_atomic(&ca_file, &std::fs::read(&ca.cert).unwrap());
+    let s = introspection_scenario(
+        &endpoint,
+        &common::CertKey {
+            cert: ca_file.clone(),
+            ..ca.clone()
+        },
+        &format!(
+            "  client_cert: {}\n  client_key: {}\n  basic_user: m2m-proxy\n  basic_password_file: {}\n",
+            cert.display(),
+            key.display(),
+            password.display()
+        ),
+    );
+    let reloads = |file: &str, result: &str| {
+        format!("m2m_auth_proxy_reloads_total{{file=\"{file}\",result=\"{result}\"}}")
+    };
+    let last_serial = || {
+        endpoint
+            .calls()
+            .last()
+            .and_then(|c| c.client_serial.clone())
+    };
+    assert_eq!(get(&s, "IDENTITY-TOKEN//good-1").status, 200);
+    assert_eq!(last_serial(), Some(serial(&first)));
+
+    // a new client certificate: the next call is made with it, on a new connection
+    install(&second);
+    let rotated = reloads("introspection_client_cert", "success");
+    assert_eq!(
+        wait_metric(&s.proxy, &rotated, 1.0),
+        1.0,
+        "{}",
+        s.proxy.stderr_text()
+    );
+    let resp = get(&s, "IDENTITY-TOKEN//good-2");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(last_serial(), Some(serial(&second)));
+
+    // a new password: the endpoint now wants it, and gets it
+    *expected.lock().unwrap() = basic("pw-two");
+    write_atomic(&password, b"pw-two\n");
+    let changed = reloads("introspection_credentials", "success");
+    assert_eq!(
+        wait_metric(&s.proxy, &changed, 1.0),
+        1.0,
+        "{}",
+        s.proxy.stderr_text()
+    );
+    let resp = get(&s, "IDENTITY-TOKEN//good-3");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    // an empty password file is refused: the password in force stays
+    write_atomic(&password, b"");
+    let refused = reloads("introspection_credentials", "failure");
+    assert_eq!(
+        wait_metric(&s.proxy, &refused, 1.0),
+        1.0,
+        "{}",
+        s.proxy.stderr_text()
+    );
+    let resp = get(&s, "IDENTITY-TOKEN//good-4");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(endpoint.count(), 4);
+
+    // the CA file names another CA: no call, not even on a kept-alive connection verified with
+    // the old CA, trusts the endpoint any more
+    write_atomic(&ca_file, &std::fs::read(&pki.ca("other-ca").cert).unwrap());
+    let trusted = reloads("introspection_ca", "success");
+    assert_eq!(
+        wait_metric(&s.proxy, &trusted, 1.0),
+        1.0,
+        "{}",
+        s.proxy.stderr_text()
+    );
+    let resp = get(&s, "IDENTITY-TOKEN//good-5");
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(endpoint.count(), 4);
+}

@@ -808,3 +808,94 @@ fn a_slow_two_step_rewrite_never_yields_a_401_for_a_valid_user() {
     assert!(statuses.len() > 10, "{statuses:?}");
     assert!(statuses.iter().all(|c| *c == 200), "{statuses:?}");
 }
+
+/// Issue 22: a config reload builds only what it applies. The JWKS URL's host does not resolve
+/// (`.invalid`): the proxy starts all the same (the name is resolved at first use), a change
+/// of `authorization` alone is applied, and a JWT fails closed while the name does not resolve.
+#[test]
+fn an_authorization_change_applies_while_the_jwks_host_does_not_resolve() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+
+    let allow_all = "authorization:\n  default: allow\n";
+    let deny_gw = "authorization:\n  default: allow\n  rules:\n    - name: no-gw\n      originators: [\"^Cgw$\"]\n      effect: deny\n";
+    let s = Scenario::start_with_opts(ScenarioOpts::default(), |f| {
+        ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[mtls, jwt]".into(),
+        extra_auth: format!(
+            "jwt:\n  issuers:\n    - issuer: https://idp.test\n      audiences: [m2m-proxy]\n      jwks_url: https://jwks.invalid/jwks\n      jwks_ca: {}\n      jwks_timeout: 1s",
+            f.ca.cert.display()
+        ),
+        extra: allow_all.into(),
+        ..f.opts.clone()
+    }
+    });
+    let gw = s.client(ClientOpts::uri("Cgw"));
+    let mut conn = s.tls(Some(&gw)).connect(s.addr).unwrap();
+    let status = |conn: &mut common::Conn| conn.request(&Request::get("/x")).unwrap().status;
+    assert_eq!(status(&mut conn), 200);
+
+    let before = reloads(&s, "config", "success");
+    let mut opts = s.opts.clone();
+    opts.extra = deny_gw.into();
+    s.proxy.rewrite_config(&Scenario::config_with(&s, &opts));
+    assert!(
+        wait_reload(&s, "config", "success", before, Duration::from_secs(5)),
+        "the reload was refused: {}",
+        s.proxy.stderr_text()
+    );
+    assert_eq!(status(&mut conn), 403, "new rules on the open connection");
+    let mut fresh = s.tls(Some(&gw)).connect(s.addr).unwrap();
+    assert_eq!(status(&mut fresh), 403, "new rules on a new connection");
+    assert!(
+        !s.proxy.stderr_text().contains("need a restart"),
+        "only authorization changed: {}",
+        s.proxy.stderr_text()
+    );
+
+    // a JWT of that issuer: its keys cannot be fetched, so it is refused, never forwarded
+    let part = |v: &str| URL_SAFE_NO_PAD.encode(v);
+    let jwt = format!(
+        "{}.{}.{}",
+        part(r#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#),
+        part(r#"{"iss":"https://idp.test","aud":"m2m-proxy","sub":"Cjwt","exp":4102444800}"#),
+        part("signature")
+    );
+    let forwarded = s.upstream.count();
+    let resp = s
+        .tls(None)
+        .connect_and_request(
+            s.addr,
+            &Request::get("/x").header("Authorization", &format!("Bearer {jwt}")),
+        )
+        .unwrap();
+    assert_eq!(resp.status, 401, "{}", resp.text());
+    assert_eq!(s.upstream.count(), forwarded, "nothing forwarded");
+    assert!(
+        s.proxy
+            .wait_stderr("JWKS https://jwks.invalid/jwks: ", Duration::from_secs(5)),
+        "{}",
+        s.proxy.stderr_text()
+    );
+}
+
+/// Issue 22: the config file is read once at start, by its first load through the reloader:
+/// the same read as a reload's, so a FIFO at the config path is refused (not read, which would
+/// block), with the reload's message.
+#[test]
+fn the_config_file_is_read_at_start_as_a_reload_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("proxy.yaml");
+    std::fs::write(&config, "").unwrap();
+    make_fifo(&config);
+    let (code, _, err) = common::proxy::run_cli(
+        &common::scenario::bin(),
+        &["check", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("proxy.yaml: expected a regular file, found a FIFO"),
+        "{err}"
+    );
+}

@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let (pattern, value) = text.split_once('\n').unwrap_or(("^(?P<originator>.+)$", text));
+    let (pattern, value) = text
+        .split_once('\n')
+        .unwrap_or(("^(?P<originator>.+)$", text));
     if pattern.len() > 200 {
         return;
     }

@@ -17,10 +17,35 @@ const ORIGINATOR: &str = "Cae-fuzz";
 
 /// Pieces strings are made of: what confuses strippers and decoders.
 const PIECES: &[&str] = &[
-    "\\", "\"", "/", "*", "/*", "*/", "//", "#", ";;", "\n", "\r", "\t", "\u{0}", "é", "😀",
-    "op", "fr", "to", "ty", "cse-in/mgmt", "CAdmin", "x", " ", "'", "\u{2028}",
+    "\\",
+    "\"",
+    "/",
+    "*",
+    "/*",
+    "*/",
+    "//",
+    "#",
+    ";;",
+    "\n",
+    "\r",
+    "\t",
+    "\u{0}",
+    "é",
+    "😀",
+    "op",
+    "fr",
+    "to",
+    "ty",
+    "cse-in/mgmt",
+    "CAdmin",
+    "x",
+    " ",
+    "'",
+    "\u{2028}",
 ];
-const KEYS: &[&str] = &["op", "to", "fr", "ty", "rqi", "rvi", "pc", "a", "n", "m2m:cin", "con"];
+const KEYS: &[&str] = &[
+    "op", "to", "fr", "ty", "rqi", "rvi", "pc", "a", "n", "m2m:cin", "con",
+];
 
 fn text(u: &mut Unstructured) -> Result<String> {
     let mut s = String::new();
@@ -32,13 +57,21 @@ fn text(u: &mut Unstructured) -> Result<String> {
 
 fn json_value(u: &mut Unstructured, depth: u8) -> Result<serde_json::Value> {
     use serde_json::Value as J;
-    let kind = if depth > 3 { u.int_in_range(0..=3)? } else { u.int_in_range(0..=5)? };
+    let kind = if depth > 3 {
+        u.int_in_range(0..=3)?
+    } else {
+        u.int_in_range(0..=5)?
+    };
     Ok(match kind {
         0 => J::from(u.int_in_range(0..=7u64)?),
         1 => J::from(text(u)?),
         2 => J::Bool(u.arbitrary()?),
         3 => J::Null,
-        4 => J::Array((0..u.int_in_range(0..=3)?).map(|_| json_value(u, depth + 1)).collect::<Result<_>>()?),
+        4 => J::Array(
+            (0..u.int_in_range(0..=3)?)
+                .map(|_| json_value(u, depth + 1))
+                .collect::<Result<_>>()?,
+        ),
         _ => J::Object(json_map(u, depth + 1)?),
     })
 }
@@ -46,7 +79,11 @@ fn json_value(u: &mut Unstructured, depth: u8) -> Result<serde_json::Value> {
 fn json_map(u: &mut Unstructured, depth: u8) -> Result<serde_json::Map<String, serde_json::Value>> {
     let mut m = serde_json::Map::new();
     for _ in 0..u.int_in_range(0..=4)? {
-        let key = if u.arbitrary()? { u.choose(KEYS)?.to_string() } else { text(u)? };
+        let key = if u.arbitrary()? {
+            u.choose(KEYS)?.to_string()
+        } else {
+            text(u)?
+        };
         m.insert(key, json_value(u, depth)?);
     }
     Ok(m)
@@ -68,14 +105,25 @@ fn json_message(u: &mut Unstructured) -> Result<Vec<u8>> {
 
 fn cbor_value(u: &mut Unstructured, depth: u8) -> Result<ciborium::Value> {
     use ciborium::Value as C;
-    let kind = if depth > 3 { u.int_in_range(0..=3)? } else { u.int_in_range(0..=6)? };
+    let kind = if depth > 3 {
+        u.int_in_range(0..=3)?
+    } else {
+        u.int_in_range(0..=6)?
+    };
     Ok(match kind {
         0 => C::Integer(u.int_in_range(0..=7u64)?.into()),
         1 => C::Text(text(u)?),
         2 => C::Bool(u.arbitrary()?),
         3 => C::Null,
-        4 => C::Array((0..u.int_in_range(0..=3)?).map(|_| cbor_value(u, depth + 1)).collect::<Result<_>>()?),
-        5 => C::Tag(u.choose(&[1, 256, 55799])?.to_owned(), Box::new(cbor_value(u, depth + 1)?)),
+        4 => C::Array(
+            (0..u.int_in_range(0..=3)?)
+                .map(|_| cbor_value(u, depth + 1))
+                .collect::<Result<_>>()?,
+        ),
+        5 => C::Tag(
+            u.choose(&[1, 256, 55799])?.to_owned(),
+            Box::new(cbor_value(u, depth + 1)?),
+        ),
         _ => C::Map(cbor_map(u, depth + 1)?),
     })
 }
@@ -84,7 +132,11 @@ fn cbor_map(u: &mut Unstructured, depth: u8) -> Result<Vec<(ciborium::Value, cib
     use ciborium::Value as C;
     let mut m = Vec::new();
     for _ in 0..u.int_in_range(0..=4)? {
-        let name = if u.arbitrary()? { u.choose(KEYS)?.to_string() } else { text(u)? };
+        let name = if u.arbitrary()? {
+            u.choose(KEYS)?.to_string()
+        } else {
+            text(u)?
+        };
         let key = match u.int_in_range(0..=7)? {
             0 => C::Tag(55799, Box::new(C::Text(name))),
             1 => C::Bytes(name.into_bytes()),
@@ -98,7 +150,13 @@ fn cbor_map(u: &mut Unstructured, depth: u8) -> Result<Vec<(ciborium::Value, cib
 fn cbor_message(u: &mut Unstructured) -> Result<Vec<u8>> {
     use ciborium::Value as C;
     let mut m = cbor_map(u, 0)?;
-    m.insert(0, (C::Text("op".into()), C::Integer(u.int_in_range(1..=6u64)?.into())));
+    m.insert(
+        0,
+        (
+            C::Text("op".into()),
+            C::Integer(u.int_in_range(1..=6u64)?.into()),
+        ),
+    );
     let mut out = Vec::new();
     let _ = ciborium::into_writer(&C::Map(m), &mut out);
     Ok(out)
@@ -118,12 +176,20 @@ fn check(encoding: Encoding, input: &[u8]) {
         method: None,
     };
     let strict = parse(encoding, &forwarded).expect("the proxy reads its own output");
-    assert_eq!((strict.op, &strict.to, strict.fr.as_deref(), strict.ty), (p.op, &p.to, Some(ORIGINATOR), p.ty));
+    assert_eq!(
+        (strict.op, &strict.to, strict.fr.as_deref(), strict.ty),
+        (p.op, &p.to, Some(ORIGINATOR), p.ty)
+    );
     let lenient = match encoding {
         Encoding::Json => lenient::read_json(&forwarded),
         Encoding::Cbor => lenient::read_cbor(&forwarded),
     };
-    assert_eq!(lenient.as_ref(), Some(&decided), "forwarded {:?}", String::from_utf8_lossy(&forwarded));
+    assert_eq!(
+        lenient.as_ref(),
+        Some(&decided),
+        "forwarded {:?}",
+        String::from_utf8_lossy(&forwarded)
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -7,16 +7,82 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
+use super::method::{Assembly, Descriptor, Explained, MethodState, Sample};
 use super::queue::VerifyQueue;
 use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier, NOT_CLAIMED};
-use crate::config::BasicConfig;
+use crate::config::{BasicConfig, Config, KeyError};
 use crate::credentials::cache::VerifyCache;
 use crate::credentials::htpasswd::HtpasswdFile;
 use crate::example_credentials;
-use crate::identity::{Identity, Method};
+use crate::identity::{Identity, Method, Scheme};
 use crate::originator_syntax::validate_originator;
 use crate::random::RandomUnavailable;
 use crate::reload::{self, FileKind, Reloadable};
+
+/// The `basic` method. Its htpasswd file is loaded when configured, even while the method is not
+/// enabled, so that `check` validates every file the config names.
+pub const METHOD: Descriptor = Descriptor {
+    name: "basic",
+    scheme: Scheme::Basic,
+    files: &[FileKind::Htpasswd],
+    headers: &[],
+    section: "auth.basic",
+    needs: Some("`auth.basic.htpasswd: PATH`"),
+    configured: |a| a.basic.is_some(),
+    validate: |a| a.basic.as_ref().map_or(Ok(()), BasicConfig::validate),
+    rate_limited: true,
+    build: |c| match &c.auth.basic {
+        Some(b) => match BasicAuth::new(b) {
+            Ok(auth) => Ok(Some(Arc::new(auth))),
+            Err(e) => Err(KeyError::new("auth.basic", e.to_string())),
+        },
+        None => Ok(None),
+    },
+};
+
+impl MethodState for BasicAuth {
+    fn reloadables(self: Arc<Self>) -> Vec<Box<dyn Reloadable>> {
+        vec![Box::new(HtpasswdReload(self))]
+    }
+
+    /// Password checks take a slot of the password queue (`limits.verifications`).
+    fn verifier(self: Arc<Self>, at: &Assembly<'_>) -> Option<Arc<dyn Verifier>> {
+        let limits = &at.config.limits.verifications;
+        let queue = VerifyQueue::new("password", limits.concurrent(), limits.max_queued);
+        Some(Arc::new(BasicVerifier::new(self, Arc::new(queue))))
+    }
+
+    fn summary(&self, c: &Config) -> Vec<String> {
+        let Some(cfg) = &c.auth.basic else {
+            return Vec::new();
+        };
+        vec![format!(
+            "basic: {} ({} users), realm {:?}, cache {} entries / {:?}, every check costs at least {}{}",
+            cfg.htpasswd.display(),
+            self.user_count(),
+            cfg.realm,
+            cfg.cache.max_entries,
+            cfg.cache.ttl,
+            self.timing_floor(),
+            if cfg.allow_insecure_hashes {
+                ", INSECURE hashes allowed"
+            } else {
+                ""
+            }
+        )]
+    }
+
+    fn explain(&self, sample: &Sample<'_>) -> Explained {
+        Ok(match self.outcome_for(sample.name("the user name")?) {
+            BasicOutcome::Valid(identity) => Ok(Arc::new(identity)),
+            BasicOutcome::NoOriginator => Err(
+                "the user name is not usable as an originator and auth.basic.originators has none for it"
+                    .to_string(),
+            ),
+            BasicOutcome::Invalid => Err("wrong password or unknown user".to_string()),
+        })
+    }
+}
 
 pub struct BasicAuth {
     file: ArcSwap<HtpasswdFile>,

@@ -8,13 +8,65 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 
 use super::authorization::BearerToken;
+use super::method::{Assembly, Descriptor, Explained, MethodState, Sample};
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
-use crate::config::BearerConfig;
+use crate::config::{BearerConfig, Config};
 use crate::credentials::tokens::{TokenEntry, TokenFile, TokenLookup};
 use crate::example_credentials;
-use crate::identity::{Identity, Method};
+use crate::identity::{Identity, Method, Scheme};
 use crate::originator_syntax::validate_originator;
 use crate::reload::{self, FileKind, Reloadable};
+
+/// The `bearer` method. Its tokens file is loaded when configured, even while the method is not
+/// enabled, so that `check` validates every file the config names.
+pub const METHOD: Descriptor = Descriptor {
+    name: "bearer",
+    scheme: Scheme::Bearer,
+    files: &[FileKind::Tokens],
+    headers: &[],
+    section: "auth.bearer",
+    needs: Some("`auth.bearer.tokens: PATH`"),
+    configured: |a| a.bearer.is_some(),
+    validate: |_| Ok(()),
+    rate_limited: true,
+    build: |c| {
+        Ok(c.auth
+            .bearer
+            .as_ref()
+            .map(|b| Arc::new(BearerAuth::new(b)) as _))
+    },
+};
+
+impl MethodState for BearerAuth {
+    fn reloadables(self: Arc<Self>) -> Vec<Box<dyn Reloadable>> {
+        vec![Box::new(TokensReload(self))]
+    }
+
+    fn verifier(self: Arc<Self>, _: &Assembly<'_>) -> Option<Arc<dyn Verifier>> {
+        Some(self)
+    }
+
+    fn summary(&self, c: &Config) -> Vec<String> {
+        let Some(cfg) = &c.auth.bearer else {
+            return Vec::new();
+        };
+        vec![format!(
+            "bearer: {} ({} tokens){}",
+            cfg.tokens.display(),
+            self.token_count(),
+            if cfg.allow_declared {
+                "; WARNING: allow_declared is ON: 'Bearer SYSTEM//<name>' is accepted without any proof"
+            } else {
+                ""
+            }
+        )]
+    }
+
+    fn explain(&self, sample: &Sample<'_>) -> Explained {
+        let name = sample.name("the name of the tokens-file entry")?;
+        Ok(self.identity_named(name).map_err(str::to_string))
+    }
+}
 
 pub struct BearerAuth {
     /// The tokens file in force. Its entries are kept compact (a large file stays in memory),

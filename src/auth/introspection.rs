@@ -17,14 +17,16 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
 use super::authorization::BearerToken;
-use super::fetch::{ClientAuth, FetchError, HttpsEndpoint};
+use super::fetch::{EndpointFiles, FetchError, HttpsEndpoint};
+use super::method::{Assembly, Descriptor, Explained, MethodState, Sample};
 use super::queue::VerifyQueue;
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
-use crate::config::{ClaimPath, IntrospectionConfig};
-use crate::identity::{Identity, Method};
+use crate::config::{ClaimPath, Config, IntrospectionConfig, KeyError};
+use crate::identity::{Identity, Method, Scheme};
 use crate::log_limit::{suppressed_note, LogLimit};
 use crate::metrics;
 use crate::originator_syntax::validate_originator;
+use crate::reload::{FileKind, Reloadable};
 
 /// Cached answers kept at most; beyond, expired ones are dropped, then all.
 const MAX_CACHED: usize = 10_000;
@@ -74,8 +76,86 @@ impl Answer {
     }
 }
 
+/// The `introspection` method: built when its section is written.
+pub const METHOD: Descriptor = Descriptor {
+    name: "introspection",
+    scheme: Scheme::Bearer,
+    files: &[
+        FileKind::IntrospectionCa,
+        FileKind::IntrospectionClientCert,
+        FileKind::IntrospectionCredentials,
+    ],
+    headers: &[],
+    section: "auth.introspection",
+    needs: Some("`auth.introspection.url` and `ca`"),
+    configured: |a| a.introspection.is_some(),
+    validate: |a| {
+        a.introspection
+            .as_ref()
+            .map_or(Ok(()), IntrospectionConfig::validate)
+    },
+    rate_limited: true,
+    build: |c| match &c.auth.introspection {
+        Some(i) => match Introspection::build(i) {
+            Ok(built) => Ok(Some(Arc::new(built))),
+            Err(m) => Err(KeyError::new("auth.introspection", m)),
+        },
+        None => Ok(None),
+    },
+};
+
+impl MethodState for Introspection {
+    /// Its CA, client certificate and password files.
+    fn reloadables(self: Arc<Self>) -> Vec<Box<dyn Reloadable>> {
+        Introspection::reloadables(&self)
+    }
+
+    fn verifier(self: Arc<Self>, _: &Assembly<'_>) -> Option<Arc<dyn Verifier>> {
+        Some(self)
+    }
+
+    fn summary(&self, c: &Config) -> Vec<String> {
+        let Some(intro) = &c.auth.introspection else {
+            return Vec::new();
+        };
+        let mut lines = vec![format!(
+            "introspection: {} (timeout {:?}, cache {:?}, {} calls at once, {} queued), originator from field `{}`{}",
+            intro.url,
+            intro.timeout,
+            intro.cache_ttl,
+            intro.max_concurrent,
+            intro.max_queued,
+            intro.originator_field,
+            if intro.plain_bearer {
+                ", plain bearer tokens too"
+            } else {
+                ""
+            }
+        )];
+        if !intro.audiences.is_empty() || intro.issuer.is_some() || !intro.token_types.is_empty() {
+            lines.push(format!(
+                "introspection answers need: audiences {:?}, issuer {}, token types {:?}",
+                intro.audiences,
+                intro
+                    .issuer
+                    .as_deref()
+                    .map_or("(any)".to_string(), |i| format!("{i:?}")),
+                intro.token_types
+            ));
+        }
+        lines
+    }
+
+    fn explain(&self, sample: &Sample<'_>) -> Explained {
+        let answer = sample.claims("the introspection endpoint's answer")?;
+        Ok(self
+            .identity_of_answer(&answer)
+            .map_err(|e| e.reason().to_string()))
+    }
+}
+
 pub struct Introspection {
-    endpoint: HttpsEndpoint,
+    endpoint: Arc<HttpsEndpoint>,
     originator_field: ClaimPath,
     name_field: ClaimPath,
     operator_field: Option<ClaimPath>,
@@ -97,16 +177,35 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Introspection {
     pub fn build(c: &IntrospectionConfig) -> Result<Self, String> {
-        let cert_key = match (&c.client_cert, &c.client_key) {
-            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+        let client = match (&c.client_cert, &c.client_key) {
+            (Some(cert), Some(key)) => Some((
+                cert.to_path_buf(),
+                key.to_path_buf(),
+                FileKind::IntrospectionClientCert,
+                "auth.introspection.client_cert",
+            )),
             _ => None,
         };
         let basic = match (&c.basic_user, &c.basic_password_file) {
-            (Some(user), Some(file)) => Some((user.as_str(), file.as_path())),
+            (Some(user), Some(file)) => Some((
+                user.clone(),
+                file.to_path_buf(),
+                FileKind::IntrospectionCredentials,
+                "auth.introspection.basic_password_file",
+            )),
             _ => None,
         };
-        let endpoint =
-            HttpsEndpoint::new(&c.url, &c.ca, ClientAuth { cert_key, basic }, c.timeout)?;
+        let files = EndpointFiles {
+            ca: (
+                c.ca.to_path_buf(),
+                FileKind::IntrospectionCa,
+                "auth.introspection.ca",
+            ),
+            client,
+            basic,
+            metric_kinds: ("introspection_ca".into(), "introspection_client".into()),
+        };
+        let endpoint = Arc::new(HttpsEndpoint::new(&c.url, files, c.timeout)?);
         let salt = crate::random::key().map_err(|e| e.to_string())?;
         Ok(Introspection {
             endpoint,
@@ -124,6 +223,11 @@ impl Introspection {
             queue: VerifyQueue::new("introspection", c.max_concurrent, c.max_queued),
             failures_logged: LogLimit::new(LOG_INTERVAL),
         })
+    }
+
+    /// The endpoint's files (CA, client certificate, password), reloaded like the other files.
+    pub fn reloadables(&self) -> Vec<Box<dyn Reloadable>> {
+        self.endpoint.reloadables()
     }
 
     pub async fn introspect(&self, token: &str) -> Result<Arc<Identity>, IntrospectionError> {

@@ -165,7 +165,7 @@ impl Reloadable for JwksReload {
 }
 
 pub struct JwksUrl {
-    endpoint: HttpsEndpoint,
+    endpoint: Arc<HttpsEndpoint>,
     issuer: String,
     keys: ArcSwap<Option<Arc<KeySet>>>,
     refresh: Duration,
@@ -185,7 +185,7 @@ struct FetchTimes {
 
 impl JwksUrl {
     pub fn new(
-        endpoint: HttpsEndpoint,
+        endpoint: Arc<HttpsEndpoint>,
         issuer: &str,
         refresh: Duration,
         min_refetch: Duration,
@@ -243,6 +243,11 @@ impl JwksUrl {
             }
         }
         self.keys.load_full().as_ref().clone()
+    }
+
+    /// The endpoint's files (its CA), reloaded like the other files.
+    pub fn reloadables(&self) -> Vec<Box<dyn Reloadable>> {
+        self.endpoint.reloadables()
     }
 
     /// The keys in force, without fetching.

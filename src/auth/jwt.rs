@@ -14,12 +14,14 @@ use sha2::{Digest, Sha256};
 use async_trait::async_trait;
 
 use super::authorization::BearerToken;
-use super::fetch::{ClientAuth, HttpsEndpoint};
-use super::jwks::{JwksFile, JwksUrl, KeySet, KeySource};
+use super::fetch::{EndpointFiles, HttpsEndpoint};
+use super::jwks::{JwksFile, JwksReload, JwksUrl, KeySet, KeySource};
+use super::method::{Assembly, Descriptor, Explained, MethodState, Sample};
 use super::verifier::{Claim, Failure, Presented, Rejection, Verifier, NOT_CLAIMED};
-use crate::config::{ClaimPath, JwtConfig, JwtIssuerConfig, KeyError};
-use crate::identity::{Identity, Method};
+use crate::config::{ClaimPath, Config, JwtConfig, JwtIssuerConfig, KeyError};
+use crate::identity::{Identity, Method, Scheme};
 use crate::originator_syntax::{validate_originator, OriginatorPattern};
+use crate::reload::{FileKind, Reloadable};
 
 /// Every asymmetric algorithm: the default when an issuer lists none.
 const ASYMMETRIC: [Algorithm; 9] = [
@@ -97,6 +99,90 @@ fn check_issuer_config(c: &JwtIssuerConfig) -> Result<Vec<Algorithm>, String> {
 pub enum JwtError {
     Expired,
     Invalid(&'static str),
+}
+
+/// The `jwt` method: built when its section is written.
+pub const METHOD: Descriptor = Descriptor {
+    name: "jwt",
+    scheme: Scheme::Bearer,
+    files: &[FileKind::Jwks, FileKind::JwksCa],
+    headers: &[],
+    section: "auth.jwt",
+    needs: Some("`auth.jwt.issuers`"),
+    configured: |a| a.jwt.is_some(),
+    validate: |a| a.jwt.as_ref().map_or(Ok(()), JwtConfig::validate),
+    rate_limited: true,
+    build: |c| match &c.auth.jwt {
+        Some(config) => {
+            let (auth, files) = JwtAuth::build(config)?;
+            Ok(Some(Arc::new(JwtMethod {
+                auth: Arc::new(auth),
+                files,
+            })))
+        }
+        None => Ok(None),
+    },
+};
+
+/// The JWT verifier and the JWKS files of its issuers.
+pub struct JwtMethod {
+    auth: Arc<JwtAuth>,
+    files: Vec<Arc<JwksFile>>,
+}
+
+impl MethodState for JwtMethod {
+    /// Its JWKS files, and the CA files of its JWKS URLs.
+    fn reloadables(self: Arc<Self>) -> Vec<Box<dyn Reloadable>> {
+        let files = self
+            .files
+            .iter()
+            .map(|f| Box::new(JwksReload(f.clone())) as Box<dyn Reloadable>);
+        files.chain(self.auth.reloadables()).collect()
+    }
+
+    fn verifier(self: Arc<Self>, _: &Assembly<'_>) -> Option<Arc<dyn Verifier>> {
+        Some(self.auth.clone())
+    }
+
+    fn summary(&self, c: &Config) -> Vec<String> {
+        let mut lines = Vec::new();
+        for issuer in c.auth.jwt.iter().flat_map(|j| &j.issuers) {
+            let keys = match (&issuer.jwks_file, &issuer.jwks_url, &issuer.secret_file) {
+                (Some(f), _, _) => format!("JWKS file {}", f.display()),
+                (_, Some(u), _) => format!("JWKS URL {u} (fetched on first use)"),
+                (_, _, Some(f)) => format!("shared secret {}", f.display()),
+                _ => "no keys".into(),
+            };
+            let file = self.files.iter().find(|f| f.issuer == issuer.issuer);
+            let loaded = file.map(|f| f.keys());
+            lines.push(format!(
+                "jwt: issuer {:?}, audiences {:?}, {keys}{}, originator from claim `{}`",
+                issuer.issuer,
+                issuer.audiences,
+                loaded
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(" ({})", k.summary())),
+                issuer.originator_claim
+            ));
+            for skipped in loaded.iter().flat_map(|k| k.skipped()) {
+                lines.push(format!("  WARNING: JWKS key skipped: {skipped}"));
+            }
+        }
+        lines
+    }
+
+    fn explain(&self, sample: &Sample<'_>) -> Explained {
+        Ok(
+            match self
+                .auth
+                .identity_of_claims(sample.claims("the token's claims")?)
+            {
+                Ok(identity) => Ok(identity),
+                Err(JwtError::Invalid(reason)) => Err(reason.to_string()),
+                Err(JwtError::Expired) => Err("JWT expired".to_string()),
+            },
+        )
+    }
 }
 
 struct Issuer {
@@ -205,18 +291,20 @@ impl JwtAuth {
                 files.push(file.clone());
                 KeySource::File(file)
             } else if let (Some(url), Some(ca)) = (&c.jwks_url, &c.jwks_ca) {
-                let endpoint = HttpsEndpoint::new(
-                    url,
-                    ca,
-                    ClientAuth {
-                        cert_key: None,
-                        basic: None,
-                    },
-                    c.jwks_timeout,
-                )
-                .map_err(|e| invalid(format!("jwks_url: {e}")))?;
+                let files = EndpointFiles {
+                    ca: (
+                        ca.to_path_buf(),
+                        FileKind::JwksCa,
+                        "auth.jwt.issuers[].jwks_ca",
+                    ),
+                    client: None,
+                    basic: None,
+                    metric_kinds: (format!("jwks_ca:{}", c.issuer), String::new()),
+                };
+                let endpoint = HttpsEndpoint::new(url, files, c.jwks_timeout)
+                    .map_err(|e| invalid(format!("jwks_url: {e}")))?;
                 KeySource::Url(Box::new(JwksUrl::new(
-                    endpoint,
+                    Arc::new(endpoint),
                     &c.issuer,
                     c.jwks_refresh,
                     c.jwks_min_refetch,
@@ -246,6 +334,18 @@ impl JwtAuth {
         }
         let verified = VerifiedCache::new().map_err(|e| KeyError::new("auth.jwt", e))?;
         Ok((JwtAuth { issuers, verified }, files))
+    }
+
+    /// The files of the issuers' JWKS URLs (their CAs), reloaded like the other files.
+    pub fn reloadables(&self) -> Vec<Box<dyn Reloadable>> {
+        self.issuers
+            .iter()
+            .filter_map(|i| match &i.keys {
+                KeySource::Url(url) => Some(url.reloadables()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
     }
 
     pub async fn verify_token(&self, token: &str) -> Result<Arc<Identity>, JwtError> {

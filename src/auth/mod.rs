@@ -3,9 +3,19 @@
 //! present decides; present but wrong credentials never fall through to another method, nor to
 //! anonymous access.
 //!
-//! Each method is one file implementing [`Verifier`]; this file holds what they share: the
-//! order, which bearer-type method a token belongs to, rate limiting and failure accounting,
-//! and the roles of `auth.roles`.
+//! Each method is one file implementing [`Verifier`]; this file holds the list of methods and
+//! what they share: the order, which bearer-type method a token belongs to, rate limiting and
+//! failure accounting, and the roles of `auth.roles`.
+//!
+//! Adding a method (see `method.rs` for what a descriptor holds):
+//! 1. its config struct and its `Option<…>` field in `AuthConfig` (`config/auth.rs`);
+//! 2. its file here: a `pub const METHOD: Descriptor`, the [`method::MethodState`] it builds (with
+//!    its reloadables; a file kind of its own is a `FileKind::Auth`) and its [`Verifier`]
+//!    (credentials from [`Presented`]: `header`, `authorization_scheme`, …);
+//! 3. `pub mod` and one line in `methods!` below (its place there is its place in `Method::ALL`);
+//! 4. docs: its labels in docs/operations.md (a test compares them), its section in configuration.md.
+//!
+//! A method of the `Bearer` scheme also needs its rule in [`Authenticator`]'s `bearer_owner`.
 
 pub mod authorization;
 pub mod basic;
@@ -17,6 +27,7 @@ pub mod jwk;
 pub mod jwks;
 pub mod jwt;
 pub mod jwt_crypto;
+pub mod method;
 pub mod mtls;
 pub mod queue;
 pub mod ratelimit;
@@ -36,6 +47,15 @@ use ratelimit::FailureLimiter;
 use roles::Roles;
 pub use verifier::{AuthError, Claim, Failure, Limit, Presented, Rejection, Verifier, NO_METHOD};
 
+// The authentication methods, in the order of `Method::ALL` (the labels of the metrics).
+method::methods! {
+    Mtls = mtls::METHOD;
+    Basic = basic::METHOD;
+    Bearer = bearer::METHOD;
+    Jwt = jwt::METHOD;
+    Introspection = introspection::METHOD;
+}
+
 pub struct Authenticator {
     /// The enabled methods, in `auth.methods` order.
     verifiers: Vec<Arc<dyn Verifier>>,
@@ -44,6 +64,8 @@ pub struct Authenticator {
     /// `auth.roles`, replaced whole by a config reload.
     roles: Arc<ArcSwap<Roles>>,
     limiter: FailureLimiter,
+    /// Headers besides `Authorization` that carry the enabled methods' credentials.
+    credential_headers: Vec<http::HeaderName>,
 }
 
 fn rate_limited(method: Method, wait: Duration) -> AuthError {
@@ -62,7 +84,13 @@ impl Authenticator {
         verifiers: Vec<Arc<dyn Verifier>>,
         roles: Arc<ArcSwap<Roles>>,
     ) -> Self {
+        let credential_headers = verifiers
+            .iter()
+            .flat_map(|v| v.method().descriptor().headers)
+            .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
         Authenticator {
+            credential_headers,
             verifiers,
             introspect_plain: config
                 .introspection
@@ -71,6 +99,12 @@ impl Authenticator {
             roles,
             limiter: FailureLimiter::from_config(&config.rate_limit),
         }
+    }
+
+    /// Removed from requests before they are forwarded: the credentials are the proxy's to
+    /// check, not the upstream's to see.
+    pub fn credential_headers(&self) -> &[http::HeaderName] {
+        &self.credential_headers
     }
 
     fn enabled(&self, method: Method) -> bool {
@@ -108,7 +142,7 @@ impl Authenticator {
                     self.verifiers
                         .iter()
                         .map(|v| v.method())
-                        .find(|m| matches!(m, Method::Jwt | Method::Introspection))
+                        .find(|m| matches!(*m, Method::Jwt | Method::Introspection))
                 }
             }
             _ => None,

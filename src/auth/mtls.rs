@@ -12,15 +12,80 @@ use openssl::nid::Nid;
 use openssl::x509::X509Ref;
 use regex::Regex;
 
+use anyhow::{bail, Context};
+
 use super::client_cert::CertIdentity;
+use super::method::{Assembly, Descriptor, Explained, MethodState, Sample};
 use super::verifier::{Claim, Failure, Limit, Presented, Rejection, Verifier};
-use crate::config::{CertField, KeyError, MtlsConfig};
-use crate::identity::{Identity, Method};
+use crate::config::{AuthConfig, CertField, Config, KeyError, MtlsConfig};
+use crate::identity::{Identity, Method, Scheme};
 use crate::originator_syntax::validate_originator;
 use crate::tls::handshake::{CertIdentify, PeerCertificate};
 use crate::tls::material::not_after_unix;
 use crate::tls::trust::ClientTrust;
 use crate::tls::x509_text;
+
+/// The `mtls` method: built only when enabled; its section has defaults.
+pub const METHOD: Descriptor = Descriptor {
+    name: "mtls",
+    scheme: Scheme::ClientCertificate,
+    files: &[],
+    headers: &[],
+    section: "auth.mtls",
+    needs: None,
+    configured: |_| true,
+    validate,
+    rate_limited: false,
+    build: |c| match c.auth.methods.contains(&Method::Mtls) {
+        true => Ok(Some(Arc::new(MtlsAuthenticator::from_config(
+            &c.auth.mtls,
+        )?))),
+        false => Ok(None),
+    },
+};
+
+fn validate(auth: &AuthConfig) -> Result<(), KeyError> {
+    if auth.mtls.identity.is_empty() {
+        return Err(KeyError::new(
+            "auth.mtls.identity",
+            "expected a list of certificate fields: uri, dns, email, cn",
+        ));
+    }
+    Ok(())
+}
+
+impl MethodState for MtlsAuthenticator {
+    /// Needs the client CA of `tls`.
+    fn verifier(self: Arc<Self>, at: &Assembly<'_>) -> Option<Arc<dyn Verifier>> {
+        let trust = at.tls?.trust.clone()?;
+        Some(Arc::new(MtlsVerifier { trust }))
+    }
+
+    fn summary(&self, c: &Config) -> Vec<String> {
+        let fields: Vec<_> = c.auth.mtls.identity.iter().map(|f| f.as_str()).collect();
+        vec![format!(
+            "mtls: identity from [{}], originator regex {:?}",
+            fields.join(", "),
+            c.auth.mtls.originator
+        )]
+    }
+
+    fn explain(&self, sample: &Sample<'_>) -> Explained {
+        let made = match (sample.cert, sample.name) {
+            (Some(file), None) => {
+                let pem = std::fs::read(file)
+                    .with_context(|| format!("--cert {}: cannot read", file.display()))?;
+                let cert = openssl::x509::X509::from_pem(&pem).with_context(|| {
+                    format!("--cert {}: expected a PEM certificate", file.display())
+                })?;
+                self.identify_inner(&cert)
+            }
+            (None, Some(value)) => self.identity_of_value(value.to_string()),
+            _ => bail!("--method mtls needs one of --as VALUE (the certificate's identity field value) and --cert FILE"),
+        };
+        Ok(made.map(Arc::new).map_err(str::to_string))
+    }
+}
 
 pub struct MtlsAuthenticator {
     fields: Vec<CertField>,

@@ -15,7 +15,7 @@ use crate::identity::{Identity, Method};
 
 /// A set of methods, one bit per [`Method`].
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
-struct Methods(u8);
+struct Methods(u64);
 
 impl Methods {
     fn of(methods: &[Method]) -> Methods {
@@ -26,8 +26,8 @@ impl Methods {
     }
 }
 
-fn bit(m: Method) -> u8 {
-    1 << Method::ALL.iter().position(|x| *x == m).unwrap_or(0)
+fn bit(m: Method) -> u64 {
+    m.bit()
 }
 
 #[derive(Default)]

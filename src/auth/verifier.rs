@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 
-use super::authorization::{BearerToken, Credentials};
+use super::authorization::{BearerToken, Credentials, MAX_AUTHORIZATION_LEN};
 use super::client_cert::CertIdentity;
 use crate::identity::{Identity, Method};
 
@@ -151,6 +151,8 @@ pub struct Presented<'a> {
     /// The `Authorization` header(s), parsed; `Err` is a reason safe to send back.
     pub credentials: Result<Option<Credentials<'a>>, &'static str>,
     authorization: Vec<&'a HeaderValue>,
+    /// The request's headers, for methods with a header of their own ([`Self::header`]).
+    headers: Option<&'a HeaderMap>,
     /// The method that judges a Bearer header, decided by [`super::Authenticator`] (by the
     /// token's form when it parsed, else the method that owns malformed Bearer headers).
     pub(super) bearer_owner: Option<Method>,
@@ -167,7 +169,65 @@ impl<'a> Presented<'a> {
             client_ip,
             credentials: super::authorization::parse(&authorization),
             authorization,
+            headers: None,
             bearer_owner: None,
+        }
+    }
+
+    /// With the request's headers, and its `Authorization` header(s) from them.
+    pub fn from_headers(
+        client_cert: Option<&'a CertIdentity>,
+        headers: &'a HeaderMap,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
+        let authorization = headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .collect();
+        Presented {
+            headers: Some(headers),
+            ..Presented::new(client_cert, authorization, client_ip)
+        }
+    }
+
+    /// The value of a header that carries a method's credentials (such as `X-API-Key`): never
+    /// several, never longer than an `Authorization` header, visible ASCII only.
+    pub fn header(&self, name: &str) -> Claim<&'a str> {
+        let Some(headers) = self.headers else {
+            return Claim::NotMine;
+        };
+        let mut values = headers.get_all(name).iter();
+        let value = match (values.next(), values.next()) {
+            (None, _) => return Claim::NotMine,
+            (Some(_), Some(_)) => return Claim::Malformed("several credential headers"),
+            (Some(value), None) => value,
+        };
+        if value.len() > MAX_AUTHORIZATION_LEN {
+            return Claim::Malformed("credential header too long");
+        }
+        match value.to_str() {
+            Ok(text) if !text.trim().is_empty() => Claim::Mine(text.trim()),
+            _ => Claim::Malformed("malformed credential header"),
+        }
+    }
+
+    /// The credentials of an `Authorization` header of a scheme no built-in method parses
+    /// (`ApiKey <credentials>`): what follows the scheme, trimmed.
+    pub fn authorization_scheme(&self, scheme: &str) -> Claim<&'a str> {
+        let (Ok(Some(Credentials::Other)), [value]) = (&self.credentials, &self.authorization[..])
+        else {
+            return match self.credentials {
+                Err(reason) if self.scheme_is(scheme) => Claim::Malformed(reason),
+                _ => Claim::NotMine,
+            };
+        };
+        // `Other` parsed: visible ASCII
+        let text = value.to_str().unwrap_or_default().trim();
+        let (name, rest) = text.split_once(' ').unwrap_or((text, ""));
+        match (name.eq_ignore_ascii_case(scheme), rest.trim()) {
+            (false, _) => Claim::NotMine,
+            (true, "") => Claim::Malformed("malformed Authorization credentials"),
+            (true, rest) => Claim::Mine(rest),
         }
     }
 
@@ -208,8 +268,8 @@ impl<'a> Presented<'a> {
     }
 }
 
-/// One authentication method. Adding a method means: its config section, its file with an
-/// implementation of this trait, its [`Method`] variant, and one line in the assembly.
+/// The request-time half of an authentication method; its file declares the rest in its
+/// descriptor (`super::method`), and `super` says how to add a method.
 #[async_trait]
 pub trait Verifier: Send + Sync {
     fn method(&self) -> Method;
@@ -245,3 +305,60 @@ pub const NOT_CLAIMED: Rejection = Rejection {
     reason: "credentials not usable by this method",
     counted: false,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(*name, HeaderValue::from_bytes(value).unwrap());
+        }
+        h
+    }
+
+    fn header<'a>(h: &'a HeaderMap, name: &str) -> Claim<&'a str> {
+        Presented::from_headers(None, h, None).header(name)
+    }
+
+    #[test]
+    fn a_credential_header_is_read_once_and_refused_when_unusable() {
+        let one = headers(&[("x-api-key", b" k1 ")]);
+        assert!(matches!(header(&one, "x-api-key"), Claim::Mine("k1")));
+        assert!(matches!(header(&one, "X-Api-Key"), Claim::Mine("k1")));
+        assert!(matches!(header(&one, "x-other"), Claim::NotMine));
+        let two = headers(&[("x-api-key", b"a"), ("x-api-key", b"b")]);
+        assert!(matches!(header(&two, "x-api-key"), Claim::Malformed(_)));
+        let long = "k".repeat(MAX_AUTHORIZATION_LEN + 1);
+        let long = headers(&[("x-api-key", long.as_bytes())]);
+        assert!(matches!(header(&long, "x-api-key"), Claim::Malformed(_)));
+        for bad in [&b"\xe9"[..], b"  "] {
+            let bad = headers(&[("x-api-key", bad)]);
+            assert!(matches!(header(&bad, "x-api-key"), Claim::Malformed(_)));
+        }
+    }
+
+    #[test]
+    fn another_authorization_scheme_is_its_methods_alone() {
+        let scheme = |h: &[(&'static str, &[u8])], s: &str| {
+            let h = headers(h);
+            match Presented::from_headers(None, &h, None).authorization_scheme(s) {
+                Claim::Mine(v) => Ok(Some(v.to_string())),
+                Claim::NotMine => Ok(None),
+                Claim::Malformed(r) => Err(r),
+            }
+        };
+        let auth = |v: &'static [u8]| [("authorization", v)];
+        assert_eq!(scheme(&auth(b"ApiKey k1"), "apikey"), Ok(Some("k1".into())));
+        assert_eq!(scheme(&auth(b"ApiKeys k1"), "apikey"), Ok(None));
+        assert_eq!(scheme(&auth(b"Bearer k1"), "apikey"), Ok(None));
+        assert!(scheme(&auth(b"ApiKey"), "apikey").is_err());
+        let two = [
+            ("authorization", &b"ApiKey a"[..]),
+            ("authorization", b"ApiKey b"),
+        ];
+        assert!(scheme(&two, "apikey").is_err());
+        assert_eq!(scheme(&[], "apikey"), Ok(None));
+    }
+}

@@ -394,9 +394,10 @@ impl<'de> Deserialize<'de> for RoleMembers {
             Spec(Spec),
         }
         match Form::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "expected `{methods: [mtls, ...], names: [...], patterns: [...]}` (methods: mtls, basic, bearer, jwt, introspection), or a list of identity names",
-            )
+            serde::de::Error::custom(format!(
+                "expected `{{methods: [mtls, ...], names: [...], patterns: [...]}}` (methods: {}), or a list of identity names",
+                Method::names()
+            ))
         })? {
             Form::Names(names) => Ok(RoleMembers {
                 methods: None,
@@ -436,7 +437,10 @@ impl AuthConfig {
         if self.methods.is_empty() && self.anonymous == Anonymous::Deny {
             return Err(KeyError::new(
                 "auth.methods",
-                "expected at least one of mtls, basic, bearer, jwt, introspection (or auth.anonymous: allow)",
+                format!(
+                    "expected at least one of {} (or auth.anonymous: allow)",
+                    Method::names()
+                ),
             ));
         }
         let mut seen = HashSet::new();
@@ -448,48 +452,20 @@ impl AuthConfig {
                 ));
             }
         }
-        let needs = |method: Method, present: bool, key: &str, what: &str| {
-            if self.methods.contains(&method) && !present {
-                Err(KeyError::new(
-                    key,
-                    format!("auth method `{}` needs {what}", method.as_str()),
-                ))
-            } else {
-                Ok(())
+        // each method's section: present when the method is enabled, and valid when written
+        for method in Method::ALL {
+            let d = method.descriptor();
+            if let Some(what) = d.needs {
+                if self.methods.contains(&method) && !(d.configured)(self) {
+                    return Err(KeyError::new(
+                        d.section,
+                        format!("auth method `{}` needs {what}", d.name),
+                    ));
+                }
             }
-        };
-        needs(
-            Method::Basic,
-            self.basic.is_some(),
-            "auth.basic",
-            "`auth.basic.htpasswd: PATH`",
-        )?;
-        needs(
-            Method::Bearer,
-            self.bearer.is_some(),
-            "auth.bearer",
-            "`auth.bearer.tokens: PATH`",
-        )?;
-        needs(
-            Method::Jwt,
-            self.jwt.is_some(),
-            "auth.jwt",
-            "`auth.jwt.issuers`",
-        )?;
-        needs(
-            Method::Introspection,
-            self.introspection.is_some(),
-            "auth.introspection",
-            "`auth.introspection.url` and `ca`",
-        )?;
-        if let Some(jwt) = &self.jwt {
-            jwt.validate()?;
         }
-        if let Some(intro) = &self.introspection {
-            intro.validate()?;
-        }
-        if let Some(basic) = &self.basic {
-            basic.validate()?;
+        for method in Method::ALL {
+            (method.descriptor().validate)(self)?;
         }
         for (role, members) in &self.roles {
             let empty = members.names.is_empty() && members.patterns.is_empty();
@@ -502,23 +478,16 @@ impl AuthConfig {
             if members.methods.as_ref().is_some_and(Vec::is_empty) {
                 return Err(KeyError::new(
                     format!("auth.roles.{role}.methods"),
-                    "expected at least one of mtls, basic, bearer, jwt, introspection",
+                    format!("expected at least one of {}", Method::names()),
                 ));
             }
         }
-        self.rate_limit.validate()?;
-        if self.mtls.identity.is_empty() {
-            return Err(KeyError::new(
-                "auth.mtls.identity",
-                "expected a list of certificate fields: uri, dns, email, cn",
-            ));
-        }
-        Ok(())
+        self.rate_limit.validate()
     }
 }
 
 impl BasicConfig {
-    fn validate(&self) -> Result<(), KeyError> {
+    pub fn validate(&self) -> Result<(), KeyError> {
         if self.realm.is_empty()
             || self.realm.contains(['"', '\\'])
             || self.realm.chars().any(char::is_control)
@@ -549,7 +518,7 @@ impl BasicConfig {
 }
 
 impl JwtConfig {
-    fn validate(&self) -> Result<(), KeyError> {
+    pub fn validate(&self) -> Result<(), KeyError> {
         if self.issuers.is_empty() {
             return Err(KeyError::new(
                 "auth.jwt.issuers",
@@ -570,7 +539,7 @@ impl JwtConfig {
 }
 
 impl IntrospectionConfig {
-    fn validate(&self) -> Result<(), KeyError> {
+    pub fn validate(&self) -> Result<(), KeyError> {
         if !self.url.starts_with("https://") {
             return Err(KeyError::new(
                 "auth.introspection.url",

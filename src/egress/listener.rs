@@ -21,6 +21,7 @@ use crate::forward::{OwnResponse, Refused, Side, WholeBody};
 use crate::headers::{self, ORIGIN};
 use crate::http_head;
 use crate::metrics::{self, Outcome};
+use crate::onem2m::operation::http_operation;
 use crate::onem2m::{self, mapping, M2mError};
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::Direction;
@@ -124,7 +125,7 @@ impl Egress {
             .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let (operation, resource_type) = rules::http_operation(req.method.as_str(), content_type);
+        let (operation, resource_type) = http_operation(req.method.as_str(), content_type);
         let originator = originator.and_then(|v| v.to_str().ok());
         let originator = match (allow.cse(), originator) {
             (Some(peer), Some(o)) => Some(peer.originator(o)),

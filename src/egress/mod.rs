@@ -35,8 +35,8 @@ pub struct Route {
     pub name: String,
     pub listen: SocketAddr,
     pub peer: PeerUrl,
-    /// The peer's address: resolved at start, or on first use when the name did not resolve
-    /// then (a peer pod that starts later), and kept.
+    /// The peer's address: resolved at start ([`Route::resolve_at_start`]), or on first use
+    /// when the name did not resolve then (a peer pod that starts later), and kept.
     pub peer_addr: ArcSwapOption<SocketAddr>,
     /// SNI and the name the peer's certificate must carry.
     pub server_name: String,
@@ -92,17 +92,6 @@ impl Route {
             .listen_addr()
             .map_err(|m| KeyError::new(key("listen"), m))?;
         let peer = PeerUrl::parse(&c.peer).map_err(|m| KeyError::new(key("peer"), m))?;
-        let peer_addr = match (peer.host.as_str(), peer.port).to_socket_addrs() {
-            Ok(mut addrs) => addrs.next(),
-            Err(e) => {
-                log::warn!(
-                    "egress {}: {} does not resolve now ({e}); trying again on first use",
-                    c.name,
-                    peer.host
-                );
-                None
-            }
-        };
         let server_name = c
             .tls
             .as_ref()
@@ -153,7 +142,7 @@ impl Route {
             server_ip: server_name.parse().ok(),
             server_name,
             peer,
-            peer_addr: ArcSwapOption::from(peer_addr.map(Arc::new)),
+            peer_addr: ArcSwapOption::empty(),
             originators,
             rewrite_poa: c.rewrite_poa,
             peer_roles: c.peer_roles.clone(),
@@ -174,6 +163,19 @@ impl Route {
                 secret,
             },
         })
+    }
+
+    /// Resolve the peer's name now (at start, not in [`Route::build`], which a config reload
+    /// also runs): a name that does not resolve yet is tried again on first use.
+    pub fn resolve_at_start(&self) {
+        match (self.peer.host.as_str(), self.peer.port).to_socket_addrs() {
+            Ok(mut addrs) => self.peer_addr.store(addrs.next().map(Arc::new)),
+            Err(e) => log::warn!(
+                "egress {}: {} does not resolve now ({e}); trying again on first use",
+                self.name,
+                self.peer.host
+            ),
+        }
     }
 
     /// The peer's address, resolving its name if that did not work before.

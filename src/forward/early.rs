@@ -4,11 +4,13 @@
 //! has to wait, this layer looks at the read side; bytes there end the write with
 //! [`ANSWERED`], and are kept for the response reader, which comes next. It also counts the
 //! bytes written, so that a failed request is known to have sent nothing (safe to repeat).
+//! And it holds a request head that a body follows until the body's first bytes join it, so
+//! that a small request leaves in one write (Pingora's client session flushes the head alone).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use async_trait::async_trait;
 use pingora::protocols::{Shutdown, Stream};
@@ -19,6 +21,9 @@ pub const ANSWERED: &str = "upstream answered before the request body was sent";
 
 /// Bytes read ahead at most while a write waits: enough for a response head.
 const READ_AHEAD: usize = 4096;
+
+/// Most bytes held with a held head: a larger body's first write sends the head on its own.
+const HOLD: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub struct EarlyAnswer {
@@ -32,6 +37,13 @@ pub struct EarlyAnswer {
     /// After a `101`: bytes from the upstream are WebSocket traffic, not an answer, so a write
     /// that waits just waits (set through a shared reference: the session lends no other).
     tunnel: AtomicBool,
+    /// The next writes are a request head whose body follows: held, and its flush skipped
+    /// (set through a shared reference, as `tunnel`).
+    holding_head: AtomicBool,
+    /// A held head, then the body bytes that joined it, until they are written together.
+    held: Vec<u8>,
+    /// How much of `held` the stream below took.
+    held_written: usize,
 }
 
 impl EarlyAnswer {
@@ -42,7 +54,61 @@ impl EarlyAnswer {
             ahead_eof: false,
             written: 0,
             tunnel: AtomicBool::new(false),
+            holding_head: AtomicBool::new(false),
+            held: Vec::new(),
+            held_written: 0,
         }
+    }
+
+    /// Writes what is held; an answer while it waits ends it as a body write's would.
+    fn poll_write_held(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.held_written < self.held.len() {
+            let held = std::mem::take(&mut self.held);
+            let wrote = self.poll_write_through(cx, &held[self.held_written..]);
+            self.held = held;
+            let n = ready!(wrote)?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.held_written += n;
+        }
+        self.held = Vec::new();
+        self.held_written = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write_through(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, data) {
+            Poll::Pending => {}
+            Poll::Ready(Ok(n)) => {
+                self.written += n as u64;
+                return Poll::Ready(Ok(n));
+            }
+            ready => return ready,
+        }
+        if self.tunnel.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        // The write waits: is there an answer? (Both wakers are registered: either wakes us.)
+        if self.ahead.is_empty() && !self.ahead_eof {
+            let mut space = [0u8; READ_AHEAD];
+            let mut read = ReadBuf::new(&mut space);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if read.filled().is_empty() => self.ahead_eof = true,
+                Poll::Ready(Ok(())) => self.ahead.extend_from_slice(read.filled()),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Err(io::Error::other(ANSWERED)))
+    }
+}
+
+/// The next request head written to `stream` has a body: it waits for the body's first bytes
+/// (up to [`HOLD`] in all), and both leave in one write.
+pub fn hold_head(stream: &Stream) {
+    if let Some(s) = (**stream).as_any().downcast_ref::<EarlyAnswer>() {
+        s.holding_head.store(true, Ordering::Relaxed);
     }
 }
 
@@ -88,33 +154,28 @@ impl AsyncWrite for EarlyAnswer {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Pending => {}
-            Poll::Ready(Ok(n)) => {
-                this.written += n as u64;
-                return Poll::Ready(Ok(n));
+        if *this.holding_head.get_mut() {
+            this.held.extend_from_slice(data);
+            return Poll::Ready(Ok(data.len()));
+        }
+        if !this.held.is_empty() {
+            if this.held_written == 0 && this.held.len() + data.len() <= HOLD {
+                this.held.extend_from_slice(data);
+                return Poll::Ready(Ok(data.len()));
             }
-            ready => return ready,
+            ready!(this.poll_write_held(cx))?;
         }
-        if this.tunnel.load(Ordering::Relaxed) {
-            return Poll::Pending;
-        }
-        // The write waits: is there an answer? (Both wakers are registered: either wakes us.)
-        if this.ahead.is_empty() && !this.ahead_eof {
-            let mut space = [0u8; READ_AHEAD];
-            let mut read = ReadBuf::new(&mut space);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut read) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(())) if read.filled().is_empty() => this.ahead_eof = true,
-                Poll::Ready(Ok(())) => this.ahead.extend_from_slice(read.filled()),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            }
-        }
-        Poll::Ready(Err(io::Error::other(ANSWERED)))
+        this.poll_write_through(cx, data)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        // the head's own flush: it waits for its body
+        if this.holding_head.swap(false, Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(this.poll_write_held(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -130,3 +191,78 @@ impl Shutdown for EarlyAnswer {
 }
 
 super::delegate::delegate_stream_traits!(EarlyAnswer);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair() -> (Stream, tokio::io::DuplexStream) {
+        let (a, b) = tokio::io::duplex(1 << 20);
+        (Box::new(EarlyAnswer::new(Box::new(a))), b)
+    }
+
+    async fn nothing_arrives(r: &mut tokio::io::DuplexStream) -> bool {
+        let mut byte = [0u8; 1];
+        tokio::time::timeout(Duration::from_millis(20), r.read(&mut byte))
+            .await
+            .is_err()
+    }
+
+    #[tokio::test]
+    async fn a_held_head_leaves_with_its_body() {
+        let (mut w, mut r) = pair();
+        hold_head(&w);
+        w.write_all(b"POST / HTTP/1.1\r\n\r\n").await.unwrap();
+        w.flush().await.unwrap();
+        assert!(nothing_arrives(&mut r).await, "the head waits for its body");
+        assert_eq!(bytes_written(&w), Some(0));
+        w.write_all(b"{}").await.unwrap();
+        w.flush().await.unwrap();
+        let mut got = vec![0u8; 21];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"POST / HTTP/1.1\r\n\r\n{}");
+        assert_eq!(bytes_written(&w), Some(21));
+        // the next request, without a body, is not held
+        w.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        w.flush().await.unwrap();
+        let mut got = vec![0u8; 18];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_large_body_sends_the_head_first_and_keeps_the_order() {
+        let (mut w, mut r) = pair();
+        hold_head(&w);
+        w.write_all(b"head").await.unwrap();
+        w.flush().await.unwrap();
+        let big = vec![7u8; HOLD];
+        w.write_all(&big).await.unwrap();
+        w.write_all(b"z").await.unwrap();
+        w.flush().await.unwrap();
+        let mut got = vec![0u8; 4 + HOLD + 1];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..4], b"head");
+        assert!(got[4..4 + HOLD].iter().all(|b| *b == 7));
+        assert_eq!(got[4 + HOLD], b'z');
+        assert_eq!(bytes_written(&w), Some((4 + HOLD + 1) as u64));
+    }
+
+    #[tokio::test]
+    async fn body_writes_join_the_head_until_a_flush() {
+        let (mut w, mut r) = pair();
+        hold_head(&w);
+        w.write_all(b"head").await.unwrap();
+        w.flush().await.unwrap();
+        // a Content-Length body in two parts: Pingora flushes after the last
+        w.write_all(b"ab").await.unwrap();
+        assert!(nothing_arrives(&mut r).await);
+        w.write_all(b"cd").await.unwrap();
+        w.flush().await.unwrap();
+        let mut got = [0u8; 8];
+        r.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"headabcd");
+    }
+}

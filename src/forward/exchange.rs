@@ -11,7 +11,7 @@ use pingora::protocols::http::v1::server::HttpSession as ServerSession;
 use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use super::early::bytes_written;
+use super::early::{bytes_written, hold_head};
 use super::side::{OwnResponse, Refused, Side};
 use super::upstream::{Upstream, Upstreams};
 use super::{hop, tunnel};
@@ -387,6 +387,10 @@ impl<S: Side> Exchange<'_, S> {
         expect_continue: bool,
         sent: &mut Sent,
     ) -> Result<()> {
+        if !down.is_body_empty() {
+            // the head waits for the body's first bytes: one write to the upstream, not two
+            hold_head(up.stream());
+        }
         up.write_request_header(head)
             .await
             .map_err(|e| e.into_up())?;

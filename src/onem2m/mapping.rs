@@ -29,6 +29,7 @@ pub fn challenges_for(methods: &[Method], realm: &str, basic_realm: &str) -> Vec
             Scheme::ClientCertificate => format!("ClientCertificate realm=\"{realm}\""),
             Scheme::Basic => format!("Basic realm=\"{basic_realm}\", charset=\"UTF-8\""),
             Scheme::Bearer => format!("Bearer realm=\"{realm}\""),
+            Scheme::Named(name) => format!("{name} realm=\"{realm}\""),
         };
         if !challenges.contains(&c) {
             challenges.push(c);

@@ -3,6 +3,7 @@
 //! Which failure gets which answer (and which `WWW-Authenticate` challenge) is in `mapping`.
 
 pub mod mapping;
+pub mod operation;
 
 use std::borrow::Cow;
 

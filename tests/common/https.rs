@@ -40,6 +40,9 @@ struct Counters {
 
 pub struct HttpsEndpoint {
     pub addr: SocketAddr,
+    /// The TLS settings new connections are accepted with.
+    acceptor: Arc<Mutex<Arc<SslAcceptor>>>,
+    client_ca: Option<std::path::PathBuf>,
     calls: Arc<Mutex<Vec<Call>>>,
     count: Arc<AtomicUsize>,
     counters: Arc<Counters>,
@@ -66,17 +69,9 @@ impl HttpsEndpoint {
         tls: impl FnOnce(&mut SslAcceptorBuilder),
         handler: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static,
     ) -> HttpsEndpoint {
-        let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-        acceptor.set_certificate_chain_file(&server.chain).unwrap();
-        acceptor
-            .set_private_key_file(&server.key, SslFiletype::PEM)
-            .unwrap();
-        if let Some(ca) = client_ca {
-            acceptor.set_ca_file(&ca.cert).unwrap();
-            acceptor.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
-        }
-        tls(&mut acceptor);
-        let acceptor = Arc::new(acceptor.build());
+        let client_ca = client_ca.map(|ca| ca.cert.clone());
+        let acceptor = acceptor_for(server, client_ca.as_deref(), tls);
+        let acceptor = Arc::new(Mutex::new(Arc::new(acceptor)));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -89,20 +84,21 @@ impl HttpsEndpoint {
         );
         let counters = Arc::new(Counters::default());
         let accept = {
-            let (calls, count, delay, stop, handler, counters) = (
+            let (calls, count, delay, stop, handler, counters, acceptors) = (
                 calls.clone(),
                 count.clone(),
                 delay.clone(),
                 stop.clone(),
                 handler.clone(),
                 counters.clone(),
+                acceptor.clone(),
             );
             thread::spawn(move || {
                 while !stop.load(Ordering::SeqCst) {
                     match listener.accept() {
                         Ok((tcp, _)) => {
                             let (acceptor, calls, count, delay, handler, counters) = (
-                                acceptor.clone(),
+                                acceptors.lock().unwrap().clone(),
                                 calls.clone(),
                                 count.clone(),
                                 delay.clone(),
@@ -121,6 +117,8 @@ impl HttpsEndpoint {
         };
         HttpsEndpoint {
             addr,
+            acceptor,
+            client_ca,
             calls,
             count,
             counters,
@@ -165,6 +163,13 @@ impl HttpsEndpoint {
         self.counters.max_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Serve new connections with `server`'s certificate (a `start_with` TLS change is not
+    /// kept); open ones keep theirs.
+    pub fn set_certificate(&self, server: &CertKey) {
+        let acceptor = acceptor_for(server, self.client_ca.as_deref(), |_| {});
+        *self.acceptor.lock().unwrap() = Arc::new(acceptor);
+    }
+
     pub fn set_delay(&self, d: Duration) {
         *self.delay.lock().unwrap() = d;
     }
@@ -172,6 +177,24 @@ impl HttpsEndpoint {
     pub fn set_handler(&self, h: impl Fn(&Call) -> (u16, String) + Send + Sync + 'static) {
         *self.handler.lock().unwrap() = Arc::new(h);
     }
+}
+
+fn acceptor_for(
+    server: &CertKey,
+    client_ca: Option<&std::path::Path>,
+    tls: impl FnOnce(&mut SslAcceptorBuilder),
+) -> SslAcceptor {
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    acceptor.set_certificate_chain_file(&server.chain).unwrap();
+    acceptor
+        .set_private_key_file(&server.key, SslFiletype::PEM)
+        .unwrap();
+    if let Some(ca) = client_ca {
+        acceptor.set_ca_file(ca).unwrap();
+        acceptor.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    }
+    tls(&mut acceptor);
+    acceptor.build()
 }
 
 impl Drop for HttpsEndpoint {

@@ -1,72 +1,4 @@
-//! The authorization rule engine (issue 14): compiles the `authorization` section and decides,
-//! for an authenticated request, `allow` or `deny`.
-//!
-//! # Contract
-//!
-//! * Rules are evaluated in order. The first rule whose every given condition matches decides
-//!   with its `effect`; when no rule matches, `authorization.default` decides. A rule without
-//!   conditions matches every request.
-//! * Conditions (an absent one matches everything; a list matches when any entry does):
-//!   - `identities`: the identity name equals an entry (exact, case-sensitive).
-//!   - `patterns`: a regex matches the identity name. Regexes are used as written (unanchored
-//!     search; `^…$` is the author's to write).
-//!   - `roles`: the identity holds one of the roles.
-//!   - `unless_roles`: the rule does *not* match when the identity holds one of the roles.
-//!   - `methods`: the identity was proven by one of the methods.
-//!   - `originators`: a regex matches the bound originator (what the CSE receives; canonical
-//!     with a local CSE, `crate::cse::LocalCse::originator`). A request without an originator
-//!     (anonymous) never matches an `originators` condition.
-//!   - `operations`: the request's operation is one of them. A request without an operation
-//!     (an HTTP method outside the binding) never matches.
-//!   - `resource_types`: the request's `ty` is one of them. Only creates carry `ty`; a request
-//!     without one never matches.
-//!   - `targets`: a target pattern matches the request target, read in canonical form; what
-//!     the proxy cannot place is read fail-closed by the rule's effect (below).
-//! * HTTP operations ([`http_operation`]): POST with a `ty` parameter in Content-Type is a
-//!   create, POST without one a notify; GET and HEAD retrieve; PUT update; DELETE delete; any
-//!   other method (compared case-sensitively, as HTTP does) has no operation. The `ty` parameter
-//!   name is case-insensitive, whitespace and quotes around the value are tolerated; a value that
-//!   is not a number (`ty=abc`) or several different values leave the create without a type
-//!   ([`content_type_ty`] says which, so the caller can refuse it).
-//! * Targets ([`parse_target`]): the path is compared after percent-decoding, the raw path is
-//!   what gets forwarded. So that the proxy and the CSE cannot read one path two ways, a path
-//!   is refused when it holds (after cutting the query at the first `?`): a dot segment (`.`,
-//!   `..`, raw or encoded), an encoded `/`, `\` or `%`, a raw `\`, a raw `;` (path parameters,
-//!   which some servers strip: `..;/`), a raw `#`, an encoded `#`, `?` or `;` (a CSE reads them
-//!   as the end of the target: ACME answers `/x%23lbl` as a partial retrieve of `/x`, and sends
-//!   `%3F`/`%3B` on as a query or path parameters when it forwards to another CSE), an empty
-//!   segment (`//`), a control character
-//!   after decoding, an invalid percent-escape, non-UTF-8 after decoding, a first segment
-//!   that decodes to `~` or `_` without being written so, or an ID segment (the first; the
-//!   CSE-ID; the SP-ID) that starts with `~` or `_` (`/~cse-in`, `/_id-in/…`: a marker glued to
-//!   the ID for some CSEs). One trailing slash is dropped: `/cse-in/` is the target `/cse-in`.
-//! * Forms (TS-0009): CSE-relative `/cse-in/…`, SP-relative `/~/id-in/cse-in/…`, absolute
-//!   `/_/sp.example.com/id-in/cse-in/…`. `/~` and `/_` alone are refused (incomplete).
-//!   WebSocket primitives ([`primitive_target`]) write them `cse-in/…`, `/id-in/cse-in/…` and
-//!   `//sp.example.com/id-in/cse-in/…`; they map to the same targets, without percent-decoding
-//!   but with the same refusals of dot and empty segments, backslashes, control characters and
-//!   `#`, `?`, `;`, and no ID segment of a `to` may start with `~` or `_`.
-//! * Canonical form (`crate::target::canonical`, with the local CSE of the `cse` section, which
-//!   `targets` need): every form of a target of the local CSE, `-` for its CSEBase name, is the
-//!   CSE-relative `/cse-in/…` ([`RuleSet::http_target`], [`RuleSet::primitive_target`] are the
-//!   one way requests get there); another CSE of the local SP is SP-relative. Patterns are
-//!   written in any form and made canonical the same way (`*` as CSE-ID or SP-ID expands to the
-//!   local CSE and the others); a pattern of the local CSE must start with the CSEBase.
-//! * Scopes ([`Scope`]): a target the proxy cannot place (unstructured resource ID, fan-out
-//!   point) matches every `deny` rule with `targets` and no `allow` rule with `targets`; a
-//!   retrieve whose result includes descendants (`rcn` 4, 5, 6, 8, `fu=1`) matches a `deny`
-//!   rule whose pattern matches the target or a descendant, an `allow` rule whose pattern ends
-//!   in `**` and matches the target (covers the subtree).
-//! * Target patterns are decoded; a literal segment matches
-//!   exactly (case-sensitive), `*` exactly one segment, `**` (last segment only) any tail of zero
-//!   or more segments: `/cse-in/*` matches `/cse-in/x` but not `/cse-in` nor `/cse-in/x/y`;
-//!   `/cse-in/**` matches `/cse-in` and `/cse-in/x/y`, `/**` every CSE-relative target. `*`
-//!   inside a segment (`Cae-*`), `%`, `?`, `#`, `;`, a trailing slash, empty or dot segments are
-//!   configuration errors.
-//!
-//! `decide` does not allocate: the regexes of all rules are searched together, once per request
-//! and only when a rule gets to them (per-thread result buffers); roles are bits when the rules
-//! name at most 64; a target keeps its segments' positions.
+//! The compiled rules and `decide` (the contract is the module doc of `crate::rules`).
 
 use std::cell::RefCell;
 
@@ -78,62 +10,7 @@ use crate::config::{AuthorizationConfig, Effect, KeyError, Operation, ResourceTy
 use crate::cse::LocalCse;
 use crate::identity::{Identity, Method};
 use crate::parts::{self, Known, Part};
-use crate::target::{check_plain, head, Span};
-pub use crate::target::{
-    parse_target, primitive_target, Params, Scope, Target, TargetError, TargetForm,
-};
-
-// ------------------------------------------------------------------ operations
-
-/// The operation (and for creates the resource type) of an HTTP request (TS-0009 binding).
-pub fn http_operation(
-    method: &str,
-    content_type: Option<&str>,
-) -> (Option<Operation>, Option<ResourceType>) {
-    match method {
-        "POST" => match content_type.map(content_type_ty) {
-            None | Some(Ok(None)) => (Some(Operation::Notify), None),
-            Some(Ok(ty)) => (Some(Operation::Create), ty),
-            // a `ty` was given: a create, of no type a rule could name
-            Some(Err(_)) => (Some(Operation::Create), None),
-        },
-        "GET" | "HEAD" => (Some(Operation::Retrieve), None),
-        "PUT" => (Some(Operation::Update), None),
-        "DELETE" => (Some(Operation::Delete), None),
-        _ => (None, None),
-    }
-}
-
-/// The `ty` parameter of a Content-Type: `Ok(None)` without one, `Err` when it is not a number
-/// or given twice with different values (a CSE could read either; the caller may refuse).
-pub fn content_type_ty(content_type: &str) -> Result<Option<ResourceType>, TargetError> {
-    let mut found: Option<u32> = None;
-    for param in content_type.split(';').skip(1) {
-        let Some((name, value)) = param.split_once('=') else {
-            continue;
-        };
-        if !name.trim().eq_ignore_ascii_case("ty") {
-            continue;
-        }
-        let value = value.trim();
-        let value = value
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(value);
-        // digits only: `u32::from_str` would also take `+16`
-        let ty = value
-            .bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| value.parse::<u32>().ok())
-            .flatten()
-            .ok_or(TargetError("invalid ty"))?;
-        if found.is_some_and(|f| f != ty) {
-            return Err(TargetError("ambiguous ty"));
-        }
-        found = Some(ty);
-    }
-    Ok(found.map(ResourceType))
-}
+use crate::target::{check_plain, head, Params, Scope, Span, Target, TargetError, TargetForm};
 
 // ------------------------------------------------------------------ compiled rules
 
@@ -457,7 +334,7 @@ fn local_pattern(
 
 /// The condition keys of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
+pub(super) enum Key {
     Identities,
     Patterns,
     Roles,
@@ -470,7 +347,7 @@ enum Key {
 }
 
 impl Key {
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Key::Identities => "identities",
             Key::Patterns => "patterns",
@@ -496,18 +373,14 @@ enum Roles {
 const ANY: u8 = u8::MAX;
 /// The operation bit of a request without operation: only [`ANY`] has it.
 const NO_OPERATION: u8 = 0x80;
-/// The method bit of an anonymous request: in [`ANY`], in no list.
-const NO_METHOD: u8 = 0x80;
+/// The mask of an absent `methods` condition; one bit per method ([`Method::bit`]).
+const ANY_METHOD: u64 = u64::MAX;
+/// The method bit of an anonymous request: in [`ANY_METHOD`], in no list (no method has it).
+const NO_METHOD: u64 = 1 << 63;
 
-/// Bits, not a table: a new `Method` or `Operation` variant must be given one here.
-fn method_bit(m: Method) -> u8 {
-    match m {
-        Method::Mtls => 1,
-        Method::Basic => 2,
-        Method::Bearer => 4,
-        Method::Jwt => 8,
-        Method::Introspection => 16,
-    }
+/// Bits, not a table: a new `Operation` variant must be given one here.
+fn method_bit(m: Method) -> u64 {
+    m.bit()
 }
 
 fn op_bit(op: Option<Operation>) -> u8 {
@@ -546,11 +419,11 @@ fn role_mask(table: &[String], held: &[String]) -> u64 {
 
 /// A compiled rule: flat, so that the common conditions cost a mask test, not a lookup.
 #[derive(Debug)]
-struct Rule {
-    name: String,
-    effect: Effect,
-    /// [`ANY`] when absent.
-    methods: u8,
+pub(super) struct Rule {
+    pub(super) name: String,
+    pub(super) effect: Effect,
+    /// [`ANY_METHOD`] when absent.
+    methods: u64,
     /// [`ANY`] when absent.
     operations: u8,
     resource_types: Option<Box<[u32]>>,
@@ -563,14 +436,14 @@ struct Rule {
     originators: Option<Box<[PatternID]>>,
     /// The given conditions and their text, in display order (for `table` and `explain`):
     /// who, what, then the exception (`unless_roles`).
-    described: Box<[(Key, String)]>,
+    pub(super) described: Box<[(Key, String)]>,
 }
 
 impl Rule {
     /// Whether condition `key` matches; an absent condition does. The one place that says
     /// what a condition means (`decide` and `explain` both ask here).
     #[inline(always)]
-    fn check(&self, key: Key, ev: &mut Eval<'_>) -> bool {
+    pub(super) fn check(&self, key: Key, ev: &mut Eval<'_>) -> bool {
         let req = ev.req;
         match key {
             Key::Methods => self.methods & ev.method != 0,
@@ -636,7 +509,7 @@ impl Rule {
             && self.check(Key::Originators, ev)
     }
 
-    fn text(&self, key: &str) -> &str {
+    pub(super) fn text(&self, key: &str) -> &str {
         self.described
             .iter()
             .find(|(k, _)| k.name() == key)
@@ -723,13 +596,13 @@ impl RegexGroup {
 }
 
 /// Per-thread result buffers, so that `decide` does not allocate.
-struct Scratch {
+pub(super) struct Scratch {
     names: PatternSet,
     originators: PatternSet,
 }
 
 impl Scratch {
-    fn new() -> Scratch {
+    pub(super) fn new() -> Scratch {
         Scratch {
             names: PatternSet::new(0),
             originators: PatternSet::new(0),
@@ -759,11 +632,11 @@ impl Lazy<'_> {
 }
 
 /// One request under evaluation, with what is worked out once for all rules.
-struct Eval<'a> {
+pub(super) struct Eval<'a> {
     req: &'a Request<'a>,
     /// The part of the request being judged (`crate::parts`).
     part: Part,
-    method: u8,
+    method: u64,
     /// The bit of the part's operation.
     operation: u8,
     role_table: &'a [String],
@@ -797,7 +670,7 @@ impl Eval<'_> {
 /// The compiled `authorization` section.
 #[derive(Debug)]
 pub struct RuleSet {
-    rules: Vec<Rule>,
+    pub(super) rules: Vec<Rule>,
     default: Effect,
     /// Every role the rules name, sorted, when they are at most 64 (then roles are masks).
     role_table: Vec<String>,
@@ -805,27 +678,6 @@ pub struct RuleSet {
     originators: RegexGroup,
     /// The local CSE (config `cse`): targets and patterns are read in its canonical form.
     cse: Option<LocalCse>,
-}
-
-/// What `explain` found: every rule's conditions, then the decision.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Explanation {
-    /// The rules as they read the part that decides.
-    pub rules: Vec<RuleTrace>,
-    pub decision: Decision,
-    /// What each part of the request is (`crate::parts`), the request itself first.
-    pub parts: Vec<String>,
-    /// The part that decides: the first a rule denies, else the request (0).
-    pub judged: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleTrace {
-    pub name: String,
-    /// Condition key and whether it matched (for `unless_roles`: the identity holds none).
-    pub conditions: Vec<(&'static str, bool)>,
-    /// All given conditions matched.
-    pub matched: bool,
 }
 
 impl RuleSet {
@@ -967,7 +819,12 @@ impl RuleSet {
         self.default_decision()
     }
 
-    fn eval<'a>(&'a self, req: &'a Request<'a>, part: Part, scratch: &'a mut Scratch) -> Eval<'a> {
+    pub(super) fn eval<'a>(
+        &'a self,
+        req: &'a Request<'a>,
+        part: Part,
+        scratch: &'a mut Scratch,
+    ) -> Eval<'a> {
         let mut ev = Eval {
             req,
             part,
@@ -990,7 +847,7 @@ impl RuleSet {
         ev
     }
 
-    fn default_decision(&self) -> Decision {
+    pub(super) fn default_decision(&self) -> Decision {
         Decision {
             effect: self.default,
             rule: None,
@@ -1006,63 +863,6 @@ impl RuleSet {
         self.rules.iter().map(|r| r.name.as_str())
     }
 
-    /// For `explain`: every rule in order with each given condition and whether it matched
-    /// (all evaluated, also past the deciding rule), then the decision.
-    /// The request's parts (`crate::parts`) are judged in turn; the explanation shows the one
-    /// that decides (the first denied, else the request itself) and lists the others.
-    pub fn explain(&self, req: &Request<'_>) -> Explanation {
-        let parts: Vec<Part> = parts::of(req.operation, req.resource_type, req.content, req.target)
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut chosen = None;
-        for (k, part) in parts.iter().enumerate() {
-            let (rules, decision) = self.explain_part(req, *part);
-            let denied = decision.effect == Effect::Deny;
-            if chosen.is_none() || denied {
-                chosen = Some((rules, decision, k));
-            }
-            if denied {
-                break;
-            }
-        }
-        let (rules, decision, judged) =
-            chosen.unwrap_or_else(|| (Vec::new(), self.default_decision(), 0));
-        Explanation {
-            rules,
-            decision,
-            parts: parts.iter().map(Part::describe).collect(),
-            judged,
-        }
-    }
-
-    fn explain_part(&self, req: &Request<'_>, part: Part) -> (Vec<RuleTrace>, Decision) {
-        let mut scratch = Scratch::new();
-        let mut ev = self.eval(req, part, &mut scratch);
-        let mut decision = self.default_decision();
-        let mut traces = Vec::with_capacity(self.rules.len());
-        for (i, rule) in self.rules.iter().enumerate() {
-            let conditions: Vec<(&'static str, bool)> = rule
-                .described
-                .iter()
-                .map(|(key, _)| (key.name(), rule.check(*key, &mut ev)))
-                .collect();
-            let matched = conditions.iter().all(|(_, m)| *m);
-            if matched && decision.rule.is_none() {
-                decision = Decision {
-                    effect: rule.effect,
-                    rule: Some(i),
-                };
-            }
-            traces.push(RuleTrace {
-                name: rule.name.clone(),
-                conditions,
-                matched,
-            });
-        }
-        (traces, decision)
-    }
-
     /// For `check`: one line per rule, then the default.
     pub fn table(&self) -> Vec<String> {
         let mut lines: Vec<String> = self
@@ -1073,67 +873,6 @@ impl RuleSet {
             .collect();
         lines.push(format!("default: {}", self.default.label()));
         lines
-    }
-}
-
-impl Explanation {
-    /// Human-readable, one line per rule, then the decision.
-    pub fn render(&self, set: &RuleSet) -> String {
-        let mut out = String::new();
-        if self.parts.len() > 1 {
-            out.push_str("judged as parts, each of which must be allowed:\n");
-            for (k, part) in self.parts.iter().enumerate() {
-                out.push_str(&format!("  part {}: {part}\n", k + 1));
-            }
-            out.push_str(&format!("rules for part {}:\n", self.judged + 1));
-        }
-        for (i, trace) in self.rules.iter().enumerate() {
-            let rule = set.rules.get(i);
-            let conds = if trace.conditions.is_empty() {
-                "(always)".to_string()
-            } else {
-                trace
-                    .conditions
-                    .iter()
-                    .map(|(key, matched)| {
-                        let text = rule.map_or("", |r| r.text(key));
-                        let verdict = if *matched { "matched" } else { "failed" };
-                        format!("{key} {text} ({verdict})")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let outcome = match (trace.matched, self.decision.rule) {
-                (true, Some(d)) if d == i => {
-                    format!(
-                        "matches -> {} (decides)",
-                        rule.map_or("?", |r| r.effect.label())
-                    )
-                }
-                (true, _) => "matches (not reached)".to_string(),
-                (false, _) => "no match".to_string(),
-            };
-            out.push_str(&format!(
-                "{}. {}: {} -> {}\n",
-                i + 1,
-                trace.name,
-                conds,
-                outcome
-            ));
-        }
-        match self.decision.rule {
-            Some(i) => out.push_str(&format!(
-                "decision: {} by rule {} ({})\n",
-                self.decision.effect.label(),
-                i + 1,
-                set.rule_name(i)
-            )),
-            None => out.push_str(&format!(
-                "decision: {} (default, no rule matched)\n",
-                self.decision.effect.label()
-            )),
-        }
-        out
     }
 }
 
@@ -1238,10 +977,9 @@ fn compile_rule(
     Ok(Rule {
         name: rc.name.clone(),
         effect: rc.effect,
-        methods: rc
-            .methods
-            .as_ref()
-            .map_or(ANY, |list| list.iter().fold(0, |b, m| b | method_bit(*m))),
+        methods: rc.methods.as_ref().map_or(ANY_METHOD, |list| {
+            list.iter().fold(0, |b, m| b | method_bit(*m))
+        }),
         operations: rc
             .operations
             .as_ref()
@@ -1276,6 +1014,7 @@ pub const DEFAULT_RULE: &str = "default";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onem2m::operation::http_operation;
     use crate::target::*;
 
     /// The local CSE of the tests: `/id-in`, `cse-in`, SP-ID `sp.example.com`.
@@ -1672,95 +1411,6 @@ mod tests {
             assert_eq!(req("a").origin(Some("C39")).on(&small), by_default(ALLOW));
             assert_eq!(req("a").origin(Some("C40")).on(&big), by_default(ALLOW));
         }
-    }
-
-    // ---------------------------------------------------------- HTTP operations
-
-    #[test]
-    fn http_operation_mapping() {
-        use Operation::*;
-        let ty = |n| Some(ResourceType(n));
-        assert_eq!(http_operation("GET", None), (Some(Retrieve), None));
-        assert_eq!(http_operation("HEAD", None), (Some(Retrieve), None));
-        assert_eq!(
-            http_operation("PUT", Some("application/json")),
-            (Some(Update), None)
-        );
-        assert_eq!(http_operation("DELETE", None), (Some(Delete), None));
-        assert_eq!(http_operation("POST", None), (Some(Notify), None));
-        assert_eq!(
-            http_operation("POST", Some("application/json")),
-            (Some(Notify), None)
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=16")),
-            (Some(Create), ty(16))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/vnd.onem2m-res+json; ty=16")),
-            (Some(Create), ty(16))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;TY=16")),
-            (Some(Create), ty(16))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json ; charset=utf-8 ;  Ty = 4 ")),
-            (Some(Create), ty(4))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=\"3\"")),
-            (Some(Create), ty(3))
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=abc")),
-            (Some(Create), None)
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=")),
-            (Some(Create), None)
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=+16")),
-            (Some(Create), None)
-        );
-        assert_eq!(
-            http_operation("POST", Some("application/json;ty=2;ty=16")),
-            (Some(Create), None)
-        );
-        // `ty` only as a parameter, not inside another one's name
-        assert_eq!(
-            http_operation("POST", Some("application/json;xty=16")),
-            (Some(Notify), None)
-        );
-        for m in ["PATCH", "OPTIONS", "TRACE", "CONNECT", "get", "post", ""] {
-            assert_eq!(
-                http_operation(m, Some("application/json;ty=2")),
-                (None, None),
-                "{m}"
-            );
-        }
-    }
-
-    #[test]
-    fn content_type_ty_reports_why() {
-        assert_eq!(content_type_ty("application/json"), Ok(None));
-        assert_eq!(
-            content_type_ty("application/json;ty=2;ty=02"),
-            Ok(Some(ResourceType(2)))
-        );
-        assert_eq!(
-            content_type_ty("application/json;ty=2;ty=3"),
-            Err(TargetError("ambiguous ty"))
-        );
-        assert_eq!(
-            content_type_ty("application/json;ty=x"),
-            Err(TargetError("invalid ty"))
-        );
-        assert_eq!(
-            content_type_ty("application/json;ty=99999999999"),
-            Err(TargetError("invalid ty"))
-        );
     }
 
     // ---------------------------------------------------------- targets
