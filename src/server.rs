@@ -531,6 +531,12 @@ pub fn run(p: Prepared) -> Result<()> {
         telemetry::settings::Tracing::On(settings) => {
             crate::metrics::tracing_init();
             let tracer = telemetry::start(settings)?;
+            server.add_service(background_service(
+                "trace export flush",
+                telemetry::FlushAtShutdown {
+                    grace_period: p.config.shutdown.grace_period,
+                },
+            ));
             log::info!(
                 "tracing: exporting spans to {} ({})",
                 settings.endpoint,

@@ -964,3 +964,44 @@ fn sampling_is_parent_based_and_an_unsampled_request_still_passes_its_context_on
         "only the sampled request was exported"
     );
 }
+
+#[test]
+fn spans_still_queued_at_shutdown_are_exported_before_the_process_exits() {
+    let rx = Receiver::start();
+    let mut files = Scenario::files_only(ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[basic]".into(),
+        ..Default::default()
+    });
+    let htpasswd = files.pki.write(
+        "htpasswd",
+        format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes(),
+    );
+    files.opts.extra_auth = format!("basic:\n  htpasswd: {}", htpasswd.display());
+    files.opts.extra = tracing_section(&rx.endpoint(), "");
+    // no scheduled export within the test: only the flush at shutdown can send the span
+    let mut proxy = ProxyProcess::start_with_env(
+        &bin(),
+        &files.config_yaml(),
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
+    );
+    let resp = common::ClientTls::new(&files.ca.cert)
+        .connect_and_request(
+            files.addr,
+            &Request::get("/cse-in")
+                .header("X-M2M-RI", "last-one")
+                .header("Authorization", &basic("CAdmin", "pw")),
+        )
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        rx.spans().is_empty(),
+        "nothing exported before the shutdown"
+    );
+    assert!(proxy.signal("TERM"));
+    assert!(proxy.wait_exit(WAIT).is_some(), "the proxy exits");
+    rx.wait_span("the last request's span", |s| {
+        s.attr("onem2m.request_identifier") == Some("last-one")
+    });
+}

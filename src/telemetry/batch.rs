@@ -13,6 +13,9 @@ use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
 
 use crate::metrics;
 
+/// How long a flush waits for the export thread.
+const FLUSH_WAIT: Duration = Duration::from_secs(3);
+
 /// `OTEL_BSP_*`, with the specification's defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchSettings {
@@ -74,10 +77,11 @@ impl SpanProcessor for BatchProcessor {
     fn force_flush(&self) -> OTelSdkResult {
         let (tx, rx) = mpsc::sync_channel(1);
         self.queue
-            .send(Message::Flush(tx))
+            .try_send(Message::Flush(tx))
             .map_err(|_| OTelSdkError::AlreadyShutdown)?;
-        rx.recv_timeout(Duration::from_secs(30))
-            .map_err(|_| OTelSdkError::Timeout(Duration::from_secs(30)))
+        // bounded: a stuck collector must not hold a shutdown
+        rx.recv_timeout(FLUSH_WAIT)
+            .map_err(|_| OTelSdkError::Timeout(FLUSH_WAIT))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {

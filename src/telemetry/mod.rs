@@ -40,6 +40,26 @@ pub fn start(settings: &settings::Settings) -> anyhow::Result<SdkTracer> {
     Ok(exporting.tracer)
 }
 
+/// At shutdown: once the grace period is nearly over (the last requests' spans have ended),
+/// what is still queued is exported instead of lost with the process.
+pub struct FlushAtShutdown {
+    pub grace_period: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for FlushAtShutdown {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+        let margin = std::time::Duration::from_millis(500);
+        tokio::time::sleep(self.grace_period.saturating_sub(margin)).await;
+        if let Some(provider) = PROVIDER.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || provider.force_flush()).await;
+        }
+    }
+}
+
 /// A span for work under the current request, ended when dropped; `None` when tracing is off
 /// or the request is not sampled.
 pub fn child(name: &'static str) -> Option<Span> {
