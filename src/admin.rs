@@ -63,22 +63,22 @@ impl ServeHttp for AdminApp {
     }
 }
 
-/// Marks the proxy ready once its public listener is bound, and unready when shutdown begins.
+/// Marks the proxy ready once its public listener and every egress listener are bound (a
+/// CSE's outbound requests need the latter), and unready when shutdown begins.
 pub struct ReadinessProbe {
     pub readiness: Readiness,
-    pub listen: SocketAddr,
+    pub listeners: Vec<SocketAddr>,
 }
 
 #[async_trait]
 impl BackgroundService for ReadinessProbe {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let port = self.listen.port();
         let mut interval = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
                 _ = interval.tick() => {
-                    if is_listening(port) {
+                    if self.listeners.iter().all(|l| is_listening(l.port())) {
                         self.readiness.set(true);
                         break;
                     }

@@ -580,7 +580,9 @@ pub fn run(p: Prepared) -> Result<()> {
         "readiness",
         ReadinessProbe {
             readiness,
-            listen: p.resolved.listen,
+            listeners: std::iter::once(p.resolved.listen)
+                .chain(p.routes.iter().map(|r| r.listen))
+                .collect(),
         },
     );
 
