@@ -22,7 +22,8 @@ N measured ones (callgrind_control -z / -d around them), and print instructions 
 `callgrind_annotate --inclusive=yes --auto=no <dump>`.
 --path NAME=LINES (repeatable, with --callgrind): measure these configs of --new instead of old
 and new, one after the other in this order; `{sink}` in LINES is the URL of an OTLP/HTTP sink
-started here (answers every POST 200, counts the bytes), for `tracing:` (BENCHMARKS.md, issue 23):
+started here (answers every POST 200, counts the bytes), for `tracing:` (BENCHMARKS.md, issue 23;
+`{sink}` works in --old-extra/--new-extra of the CPU rows too):
 
     bench/request_paths.py --callgrind 2000 --path absent= \
         --path off=$'tracing:\n  enabled: false\n  endpoint: "{sink}"\n' \
@@ -114,6 +115,12 @@ def main():
     ap.add_argument("--post", action="store_true", help="POST a oneM2M create instead of GET /cse-in")
     args = ap.parse_args()
     EXTRA.update(old=args.old_extra, new=args.new_extra)
+    if not args.callgrind and "{sink}" in args.old_extra + args.new_extra:
+        # an OTLP sink for `tracing:` in the CPU rows too (it lives until the process ends)
+        sink_port = free_port()
+        otlp_sink(sink_port, [0, 0])
+        for name in ("old", "new"):
+            EXTRA[name] = EXTRA[name].replace("{sink}", f"http://127.0.0.1:{sink_port}")
     d = tempfile.mkdtemp(prefix="request-paths-")
     pki(d)
     up_port = free_port()
