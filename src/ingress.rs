@@ -1148,6 +1148,7 @@ fn trace_primitives(span: &mut RequestSpan, out: &gate::ClientOutput) {
                 text(attr::ONEM2M_REQUEST_IDENTIFIER, &f.request_id),
                 f.resource_type
                     .map(|t| KeyValue::new(attr::ONEM2M_RESOURCE_TYPE, t as i64)),
+                text(attr::RULE, &f.rule),
             ]
             .into_iter()
             .flatten()

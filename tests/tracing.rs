@@ -822,6 +822,7 @@ fn an_mcc_request_is_one_trace_across_both_sidecars() {
 
 #[test]
 fn a_websocket_is_one_span_with_an_event_per_request_primitive() {
+    const WS_READ_ONLY: &str = "authorization:\n  default: deny\n  rules:\n    - name: ws-read\n      effect: allow\n      operations: [retrieve]\n";
     let rx = Receiver::start();
     let (f, _proxy) = start(
         ScenarioOpts {
@@ -830,7 +831,7 @@ fn a_websocket_is_one_span_with_an_event_per_request_primitive() {
         },
         |f| ScenarioOpts {
             extra: format!(
-                "websocket:\n  cse_id: /id-in\n{}",
+                "websocket:\n  cse_id: /id-in\n{WS_READ_ONLY}{}",
                 tracing_section(&rx.endpoint(), "")
             ),
             ..f.opts.clone()
@@ -884,10 +885,17 @@ fn a_websocket_is_one_span_with_an_event_per_request_primitive() {
             (
                 e["onem2m.operation"].as_str(),
                 e["onem2m.request_identifier"].as_str(),
+                e.get("m2m_auth_proxy.rule").map(String::as_str),
             )
         })
         .collect();
-    assert_eq!(forwarded, [("retrieve", "ok-1"), ("retrieve", "ok-2")]);
+    assert_eq!(
+        forwarded,
+        [
+            ("retrieve", "ok-1", Some("ws-read")),
+            ("retrieve", "ok-2", Some("ws-read"))
+        ]
+    );
     // no span per frame or message: the connection's span and its exchange with the CSE
     std::thread::sleep(Duration::from_millis(300));
     let spans = rx.spans();

@@ -106,6 +106,8 @@ pub struct ForwardedMessage {
     pub to: Option<String>,
     pub request_id: Option<String>,
     pub resource_type: Option<u64>,
+    /// The rule that allowed it (none when no rules are configured).
+    pub rule: Option<String>,
 }
 
 /// What one chunk from the client turns into.
@@ -316,7 +318,7 @@ impl Gate {
                 )
             }
             Ok(originator) => match self.authorize(&request, originator) {
-                Ok(()) => {
+                Ok(rule) => {
                     let outcome = if request.fr.as_deref() == Some(originator) {
                         "forwarded"
                     } else {
@@ -329,6 +331,7 @@ impl Gate {
                             to: request.to.clone(),
                             request_id: request.rqi.clone(),
                             resource_type: request.ty,
+                            rule,
                         });
                     }
                     // what the proxy decoded, re-encoded: never the client's bytes
@@ -391,13 +394,18 @@ impl Gate {
         })
     }
 
-    fn authorize(&self, request: &primitive::Primitive, originator: &str) -> Result<(), Refused> {
+    /// `Ok`: the rule that allowed it, named only when the gate records forwarded primitives.
+    fn authorize(
+        &self,
+        request: &primitive::Primitive,
+        originator: &str,
+    ) -> Result<Option<String>, Refused> {
         let rules = self.rules.load();
         let Some(op) = request.op else {
-            return Ok(()); // responses to the CSE's notifications are not requests
+            return Ok(None); // responses to the CSE's notifications are not requests
         };
         if rules.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // op 6 (discovery in older releases) returns descendants like fu=1
         let params = rules::Params {
@@ -427,7 +435,7 @@ impl Gate {
         let rule = decision.rule.map_or(DEFAULT_RULE, |i| rules.rule_name(i));
         metrics::authorization_decision(rule, decision.effect.label());
         match decision.effect {
-            Effect::Allow => Ok(()),
+            Effect::Allow => Ok(self.record_forwarded.then(|| rule.to_string())),
             Effect::Deny => Err((
                 Rsc::OriginatorHasNoPrivilege.code(),
                 Cow::Owned(format!("denied by rule {rule}")),
