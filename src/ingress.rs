@@ -1069,24 +1069,11 @@ impl Ingress {
         let trace = ctx.trace.take();
         let ids = trace.as_ref().filter(|_| self.access_log).map(|t| t.ids());
         if let Some(span) = trace {
-            let (operation, resource_type) = rules::http_operation(
-                req.method.as_str(),
-                req.headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok()),
-            );
-            let refused = ctx.refusal.map(|(_, rsc)| {
-                ctx.refusal_reason
-                    .take()
-                    .unwrap_or_else(|| format!("refused, rsc {rsc}").into())
-            });
+            let reason = ctx.refusal_reason.take();
+            let refusal = ctx.refusal.map(|(_, rsc)| rsc);
             span.finish(Ending {
-                status,
-                rsc,
                 originator: ctx.originator.as_deref(),
                 request_id: ctx.request_id.as_deref(),
-                operation: operation.map(|o| o.as_str()),
-                resource_type: resource_type.map(|t| t.0),
                 auth_method: Some(method_label),
                 identity: ctx.identity.as_deref().map(|i| i.name.as_str()),
                 cert_identity: ctx
@@ -1100,7 +1087,7 @@ impl Ingress {
                     _ => None,
                 },
                 tls_version: client.tls_version,
-                refused,
+                ..Ending::of_request(req, status, rsc, refusal, reason)
             });
         }
         if !self.access_log {
