@@ -27,7 +27,7 @@ use crate::identity::{Identity, Method};
 use crate::limits::ConnectionLimits;
 use crate::metrics::{self, Outcome};
 use crate::onem2m::mapping::{self, UpstreamError, WEBSOCKET_FRAMING, WEBSOCKET_NEGOTIATION};
-use crate::onem2m::operation::{content_type_ty, http_operation};
+use crate::onem2m::operation::{self, content_type_ty, http_operation};
 use crate::onem2m::{self, M2mError};
 use crate::originator::OriginatorPolicy;
 use crate::parts::Known;
@@ -1087,7 +1087,7 @@ impl Ingress {
                     _ => None,
                 },
                 tls_version: client.tls_version,
-                ..Ending::of_request(req, status, rsc, refusal, reason)
+                ..Ending::of_request(status, rsc, operation::of_head(req), refusal, reason)
             });
         }
         if !self.access_log {

@@ -21,7 +21,7 @@ use crate::forward::{OwnResponse, Refused, Side, WholeBody};
 use crate::headers::{self, ORIGIN};
 use crate::http_head;
 use crate::metrics::{self, Outcome};
-use crate::onem2m::operation::http_operation;
+use crate::onem2m::operation::{self, http_operation};
 use crate::onem2m::{self, mapping, M2mError};
 use crate::poa::rewrite::{BodyRewrite, PoaRewriter, Routes};
 use crate::poa::Direction;
@@ -438,7 +438,7 @@ impl Side for Egress {
             span.finish(Ending {
                 originator: ctx.originator.as_deref(),
                 request_id: ctx.request_id.as_deref(),
-                ..Ending::of_request(req, status, rsc, refusal, reason)
+                ..Ending::of_request(status, rsc, operation::of_head(req), refusal, reason)
             });
         }
         if !self.access_log {

@@ -5,6 +5,17 @@
 use crate::config::{Operation, ResourceType};
 use crate::target::TargetError;
 
+/// The operation and resource type of a request head, as names for traces and logs.
+pub fn of_head(req: &pingora::http::RequestHeader) -> (Option<&'static str>, Option<u32>) {
+    let (operation, resource_type) = http_operation(
+        req.method.as_str(),
+        req.headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    (operation.map(|o| o.as_str()), resource_type.map(|t| t.0))
+}
+
 /// The operation (and for creates the resource type) of an HTTP request (TS-0009 binding).
 pub fn http_operation(
     method: &str,

@@ -67,27 +67,21 @@ pub struct Ending<'a> {
 }
 
 impl<'a> Ending<'a> {
-    /// What a span ends with on every listener: the operation the request names (its method
-    /// and `Content-Type`), the answer, and, when the proxy refused it (`refusal_rsc`), the
-    /// reason the access log gives.
+    /// What a span ends with on every listener: the operation the request names
+    /// (`onem2m::operation::of_head`), the answer, and, when the proxy refused it
+    /// (`refusal_rsc`), the reason the access log gives.
     pub fn of_request(
-        req: &RequestHeader,
         status: u16,
         rsc: Option<&'a str>,
+        (operation, resource_type): (Option<&'static str>, Option<u32>),
         refusal_rsc: Option<u16>,
         reason: Option<Cow<'a, str>>,
     ) -> Ending<'a> {
-        let (operation, resource_type) = crate::onem2m::operation::http_operation(
-            req.method.as_str(),
-            req.headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
-        );
         Ending {
             status,
             rsc,
-            operation: operation.map(|o| o.as_str()),
-            resource_type: resource_type.map(|t| t.0),
+            operation,
+            resource_type,
             refused: refusal_rsc
                 .map(|rsc| reason.unwrap_or_else(|| format!("refused, rsc {rsc}").into())),
             ..Ending::default()
