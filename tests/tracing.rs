@@ -269,30 +269,31 @@ fn start(
     (files, proxy)
 }
 
+/// A scenario whose client authenticates with Basic (`CAdmin` / `password`), with `extra`
+/// config lines; the caller starts the proxy with the environment it needs.
+fn basic_files(password: &str, extra: String) -> ScenarioFiles {
+    let mut files = Scenario::files_only(ScenarioOpts {
+        client_cert: "optional".into(),
+        methods: "[basic]".into(),
+        ..Default::default()
+    });
+    let htpasswd = files.pki.write(
+        "htpasswd",
+        format!("{}\n", htpasswd_line("CAdmin", password)).as_bytes(),
+    );
+    files.opts.extra_auth = format!("basic:\n  htpasswd: {}", htpasswd.display());
+    files.opts.extra = extra;
+    files
+}
+
 const INCOMING_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const INCOMING_SPAN: &str = "00f067aa0ba902b7";
 
 #[test]
 fn a_request_span_continues_the_callers_trace_and_the_cse_gets_our_span() {
     let rx = Receiver::start();
-    let (f, proxy) = start(
-        ScenarioOpts {
-            client_cert: "optional".into(),
-            methods: "[basic]".into(),
-            ..Default::default()
-        },
-        |f| {
-            let htpasswd = f.pki.write(
-                "htpasswd",
-                format!("{}\n", htpasswd_line("CAdmin", "pw-Secret-1")).as_bytes(),
-            );
-            ScenarioOpts {
-                extra_auth: format!("basic:\n  htpasswd: {}", htpasswd.display()),
-                extra: tracing_section(&rx.endpoint(), ""),
-                ..f.opts.clone()
-            }
-        },
-    );
+    let f = basic_files("pw-Secret-1", tracing_section(&rx.endpoint(), ""));
+    let proxy = ProxyProcess::start_with_env(&bin(), &f.config_yaml(), FAST_BATCHES);
     let tls = common::ClientTls::new(&f.ca.cert);
     let req = Request::post("/cse-in", br#"{"m2m:ae":{"rn":"app"}}"#.to_vec())
         .header("Content-Type", "application/json;ty=2")
@@ -567,17 +568,7 @@ fn a_collector_that_is_down_or_slow_changes_no_answer_and_drops_are_counted() {
             ],
         ),
     ] {
-        let mut files = Scenario::files_only(ScenarioOpts {
-            client_cert: "optional".into(),
-            methods: "[basic]".into(),
-            ..Default::default()
-        });
-        let htpasswd = files.pki.write(
-            "htpasswd",
-            format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes(),
-        );
-        files.opts.extra_auth = format!("basic:\n  htpasswd: {}", htpasswd.display());
-        files.opts.extra = tracing_section(endpoint, "");
+        let files = basic_files("pw", tracing_section(endpoint, ""));
         let proxy = ProxyProcess::start_with_env(&bin(), &files.config_yaml(), &env);
         let tls = common::ClientTls::new(&files.ca.cert);
         let started = Instant::now();
@@ -609,17 +600,7 @@ fn a_collector_that_is_down_or_slow_changes_no_answer_and_drops_are_counted() {
 #[test]
 fn tracing_off_adds_nothing_and_enabled_false_wins_over_the_environment() {
     let rx = Receiver::start();
-    let mut files = Scenario::files_only(ScenarioOpts {
-        client_cert: "optional".into(),
-        methods: "[basic]".into(),
-        ..Default::default()
-    });
-    let htpasswd = files.pki.write(
-        "htpasswd",
-        format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes(),
-    );
-    files.opts.extra_auth = format!("basic:\n  htpasswd: {}", htpasswd.display());
-    files.opts.extra = "tracing:\n  enabled: false\n".into();
+    let files = basic_files("pw", "tracing:\n  enabled: false\n".into());
     let endpoint = rx.endpoint();
     let mut env = FAST_BATCHES.to_vec();
     env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()));
@@ -910,24 +891,11 @@ fn a_websocket_is_one_span_with_an_event_per_request_primitive() {
 #[test]
 fn sampling_is_parent_based_and_an_unsampled_request_still_passes_its_context_on() {
     let rx = Receiver::start();
-    let (f, _proxy) = start(
-        ScenarioOpts {
-            client_cert: "optional".into(),
-            methods: "[basic]".into(),
-            ..Default::default()
-        },
-        |f| {
-            let htpasswd = f.pki.write(
-                "htpasswd",
-                format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes(),
-            );
-            ScenarioOpts {
-                extra_auth: format!("basic:\n  htpasswd: {}", htpasswd.display()),
-                extra: tracing_section(&rx.endpoint(), "  sampler_ratio: 0.0\n"),
-                ..f.opts.clone()
-            }
-        },
+    let f = basic_files(
+        "pw",
+        tracing_section(&rx.endpoint(), "  sampler_ratio: 0.0\n"),
     );
+    let _proxy = ProxyProcess::start_with_env(&bin(), &f.config_yaml(), FAST_BATCHES);
     let tls = common::ClientTls::new(&f.ca.cert);
     let send = |ri: &str, traceparent: Option<String>| {
         let mut req = Request::get("/cse-in")
@@ -976,17 +944,7 @@ fn sampling_is_parent_based_and_an_unsampled_request_still_passes_its_context_on
 #[test]
 fn spans_still_queued_at_shutdown_are_exported_before_the_process_exits() {
     let rx = Receiver::start();
-    let mut files = Scenario::files_only(ScenarioOpts {
-        client_cert: "optional".into(),
-        methods: "[basic]".into(),
-        ..Default::default()
-    });
-    let htpasswd = files.pki.write(
-        "htpasswd",
-        format!("{}\n", htpasswd_line("CAdmin", "pw")).as_bytes(),
-    );
-    files.opts.extra_auth = format!("basic:\n  htpasswd: {}", htpasswd.display());
-    files.opts.extra = tracing_section(&rx.endpoint(), "");
+    let files = basic_files("pw", tracing_section(&rx.endpoint(), ""));
     // no scheduled export within the test: only the flush at shutdown can send the span
     let mut proxy = ProxyProcess::start_with_env(
         &bin(),
