@@ -66,6 +66,25 @@ def pki(d):
     leaf("dev", "URI:Cae-bench", "clientAuth")
 
 
+def read_request(conn, buf=b""):
+    """One request from `conn`, `buf` being what was read of it already: (head, body, bytes
+    after it), the body read to its Content-Length; None if the peer closes first."""
+    while b"\r\n\r\n" not in buf:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    need = int(m.group(1)) if m else 0
+    while len(buf) < need:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    return head, buf[:need], buf[need:]
+
+
 def upstream(port, body, content_type, last_head=None):
     """A keep-alive HTTP/1.1 server answering every request with `body`; `last_head`, a
     one-element list, gets the head of the last request read."""
@@ -80,21 +99,10 @@ def upstream(port, body, content_type, last_head=None):
                 f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         with conn:
             while True:
-                while b"\r\n\r\n" not in buf:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                seen, buf = buf.split(b"\r\n\r\n", 1)
-                # a request body (Content-Length only) is read before the answer
-                m = re.search(rb"(?im)^content-length:\s*(\d+)", seen)
-                need = int(m.group(1)) if m else 0
-                while len(buf) < need:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buf += chunk
-                buf = buf[need:]
+                request = read_request(conn, buf)
+                if request is None:
+                    return
+                seen, _, buf = request
                 if last_head is not None:
                     last_head[0] = seen
                 conn.sendall(head)

@@ -45,7 +45,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from egress_latency import REQUEST, ROOT, cpu_seconds, free_port, pki, run, upstream, wait_ready  # noqa: E402
+from egress_latency import (REQUEST, ROOT, cpu_seconds, free_port, pki, read_request, run,  # noqa: E402
+                            upstream, wait_ready)
 
 LAST_HEAD = [b""]
 
@@ -187,20 +188,10 @@ def otlp_sink(port, received):
 
     def serve(conn):
         with conn:
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                buf += chunk
-            head, body = buf.split(b"\r\n\r\n", 1)
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                body += chunk
+            request = read_request(conn)
+            if request is None:
+                return
+            body = request[1]
             received[0] += 1
             received[1] += len(body)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
