@@ -104,6 +104,41 @@ refused() {
 }
 sink_saw() { grep -c -- "$1" "$WORK/sink.log" 2>/dev/null || true; }
 
+# setup_tools_and_pki PORT...: the ports are free, the proxy binary runs, ACME is installed (a
+# venv, reused), and a test CA in $PKI; `leaf NAME EKU SAN` then issues certificates from it
+setup_tools_and_pki() {
+local p
+for p in "$@"; do
+  port_free "$p" || die "setup: port $p free on $H"
+done
+[ -x "$BIN" ] || die "setup: proxy binary" "not executable: $BIN (set M2M_AUTH_PROXY_BIN)"
+say "proxy binary: $BIN ($("$BIN" --version 2>&1 | head -1))"
+if "$ACME_VENV/bin/python" -c 'import acmecse' 2>/dev/null; then
+  say "ACME venv: reusing $ACME_VENV"
+else
+  say "ACME venv: creating $ACME_VENV and installing $ACME_SPEC"
+  python3 -m venv "$ACME_VENV"
+  "$ACME_VENV/bin/python" -m pip install -q "$ACME_SPEC" >"$WORK/pip.log" 2>&1 \
+    || die "setup: pip install $ACME_SPEC" "$(tail -20 "$WORK/pip.log")"
+fi
+say "ACME: acmecse $("$ACME_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("acmecse"))')"
+
+PKI="$WORK/pki"; mkdir -p "$PKI"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=m2m-auth-proxy e2e CA" -keyout "$PKI/ca.key" -out "$PKI/ca.pem" \
+  -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+  >"$PKI/openssl.log" 2>&1
+}
+
+leaf() { # leaf NAME EKU SAN
+  printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\nsubjectAltName=%s\n' \
+    "$2" "$3" >"$PKI/$1.ext"
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$1" \
+    -keyout "$PKI/$1.key" -out "$PKI/$1.csr" >>"$PKI/openssl.log" 2>&1
+  openssl x509 -req -in "$PKI/$1.csr" -CA "$PKI/ca.pem" -CAkey "$PKI/ca.key" -CAcreateserial \
+    -days 2 -extfile "$PKI/$1.ext" -out "$PKI/$1.pem" >>"$PKI/openssl.log" 2>&1
+}
+
 # Writes ACME's acme.ini and the recording sink, defines the readiness checks, starts the
 # sink and sidecars H and W (their configs written by the caller); the caller waits for them.
 start_in_sink_h_w() {
